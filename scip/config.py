@@ -1,0 +1,344 @@
+"""The run configuration: YAML validated once into typed, frozen objects.
+
+This is the only module that reads raw configuration. Everything downstream
+receives a :class:`Config` (or one of its sections), never a dict. Invalid
+configuration raises :class:`ConfigError`, whose message names the key path,
+the bad value and the allowed values; the command line turns it into exit
+code 2.
+
+Relative paths in a config file are resolved against the directory of that
+file, so a config and its data can move together.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from scip.features import FAMILIES
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "InputConfig",
+    "SegmentConfig",
+    "OtsuConfig",
+    "LiConfig",
+    "WatershedConfig",
+    "SpotConfig",
+    "CellsConfig",
+    "FeaturesConfig",
+    "OutputConfig",
+    "EvaluateConfig",
+    "ClusterConfig",
+    "load_config",
+    "SEGMENT_METHODS",
+]
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message is meant for the user as is."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
+    if value is None:
+        return None
+    base = (info.context or {}).get("base_dir")
+    value = Path(value).expanduser()
+    if not value.is_absolute() and base is not None:
+        value = Path(base) / value
+    return value
+
+
+class InputConfig(_Section):
+    """Where the images are and how to read them."""
+
+    path: Path
+    format: Literal["auto", "tiff", "ifc_zarr", "zarr", "ome_zarr"] = "auto"
+    pattern: str | None = None
+    channels: list[str] | None = None
+    use_channels: list[str] | None = None
+    array: str | None = None
+    level: Annotated[int, Field(ge=0)] = 0
+    images_per_partition: Annotated[int, Field(ge=1)] = 16
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, value: Path, info: ValidationInfo) -> Path:
+        value = _resolve(value, info)
+        # A glob is checked when files are discovered, where "no match" can be reported.
+        if not any(c in str(value) for c in "*?[") and not value.exists():
+            raise ValueError(f"path does not exist: {value}")
+        return value
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            compiled = re.compile(value)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression ({e})") from None
+        if not compiled.groupindex:
+            raise ValueError("needs named groups, e.g. '(?P<id>\\d+)_(?P<channel>\\w+)\\.tiff'")
+        return value
+
+    @model_validator(mode="after")
+    def _channels_consistent(self) -> "InputConfig":
+        if self.channels is not None and len(set(self.channels)) != len(self.channels):
+            raise ValueError(f"input.channels has duplicate names: {self.channels}")
+        if self.channels is not None and self.use_channels is not None:
+            unknown = [c for c in self.use_channels if c not in self.channels]
+            if unknown:
+                raise ValueError(
+                    f"input.use_channels names {unknown} not in input.channels; allowed: {', '.join(self.channels)}"
+                    + _did_you_mean(unknown[0], self.channels)
+                )
+        return self
+
+
+class _SegmentBase(_Section):
+    channel: str | int = 0
+    name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]*$")] = "cell"
+    remove_border: bool = True
+    smooth: Annotated[float, Field(ge=0)] = 1.0
+    min_size: Annotated[int, Field(ge=0)] = 20
+
+    def method_params(self) -> dict[str, Any]:
+        """Keyword arguments for the segmentation function of :attr:`method`."""
+        return self.model_dump(exclude={"method", "channel", "name", "remove_border"})
+
+
+class OtsuConfig(_SegmentBase):
+    """Global Otsu threshold, then connected components."""
+
+    method: Literal["otsu"]
+    fill_holes: bool = True
+
+
+class LiConfig(_SegmentBase):
+    """Global Li (minimum cross-entropy) threshold, then connected components."""
+
+    method: Literal["li"]
+    fill_holes: bool = True
+
+
+class WatershedConfig(_SegmentBase):
+    """Threshold, then a distance-transform watershed to split touching cells."""
+
+    method: Literal["watershed"]
+    fill_holes: bool = True
+    threshold: Literal["otsu", "li"] = "otsu"
+    min_distance: Annotated[int, Field(ge=1)] = 5
+    compactness: Annotated[float, Field(ge=0)] = 0.0
+    distance_smooth: Annotated[float, Field(ge=0)] = 1.0
+
+
+class SpotConfig(_SegmentBase):
+    """Small bright objects: white top-hat, then a threshold."""
+
+    method: Literal["spot"]
+    smooth: Annotated[float, Field(ge=0)] = 0.0
+    min_size: Annotated[int, Field(ge=0)] = 2
+    radius: Annotated[int, Field(ge=1)] = 3
+    threshold: Literal["otsu", "std"] = "std"
+    k: Annotated[float, Field(gt=0)] = 3.0
+
+
+SegmentConfig = Annotated[
+    Union[OtsuConfig, LiConfig, WatershedConfig, SpotConfig], Field(discriminator="method")
+]
+_SEGMENT_CLASSES = {"otsu": OtsuConfig, "li": LiConfig, "watershed": WatershedConfig, "spot": SpotConfig}
+SEGMENT_METHODS = tuple(_SEGMENT_CLASSES)
+
+
+class CellsConfig(_Section):
+    """How objects become cell records."""
+
+    padding: Annotated[int, Field(ge=0)] = 5
+
+
+class FeaturesConfig(_Section):
+    """Which feature families to compute."""
+
+    families: list[Literal[FAMILIES]] = list(FAMILIES)  # type: ignore[valid-type]
+
+
+class OutputConfig(_Section):
+    """Where results go."""
+
+    path: Path = Path("results")
+    overwrite: bool = False
+
+    @field_validator("path")
+    @classmethod
+    def _resolve_path(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+
+class EvaluateConfig(_Section):
+    """Ground truth to compare the segmentation with (optional)."""
+
+    labels: str
+    iou: Annotated[float, Field(gt=0, le=1)] = 0.5
+
+    @field_validator("labels")
+    @classmethod
+    def _resolve_labels(cls, value: str, info: ValidationInfo) -> str:
+        resolved = _resolve(Path(value), info)
+        if "{" not in value and not resolved.exists():
+            raise ValueError(f"path does not exist: {resolved}")
+        return str(resolved)
+
+
+class ClusterConfig(_Section):
+    """Where the graph runs."""
+
+    scheduler: str | None = None
+    workers: Annotated[int, Field(ge=1)] | None = None
+    threads: Annotated[int, Field(ge=1)] = 1
+    memory_limit: str = "auto"
+    dashboard_address: str = ":8787"
+
+
+class Config(_Section):
+    """A whole run, as read from ``config.yml``."""
+
+    input: InputConfig
+    segment: SegmentConfig = Field(default_factory=lambda: WatershedConfig(method="watershed"))
+    cells: CellsConfig = CellsConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    output: OutputConfig = OutputConfig()
+    evaluate: EvaluateConfig | None = None
+    cluster: ClusterConfig = ClusterConfig()
+
+
+def load_config(source: str | Path | dict, *, base_dir: str | Path | None = None, overrides: dict | None = None) -> Config:
+    """Read and validate a configuration.
+
+    Parameters
+    ----------
+    source : str, Path or dict
+        Path of a YAML file, or an already parsed mapping (from a notebook).
+    base_dir : path, optional
+        Directory relative paths are resolved against; defaults to the YAML
+        file's directory, or the current directory for a mapping.
+    overrides : dict, optional
+        ``{"section": {"key": value}}`` applied on top of the file (the
+        command line's options), validated together with it.
+
+    Raises
+    ------
+    ConfigError
+        With one message listing every problem: key path, bad value, allowed
+        values and a "did you mean" where one is close.
+    """
+    if isinstance(source, dict):
+        raw, origin = source, "config"
+        base = Path(base_dir) if base_dir is not None else Path.cwd()
+    else:
+        path = Path(source)
+        origin = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if raw is None:
+            raw = {}
+        base = Path(base_dir) if base_dir is not None else path.resolve().parent
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: expected a mapping of sections (input, segment, ...), got {type(raw).__name__}")
+    raw = _merge(raw, overrides or {})
+    try:
+        return Config.model_validate(raw, context={"base_dir": base})
+    except ValidationError as e:
+        lines = [format_error(err, raw) for err in e.errors()]
+        raise ConfigError(f"invalid configuration in {origin}:\n" + "\n".join(f"  - {line}" for line in lines)) from None
+
+
+def _merge(raw: dict, overrides: dict) -> dict:
+    merged = dict(raw)
+    for section, values in overrides.items():
+        current = merged.get(section)
+        merged[section] = {**(current if isinstance(current, dict) else {}), **values}
+    return merged
+
+
+def _did_you_mean(value: Any, allowed: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _model_at(loc: tuple, raw: dict) -> type[BaseModel] | None:
+    """The pydantic model that holds the key at ``loc`` (for listing allowed keys)."""
+    model: type[BaseModel] | None = Config
+    node: Any = raw
+    for key in loc[:-1]:
+        if model is None:
+            return None
+        if model is Config and key == "segment":
+            method = node.get("segment", {}).get("method", "watershed") if isinstance(node, dict) else "watershed"
+            model = _SEGMENT_CLASSES.get(method)
+            node = node.get("segment") if isinstance(node, dict) else None
+            continue
+        if key in _SEGMENT_CLASSES and model in _SEGMENT_CLASSES.values():
+            continue  # pydantic inserts the union tag into the location
+        field = model.model_fields.get(str(key))
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        node = node.get(key) if isinstance(node, dict) else None
+    return model
+
+
+def _key_path(loc: tuple) -> str:
+    parts = [str(p) for i, p in enumerate(loc) if not (i == 1 and loc[0] == "segment" and p in _SEGMENT_CLASSES)]
+    return ".".join(parts)
+
+
+def format_error(err: dict, raw: dict) -> str:
+    """One line for one pydantic error: key path, bad value, what is allowed."""
+    loc = tuple(err["loc"])
+    key = _key_path(loc)
+    kind = err["type"]
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        model = _model_at(loc, raw)
+        allowed = sorted(model.model_fields) if model is not None else []
+        return (
+            f"{key}: unknown key '{loc[-1]}'"
+            + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+            + _did_you_mean(loc[-1], allowed)
+        )
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    if kind == "literal_error":
+        allowed = re.findall(r"'([^']*)'", err.get("ctx", {}).get("expected", ""))
+        return f"{key}: {value!r} is not allowed; allowed values: {', '.join(allowed)}" + _did_you_mean(value, allowed)
+    if kind == "union_tag_invalid":
+        allowed = re.findall(r"'([^']*)'", err.get("ctx", {}).get("expected_tags", ""))
+        return f"{key}.method: {value.get('method') if isinstance(value, dict) else value!r} is not a known method; allowed values: {', '.join(allowed)}" + _did_you_mean(
+            err.get("ctx", {}).get("tag", ""), allowed
+        )
+    if kind == "union_tag_not_found":
+        return f"{key}: 'method' is missing; allowed values: {', '.join(SEGMENT_METHODS)}"
+    message = err["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    if isinstance(value, dict):
+        return f"{key}: {message}"
+    return f"{key}: {message} (got {value!r})"

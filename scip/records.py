@@ -1,0 +1,140 @@
+"""Typed records that travel through the pipeline.
+
+An :class:`ImageRecord` is one field of view or one imaging-flow-cytometry
+event; segmentation turns it into :class:`CellRecord` objects, one per object
+found. Both carry a :class:`Status`: a record that cannot go on is kept, marked
+skipped with a reason, and ends up in ``skipped.csv`` instead of vanishing.
+
+Records are plain dataclasses of numpy arrays and strings, so every step is a
+pure function that can be called on one record in a notebook, without Dask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Mapping
+
+import numpy as np
+
+__all__ = ["Source", "Status", "Evaluation", "ImageRecord", "CellRecord", "OK", "skipped"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one image comes from; cheap to build and ship, holds no pixels.
+
+    Parameters
+    ----------
+    image_id : str
+        Identifier unique within the dataset (file stem, regex ``id`` group,
+        or event index).
+    index : int
+        Position of the image in the dataset, 0-based.
+    paths : tuple of str
+        File(s) or store the pixels are read from (several for one file per
+        channel, in channel order).
+    fields : mapping of str to str
+        Metadata: named regex groups, the IFC ``object_number``, ...
+    locator : tuple
+        Reader-specific address inside ``paths`` (e.g. the event index in a
+        zarr array); opaque to everything but the reader.
+    """
+
+    image_id: str
+    index: int
+    paths: tuple[str, ...]
+    fields: Mapping[str, str] = field(default_factory=dict)
+    locator: tuple = ()
+
+
+@dataclass(frozen=True)
+class Status:
+    """Whether a record goes on; if not, which step stopped it and why."""
+
+    ok: bool = True
+    step: str = ""
+    reason: str = ""
+
+    def __bool__(self) -> bool:  # lets steps write ``if not record.status``
+        return self.ok
+
+
+OK = Status()
+
+
+def skipped(step: str, reason: str) -> Status:
+    """Status of a record that ``step`` could not process, for ``reason``."""
+    return Status(ok=False, step=step, reason=reason)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Segmentation of one image compared with its ground truth.
+
+    ``matches`` maps a found label to the ground-truth label it matched
+    (IoU at or above the threshold). ``error`` says why no comparison was
+    possible (ground truth missing or unreadable); the counts are then 0.
+    """
+
+    n_true: int = 0
+    n_pred: int = 0
+    tp: int = 0
+    matches: Mapping[int, int] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass
+class ImageRecord:
+    """One image: metadata, pixels ``(C, H, W)`` and the label images found.
+
+    ``pixels`` is ``None`` until the image is loaded and after it was split
+    into cells. ``labels`` maps a mask name to an integer label image
+    ``(H, W)`` with 0 as background. ``timings`` holds the seconds each step
+    spent on this record. ``truth`` is a ground-truth label image, when the
+    run is evaluated.
+    """
+
+    source: Source
+    channels: tuple[str, ...]
+    pixels: np.ndarray | None = None
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    status: Status = OK
+    timings: dict[str, float] = field(default_factory=dict)
+    truth: np.ndarray | str | None = None
+    evaluation: Evaluation | None = None
+
+    def with_(self, **changes) -> "ImageRecord":
+        """Copy with some fields changed; records are treated as immutable."""
+        return replace(self, **changes)
+
+
+@dataclass
+class CellRecord:
+    """One object found in an image.
+
+    ``pixels`` is the crop ``(C, h, w)`` around the object (its bounding box
+    plus padding, clipped to the image); ``masks`` maps a mask name to a
+    boolean ``(h, w)`` mask of this object in the crop; ``others`` marks
+    pixels of the crop that belong to other objects (excluded from any
+    background estimate). ``truth_label`` is the ground-truth object this one
+    matched (0: none) when the run is evaluated. ``bbox`` is ``(min_row, min_col, max_row, max_col)``
+    of the object in image coordinates (max exclusive) and ``origin`` is the
+    image coordinate of the crop's top-left pixel.
+    """
+
+    source: Source
+    channels: tuple[str, ...]
+    label: int
+    bbox: tuple[int, int, int, int]
+    origin: tuple[int, int]
+    pixels: np.ndarray | None = None
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    others: np.ndarray | None = None
+    status: Status = OK
+    timings: dict[str, float] = field(default_factory=dict)
+    features: dict[str, float] = field(default_factory=dict)
+    truth_label: int | None = None
+
+    def with_(self, **changes) -> "CellRecord":
+        """Copy with some fields changed; records are treated as immutable."""
+        return replace(self, **changes)
