@@ -1,0 +1,57 @@
+"""What a reader found: the list of images to process, without their pixels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scip.records import Source
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images discovered for a run, and how to read them.
+
+    Attributes
+    ----------
+    format : str
+        Reader that reads the pixels (``tiff``, ``ifc_zarr``, ``zarr``, ``ome_zarr``).
+    channels : tuple of str
+        Names of the channels loaded, in the order they appear in ``pixels``.
+    channel_index : tuple of int
+        For each loaded channel, its position among the stored channels.
+    n_stored_channels : int
+        Number of channels each image must have on disk; an image with another
+        count is skipped with a reason.
+    sources : tuple of Source
+        One per image, in dataset order.
+    unmatched : tuple of str
+        Files in the input folder that the pattern did not match (reported in
+        ``run.json``, never silently ignored).
+    chunk_size : int
+        Images per storage chunk; partitions are aligned to it so that no
+        chunk is decoded by two tasks.
+    """
+
+    format: str
+    channels: tuple[str, ...]
+    channel_index: tuple[int, ...]
+    n_stored_channels: int
+    sources: tuple[Source, ...]
+    unmatched: tuple[str, ...] = ()
+    chunk_size: int = 1
+
+    @property
+    def reader(self) -> "ReadSpec":
+        """What a task needs to read its images: small, unlike the source list."""
+        return ReadSpec(self.format, self.channels, self.channel_index, self.n_stored_channels, self.chunk_size)
+
+
+@dataclass(frozen=True)
+class ReadSpec:
+    """How to read pixels; shipped with every load task."""
+
+    format: str
+    channels: tuple[str, ...]
+    channel_index: tuple[int, ...]
+    n_stored_channels: int
+    chunk_size: int

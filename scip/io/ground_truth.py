@@ -1,0 +1,74 @@
+"""Ground-truth label images, for evaluating a run against known cells."""
+
+from __future__ import annotations
+
+import string
+import numpy as np
+import tifffile
+
+from scip.io import ifc_zarr
+from scip.io.channels import InputError
+from scip.records import ImageRecord, Source
+
+
+def template_fields(template: str) -> set[str]:
+    """Names used in a ``{field}`` path template."""
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+def check_template(template: str, sources: tuple[Source, ...]) -> None:
+    """Fail early (a configuration error) when the template names unknown fields."""
+    if "{" not in template:
+        if not ifc_zarr.is_ifc_zarr(template):
+            raise InputError(
+                f"evaluate.labels: {template} is not an IFC zarr store; give an IFC zarr with one label "
+                "image per event, or a path template such as 'labels/{image_id}.tiff'"
+            )
+        return
+    known = {"image_id", "index"} | set(sources[0].fields if sources else ())
+    unknown = template_fields(template) - known
+    if unknown:
+        raise InputError(
+            f"evaluate.labels: template {template!r} uses unknown field(s) {', '.join(sorted(unknown))}; "
+            f"available: {', '.join(sorted(known))}"
+        )
+
+
+def attach_truth(records: list[ImageRecord], template: str) -> list[ImageRecord]:
+    """Read the ground truth of each record into ``record.truth``.
+
+    ``template`` is an IFC zarr store (event ``index`` holds the labels of
+    image ``index``; read chunk by chunk for the whole list) or a path
+    template formatted with each record's ``image_id``, ``index`` and
+    metadata fields. A missing or unreadable file is recorded as a string
+    reason instead of raising.
+    """
+    if "{" in template:
+        return [_attach_tiff(r, template) for r in records]
+    try:
+        header = ifc_zarr.read_ifc_header(template)
+    except ValueError as e:
+        return [r.with_(truth=f"cannot read ground truth: {e}") for r in records]
+    wanted = {r.source.index: header.shapes[r.source.index] for r in records if r.source.index < header.n_events}
+    results = dict(ifc_zarr.read_ifc_chunks(template, header.chunk_size, wanted))
+    out = []
+    for r in records:
+        result = results.get(r.source.index, f"ground truth {template} has no event {r.source.index}")
+        out.append(r.with_(truth=result if isinstance(result, str) else _plane(result[0], r.source)))
+    return out
+
+
+def _plane(truth: np.ndarray, source: Source) -> np.ndarray | str:
+    if truth.ndim != 2:
+        return f"ground truth for image {source.image_id!r} has shape {truth.shape}; expected (H, W)"
+    return np.asarray(truth)
+
+
+def _attach_tiff(record: ImageRecord, template: str) -> ImageRecord:
+    source = record.source
+    path = template.format(image_id=source.image_id, index=source.index, **source.fields)
+    try:
+        truth = tifffile.imread(path)
+    except Exception as e:  # noqa: BLE001 - reported as this image's evaluation error
+        return record.with_(truth=f"cannot read ground truth {path}: {type(e).__name__}: {e}")
+    return record.with_(truth=_plane(truth, source))
