@@ -1,0 +1,76 @@
+"""Classical segmentation: intensity image in, label image out.
+
+Every method takes a 2-D intensity image ``(H, W)`` of any real dtype
+(converted to float64; NaN is not handled, callers reject such images) and
+keyword parameters, and returns an int32 label image with 0 as background
+and objects numbered 1..N. A constant image, e.g. all zeros, gives no
+objects rather than an error.
+
+==============  ===========================================================
+``otsu``        global Otsu threshold, connected components
+``li``          global Li threshold, connected components
+``watershed``   threshold, then split touching objects (distance watershed)
+``spot``        white top-hat and threshold: small bright spots
+==============  ===========================================================
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable
+
+import numpy as np
+
+from ._util import remove_small_and_relabel
+from .spot import spot
+from .threshold import li, otsu
+from .watershed import watershed
+
+__all__ = ["METHODS", "segment", "otsu", "li", "watershed", "spot", "remove_small_and_relabel"]
+
+#: Segmentation methods by name, as accepted by :func:`segment`.
+METHODS: dict[str, Callable[..., np.ndarray]] = {
+    "otsu": otsu,
+    "li": li,
+    "watershed": watershed,
+    "spot": spot,
+}
+
+
+def segment(image: np.ndarray, method: str, **params: Any) -> np.ndarray:
+    """Segment ``image`` with the method named ``method``.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W)
+        Intensity image; see the module docstring.
+    method : str
+        A key of :data:`METHODS`.
+    **params
+        Keyword parameters of that method; unknown ones raise ``TypeError``.
+
+    Returns
+    -------
+    labels : ndarray of int32, shape (H, W)
+        0 for background, objects numbered 1..N.
+
+    Raises
+    ------
+    ValueError
+        If ``method`` is unknown; the message lists the known methods and
+        the closest name.
+    """
+    try:
+        func = METHODS[method]
+    except (KeyError, TypeError):
+        raise ValueError(_unknown_method_message(method)) from None
+    return func(image, **params)
+
+
+def _unknown_method_message(method: object) -> str:
+    allowed = ", ".join(repr(m) for m in METHODS)
+    msg = f"unknown segmentation method {method!r}; expected one of {allowed}"
+    close = difflib.get_close_matches(str(method), list(METHODS), n=1)
+    if close:
+        msg += f" (did you mean {close[0]!r}?)"
+    return msg
