@@ -1,0 +1,185 @@
+"""Per-object feature extraction.
+
+:func:`extract` turns a ``(C, H, W)`` image and a label image into a table with
+one row per object. :func:`columns` lists the same columns without reading
+pixels, so the pipeline can declare its output schema up front.
+
+Features come in families, one module each (:mod:`.shape`,
+:mod:`.intensity`, :mod:`.bbox`). A family module exposes ``NAME``,
+``describe(channel_names)`` and ``compute(pixels, labels, label_ids,
+channel_names, offset)``; adding a family means adding such a module and one
+entry to the registry below.
+"""
+
+from __future__ import annotations
+
+import difflib
+from types import MappingProxyType, ModuleType
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import bbox, intensity, shape
+from ._columns import FeatureColumn, column_name
+
+__all__ = ["FAMILIES", "FeatureColumn", "column_name", "columns", "extract"]
+
+_REGISTRY: Mapping[str, ModuleType] = MappingProxyType({m.NAME: m for m in (shape, intensity, bbox)})
+
+#: Names of the available feature families.
+FAMILIES: tuple[str, ...] = tuple(_REGISTRY)
+
+_DEFAULT_FAMILIES = ("shape", "intensity", "bbox")
+
+
+def _resolve_families(families: Sequence[str]) -> list[ModuleType]:
+    # A bare string would otherwise be iterated character by character.
+    if isinstance(families, str):
+        families = (families,)
+    seen: set[str] = set()
+    modules = []
+    for name in families:
+        if name not in _REGISTRY:
+            allowed = ", ".join(repr(f) for f in FAMILIES)
+            msg = f"unknown feature family {name!r}; available families: {allowed}"
+            close = difflib.get_close_matches(str(name), FAMILIES, n=1)
+            if close:
+                msg += f" (did you mean {close[0]!r}?)"
+            raise ValueError(msg)
+        if name in seen:
+            raise ValueError(f"feature family {name!r} is listed more than once in {tuple(families)}")
+        seen.add(name)
+        modules.append(_REGISTRY[name])
+    return modules
+
+
+def columns(
+    channel_names: Sequence[str],
+    families: Sequence[str] = _DEFAULT_FAMILIES,
+    mask_name: str = "cell",
+) -> list[FeatureColumn]:
+    """List the feature columns :func:`extract` returns, without any pixels.
+
+    Parameters
+    ----------
+    channel_names : sequence of str
+        One name per image channel.
+    families : sequence of str, optional
+        Feature families, in column order; see :data:`FAMILIES`.
+    mask_name : str, optional
+        Name of the mask the objects come from; part of every column name.
+
+    Returns
+    -------
+    list of FeatureColumn
+        In the order of the table's feature columns (``label`` excluded).
+
+    Raises
+    ------
+    ValueError
+        For an unknown or repeated family, a channel or mask name with no
+        alphanumeric character, or channel names that give the same column
+        name once sanitized (e.g. ``"GFP 488"`` and ``"GFP-488"``).
+    """
+    channel_names = list(channel_names)
+    out: list[FeatureColumn] = []
+    for module in _resolve_families(families):
+        for feature, channel, definition, unit in module.describe(channel_names):
+            name = column_name(mask_name, module.NAME, feature, channel)
+            out.append(FeatureColumn(name, module.NAME, feature, channel, definition, unit))
+    seen: dict[str, FeatureColumn] = {}
+    for col in out:
+        if col.name in seen:
+            raise ValueError(
+                f"channel names {seen[col.name].channel!r} and {col.channel!r} both give column {col.name!r}; "
+                "channel names must differ in their letters and digits"
+            )
+        seen[col.name] = col
+    return out
+
+
+def extract(
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    channel_names: Sequence[str] | None = None,
+    families: Sequence[str] = _DEFAULT_FAMILIES,
+    mask_name: str = "cell",
+    offset: tuple[int, int] = (0, 0),
+) -> pd.DataFrame:
+    """Compute features of every labeled object.
+
+    Parameters
+    ----------
+    pixels : ndarray, shape (C, H, W)
+        Image, any numeric dtype; converted to float64 for statistics.
+    labels : ndarray of int, shape (H, W)
+        Label image; 0 is background, each positive value one object.
+        Labels need not be consecutive.
+    channel_names : sequence of str, optional
+        One name per channel; default ``("ch0", "ch1", ...)``.
+    families : sequence of str, optional
+        Feature families, in column order; see :data:`FAMILIES`.
+    mask_name : str, optional
+        Name of the mask the objects come from; part of every column name.
+    offset : tuple of int, optional
+        ``(row, col)`` of the image's top-left pixel in a larger image; added
+        to the coordinates of the ``bbox`` family.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per label present, ascending; column ``label`` (int64) first,
+        then float64 feature columns in the order of :func:`columns`. Without
+        objects, zero rows but the same columns and dtypes.
+
+    Raises
+    ------
+    ValueError
+        If ``pixels`` is not 3-D, ``labels`` does not match its spatial shape
+        or is not integer, ``labels`` has negative values, the number of
+        channel names differs from the number of channels, or a family is
+        unknown.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.zeros((8, 8), dtype=int)
+    >>> labels[2:5, 3:7] = 4
+    >>> pixels = np.ones((1, 8, 8))
+    >>> df = extract(pixels, labels, families=["bbox"])
+    >>> df[["label", "feat_cell_bbox_min_row", "feat_cell_bbox_width"]].to_numpy().tolist()
+    [[4.0, 2.0, 4.0]]
+    """
+    pixels = np.asarray(pixels)
+    labels = np.asarray(labels)
+    if pixels.ndim != 3:
+        raise ValueError(f"pixels must be 3-D (C, H, W), got shape {pixels.shape}")
+    if not (np.issubdtype(pixels.dtype, np.number) or pixels.dtype == bool) or np.iscomplexobj(pixels):
+        raise ValueError(f"pixels must have a real numeric dtype, got {pixels.dtype}")
+    if labels.shape != pixels.shape[1:]:
+        raise ValueError(f"labels shape {labels.shape} does not match pixels spatial shape {pixels.shape[1:]} (pixels {pixels.shape})")
+    if labels.dtype == bool:
+        labels = labels.astype(np.uint8)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be an integer label image, got dtype {labels.dtype}")
+    if labels.size and np.issubdtype(labels.dtype, np.signedinteger) and labels.min() < 0:
+        raise ValueError(f"labels must be >= 0 (0 is background), got minimum {labels.min()}")
+    n_channels = pixels.shape[0]
+    if channel_names is None:
+        channel_names = [f"ch{i}" for i in range(n_channels)]
+    else:
+        channel_names = list(channel_names)
+        if len(channel_names) != n_channels:
+            raise ValueError(f"got {len(channel_names)} channel names {channel_names} for {n_channels} channels (pixels shape {pixels.shape})")
+
+    cols = columns(channel_names, families, mask_name)
+    label_ids = np.unique(labels[labels != 0])
+
+    data: dict[str, np.ndarray] = {"label": label_ids.astype(np.int64)}
+    for module in _resolve_families(families):
+        values = module.compute(pixels, labels, label_ids, channel_names, tuple(offset))
+        for col in cols:
+            if col.family == module.NAME:
+                data[col.name] = np.asarray(values[(col.feature, col.channel)], dtype=np.float64)
+    return pd.DataFrame(data, columns=["label", *(c.name for c in cols)])
