@@ -173,6 +173,14 @@ class FeaturesConfig(_Section):
 
     families: list[Literal[FAMILIES]] = list(FAMILIES)  # type: ignore[valid-type]
 
+    @field_validator("families")
+    @classmethod
+    def _no_repeats(cls, value: list[str]) -> list[str]:
+        repeated = sorted({f for f in value if value.count(f) > 1})
+        if repeated:
+            raise ValueError(f"lists {', '.join(repeated)} more than once")
+        return value
+
 
 class OutputConfig(_Section):
     """Where results go."""

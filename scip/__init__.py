@@ -1,0 +1,17 @@
+"""scip: per-cell feature tables from microscopy and imaging flow cytometry, through Dask.
+
+The main entry points:
+
+- :func:`scip.run` runs a whole configuration and writes the results;
+- :func:`scip.prepare` validates a configuration and lists its images;
+- :mod:`scip.graph` builds the lazy graph (:func:`~scip.graph.build_cells`,
+  :func:`~scip.graph.build_dataframe`) without computing it;
+- :func:`scip.features.extract` computes features of one image in numpy.
+"""
+
+from scip.config import Config, ConfigError, load_config
+from scip.run import RunResult, prepare, run
+
+__version__ = "0.1.0"
+
+__all__ = ["Config", "ConfigError", "RunResult", "load_config", "prepare", "run", "__version__"]

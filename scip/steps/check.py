@@ -1,0 +1,30 @@
+"""Reject images that cannot give meaningful cells, with the reason."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scip.records import ImageRecord, skipped
+
+
+def check_image(record: ImageRecord) -> ImageRecord:
+    """Skip an image that is empty, constant or holds NaN/inf pixels.
+
+    Such images would make thresholds meaningless (a constant image has no
+    foreground) or poison every statistic (NaN), so they stop here, named,
+    instead of failing somewhere later.
+    """
+    if not record.status:
+        return record
+    pixels = record.pixels
+    if pixels.size == 0 or 0 in pixels.shape:
+        return record.with_(pixels=None, status=skipped("check", f"image has no pixels (shape {pixels.shape})"))
+    if pixels.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(pixels)))
+        if bad:
+            return record.with_(pixels=None, status=skipped(
+                "check", f"image has {bad} NaN or infinite pixel values of {pixels.size}"))
+    lo, hi = pixels.min(), pixels.max()
+    if lo == hi:
+        return record.with_(pixels=None, status=skipped("check", f"image is empty: every pixel is {lo.item()}"))
+    return record

@@ -1,0 +1,132 @@
+import inspect
+
+import pytest
+import yaml
+
+from scip import cli
+from scip.config import SEGMENT_METHODS, ConfigError, load_config
+from scip.segment import METHODS
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "config.yml"
+    path.write_text(text)
+    return path
+
+
+def error_of(tmp_path, text: str) -> str:
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    return str(e.value)
+
+
+def test_minimal_config_gets_defaults(tmp_path, blobs_tiff):
+    config = load_config(write(tmp_path, f"input: {{path: {blobs_tiff}}}"))
+    assert config.segment.method == "watershed"
+    assert config.features.families == ["shape", "intensity", "bbox"]
+    assert config.cluster.workers is None
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path, blobs_tiff):
+    config = load_config(write(tmp_path, "input: {path: images}\noutput: {path: out}"))
+    assert config.input.path == blobs_tiff
+    assert config.output.path == tmp_path / "out"
+
+
+def test_unknown_top_level_key_names_it_and_suggests(tmp_path, blobs_tiff):
+    msg = error_of(tmp_path, f"input: {{path: {blobs_tiff}}}\nsegmnt: {{method: otsu}}")
+    assert "unknown key 'segmnt'" in msg
+    assert "did you mean 'segment'" in msg
+    assert "allowed keys:" in msg and "features" in msg
+
+
+def test_unknown_nested_key_in_method_section(tmp_path, blobs_tiff):
+    msg = error_of(tmp_path, f"input: {{path: {blobs_tiff}}}\nsegment: {{method: watershed, min_distanse: 3}}")
+    assert "segment.min_distanse" in msg
+    assert "did you mean 'min_distance'" in msg
+
+
+def test_wrong_type_names_key_and_value(tmp_path, blobs_tiff):
+    msg = error_of(tmp_path, f"input: {{path: {blobs_tiff}, images_per_partition: many}}")
+    assert "input.images_per_partition" in msg
+    assert "'many'" in msg
+
+
+def test_missing_path_is_named(tmp_path):
+    msg = error_of(tmp_path, "input: {path: /no/such/folder}")
+    assert "input.path" in msg and "/no/such/folder" in msg and "does not exist" in msg
+
+
+def test_unknown_method_lists_allowed_values(tmp_path, blobs_tiff):
+    msg = error_of(tmp_path, f"input: {{path: {blobs_tiff}}}\nsegment: {{method: watershd}}")
+    assert "segment.method" in msg and "watershd" in msg
+    for method in SEGMENT_METHODS:
+        assert method in msg
+    assert "did you mean 'watershed'" in msg
+
+
+def test_unknown_feature_family(tmp_path, blobs_tiff):
+    msg = error_of(tmp_path, f"input: {{path: {blobs_tiff}}}\nfeatures: {{families: [shape, intensty]}}")
+    assert "features.families.1" in msg and "intensty" in msg and "did you mean 'intensity'" in msg
+
+
+def test_missing_required_section(tmp_path):
+    assert "input: required key is missing" in error_of(tmp_path, "segment: {method: otsu}")
+
+
+def test_invalid_yaml_and_regex(tmp_path, blobs_tiff):
+    assert "not valid YAML" in error_of(tmp_path, "input: [unclosed")
+    assert "input.pattern" in error_of(tmp_path, f"input: {{path: {blobs_tiff}, pattern: '(?P<id>'}}")
+
+
+def test_all_errors_reported_together(tmp_path):
+    msg = error_of(tmp_path, "input: {path: /nope, colour: red}\ncells: {padding: -1}")
+    assert "input.path" in msg and "input.colour" in msg and "cells.padding" in msg
+
+
+@pytest.mark.parametrize("method", SEGMENT_METHODS)
+def test_config_defaults_match_function_defaults(method, tmp_path, blobs_tiff):
+    """The documented config defaults are the segmentation functions' own."""
+    config = load_config({"input": {"path": str(blobs_tiff)}, "segment": {"method": method}})
+    signature = inspect.signature(METHODS[method])
+    for key, value in config.segment.method_params().items():
+        assert signature.parameters[key].default == value, key
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "input: {path: /no/such}",
+        "input: {path: IMAGES, bogus: 1}",
+        "input: {path: IMAGES}\nsegment: {method: magic}",
+        "input: {path: IMAGES}\ncluster: {workers: two}",
+    ],
+)
+def test_cli_exits_2_with_one_message(text, tmp_path, blobs_tiff, capsys):
+    path = write(tmp_path, text.replace("IMAGES", str(blobs_tiff)))
+    assert cli.main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("scip: error: invalid configuration")
+    assert "Traceback" not in err
+
+
+def test_cli_missing_config_file(tmp_path, capsys):
+    assert cli.main(["check", str(tmp_path / "absent.yml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_unknown_segment_channel_is_a_config_error(tmp_path, blobs_tiff, capsys):
+    path = write(tmp_path, yaml.safe_dump({"input": {"path": str(blobs_tiff), "channels": ["DNA", "GFP"]},
+                                           "segment": {"method": "otsu", "channel": "DAN"}}))
+    assert cli.main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "segment.channel" in err and "'DAN'" in err and "did you mean 'DNA'" in err
+
+
+def test_repeated_family_and_clashing_channel_names(tmp_path, blobs_tiff):
+    assert "features.families: lists shape more than once" in error_of(
+        tmp_path, f"input: {{path: {blobs_tiff}}}\nfeatures: {{families: [shape, bbox, shape]}}")
+    import scip
+
+    with pytest.raises(ConfigError, match="input.channels"):
+        scip.prepare({"input": {"path": str(blobs_tiff), "channels": ["GFP 488", "GFP-488"]}})
