@@ -48,8 +48,9 @@ def _parser() -> argparse.ArgumentParser:
 def _overrides(args: argparse.Namespace) -> dict:
     cluster = {k: v for k, v in {"scheduler": args.scheduler, "workers": args.workers, "threads": args.threads,
                                  "memory_limit": args.memory_limit}.items() if v is not None}
-    output = {k: v for k, v in {"path": str(args.output) if args.output else None, "overwrite": args.overwrite}.items()
-              if v is not None}
+    # A command-line path is relative to where the command runs, not to the config file.
+    output = {k: v for k, v in {"path": str(args.output.resolve()) if args.output else None,
+                                "overwrite": args.overwrite}.items() if v is not None}
     return {k: v for k, v in {"cluster": cluster, "output": output}.items() if v}
 
 
@@ -57,10 +58,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from scip.config import load_config
     from scip.run import run
 
-    overrides = _overrides(args)
-    config = load_config(args.config, overrides=overrides)
-    if args.output is not None:  # a command-line path is relative to where the command runs
-        config = load_config(args.config, overrides={**overrides, "output": {**overrides["output"], "path": str(args.output.resolve())}})
+    config = load_config(args.config, overrides=_overrides(args))
     result = run(config, progress=not args.no_progress)
     cells = result.summary["counts"]["cells"]
     images = result.summary["counts"]["images"]
