@@ -46,7 +46,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Channel names such as 1, 2 are written unquoted in YAML; they are names all the same.
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -217,6 +218,13 @@ class ClusterConfig(_Section):
     threads: Annotated[int, Field(ge=1)] = 1
     memory_limit: str = "auto"
     dashboard_address: str = ":8787"
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|\d+(\.\d+)?\s*([kKMGT]i?B|B)?", value.strip()):
+            raise ValueError("expected 'auto' or a size such as '4GiB', '2500MB'")
+        return value.strip()
 
 
 class Config(_Section):

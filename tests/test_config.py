@@ -130,3 +130,36 @@ def test_repeated_family_and_clashing_channel_names(tmp_path, blobs_tiff):
 
     with pytest.raises(ConfigError, match="input.channels"):
         scip.prepare({"input": {"path": str(blobs_tiff), "channels": ["GFP 488", "GFP-488"]}})
+
+
+def test_numeric_channel_names_and_ambiguous_channel_position(tmp_path, data_dir):
+    tiffs = data_dir / "scip-ifc" / "tiffs"
+    pattern = r"test(?P<id>\d+)_(?P<channel>\d+)\.tiff"
+    config = load_config(write(tmp_path, f"input: {{path: {tiffs}, pattern: '{pattern}', channels: [1, 2]}}\n"
+                                         "segment: {method: otsu, channel: 2}"))
+    assert config.input.channels == ["1", "2"] and config.segment.channel == 2
+    import scip
+
+    with pytest.raises(ConfigError, match="segment.channel: 2 is ambiguous"):
+        scip.prepare(config)
+    quoted = load_config(write(tmp_path, f"input: {{path: {tiffs}, pattern: '{pattern}'}}\n"
+                                         "segment: {method: otsu, channel: '2'}"))
+    assert scip.prepare(quoted).dataset.channels == ("1", "2")
+
+
+def test_memory_limit_is_checked(tmp_path, blobs_tiff):
+    assert "cluster.memory_limit" in error_of(tmp_path, f"input: {{path: {blobs_tiff}}}\ncluster: {{memory_limit: lots}}")
+    ok = load_config(write(tmp_path, f"input: {{path: {blobs_tiff}}}\ncluster: {{memory_limit: 4GiB}}"))
+    assert ok.cluster.memory_limit == "4GiB"
+
+
+def test_default_workers_is_never_zero(monkeypatch):
+    import psutil
+
+    from scip import cluster
+
+    class Tiny:
+        total = 512 * 2**20
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Tiny())
+    assert cluster.default_workers() == 1

@@ -13,6 +13,11 @@ from scip.steps.timing import timed
 def channel_position(channels: tuple[str, ...], channel: str | int) -> int:
     """Position of ``channel`` (a name or an index) among the loaded channels."""
     if isinstance(channel, int):
+        if str(channel) in channels and channels.index(str(channel)) != channel % max(len(channels), 1):
+            raise ValueError(
+                f"segment.channel: {channel} is ambiguous: it is a position, but a channel is also named "
+                f"'{channel}' (position {channels.index(str(channel))}); quote it ('{channel}') to mean the name"
+            )
         if not -len(channels) <= channel < len(channels):
             raise ValueError(f"segment.channel: index {channel} is out of range for {len(channels)} channels ({', '.join(channels)})")
         return channel % len(channels)
