@@ -32,6 +32,7 @@ __all__ = [
     "WatershedConfig",
     "SpotConfig",
     "CellsConfig",
+    "MaskConfig",
     "FeaturesConfig",
     "OutputConfig",
     "EvaluateConfig",
@@ -163,6 +164,15 @@ _SEGMENT_CLASSES = {"otsu": OtsuConfig, "li": LiConfig, "watershed": WatershedCo
 SEGMENT_METHODS = tuple(_SEGMENT_CLASSES)
 
 
+class MaskConfig(_Section):
+    """An extra mask made inside each cell from one channel (SCIP's per-channel masks)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]*$")]
+    channel: str | int
+    method: Literal["otsu", "li"] = "otsu"
+    smooth: Annotated[float, Field(ge=0)] = 0.0
+
+
 class CellsConfig(_Section):
     """How objects become cell records."""
 
@@ -233,10 +243,33 @@ class Config(_Section):
     input: InputConfig
     segment: SegmentConfig = Field(default_factory=lambda: WatershedConfig(method="watershed"))
     cells: CellsConfig = CellsConfig()
+    masks: list[MaskConfig] = []
     features: FeaturesConfig = FeaturesConfig()
     output: OutputConfig = OutputConfig()
     evaluate: EvaluateConfig | None = None
     cluster: ClusterConfig = ClusterConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_method(cls, data: Any) -> Any:
+        # The union needs its tag; a segment section without one means the default method.
+        if isinstance(data, dict) and isinstance(data.get("segment"), dict) and "method" not in data["segment"]:
+            data = {**data, "segment": {"method": "watershed", **data["segment"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _mask_names_unique(self) -> "Config":
+        names = [self.segment.name] + [m.name for m in self.masks]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"masks: mask name(s) {', '.join(repeated)} used twice (segment.name is {self.segment.name!r}); "
+                             "each mask needs its own name")
+        return self
+
+    @property
+    def mask_names(self) -> tuple[str, ...]:
+        """The cell's own mask first, then the extra masks, in column order."""
+        return (self.segment.name, *(m.name for m in self.masks))
 
 
 def load_config(source: str | Path | dict, *, base_dir: str | Path | None = None, overrides: dict | None = None) -> Config:
@@ -350,11 +383,11 @@ def format_error(err: dict, raw: dict) -> str:
         return f"{key}.method: {value.get('method') if isinstance(value, dict) else value!r} is not a known method; allowed values: {', '.join(allowed)}" + _did_you_mean(
             err.get("ctx", {}).get("tag", ""), allowed
         )
-    if kind == "union_tag_not_found":
-        return f"{key}: 'method' is missing; allowed values: {', '.join(SEGMENT_METHODS)}"
     message = err["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
+    if not key:  # a check across sections words its own key path
+        return message
     if isinstance(value, dict):
         return f"{key}: {message}"
     return f"{key}: {message} (got {value!r})"

@@ -7,7 +7,7 @@ partition of images per task.
 
 The flow of one partition::
 
-    sources ─ load (+ ground truth) ─ check ─ segment (+ evaluate) ─ cells ─ features ─ write
+    sources ─ load (+ ground truth) ─ check ─ segment (+ evaluate) ─ cells ─ [masks] ─ features ─ write
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from scip.steps.check import check_image
 from scip.steps.evaluate import evaluate_image
 from scip.steps.export import cells_frame, table_columns
 from scip.steps.features import featurize_cell
+from scip.steps.masks import add_masks
 from scip.steps.segment import segment_image
 
 __all__ = ["Plan", "plan", "build_cells", "build_dataframe", "build_writes", "partition_size"]
@@ -50,7 +51,7 @@ def plan(config: Config, dataset: Dataset | None = None) -> Plan:
     """List the images and fix the output columns; reads no pixels."""
     dataset = dataset if dataset is not None else open_dataset(config.input)
     fields = {k for s in dataset.sources for k in s.fields}
-    columns = table_columns(dataset.channels, fields, config.segment.name, tuple(config.features.families),
+    columns = table_columns(dataset.channels, fields, config.mask_names, tuple(config.features.families),
                             evaluated=config.evaluate is not None)
     return Plan(config, dataset, columns)
 
@@ -86,8 +87,12 @@ def _cells(records: list[ImageRecord], config: Config) -> list[ImageRecord | Cel
     return out
 
 
+def _masks(records: list[ImageRecord | CellRecord], config: Config) -> list[ImageRecord | CellRecord]:
+    return [add_masks(r, config.segment.name, config.masks) for r in records]
+
+
 def _features(records: list[ImageRecord | CellRecord], config: Config) -> list[ImageRecord | CellRecord]:
-    return [featurize_cell(r, config.segment.name, tuple(config.features.families)) for r in records]
+    return [featurize_cell(r, config.mask_names, tuple(config.features.families)) for r in records]
 
 
 def build_cells(p: Plan) -> db.Bag:
@@ -103,6 +108,8 @@ def build_cells(p: Plan) -> db.Bag:
     bag = bag.map_partitions(_load, dataset.reader, truth)
     bag = bag.map_partitions(_segment, config)
     bag = bag.map_partitions(_cells, config)
+    if config.masks:
+        bag = bag.map_partitions(_masks, config)
     return bag.map_partitions(_features, config)
 
 

@@ -62,6 +62,8 @@ def prepare(config: Config | str | Path | dict) -> graph.Plan:
         raise ConfigError(str(e)) from None
     try:
         channel_position(dataset.channels, config.segment.channel)
+        for i, mask in enumerate(config.masks):
+            channel_position(dataset.channels, mask.channel, key=f"masks.{i}.channel")
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if config.evaluate is not None:

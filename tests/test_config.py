@@ -163,3 +163,8 @@ def test_default_workers_is_never_zero(monkeypatch):
 
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Tiny())
     assert cluster.default_workers() == 1
+
+
+def test_segment_section_without_method_uses_the_default(tmp_path, blobs_tiff):
+    config = load_config(write(tmp_path, f"input: {{path: {blobs_tiff}}}\nsegment: {{channel: 1, min_distance: 3}}"))
+    assert config.segment.method == "watershed" and config.segment.min_distance == 3

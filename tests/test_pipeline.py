@@ -214,3 +214,28 @@ def test_missing_ground_truth_is_reported(blobs_tiff, tmp_path):
     summary, _, _ = check_accounting(run_sync(config, tmp_path))
     assert summary["evaluation"]["images_without_truth"] == 1
     assert "good_labels.tif" in summary["evaluation"]["errors"][0]
+
+
+def test_extra_masks_inside_cells(tmp_path):
+    """A DNA mask inside each cell: its area is smaller than the cell's, its DNA brighter."""
+    from scip.datasets import write_example
+
+    paths = write_example(tmp_path / "data", n_events=20, n_fields=1, seed=5)
+    config = {
+        "input": {"path": str(paths["ifc"]), "channels": ["DNA", "cyto", "marker"]},
+        "segment": {"method": "watershed", "channel": "cyto"},
+        "masks": [{"name": "nucleus", "channel": "DNA"}],
+        "features": {"families": ["shape", "intensity"]},
+    }
+    _, table, _ = check_accounting(run_sync(config, tmp_path))
+    assert (table["feat_nucleus_shape_area"] < table["feat_cell_shape_area"]).all()
+    assert (table["feat_nucleus_intensity_mean_DNA"] > table["feat_cell_intensity_mean_DNA"]).all()
+    assert "feat_nucleus_intensity_mean_marker" in table
+
+
+def test_mask_config_errors(blobs_tiff):
+    with pytest.raises(scip.ConfigError, match="mask name\\(s\\) cell used twice"):
+        scip.load_config({"input": {"path": str(blobs_tiff)}, "masks": [{"name": "cell", "channel": 0}]})
+    with pytest.raises(scip.ConfigError, match="masks.0.channel: 'GPF' is not a loaded channel.*did you mean 'GFP'"):
+        scip.prepare({"input": {"path": str(blobs_tiff), "channels": ["DNA", "GFP"]},
+                      "segment": {"channel": "DNA"}, "masks": [{"name": "gfp", "channel": "GPF"}]})

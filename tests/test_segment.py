@@ -176,3 +176,20 @@ def test_watershed_on_dsb2018_nuclei():
     )
     assert_consecutive_int32(labels, image.shape)
     assert r.f1 >= 0.6
+
+
+def test_threshold_in_region_uses_only_region_pixels():
+    from scip.segment import threshold_in_region
+
+    image = np.zeros((20, 20))
+    image[:, 10:] = 1000.0  # bright outside the region: must not matter
+    region = np.zeros((20, 20), bool)
+    region[2:8, 2:8] = True
+    image[2:8, 2:8] = 10.0
+    image[3:5, 3:5] = 50.0  # the bright part of the region
+    mask = threshold_in_region(image, region)
+    assert mask.sum() == 4 and mask[3:5, 3:5].all()
+    assert not (mask & ~region).any()
+    flat = np.full((20, 20), 7.0)
+    assert not threshold_in_region(flat, region).any()
+    assert not threshold_in_region(image, np.zeros_like(region)).any()

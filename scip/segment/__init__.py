@@ -22,11 +22,12 @@ from typing import Any, Callable
 import numpy as np
 
 from ._util import remove_small_and_relabel
+from .region import threshold_in_region
 from .spot import spot
 from .threshold import li, otsu
 from .watershed import watershed
 
-__all__ = ["METHODS", "segment", "otsu", "li", "watershed", "spot", "remove_small_and_relabel"]
+__all__ = ["METHODS", "segment", "otsu", "li", "watershed", "spot", "remove_small_and_relabel", "threshold_in_region"]
 
 #: Segmentation methods by name, as accepted by :func:`segment`.
 METHODS: dict[str, Callable[..., np.ndarray]] = {

@@ -16,7 +16,7 @@ def meta_name(field: str) -> str:
     return "meta_" + "_".join(re.findall(r"[A-Za-z0-9]+", field))
 
 
-def table_columns(channels: tuple[str, ...], field_names: Iterable[str], mask: str,
+def table_columns(channels: tuple[str, ...], field_names: Iterable[str], masks: tuple[str, ...],
                   families: tuple[str, ...], evaluated: bool) -> dict[str, str]:
     """Every output column and its kind (``str``/``int``/``float``), known before any pixel is read."""
     cols = {"meta_image_id": "str", "meta_index": "int", "meta_path": "str", "meta_label": "int"}
@@ -24,8 +24,9 @@ def table_columns(channels: tuple[str, ...], field_names: Iterable[str], mask: s
         cols.setdefault(meta_name(f), "str")
     if evaluated:
         cols["meta_truth_label"] = "int"
-    for c in feature_columns(channels, families=families, mask_name=mask):
-        cols[c.name] = "float"
+    for mask in masks:
+        for c in feature_columns(channels, families=families, mask_name=mask):
+            cols[c.name] = "float"
     return cols
 
 

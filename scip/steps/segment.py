@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 import numpy as np
 
 from scip.config import SegmentConfig
@@ -10,23 +12,24 @@ from scip.segment import segment
 from scip.steps.timing import timed
 
 
-def channel_position(channels: tuple[str, ...], channel: str | int) -> int:
-    """Position of ``channel`` (a name or an index) among the loaded channels."""
+def channel_position(channels: tuple[str, ...], channel: str | int, key: str = "segment.channel") -> int:
+    """Position of ``channel`` (a name or an index) among the loaded channels.
+
+    ``key`` is the config key the value came from, named in the error.
+    """
     if isinstance(channel, int):
         if str(channel) in channels and channels.index(str(channel)) != channel % max(len(channels), 1):
             raise ValueError(
-                f"segment.channel: {channel} is ambiguous: it is a position, but a channel is also named "
+                f"{key}: {channel} is ambiguous: it is a position, but a channel is also named "
                 f"'{channel}' (position {channels.index(str(channel))}); quote it ('{channel}') to mean the name"
             )
         if not -len(channels) <= channel < len(channels):
-            raise ValueError(f"segment.channel: index {channel} is out of range for {len(channels)} channels ({', '.join(channels)})")
+            raise ValueError(f"{key}: index {channel} is out of range for {len(channels)} channels ({', '.join(channels)})")
         return channel % len(channels)
     if channel not in channels:
-        import difflib
-
         close = difflib.get_close_matches(channel, channels, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"segment.channel: {channel!r} is not a loaded channel; allowed: {', '.join(channels)}{hint}")
+        raise ValueError(f"{key}: {channel!r} is not a loaded channel; allowed: {', '.join(channels)}{hint}")
     return channels.index(channel)
 
 
