@@ -239,3 +239,16 @@ def test_mask_config_errors(blobs_tiff):
     with pytest.raises(scip.ConfigError, match="masks.0.channel: 'GPF' is not a loaded channel.*did you mean 'GFP'"):
         scip.prepare({"input": {"path": str(blobs_tiff), "channels": ["DNA", "GFP"]},
                       "segment": {"channel": "DNA"}, "masks": [{"name": "gfp", "channel": "GPF"}]})
+
+
+def test_dsb_nuclei_through_the_pipeline(data_dir, tmp_path):
+    """Acceptance 3 end to end: the run's own evaluation on real nuclei, one label TIFF for one image."""
+    dsb = data_dir / "stardist-dsb2018"
+    config = {"input": {"path": str(dsb / "image.tif")},
+              "segment": {"method": "watershed", "remove_border": False},
+              "evaluate": {"labels": str(dsb / "labels.tif")}}
+    summary, table, _ = check_accounting(run_sync(config, tmp_path))
+    ev = summary["evaluation"]
+    assert ev["truth_cells"] == 125
+    assert ev["f1"] >= 0.6
+    assert len(table) == ev["found_cells"]

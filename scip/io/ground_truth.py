@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from pathlib import Path
 import numpy as np
 import tifffile
 
@@ -19,10 +20,13 @@ def template_fields(template: str) -> set[str]:
 def check_template(template: str, sources: tuple[Source, ...]) -> None:
     """Fail early (a configuration error) when the template names unknown fields."""
     if "{" not in template:
+        if Path(template).is_file() and len(sources) == 1:
+            return  # one image, one label file
         if not ifc_zarr.is_ifc_zarr(template):
             raise InputError(
                 f"evaluate.labels: {template} is not an IFC zarr store; give an IFC zarr with one label "
-                "image per event, or a path template such as 'labels/{image_id}.tiff'"
+                "image per event, a path template such as 'labels/{image_id}.tiff', or, for a single "
+                "input image, its label TIFF"
             )
         return
     known = {"image_id", "index"} | set(sources[0].fields if sources else ())
@@ -43,7 +47,7 @@ def attach_truth(records: list[ImageRecord], template: str) -> list[ImageRecord]
     metadata fields. A missing or unreadable file is recorded as a string
     reason instead of raising.
     """
-    if "{" in template:
+    if "{" in template or Path(template).is_file():
         return [_attach_tiff(r, template) for r in records]
     try:
         header = ifc_zarr.read_ifc_header(template)
