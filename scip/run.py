@@ -13,6 +13,7 @@ import logging
 import platform
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -144,15 +145,17 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True) 
     return RunResult(output=out, table=cells_dir, summary=summary)
 
 
+def _skip_counts(rows: list[dict], kind: str) -> tuple[dict[str, int], dict[str, int]]:
+    """Skips of one kind counted by step, and the most common exact reasons (all are in skipped.csv)."""
+    rows = [r for r in rows if r["kind"] == kind]
+    by_step = Counter(r["step"] for r in rows)
+    reasons = Counter(f"{r['step']}: {r['reason']}" for r in rows)
+    return dict(sorted(by_step.items())), dict(reasons.most_common(10))
+
+
 def _summary(p: graph.Plan, total: PartitionSummary, wall: float) -> dict:
-    reasons_images: dict[str, int] = {}
-    reasons_cells: dict[str, int] = {}
-    for row in total.skipped:
-        target = reasons_cells if row["kind"] == "cell" else reasons_images
-        key = f"{row['step']}: {row['reason']}"
-        # Reasons that name a file or a value are unique per record; group them by step then.
-        key = key if len(key) < 80 else row["step"]
-        target[key] = target.get(key, 0) + 1
+    image_steps, image_reasons = _skip_counts(total.skipped, "image")
+    cell_steps, cell_reasons = _skip_counts(total.skipped, "cell")
     summary = {
         "config": p.config.model_dump(mode="json"),
         "versions": _versions(),
@@ -167,13 +170,15 @@ def _summary(p: graph.Plan, total: PartitionSummary, wall: float) -> dict:
                 "total": total.images,
                 "with_cells": total.images_with_cells,
                 "skipped": total.images - total.images_with_cells,
-                "skipped_by_reason": reasons_images,
+                "skipped_by_step": image_steps,
+                "most_common_reasons": image_reasons,
             },
             "cells": {
                 "found": total.cells_found,
                 "exported": total.cells_exported,
                 "skipped": total.cells_found - total.cells_exported,
-                "skipped_by_reason": reasons_cells,
+                "skipped_by_step": cell_steps,
+                "most_common_reasons": cell_reasons,
             },
         },
         "timings_s": {

@@ -29,6 +29,8 @@ def check_accounting(result):
     assert (skipped["kind"] == "cell").sum() == cells["skipped"]
     assert (skipped["kind"] == "image").sum() == images["skipped"]
     assert images["total"] == images["with_cells"] + images["skipped"]
+    assert sum(cells["skipped_by_step"].values()) == cells["skipped"]
+    assert sum(images["skipped_by_step"].values()) == images["skipped"]
     assert skipped["reason"].notna().all()
     return summary, table, skipped
 
@@ -252,3 +254,11 @@ def test_dsb_nuclei_through_the_pipeline(data_dir, tmp_path):
     assert ev["truth_cells"] == 125
     assert ev["f1"] >= 0.6
     assert len(table) == ev["found_cells"]
+
+
+def test_no_cells_anywhere_gives_an_empty_readable_table(blobs_tiff, tmp_path):
+    config = {"input": {"path": str(blobs_tiff)}, "segment": {"method": "otsu", "min_size": 10_000}}
+    summary, table, skipped = check_accounting(run_sync(config, tmp_path))
+    assert len(table) == 0 and "feat_cell_shape_area" in table.columns
+    assert summary["counts"]["cells"]["found"] == 0
+    assert list(skipped["step"]) == ["segment"]
