@@ -2,7 +2,6 @@
 
 import json
 
-import dask
 import numpy as np
 import pandas as pd
 import pytest
@@ -155,12 +154,11 @@ def test_local_cluster_gives_the_same_table(bad_folder, tmp_path):
     config = {"input": {"path": str(bad_folder), "channels": ["DNA", "GFP"], "images_per_partition": 2},
               "segment": {"method": "watershed", "channel": "DNA"}}
     local = run_sync(config, tmp_path / "sync")
-    with dask.config.set({"distributed.worker.daemon": False}):
-        distributed_result = scip.run(
-            {**config, "output": {"path": str(tmp_path / "dist")},
-             "cluster": {"workers": 2, "threads": 1, "dashboard_address": ":0"}},
-            progress=False,
-        )
+    distributed_result = scip.run(
+        {**config, "output": {"path": str(tmp_path / "dist")},
+         "cluster": {"workers": 2, "threads": 1, "dashboard_address": ":0"}},
+        progress=False,
+    )
     a = local.read().sort_values(["meta_index", "meta_label"]).reset_index(drop=True)
     b = distributed_result.read().sort_values(["meta_index", "meta_label"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
