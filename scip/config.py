@@ -12,7 +12,6 @@ file, so a config and its data can move together.
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -20,6 +19,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from scip._hints import did_you_mean
 from scip.features import FAMILIES
 
 __all__ = [
@@ -326,8 +326,8 @@ def _merge(raw: dict, overrides: dict) -> dict:
 
 
 def _did_you_mean(value: Any, allowed: list[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    # Config keys are short, so a looser match still points at the right one.
+    return did_you_mean(value, allowed, cutoff=0.5)
 
 
 def _model_at(loc: tuple, raw: dict) -> type[BaseModel] | None:

@@ -13,12 +13,13 @@ entry to the registry below.
 
 from __future__ import annotations
 
-import difflib
 from types import MappingProxyType, ModuleType
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from scip._hints import did_you_mean
 
 from . import bbox, intensity, shape
 from ._columns import FeatureColumn, column_name
@@ -42,11 +43,8 @@ def _resolve_families(families: Sequence[str]) -> list[ModuleType]:
     for name in families:
         if name not in _REGISTRY:
             allowed = ", ".join(repr(f) for f in FAMILIES)
-            msg = f"unknown feature family {name!r}; available families: {allowed}"
-            close = difflib.get_close_matches(str(name), FAMILIES, n=1)
-            if close:
-                msg += f" (did you mean {close[0]!r}?)"
-            raise ValueError(msg)
+            raise ValueError(f"unknown feature family {name!r}; available families: {allowed}"
+                             + did_you_mean(name, FAMILIES))
         if name in seen:
             raise ValueError(f"feature family {name!r} is listed more than once in {tuple(families)}")
         seen.add(name)

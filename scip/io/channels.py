@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Sequence
+
+from scip._hints import did_you_mean
 
 
 class InputError(ValueError):
@@ -23,10 +24,9 @@ def select_channels(
     index = []
     for name in use:
         if name not in stored:
-            close = difflib.get_close_matches(name, stored, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
             raise InputError(
-                f"input.use_channels: channel {name!r} is not in {where}; available: {', '.join(stored)}{hint}"
+                f"input.use_channels: channel {name!r} is not in {where}; available: {', '.join(stored)}"
+                + did_you_mean(name, stored)
             )
         index.append(stored.index(name))
     return tuple(use), tuple(index)

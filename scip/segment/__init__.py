@@ -16,10 +16,11 @@ objects rather than an error.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable
 
 import numpy as np
+
+from scip._hints import did_you_mean
 
 from ._util import remove_small_and_relabel
 from .region import threshold_in_region
@@ -70,8 +71,4 @@ def segment(image: np.ndarray, method: str, **params: Any) -> np.ndarray:
 
 def _unknown_method_message(method: object) -> str:
     allowed = ", ".join(repr(m) for m in METHODS)
-    msg = f"unknown segmentation method {method!r}; expected one of {allowed}"
-    close = difflib.get_close_matches(str(method), list(METHODS), n=1)
-    if close:
-        msg += f" (did you mean {close[0]!r}?)"
-    return msg
+    return f"unknown segmentation method {method!r}; expected one of {allowed}" + did_you_mean(method, METHODS)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
-
 import numpy as np
 
+from scip._hints import did_you_mean
 from scip.config import SegmentConfig
 from scip.records import ImageRecord, skipped
 from scip.segment import segment
@@ -27,9 +26,8 @@ def channel_position(channels: tuple[str, ...], channel: str | int, key: str = "
             raise ValueError(f"{key}: index {channel} is out of range for {len(channels)} channels ({', '.join(channels)})")
         return channel % len(channels)
     if channel not in channels:
-        close = difflib.get_close_matches(channel, channels, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"{key}: {channel!r} is not a loaded channel; allowed: {', '.join(channels)}{hint}")
+        raise ValueError(f"{key}: {channel!r} is not a loaded channel; allowed: {', '.join(channels)}"
+                         + did_you_mean(channel, channels))
     return channels.index(channel)
 
 
