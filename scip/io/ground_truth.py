@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
+
 import numpy as np
 import tifffile
 
@@ -17,10 +18,18 @@ def template_fields(template: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(template) if name}
 
 
+def truth_kind(template: str) -> str:
+    """How ``evaluate.labels`` is read: ``template`` (per image), ``file`` (one TIFF) or ``ifc`` (zarr by index)."""
+    if "{" in template:
+        return "template"
+    return "file" if Path(template).is_file() else "ifc"
+
+
 def check_template(template: str, sources: tuple[Source, ...]) -> None:
-    """Fail early (a configuration error) when the template names unknown fields."""
-    if "{" not in template:
-        if Path(template).is_file() and len(sources) == 1:
+    """Fail early (a configuration error) when the ground truth cannot serve these images."""
+    kind = truth_kind(template)
+    if kind != "template":
+        if kind == "file" and len(sources) == 1:
             return  # one image, one label file
         if not ifc_zarr.is_ifc_zarr(template):
             raise InputError(
@@ -47,7 +56,7 @@ def attach_truth(records: list[ImageRecord], template: str) -> list[ImageRecord]
     metadata fields. A missing or unreadable file is recorded as a string
     reason instead of raising.
     """
-    if "{" in template or Path(template).is_file():
+    if truth_kind(template) != "ifc":
         return [_attach_tiff(r, template) for r in records]
     try:
         header = ifc_zarr.read_ifc_header(template)
