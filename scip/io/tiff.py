@@ -36,31 +36,35 @@ def list_tiffs(path: Path) -> list[Path]:
     return sorted(files, key=lambda p: _natural_key(str(p)))
 
 
-def to_cyx(array: np.ndarray, axes: str) -> np.ndarray:
-    """Arrange a TIFF series as ``(C, H, W)``.
+def channel_axis(shape: tuple[int, ...], axes: str) -> int | None:
+    """Axis of a TIFF series that holds the channels; ``None`` for a 2-D image.
 
-    2-D images get one channel; RGB(A) samples (``YXS``) and a leading page,
-    channel or sample axis become channels. Deeper stacks (z-stacks, time
-    series) are not images of this pipeline yet and raise ``ValueError``.
+    RGB(A) samples (``YXS``) and otherwise a leading page, channel or sample
+    axis are channels. Deeper stacks (z-stacks, time series) are not images of
+    this pipeline yet and raise ``ValueError``.
     """
-    if array.ndim == 2:
-        return array[None]
-    if array.ndim == 3 and axes.endswith("S"):
-        return np.moveaxis(array, -1, 0)
-    if array.ndim == 3:
-        return array
-    raise ValueError(f"has {array.ndim} dimensions (axes {axes!r}); expected (C, H, W) or (H, W)")
+    if len(shape) == 2:
+        return None
+    if len(shape) == 3:
+        return -1 if axes.endswith("S") else 0
+    raise ValueError(f"has {len(shape)} dimensions (axes {axes!r}); expected (C, H, W) or (H, W)")
+
+
+def to_cyx(array: np.ndarray, axes: str) -> np.ndarray:
+    """Arrange a TIFF series as ``(C, H, W)`` (see :func:`channel_axis`)."""
+    axis = channel_axis(array.shape, axes)
+    return array[None] if axis is None else np.moveaxis(array, axis, 0)
 
 
 def _header_channels(path: Path) -> int:
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         shape, axes = series.shape, series.axes
-    if len(shape) == 2:
-        return 1
-    if len(shape) == 3:
-        return shape[-1] if axes.endswith("S") else shape[0]
-    raise InputError(f"{path}: has {len(shape)} dimensions (axes {axes!r}); expected (C, H, W) or (H, W)")
+    try:
+        axis = channel_axis(shape, axes)
+    except ValueError as e:
+        raise InputError(f"{path}: {e}") from None
+    return 1 if axis is None else shape[axis]
 
 
 def discover_tiff(path: Path, pattern: str | None, channels: list[str] | None, use_channels: list[str] | None) -> Dataset:
