@@ -4,34 +4,39 @@
 one row per object. :func:`columns` lists the same columns without reading
 pixels, so the pipeline can declare its output schema up front.
 
-Features come in families, one module each (:mod:`.shape`,
-:mod:`.intensity`, :mod:`.bbox`). A family module exposes ``NAME``,
-``describe(channel_names)`` and ``compute(pixels, labels, label_ids,
-channel_names, offset)``; adding a family means adding such a module and one
-entry to the registry below.
+Features come in families, one module each (:mod:`.shape`, :mod:`.intensity`,
+:mod:`.texture`, :mod:`.bbox`). A family module exposes ``NAME``,
+``describe(channel_names, params)`` and ``compute(objects, params)``, where
+``objects`` is an :class:`~._objects.Objects` built once per call; adding a
+family means adding such a module and one entry to the registry below.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields as dataclass_fields
 from types import MappingProxyType, ModuleType
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from scip._hints import did_you_mean
 
-from . import bbox, intensity, shape
+from . import bbox, intensity, shape, texture
 from ._columns import FeatureColumn, column_name
+from ._objects import FeatureParams, Objects
 
-__all__ = ["FAMILIES", "FeatureColumn", "column_name", "columns", "extract"]
+__all__ = ["FAMILIES", "DEFAULT_FAMILIES", "FeatureColumn", "FeatureParams", "column_name", "columns", "extract"]
 
-_REGISTRY: Mapping[str, ModuleType] = MappingProxyType({m.NAME: m for m in (shape, intensity, bbox)})
+_REGISTRY: Mapping[str, ModuleType] = MappingProxyType({m.NAME: m for m in (shape, intensity, texture, bbox)})
 
 #: Names of the available feature families.
 FAMILIES: tuple[str, ...] = tuple(_REGISTRY)
 
-_DEFAULT_FAMILIES = ("shape", "intensity", "bbox")
+#: Families computed when none are named.
+DEFAULT_FAMILIES: tuple[str, ...] = ("shape", "intensity", "texture", "bbox")
+
+_PARAM_NAMES = tuple(f.name for f in dataclass_fields(FeatureParams))
 
 
 def _resolve_families(families: Sequence[str]) -> list[ModuleType]:
@@ -52,10 +57,23 @@ def _resolve_families(families: Sequence[str]) -> list[ModuleType]:
     return modules
 
 
+def _resolve_params(params: FeatureParams | None, overrides: Mapping[str, Any]) -> FeatureParams:
+    unknown = [k for k in overrides if k not in _PARAM_NAMES]
+    if unknown:
+        raise TypeError(f"unknown feature parameter {unknown[0]!r}; parameters: {', '.join(_PARAM_NAMES)}"
+                        + did_you_mean(unknown[0], _PARAM_NAMES))
+    params = params if params is not None else FeatureParams()
+    if overrides:
+        params = FeatureParams(**{**{k: getattr(params, k) for k in _PARAM_NAMES}, **overrides})
+    return params
+
+
 def columns(
     channel_names: Sequence[str],
-    families: Sequence[str] = _DEFAULT_FAMILIES,
+    families: Sequence[str] = DEFAULT_FAMILIES,
     mask_name: str = "cell",
+    params: FeatureParams | None = None,
+    **kwargs: Any,
 ) -> list[FeatureColumn]:
     """List the feature columns :func:`extract` returns, without any pixels.
 
@@ -67,6 +85,8 @@ def columns(
         Feature families, in column order; see :data:`FAMILIES`.
     mask_name : str, optional
         Name of the mask the objects come from; part of every column name.
+    params : FeatureParams, optional
+        Feature parameters; keyword arguments override single fields.
 
     Returns
     -------
@@ -80,10 +100,11 @@ def columns(
         alphanumeric character, or channel names that give the same column
         name once sanitized (e.g. ``"GFP 488"`` and ``"GFP-488"``).
     """
+    params = _resolve_params(params, kwargs)
     channel_names = list(channel_names)
     out: list[FeatureColumn] = []
     for module in _resolve_families(families):
-        for feature, channel, definition, unit in module.describe(channel_names):
+        for feature, channel, definition, unit in module.describe(channel_names, params):
             name = column_name(mask_name, module.NAME, feature, channel)
             out.append(FeatureColumn(name, module.NAME, feature, channel, definition, unit))
     seen: dict[str, FeatureColumn] = {}
@@ -97,58 +118,8 @@ def columns(
     return out
 
 
-def extract(
-    pixels: np.ndarray,
-    labels: np.ndarray,
-    channel_names: Sequence[str] | None = None,
-    families: Sequence[str] = _DEFAULT_FAMILIES,
-    mask_name: str = "cell",
-    offset: tuple[int, int] = (0, 0),
-) -> pd.DataFrame:
-    """Compute features of every labeled object.
-
-    Parameters
-    ----------
-    pixels : ndarray, shape (C, H, W)
-        Image, any numeric dtype; converted to float64 for statistics.
-    labels : ndarray of int, shape (H, W)
-        Label image; 0 is background, each positive value one object.
-        Labels need not be consecutive.
-    channel_names : sequence of str, optional
-        One name per channel; default ``("ch0", "ch1", ...)``.
-    families : sequence of str, optional
-        Feature families, in column order; see :data:`FAMILIES`.
-    mask_name : str, optional
-        Name of the mask the objects come from; part of every column name.
-    offset : tuple of int, optional
-        ``(row, col)`` of the image's top-left pixel in a larger image; added
-        to the coordinates of the ``bbox`` family.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per label present, ascending; column ``label`` (int64) first,
-        then float64 feature columns in the order of :func:`columns`. Without
-        objects, zero rows but the same columns and dtypes.
-
-    Raises
-    ------
-    ValueError
-        If ``pixels`` is not 3-D, ``labels`` does not match its spatial shape
-        or is not integer, ``labels`` has negative values, the number of
-        channel names differs from the number of channels, or a family is
-        unknown.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> labels = np.zeros((8, 8), dtype=int)
-    >>> labels[2:5, 3:7] = 4
-    >>> pixels = np.ones((1, 8, 8))
-    >>> df = extract(pixels, labels, families=["bbox"])
-    >>> df[["label", "feat_cell_bbox_min_row", "feat_cell_bbox_width"]].to_numpy().tolist()
-    [[4.0, 2.0, 4.0]]
-    """
+def _check_inputs(pixels: np.ndarray, labels: np.ndarray, channel_names: Sequence[str] | None,
+                  background: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
     pixels = np.asarray(pixels)
     labels = np.asarray(labels)
     if pixels.ndim != 3:
@@ -170,14 +141,99 @@ def extract(
         channel_names = list(channel_names)
         if len(channel_names) != n_channels:
             raise ValueError(f"got {len(channel_names)} channel names {channel_names} for {n_channels} channels (pixels shape {pixels.shape})")
+    if background is None:
+        background = labels == 0
+    else:
+        background = np.asarray(background, dtype=bool)
+        if background.shape != labels.shape:
+            raise ValueError(f"background shape {background.shape} does not match labels shape {labels.shape}")
+        background = background & (labels == 0)
+    # Pixels keep their dtype: families gather the values they need as
+    # float64, which for a large image costs far less than converting it.
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8 if pixels.dtype == bool else None)
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    return pixels, labels, channel_names, background
 
-    cols = columns(channel_names, families, mask_name)
-    label_ids = np.unique(labels[labels != 0])
 
-    data: dict[str, np.ndarray] = {"label": label_ids.astype(np.int64)}
+def extract(
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    channel_names: Sequence[str] | None = None,
+    families: Sequence[str] = DEFAULT_FAMILIES,
+    mask_name: str = "cell",
+    offset: tuple[int, int] = (0, 0),
+    background: np.ndarray | None = None,
+    params: FeatureParams | None = None,
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """Compute features of every labeled object.
+
+    Parameters
+    ----------
+    pixels : ndarray, shape (C, H, W)
+        Image, any real numeric dtype; values are measured as float64.
+    labels : ndarray of int, shape (H, W)
+        Label image; 0 is background, each positive value one object.
+        Labels need not be consecutive.
+    channel_names : sequence of str, optional
+        One name per channel; default ``("ch0", "ch1", ...)``.
+    families : sequence of str, optional
+        Feature families, in column order; see :data:`FAMILIES`.
+    mask_name : str, optional
+        Name of the mask the objects come from; part of every column name.
+    offset : tuple of int, optional
+        ``(row, col)`` of the image's top-left pixel in a larger image; added
+        to every coordinate feature (bounding box, centroid, centers of mass).
+    background : ndarray of bool, shape (H, W), optional
+        Pixels that may serve as local background around objects; default
+        every pixel with label 0. Pixels with a label never count.
+    params : FeatureParams, optional
+        Feature parameters (texture distances and gray levels, edge and
+        background widths, Zernike degree).
+    **kwargs
+        Override single fields of ``params``, e.g. ``distances=(1, 2)``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per label present, ascending; column ``label`` (int64) first,
+        then float64 feature columns in the order of :func:`columns`. Without
+        objects, zero rows but the same columns and dtypes.
+
+    Raises
+    ------
+    ValueError
+        If ``pixels`` is not 3-D, ``labels`` or ``background`` does not match
+        its spatial shape, ``labels`` is not integer or has negative values,
+        the number of channel names differs from the number of channels, a
+        family is unknown or a parameter is out of range.
+    TypeError
+        For an unknown parameter name.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.zeros((8, 8), dtype=int)
+    >>> labels[2:5, 3:7] = 4
+    >>> pixels = np.ones((1, 8, 8))
+    >>> df = extract(pixels, labels, families=["bbox"])
+    >>> df[["label", "feat_cell_bbox_min_row", "feat_cell_bbox_width"]].to_numpy().tolist()
+    [[4.0, 2.0, 4.0]]
+    """
+    params = _resolve_params(params, kwargs)
+    pixels, labels, channel_names, background = _check_inputs(pixels, labels, channel_names, background)
+    cols = columns(channel_names, families, mask_name, params)
+    objects = Objects(pixels, labels, background, tuple(channel_names), row_offset=offset[0], col_offset=offset[1])
+    return _table(objects, families, cols, params)
+
+
+def _table(objects: Objects, families: Sequence[str], cols: list[FeatureColumn], params: FeatureParams) -> pd.DataFrame:
+    """Run the families over ``objects`` and assemble the table of :func:`extract`."""
+    n = len(objects)
+    data: dict[str, np.ndarray] = {"label": objects.ids.astype(np.int64)}
     for module in _resolve_families(families):
-        values = module.compute(pixels, labels, label_ids, channel_names, tuple(offset))
+        values = module.compute(objects, params) if n else {}
         for col in cols:
             if col.family == module.NAME:
-                data[col.name] = np.asarray(values[(col.feature, col.channel)], dtype=np.float64)
+                data[col.name] = np.asarray(values[(col.feature, col.channel)], dtype=np.float64) if n else np.empty(0)
     return pd.DataFrame(data, columns=["label", *(c.name for c in cols)])

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
-__all__ = ["Groups", "group_pixels", "reindex", "segment_ids", "sort_within"]
+__all__ = ["Groups", "group_pixels", "segment_ids"]
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,50 @@ class Groups:
         return len(self.ids)
 
 
+@numba.njit(cache=True, nogil=True)
+def _counting_sort(flat, max_label):  # pragma: no cover - compiled
+    # Two passes over the image, no comparison sort: raster order within a
+    # label comes for free.
+    counts = np.zeros(max_label + 1, np.int64)
+    for v in flat:
+        counts[v] += 1
+    n_labels = 0
+    for v in range(1, max_label + 1):
+        if counts[v]:
+            n_labels += 1
+    ids = np.empty(n_labels, np.int64)
+    starts = np.empty(n_labels, np.int64)
+    sizes = np.empty(n_labels, np.int64)
+    cursor = np.zeros(max_label + 1, np.int64)
+    k = 0
+    total = 0
+    for v in range(1, max_label + 1):
+        if counts[v]:
+            ids[k] = v
+            starts[k] = total
+            sizes[k] = counts[v]
+            cursor[v] = total
+            total += counts[v]
+            k += 1
+    index = np.empty(total, np.int64)
+    for i in range(len(flat)):
+        v = flat[i]
+        if v:
+            index[cursor[v]] = i
+            cursor[v] += 1
+    return ids, starts, sizes, index
+
+
 def group_pixels(labels: np.ndarray) -> Groups:
     """Group the non-zero pixels of ``labels`` by label value."""
     flat = np.ravel(labels)
+    max_label = int(flat.max()) if flat.size else 0
+    if max_label <= 4 * flat.size + 1_000_000:
+        ids, starts, counts, index = _counting_sort(np.ascontiguousarray(flat, dtype=np.int64), max_label)
+        return Groups(ids=ids, starts=starts.astype(np.intp), counts=counts.astype(np.intp), index=index.astype(np.intp))
+    # Sparse, huge label values: a stable sort keeps raster order within a label.
     fg = np.flatnonzero(flat)
     lab = flat[fg]
-    # A stable sort keeps raster order within a label, which makes results
-    # reproducible and independent of the sort algorithm.
     order = np.argsort(lab, kind="stable")
     index = fg[order]
     ids, starts, counts = np.unique(lab[order], return_index=True, return_counts=True)
@@ -56,24 +94,3 @@ def group_pixels(labels: np.ndarray) -> Groups:
 def segment_ids(groups: Groups) -> np.ndarray:
     """Position (0 .. n-1) of each grouped pixel's label in ``groups.ids``."""
     return np.repeat(np.arange(len(groups), dtype=np.intp), groups.counts)
-
-
-def sort_within(values: np.ndarray, seg: np.ndarray) -> np.ndarray:
-    """Sort ``values`` within each run of equal ``seg`` (runs stay in place)."""
-    return values[np.lexsort((values, seg))]
-
-
-def reindex(values: np.ndarray, ids: np.ndarray, label_ids: np.ndarray) -> np.ndarray:
-    """Align per-``ids`` values to ``label_ids``; NaN for labels not in ``ids``."""
-    values = np.asarray(values, dtype=np.float64)
-    label_ids = np.asarray(label_ids)
-    if len(ids) == len(label_ids) and np.array_equal(ids, label_ids):
-        return values
-    out = np.full(len(label_ids), np.nan)
-    if len(ids) == 0:
-        return out
-    pos = np.searchsorted(ids, label_ids)
-    pos_clipped = np.minimum(pos, len(ids) - 1)
-    found = (pos < len(ids)) & (ids[pos_clipped] == label_ids)
-    out[found] = values[pos_clipped[found]]
-    return out

@@ -1,7 +1,7 @@
 """Bounding box and centroid of each object, in image coordinates.
 
 Coordinates are (row, column) of the full image: the pipeline computes
-features on crops, and passes the crop's origin as ``offset``.
+features on crops, and passes each crop's origin as the objects' offset.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._groups import group_pixels, reindex
+from ._objects import FeatureParams, Objects
 
 __all__ = ["NAME", "describe", "compute"]
 
@@ -28,53 +28,22 @@ _FEATURES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def describe(channel_names: Sequence[str]) -> list[tuple[str, str | None, str, str]]:
+def describe(channel_names: Sequence[str], params: FeatureParams) -> list[tuple[str, str | None, str, str]]:
     """Features of this family: ``(feature, channel, definition, unit)``."""
     return [(f, None, d, u) for f, d, u in _FEATURES]
 
 
-def compute(
-    pixels: np.ndarray,
-    labels: np.ndarray,
-    label_ids: np.ndarray,
-    channel_names: Sequence[str],
-    offset: tuple[int, int] = (0, 0),
-) -> dict[tuple[str, str | None], np.ndarray]:
-    """Compute bounding box and centroid of every object.
-
-    Parameters
-    ----------
-    pixels : ndarray, shape (C, H, W)
-        Unused.
-    labels : ndarray of int, shape (H, W)
-        Label image, 0 is background.
-    label_ids : ndarray of int
-        Labels to report, in output order.
-    channel_names : sequence of str
-        Unused.
-    offset : tuple of int
-        ``(row, col)`` of ``labels[0, 0]`` in the full image; added to all
-        coordinates.
-
-    Returns
-    -------
-    dict
-        ``(feature, None) -> float64 array`` aligned with ``label_ids``.
-    """
-    groups = group_pixels(labels)
-    row0, col0 = offset
-    width_img = np.shape(labels)[1]
-    rows, cols = np.divmod(groups.index, width_img)
-    if len(groups):
-        min_row = np.minimum.reduceat(rows, groups.starts)
-        max_row = np.maximum.reduceat(rows, groups.starts) + 1
-        min_col = np.minimum.reduceat(cols, groups.starts)
-        max_col = np.maximum.reduceat(cols, groups.starts) + 1
-        cen_row = np.add.reduceat(rows.astype(np.float64), groups.starts) / groups.counts
-        cen_col = np.add.reduceat(cols.astype(np.float64), groups.starts) / groups.counts
-    else:
-        min_row = max_row = min_col = max_col = cen_row = cen_col = np.empty(0)
-
+def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | None], np.ndarray]:
+    """Bounding box and centroid of every object, offset into image coordinates."""
+    groups = objects.groups
+    rows, cols = objects.rows, objects.cols
+    min_row = np.minimum.reduceat(rows, groups.starts)
+    max_row = np.maximum.reduceat(rows, groups.starts) + 1
+    min_col = np.minimum.reduceat(cols, groups.starts)
+    max_col = np.maximum.reduceat(cols, groups.starts) + 1
+    cen_row = np.add.reduceat(rows.astype(np.float64), groups.starts) / groups.counts
+    cen_col = np.add.reduceat(cols.astype(np.float64), groups.starts) / groups.counts
+    row0, col0 = objects.row_offset, objects.col_offset
     values = {
         "min_row": min_row + row0,
         "min_col": min_col + col0,
@@ -85,4 +54,4 @@ def compute(
         "centroid_row": cen_row + row0,
         "centroid_col": cen_col + col0,
     }
-    return {(f, None): reindex(v, groups.ids, label_ids) for f, v in values.items()}
+    return {(f, None): v for f, v in values.items()}

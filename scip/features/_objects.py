@@ -1,0 +1,145 @@
+"""What every feature family works on: the objects of one label image.
+
+:class:`Objects` is built once per :func:`scip.features.extract` call. It
+sorts the foreground pixels by label a single time, so each family reduces
+contiguous runs instead of looping over objects in Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from ._groups import Groups, group_pixels, segment_ids
+
+__all__ = ["FeatureParams", "Objects"]
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """Parameters of the feature families.
+
+    Parameters
+    ----------
+    distances : tuple of int
+        Pixel distances of the gray-level co-occurrence matrices (texture).
+    gray_levels : int
+        Number of gray levels object pixels are quantized to before the
+        co-occurrence matrices are counted (texture).
+    intensity_range : tuple of (float, float) per channel, optional
+        Fixed ``(low, high)`` quantization bounds per channel, e.g. dataset-wide
+        quantiles. None quantizes each object between its own minimum and
+        maximum (texture).
+    edge_width : int
+        Width in pixels of the edge ring inside each object (intensity).
+    background_width : int
+        Width in pixels of the band around each object whose median is the
+        local background (intensity).
+    zernike_degree : int
+        Highest order ``n`` of the Zernike moments (shape).
+    """
+
+    distances: tuple[int, ...] = (3, 5)
+    gray_levels: int = 32
+    intensity_range: tuple[tuple[float, float], ...] | None = None
+    edge_width: int = 1
+    background_width: int = 5
+    zernike_degree: int = 9
+
+    def __post_init__(self) -> None:
+        distances = tuple(int(d) for d in np.atleast_1d(self.distances))
+        if not distances or min(distances) < 1 or len(set(distances)) != len(distances):
+            raise ValueError(f"distances must be distinct integers >= 1, got {self.distances!r}")
+        object.__setattr__(self, "distances", distances)
+        if not 2 <= int(self.gray_levels) <= 255:
+            raise ValueError(f"gray_levels must be between 2 and 255, got {self.gray_levels!r}")
+        if int(self.edge_width) < 1:
+            raise ValueError(f"edge_width must be >= 1, got {self.edge_width!r}")
+        if int(self.background_width) < 1:
+            raise ValueError(f"background_width must be >= 1, got {self.background_width!r}")
+        if not 0 <= int(self.zernike_degree) <= 20:
+            raise ValueError(f"zernike_degree must be between 0 and 20, got {self.zernike_degree!r}")
+        if self.intensity_range is not None:
+            bounds = tuple((float(lo), float(hi)) for lo, hi in self.intensity_range)
+            for lo, hi in bounds:
+                if not hi > lo:
+                    raise ValueError(f"intensity_range needs low < high per channel, got {(lo, hi)}")
+            object.__setattr__(self, "intensity_range", bounds)
+
+
+@dataclass(frozen=True)
+class Objects:
+    """The labeled objects of one image, with their pixels grouped by label.
+
+    Attributes
+    ----------
+    pixels : ndarray, shape (C, H, W)
+        Any real numeric dtype; families read values as float64.
+    labels : ndarray of int, shape (H, W)
+        0 is background.
+    background : ndarray of bool, shape (H, W)
+        Pixels that may serve as local background: by default ``labels == 0``.
+        The pipeline also excludes other cells and the padding between packed
+        crops.
+    channel_names : tuple of str
+    row_offset, col_offset : float or ndarray
+        Added to every row / column coordinate a family reports: a scalar, or
+        one value per object (aligned with :attr:`ids`) when objects come from
+        different crops packed into one image.
+    band_labels : ndarray of int, shape (H, W), optional
+        Label image whose objects' surroundings are each object's local
+        background band; same label numbers as ``labels``. None means
+        ``labels``. The pipeline passes the cell labels when measuring a mask
+        inside cells (e.g. nuclei), so a nucleus is corrected by the
+        background around its cell, not by its own cytoplasm.
+    outside : ndarray of bool, shape (H, W), optional
+        Pixels that are not part of any real image: the margins between
+        crops packed into one image. They are never background, and an object
+        pixel next to them is treated as next to the image border.
+    groups : Groups
+        Foreground pixels sorted by label.
+    """
+
+    pixels: np.ndarray
+    labels: np.ndarray
+    background: np.ndarray
+    channel_names: tuple[str, ...]
+    row_offset: float | np.ndarray = 0
+    col_offset: float | np.ndarray = 0
+    band_labels: np.ndarray | None = None
+    outside: np.ndarray | None = None
+    groups: Groups = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "groups", group_pixels(self.labels))
+        if self.band_labels is None:
+            object.__setattr__(self, "band_labels", self.labels)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Labels present, ascending; every family's arrays follow this order."""
+        return self.groups.ids
+
+    @cached_property
+    def seg(self) -> np.ndarray:
+        """Object position (0 .. n-1) of each grouped pixel."""
+        return segment_ids(self.groups)
+
+    @cached_property
+    def rows(self) -> np.ndarray:
+        """Row of each grouped pixel (intp)."""
+        return self.groups.index // self.labels.shape[1]
+
+    @cached_property
+    def cols(self) -> np.ndarray:
+        """Column of each grouped pixel (intp)."""
+        return self.groups.index % self.labels.shape[1]
+
+    def values(self, channel: int) -> np.ndarray:
+        """Float64 values of channel ``channel`` at the grouped pixels."""
+        return np.ravel(self.pixels[channel])[self.groups.index].astype(np.float64)
