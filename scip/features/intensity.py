@@ -1,132 +1,371 @@
-"""Intensity statistics of each object's pixels, per channel.
+"""Intensity of each object, per channel: statistics in three views, and locations.
 
-Pixels are converted to float64. All statistics are computed for all objects
-at once: pixels are sorted by label once, then reduced per contiguous run.
+For every channel, all objects at once (pixels are grouped by label a single
+time in :class:`~._objects.Objects`; every per-object quantity is a segmented
+reduction over contiguous runs, no Python loop over objects):
 
-Skewness and kurtosis follow :func:`scipy.stats.skew` and
-:func:`scipy.stats.kurtosis` defaults (biased, Fisher's excess kurtosis). They
-are undefined for an object whose pixels are all equal (zero variance) and are
-NaN there, as in scipy; a one-pixel object is such an object.
+Object view
+    The :data:`~._stats.STATISTICS` (mean, median, std, min, max, quartiles,
+    sum, MAD, skewness, kurtosis) of the object's pixels, named as the
+    statistic (``mean``, ``median``, ...). Quantiles use numpy's default
+    ``linear`` method; skewness and kurtosis follow :func:`scipy.stats.skew` and
+    :func:`scipy.stats.kurtosis` defaults (biased, Fisher's excess kurtosis)
+    and are NaN when all values are equal (a one-pixel object included).
+
+Edge view
+    The same statistics over the object's *edge ring*, named ``edge_<stat>``.
+    The ring of width ``w = params.edge_width`` is what ``w`` successive
+    erosions of the object with the 4-connected cross remove, where a pixel
+    stays only if its 4 neighbours carry its label. Pixels outside the image do
+    not count as different, so an object is not eroded from the image border.
+    Equivalently: the object's pixels within city-block distance ``w`` of an
+    in-image pixel with another label (or background). For ``w = 1`` this is
+    ``skimage.segmentation.find_boundaries(labels, connectivity=1,
+    mode="inner")`` restricted to the object, which is exactly CellProfiler's
+    (cp_measure's) edge for the ``*IntensityEdge`` measurements: our
+    ``edge_sum/mean/std/min/max`` equal its ``Integrated/Mean/Std/Min/
+    MaxIntensityEdge``, except that an object without an edge pixel (one that
+    fills the whole image) gets NaN here and 0 there.
+
+Background-corrected view
+    ``background`` is the local background ``b`` of the object: the median of
+    the usable background pixels (``objects.background``: unlabeled, not
+    excluded by the caller's mask) in a band around the object. The band holds
+    the pixels within Euclidean distance ``params.background_width`` of the
+    object that are nearer to it than to any other object, i.e. the pixels
+    :func:`skimage.segmentation.expand_labels` would add to it, except that a
+    pixel equally near two objects goes to the one with the smaller label
+    (expand_labels follows its distance transform's scan order). When the
+    caller gives ``band_labels`` (the pipeline passes the cells when it
+    measures a mask inside them, such as nuclei), the band is measured around
+    those regions instead, so a nucleus is corrected by the background around
+    its cell rather than by its own cytoplasm. NaN if the band holds no usable
+    pixel. ``corrected_<stat>`` are the location
+    statistics of ``pixel - b``: mean, median, min, max and the quartiles are
+    the object's statistic minus ``b``, and ``corrected_sum`` is the object's
+    sum minus ``b`` times its area. The shift-invariant statistics (std, MAD,
+    skewness, kurtosis) of ``pixel - b`` equal those of the object view, so
+    they are not repeated.
+
+Locations (as CellProfiler's MeasureObjectIntensity)
+    ``center_mass_row/col``: the intensity-weighted centroid
+    (``Location_CenterMassIntensity_Y/X``); NaN when the object's intensities
+    sum to exactly zero (CellProfiler does the same), never an error.
+    ``mass_displacement``: distance between the object's (binary) centroid and
+    that center of mass (``MassDisplacement``); NaN with it. ``max_row/col``:
+    the pixel of maximum intensity (``Location_MaxIntensity_Y/X``), the first
+    in raster order on ties, which is what cp_measure's per-object
+    ``np.argmax`` over the raster-ordered object pixels picks as well. All
+    coordinates are image coordinates: ``objects.row_offset/col_offset`` are
+    added.
+
+Differences from CellProfiler: CellProfiler's edge has a fixed width of one
+pixel (ours is a parameter, equal at the default 1); it reports 0 rather than
+NaN for measurements of an empty edge; its quartiles, median and MAD follow
+its legacy ``n * q`` convention (cp_measure's default is numpy's linear
+method, as here); it has no skewness, kurtosis or background correction; and
+it skips non-finite pixels, which are not excluded here (a NaN pixel makes
+its object's mean, center of mass and maximum location NaN).
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import numba
 import numpy as np
 
-from ._groups import Groups, group_pixels, reindex, segment_ids, sort_within
+from ._objects import FeatureParams, Objects
+from ._stats import STATISTICS, run_bounds, run_stats
 
 __all__ = ["NAME", "describe", "compute"]
 
 NAME = "intensity"
 
-_FEATURES: tuple[tuple[str, str, str], ...] = (
-    ("mean", "Mean intensity of the object's pixels.", "intensity"),
-    ("median", "Median intensity of the object's pixels.", "intensity"),
-    ("std", "Population standard deviation (ddof=0) of the object's pixel intensities.", "intensity"),
-    ("min", "Minimum intensity of the object's pixels.", "intensity"),
-    ("max", "Maximum intensity of the object's pixels.", "intensity"),
-    ("lower_quartile", "25th percentile of the object's pixel intensities (linear interpolation).", "intensity"),
-    ("upper_quartile", "75th percentile of the object's pixel intensities (linear interpolation).", "intensity"),
-    ("sum", "Integrated intensity: sum of the object's pixel intensities.", "intensity"),
-    ("mad", "Median absolute deviation of the object's pixel intensities from their median (unscaled).", "intensity"),
-    ("skewness", "Biased sample skewness of the object's pixel intensities; NaN if they are all equal.", "1"),
-    ("kurtosis", "Biased excess (Fisher) kurtosis of the object's pixel intensities; NaN if they are all equal.", "1"),
+#: Statistics that move with a constant shift of the values; the others are
+#: shift-invariant and would repeat the object view after background correction.
+_LOCATION_STATS: tuple[str, ...] = ("mean", "median", "min", "max", "lower_quartile", "upper_quartile", "sum")
+
+_LOCATIONS: tuple[tuple[str, str, str], ...] = (
+    ("center_mass_row",
+     "Row of the intensity-weighted centroid (sum of row times intensity over the sum of intensities) of the "
+     "object's pixels, in image coordinates; NaN if the intensities sum to zero.", "px"),
+    ("center_mass_col",
+     "Column of the intensity-weighted centroid (sum of column times intensity over the sum of intensities) of "
+     "the object's pixels, in image coordinates; NaN if the intensities sum to zero.", "px"),
+    ("mass_displacement",
+     "Euclidean distance between the object's centroid and its intensity-weighted centroid; NaN if the "
+     "intensities sum to zero.", "px"),
+    ("max_row", "Row of the object's maximum-intensity pixel (the first in raster order on ties), in image "
+     "coordinates.", "px"),
+    ("max_col", "Column of the object's maximum-intensity pixel (the first in raster order on ties), in image "
+     "coordinates.", "px"),
 )
 
 
-def describe(channel_names: Sequence[str]) -> list[tuple[str, str | None, str, str]]:
-    """Features of this family: ``(feature, channel, definition, unit)``.
+def _features(params: FeatureParams) -> list[tuple[str, str, str]]:
+    """``(feature, definition, unit)`` of one channel, in column order."""
+    w, bw = int(params.edge_width), int(params.background_width)
+    edge_of = (f"the intensities of the object's edge ring, i.e. its pixels within city-block distance {w} of a "
+               "pixel inside the image that is not in the object")
+    corrected_of = "the object's pixel intensities minus the object's background feature"
+    out = [(name, template.format(of="the object's pixel intensities"), unit) for name, template, unit in STATISTICS]
+    out += [(f"edge_{name}", template.format(of=edge_of), unit) for name, template, unit in STATISTICS]
+    out.append((
+        "background",
+        f"Median intensity of the usable background pixels within Euclidean distance {bw} px of the object and "
+        "nearer to it than to any other object (ties: smaller label); NaN if there are none.",
+        "intensity",
+    ))
+    templates = {name: (template, unit) for name, template, unit in STATISTICS}
+    out += [(f"corrected_{name}", templates[name][0].format(of=corrected_of), templates[name][1])
+            for name in _LOCATION_STATS]
+    out += list(_LOCATIONS)
+    return out
 
-    Columns are grouped by channel, in ``channel_names`` order.
+
+def describe(channel_names: Sequence[str], params: FeatureParams) -> list[tuple[str, str | None, str, str]]:
+    """Features of this family: ``(feature, channel, definition, unit)``, grouped by channel."""
+    per_channel = _features(params)
+    return [(f, ch, d, u) for ch in channel_names for f, d, u in per_channel]
+
+
+def _edge_mask(labels: np.ndarray, width: int, outside: np.ndarray | None = None) -> np.ndarray:
+    """Labeled pixels removed by ``width`` label-wise erosions with the 4-connected cross.
+
+    A pixel survives an erosion only if each of its in-image 4-neighbours
+    carries its (surviving) label; the image border does not erode, and
+    neither do ``outside`` pixels (the margins between packed crops).
     """
-    return [(f, ch, d, u) for ch in channel_names for f, d, u in _FEATURES]
-
-
-def _quantile(sorted_values: np.ndarray, groups: Groups, q: float) -> np.ndarray:
-    """Per-run quantile of run-sorted values, numpy's default 'linear' method."""
-    virtual = q * (groups.counts - 1)
-    below = np.floor(virtual).astype(np.intp)
-    frac = virtual - below
-    lo = groups.starts + below
-    hi = np.minimum(lo + 1, groups.starts + groups.counts - 1)
-    a, b = sorted_values[lo], sorted_values[hi]
-    return a + (b - a) * frac
-
-
-def _channel_stats(values: np.ndarray, groups: Groups, seg: np.ndarray) -> dict[str, np.ndarray]:
-    """All statistics of one channel; ``values`` are grouped like ``groups.index``."""
-    starts, counts = groups.starts, groups.counts
-    total = np.add.reduceat(values, starts)
-    mean = total / counts
-    dev = values - mean[seg]
-    m2 = np.add.reduceat(dev**2, starts) / counts
-    m3 = np.add.reduceat(dev**3, starts) / counts
-    m4 = np.add.reduceat(dev**4, starts) / counts
-    # scipy.stats' test for "all values equal": central moments computed in
-    # floating point are rarely exactly zero for constant data.
-    constant = m2 <= (np.finfo(np.float64).resolution * mean) ** 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        skewness = np.where(constant, np.nan, m3 / m2**1.5)
-        kurtosis = np.where(constant, np.nan, m4 / m2**2 - 3.0)
-
-    ordered = sort_within(values, seg)
-    median = _quantile(ordered, groups, 0.5)
-    abs_dev = sort_within(np.abs(values - median[seg]), seg)
-
-    return {
-        "mean": mean,
-        "median": median,
-        "std": np.sqrt(m2),
-        "min": ordered[starts],
-        "max": ordered[starts + counts - 1],
-        "lower_quartile": _quantile(ordered, groups, 0.25),
-        "upper_quartile": _quantile(ordered, groups, 0.75),
-        "sum": total,
-        "mad": _quantile(abs_dev, groups, 0.5),
-        "skewness": skewness,
-        "kurtosis": kurtosis,
-    }
-
-
-def compute(
-    pixels: np.ndarray,
-    labels: np.ndarray,
-    label_ids: np.ndarray,
-    channel_names: Sequence[str],
-    offset: tuple[int, int] = (0, 0),
-) -> dict[tuple[str, str | None], np.ndarray]:
-    """Compute intensity statistics of every object in every channel.
-
-    Parameters
-    ----------
-    pixels : ndarray, shape (C, H, W)
-        Pixel values, any numeric dtype.
-    labels : ndarray of int, shape (H, W)
-        Label image, 0 is background.
-    label_ids : ndarray of int
-        Labels to report, in output order.
-    channel_names : sequence of str
-        One name per channel of ``pixels``.
-    offset : tuple of int
-        Unused.
-
-    Returns
-    -------
-    dict
-        ``(feature, channel) -> float64 array`` aligned with ``label_ids``.
-    """
-    groups = group_pixels(labels)
-    out: dict[tuple[str, str | None], np.ndarray] = {}
-    if len(groups):
-        seg = segment_ids(groups)
-    for c, channel in enumerate(channel_names):
-        if len(groups):
-            values = np.ravel(pixels[c])[groups.index].astype(np.float64)
-            stats = _channel_stats(values, groups, seg)
+    current = labels
+    for _ in range(width):
+        keep = current > 0
+        same_v = current[1:] == current[:-1]
+        same_h = current[:, 1:] == current[:, :-1]
+        if outside is None:
+            keep[1:] &= same_v
+            keep[:-1] &= same_v
+            keep[:, 1:] &= same_h
+            keep[:, :-1] &= same_h
         else:
-            stats = {f: np.empty(0) for f, _, _ in _FEATURES}
-        for feature, _, _ in _FEATURES:
-            out[(feature, channel)] = reindex(stats[feature], groups.ids, label_ids)
+            keep[1:] &= same_v | outside[:-1]
+            keep[:-1] &= same_v | outside[1:]
+            keep[:, 1:] &= same_h | outside[:, :-1]
+            keep[:, :-1] &= same_h | outside[:, 1:]
+        current = np.where(keep, current, 0)
+    return (labels > 0) & (current == 0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _region_boundaries(labels):  # pragma: no cover - compiled
+    # The labeled pixel of a region nearest to an outside pixel always has a
+    # 4-neighbour outside the region, so only those pixels need to spread.
+    H, W = labels.shape
+    count = 0
+    for stage in range(2):
+        if stage == 1:
+            lab = np.empty(count, labels.dtype)
+            rr = np.empty(count, np.int64)
+            cc = np.empty(count, np.int64)
+            count = 0
+        for r in range(H):
+            for c in range(W):
+                v = labels[r, c]
+                if v == 0:
+                    continue
+                if ((r > 0 and labels[r - 1, c] != v) or (r < H - 1 and labels[r + 1, c] != v)
+                        or (c > 0 and labels[r, c - 1] != v) or (c < W - 1 and labels[r, c + 1] != v)):
+                    if stage == 1:
+                        lab[count] = v
+                        rr[count] = r
+                        cc[count] = c
+                    count += 1
+    return lab, rr, cc
+
+
+@numba.njit(cache=True, nogil=True)
+def _band_candidates(labels, usable, lab, rr, cc, starts, counts, width):  # pragma: no cover - compiled
+    """(flat index, region number, squared distance) of usable pixels within ``width`` of each region."""
+    H, W = labels.shape
+    w2 = width * width
+    n_off = 0
+    for dr in range(-width, width + 1):
+        for dc in range(-width, width + 1):
+            if dr * dr + dc * dc <= w2:
+                n_off += 1
+    odr = np.empty(n_off, np.int64)
+    odc = np.empty(n_off, np.int64)
+    k = 0
+    for dr in range(-width, width + 1):
+        for dc in range(-width, width + 1):
+            if dr * dr + dc * dc <= w2:
+                odr[k] = dr
+                odc[k] = dc
+                k += 1
+    cap = 1024
+    out_flat = np.empty(cap, np.int64)
+    out_lab = np.empty(cap, np.int64)
+    out_d2 = np.empty(cap, np.int64)
+    n_out = 0
+    for i in range(len(starts)):
+        s = starts[i]
+        e = s + counts[i]
+        r0 = rr[s]
+        r1 = rr[s]
+        c0 = cc[s]
+        c1 = cc[s]
+        for j in range(s, e):
+            r0 = min(r0, rr[j])
+            r1 = max(r1, rr[j])
+            c0 = min(c0, cc[j])
+            c1 = max(c1, cc[j])
+        r0 = max(r0 - width, 0)
+        c0 = max(c0 - width, 0)
+        r1 = min(r1 + width, H - 1)
+        c1 = min(c1 + width, W - 1)
+        hh = r1 - r0 + 1
+        ww = c1 - c0 + 1
+        best = np.full((hh, ww), w2 + 1, np.int64)
+        for j in range(s, e):
+            for k in range(n_off):
+                r = rr[j] + odr[k]
+                c = cc[j] + odc[k]
+                if r < 0 or r >= H or c < 0 or c >= W:
+                    continue
+                d2 = odr[k] * odr[k] + odc[k] * odc[k]
+                if d2 < best[r - r0, c - c0]:
+                    best[r - r0, c - c0] = d2
+        for a in range(hh):
+            for b in range(ww):
+                d2 = best[a, b]
+                r = r0 + a
+                c = c0 + b
+                if d2 <= w2 and labels[r, c] == 0 and usable[r, c]:
+                    if n_out == cap:
+                        cap *= 2
+                        out_flat = _grow(out_flat, cap)
+                        out_lab = _grow(out_lab, cap)
+                        out_d2 = _grow(out_d2, cap)
+                    out_flat[n_out] = r * W + c
+                    out_lab[n_out] = i
+                    out_d2[n_out] = d2
+                    n_out += 1
+    return out_flat[:n_out], out_lab[:n_out], out_d2[:n_out]
+
+
+@numba.njit(cache=True, nogil=True)
+def _grow(a, cap):  # pragma: no cover - compiled
+    b = np.empty(cap, a.dtype)
+    b[:len(a)] = a
+    return b
+
+
+def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Usable background pixels near each object: flat indices and object positions, grouped by object.
+
+    The band is measured around ``objects.band_labels`` (the objects
+    themselves unless the caller says otherwise, e.g. the cell around a
+    nucleus); a band pixel belongs to the nearest such region, and to the one
+    with the smaller label when two are equally near. Only the regions'
+    surroundings are visited, never a distance map of the whole image.
+    """
+    regions = np.ascontiguousarray(objects.band_labels)
+    lab, rr, cc = _region_boundaries(regions)
+    order = np.argsort(lab, kind="stable")
+    lab, rr, cc = lab[order], rr[order], cc[order]
+    region_ids, starts, counts = np.unique(lab, return_index=True, return_counts=True)
+    flat, region, d2 = _band_candidates(regions, np.ascontiguousarray(objects.background), lab, rr, cc,
+                                        starts.astype(np.int64), counts.astype(np.int64), int(width))
+    # Each pixel goes to its nearest region; ties to the smaller label (regions
+    # are numbered in label order). One int64 key sorts by pixel, distance, region.
+    n_regions = max(len(region_ids), 1)
+    if (regions.size + 1) * (width * width + 1) * n_regions < 2**62:
+        order = np.argsort((flat * (width * width + 1) + d2) * n_regions + region, kind="stable")
+    else:
+        order = np.lexsort((region, d2, flat))
+    flat, region = flat[order], region[order]
+    first = np.ones(len(flat), bool)
+    first[1:] = flat[1:] != flat[:-1]
+    flat, owner = flat[first], region_ids[region[first]]
+    # A region whose object is absent (e.g. a cell with an empty nucleus mask) owns no band.
+    if not len(objects.ids):
+        return flat[:0], flat[:0]
+    pos = np.minimum(np.searchsorted(objects.ids, owner), len(objects.ids) - 1)
+    found = objects.ids[pos] == owner
+    flat, pos = flat[found], pos[found]
+    order = np.argsort(pos, kind="stable")
+    return flat[order], pos[order]
+
+
+@numba.njit(cache=True, nogil=True)
+def _run_median(values, starts, counts):  # pragma: no cover - compiled
+    # Selection instead of run_stats' full sort: the background needs the median only.
+    out = np.full(len(starts), np.nan)
+    for i in range(len(starts)):
+        if counts[i]:
+            out[i] = np.median(values[starts[i]:starts[i] + counts[i]])
+    return out
+
+
+def _first_max(values: np.ndarray, maxima: np.ndarray, seg: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Position in the grouped arrays of each run's first value equal to its maximum; -1 if none (NaN)."""
+    n_total = len(values)
+    candidates = np.where(values == maxima[seg], np.arange(n_total), n_total)
+    first = np.minimum.reduceat(candidates, starts)
+    first[first == n_total] = -1
+    return first
+
+
+def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | None], np.ndarray]:
+    """All features of every object in every channel; arrays aligned with ``objects.ids``."""
+    n = len(objects)
+    groups = objects.groups
+    starts, counts = groups.starts, groups.counts
+    seg = objects.seg
+    rows, cols = objects.rows, objects.cols
+
+    edge = _edge_mask(objects.labels, int(params.edge_width), objects.outside).ravel()[groups.index]
+    edge_seg = seg[edge]
+    edge_index = groups.index[edge]
+
+    band_index, band_seg = _background_band(objects, int(params.background_width))
+    band_starts, band_counts = run_bounds(band_seg, n)
+
+    # Pixel coordinates relative to the object's centroid: the weighted sums
+    # below then give the mass displacement directly and stay precise.
+    cen_row = np.add.reduceat(rows.astype(np.float64), starts) / counts
+    cen_col = np.add.reduceat(cols.astype(np.float64), starts) / counts
+    d_row = rows - cen_row[seg]
+    d_col = cols - cen_col[seg]
+    row0, col0 = objects.row_offset, objects.col_offset
+
+    out: dict[tuple[str, str | None], np.ndarray] = {}
+    for c, channel in enumerate(objects.channel_names):
+        image = np.ravel(objects.pixels[c])
+        values = image[groups.index].astype(np.float64)
+        stats = run_stats(values, seg, n)
+        edge_stats = run_stats(image[edge_index], edge_seg, n)
+        b = _run_median(image[band_index].astype(np.float64), band_starts, band_counts)
+
+        total = stats["sum"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shift_row = np.where(total != 0, np.add.reduceat(d_row * values, starts) / total, np.nan)
+            shift_col = np.where(total != 0, np.add.reduceat(d_col * values, starts) / total, np.nan)
+        first = _first_max(values, stats["max"], seg, starts)
+        found = first >= 0
+        max_row = np.where(found, rows[first], np.nan) + row0
+        max_col = np.where(found, cols[first], np.nan) + col0
+
+        feats: dict[str, np.ndarray] = dict(stats)
+        feats.update({f"edge_{k}": v for k, v in edge_stats.items()})
+        feats["background"] = b
+        for name in _LOCATION_STATS:
+            feats[f"corrected_{name}"] = stats[name] - (b * counts if name == "sum" else b)
+        feats["center_mass_row"] = cen_row + shift_row + row0
+        feats["center_mass_col"] = cen_col + shift_col + col0
+        feats["mass_displacement"] = np.hypot(shift_row, shift_col)
+        feats["max_row"] = max_row
+        feats["max_col"] = max_col
+        for feature, _, _ in _features(params):
+            out[(feature, channel)] = np.asarray(feats[feature], dtype=np.float64)
     return out
