@@ -1,0 +1,392 @@
+"""Compiled kernels of the texture family: quantization, co-occurrence counting,
+the 13 Haralick features and the Sobel gradient magnitude.
+
+Everything here works on the foreground pixels grouped by label (see
+:class:`~._objects.Objects`): object ``i`` is the run
+``starts[i] : starts[i] + counts[i]`` of the grouped pixels, in raster order.
+The public wrappers live in :mod:`.texture`.
+
+How the Haralick kernel saves work, per object and channel:
+
+* the object's levels are compacted to the ``m`` levels actually present, so
+  the count matrix is ``m x m`` and rows/columns of absent levels never exist
+  (unless only a few are absent: then the range ``min .. max`` is kept, whose
+  contiguous levels make ``p_{x+y}`` and ``p_{x-y}`` contiguous in the loop);
+* the object is copied once into a small bounding-box crop (padded so that
+  no neighbour lookup needs a bounds check) holding the compact level + 1,
+  0 outside the object: a pair is valid iff both entries are non-zero, so
+  pixels of touching objects or the background never count;
+* each pair is counted once, in the upper-triangle cell ``(min, max)``; this
+  is the symmetric matrix ``S = C + C^T`` (halved on the diagonal) without
+  counting twice or visiting the lower triangle;
+* all marginals (``p_x``, ``p_{x+y}``, ``p_{x-y}``) are integer counts, every
+  ``p log2 p`` is ``(n / T) (log2 T - log2 n)`` with ``log2 n`` read from a
+  table (no logarithm in the loops, and exactly 0 for ``n == T``), and
+  ``sum i j p`` comes from the integer moments of ``p_{x+y}`` and ``p_{x-y}``;
+* indices are unsigned, which spares numba's negative-index handling in the
+  inner loops.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["N_HARALICK", "haralick_runs", "log2_table", "quantize_runs", "sobel_runs"]
+
+#: Number of Haralick features per co-occurrence matrix.
+N_HARALICK = 13
+
+
+def log2_table(n: int) -> np.ndarray:
+    """``log2(k)`` for ``k = 0 .. n - 1`` (entry 0 is 0 and never used)."""
+    table = np.zeros(max(int(n), 2), dtype=np.float64)
+    table[1:] = np.log2(np.arange(1, len(table), dtype=np.float64))
+    return table
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _u(i):  # pragma: no cover - compiled
+    # An unsigned index spares numba's negative-index wraparound on every
+    # access whose index it cannot prove non-negative (~2x in the loops below).
+    return np.uintp(i)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _lg(n, table):  # pragma: no cover - compiled
+    if n < table.shape[0]:
+        return table[_u(n)]
+    return np.log2(float(n))
+
+
+@numba.njit(cache=True, nogil=True)
+def _quantize_run(x, n_levels, lo, hi, use_range, out):  # pragma: no cover - compiled
+    """Levels 1..n_levels of the values ``x`` of one object into ``out``.
+
+    Returns False (and leaves ``out`` undefined) if a value is not finite.
+    Per object (``use_range`` False): ``1 + floor((v - min) * (L / (max - min)))``
+    clipped to ``L``, all 1 when ``max == min``. With a fixed range: values
+    clipped to ``[lo, hi]`` first, then the same with ``lo, hi``.
+    """
+    n = x.shape[0]
+    vmin = np.inf
+    vmax = -np.inf
+    for k in range(n):
+        v = x[k]
+        if not np.isfinite(v):
+            return False
+        if v < vmin:
+            vmin = v
+        if v > vmax:
+            vmax = v
+    if use_range:
+        vmin = lo
+        vmax = hi
+    span = vmax - vmin
+    if not span > 0.0:
+        for k in range(n):
+            out[k] = 1
+        return True
+    scale = n_levels / span
+    for k in range(n):
+        # clipped, so v - vmin >= 0 and int() is floor()
+        q = int((min(max(x[k], vmin), vmax) - vmin) * scale) + 1
+        out[k] = min(q, n_levels)
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def quantize_runs(values, starts, counts, n_levels, lo, hi, use_range):  # pragma: no cover - compiled
+    """Gray levels (uint8, 1..n_levels) of grouped ``values``; 0 for the pixels
+    of an object that has a non-finite value."""
+    out = np.zeros(values.shape[0], np.uint8)
+    for i in range(starts.shape[0]):
+        s = starts[i]
+        c = counts[i]
+        if not _quantize_run(values[s:s + c], n_levels, lo, hi, use_range, out[s:s + c]):
+            out[s:s + c] = 0
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _haralick13(cnt, m, lv, npairs, table, rsum, pp, pm, out):  # pragma: no cover - compiled
+    """The 13 features of one symmetric co-occurrence matrix, as mahotas.
+
+    ``cnt`` holds the symmetric counts on and above the diagonal (flat,
+    stride ``m``) of the compact levels ``0 .. m-1``, whose gray levels are
+    ``lv``: ``cnt[a, b] = S[a, b]`` for ``a < b`` and ``cnt[a, a] = S[a, a] / 2``,
+    where ``S`` is mahotas' symmetric matrix with total ``T = 2 * npairs``.
+    mahotas' matrix has size ``fm1 = max level + 1``, which matters for the
+    difference variance (variance of the ``fm1`` entries of ``p_{x-y}``).
+    ``pp`` and ``pm`` are indexed relative to ``2 * lv[0]`` and 0.
+    """
+    l0 = lv[0]
+    R = lv[m - 1] - l0 + 1   # range of levels; == m when they are contiguous
+    fm1 = lv[m - 1] + 1
+    T = 2 * npairs
+    Tf = float(T)
+    lgT = _lg(T, table)
+    for a in range(m):
+        rsum[a] = 0
+    for j in range(R):
+        pm[j] = 0
+    for j in range(2 * R):
+        pp[j] = 0
+    asq = 0
+    e_diag = 0.0
+    e_off = 0.0
+    if R == m:
+        # all levels of the range present: p_{x+y}, p_{x-y} are contiguous in b
+        for a in range(m):
+            base = a * m
+            s = 2 * cnt[_u(base + a)]
+            ra = s
+            pp[_u(2 * a)] += s
+            pm[0] += s
+            asq += s * s
+            e_diag += s * (lgT - _lg(s, table))
+            for b in range(a + 1, m):
+                s = cnt[_u(base + b)]
+                ra += s
+                rsum[_u(b)] += s
+                pp[_u(a + b)] += 2 * s
+                pm[_u(b - a)] += 2 * s
+                asq += 2 * s * s
+                e_off += s * (lgT - _lg(s, table))
+            rsum[_u(a)] += ra
+    else:
+        for a in range(m):
+            base = a * m
+            la = lv[_u(a)] - l0
+            s = 2 * cnt[_u(base + a)]
+            ra = s
+            pp[_u(2 * la)] += s
+            pm[0] += s
+            asq += s * s
+            e_diag += s * (lgT - _lg(s, table))
+            for b in range(a + 1, m):
+                s = cnt[_u(base + b)]
+                lb = lv[_u(b)] - l0
+                ra += s
+                rsum[_u(b)] += s
+                pp[_u(la + lb)] += 2 * s
+                pm[_u(lb - la)] += 2 * s
+                asq += 2 * s * s
+                e_off += s * (lgT - _lg(s, table))
+            rsum[_u(a)] += ra
+    entropy = (e_diag + 2.0 * e_off) / Tf
+    # marginal p_x (== p_y): moments and entropy
+    sx1 = 0
+    sx2 = 0
+    hx = 0.0
+    for a in range(m):
+        r = rsum[a]
+        la = lv[a]
+        sx1 += la * r
+        sx2 += la * la * r
+        hx += r * (lgT - _lg(r, table))
+    hx /= Tf
+    ux = sx1 / Tf
+    vx = sx2 / Tf - ux * ux
+    s1 = 0
+    s2 = 0
+    sum_ent = 0.0
+    for j in range(2 * R - 1):
+        n = pp[j]
+        s = 2 * l0 + j
+        s1 += s * n
+        s2 += s * s * n
+        sum_ent += n * (lgT - _lg(n, table))
+    d2 = 0
+    idm = 0.0
+    diff_ent = 0.0
+    dmean = 1.0 / fm1   # p_{x-y} sums to 1 over its fm1 entries ...
+    dvar = (fm1 - R) * dmean * dmean   # ... of which those from R on are 0
+    for j in range(R):
+        n = pm[j]
+        d2 += j * j * n
+        idm += n / (1.0 + j * j)
+        diff_ent += n * (lgT - _lg(n, table))
+        dd = n / Tf - dmean
+        dvar += dd * dd
+    sum_avg = s1 / Tf
+    out[0] = asq / (Tf * Tf)
+    out[1] = d2 / Tf
+    if vx == 0.0:
+        out[2] = 1.0
+    else:
+        sx = np.sqrt(vx)
+        # sum i j p = (sum (i + j)^2 p - sum (i - j)^2 p) / 4, exact in integers
+        out[2] = (1.0 / sx / sx) * ((s2 - d2) / 4.0 / Tf - ux * ux)
+    out[3] = vx
+    out[4] = idm / Tf
+    out[5] = sum_avg
+    out[6] = s2 / Tf - sum_avg * sum_avg
+    out[7] = sum_ent / Tf
+    out[8] = entropy
+    out[9] = dvar / fm1
+    out[10] = diff_ent / Tf
+    # HXY1 = HXY2 = HX + HY = 2 HX for a symmetric matrix (see texture.py)
+    hxy = 2.0 * hx
+    if hx == 0.0:
+        out[11] = entropy - hxy
+    else:
+        out[11] = (entropy - hxy) / hx
+    arg = 1.0 - np.exp(-2.0 * (hxy - entropy))
+    out[12] = np.sqrt(arg if arg > 0.0 else 0.0)
+
+
+@numba.njit(cache=True, nogil=True)
+def haralick_runs(values, starts, counts, rows, cols, offsets, n_levels, lo, hi, use_range, table):  # pragma: no cover - compiled
+    """Haralick features of every object, channel and offset.
+
+    Parameters
+    ----------
+    values : float64 (C, N)
+        Channel values of the grouped pixels.
+    starts, counts : intp
+        Run of each object in the grouped pixels (see :class:`~._groups.Groups`).
+    rows, cols : intp (N,)
+        Row and column of each grouped pixel, in raster order within an object.
+    offsets : int64 (K, 2)
+        ``(d_row, d_col)`` of each co-occurrence offset, ``d_row >= 0``.
+    n_levels : int
+        Gray levels L.
+    lo, hi : float64 (C,)
+        Fixed quantization range per channel, used where ``use_range``.
+    table : float64
+        ``log2`` of the integers (see :func:`log2_table`).
+
+    Returns
+    -------
+    float64 (n_objects, C, K, 13)
+        NaN for an offset with no pair of object pixels, and for a channel in
+        which the object has a non-finite value.
+    """
+    n_obj = starts.shape[0]
+    n_ch = values.shape[0]
+    n_off = offsets.shape[0]
+    out = np.full((n_obj, n_ch, n_off, 13), np.nan)
+    L = n_levels
+    LL = L * L
+    dmax = 0
+    for o in range(n_off):
+        dmax = max(dmax, offsets[o, 0], abs(offsets[o, 1]))
+    cnt = np.zeros(LL, np.int32)   # upper triangle, stride m
+    lev = np.zeros(0, np.uint8)
+    crop = np.zeros(0, np.uint8)
+    pos = np.zeros(0, np.intp)
+    lv = np.zeros(L, np.int64)
+    compact = np.zeros(L + 1, np.uint8)
+    rsum = np.zeros(L, np.int64)
+    pp = np.zeros(2 * L, np.int64)
+    pm = np.zeros(L, np.int64)
+    for i in range(n_obj):
+        s0 = starts[i]
+        n = counts[i]
+        if n == 0:
+            continue
+        if lev.shape[0] < n:
+            lev = np.zeros(n, np.uint8)
+            pos = np.zeros(n, np.intp)
+        r0 = rows[s0]  # raster order: first and last pixel hold the lowest and highest row
+        h = rows[s0 + n - 1] - r0 + 1
+        c0 = cols[s0]
+        c1 = c0
+        for k in range(s0, s0 + n):
+            c0 = min(c0, cols[k])
+            c1 = max(c1, cols[k])
+        w = c1 - c0 + 1
+        # Bounding-box crop padded by dmax columns on both sides and dmax rows
+        # below, so that p + offset (d_row >= 0) is always inside it; per pixel
+        # the compact level + 1 of the channel, 0 outside the object.
+        wp = w + 2 * dmax
+        size = (h + dmax) * wp
+        if crop.shape[0] < size:
+            crop = np.zeros(max(size, 2 * crop.shape[0]), np.uint8)
+        for k in range(n):
+            pos[k] = (rows[s0 + k] - r0) * wp + cols[s0 + k] - c0 + dmax
+        for ch in range(n_ch):
+            ok = _quantize_run(values[ch, s0:s0 + n], L, lo[ch], hi[ch], use_range, lev)
+            if not ok:
+                continue  # a non-finite value: this channel stays NaN
+            compact[:] = 0
+            for k in range(n):
+                compact[lev[k]] = 1
+            m = 0
+            lmin = L
+            lmax = 1
+            for q in range(1, L + 1):
+                if compact[q]:
+                    m += 1
+                    lmin = min(lmin, q)
+                    lmax = q
+            if (lmax - lmin + 1) ** 2 <= 2 * m * m:
+                # few levels missing: keep the whole range (the rows and
+                # columns of a missing level stay 0), for the contiguous loop
+                m = lmax - lmin + 1
+                for q in range(lmin, lmax + 1):
+                    lv[q - lmin] = q
+                    compact[q] = q - lmin + 1  # compact level + 1
+            else:
+                m = 0
+                for q in range(lmin, lmax + 1):
+                    if compact[q]:
+                        lv[m] = q
+                        m += 1
+                        compact[q] = m
+            crop[:size] = 0
+            for k in range(n):
+                crop[_u(pos[k])] = compact[lev[k]]
+            for o in range(n_off):
+                if offsets[o, 0] >= h or abs(offsets[o, 1]) >= w:
+                    continue  # no pair fits in the bounding box: stays NaN
+                cnt[:m * m] = 0
+                npairs = 0
+                step = offsets[o, 0] * wp + offsets[o, 1]
+                for k in range(n):
+                    pa = pos[k]
+                    y = crop[_u(pa + step)]
+                    if y == 0:
+                        continue
+                    x = crop[_u(pa)]
+                    npairs += 1
+                    cnt[_u((min(x, y) - 1) * m + max(x, y) - 1)] += 1
+                if npairs:
+                    _haralick13(cnt, m, lv, npairs, table, rsum, pp, pm, out[i, ch, o])
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def sobel_runs(image, rows, cols):  # pragma: no cover - compiled
+    """Sobel gradient magnitude of ``image`` (H, W) at the pixels ``(rows, cols)``.
+
+    Same as ``skimage.filters.sobel(image)`` (mode 'reflect', which for a 3x3
+    kernel equals 'nearest'): ``sqrt((G_r**2 + G_c**2) / 2)`` with the kernels
+    ``[1, 0, -1]`` across and ``[1, 2, 1] / 4`` along the axis.
+    """
+    H, W = image.shape
+    out = np.empty(rows.shape[0], np.float64)
+    half = np.sqrt(0.5)
+    for k in range(rows.shape[0]):
+        r = rows[k]
+        c = cols[k]
+        ru = _u(r - 1 if r > 0 else 0)
+        rd = _u(r + 1 if r < H - 1 else H - 1)
+        cl = _u(c - 1 if c > 0 else 0)
+        cr = _u(c + 1 if c < W - 1 else W - 1)
+        r_ = _u(r)
+        c_ = _u(c)
+        # float64 before subtracting: unsigned pixels would wrap around.
+        a = np.float64(image[ru, cl])
+        b = np.float64(image[ru, c_])
+        d = np.float64(image[ru, cr])
+        e = np.float64(image[r_, cl])
+        f = np.float64(image[r_, cr])
+        g = np.float64(image[rd, cl])
+        h = np.float64(image[rd, c_])
+        i = np.float64(image[rd, cr])
+        gr = 0.25 * (g - a) + 0.5 * (h - b) + 0.25 * (i - d)
+        gc = 0.25 * (d - a) + 0.5 * (f - e) + 0.25 * (i - g)
+        out[k] = np.sqrt(gr * gr + gc * gc) * half
+    return out

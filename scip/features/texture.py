@@ -1,0 +1,241 @@
+"""Texture of each object, per channel: Haralick features and Sobel gradient statistics.
+
+Haralick features
+    The 13 features of Haralick et al. (1973) as CellProfiler's MeasureTexture
+    computes them through ``mahotas.features.haralick(crop, distance=d,
+    ignore_zeros=True)``, for every distance ``d`` in ``params.distances`` and
+    four directions, plus their mean and range (max - min) over the directions.
+    Names: ``<feature>_<d>_<angle>`` with angle 0, 45, 90, 135 (degrees,
+    counter-clockwise from the column axis as the image is displayed, row 0
+    on top), and
+    ``<feature>_<d>_mean``, ``<feature>_<d>_range``.
+
+    Directions, as ``(row, col)`` offsets of the second pixel of a pair, and
+    their CellProfiler / mahotas names (``_2d_deltas``): 0 degrees ``(0, d)``
+    (horizontal, CellProfiler ``_00``); 45 degrees ``(d, -d)`` (NE-SW, ``_03``);
+    90 degrees ``(d, 0)`` (vertical, ``_02``); 135 degrees ``(d, d)`` (NW-SE,
+    ``_01``). The matrices are symmetric, so an offset and its opposite are the
+    same direction.
+
+    Only object pixels count: a pair ``(p, p + offset)`` enters the object's
+    gray-level co-occurrence matrix only if both pixels carry the object's
+    label; pixels of a touching object or of the background never do. The
+    matrix is symmetric (each pair counted as ``(a, b)`` and ``(b, a)``) and
+    normalized to probabilities. This is exactly mahotas' ``haralick`` with
+    ``ignore_zeros=True`` on the object's bounding-box crop of the quantized
+    levels below with every other pixel set to 0.
+
+Quantization
+    Object pixels map to gray levels ``1 .. L`` (``L = params.gray_levels``);
+    level 0 is reserved for "not in the object". By default each object is
+    quantized between its own minimum and maximum in the channel::
+
+        level = min(L, 1 + floor((v - vmin) * (L / (vmax - vmin))))
+
+    and an object whose pixels are all equal gets level 1 everywhere. With
+    ``params.intensity_range[c] = (lo, hi)`` the same formula uses ``lo`` and
+    ``hi``, after clipping the values to ``[lo, hi]``, so levels compare across
+    objects. :func:`quantize` returns the level image.
+
+Feature formulas (mahotas', ``p`` the normalized matrix of size ``M = max level
+of the object + 1``, ``p_x = p_y`` its marginal, ``p_{x+y}``, ``p_{x-y}`` the
+distributions of ``i + j`` and ``|i - j|``, entropies in bits, i.e. log2, with
+``0 log 0 = 0``): angular second moment ``sum p^2``; contrast
+``sum k^2 p_{x-y}(k)``; correlation ``(sum i j p - mu^2) / sigma^2`` of the
+marginal; variance ``sigma^2`` of the marginal (``E[i^2] - mu^2``); inverse
+difference moment ``sum p / (1 + (i - j)^2)``; sum average ``sum k p_{x+y}(k)``;
+sum variance ``sum k^2 p_{x+y}(k) - (sum average)^2``; sum entropy ``H(p_{x+y})``;
+entropy ``H(p)``; difference variance: the population variance of the ``M``
+values of the vector ``p_{x-y}`` (mahotas' default, not the variance of
+``|i - j|``; it depends on ``M``, which we replicate); difference entropy
+``H(p_{x-y})``; information measures of correlation ``(H - HXY1) / max(HX, HY)``
+and ``sqrt(1 - exp(-2 (HXY2 - H)))``, where for a symmetric matrix
+``HXY1 = HXY2 = HX + HY = 2 HX`` (mahotas evaluates the two cross entropies
+over ``p_x p_y``; they are equal to ``2 HX`` in exact arithmetic). The values
+agree with mahotas to ~1e-11 relative on real and synthetic objects (the sums
+run in a different order, the marginals are exact integer counts); note that
+info_meas2 is ill-conditioned where ``HXY2 - H`` is ~0, as in any
+implementation.
+
+Degenerate values (never an error)
+    A direction with no pair of object pixels (one-pixel objects, lines one
+    pixel wide, objects smaller than the distance) gives NaN for all 13
+    features of that direction; mahotas raises there and CellProfiler /
+    cp_measure give NaN for all directions of the object. ``_mean`` and
+    ``_range`` use the finite directions only, NaN if there is none. A matrix
+    with a single level (constant object): angular second moment 1, contrast
+    0, correlation 1 (mahotas' value when the marginal has no spread), variance
+    0, inverse difference moment 1, sum average ``2 l``, sum variance 0, the
+    entropies 0, difference variance ``(1 - 1/M) / M``, info_meas1 0 (mahotas
+    returns ``H - HXY1`` undivided when ``HX = 0``), info_meas2 0. An object
+    with a non-finite value in a channel gets NaN Haralick features there.
+
+Sobel gradient
+    ``sobel_<stat>``: the :data:`~._stats.STATISTICS` of the gradient magnitude
+    of the channel image at the object's pixels, where the magnitude is
+    ``skimage.filters.sobel(image)`` (``sqrt((G_r^2 + G_c^2) / 2)`` with the
+    kernels ``[1, 0, -1]`` x ``[1, 2, 1] / 4``, border mode 'reflect'). The
+    gradient is of the whole image, so pixels just outside the object (the
+    background, a touching object) do enter the gradient of its edge pixels.
+
+Differences from CellProfiler: CellProfiler quantizes the whole image at once
+(``img_as_ubyte`` then a fixed rescale) rather than per object or with a given
+range, and gives NaN for the whole object when one direction has no pair; the
+features of a given quantized image are identical.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ._glcm import N_HARALICK, haralick_runs, log2_table, quantize_runs, sobel_runs
+from ._objects import FeatureParams, Objects
+from ._stats import STATISTICS, run_stats
+
+__all__ = ["NAME", "HARALICK", "ANGLES", "describe", "compute", "quantize", "object_levels", "offsets", "haralick"]
+
+NAME = "texture"
+
+#: Directions in degrees, in column order.
+ANGLES: tuple[int, ...] = (0, 45, 90, 135)
+
+#: ``(row, col)`` unit step of each angle in :data:`ANGLES`.
+_STEPS: tuple[tuple[int, int], ...] = ((0, 1), (1, -1), (1, 0), (1, 1))
+
+#: ``(name, definition, unit)`` of the 13 Haralick features, in mahotas' order.
+HARALICK: tuple[tuple[str, str, str], ...] = (
+    ("angular_second_moment", "Angular second moment (sum of squared probabilities) of", "1"),
+    ("contrast", "Contrast (sum of (i - j)^2 p(i, j)) of", "level^2"),
+    ("correlation", "Correlation of the two gray levels (1 if the marginal has zero variance) of", "1"),
+    ("variance", "Variance (sum of squares) of the gray level under the marginal of", "level^2"),
+    ("inverse_difference_moment", "Inverse difference moment (sum of p(i, j) / (1 + (i - j)^2)) of", "1"),
+    ("sum_average", "Sum average (mean of i + j) of", "level"),
+    ("sum_variance", "Sum variance (variance of i + j) of", "level^2"),
+    ("sum_entropy", "Sum entropy (log2 entropy of the distribution of i + j) of", "bit"),
+    ("entropy", "Entropy (log2) of", "bit"),
+    ("difference_variance", "Difference variance (mahotas: population variance of the vector p_{x-y} "
+     "over the object's max level + 1 entries) of", "1"),
+    ("difference_entropy", "Difference entropy (log2 entropy of the distribution of |i - j|) of", "bit"),
+    ("info_meas1", "Information measure of correlation 1, (H - HXY1) / max(HX, HY) (undivided if HX = 0), of", "1"),
+    ("info_meas2", "Information measure of correlation 2, sqrt(1 - exp(-2 (HXY2 - H))), of", "1"),
+)
+
+_SOBEL_OF = "the Sobel gradient magnitude of the object's pixels"
+
+
+def _glcm_text(d: int, angle: int | str) -> str:
+    if angle in ANGLES:
+        dr, dc = _STEPS[ANGLES.index(angle)]
+        where = f"{angle} degrees, (row, col) offset ({dr * d}, {dc * d})"
+        return (f"the symmetric gray-level co-occurrence matrix of the object's pixel pairs "
+                f"{d} px apart at {where}; NaN if no pair lies in the object.")
+    what = "mean" if angle == "mean" else "range (max - min)"
+    return (f"the symmetric gray-level co-occurrence matrices of the object's pixel pairs {d} px apart: "
+            f"{what} over the directions 0, 45, 90 and 135 degrees that have a pair; NaN if none has.")
+
+
+def _haralick_names(params: FeatureParams) -> list[tuple[str, str, str]]:
+    out = []
+    for name, text, unit in HARALICK:
+        for d in params.distances:
+            for angle in (*ANGLES, "mean", "range"):
+                out.append((f"{name}_{d}_{angle}", f"{text} {_glcm_text(d, angle)}", unit))
+    return out
+
+
+def describe(channel_names: Sequence[str], params: FeatureParams) -> list[tuple[str, str | None, str, str]]:
+    """Features of this family: ``(feature, channel, definition, unit)``, grouped per channel."""
+    per_channel = _haralick_names(params)
+    for stat, template, unit in STATISTICS:
+        per_channel.append((f"sobel_{stat}", template.format(of=_SOBEL_OF),
+                            "intensity/px" if unit == "intensity" else unit))
+    return [(f, ch, d, u) for ch in channel_names for f, d, u in per_channel]
+
+
+def offsets(distances: Sequence[int]) -> np.ndarray:
+    """``(row, col)`` offsets, int64 ``(len(distances) * 4, 2)``: per distance the angles of :data:`ANGLES`."""
+    return np.array([(dr * d, dc * d) for d in distances for dr, dc in _STEPS], dtype=np.int64).reshape(-1, 2)
+
+
+def _range_of(params: FeatureParams, channel: int) -> tuple[float, float, bool]:
+    if params.intensity_range is None:
+        return 0.0, 0.0, False
+    if len(params.intensity_range) <= channel:
+        raise ValueError(f"intensity_range has {len(params.intensity_range)} (low, high) pairs, "
+                         f"but channel {channel} needs one; give one pair per channel")
+    lo, hi = params.intensity_range[channel]
+    return float(lo), float(hi), True
+
+
+def object_levels(objects: Objects, params: FeatureParams, channel: int) -> np.ndarray:
+    """Gray levels (uint8, ``1 .. gray_levels``) of the grouped pixels of ``channel``.
+
+    Aligned with ``objects.groups.index``; 0 for every pixel of an object with
+    a non-finite value in the channel. See the module docstring for the rule.
+    """
+    lo, hi, use_range = _range_of(params, channel)
+    g = objects.groups
+    return quantize_runs(np.ascontiguousarray(objects.values(channel)), g.starts, g.counts,
+                         int(params.gray_levels), lo, hi, use_range)
+
+
+def quantize(objects: Objects, params: FeatureParams, channel: int) -> np.ndarray:
+    """Level image (uint8, shape of the labels) of ``channel``: 0 outside objects."""
+    out = np.zeros(objects.labels.shape, dtype=np.uint8)
+    out.ravel()[objects.groups.index] = object_levels(objects, params, channel)
+    return out
+
+
+def haralick(objects: Objects, params: FeatureParams) -> np.ndarray:
+    """Haralick features, float64 ``(n_objects, n_channels, len(distances), 4, 13)``.
+
+    Axis 3 follows :data:`ANGLES`, axis 4 :data:`HARALICK`.
+    """
+    g = objects.groups
+    n_ch = objects.pixels.shape[0]
+    flat = objects.pixels.reshape(n_ch, -1)
+    values = np.ascontiguousarray(flat[:, g.index], dtype=np.float64)
+    ranges = [_range_of(params, c) for c in range(n_ch)]
+    lo = np.array([r[0] for r in ranges], dtype=np.float64)
+    hi = np.array([r[1] for r in ranges], dtype=np.float64)
+    use_range = params.intensity_range is not None
+    max_count = int(g.counts.max()) if len(g) else 0
+    # T = 2 * pairs <= 2 * pixels; larger counts fall back to np.log2
+    table = log2_table(min(2 * max_count + 1, 1 << 22))
+    out = haralick_runs(values, g.starts, g.counts, objects.rows, objects.cols,
+                        offsets(params.distances), int(params.gray_levels), lo, hi, use_range, table)
+    return out.reshape(len(g), n_ch, len(params.distances), len(ANGLES), N_HARALICK)
+
+
+def _mean_range(per_dir: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and max - min over axis -2 of the finite entries; NaN where none is."""
+    finite = np.isfinite(per_dir)
+    n = finite.sum(axis=-2)
+    total = np.where(finite, per_dir, 0.0).sum(axis=-2)
+    hi = np.where(finite, per_dir, -np.inf).max(axis=-2)
+    lo = np.where(finite, per_dir, np.inf).min(axis=-2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    rng = np.where(n > 0, hi - lo, np.nan)
+    return mean, rng
+
+
+def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | None], np.ndarray]:
+    """Haralick features and Sobel gradient statistics of every object and channel."""
+    feats = haralick(objects, params)  # (n, C, D, 4, 13)
+    mean, rng = _mean_range(feats)     # (n, C, D, 13)
+    n = len(objects)
+    out: dict[tuple[str, str | None], np.ndarray] = {}
+    for c, channel in enumerate(objects.channel_names):
+        for f, (name, _, _) in enumerate(HARALICK):
+            for k, d in enumerate(params.distances):
+                for a, angle in enumerate(ANGLES):
+                    out[(f"{name}_{d}_{angle}", channel)] = feats[:, c, k, a, f]
+                out[(f"{name}_{d}_mean", channel)] = mean[:, c, k, f]
+                out[(f"{name}_{d}_range", channel)] = rng[:, c, k, f]
+        grad = sobel_runs(np.ascontiguousarray(objects.pixels[c]), objects.rows, objects.cols)
+        for stat, values in run_stats(grad, objects.seg, n).items():
+            out[(f"sobel_{stat}", channel)] = values
+    return out
