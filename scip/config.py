@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from scip._hints import did_you_mean
-from scip.features import FAMILIES
+from scip.features import DEFAULT_FAMILIES, FAMILIES, FeatureParams
 
 __all__ = [
     "Config",
@@ -180,17 +180,28 @@ class CellsConfig(_Section):
 
 
 class FeaturesConfig(_Section):
-    """Which feature families to compute."""
+    """Which feature families to compute, and their parameters."""
 
-    families: list[Literal[FAMILIES]] = list(FAMILIES)  # type: ignore[valid-type]
+    families: list[Literal[FAMILIES]] = list(DEFAULT_FAMILIES)  # type: ignore[valid-type]
+    distances: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)] = [3, 5]
+    gray_levels: Annotated[int, Field(ge=2, le=255)] = 32
+    edge_width: Annotated[int, Field(ge=1)] = 1
+    background_width: Annotated[int, Field(ge=1)] = 5
+    zernike_degree: Annotated[int, Field(ge=0, le=20)] = 9
 
-    @field_validator("families")
+    @field_validator("families", "distances")
     @classmethod
-    def _no_repeats(cls, value: list[str]) -> list[str]:
-        repeated = sorted({f for f in value if value.count(f) > 1})
+    def _no_repeats(cls, value: list) -> list:
+        repeated = sorted({str(f) for f in value if value.count(f) > 1})
         if repeated:
             raise ValueError(f"lists {', '.join(repeated)} more than once")
         return value
+
+    def params(self) -> FeatureParams:
+        """The parameters as :func:`scip.features.extract` takes them."""
+        return FeatureParams(distances=tuple(self.distances), gray_levels=self.gray_levels,
+                             edge_width=self.edge_width, background_width=self.background_width,
+                             zernike_degree=self.zernike_degree)
 
 
 class OutputConfig(_Section):
@@ -264,6 +275,15 @@ class Config(_Section):
         if repeated:
             raise ValueError(f"masks: mask name(s) {', '.join(repeated)} used twice (segment.name is {self.segment.name!r}); "
                              "each mask needs its own name")
+        return self
+
+    @model_validator(mode="after")
+    def _band_fits_crop(self) -> "Config":
+        if self.features.background_width > self.cells.padding and "intensity" in self.features.families:
+            raise ValueError(
+                f"features.background_width ({self.features.background_width}) is larger than cells.padding "
+                f"({self.cells.padding}): the background band around each cell would be cut off by its crop; "
+                "raise cells.padding or lower features.background_width")
         return self
 
     @property

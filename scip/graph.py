@@ -31,7 +31,7 @@ from scip.steps.cells import split_cells
 from scip.steps.check import check_image
 from scip.steps.evaluate import evaluate_image
 from scip.steps.export import cells_frame, table_columns
-from scip.steps.features import featurize_cell
+from scip.steps.features import featurize_cells
 from scip.steps.masks import add_masks
 from scip.steps.segment import segment_image
 
@@ -52,7 +52,7 @@ def plan(config: Config, dataset: Dataset | None = None) -> Plan:
     dataset = dataset if dataset is not None else open_dataset(config.input)
     fields = {k for s in dataset.sources for k in s.fields}
     columns = table_columns(dataset.channels, fields, config.mask_names, tuple(config.features.families),
-                            evaluated=config.evaluate is not None)
+                            evaluated=config.evaluate is not None, params=config.features.params())
     return Plan(config, dataset, columns)
 
 
@@ -92,7 +92,8 @@ def _masks(records: list[ImageRecord | CellRecord], config: Config) -> list[Imag
 
 
 def _features(records: list[ImageRecord | CellRecord], config: Config) -> list[ImageRecord | CellRecord]:
-    return [featurize_cell(r, config.mask_names, tuple(config.features.families)) for r in records]
+    return featurize_cells(records, config.segment.name, config.mask_names, tuple(config.features.families),
+                           config.features.params())
 
 
 def build_cells(p: Plan) -> db.Bag:

@@ -23,7 +23,7 @@ def error_of(tmp_path, text: str) -> str:
 def test_minimal_config_gets_defaults(tmp_path, blobs_tiff):
     config = load_config(write(tmp_path, f"input: {{path: {blobs_tiff}}}"))
     assert config.segment.method == "watershed"
-    assert config.features.families == ["shape", "intensity", "bbox"]
+    assert config.features.families == ["shape", "intensity", "texture", "bbox"]
     assert config.cluster.workers is None
 
 
@@ -168,3 +168,20 @@ def test_default_workers_is_never_zero(monkeypatch):
 def test_segment_section_without_method_uses_the_default(tmp_path, blobs_tiff):
     config = load_config(write(tmp_path, f"input: {{path: {blobs_tiff}}}\nsegment: {{channel: 1, min_distance: 3}}"))
     assert config.segment.method == "watershed" and config.segment.min_distance == 3
+
+
+def test_features_section_gives_params(tmp_path):
+    config = load_config({"input": {"path": str(tmp_path)},
+                          "features": {"distances": [1, 2], "gray_levels": 16, "edge_width": 2}})
+    params = config.features.params()
+    assert params.distances == (1, 2) and params.gray_levels == 16 and params.edge_width == 2
+    assert config.features.families == ["shape", "intensity", "texture", "bbox"]
+
+
+def test_features_section_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"features\.gray_levels"):
+        load_config({"input": {"path": str(tmp_path)}, "features": {"gray_levels": 1}})
+    with pytest.raises(ConfigError, match=r"features\.distances.*more than once"):
+        load_config({"input": {"path": str(tmp_path)}, "features": {"distances": [3, 3]}})
+    with pytest.raises(ConfigError, match=r"background_width \(8\) is larger than cells.padding \(5\)"):
+        load_config({"input": {"path": str(tmp_path)}, "features": {"background_width": 8}})

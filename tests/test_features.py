@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.stats
 from skimage.draw import disk, ellipse
 from skimage.measure import regionprops
 
 from scip import features
-from scip.features import FAMILIES, FeatureColumn, column_name, columns, extract
-from scip.features import shape as shape_family
+from scip.features import FAMILIES, FeatureColumn, FeatureParams, column_name, columns, extract
+from scip.features.crops import extract_crops
 
 H, W = 64, 80
 
@@ -39,32 +38,9 @@ def pixels() -> np.ndarray:
     return img
 
 
-def _regionprops_value(rp, feature: str) -> float:
-    if feature.startswith("moments_hu_"):
-        return rp.moments_hu[int(feature.rsplit("_", 1)[1])]
-    for prefix in ("moments_normalized_", "moments_central_"):
-        if feature.startswith(prefix):
-            p, q = (int(d) for d in feature[len(prefix):])
-            return getattr(rp, prefix.rstrip("_"))[p, q]
-    return getattr(rp, feature)
-
-
 def test_families_and_registry():
-    assert FAMILIES == ("shape", "intensity", "bbox")
-
-
-def test_shape_matches_regionprops_per_label(label_image, pixels):
-    df = extract(pixels, label_image, families=["shape"])
-    assert df["label"].tolist() == [3, 7, 9, 12, 20, 21]
-    shape_features = [f for f, _, _, _ in shape_family.describe([])]
-    assert len(shape_features) == 14 + 7 + 7 + 7
-    for _, row in df.iterrows():
-        mask = (label_image == row["label"]).astype(np.uint8)
-        (rp,) = regionprops(mask)
-        for feature in shape_features:
-            expected = _regionprops_value(rp, feature)
-            got = row[column_name("cell", "shape", feature)]
-            np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12, err_msg=f"label {row['label']} {feature}")
+    assert FAMILIES == ("shape", "intensity", "texture", "bbox")
+    assert features.DEFAULT_FAMILIES == FAMILIES
 
 
 def test_shape_known_values(label_image, pixels):
@@ -76,33 +52,6 @@ def test_shape_known_values(label_image, pixels):
     assert ring["feat_cell_shape_euler_number"] == 0  # one hole
     assert ring["feat_cell_shape_area_filled"] > ring["feat_cell_shape_area"]
     assert df.loc[21, "feat_cell_shape_area"] == 1
-
-
-def test_intensity_matches_numpy_scipy(label_image, pixels):
-    names = ["GFP 488", "BF"]
-    df = extract(pixels, label_image, channel_names=names, families=["intensity"])
-    for _, row in df.iterrows():
-        obj = label_image == row["label"]
-        for c, ch in enumerate(names):
-            x = pixels[c][obj].astype(np.float64)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # scipy on the 1-pixel object
-                expected = {
-                    "mean": np.mean(x),
-                    "median": np.median(x),
-                    "std": np.std(x),
-                    "min": np.min(x),
-                    "max": np.max(x),
-                    "lower_quartile": np.quantile(x, 0.25),
-                    "upper_quartile": np.quantile(x, 0.75),
-                    "sum": np.sum(x),
-                    "mad": np.median(np.abs(x - np.median(x))),
-                    "skewness": scipy.stats.skew(x),
-                    "kurtosis": scipy.stats.kurtosis(x),
-                }
-            for feature, value in expected.items():
-                got = row[column_name("cell", "intensity", feature, ch)]
-                np.testing.assert_allclose(got, value, rtol=1e-9, err_msg=f"label {row['label']} {ch} {feature}")
 
 
 def test_intensity_constant_object_and_integer_pixels():
@@ -231,11 +180,101 @@ def test_unknown_family():
         columns(["a"], families=["zzz"])
 
 
-def test_labels_reindexed_in_family_compute(label_image, pixels):
-    # Families must align their output with the label_ids they are given.
-    ids = np.array([7, 3, 99])
-    out = features.bbox.compute(pixels, label_image, ids, ["a", "b"], (0, 0))
-    assert out[("min_row", None)][1] == np.argmax((label_image == 3).any(axis=1))
-    assert np.isnan(out[("min_row", None)][2])
-    out = features.intensity.compute(pixels, label_image, ids, ["a", "b"], (0, 0))
-    assert out[("mean", "b")][0] == pytest.approx(pixels[1][label_image == 7].astype(float).mean())
+
+
+def test_params_change_columns_and_are_checked():
+    names = [c.name for c in columns(["DNA"], families=["texture"], distances=(1,))]
+    assert "feat_cell_texture_contrast_1_45_DNA" in names
+    assert not any("_3_" in n for n in names)
+    assert columns(["DNA"], params=FeatureParams(distances=(2,))) == columns(["DNA"], distances=[2])
+    with pytest.raises(TypeError, match="did you mean 'distances'"):
+        columns(["DNA"], distance=(1,))
+    for bad in (dict(distances=(0,)), dict(gray_levels=1), dict(edge_width=0), dict(intensity_range=[(5, 5)])):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            FeatureParams(**bad)
+
+
+def test_default_set_is_at_least_200_per_channel():
+    cols = columns(["DNA", "GFP"])
+    for channel in ("DNA", "GFP"):
+        assert sum(c.channel == channel for c in cols) >= 200
+    assert all(c.name.startswith("feat_cell_") for c in cols)
+
+
+PINNED = Path(__file__).parent / "data" / "feature_columns.txt"
+
+
+def test_default_column_names_are_pinned():
+    # Renaming or reordering a column breaks every table users already have;
+    # this list changes only on purpose (regenerate with `scip features --list
+    # --names --channels DNA,GFP`).
+    got = [c.name for c in columns(["DNA", "GFP"])]
+    assert got == PINNED.read_text().split()
+
+
+def _crop_inputs(label_image, pixels, pad=6):
+    crops, masks, origins, backgrounds = [], [], [], []
+    for label in np.unique(label_image[label_image > 0]):
+        (rp,) = regionprops((label_image == label).astype(np.uint8))
+        r0, c0, r1, c1 = rp.bbox
+        r0, c0 = max(r0 - pad, 0), max(c0 - pad, 0)
+        r1, c1 = min(r1 + pad, label_image.shape[0]), min(c1 + pad, label_image.shape[1])
+        crop_labels = label_image[r0:r1, c0:c1]
+        crops.append(pixels[:, r0:r1, c0:c1])
+        masks.append(crop_labels == label)
+        backgrounds.append(crop_labels == 0)
+        origins.append((r0, c0))
+    return crops, masks, origins, backgrounds
+
+
+def test_crops_packed_equal_crops_one_by_one(label_image, pixels):
+    crops, masks, origins, backgrounds = _crop_inputs(label_image, pixels)
+    masks[2] = np.zeros_like(masks[2])  # an empty mask gives a row of NaN
+    names = ["a", "b"]
+    # max_pixels small enough to need several packed images
+    packed = extract_crops(crops, masks, names, origins=origins, backgrounds=backgrounds, max_pixels=3000)
+    assert len(packed) == len(crops)
+    assert packed.iloc[2].isna().all()
+    for i, (crop, mask, origin, bg) in enumerate(zip(crops, masks, origins, backgrounds)):
+        if i == 2:
+            continue
+        alone = extract(crop, mask.astype(int), names, offset=origin, background=bg).drop(columns="label")
+        np.testing.assert_allclose(packed.iloc[i].to_numpy(), alone.iloc[0].to_numpy(), rtol=1e-9, atol=1e-12,
+                                   err_msg=f"crop {i}")
+
+
+def test_crops_band_masks_measure_background_around_the_cell():
+    # A nucleus inside a cell: its background is around the cell, not in the cytoplasm.
+    crop = np.full((1, 30, 30), 10.0)
+    cell = np.zeros((30, 30), bool)
+    cell[5:25, 5:25] = True
+    nucleus = np.zeros((30, 30), bool)
+    nucleus[12:18, 12:18] = True
+    crop[0][cell] = 50.0
+    crop[0][nucleus] = 100.0
+    table = extract_crops([crop], [nucleus], ["DNA"], families=["intensity"], mask_name="nucleus",
+                          backgrounds=[~cell], band_masks=[cell])
+    assert table["feat_nucleus_intensity_background_DNA"].item() == 10.0
+    assert table["feat_nucleus_intensity_corrected_mean_DNA"].item() == 90.0
+
+
+def test_crops_errors():
+    crop = np.zeros((1, 4, 4))
+    with pytest.raises(ValueError, match="2 masks for 1 crops"):
+        extract_crops([crop], [np.ones((4, 4), bool)] * 2)
+    with pytest.raises(ValueError, match=r"mask 0 has shape \(3, 4\)"):
+        extract_crops([crop], [np.ones((3, 4), bool)])
+    assert len(extract_crops([], [], ["a"])) == 0
+
+
+def test_crops_object_on_the_crop_edge_equals_extract():
+    # Cells clipped by the image border reach the crop edge; packing must not
+    # change what the Sobel filter sees there.
+    rng = np.random.default_rng(3)
+    crop = rng.gamma(2.0, 40.0, (2, 20, 24))
+    mask = np.zeros((20, 24), bool)
+    mask[0:9, 0:11] = True
+    packed = extract_crops([crop, crop[:, ::-1, ::-1]], [mask, mask[::-1, ::-1]], ["a", "b"], origins=[(0, 0), (7, 9)])
+    for i, (pixels, m, origin) in enumerate([(crop, mask, (0, 0)), (crop[:, ::-1, ::-1], mask[::-1, ::-1], (7, 9))]):
+        alone = extract(pixels, m.astype(int), ["a", "b"], offset=origin).drop(columns="label")
+        np.testing.assert_allclose(packed.iloc[i].to_numpy(), alone.iloc[0].to_numpy(), rtol=1e-9, atol=1e-12)

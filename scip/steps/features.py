@@ -1,40 +1,82 @@
-"""Feature step: a cell record's crop to a row of features."""
+"""Feature step: the crops of a partition's cells to rows of features."""
 
 from __future__ import annotations
 
 import math
+import time
+from typing import Sequence
 
 import numpy as np
 
-from scip.features import columns, extract
+from scip.features import FeatureParams
+from scip.features.crops import extract_crops
 from scip.records import CellRecord, ImageRecord, skipped
-from scip.steps.timing import timed
 
 
-def featurize_cell(record: ImageRecord | CellRecord, masks: tuple[str, ...], families: tuple[str, ...]) -> ImageRecord | CellRecord:
-    """Compute the feature families of one cell over each of its ``masks``.
+def _measure(cells: list[CellRecord], cell_mask: str, masks: Sequence[str], families: tuple[str, ...],
+             params: FeatureParams) -> list[dict[str, float]]:
+    rows: list[dict[str, float]] = [{} for _ in cells]
+    crops = [c.pixels for c in cells]
+    origins = [c.origin for c in cells]
+    cell_masks = [c.masks[cell_mask] for c in cells]
+    # Local background is what lies around the cell outside every cell, for
+    # every mask: a nucleus is corrected by the background around its cell.
+    backgrounds = [~m & ~c.others if c.others is not None else ~m for m, c in zip(cell_masks, cells)]
+    for name in masks:
+        table = extract_crops(crops, [c.masks[name] for c in cells], cells[0].channels, families=families,
+                              mask_name=name, origins=origins, backgrounds=backgrounds, band_masks=cell_masks,
+                              params=params)
+        names = list(table.columns)
+        for row, values in zip(rows, table.to_numpy().tolist()):
+            row.update(zip(names, values))
+    return rows
 
-    An empty extra mask gives NaN for its columns. The crop's pixels are
-    released afterwards: only the row travels on to the writer. A cell whose
-    features cannot be computed is skipped with the error as its reason.
-    """
-    if not isinstance(record, CellRecord) or not record.status:
-        return record
-    timings = dict(record.timings)
-    row: dict[str, float] = {}
-    with timed(timings, "features"):
-        try:
-            for name in masks:
-                table = extract(record.pixels, record.masks[name].astype(np.int32), record.channels,
-                                families=families, mask_name=name, offset=record.origin)
-                if len(table):
-                    row.update((k, float(v)) for k, v in table.iloc[0].items() if k != "label")
-                else:
-                    row.update((c.name, math.nan) for c in columns(record.channels, families, mask_name=name))
-        except Exception as e:  # noqa: BLE001 - one odd cell must not stop the run
-            return record.with_(pixels=None, masks={}, others=None, timings=timings,
-                                status=skipped("features", f"{type(e).__name__}: {e}"))
+
+def _finish(cell: CellRecord, row: dict[str, float] | None, error: str | None, share: float) -> CellRecord:
+    timings = {**cell.timings, "features": cell.timings.get("features", 0.0) + share}
+    done = dict(pixels=None, masks={}, others=None, timings=timings)
+    if error is not None:
+        return cell.with_(status=skipped("features", error), **done)
     if all(math.isnan(v) for v in row.values()):
-        return record.with_(pixels=None, masks={}, others=None, timings=timings,
-                            status=skipped("features", "every feature is NaN"))
-    return record.with_(pixels=None, masks={}, others=None, features=row, timings=timings)
+        return cell.with_(status=skipped("features", "every feature is NaN"), **done)
+    return cell.with_(features={k: float(v) for k, v in row.items()}, **done)
+
+
+def featurize_cells(records: list[ImageRecord | CellRecord], cell_mask: str, masks: Sequence[str],
+                    families: tuple[str, ...], params: FeatureParams) -> list[ImageRecord | CellRecord]:
+    """Compute the feature families of every ok cell over each of its ``masks``.
+
+    The cells of a partition are measured together (see
+    :func:`scip.features.crops.extract_crops`); a cell whose extra mask is
+    empty gets NaN for that mask's columns. Crops are released afterwards:
+    only the row travels on to the writer. If measuring the batch fails,
+    cells are measured one at a time so that only the cell at fault is
+    skipped, with the error as its reason.
+    """
+    positions = [i for i, r in enumerate(records) if isinstance(r, CellRecord) and r.status]
+    if not positions:
+        return records
+    out = list(records)
+    by_channels: dict[tuple[str, ...], list[int]] = {}
+    for i in positions:
+        by_channels.setdefault(tuple(records[i].channels), []).append(i)
+    for group in by_channels.values():
+        cells = [records[i] for i in group]
+        start = time.perf_counter()
+        try:
+            rows = _measure(cells, cell_mask, masks, families, params)
+            share = (time.perf_counter() - start) / len(cells)
+            for i, cell, row in zip(group, cells, rows):
+                out[i] = _finish(cell, row, None, share)
+        except Exception:  # noqa: BLE001 - isolate the cell at fault below
+            for i, cell in zip(group, cells):
+                start = time.perf_counter()
+                try:
+                    row, error = _measure([cell], cell_mask, masks, families, params)[0], None
+                except Exception as e:  # noqa: BLE001 - one odd cell must not stop the run
+                    row, error = None, f"{type(e).__name__}: {e}"
+                out[i] = _finish(cell, row, error, time.perf_counter() - start)
+    return out
+
+
+__all__ = ["featurize_cells"]
