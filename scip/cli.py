@@ -41,7 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     features = sub.add_parser("features", help="describe the feature columns")
     features.add_argument("--list", action="store_true", required=True, help="list every column with definition and unit")
     features.add_argument("--channels", default="ch0", help="comma-separated channel names (default ch0)")
-    features.add_argument("--mask", default="cell")
+    features.add_argument("--mask", default="cell", help="mask name(s), comma-separated (default cell)")
+    features.add_argument("--config", type=Path, help="take families and parameters from this config's 'features' section")
+    form = features.add_mutually_exclusive_group()
+    form.add_argument("--names", action="store_true", help="print column names only, one per line")
+    form.add_argument("--markdown", action="store_true", help="print a markdown table with <mask> and <channel> placeholders")
     return parser
 
 
@@ -95,10 +99,19 @@ def _cmd_example(args: argparse.Namespace) -> int:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
+    from scip.config import FeaturesConfig, load_config
     from scip.features import columns
+    from scip.features.reference import markdown_table
 
-    for c in columns([ch.strip() for ch in args.channels.split(",")], mask_name=args.mask):
-        print(f"{c.name}\t{c.unit}\t{c.definition}")
+    section = load_config(args.config).features if args.config else FeaturesConfig()
+    families, params = tuple(section.families), section.params()
+    if args.markdown:
+        print(markdown_table(families, params), end="")
+        return 0
+    channels = [ch.strip() for ch in args.channels.split(",")]
+    for mask in (m.strip() for m in args.mask.split(",")):
+        for c in columns(channels, families, mask_name=mask, params=params):
+            print(c.name if args.names else f"{c.name}\t{c.unit}\t{c.definition}")
     return 0
 
 

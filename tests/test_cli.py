@@ -1,6 +1,7 @@
 """The scip command: check, features --list, run, example-data."""
 
 import json
+from pathlib import Path
 
 import yaml
 
@@ -23,6 +24,24 @@ def test_features_list_names_every_column(capsys):
     names = [line.split("\t")[0] for line in lines]
     assert "feat_cell_intensity_mean_GFP" in names and "feat_cell_shape_area" in names
     assert all(len(line.split("\t")) == 3 and line.split("\t")[2] for line in lines)
+
+
+def test_features_list_follows_the_config(tmp_path, capsys):
+    config = tmp_path / "c.yml"
+    config.write_text(yaml.safe_dump({"input": {"path": "."}, "features": {"families": ["texture"], "distances": [2]}}))
+    assert cli.main(["features", "--list", "--names", "--config", str(config), "--mask", "cell,nucleus"]) == 0
+    names = capsys.readouterr().out.split()
+    assert "feat_nucleus_texture_contrast_2_135_ch0" in names
+    assert all("_texture_" in n for n in names) and not any("_3_" in n for n in names)
+
+
+def test_docs_feature_table_is_current():
+    # docs/features.md carries the table `scip features --list --markdown` prints.
+    from scip.features.reference import markdown_table
+
+    doc = (Path(__file__).parent.parent / "docs" / "features.md").read_text()
+    start, end = "<!-- feature table: start -->\n", "<!-- feature table: end -->"
+    assert doc[doc.index(start) + len(start):doc.index(end)] == markdown_table()
 
 
 def test_run_end_to_end_prints_where_results_are(tmp_path, blobs_tiff, capsys):
