@@ -149,3 +149,120 @@ def test_ome_zarr_level_and_channel_names(tmp_path, version):
     np.testing.assert_array_equal(records[1].pixels, full[1, 1:2, 0, ::2, ::2])
     with pytest.raises(InputError, match="input.level: 5"):
         dataset(path, level=5)
+
+
+# --- z stacks: readers keep the z axis as (C, Z, H, W) ---------------------------------------------
+
+
+def _stack(shape, seed=0):
+    return np.random.default_rng(seed).integers(0, 4000, shape).astype(np.uint16)
+
+
+@pytest.mark.parametrize("axes, kwargs", [
+    ("ZCYX", {"imagej": True}), ("ZCYX", {"ome": True}), ("CZYX", {"ome": True}), ("CZYX", {}),
+])
+def test_tiff_z_stack_reads_as_czyx(tmp_path, axes, kwargs):
+    data = _stack((3, 2, 9, 11))  # in the order of ``axes``
+    tifffile.imwrite(tmp_path / "s.tif", data, metadata={"axes": axes}, **kwargs)
+    expected = data if axes == "CZYX" else data.transpose(1, 0, 2, 3)
+    d = dataset(tmp_path)
+    assert d.channels == tuple(f"ch{i}" for i in range(expected.shape[0])) and d.z_planes == expected.shape[1]
+    (record,) = read_images(d.reader, d.sources)
+    assert record.status, record.status.reason
+    np.testing.assert_array_equal(record.pixels, expected)
+
+
+@pytest.mark.parametrize("kwargs", [{"imagej": True}, {"ome": True}, {}])
+def test_tiff_zyx_stack_is_one_channel(tmp_path, kwargs):
+    data = _stack((4, 9, 11))
+    tifffile.imwrite(tmp_path / "s.tif", data, photometric="minisblack", metadata={"axes": "ZYX"}, **kwargs)
+    d = dataset(tmp_path)
+    assert d.channels == ("ch0",) and d.z_planes == 4
+    (record,) = read_images(d.reader, d.sources)
+    np.testing.assert_array_equal(record.pixels, data[None])
+
+
+def test_tiff_z_stack_with_one_time_point_and_channel_subset(tmp_path):
+    data = _stack((1, 5, 3, 8, 8))  # TZCYX, as ImageJ writes hyperstacks
+    tifffile.imwrite(tmp_path / "s.tif", data, imagej=True, metadata={"axes": "TZCYX"})
+    d = dataset(tmp_path, channels=["a", "b", "c"], use_channels=["c", "a"])
+    (record,) = read_images(d.reader, d.sources)
+    np.testing.assert_array_equal(record.pixels, data[0][:, [2, 0]].transpose(1, 0, 2, 3))
+    d = dataset(tmp_path, channels=["a", "b"])
+    (record,) = read_images(d.reader, d.sources)
+    assert not record.status and "has 3 channels, expected 2" in record.status.reason
+
+
+def test_tiff_time_series_is_not_a_z_stack(tmp_path):
+    tifffile.imwrite(tmp_path / "s.tif", _stack((2, 3, 2, 8, 8)), imagej=True, metadata={"axes": "TZCYX"})
+    d = dataset(tmp_path, channels=["a", "b"])
+    (record,) = read_images(d.reader, d.sources)
+    assert not record.status and "is a z stack with axes 'TZCYX'" in record.status.reason
+    with pytest.raises(InputError, match="is a z stack with axes 'TZCYX'"):
+        dataset(tmp_path)
+
+
+def test_tiff_without_z_is_unchanged(tmp_path):
+    cyx, yx = _stack((3, 8, 9)), _stack((8, 9), 1)
+    tifffile.imwrite(tmp_path / "a_cyx.tif", cyx, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "b_single_z.tif", cyx[None], imagej=True, metadata={"axes": "ZCYX"})
+    d = dataset(tmp_path)
+    assert d.channels == ("ch0", "ch1", "ch2") and d.z_planes == 1
+    for record in read_images(d.reader, d.sources):
+        np.testing.assert_array_equal(record.pixels, cyx)
+    (tmp_path / "yx").mkdir()
+    tifffile.imwrite(tmp_path / "yx" / "yx.tif", yx)
+    d = dataset(tmp_path / "yx")
+    (record,) = read_images(d.reader, d.sources)
+    np.testing.assert_array_equal(record.pixels, yx[None])
+
+
+def test_per_channel_tiff_z_stacks(tmp_path):
+    stacks = {"DAPI": _stack((4, 6, 7), 1), "GFP": _stack((4, 6, 7), 2)}
+    for ch, data in stacks.items():
+        tifffile.imwrite(tmp_path / f"img1_{ch}.tif", data, imagej=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "img2_DAPI.tif", stacks["DAPI"], imagej=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "img2_GFP.tif", stacks["GFP"][0])
+    d = dataset(tmp_path, pattern=r"img(?P<id>\d)_(?P<channel>\w+)\.tif", use_channels=["GFP", "DAPI"])
+    assert d.z_planes == 4
+    one, two = read_images(d.reader, d.sources)
+    np.testing.assert_array_equal(one.pixels, np.stack([stacks["GFP"], stacks["DAPI"]]))
+    assert not two.status and "different shapes" in two.status.reason
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+@pytest.mark.parametrize("with_t", [False, True])
+def test_ome_zarr_z_stack_reads_as_czyx(tmp_path, version, with_t):
+    path = tmp_path / "img.ome.zarr"
+    group = zarr.open_group(path, mode="w", zarr_format=2 if version == "0.4" else 3)
+    full = _stack((2, 3, 5, 16, 16))  # t, c, z, y, x
+    data = full if with_t else full[0]
+    names = ["t", "c", "z", "y", "x"] if with_t else ["c", "z", "y", "x"]
+    group.create_array("0", shape=data.shape, chunks=(1,) * (data.ndim - 2) + (16, 16), dtype="uint16")[:] = data
+    types = {"t": "time", "c": "channel"}
+    axes = [{"name": n, "type": types.get(n, "space")} for n in names]
+    meta = {"multiscales": [{"version": version, "axes": axes, "datasets": [{"path": "0"}]}]}
+    group.attrs.update(meta if version == "0.4" else {"ome": {"version": version, **meta}})
+    d = dataset(path, use_channels=["ch2", "ch0"])
+    assert d.format == "ome_zarr" and d.z_planes == 5
+    records = read_images(d.reader, d.sources)
+    assert len(records) == (2 if with_t else 1)
+    for t, record in enumerate(records):
+        np.testing.assert_array_equal(record.pixels, full[t][[2, 0]] if with_t else data[[2, 0]])
+
+
+def test_ome_zarr_axes_out_of_order_are_an_input_error(tmp_path):
+    group = zarr.open_group(tmp_path / "img.ome.zarr", mode="w", zarr_format=2)
+    group.create_array("0", shape=(3, 2, 8, 8), dtype="uint16")
+    axes = [{"name": n} for n in ("z", "c", "y", "x")]
+    group.attrs.update({"multiscales": [{"version": "0.4", "axes": axes, "datasets": [{"path": "0"}]}]})
+    with pytest.raises(InputError, match="in that order"):
+        dataset(tmp_path / "img.ome.zarr")
+
+
+def test_plain_zarr_4d_stays_images_of_channels(tmp_path):
+    data = _stack((3, 2, 8, 8))
+    zarr.open_array(tmp_path / "s.zarr", mode="w", shape=data.shape, dtype="uint16")[:] = data
+    d = dataset(tmp_path / "s.zarr")
+    assert len(d.sources) == 3 and d.channels == ("ch0", "ch1") and d.z_planes == 1
+    np.testing.assert_array_equal(read_images(d.reader, d.sources[1:2])[0].pixels, data[1])

@@ -30,6 +30,11 @@ class Dataset:
     chunk_size : int
         Images per storage chunk; partitions are aligned to it so that no
         chunk is decoded by two tasks.
+    z_planes : int or None
+        Z planes of the first image (1: a 2-D image; ``None``: its header
+        could not be read at discovery). Images with more than one plane are
+        read as ``(C, Z, H, W)`` and must be projected (``input.z_projection``)
+        before segmentation. Plain zarr arrays and IFC zarr have no z axis.
     """
 
     format: str
@@ -39,6 +44,7 @@ class Dataset:
     sources: tuple[Source, ...]
     unmatched: tuple[str, ...] = ()
     chunk_size: int = 1
+    z_planes: int | None = 1
 
     @property
     def reader(self) -> "ReadSpec":

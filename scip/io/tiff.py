@@ -1,7 +1,15 @@
 """TIFF input: one multi-channel file per image, or one file per channel.
 
-Discovery lists files and reads at most one TIFF header (to count channels
-when the config does not name them); pixels are read only by
+An image is ``(C, H, W)``; a file whose series has a ``Z`` axis longer than
+1 (named by ImageJ hyperstack, OME-TIFF or tifffile ``axes`` metadata, e.g.
+``ZCYX``, ``CZYX``, ``ZYX``, ``TZCYX`` with one time point) is read as a z
+stack ``(C, Z, H, W)``, to be projected by :func:`scip.steps.project.project_z`.
+A stack saved without axes metadata has no ``Z`` to find: a 3-D one is read
+as channels, as before.
+
+Discovery lists files and reads one TIFF header (to count channels when
+the config does not name them, and the z planes reported in
+:attr:`~scip.io.dataset.Dataset.z_planes`); pixels are read only by
 :func:`read_tiff`, inside the graph.
 """
 
@@ -13,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+import zarr
 
 from scip.io.channels import InputError, default_names, select_channels
 from scip.io.dataset import Dataset
@@ -37,34 +46,91 @@ def list_tiffs(path: Path) -> list[Path]:
 
 
 def channel_axis(shape: tuple[int, ...], axes: str) -> int | None:
-    """Axis of a TIFF series that holds the channels; ``None`` for a 2-D image.
+    """Axis of a TIFF series without z planes that holds the channels; ``None`` for a 2-D image.
 
     RGB(A) samples (``YXS``) and otherwise a leading page, channel or sample
-    axis are channels. Deeper stacks (z-stacks, time series) are not images of
-    this pipeline yet and raise ``ValueError``.
+    axis are channels. Deeper stacks without a ``Z`` axis (time series,
+    stacks saved without axes metadata) raise ``ValueError``. Series with
+    more than one z plane are arranged by :func:`to_czyx` instead.
     """
     if len(shape) == 2:
         return None
     if len(shape) == 3:
         return -1 if axes.endswith("S") else 0
-    raise ValueError(f"has {len(shape)} dimensions (axes {axes!r}); expected (C, H, W) or (H, W)")
+    raise ValueError(
+        f"has {len(shape)} dimensions (axes {axes!r}); expected (C, H, W), (H, W), "
+        "or a z stack whose axes metadata (ImageJ or OME) names a 'Z' axis"
+    )
+
+
+def z_planes(shape: tuple[int, ...], axes: str) -> int:
+    """Number of z planes of a TIFF series: the length of its ``Z`` axis, 1 without one."""
+    i = axes.find("Z")
+    return shape[i] if i >= 0 else 1
+
+
+def _czyx_order(shape: tuple[int, ...], axes: str) -> tuple[list[int], int | None]:
+    """Positions of (C,) Z, Y, X in a z-stack series, and the channel axis (``None``: one channel).
+
+    Axes of length 1 (e.g. a single time point) are ignored; a channel axis
+    is ``C`` or RGB samples ``S``. Any other axis longer than 1 (time, a
+    second channel axis...) cannot be told apart from the channels and
+    raises ``ValueError``.
+    """
+    extra = [a for a, n in zip(axes, shape) if a not in "ZYX" and n > 1]
+    channel = [a for a in extra if a in "CS"]
+    if len(channel) != len(extra) or len(channel) > 1 or "Y" not in axes or "X" not in axes:
+        raise ValueError(
+            f"is a z stack with axes {axes!r} (shape {tuple(shape)}); expected Z, Y, X and at most one "
+            "channel axis (C or S) of length > 1"
+        )
+    c = axes.index(channel[0]) if channel else None
+    return [i for i in (c, axes.index("Z"), axes.index("Y"), axes.index("X")) if i is not None], c
+
+
+def to_czyx(array: np.ndarray, axes: str) -> np.ndarray:
+    """Arrange a z-stack TIFF series as ``(C, Z, H, W)`` (see :func:`_czyx_order`)."""
+    order, c = _czyx_order(array.shape, axes)
+    kept = sorted(order)
+    # Drop the length-1 axes not in ``order`` (a reshape keeps the data order), then transpose.
+    array = array.reshape([array.shape[i] for i in kept])
+    array = np.transpose(array, [kept.index(i) for i in order])
+    return array if c is not None else array[None]
 
 
 def to_cyx(array: np.ndarray, axes: str) -> np.ndarray:
-    """Arrange a TIFF series as ``(C, H, W)`` (see :func:`channel_axis`)."""
+    """Arrange a TIFF series without z planes as ``(C, H, W)`` (see :func:`channel_axis`)."""
     axis = channel_axis(array.shape, axes)
     return array[None] if axis is None else np.moveaxis(array, axis, 0)
 
 
-def _header_channels(path: Path) -> int:
+def _header(path: Path) -> tuple[tuple[int, ...], str]:
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
-        shape, axes = series.shape, series.axes
+        return tuple(series.shape), series.axes
+
+
+def _header_channels(path: Path, header: tuple[tuple[int, ...], str] | None = None) -> int:
+    shape, axes = header if header is not None else _header(path)
     try:
+        if z_planes(shape, axes) > 1:
+            _, c = _czyx_order(shape, axes)
+            return 1 if c is None else shape[c]
         axis = channel_axis(shape, axes)
     except ValueError as e:
         raise InputError(f"{path}: {e}") from None
     return 1 if axis is None else shape[axis]
+
+
+def _try_header(path: Path) -> tuple[tuple[int, ...], str] | None:
+    """Header of the first image for reporting its z planes; ``None`` when it cannot be read here.
+
+    An unreadable file is not a discovery error: reading it gives that image's skip reason.
+    """
+    try:
+        return _header(path)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def discover_tiff(path: Path, pattern: str | None, channels: list[str] | None, use_channels: list[str] | None) -> Dataset:
@@ -117,7 +183,9 @@ def _check_unique(sources: list[Source]) -> None:
 
 
 def _multichannel(files, groups, channels, use_channels, unmatched) -> Dataset:
-    n_stored = len(channels) if channels else _header_channels(files[0])
+    header = _try_header(files[0])
+    n_stored = len(channels) if channels else _header_channels(files[0], header)
+    n_z = z_planes(*header) if header is not None else None
     names = tuple(channels) if channels else default_names(n_stored)
     loaded, index = select_channels(names, use_channels, f"the {n_stored} channels of {files[0].name}")
     sources = [
@@ -125,7 +193,7 @@ def _multichannel(files, groups, channels, use_channels, unmatched) -> Dataset:
         for i, f in enumerate(files)
     ]
     _check_unique(sources)
-    return Dataset("tiff", loaded, index, n_stored, tuple(sources), unmatched)
+    return Dataset("tiff", loaded, index, n_stored, tuple(sources), unmatched, z_planes=n_z)
 
 
 def _per_channel(matched, channels, use_channels, unmatched, pattern) -> Dataset:
@@ -165,28 +233,75 @@ def _per_channel(matched, channels, use_channels, unmatched, pattern) -> Dataset
         )
     _check_unique(sources)
     # Each loaded channel is its own file, so positions index ``paths`` directly.
-    return Dataset("tiff_channels", loaded, tuple(range(len(loaded))), len(loaded), tuple(sources), unmatched)
+    first = next((p for s in sources for p in s.paths if p), None)
+    header = _try_header(Path(first)) if first is not None else None
+    return Dataset("tiff_channels", loaded, tuple(range(len(loaded))), len(loaded), tuple(sources), unmatched,
+                   z_planes=z_planes(*header) if header is not None else None)
 
 
 def read_tiff(source: Source, channel_index: tuple[int, ...], n_stored: int) -> np.ndarray:
-    """Pixels ``(C, H, W)`` of one multi-channel TIFF image, selected channels only."""
+    """Pixels of one multi-channel TIFF image, selected channels only.
+
+    ``(C, H, W)``, or ``(C, Z, H, W)`` when the series has a ``Z`` axis
+    longer than 1 (from ImageJ, OME or tifffile ``axes`` metadata). For a z
+    stack with a channel subset, only the pages of the selected channels are
+    decoded.
+    """
     with tifffile.TiffFile(source.paths[0]) as tif:
         series = tif.series[0]
-        pixels = to_cyx(series.asarray(), series.axes)
+        shape, axes = tuple(series.shape), series.axes
+        if z_planes(shape, axes) > 1:
+            return _read_zstack(series, shape, axes, channel_index, n_stored)
+        pixels = to_cyx(series.asarray(), axes)
     if pixels.shape[0] != n_stored:
         raise ValueError(f"has {pixels.shape[0]} channels, expected {n_stored}")
     return pixels[list(channel_index)]
 
 
+def _read_zstack(series, shape, axes, channel_index, n_stored) -> np.ndarray:
+    _, c = _czyx_order(shape, axes)
+    n = 1 if c is None else shape[c]
+    if n != n_stored:
+        raise ValueError(f"has {n} channels, expected {n_stored}")
+    if c is None or list(channel_index) == list(range(n)):
+        return to_czyx(series.asarray(), axes)[list(channel_index)]
+    # Read through tifffile's zarr view: one chunk per page (or tile), so unselected channels stay on disk.
+    store = series.aszarr()
+    try:
+        arr = zarr.open_array(store, mode="r")
+        if tuple(arr.shape) != shape:  # a layout the view does not squeeze like the series: read it all
+            return to_czyx(series.asarray(), axes)[list(channel_index)]
+        selection = tuple(list(channel_index) if i == c else slice(None) for i in range(len(shape)))
+        return to_czyx(np.asarray(arr.oindex[selection]), axes)
+    finally:
+        store.close()
+
+
 def read_tiff_channels(source: Source, channel_names: tuple[str, ...]) -> np.ndarray:
-    """Pixels ``(C, H, W)`` of one image stored as one 2-D TIFF per channel."""
+    """Pixels of one image stored as one TIFF per channel.
+
+    Each file is a 2-D image, giving ``(C, H, W)``, or a z stack whose axes
+    metadata names a ``Z`` axis (e.g. ``ZYX``), giving ``(C, Z, H, W)``.
+    """
     if source.locator and source.locator[0] == "missing":
         raise ValueError(f"no file for channel(s) {', '.join(source.locator[1])}")
     planes = []
     for name, path in zip(channel_names, source.paths):
-        plane = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            plane, axes = series.asarray(), series.axes
         if plane.ndim != 2:
-            raise ValueError(f"channel {name!r} file {path} has shape {plane.shape}; expected a 2-D image")
+            if z_planes(plane.shape, axes) <= 1:
+                raise ValueError(f"channel {name!r} file {path} has shape {plane.shape} (axes {axes!r}); "
+                                 "expected a 2-D image or a z stack with a 'Z' axis in its metadata")
+            try:
+                czyx = to_czyx(plane, axes)
+            except ValueError as e:
+                raise ValueError(f"channel {name!r} file {path} {e}") from None
+            if czyx.shape[0] != 1:
+                raise ValueError(f"channel {name!r} file {path} has {czyx.shape[0]} channels (axes {axes!r}); "
+                                 "expected one channel per file")
+            plane = czyx[0]
         planes.append(plane)
     shapes = {p.shape for p in planes}
     if len(shapes) > 1:

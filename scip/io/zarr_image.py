@@ -1,10 +1,16 @@
 """Plain Zarr arrays and OME-Zarr (NGFF) images, v2 or v3 stores.
 
 A plain array is ``(H, W)``, ``(C, H, W)`` or a stack ``(N, C, H, W)`` of
-images. An OME-Zarr image is read at one resolution level; its ``t`` axis
-(if any) gives one image per time point, ``c`` the channels (named from the
-``omero`` metadata when present). Each image record reads only the chunks of
-its own slice and selected channels.
+images. A plain array has no axis names, so it cannot carry a z axis
+unambiguously: a 4-D array is always ``(N, C, H, W)``, never a z stack
+(store z stacks as OME-Zarr, whose axes metadata names ``z``).
+
+An OME-Zarr image is read at one resolution level; its ``t`` axis (if any)
+gives one image per time point, ``c`` the channels (named from the
+``omero`` metadata when present), and a ``z`` axis longer than 1 makes each
+image a z stack ``(C, Z, H, W)``, to be projected by
+:func:`scip.steps.project.project_z`. Each image record reads only the
+chunks of its own slice and selected channels.
 """
 
 from __future__ import annotations
@@ -82,8 +88,11 @@ def discover_ome_zarr(path: Path, level: int, channels, use_channels) -> Dataset
     array_path = datasets[level]["path"]
     arr = group[array_path]
     sizes = dict(zip(axes, arr.shape))
-    if sizes.get("z", 1) > 1:
-        raise InputError(f"input.path: {path} is a 3-D image (z={sizes['z']}); this pipeline reads 2-D images (z size 1)")
+    # NGFF orders axes t, c, z, y, x; reading relies on that order (channels first, then z).
+    ordered = [a for a in ("t", "c", "z", "y", "x") if a in axes]
+    if list(axes) != ordered or len(axes) != len(arr.shape) or ordered[-2:] != ["y", "x"]:
+        raise InputError(f"input.path: {path} has axes {axes} for an array of shape {arr.shape}; "
+                         "expected OME-Zarr axes among t, c, z, y, x, in that order, ending with y, x")
     n_stored = sizes.get("c", 1)
     if channels is None:
         labels = [c.get("label") for c in meta.get("omero", {}).get("channels", [])]
@@ -97,7 +106,7 @@ def discover_ome_zarr(path: Path, level: int, channels, use_channels) -> Dataset
                locator=(array_path, t, tuple(axes)))
         for t in range(n_t)
     )
-    return Dataset("ome_zarr", loaded, index, n_stored, sources)
+    return Dataset("ome_zarr", loaded, index, n_stored, sources, z_planes=sizes.get("z", 1))
 
 
 def read_zarr(source: Source, channel_index: tuple[int, ...]) -> np.ndarray:
@@ -114,15 +123,20 @@ def read_zarr(source: Source, channel_index: tuple[int, ...]) -> np.ndarray:
 
 
 def read_ome_zarr(source: Source, channel_index: tuple[int, ...]) -> np.ndarray:
-    """Pixels ``(C, H, W)`` of one time point of an OME-Zarr image."""
+    """Pixels of one time point of an OME-Zarr image.
+
+    ``(C, H, W)``, or ``(C, Z, H, W)`` when the image has more than one z
+    plane (NGFF orders the axes t, c, z, y, x, so no transpose is needed).
+    """
     array_path, t, axes = source.locator
     arr = zarr.open(source.paths[0], mode="r")[array_path]
+    stack = "z" in axes and arr.shape[axes.index("z")] > 1
     selection = []
     for name in axes:
         if name == "t":
             selection.append(t)
         elif name == "z":
-            selection.append(0)
+            selection.append(slice(None) if stack else 0)
         elif name == "c":
             selection.append(list(channel_index))
         else:

@@ -8,7 +8,7 @@ from scip.records import ImageRecord, skipped
 
 
 def check_image(record: ImageRecord) -> ImageRecord:
-    """Skip an image that is empty, constant or holds NaN/inf pixels.
+    """Skip an image that is empty, constant or holds NaN/inf pixels, or is not ``(C, H, W)``.
 
     Such images would make thresholds meaningless (a constant image has no
     foreground) or poison every statistic (NaN), so they stop here, named,
@@ -17,6 +17,11 @@ def check_image(record: ImageRecord) -> ImageRecord:
     if not record.status:
         return record
     pixels = record.pixels
+    if pixels.ndim != 3:
+        hint = (f"; it is a z stack of {pixels.shape[1]} planes, which must be projected first "
+                "(input.z_projection: max, mean or median)") if pixels.ndim == 4 else ""
+        return record.with_(pixels=None, status=skipped(
+            "check", f"image has {pixels.ndim} dimensions (shape {pixels.shape}); expected (C, H, W){hint}"))
     if pixels.size == 0 or 0 in pixels.shape:
         return record.with_(pixels=None, status=skipped("check", f"image has no pixels (shape {pixels.shape})"))
     if pixels.dtype.kind == "f":

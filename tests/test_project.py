@@ -1,0 +1,65 @@
+"""Z projection step and the check of image dimensions."""
+
+import numpy as np
+import pytest
+
+from scip.records import ImageRecord, Source, skipped
+from scip.steps.check import check_image
+from scip.steps.project import project_z
+
+
+def record(pixels, **kw):
+    return ImageRecord(Source("a", 0, ("a.tif",)), tuple(f"ch{i}" for i in range(pixels.shape[0])), pixels=pixels, **kw)
+
+
+@pytest.fixture
+def stack():
+    return np.random.default_rng(0).integers(0, 60000, (2, 7, 13, 11)).astype(np.uint16)
+
+
+def test_max_keeps_dtype(stack):
+    out = project_z(record(stack), "max")
+    assert out.status and out.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(out.pixels, stack.max(axis=1))
+    assert "project" in out.timings
+
+
+@pytest.mark.parametrize("method, numpy", [("mean", np.mean), ("median", np.median)])
+def test_mean_and_median_are_float32(stack, method, numpy):
+    out = project_z(record(stack), method)
+    assert out.pixels.dtype == np.float32 and out.pixels.shape == (2, 13, 11)
+    np.testing.assert_allclose(out.pixels, numpy(stack.astype(np.float64), axis=1), rtol=1e-6)
+
+
+def test_float_stack(stack):
+    floats = stack.astype(np.float32) / 7
+    for method, numpy in [("max", np.max), ("mean", np.mean), ("median", np.median)]:
+        np.testing.assert_allclose(project_z(record(floats), method).pixels, numpy(floats, axis=1), rtol=1e-5)
+
+
+def test_no_method_skips_with_the_reason(stack):
+    out = project_z(record(stack, timings={"load": 1.0}), None)
+    assert not out.status and out.status.step == "project" and out.pixels is None
+    assert "z stack of 7 planes" in out.status.reason
+    assert "input.z_projection" in out.status.reason and "max, mean, median" in out.status.reason
+
+
+def test_2d_images_and_skipped_records_pass_through(stack):
+    flat = record(stack[:, 0])
+    assert project_z(flat, None) is flat and project_z(flat, "mean") is flat
+    gone = record(stack, status=skipped("load", "bad"))
+    assert project_z(gone, "max") is gone and project_z(gone, None) is gone
+
+
+def test_unknown_method_is_an_error(stack):
+    with pytest.raises(ValueError, match="unknown method 'min'"):
+        project_z(record(stack), "min")
+
+
+def test_check_rejects_unprojected_stacks(stack):
+    out = check_image(record(stack))
+    assert not out.status and out.status.step == "check" and out.pixels is None
+    assert "4 dimensions" in out.status.reason and "7 planes" in out.status.reason
+    assert "input.z_projection" in out.status.reason
+    assert check_image(record(stack[:, 0])).status
+    assert check_image(project_z(record(stack), "median")).status
