@@ -14,7 +14,8 @@ from typing import Iterable
 
 from scip.records import CellRecord, ImageRecord
 
-SKIPPED_COLUMNS = ["kind", "image_id", "index", "path", "label", "step", "reason"]
+SKIPPED_COLUMNS = ["kind", "image_id", "index", "path", "label", "truth_label", "step", "reason", "filter", "value",
+                   "threshold"]
 
 
 @dataclass
@@ -56,8 +57,13 @@ def _skipped_row(r: ImageRecord | CellRecord) -> dict:
         "index": r.source.index,
         "path": ";".join(p for p in r.source.paths if p),
         "label": r.label if isinstance(r, CellRecord) else "",
+        "truth_label": r.truth_label if isinstance(r, CellRecord) and r.truth_label is not None else "",
         "step": r.status.step,
         "reason": r.status.reason,
+        "filter": "",
+        "value": "",
+        "threshold": "",
+        **dict(r.status.detail),
     }
 
 

@@ -83,7 +83,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
     p = prepare(args.config)
     d = p.dataset
     print(f"config OK: {len(d.sources)} images ({d.format}), channels: {', '.join(d.channels)}")
+    if d.z_planes is not None and d.z_planes > 1:
+        print(f"z stacks of {d.z_planes} planes, projected by {p.config.input.z_projection}")
     print(f"segment: {p.config.segment.method} on channel {p.config.segment.channel!r}; {len(p.columns)} output columns")
+    c = p.config
+    steps = [name for name, on in (("illumination correction", c.illumination is not None),
+                                   ("normalization", c.normalize is not None),
+                                   (f"{len(c.filters)} filter(s)", bool(c.filters))) if on]
+    if steps:
+        passes = 2 if c.illumination is not None and c.illumination.reuse is None else 1
+        print(f"dataset-wide: {', '.join(steps)}; the input is read {passes} time(s)")
     if d.unmatched:
         print(f"{len(d.unmatched)} files do not match input.pattern, e.g. {d.unmatched[0]}")
     return 0

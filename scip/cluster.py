@@ -91,3 +91,32 @@ def compute(tasks: list, client, progress: bool = True) -> list:
     if progress:
         show_progress(futures)
     return client.gather(futures)
+
+
+def persist(collection, client, progress: bool = True):
+    """Compute ``collection`` and keep its partitions in memory (on the workers), with a progress bar.
+
+    Dataset-wide reductions read the persisted cells several times; this is
+    what keeps them from reading the input again. On a cluster the workers
+    spill to disk under memory pressure.
+    """
+    import dask
+
+    if client is None:
+        from dask.diagnostics import ProgressBar
+
+        with dask.config.set(scheduler="synchronous"):
+            if progress:
+                with ProgressBar():
+                    (out,) = dask.persist(collection)
+            else:
+                (out,) = dask.persist(collection)
+        return out
+    from distributed import progress as show_progress
+    from distributed import wait
+
+    out = client.persist(collection)
+    if progress:
+        show_progress(out)
+    wait(out)
+    return out

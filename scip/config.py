@@ -33,6 +33,11 @@ __all__ = [
     "SpotConfig",
     "CellsConfig",
     "MaskConfig",
+    "IlluminationConfig",
+    "NormalizeConfig",
+    "FilterConfig",
+    "QuantileRule",
+    "MadRule",
     "FeaturesConfig",
     "OutputConfig",
     "EvaluateConfig",
@@ -72,6 +77,7 @@ class InputConfig(_Section):
     array: str | None = None
     level: Annotated[int, Field(ge=0)] = 0
     images_per_partition: Annotated[int, Field(ge=1)] = 16
+    z_projection: Literal["max", "mean", "median"] | None = None
 
     @field_validator("path")
     @classmethod
@@ -204,6 +210,79 @@ class FeaturesConfig(_Section):
                              zernike_degree=self.zernike_degree)
 
 
+class IlluminationConfig(_Section):
+    """Illumination correction: divide each image by its group's smoothed mean image."""
+
+    group_by: list[str] = []
+    smooth: Literal["gaussian", "median"] = "gaussian"
+    size: Annotated[float, Field(gt=0)] = 50.0
+    reuse: Path | None = None
+
+    @field_validator("reuse")
+    @classmethod
+    def _reuse_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        value = _resolve(value, info)
+        if value is not None and not value.is_file():
+            raise ValueError(f"no saved illumination correction at {value}")
+        return value
+
+
+class NormalizeConfig(_Section):
+    """Dataset-wide quantiles of cell pixels per channel: fixed bounds for texture quantization."""
+
+    lower: Annotated[float, Field(ge=0, lt=1)] = 0.01
+    upper: Annotated[float, Field(gt=0, le=1)] = 0.99
+    group_by: list[str] = []
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "NormalizeConfig":
+        if not self.lower < self.upper:
+            raise ValueError(f"normalize.lower ({self.lower}) must be below normalize.upper ({self.upper})")
+        return self
+
+
+class QuantileRule(_Section):
+    """Threshold at this quantile of the per-cell values over the whole dataset."""
+
+    quantile: Annotated[float, Field(gt=0, lt=1)]
+
+
+class MadRule(_Section):
+    """Threshold ``k`` scaled median absolute deviations from the dataset median, on log values."""
+
+    mad: Annotated[float, Field(gt=0)]
+
+
+Threshold = Union[float, Literal["otsu"], QuantileRule, MadRule]
+
+
+class FilterConfig(_Section):
+    """Drop cells whose measure falls outside ``[min, max]``; bounds may be dataset-wide rules."""
+
+    measure: Literal["signal", "area", "focus", "saturation"]
+    channel: str | int | None = None
+    min: Threshold | None = None
+    max: Threshold | None = None
+    level: float | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> "FilterConfig":
+        if self.min is None and self.max is None:
+            raise ValueError(f"filter on {self.measure!r} needs min, max or both")
+        if self.measure != "area" and self.channel is None:
+            raise ValueError(f"filter on {self.measure!r} needs a channel")
+        if self.measure == "area" and self.channel is not None:
+            raise ValueError("filter on 'area' takes no channel")
+        if self.level is not None and self.measure != "saturation":
+            raise ValueError(f"level applies to the 'saturation' filter only, not {self.measure!r}")
+        return self
+
+    @property
+    def name(self) -> str:
+        """``measure`` or ``measure(channel)``: how reports refer to this filter."""
+        return self.measure if self.channel is None else f"{self.measure}({self.channel})"
+
+
 class OutputConfig(_Section):
     """Where results go."""
 
@@ -255,6 +334,9 @@ class Config(_Section):
     segment: SegmentConfig = Field(default_factory=lambda: WatershedConfig(method="watershed"))
     cells: CellsConfig = CellsConfig()
     masks: list[MaskConfig] = []
+    illumination: IlluminationConfig | None = None
+    normalize: NormalizeConfig | None = None
+    filters: list[FilterConfig] = []
     features: FeaturesConfig = FeaturesConfig()
     output: OutputConfig = OutputConfig()
     evaluate: EvaluateConfig | None = None

@@ -7,7 +7,16 @@ partition of images per task.
 
 The flow of one partition::
 
-    sources ─ load (+ ground truth) ─ check ─ segment (+ evaluate) ─ cells ─ [masks] ─ features ─ write
+    sources ─ load (+ ground truth) ─ [project z] ─ [illumination] ─ check ─ segment (+ evaluate)
+            ─ cells ─ [masks] ─ [filter measures] ══ [persist; reductions] ══ [filters] ─ features ─ write
+
+Dataset-wide reductions split the work into passes, which :mod:`scip.run`
+drives: illumination correction needs the mean image of every group before
+any image is corrected (:func:`build_illumination_sums`: pass 1 over the
+input); filters and normalization need the measures and pixel quantiles of
+all cells before features (:func:`build_cells` is persisted, the reductions
+run over the persisted cells, and :func:`build_writes` continues from them:
+no second read of the input).
 """
 
 from __future__ import annotations
@@ -26,16 +35,20 @@ from scip.config import Config
 from scip.io import Dataset, ReadSpec, open_dataset, read_images
 from scip.io.ground_truth import attach_truth
 from scip.io.parquet import arrow_schema, write_part
-from scip.records import CellRecord, ImageRecord, Source
+from scip.records import CellRecord, ImageRecord, Source, skipped
 from scip.steps.cells import split_cells
 from scip.steps.check import check_image
 from scip.steps.evaluate import evaluate_image
 from scip.steps.export import cells_frame, table_columns
+from scip.reduce import filters as cell_filters
+from scip.reduce import illumination
 from scip.steps.features import featurize_cells
+from scip.steps.project import project_z
 from scip.steps.masks import add_masks
 from scip.steps.segment import segment_image
 
-__all__ = ["Plan", "plan", "build_cells", "build_dataframe", "build_writes", "partition_size"]
+__all__ = ["Plan", "plan", "build_illumination_sums", "build_cells", "build_features", "build_dataframe",
+           "build_writes", "partition_size"]
 
 
 @dataclass(frozen=True)
@@ -63,14 +76,50 @@ def partition_size(images_per_partition: int, chunk_size: int) -> int:
     return math.ceil(images_per_partition / chunk_size) * chunk_size
 
 
-def _load(sources: list[Source], reader: ReadSpec, truth: str | None) -> list[ImageRecord]:
+def _read(sources: list[Source], reader: ReadSpec, z_projection: str | None) -> list[ImageRecord]:
     start = time.perf_counter()
     records = read_images(reader, list(sources))
     share = (time.perf_counter() - start) / max(len(records), 1)
-    records = [r.with_(timings={**r.timings, "load": share}) for r in records]
+    return [project_z(r.with_(timings={**r.timings, "load": share}), z_projection) for r in records]
+
+
+def _correct(record: ImageRecord, fields: dict, field_channels: list[str], group_by: tuple[str, ...]) -> ImageRecord:
+    if not record.status:
+        return record
+    start = time.perf_counter()
+    try:
+        key = illumination.group_key(record.source.fields, group_by, record.source.image_id)
+        field = illumination.field_for(fields, key, record.channels, field_channels=field_channels)
+        pixels = illumination.correct(record.pixels, field)
+    except illumination.IlluminationError as e:
+        return record.with_(status=skipped("illumination", str(e)))
+    return record.with_(pixels=pixels, timings={**record.timings, "illumination": time.perf_counter() - start})
+
+
+def _load(sources: list[Source], reader: ReadSpec, truth: str | None, z_projection: str | None,
+          correction: tuple[dict, list[str]] | None, group_by: tuple[str, ...]) -> list[ImageRecord]:
+    records = _read(sources, reader, z_projection)
+    if correction is not None:
+        records = [_correct(r, *correction, group_by) for r in records]
     if truth is not None:
         records = attach_truth(records, truth)
     return [check_image(r) for r in records]
+
+
+def _illumination_sums(sources: list[Source], reader: ReadSpec, z_projection: str | None,
+                       group_by: tuple[str, ...]) -> dict:
+    records = [r for r in _read(sources, reader, z_projection) if r.status]
+    return illumination.sums_by_group(records, group_by)
+
+
+def build_illumination_sums(p: Plan) -> list:
+    """One delayed task per partition: the per-group sum images (pass 1 over the input)."""
+    config, dataset = p.config, p.dataset
+    size = partition_size(config.input.images_per_partition, dataset.chunk_size)
+    bag = db.from_sequence(dataset.sources, partition_size=size)
+    group_by = tuple(config.illumination.group_by)
+    return [delayed(_illumination_sums)(part, dataset.reader, config.input.z_projection, group_by)
+            for part in bag.to_delayed()]
 
 
 def _segment(records: list[ImageRecord], config: Config) -> list[ImageRecord]:
@@ -91,33 +140,73 @@ def _masks(records: list[ImageRecord | CellRecord], config: Config) -> list[Imag
     return [add_masks(r, config.segment.name, config.masks) for r in records]
 
 
-def _features(records: list[ImageRecord | CellRecord], config: Config) -> list[ImageRecord | CellRecord]:
+def _measure(records: list[ImageRecord | CellRecord], config: Config) -> list[ImageRecord | CellRecord]:
+    out = []
+    for r in records:
+        start = time.perf_counter()
+        r = cell_filters.measure_cell(r, config.filters, config.segment.name)
+        if isinstance(r, CellRecord):
+            r = r.with_(timings={**r.timings, "filter": r.timings.get("filter", 0.0) + time.perf_counter() - start})
+        out.append(r)
+    return out
+
+
+def _filter_and_featurize(records: list[ImageRecord | CellRecord], config: Config, bounds: list | None,
+                          ranges: dict | None) -> list[ImageRecord | CellRecord]:
+    if config.filters:
+        records = [cell_filters.apply_filters(r, config.filters, bounds) for r in records]
+    group_by = tuple(config.normalize.group_by) if config.normalize is not None else ()
     return featurize_cells(records, config.segment.name, config.mask_names, tuple(config.features.families),
-                           config.features.params())
+                           config.features.params(), ranges=ranges, range_group_by=group_by)
 
 
-def build_cells(p: Plan) -> db.Bag:
-    """Lazy bag of records after feature extraction.
+def build_cells(p: Plan, correction: tuple[dict, list[str]] | None = None) -> db.Bag:
+    """Lazy bag of records up to the filters: images read, segmented, split into cells.
 
-    Each image contributes its (pixel-free) image record, then one record
-    per cell found, with features for the cells that made it.
+    Each image contributes its (pixel-free) image record, then one record per
+    cell found, with its crop, masks and (when filters are configured) the
+    filters' measures. ``correction`` is the illumination flat fields by
+    group and the channel names of their planes.
     """
     config, dataset = p.config, p.dataset
     size = partition_size(config.input.images_per_partition, dataset.chunk_size)
     truth = config.evaluate.labels if config.evaluate is not None else None
+    group_by = tuple(config.illumination.group_by) if config.illumination is not None else ()
     bag = db.from_sequence(dataset.sources, partition_size=size)
-    bag = bag.map_partitions(_load, dataset.reader, truth)
+    bag = bag.map_partitions(_load, dataset.reader, truth, config.input.z_projection, correction, group_by)
     bag = bag.map_partitions(_segment, config)
     bag = bag.map_partitions(_cells, config)
     if config.masks:
         bag = bag.map_partitions(_masks, config)
-    return bag.map_partitions(_features, config)
+    if config.filters:
+        bag = bag.map_partitions(_measure, config)
+    return bag
 
 
-def build_dataframe(p: Plan) -> dd.DataFrame:
+def build_features(p: Plan, cells: db.Bag | None = None, bounds: list | None = None,
+                   ranges: dict | None = None) -> db.Bag:
+    """Lazy bag of records after filters and feature extraction.
+
+    ``cells`` is :func:`build_cells`' bag (possibly persisted); ``bounds`` the
+    filters' ``(min, max)`` thresholds and ``ranges`` the normalization
+    bounds by group, both decided over the whole dataset beforehand.
+    """
+    config = p.config
+    if config.filters and bounds is None:
+        raise ValueError("filters need thresholds decided over the whole dataset: use scip.run, or "
+                         "scip.run.reduce(plan) for the bounds to pass here")
+    if config.normalize is not None and ranges is None:
+        raise ValueError("normalize needs quantiles over the whole dataset: use scip.run, or "
+                         "scip.run.reduce(plan) for the ranges to pass here")
+    cells = build_cells(p) if cells is None else cells
+    return cells.map_partitions(_filter_and_featurize, config, bounds, ranges)
+
+
+def build_dataframe(p: Plan, cells: db.Bag | None = None, bounds: list | None = None,
+                    ranges: dict | None = None) -> dd.DataFrame:
     """Lazy Dask DataFrame of the exported cells, one partition per image partition."""
     meta = cells_frame([], p.columns)
-    parts = [delayed(cells_frame)(part, p.columns) for part in build_cells(p).to_delayed()]
+    parts = [delayed(cells_frame)(part, p.columns) for part in build_features(p, cells, bounds, ranges).to_delayed()]
     return dd.from_delayed(parts, meta=meta, verify_meta=False)
 
 
@@ -130,6 +219,8 @@ def _write(records: list, index: int, directory: str, columns: dict[str, str]) -
     return summary
 
 
-def build_writes(p: Plan, directory: str | Path) -> list:
+def build_writes(p: Plan, directory: str | Path, cells: db.Bag | None = None, bounds: list | None = None,
+                 ranges: dict | None = None) -> list:
     """One delayed task per partition that writes its parquet part and returns its summary."""
-    return [delayed(_write)(part, i, str(directory), p.columns) for i, part in enumerate(build_cells(p).to_delayed())]
+    bag = build_features(p, cells, bounds, ranges)
+    return [delayed(_write)(part, i, str(directory), p.columns) for i, part in enumerate(bag.to_delayed())]

@@ -54,6 +54,9 @@ class Status:
     ok: bool = True
     step: str = ""
     reason: str = ""
+    #: Machine-readable details of a skip, as ``(key, value)`` pairs: a
+    #: filter records its name, the cell's value and the threshold here.
+    detail: tuple[tuple[str, object], ...] = ()
 
     def __bool__(self) -> bool:  # lets steps write ``if not record.status``
         return self.ok
@@ -62,9 +65,9 @@ class Status:
 OK = Status()
 
 
-def skipped(step: str, reason: str) -> Status:
+def skipped(step: str, reason: str, **detail: object) -> Status:
     """Status of a record that ``step`` could not process, for ``reason``."""
-    return Status(ok=False, step=step, reason=reason)
+    return Status(ok=False, step=step, reason=reason, detail=tuple(detail.items()))
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,8 @@ class CellRecord:
     timings: dict[str, float] = field(default_factory=dict)
     features: dict[str, float] = field(default_factory=dict)
     truth_label: int | None = None
+    #: Per-cell values the dataset-wide filters decide on (``scip.reduce.filters``).
+    measures: dict[str, float] = field(default_factory=dict)
 
     def with_(self, **changes) -> "CellRecord":
         """Copy with some fields changed; records are treated as immutable."""

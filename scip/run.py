@@ -18,18 +18,24 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
 from scip import cluster, graph
 from scip.accounting import SKIPPED_COLUMNS, PartitionSummary
 from scip.config import Config, ConfigError, load_config
 from scip.io import InputError, open_dataset
 from scip.io.ground_truth import check_template
+from scip.records import CellRecord
+from scip.reduce import filters as cell_filters
+from scip.reduce import illumination
+from scip.reduce.quantiles import QuantileSearch
 from scip.steps.segment import channel_position
 
 log = logging.getLogger("scip")
 
-__all__ = ["RunResult", "run", "prepare", "OUTPUT_FILES"]
+__all__ = ["RunResult", "Reductions", "run", "prepare", "reduce", "OUTPUT_FILES"]
 
-OUTPUT_FILES = ("cells", "run.json", "skipped.csv")
+OUTPUT_FILES = ("cells", "run.json", "skipped.csv", "illumination.npz")
 _VERSIONS = ("scip", "numpy", "scipy", "scikit-image", "pandas", "pyarrow", "dask", "distributed", "zarr",
              "numcodecs", "tifffile", "pydantic")
 
@@ -67,6 +73,12 @@ def prepare(config: Config | str | Path | dict) -> graph.Plan:
             channel_position(dataset.channels, mask.channel, key=f"masks.{i}.channel")
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if dataset.z_planes is not None and dataset.z_planes > 1 and config.input.z_projection is None:
+        raise ConfigError(f"input.z_projection: the images are z stacks ({dataset.z_planes} planes in the first one); "
+                          "set input.z_projection to max, mean or median to project each to one plane")
+    if config.illumination is not None and dataset.format == "ifc_zarr":
+        raise ConfigError("illumination: imaging-flow-cytometry events differ in size, so they have no common "
+                          "illumination field; illumination correction needs fields of view of one size")
     if config.evaluate is not None:
         try:
             check_template(config.evaluate.labels, dataset.sources)
@@ -106,6 +118,190 @@ def _versions() -> dict[str, str]:
     return out
 
 
+@dataclass
+class Reductions:
+    """What the dataset-wide reductions decided, and the cells they were decided on.
+
+    Attributes
+    ----------
+    correction : (dict, list of str) or None
+        Illumination flat fields by group (``scip.reduce.illumination``) and
+        the channel names of their planes.
+    cells : dask.bag.Bag
+        :func:`scip.graph.build_cells`, persisted when filters or
+        normalization needed a look at every cell first.
+    bounds : list of (float, float) or None
+        ``(min, max)`` threshold of each filter, NaN where unbounded.
+    ranges : dict or None
+        Normalization ``(low, high)`` per channel, by group.
+    input_passes : int
+        How many times the input images are read: 2 with a computed
+        illumination correction, else 1.
+    report : dict
+        The ``reductions`` section of ``run.json``.
+    """
+
+    correction: tuple | None
+    cells: object
+    bounds: list | None
+    ranges: dict | None
+    input_passes: int
+    report: dict
+
+
+def _illumination(p: graph.Plan, client, progress: bool, saved: tuple[dict, dict] | None,
+                  output: Path | None) -> tuple[tuple[dict, list[str]] | None, dict]:
+    cfg = p.config.illumination
+    if cfg is None:
+        return None, {}
+    if saved is not None:
+        fields, meta = saved
+        if list(meta.get("group_by", [])) != list(cfg.group_by):
+            raise ConfigError(f"illumination.reuse: {cfg.reuse} was computed with group_by {meta.get('group_by')}, "
+                              f"this config groups by {list(cfg.group_by)}")
+        return (fields, list(meta["channels"])), {"reused": str(cfg.reuse), "input_passes": 0,
+                                                   "groups": {"/".join(g["key"]) or "all": g["n_images"]
+                                                              for g in meta.get("groups", [])}}
+    start = time.perf_counter()
+    sums: dict = {}
+    try:
+        for part in cluster.compute(graph.build_illumination_sums(p), client, progress=progress):
+            sums = illumination.merge_groups(sums, part)
+        if not sums:
+            raise ConfigError("illumination: no image could be read to compute the correction")
+        fields = illumination.flat_fields(sums, cfg.smooth, cfg.size)
+    except illumination.IlluminationError as e:
+        raise ConfigError(f"illumination: {e}") from None
+    channels = list(p.dataset.channels)
+    report = {"file": None, "groups": {"/".join(key) or "all": total.count for key, total in sums.items()},
+              "smooth": cfg.smooth, "size": cfg.size, "seconds": round(time.perf_counter() - start, 3),
+              "input_passes": 1}
+    if output is not None:
+        path = output / "illumination.npz"
+        illumination.save(path, fields, illumination.correction_meta(
+            sums, group_by=list(cfg.group_by), channels=channels, smooth=cfg.smooth, size=cfg.size))
+        report["file"] = str(path)
+    return (fields, channels), report
+
+
+def _measures(records: list, names: list[str]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in records:
+        if isinstance(r, CellRecord) and r.status:
+            for n in names:
+                out[n].append(r.measures[n])
+    return out
+
+
+def _normalize_values(records: list, cell_mask: str, group_by: tuple[str, ...], key) -> np.ndarray:
+    group, channel = key
+    parts = [r.pixels[channel][r.masks[cell_mask]] for r in records
+             if isinstance(r, CellRecord) and r.status
+             and tuple(str(r.source.fields.get(g, "")) for g in group_by) == group]
+    return np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
+
+
+def _partials(records: list, requests: dict, cell_mask: str, group_by: tuple[str, ...]) -> dict:
+    return {key: QuantileSearch.partial(request, _normalize_values(records, cell_mask, group_by, key))
+            for key, request in requests.items()}
+
+
+def _groups(records: list, group_by: tuple[str, ...]) -> set:
+    return {tuple(str(r.source.fields.get(g, "")) for g in group_by) for r in records
+            if isinstance(r, CellRecord) and r.status}
+
+
+def _normalization(p: graph.Plan, cells, client, progress: bool) -> tuple[dict | None, dict]:
+    cfg = p.config.normalize
+    if cfg is None:
+        return None, {}
+    start = time.perf_counter()
+    group_by = tuple(cfg.group_by)
+    parts = cluster.compute(cells.map_partitions(lambda r: [_groups(r, group_by)]).to_delayed(), client, progress=False)
+    groups = sorted(set().union(*(g for part in parts for g in part)))
+    n_channels = len(p.dataset.channels)
+    searches = {(g, c): QuantileSearch((cfg.lower, cfg.upper)) for g in groups for c in range(n_channels)}
+    cell_mask = p.config.segment.name
+    rounds = 0
+    while True:
+        requests = {key: s.request() for key, s in searches.items()}
+        requests = {key: r for key, r in requests.items() if r is not None}
+        if not requests:
+            break
+        rounds += 1
+        tasks = cells.map_partitions(lambda r, q: [_partials(r, q, cell_mask, group_by)], requests).to_delayed()
+        per_partition = [part[0] for part in cluster.compute(tasks, client, progress=False)]
+        for key in requests:
+            searches[key].update(QuantileSearch.combine([part[key] for part in per_partition]))
+    ranges: dict = {}
+    report_groups: dict = {}
+    for g in groups:
+        bounds = []
+        for c, channel in enumerate(p.dataset.channels):
+            result = searches[(g, c)].result
+            lo, hi = result[cfg.lower], result[cfg.upper]
+            if not hi > lo:
+                # A channel constant over the dataset: every pixel gets one level.
+                hi = float(np.nextafter(lo, np.inf))
+            bounds.append((float(lo), float(hi)))
+            report_groups.setdefault("/".join(g) or "all", {})[channel] = [float(lo), float(hi)]
+        ranges[g] = tuple(bounds)
+    report = {"lower": cfg.lower, "upper": cfg.upper, "group_by": list(group_by), "ranges": report_groups,
+              "rounds_over_cells": rounds, "exact": True, "seconds": round(time.perf_counter() - start, 3)}
+    return ranges, report
+
+
+def reduce(p: graph.Plan, client=None, progress: bool = True, output: Path | None = None,
+           saved: tuple[dict, dict] | None = None) -> Reductions:
+    """Run the dataset-wide reductions of ``p.config`` and return what they decided.
+
+    Illumination correction reads the input once for the mean images (unless
+    a saved correction is reused); the cells are then built once and, when
+    filters or normalization are configured, persisted, so thresholds and
+    quantiles are computed over the kept cells without reading the input again.
+    Pass the result's ``cells``, ``bounds`` and ``ranges`` to
+    :func:`scip.graph.build_writes` or :func:`scip.graph.build_dataframe`.
+    """
+    config = p.config
+    if config.illumination is not None and config.illumination.reuse is not None and saved is None:
+        saved = _load_illumination(config.illumination.reuse)
+    correction, illumination_report = _illumination(p, client, progress, saved, output)
+    cells = graph.build_cells(p, correction)
+    bounds = ranges = None
+    report: dict = {}
+    if illumination_report:
+        report["illumination"] = illumination_report
+    if config.filters or config.normalize is not None:
+        cells = cluster.persist(cells, client, progress=progress)
+    if config.filters:
+        start = time.perf_counter()
+        names = [f.name for f in config.filters]
+        parts = cluster.compute(cells.map_partitions(lambda r: [_measures(r, names)]).to_delayed(), client, progress=False)
+        values = {n: np.array([v for part in parts for v in part[0][n]], dtype=np.float64) for n in names}
+        bounds = cell_filters.thresholds(config.filters, values)
+        report["filters"] = [
+            {"filter": f.name, "min": cell_filters.rule_text(f.min) if f.min is not None else None,
+             "max": cell_filters.rule_text(f.max) if f.max is not None else None,
+             "min_threshold": None if np.isnan(lo) else lo, "max_threshold": None if np.isnan(hi) else hi,
+             "cells_measured": int(values[f.name].size)}
+            for f, (lo, hi) in zip(config.filters, bounds)
+        ]
+        report["filters_seconds"] = round(time.perf_counter() - start, 3)
+    ranges, normalize_report = _normalization(p, cells, client, progress)
+    if normalize_report:
+        report["normalize"] = normalize_report
+    passes = 1 + (1 if illumination_report.get("input_passes") == 1 else 0)
+    report["input_passes"] = passes
+    return Reductions(correction, cells, bounds, ranges, passes, report)
+
+
+def _load_illumination(path: Path) -> tuple[dict, dict]:
+    try:
+        return illumination.load(path)
+    except illumination.IlluminationError as e:
+        raise ConfigError(f"illumination.reuse: {e}") from None
+
+
 def run(config: Config | str | Path | dict, client=None, progress: bool = True) -> RunResult:
     """Run the whole pipeline and write the results.
 
@@ -130,19 +326,33 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True) 
     p = prepare(config)
     config = p.config
     out = Path(config.output.path)
+    # Read before the output folder is cleared: it may be this folder's own earlier correction.
+    saved = None
+    if config.illumination is not None and config.illumination.reuse is not None:
+        saved = _load_illumination(config.illumination.reuse)
     cells_dir = _prepare_output(out, config.output.overwrite)
     log.info("scip: %d images (%s), %d channels: %s", len(p.dataset.sources), p.dataset.format,
              len(p.dataset.channels), ", ".join(p.dataset.channels))
     with cluster.connect(config.cluster, client) as c:
         if c is not None:
             print(f"scip: dashboard at {c.dashboard_link}", file=sys.stderr)
-        tasks = graph.build_writes(p, cells_dir)
+        reductions = reduce(p, c, progress=progress, output=out, saved=saved)
+        tasks = graph.build_writes(p, cells_dir, reductions.cells, reductions.bounds, reductions.ranges)
         summaries = cluster.compute(tasks, c, progress=progress)
     total = sum(summaries, PartitionSummary())
     summary = _summary(p, total, time.perf_counter() - started)
+    summary["reductions"] = _with_drops(reductions.report, total)
     _write_skipped(out / "skipped.csv", total.skipped)
     (out / "run.json").write_text(json.dumps(summary, indent=2, default=str))
     return RunResult(output=out, table=cells_dir, summary=summary)
+
+
+def _with_drops(report: dict, total: PartitionSummary) -> dict:
+    """The reductions report, with how many cells each filter dropped."""
+    dropped = Counter(r["filter"] for r in total.skipped if r["step"] == "filter")
+    for entry in report.get("filters", []):
+        entry["cells_dropped"] = dropped.get(entry["filter"], 0)
+    return report
 
 
 def _skip_counts(rows: list[dict], kind: str) -> tuple[dict[str, int], dict[str, int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -43,7 +44,8 @@ def _finish(cell: CellRecord, row: dict[str, float] | None, error: str | None, s
 
 
 def featurize_cells(records: list[ImageRecord | CellRecord], cell_mask: str, masks: Sequence[str],
-                    families: tuple[str, ...], params: FeatureParams) -> list[ImageRecord | CellRecord]:
+                    families: tuple[str, ...], params: FeatureParams, ranges: dict | None = None,
+                    range_group_by: tuple[str, ...] = ()) -> list[ImageRecord | CellRecord]:
     """Compute the feature families of every ok cell over each of its ``masks``.
 
     The cells of a partition are measured together (see
@@ -52,19 +54,27 @@ def featurize_cells(records: list[ImageRecord | CellRecord], cell_mask: str, mas
     only the row travels on to the writer. If measuring the batch fails,
     cells are measured one at a time so that only the cell at fault is
     skipped, with the error as its reason.
+
+    ``ranges`` (dataset-wide normalization) maps a group, the values of the
+    ``range_group_by`` metadata fields, to one ``(low, high)`` per channel:
+    the texture quantization bounds of that group's cells.
     """
     positions = [i for i, r in enumerate(records) if isinstance(r, CellRecord) and r.status]
     if not positions:
         return records
     out = list(records)
-    by_channels: dict[tuple[str, ...], list[int]] = {}
+    batches: dict[tuple, list[int]] = {}
     for i in positions:
-        by_channels.setdefault(tuple(records[i].channels), []).append(i)
-    for group in by_channels.values():
+        key = tuple(str(records[i].source.fields.get(g, "")) for g in range_group_by) if ranges is not None else ()
+        batches.setdefault((tuple(records[i].channels), key), []).append(i)
+    for (_, key), group in batches.items():
         cells = [records[i] for i in group]
+        batch_params = params
+        if ranges is not None:
+            batch_params = replace(params, intensity_range=ranges[key])
         start = time.perf_counter()
         try:
-            rows = _measure(cells, cell_mask, masks, families, params)
+            rows = _measure(cells, cell_mask, masks, families, batch_params)
             share = (time.perf_counter() - start) / len(cells)
             for i, cell, row in zip(group, cells, rows):
                 out[i] = _finish(cell, row, None, share)
@@ -72,7 +82,7 @@ def featurize_cells(records: list[ImageRecord | CellRecord], cell_mask: str, mas
             for i, cell in zip(group, cells):
                 start = time.perf_counter()
                 try:
-                    row, error = _measure([cell], cell_mask, masks, families, params)[0], None
+                    row, error = _measure([cell], cell_mask, masks, families, batch_params)[0], None
                 except Exception as e:  # noqa: BLE001 - one odd cell must not stop the run
                     row, error = None, f"{type(e).__name__}: {e}"
                 out[i] = _finish(cell, row, error, time.perf_counter() - start)
