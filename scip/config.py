@@ -284,10 +284,30 @@ class FilterConfig(_Section):
 
 
 class OutputConfig(_Section):
-    """Where results go."""
+    """Where results go, and in which table formats.
+
+    ``formats`` lists the table formats to write: ``parquet`` (always
+    written, the pipeline's own parts, so listing it is optional),
+    ``anndata`` (``cells.h5ad``) and ``csv`` (``cells.csv``); see
+    :mod:`scip.io.tables`. A single name is read as a list of one.
+    """
 
     path: Path = Path("results")
     overwrite: bool = False
+    formats: list[Literal["parquet", "anndata", "csv"]] = ["parquet"]
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _one_format(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("formats")
+    @classmethod
+    def _formats_once(cls, value: list[str]) -> list[str]:
+        repeated = sorted({f for f in value if value.count(f) > 1})
+        if repeated:
+            raise ValueError(f"lists {', '.join(repeated)} more than once")
+        return value
 
     @field_validator("path")
     @classmethod
