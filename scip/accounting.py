@@ -33,6 +33,8 @@ class PartitionSummary:
     matched: int = 0
     matched_exported: int = 0
     evaluation_errors: list[str] = field(default_factory=list)
+    #: Exported cells picked for the report: metadata plus ``crop`` and ``mask``.
+    samples: list[dict] = field(default_factory=list)
 
     def __add__(self, other: "PartitionSummary") -> "PartitionSummary":
         return PartitionSummary(
@@ -47,6 +49,7 @@ class PartitionSummary:
             matched=self.matched + other.matched,
             matched_exported=self.matched_exported + other.matched_exported,
             evaluation_errors=self.evaluation_errors + other.evaluation_errors,
+            samples=self.samples + other.samples,
         )
 
 
@@ -89,6 +92,10 @@ def summarize(records: Iterable[ImageRecord | CellRecord]) -> PartitionSummary:
         if r.status:
             s.cells_exported += 1
             s.matched_exported += bool(r.truth_label)
+            if r.sample is not None:
+                s.samples.append({"image_id": r.source.image_id, "index": r.source.index, "label": r.label,
+                                  "truth_label": r.truth_label, "fields": dict(r.source.fields),
+                                  "channels": list(r.channels), **r.sample})
         else:
             s.skipped.append(_skipped_row(r))
     return s

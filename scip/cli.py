@@ -46,6 +46,34 @@ def _parser() -> argparse.ArgumentParser:
     form = features.add_mutually_exclusive_group()
     form.add_argument("--names", action="store_true", help="print column names only, one per line")
     form.add_argument("--markdown", action="store_true", help="print a markdown table with <mask> and <channel> placeholders")
+
+    classify = sub.add_parser("classify", help="cross-validate and fit a cell classifier from a labels file",
+                              description="Join labels to the cell table, cross-validate an XGBoost classifier "
+                                          "and fit it on all labelled cells (see docs: classification).")
+    classify.add_argument("output_dir", type=Path, help="a run's output folder (or a cell table file)")
+    classify.add_argument("--labels", type=Path, required=True, help="CSV, TSV or parquet file of labels")
+    classify.add_argument("--on", required=True,
+                          help="comma-separated key columns in both files, e.g. meta_image_id,meta_label")
+    classify.add_argument("--target", required=True, help="column of the labels file holding the class")
+    classify.add_argument("--group", help="keep cells with the same value of this column in one fold (e.g. meta_image_id)")
+    classify.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    classify.add_argument("--seed", type=int, default=0)
+    classify.add_argument("--out", type=Path, help="results folder (default <output_dir>/classification)")
+    classify.add_argument("--max-nan", type=float, default=0.5,
+                          help="drop features NaN in more than this fraction of labelled cells (default 0.5)")
+    classify.add_argument("--trees", type=int, help="number of boosted trees (default 200)")
+    classify.add_argument("--jobs", type=int, help="XGBoost threads (default all cores)")
+
+    predict = sub.add_parser("predict", help="apply a classifier written by 'scip classify' to a cell table")
+    predict.add_argument("model_dir", type=Path, help="folder with model.json and model_meta.json")
+    predict.add_argument("output_dir", type=Path, help="a run's output folder (or a cell table file)")
+    predict.add_argument("--out", type=Path, help="CSV to write (default predictions.csv in the run's output folder)")
+    predict.add_argument("--jobs", type=int, help="XGBoost threads (default all cores)")
+
+    rep = sub.add_parser("report", help="(re)write report.html of a run's output folder")
+    rep.add_argument("output_dir", type=Path, help="a run's output folder")
+    rep.add_argument("--group", help="group the montage and histograms by this column or metadata field")
+    rep.add_argument("--features", help="comma-separated feature columns to plot (default area and mean intensities)")
     return parser
 
 
@@ -124,6 +152,68 @@ def _cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_classify(args: argparse.Namespace) -> int:
+    import warnings
+
+    from scip.classify import ClassifyError, ClassifyWarning, classify
+
+    if args.trees is not None and args.trees < 1:
+        raise ClassifyError(f"--trees must be at least 1, got {args.trees}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ClassifyWarning)  # printed below, once
+        result = classify(args.output_dir, args.labels, on=args.on, target=args.target, group=args.group,
+                          folds=args.folds, seed=args.seed, out=args.out, max_nan=args.max_nan, n_jobs=args.jobs,
+                          params={"n_estimators": args.trees} if args.trees else None)
+    for message in result.warnings:
+        print(f"scip: warning: {message}", file=sys.stderr)
+    c = result.counts
+    grouped = f", grouped by {args.group}" if args.group else ""
+    print(f"scip: {c['cells_labelled']} labelled cells ({c['labels_matched']} of {c['labels']} labels matched, "
+          f"{c['cells_unlabelled']} cells without a label), {len(result.classes)} classes: "
+          f"{', '.join(map(str, result.classes))}")
+    print(f"scip: {len(result.features)} features used, {len(result.dropped_features)} dropped; "
+          f"{result.folds}-fold cross-validation{grouped}: balanced accuracy {result.balanced_accuracy:.3f} "
+          f"(folds {min(result.balanced_accuracy_folds):.3f} to {max(result.balanced_accuracy_folds):.3f}), "
+          f"accuracy {result.accuracy:.3f}")
+    print(f"scip: results in {result.out.resolve()}")
+    _refresh_report(args.output_dir)
+    return 0
+
+
+def _refresh_report(output_dir: Path) -> None:
+    """Rewrite the run's report so it shows the new classification; a table file has no report."""
+    from scip import report
+
+    if (Path(output_dir) / "run.json").is_file():
+        path = report.write_report(output_dir)
+        print(f"scip: report updated: {path.resolve()}")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from scip import report
+
+    if not (args.output_dir / "run.json").is_file():
+        raise ConfigError(f"{args.output_dir} holds no run.json: not the output folder of a scip run")
+    features = [f.strip() for f in args.features.split(",")] if args.features else None
+    try:
+        path = report.write_report(args.output_dir, group_by=args.group, features=features)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    print(f"scip: report in {path.resolve()}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from scip.classify import predict, run_folder
+
+    out = args.out if args.out is not None else run_folder(args.output_dir) / "predictions.csv"
+    frame = predict(args.model_dir, args.output_dir, out=out, n_jobs=args.jobs)
+    counts = frame["predicted"].value_counts()
+    print(f"scip: {len(frame)} cells predicted: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"scip: predictions in {Path(out).resolve()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scip`` console script."""
     args = _parser().parse_args(argv)
@@ -131,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     from scip.cluster import quiet_logs
 
     quiet_logs()
-    commands = {"run": _cmd_run, "check": _cmd_check, "example-data": _cmd_example, "features": _cmd_features}
+    commands = {"run": _cmd_run, "check": _cmd_check, "example-data": _cmd_example, "features": _cmd_features,
+                "classify": _cmd_classify, "predict": _cmd_predict, "report": _cmd_report}
     try:
         return commands[args.command](args)
     except ConfigError as e:

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import dask.bag as db
+import numpy as np
 import dask.dataframe as dd
 from dask import delayed
 
@@ -151,10 +153,26 @@ def _measure(records: list[ImageRecord | CellRecord], config: Config) -> list[Im
     return out
 
 
+def _pick_samples(records: list[ImageRecord | CellRecord], k: int, cell_mask: str) -> list[ImageRecord | CellRecord]:
+    """Keep a copy of the crops of up to ``k`` random ok cells, for the report's montage."""
+    ok = [i for i, r in enumerate(records) if isinstance(r, CellRecord) and r.status and r.pixels is not None]
+    if not ok or k <= 0:
+        return records
+    # Seeded by the partition's content, so a rerun picks the same cells.
+    first = records[ok[0]]
+    rng = np.random.default_rng(zlib.crc32(f"{first.source.image_id}:{first.label}".encode()))
+    out = list(records)
+    for i in rng.choice(ok, size=min(k, len(ok)), replace=False):
+        r = records[i]
+        out[i] = r.with_(sample={"crop": r.pixels.astype(np.float32), "mask": r.masks[cell_mask].copy()})
+    return out
+
+
 def _filter_and_featurize(records: list[ImageRecord | CellRecord], config: Config, bounds: list | None,
-                          ranges: dict | None) -> list[ImageRecord | CellRecord]:
+                          ranges: dict | None, samples: int = 0) -> list[ImageRecord | CellRecord]:
     if config.filters:
         records = [cell_filters.apply_filters(r, config.filters, bounds) for r in records]
+    records = _pick_samples(records, samples, config.segment.name)
     group_by = tuple(config.normalize.group_by) if config.normalize is not None else ()
     return featurize_cells(records, config.segment.name, config.mask_names, tuple(config.features.families),
                            config.features.params(), ranges=ranges, range_group_by=group_by)
@@ -184,7 +202,7 @@ def build_cells(p: Plan, correction: tuple[dict, list[str]] | None = None) -> db
 
 
 def build_features(p: Plan, cells: db.Bag | None = None, bounds: list | None = None,
-                   ranges: dict | None = None) -> db.Bag:
+                   ranges: dict | None = None, samples: int = 0) -> db.Bag:
     """Lazy bag of records after filters and feature extraction.
 
     ``cells`` is :func:`build_cells`' bag (possibly persisted); ``bounds`` the
@@ -199,7 +217,7 @@ def build_features(p: Plan, cells: db.Bag | None = None, bounds: list | None = N
         raise ValueError("normalize needs quantiles over the whole dataset: use scip.run, or "
                          "scip.run.reduce(plan) for the ranges to pass here")
     cells = build_cells(p) if cells is None else cells
-    return cells.map_partitions(_filter_and_featurize, config, bounds, ranges)
+    return cells.map_partitions(_filter_and_featurize, config, bounds, ranges, samples)
 
 
 def build_dataframe(p: Plan, cells: db.Bag | None = None, bounds: list | None = None,
@@ -220,7 +238,10 @@ def _write(records: list, index: int, directory: str, columns: dict[str, str]) -
 
 
 def build_writes(p: Plan, directory: str | Path, cells: db.Bag | None = None, bounds: list | None = None,
-                 ranges: dict | None = None) -> list:
-    """One delayed task per partition that writes its parquet part and returns its summary."""
-    bag = build_features(p, cells, bounds, ranges)
+                 ranges: dict | None = None, samples: int = 0) -> list:
+    """One delayed task per partition that writes its parquet part and returns its summary.
+
+    ``samples``: cells per partition whose crops travel back in the summary, for the report.
+    """
+    bag = build_features(p, cells, bounds, ranges, samples)
     return [delayed(_write)(part, i, str(directory), p.columns) for i, part in enumerate(bag.to_delayed())]

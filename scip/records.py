@@ -139,6 +139,9 @@ class CellRecord:
     truth_label: int | None = None
     #: Per-cell values the dataset-wide filters decide on (``scip.reduce.filters``).
     measures: dict[str, float] = field(default_factory=dict)
+    #: For the few cells picked for the run report: ``{"crop": (C, h, w) float32, "mask": (h, w) bool}``,
+    #: kept after the crop itself is released.
+    sample: dict | None = None
 
     def with_(self, **changes) -> "CellRecord":
         """Copy with some fields changed; records are treated as immutable."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import platform
+import shutil
 import sys
 import time
 from collections import Counter
@@ -20,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from scip import cluster, graph
+from scip import cluster, graph, report
 from scip.accounting import SKIPPED_COLUMNS, PartitionSummary
 from scip.config import Config, ConfigError, load_config
 from scip.io import InputError, open_dataset
 from scip.io.ground_truth import check_template
+from scip.io.tables import feature_descriptions, write_formats
 from scip.records import CellRecord
 from scip.reduce import filters as cell_filters
 from scip.reduce import illumination
@@ -35,7 +38,11 @@ log = logging.getLogger("scip")
 
 __all__ = ["RunResult", "Reductions", "run", "prepare", "reduce", "OUTPUT_FILES"]
 
-OUTPUT_FILES = ("cells", "run.json", "skipped.csv", "illumination.npz")
+#: Cells per run kept (crop and mask) for the montage of report.html.
+REPORT_CELLS = 48
+
+OUTPUT_FILES = ("cells", "run.json", "skipped.csv", "illumination.npz", "cells.h5ad", "cells.csv", "report.html",
+                "report_cells.npz", "classification", "predictions.csv")
 _VERSIONS = ("scip", "numpy", "scipy", "scikit-image", "pandas", "pyarrow", "dask", "distributed", "zarr",
              "numcodecs", "tifffile", "pydantic")
 
@@ -50,9 +57,9 @@ class RunResult:
 
     def read(self):
         """The feature table as a pandas DataFrame."""
-        import pandas as pd
+        from scip.io.tables import read
 
-        return pd.read_parquet(self.table)
+        return read(self.table)
 
 
 def prepare(config: Config | str | Path | dict) -> graph.Plan:
@@ -103,7 +110,12 @@ def _prepare_output(path: Path, overwrite: bool) -> Path:
         for part in cells.glob("part-*.parquet"):
             part.unlink()
     for name in OUTPUT_FILES[1:]:
-        (path / name).unlink(missing_ok=True)
+        target = path / name
+        if target.is_dir():
+            # A classification of the previous table would not describe the new one.
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
     cells.mkdir(parents=True, exist_ok=True)
     return cells
 
@@ -337,13 +349,23 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True) 
         if c is not None:
             print(f"scip: dashboard at {c.dashboard_link}", file=sys.stderr)
         reductions = reduce(p, c, progress=progress, output=out, saved=saved)
-        tasks = graph.build_writes(p, cells_dir, reductions.cells, reductions.bounds, reductions.ranges)
+        n_partitions = math.ceil(len(p.dataset.sources) / graph.partition_size(
+            config.input.images_per_partition, p.dataset.chunk_size))
+        tasks = graph.build_writes(p, cells_dir, reductions.cells, reductions.bounds, reductions.ranges,
+                                   samples=math.ceil(REPORT_CELLS / max(n_partitions, 1)))
         summaries = cluster.compute(tasks, c, progress=progress)
     total = sum(summaries, PartitionSummary())
+    written = write_formats(out, config.output.formats, feature_descriptions(p.dataset.channels, config))
     summary = _summary(p, total, time.perf_counter() - started)
+    summary["output"] = {"files": {k: str(v) for k, v in written.items()}}
     summary["reductions"] = _with_drops(reductions.report, total)
     _write_skipped(out / "skipped.csv", total.skipped)
     (out / "run.json").write_text(json.dumps(summary, indent=2, default=str))
+    report.save_samples(out / report.SAMPLES_FILE, total.samples[:REPORT_CELLS])
+    try:
+        report.write_report(out)
+    except Exception as e:  # noqa: BLE001 - the table is written; a failed report must not hide it
+        log.warning("scip: could not write report.html (%s: %s); the results are complete", type(e).__name__, e)
     return RunResult(output=out, table=cells_dir, summary=summary)
 
 
