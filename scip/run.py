@@ -205,6 +205,24 @@ def _measures(records: list, names: list[str]) -> dict[str, list[float]]:
     return out
 
 
+def _filter_bounds(p: graph.Plan, cells, client) -> tuple[list, list[dict], float]:
+    """Every filter's thresholds, decided from all cells' measures (collected per partition)."""
+    start = time.perf_counter()
+    filters = p.config.filters
+    names = [f.name for f in filters]
+    parts = cluster.compute(cells.map_partitions(lambda r: [_measures(r, names)]).to_delayed(), client, progress=False)
+    values = {n: np.array([v for part in parts for v in part[0][n]], dtype=np.float64) for n in names}
+    bounds = cell_filters.thresholds(filters, values)
+    report = [
+        {"filter": f.name, "min": cell_filters.rule_text(f.min) if f.min is not None else None,
+         "max": cell_filters.rule_text(f.max) if f.max is not None else None,
+         "min_threshold": None if np.isnan(lo) else lo, "max_threshold": None if np.isnan(hi) else hi,
+         "cells_measured": int(values[f.name].size)}
+        for f, (lo, hi) in zip(filters, bounds)
+    ]
+    return bounds, report, round(time.perf_counter() - start, 3)
+
+
 def _normalize_values(records: list, cell_mask: str, group_by: tuple[str, ...], key) -> np.ndarray:
     group, channel = key
     parts = [r.pixels[channel][r.masks[cell_mask]] for r in records
@@ -286,19 +304,7 @@ def reduce(p: graph.Plan, client=None, progress: bool = True, output: Path | Non
     if config.filters or config.normalize is not None:
         cells = cluster.persist(cells, client, progress=progress)
     if config.filters:
-        start = time.perf_counter()
-        names = [f.name for f in config.filters]
-        parts = cluster.compute(cells.map_partitions(lambda r: [_measures(r, names)]).to_delayed(), client, progress=False)
-        values = {n: np.array([v for part in parts for v in part[0][n]], dtype=np.float64) for n in names}
-        bounds = cell_filters.thresholds(config.filters, values)
-        report["filters"] = [
-            {"filter": f.name, "min": cell_filters.rule_text(f.min) if f.min is not None else None,
-             "max": cell_filters.rule_text(f.max) if f.max is not None else None,
-             "min_threshold": None if np.isnan(lo) else lo, "max_threshold": None if np.isnan(hi) else hi,
-             "cells_measured": int(values[f.name].size)}
-            for f, (lo, hi) in zip(config.filters, bounds)
-        ]
-        report["filters_seconds"] = round(time.perf_counter() - start, 3)
+        bounds, report["filters"], report["filters_seconds"] = _filter_bounds(p, cells, client)
     ranges, normalize_report = _normalization(p, cells, client, progress)
     if normalize_report:
         report["normalize"] = normalize_report

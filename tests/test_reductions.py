@@ -16,7 +16,7 @@ from scip import graph
 from scip.datasets import write_example
 from scip.records import CellRecord
 from scip.reduce.filters import decide
-from scip.run import _normalization, prepare
+from scip.run import _filter_bounds, _normalization, prepare
 
 SIGNAL_FILTER = {"measure": "signal", "channel": "cyto", "min": "otsu"}
 
@@ -115,6 +115,28 @@ def test_normalization_quantiles_exact_over_unequal_and_empty_partitions(example
         assert ranges[()][c] == (np.quantile(pixels, 0.02), np.quantile(pixels, 0.98))
         assert report["ranges"]["all"][channel] == list(ranges[()][c])
     assert report["exact"] and report["rounds_over_cells"] >= 2
+
+
+def test_filter_bounds_over_unequal_and_empty_partitions(example):
+    filters = [SIGNAL_FILTER, {"measure": "area", "min": {"quantile": 0.05}, "max": {"mad": 4}},
+               {"measure": "focus", "channel": "DNA", "min": {"mad": 3}}]
+    p = prepare(_ifc_config(example, Path("unused"), filters=filters))
+    with dask.config.set(scheduler="synchronous"):
+        (records,) = dask.compute(graph.build_cells(p))
+    parts = [records[:3], [], records[3:len(records) - 2], records[len(records) - 2:]]
+    bag = db.from_delayed([dask.delayed(list)(part) for part in parts])
+    with dask.config.set(scheduler="synchronous"):
+        bounds, report, _ = _filter_bounds(p, bag, None)
+    measures = pd.DataFrame([r.measures for r in records if isinstance(r, CellRecord) and r.status])
+    signal, area, focus = (measures[n].to_numpy() for n in ("signal(cyto)", "area", "focus(DNA)"))
+    assert bounds[0][0] == decide(signal, "otsu", "signal")
+    assert bounds[1][0] == np.quantile(area, 0.05)
+    med = np.median(area)
+    assert bounds[1][1] == pytest.approx(med + 4 * 1.4826 * np.median(np.abs(area - med)), rel=1e-12)
+    logs = np.log(focus)
+    assert bounds[2][0] == pytest.approx(np.exp(np.median(logs) - 3 * 1.4826 * np.median(np.abs(logs - np.median(logs)))),
+                                         rel=1e-12)
+    assert [r["cells_measured"] for r in report] == [len(measures)] * 3
 
 
 def test_normalization_sets_texture_quantization(example, tmp_path):
@@ -219,3 +241,21 @@ def test_z_stacks_are_projected_before_segmentation(tmp_path):
     assert len(stacked) == len(flat) > 0
     features = [c for c in flat if c.startswith("feat_")]
     pd.testing.assert_frame_equal(stacked[features], flat[features])
+
+
+def test_illumination_sums_over_partitions_equal_numpy(example):
+    import tifffile
+
+    from scip.reduce.illumination import merge_groups
+
+    p = prepare(_fields_config(example, Path("unused"), illumination={}))  # 3 fields, partitions of 2 and 1
+    with dask.config.set(scheduler="synchronous"):
+        parts = dask.compute(*graph.build_illumination_sums(p))
+    assert len(parts) == 2
+    total = {}
+    for part in parts:
+        total = merge_groups(total, part)
+    images = [np.stack([tifffile.imread(example["fields"] / f"field{i}_{c}.tiff") for c in ("DNA", "cyto", "marker")])
+              for i in range(3)]
+    assert np.array_equal(total[()].sum, np.sum(images, axis=0, dtype=np.float64))
+    assert total[()].count == 3
