@@ -102,6 +102,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
               f"({ev['matched']}/{ev['truth_cells']} true cells found at IoU {ev['iou_threshold']}); "
               f"{ev['exported_matched']} of them exported")
     print(f"scip: results in {result.output.resolve()}  (table: {result.table.resolve()})")
+    for entry in result.summary.get("reductions", {}).get("filters", []):
+        print(f"scip: filter {entry['filter']}: {entry['cells_dropped']} of {entry['cells_measured']} cells dropped")
+    if (result.output / "report.html").is_file():
+        print(f"scip: report: {(result.output / 'report.html').resolve()}")
     return 0
 
 
