@@ -51,6 +51,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from scip.io.atomic import atomic_path
+
 __all__ = ["REPORT_FILE", "SAMPLES_FILE", "CLASSIFICATION_FILE", "save_samples", "load_samples", "write_report"]
 
 #: Name of the report, in the output folder.
@@ -123,11 +125,8 @@ def save_samples(path: str | os.PathLike, samples: Sequence[Mapping[str, Any]]) 
         cells.append(entry)
     document = {"format": _SAMPLES_FORMAT, "version": _SAMPLES_VERSION, "cells": cells}
     arrays["meta"] = np.array(json.dumps(document))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
         np.savez_compressed(f, **arrays)
-    tmp.replace(path)
 
 
 def load_samples(path: str | os.PathLike) -> list[dict]:
@@ -1048,7 +1047,6 @@ def write_report(output_dir: str | os.PathLike, samples: Sequence[Mapping[str, A
         "</body></html>",
     ])
     target = output / REPORT_FILE
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(target)
+    with atomic_path(target) as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return target

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from skimage.draw import disk, ellipse
 from skimage.measure import regionprops

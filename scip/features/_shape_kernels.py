@@ -550,7 +550,6 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, d
     hist = np.zeros(16, dtype=np.int64)
     rowsum = np.zeros(4)
     rowpow = np.empty((max_h, 4))
-    xpow = np.empty(degree + 1)
     ypow = np.empty(degree + 1)
     spow = np.zeros(degree + 1)
     mono_start = np.empty(degree + 1, dtype=np.int64)

@@ -9,6 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from scip.io.atomic import atomic_path
+
 
 def arrow_schema(columns: dict[str, str]) -> pa.Schema:
     """Arrow schema from ``{column: kind}`` with kind ``str``, ``int`` or ``float``."""
@@ -31,6 +33,5 @@ def write_part(frame: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema) 
                        type=field.type, from_pandas=True)
               for field in schema]
     table = pa.Table.from_arrays(arrays, schema=schema)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)

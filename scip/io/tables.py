@@ -77,6 +77,7 @@ import pyarrow.parquet as pq
 
 from scip.features import FeatureColumn
 from scip.features import columns as feature_columns
+from scip.io.atomic import atomic_path
 from scip.steps.export import table_columns
 
 if TYPE_CHECKING:
@@ -251,12 +252,8 @@ def write_formats(output: str | os.PathLike, formats: Sequence[str],
     written: dict[str, Path] = {}
     for fmt in todo:
         path = output / FILES[fmt]
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
+        with atomic_path(path) as tmp:
             writers[fmt](parts, schema, tmp, descriptions or {})
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         written[fmt] = path
     return written
 

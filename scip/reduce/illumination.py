@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +49,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from scip.io.atomic import atomic_path
 from scip.records import ImageRecord
 
 __all__ = [
@@ -604,15 +604,8 @@ def save(path: str | os.PathLike, fields: Mapping[GroupKey, np.ndarray], meta: M
         raise IlluminationError(f"{where}: meta is not JSON-serializable ({e})") from None
     arrays[_META_NAME] = np.array(text)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        np.savez(f, **arrays)
 
 
 def load(path: str | os.PathLike) -> tuple[dict[GroupKey, np.ndarray], dict[str, Any]]:

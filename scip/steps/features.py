@@ -7,7 +7,6 @@ import time
 from dataclasses import replace
 from typing import Sequence
 
-import numpy as np
 
 from scip.features import FeatureParams
 from scip.features.crops import extract_crops
