@@ -66,24 +66,212 @@ def _kth_abs_dev(x, m, k):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def _select(a, lo, hi, k):  # pragma: no cover - compiled
+    # Rearrange a[lo:hi] so that a[k] holds the value it would have in sorted
+    # order, everything before it in the range no larger and everything after
+    # it no smaller. Branch-free Lomuto partitions around a median-of-three
+    # pivot; values equal to the pivot are split off when the pivot is the
+    # range's minimum, so ties cannot stall it. A range that keeps
+    # partitioning badly is finished with a sort.
+    budget = 8
+    t = hi - lo
+    while t > 1:
+        budget += 2
+        t >>= 1
+    while hi - lo > 16:
+        if budget == 0:
+            a[lo:hi].sort()
+            return
+        budget -= 1
+        x0 = a[lo]
+        x1 = a[(lo + hi) >> 1]
+        x2 = a[hi - 1]
+        if x1 < x0:
+            x0, x1 = x1, x0
+        if x2 < x1:
+            x1 = x2
+            if x1 < x0:
+                x1 = x0
+        pivot = x1
+        i = lo
+        for j in range(lo, hi):
+            v = a[j]
+            a[j] = a[i]
+            a[i] = v
+            i += v < pivot
+        if k < i:
+            hi = i
+        elif i > lo:
+            lo = i
+        else:
+            # the pivot is the minimum: move the values equal to it first
+            for j in range(lo, hi):
+                v = a[j]
+                a[j] = a[i]
+                a[i] = v
+                i += v <= pivot
+            if k < i:
+                return
+            lo = i
+    for i in range(lo + 1, hi):
+        v = a[i]
+        j = i - 1
+        while j >= lo and a[j] > v:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = v
+
+
+@numba.njit(cache=True, nogil=True)
+def _range_min(a, lo, hi):  # pragma: no cover - compiled
+    m = a[lo]
+    for j in range(lo + 1, hi):
+        if a[j] < m:
+            m = a[j]
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
+def _range_max(a, lo, hi):  # pragma: no cover - compiled
+    m = a[lo]
+    for j in range(lo + 1, hi):
+        if a[j] > m:
+            m = a[j]
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
+def _lerp(below, above, frac):  # pragma: no cover - compiled
+    return below + (above - below) * frac
+
+
+@numba.njit(cache=True, nogil=True)
+def _quartiles(a, c):  # pragma: no cover - compiled
+    """Linear 25th, 50th and 75th percentiles (as numpy) of a[:c] by selection; reorders a[:c]."""
+    v_m = 0.5 * (c - 1)
+    v_l = 0.25 * (c - 1)
+    v_u = 0.75 * (c - 1)
+    bm = int(np.floor(v_m))
+    bl = int(np.floor(v_l))
+    bu = int(np.floor(v_u))
+    _select(a, 0, c, bm)
+    med_b = a[bm]
+    # upper quartile, in the upper part
+    if bu > bm:
+        _select(a, bm + 1, c, bu)
+    uq_b = a[bu]
+    uq_a = _range_min(a, bu + 1, c) if bu + 1 < c else uq_b
+    # the order statistic after the median
+    if bm + 1 >= c:
+        med_a = med_b
+    elif bu == bm:
+        med_a = uq_a
+    elif bm + 1 == bu:
+        med_a = uq_b
+    else:
+        med_a = _range_min(a, bm + 1, bu)
+    # lower quartile, in the lower part
+    if bl < bm:
+        _select(a, 0, bm, bl)
+    lq_b = a[bl]
+    if bl + 1 >= c:
+        lq_a = lq_b
+    elif bl == bm:
+        lq_a = med_a
+    elif bl + 1 == bm:
+        lq_a = med_b
+    else:
+        lq_a = _range_min(a, bl + 1, bm)
+    return (_lerp(lq_b, lq_a, v_l - bl), _lerp(med_b, med_a, v_m - bm), _lerp(uq_b, uq_a, v_u - bu))
+
+
+@numba.njit(cache=True, nogil=True)
+def _run_stats_sorted(x, out, i):  # pragma: no cover - compiled
+    # The reference path on a sorted copy; used for runs holding a NaN, whose
+    # order statistics follow numpy's sort (NaN last).
+    c = len(x)
+    total = 0.0
+    for v in x:
+        total += v
+    mean = total / c
+    m2 = 0.0
+    m3 = 0.0
+    m4 = 0.0
+    for v in x:
+        d = v - mean
+        d2 = d * d
+        m2 += d2
+        m3 += d2 * d
+        m4 += d2 * d2
+    m2 /= c
+    m3 /= c
+    m4 /= c
+    median = _quantile_sorted(x, 0.5)
+    if c % 2 == 1:
+        mad = _kth_abs_dev(x, median, c // 2)
+    else:
+        mad = 0.5 * (_kth_abs_dev(x, median, c // 2 - 1) + _kth_abs_dev(x, median, c // 2))
+    out[i, 0] = mean
+    out[i, 1] = median
+    out[i, 2] = np.sqrt(m2)
+    out[i, 3] = x[0]
+    out[i, 4] = x[c - 1]
+    out[i, 5] = _quantile_sorted(x, 0.25)
+    out[i, 6] = _quantile_sorted(x, 0.75)
+    out[i, 7] = total
+    out[i, 8] = mad
+    _shape_moments(out, i, mean, m2, m3, m4)
+
+
+@numba.njit(cache=True, nogil=True)
+def _shape_moments(out, i, mean, m2, m3, m4):  # pragma: no cover - compiled
+    # scipy.stats' test for "all values equal" (current scipy uses eps;
+    # older releases used the coarser finfo resolution, 1e-15).
+    if m2 > (np.finfo(np.float64).eps * mean) ** 2:
+        out[i, 9] = m3 / m2**1.5
+        out[i, 10] = m4 / m2**2 - 3.0
+
+
+@numba.njit(cache=True, nogil=True)
 def _run_stats(values, starts, counts):  # pragma: no cover - compiled
     n = len(starts)
     out = np.full((n, 11), np.nan)
-    eps = np.finfo(np.float64).eps
+    longest = 0
+    for i in range(n):
+        longest = max(longest, counts[i])
+    buf = np.empty(longest)
+    dev = np.empty(longest)
     for i in range(n):
         c = counts[i]
         if c == 0:
             continue
-        x = np.sort(values[starts[i]:starts[i] + c])
+        s = starts[i]
         total = 0.0
-        for v in x:
+        lo = values[s]
+        hi = values[s]
+        for j in range(c):
+            v = values[s + j]
+            buf[j] = v
             total += v
+            if v < lo:
+                lo = v
+            if v > hi:
+                hi = v
+        if np.isnan(total):
+            has_nan = False
+            for j in range(c):
+                if np.isnan(buf[j]):
+                    has_nan = True
+                    break
+            if has_nan:
+                _run_stats_sorted(np.sort(buf[:c]), out, i)
+                continue
         mean = total / c
         m2 = 0.0
         m3 = 0.0
         m4 = 0.0
-        for v in x:
-            d = v - mean
+        for j in range(c):
+            d = buf[j] - mean
             d2 = d * d
             m2 += d2
             m3 += d2 * d
@@ -91,27 +279,38 @@ def _run_stats(values, starts, counts):  # pragma: no cover - compiled
         m2 /= c
         m3 /= c
         m4 /= c
-        median = _quantile_sorted(x, 0.5)
+        lq, median, uq = _quartiles(buf, c)
         # numpy's linear median of the absolute deviations: the mean of the
-        # two middle ones for an even count.
+        # two middle ones for an even count. The order statistics between the
+        # quartile positions (more than half of the values) all lie within
+        # ``reach`` of the median, so the deviations up to the middle one are
+        # among those no larger than ``reach``: only they need selecting.
+        half = c // 2
+        reach = max(median - buf[int(np.floor(0.25 * (c - 1)))], buf[int(np.floor(0.75 * (c - 1)))] - median)
+        m = 0
+        for j in range(c):
+            d = abs(buf[j] - median)
+            dev[m] = d
+            m += d <= reach
+        if m <= half:
+            m = c
+            for j in range(c):
+                dev[j] = abs(buf[j] - median)
+        _select(dev, 0, m, half)
         if c % 2 == 1:
-            mad = _kth_abs_dev(x, median, c // 2)
+            mad = dev[half]
         else:
-            mad = 0.5 * (_kth_abs_dev(x, median, c // 2 - 1) + _kth_abs_dev(x, median, c // 2))
+            mad = 0.5 * (_range_max(dev, 0, half) + dev[half])
         out[i, 0] = mean
         out[i, 1] = median
         out[i, 2] = np.sqrt(m2)
-        out[i, 3] = x[0]
-        out[i, 4] = x[c - 1]
-        out[i, 5] = _quantile_sorted(x, 0.25)
-        out[i, 6] = _quantile_sorted(x, 0.75)
+        out[i, 3] = lo
+        out[i, 4] = hi
+        out[i, 5] = lq
+        out[i, 6] = uq
         out[i, 7] = total
         out[i, 8] = mad
-        # scipy.stats' test for "all values equal" (current scipy uses eps;
-        # older releases used the coarser finfo resolution, 1e-15).
-        if m2 > (eps * mean) ** 2:
-            out[i, 9] = m3 / m2**1.5
-            out[i, 10] = m4 / m2**2 - 3.0
+        _shape_moments(out, i, mean, m2, m3, m4)
     return out
 
 

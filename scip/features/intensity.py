@@ -188,25 +188,19 @@ def _band_candidates(labels, usable, lab, rr, cc, starts, counts, width):  # pra
     """(flat index, region number, squared distance) of usable pixels within ``width`` of each region."""
     H, W = labels.shape
     w2 = width * width
-    n_off = 0
+    # Offsets as horizontal spans: row offset dr reaches columns -h[dr] .. h[dr].
+    span = np.empty(2 * width + 1, np.int64)
     for dr in range(-width, width + 1):
-        for dc in range(-width, width + 1):
-            if dr * dr + dc * dc <= w2:
-                n_off += 1
-    odr = np.empty(n_off, np.int64)
-    odc = np.empty(n_off, np.int64)
-    k = 0
-    for dr in range(-width, width + 1):
-        for dc in range(-width, width + 1):
-            if dr * dr + dc * dc <= w2:
-                odr[k] = dr
-                odc[k] = dc
-                k += 1
+        h = 0
+        while (h + 1) * (h + 1) + dr * dr <= w2:
+            h += 1
+        span[dr + width] = h
     cap = 1024
     out_flat = np.empty(cap, np.int64)
     out_lab = np.empty(cap, np.int64)
     out_d2 = np.empty(cap, np.int64)
     n_out = 0
+    best_buf = np.empty(0, np.int64)
     for i in range(len(starts)):
         s = starts[i]
         e = s + counts[i]
@@ -225,16 +219,24 @@ def _band_candidates(labels, usable, lab, rr, cc, starts, counts, width):  # pra
         c1 = min(c1 + width, W - 1)
         hh = r1 - r0 + 1
         ww = c1 - c0 + 1
-        best = np.full((hh, ww), w2 + 1, np.int64)
+        if hh * ww > len(best_buf):
+            best_buf = np.empty(2 * hh * ww, np.int64)
+        best = best_buf[:hh * ww].reshape((hh, ww))
+        best[:, :] = w2 + 1
         for j in range(s, e):
-            for k in range(n_off):
-                r = rr[j] + odr[k]
-                c = cc[j] + odc[k]
-                if r < 0 or r >= H or c < 0 or c >= W:
+            for dr in range(-width, width + 1):
+                r = rr[j] + dr
+                if r < 0 or r >= H:
                     continue
-                d2 = odr[k] * odr[k] + odc[k] * odc[k]
-                if d2 < best[r - r0, c - c0]:
-                    best[r - r0, c - c0] = d2
+                h = span[dr + width]
+                dr2 = dr * dr
+                ca = max(cc[j] - h, 0)
+                cb = min(cc[j] + h, W - 1)
+                row = best[r - r0]
+                cj = cc[j]
+                for c in range(ca - c0, cb - c0 + 1):
+                    dc = c + c0 - cj
+                    row[c] = min(row[c], dr2 + dc * dc)
         for a in range(hh):
             for b in range(ww):
                 d2 = best[a, b]

@@ -1,0 +1,87 @@
+"""Selection-based run statistics against numpy/scipy on awkward runs."""
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from scip.features._stats import _run_stats_sorted, run_stats
+
+
+def _runs(rng, lengths, kind):
+    parts = []
+    for n in lengths:
+        if kind == "ties":
+            parts.append(rng.integers(0, 4, n).astype(np.float64))
+        elif kind == "counts":
+            parts.append(rng.poisson(200, n).astype(np.float64))
+        elif kind == "sorted":
+            parts.append(np.sort(rng.normal(size=n)))
+        elif kind == "reversed":
+            parts.append(np.sort(rng.normal(size=n))[::-1].copy())
+        elif kind == "constant":
+            parts.append(np.full(n, 3.25))
+        else:
+            parts.append(rng.normal(size=n) * 10.0 ** rng.integers(-3, 4))
+    seg = np.repeat(np.arange(len(lengths)), lengths)
+    return np.concatenate(parts), seg
+
+
+@pytest.mark.parametrize("kind", ["ties", "counts", "sorted", "reversed", "constant", "floats"])
+def test_order_statistics_match_numpy(kind):
+    rng = np.random.default_rng(7)
+    lengths = [1, 2, 3, 4, 5, 0, 16, 17, 18, 33, 64, 65, 100, 257, 1000, 1001, 4096]
+    lengths += list(rng.integers(1, 3000, 40))
+    values, seg = _runs(rng, lengths, kind)
+    stats = run_stats(values, seg, len(lengths))
+    start = 0
+    for i, n in enumerate(lengths):
+        x = values[start:start + n]
+        start += n
+        if n == 0:
+            assert all(np.isnan(v[i]) for v in stats.values())
+            continue
+        # exact: selection returns the very order statistics a sort gives
+        assert stats["min"][i] == x.min() and stats["max"][i] == x.max()
+        s = np.sort(x)
+        for q, name in ((0.25, "lower_quartile"), (0.5, "median"), (0.75, "upper_quartile")):
+            v = q * (n - 1)
+            b = int(np.floor(v))
+            a = min(b + 1, n - 1)
+            assert stats[name][i] == s[b] + (s[a] - s[b]) * (v - b)
+            assert stats[name][i] == pytest.approx(np.quantile(x, q), rel=1e-14, abs=1e-300)
+        med = stats["median"][i]
+        assert stats["mad"][i] == np.median(np.abs(x - med))
+        assert stats["mean"][i] == pytest.approx(x.mean(), rel=1e-12)
+        assert stats["sum"][i] == pytest.approx(x.sum(), rel=1e-12)
+        assert stats["std"][i] == pytest.approx(x.std(), rel=1e-10, abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["ties", "counts", "floats"])
+def test_selection_path_matches_sorted_path(kind):
+    rng = np.random.default_rng(11)
+    lengths = list(rng.integers(1, 2000, 30)) + [1, 2, 3]
+    values, seg = _runs(rng, lengths, kind)
+    stats = run_stats(values, seg, len(lengths))
+    start = 0
+    for i, n in enumerate(lengths):
+        ref = np.full((1, 11), np.nan)
+        _run_stats_sorted(np.sort(values[start:start + n]), ref, 0)
+        start += n
+        for k, name in enumerate(stats):
+            if name in ("median", "min", "max", "lower_quartile", "upper_quartile", "mad"):
+                assert stats[name][i] == ref[0, k] or (np.isnan(ref[0, k]) and np.isnan(stats[name][i]))
+            else:
+                # the summation order differs (input vs sorted order): rounding only
+                atol = 1e-10 if name in ("skewness", "kurtosis") else 1e-14
+                np.testing.assert_allclose(stats[name][i], ref[0, k], rtol=1e-12, atol=atol)
+
+
+def test_nan_runs_follow_the_sorted_path():
+    values = np.array([1.0, np.nan, 3.0, 2.0, 5.0, 4.0])
+    seg = np.array([0, 0, 0, 1, 1, 1])
+    stats = run_stats(values, seg, 2)
+    assert np.isnan(stats["mean"][0]) and np.isnan(stats["median"][0])
+    assert stats["min"][0] == 1.0 and np.isnan(stats["max"][0])
+    assert stats["median"][1] == 4.0 and stats["mad"][1] == 1.0
+    x = np.array([2.0, 5.0, 4.0])
+    assert stats["skewness"][1] == pytest.approx(scipy.stats.skew(x), rel=1e-12)
