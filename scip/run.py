@@ -241,7 +241,7 @@ def _groups(records: list, group_by: tuple[str, ...]) -> set:
             if isinstance(r, CellRecord) and r.status}
 
 
-def _normalization(p: graph.Plan, cells, client, progress: bool) -> tuple[dict | None, dict]:
+def _normalization(p: graph.Plan, cells, client) -> tuple[dict | None, dict]:
     cfg = p.config.normalize
     if cfg is None:
         return None, {}
@@ -305,7 +305,7 @@ def reduce(p: graph.Plan, client=None, progress: bool = True, output: Path | Non
         cells = cluster.persist(cells, client, progress=progress)
     if config.filters:
         bounds, report["filters"], report["filters_seconds"] = _filter_bounds(p, cells, client)
-    ranges, normalize_report = _normalization(p, cells, client, progress)
+    ranges, normalize_report = _normalization(p, cells, client)
     if normalize_report:
         report["normalize"] = normalize_report
     passes = 1 + (1 if illumination_report.get("input_passes") == 1 else 0)

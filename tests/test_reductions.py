@@ -109,7 +109,7 @@ def test_normalization_quantiles_exact_over_unequal_and_empty_partitions(example
     parts = [records[:5], [], records[5:len(records) - 3], records[len(records) - 3:]]
     bag = db.from_delayed([dask.delayed(list)(part) for part in parts])
     with dask.config.set(scheduler="synchronous"):
-        ranges, report = _normalization(p, bag, None, False)
+        ranges, report = _normalization(p, bag, None)
     for c, channel in enumerate(p.dataset.channels):
         pixels = np.concatenate([cell.pixels[c][cell.masks["cell"]] for cell in cells]).astype(np.float64)
         assert ranges[()][c] == (np.quantile(pixels, 0.02), np.quantile(pixels, 0.98))

@@ -146,6 +146,22 @@ def _lerp(below, above, frac):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def _successor(a, b, c, nb, at_nb, after_nb):  # pragma: no cover - compiled
+    """Order statistic b + 1 of a[:c], given that b and the next selected position nb >= b are in place.
+
+    ``at_nb`` and ``after_nb`` are the order statistics nb and nb + 1; the
+    values strictly between b and nb are unordered but all lie between them.
+    """
+    if b + 1 >= c:
+        return a[b]
+    if nb == b:
+        return after_nb
+    if b + 1 == nb:
+        return at_nb
+    return _range_min(a, b + 1, nb)
+
+
+@numba.njit(cache=True, nogil=True)
 def _quartiles(a, c):  # pragma: no cover - compiled
     """Linear 25th, 50th and 75th percentiles (as numpy) of a[:c] by selection; reorders a[:c]."""
     v_m = 0.5 * (c - 1)
@@ -161,27 +177,12 @@ def _quartiles(a, c):  # pragma: no cover - compiled
         _select(a, bm + 1, c, bu)
     uq_b = a[bu]
     uq_a = _range_min(a, bu + 1, c) if bu + 1 < c else uq_b
-    # the order statistic after the median
-    if bm + 1 >= c:
-        med_a = med_b
-    elif bu == bm:
-        med_a = uq_a
-    elif bm + 1 == bu:
-        med_a = uq_b
-    else:
-        med_a = _range_min(a, bm + 1, bu)
+    med_a = _successor(a, bm, c, bu, uq_b, uq_a)
     # lower quartile, in the lower part
     if bl < bm:
         _select(a, 0, bm, bl)
     lq_b = a[bl]
-    if bl + 1 >= c:
-        lq_a = lq_b
-    elif bl == bm:
-        lq_a = med_a
-    elif bl + 1 == bm:
-        lq_a = med_b
-    else:
-        lq_a = _range_min(a, bl + 1, bm)
+    lq_a = _successor(a, bl, c, bm, med_b, med_a)
     return (_lerp(lq_b, lq_a, v_l - bl), _lerp(med_b, med_a, v_m - bm), _lerp(uq_b, uq_a, v_u - bu))
 
 
