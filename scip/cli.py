@@ -28,6 +28,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, help="local cluster: threads per worker")
     run.add_argument("--memory-limit", help="local cluster: memory per worker, e.g. '4GiB' or 'auto'")
     run.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run in its output folder: compute only the missing partitions")
+    run.add_argument("--cluster", choices=("local", "slurm"),
+                     help="where workers start: this machine, or SLURM jobs (the config's cluster.slurm section, "
+                          "or defaults)")
+    run.add_argument("--gpu-workers", type=int,
+                     help="local cluster: workers with the GPU resource (one per GPU with dask-cuda; without GPUs, "
+                          "workers that take the segmentation tasks but compute on the CPU)")
+    run.add_argument("--retries", type=int, help="times a failed task is retried (default 2)")
 
     check = sub.add_parser("check", help="validate a config and list its images, without running")
     check.add_argument("config", type=Path)
@@ -91,7 +100,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from scip.run import run
 
     config = load_config(args.config, overrides=_overrides(args))
-    result = run(config, progress=not args.no_progress)
+    result = run(config, progress=not args.no_progress, resume=args.resume)
     cells = result.summary["counts"]["cells"]
     images = result.summary["counts"]["images"]
     print(f"scip: {images['total']} images, {cells['found']} cells found, {cells['exported']} exported, "

@@ -1,17 +1,95 @@
-"""Where the graph runs: a local cluster, an existing scheduler, or in-process."""
+"""Where the graph runs: in-process, a local (heterogeneous) cluster, SLURM, or an existing scheduler.
+
+Tasks are routed by Dask *resources*. Workers declare what they offer;
+the graph builder asks for it per step (see :class:`Routing`):
+
+=========  ==============================================================
+``GPU``    one per GPU worker; every segmentation task asks for ``GPU=1``
+``CPU``    one per thread of a CPU worker; cells, filters, features and
+           export tasks ask for ``CPU=1``
+=========  ==============================================================
+
+A resource nobody offers would leave its tasks waiting forever, so the
+routing is decided from what the cluster actually has: without a GPU
+worker, segmentation runs on the CPU workers and a log line says so.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
+from collections import Counter
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Iterator
 
-from scip.config import ClusterConfig
+from scip.config import ClusterConfig, SlurmConfig, SlurmJobConfig
 
 log = logging.getLogger("scip")
 
+__all__ = ["GPU", "CPU", "SYNCHRONOUS", "Routing", "Session", "connect", "compute", "persist", "routing_for",
+           "default_workers", "gpu_count", "slurm_cluster", "task_stream", "task_stream_steps", "worker_names", "quiet_logs"]
+
 SYNCHRONOUS = "synchronous"
+GPU = "GPU"
+CPU = "CPU"
+
+
+@dataclass(frozen=True)
+class Routing:
+    """The resources tasks ask for, per kind of step; ``None`` asks for nothing (any worker).
+
+    Attributes
+    ----------
+    segment : dict or None
+        Resources of segmentation tasks, e.g. ``{"GPU": 1}``.
+    cpu : dict or None
+        Resources of the CPU steps (cells, masks, filters, features, export).
+    note : str
+        Why segmentation runs where it runs, for the log and ``run.json``.
+    """
+
+    segment: dict | None = None
+    cpu: dict | None = None
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return {"segment": self.segment, "cpu": self.cpu, "note": self.note}
+
+
+def routing_for(offered: list[dict]) -> Routing:
+    """Decide the routing from the resources each worker offers (one dict per worker)."""
+    has_gpu = any(r.get(GPU, 0) > 0 for r in offered)
+    has_cpu = any(r.get(CPU, 0) > 0 for r in offered)
+    cpu = {CPU: 1} if has_cpu else None
+    if has_gpu:
+        return Routing({GPU: 1}, cpu, "segmentation runs on the workers with the GPU resource")
+    if has_cpu:
+        return Routing(cpu, cpu, "no worker has the GPU resource: segmentation runs on the CPU workers")
+    return Routing(None, None, "no worker declares GPU or CPU resources: every task may run on any worker")
+
+
+@dataclass
+class Session:
+    """A connection to where the graph runs: the client (``None`` in-process), its routing and retries."""
+
+    client: object | None
+    routing: Routing = field(default_factory=Routing)
+    retries: int = 0
+    kind: str = SYNCHRONOUS
+    cluster: object | None = None
+
+    def describe(self) -> dict:
+        """Workers and their resources, for ``run.json``."""
+        if self.client is None:
+            return {"kind": self.kind, "workers": []}
+        workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+        return {"kind": self.kind, "dashboard": self.client.dashboard_link,
+                "workers": sorted(({"name": str(w["name"]), "threads": w["nthreads"],
+                                    "resources": dict(w.get("resources") or {})} for w in workers),
+                                  key=lambda w: w["name"]),
+                "routing": self.routing.as_dict(), "retries": self.retries}
 
 
 def default_workers(memory_per_worker_gib: float = 2.0) -> int:
@@ -29,6 +107,18 @@ def default_workers(memory_per_worker_gib: float = 2.0) -> int:
     return max(1, min(cores, int(memory_gib // memory_per_worker_gib)))
 
 
+def gpu_count() -> int:
+    """GPUs this machine has that dask-cuda can start workers on (0 without dask-cuda or GPUs)."""
+    try:
+        from dask_cuda.utils import get_n_gpus
+    except ImportError:
+        return 0
+    try:
+        return int(get_n_gpus())
+    except Exception:  # noqa: BLE001 - no driver, no NVML: no GPU to use
+        return 0
+
+
 def quiet_logs() -> None:
     """Keep distributed's INFO chatter (workers starting, stopping) off the terminal.
 
@@ -41,82 +131,269 @@ def quiet_logs() -> None:
     dask.config.set({"logging.distributed": "warning"})
 
 
-@contextmanager
-def connect(cfg: ClusterConfig, client=None) -> Iterator[object | None]:
-    """A ``distributed.Client`` for the run (``None`` for the in-process scheduler).
+def _local_cluster(cfg: ClusterConfig):
+    """A local cluster of CPU workers plus GPU workers; returns it and the resources of each worker.
 
-    An explicit ``client`` is used as is and left open. ``cfg.scheduler`` is
-    an address of a running scheduler, or ``"synchronous"`` to compute in
-    this process (for debugging); otherwise a :class:`~distributed.LocalCluster`
-    sized to this machine is started and closed afterwards.
+    With GPUs and dask-cuda, the GPU workers come from ``LocalCUDACluster``
+    (one per GPU, pinned to it). Without, ``gpu_workers: N`` starts N workers
+    that carry the GPU resource but compute on the CPU, which proves the
+    routing on any machine.
+    """
+    from distributed import LocalCluster, Nanny
+
+    n_gpus = gpu_count()
+    gpu_workers = cfg.gpu_workers if cfg.gpu_workers is not None else n_gpus
+    cpu_workers = cfg.workers if cfg.workers is not None else default_workers()
+    offered = [{CPU: cfg.threads}] * cpu_workers + [{GPU: 1}] * gpu_workers
+    if gpu_workers and n_gpus:
+        from dask_cuda import LocalCUDACluster
+
+        if gpu_workers > n_gpus:
+            raise ValueError(f"cluster.gpu_workers: {gpu_workers} asked for, but this machine has {n_gpus} GPU(s)")
+        cluster = LocalCUDACluster(CUDA_VISIBLE_DEVICES=list(range(gpu_workers)), threads_per_worker=1,
+                                   resources={GPU: 1}, memory_limit=cfg.memory_limit,
+                                   dashboard_address=cfg.dashboard_address)
+        extra = {f"cpu-{i}": {"cls": Nanny, "options": {"nthreads": cfg.threads, "memory_limit": cfg.memory_limit,
+                                                          "resources": {CPU: cfg.threads}, "dashboard": False,
+                                                          "host": "127.0.0.1", "silence_logs": logging.WARNING}}
+                 for i in range(cpu_workers)}
+        log.info("scip: %d GPU worker(s) from dask-cuda, %d CPU worker(s)", gpu_workers, cpu_workers)
+    else:
+        if gpu_workers and not n_gpus:
+            log.info("scip: no GPU found: %d worker(s) carry the GPU resource but compute on the CPU", gpu_workers)
+        cluster = LocalCluster(n_workers=cpu_workers, threads_per_worker=cfg.threads, memory_limit=cfg.memory_limit,
+                               dashboard_address=cfg.dashboard_address, processes=True,
+                               resources={CPU: cfg.threads})
+        options = {**cluster.new_spec["options"], "nthreads": 1, "resources": {GPU: 1}}
+        extra = {f"gpu-{i}": {"cls": cluster.new_spec["cls"], "options": options} for i in range(gpu_workers)}
+    if extra:
+        cluster.worker_spec.update(extra)
+        cluster.scale(len(cluster.worker_spec))
+    return cluster, offered
+
+
+def _job_options(job: SlurmJobConfig, resources: dict, name: str, defaults: SlurmJobConfig | None = None) -> dict:
+    """dask-jobqueue's job options; the GPU job takes what it leaves unset from the CPU job (``defaults``)."""
+    def inherit(key: str):
+        value = getattr(job, key)
+        return getattr(defaults, key) if defaults is not None and value in (None, []) else value
+
+    extra_args = ["--resources", ",".join(f"{k}={v}" for k, v in resources.items())]
+    return {
+        "queue": inherit("queue"), "account": inherit("account"), "cores": job.cores, "processes": job.processes,
+        "memory": job.memory, "walltime": job.walltime, "job_extra_directives": list(job.job_extra_directives),
+        "job_script_prologue": list(inherit("job_script_prologue")), "local_directory": inherit("local_directory"),
+        "log_directory": inherit("log_directory"), "worker_extra_args": extra_args, "job_name": name,
+        "python": sys.executable,
+    }
+
+
+def slurm_cluster(cfg: SlurmConfig, dashboard_address: str = ":8787"):
+    """A dask-jobqueue ``SLURMCluster`` with CPU jobs and, when configured, GPU jobs on one scheduler.
+
+    CPU jobs' workers offer ``CPU=<threads>``; GPU jobs (``cfg.gpu``) run one
+    worker each with ``GPU=1`` and ``--gres``. The number of GPU jobs is
+    fixed; the CPU jobs are fixed (``jobs``) or adaptive between
+    ``minimum_jobs`` and ``maximum_jobs``.
+
+    Returns the cluster (not yet scaled: call ``.start_jobs()``) and the
+    resources each planned worker offers.
+    """
+    from dask_jobqueue import SLURMCluster
+    from distributed.core import Status
+
+    cpu_options = _job_options(cfg, {CPU: cfg.cores // cfg.processes}, "scip-cpu")
+    gpu_options = None
+    if cfg.gpu is not None:
+        gpu_options = _job_options(cfg.gpu, {GPU: 1}, "scip-gpu", defaults=cfg)
+        if cfg.gpu.gres:
+            gpu_options["job_extra_directives"] = [f"--gres={cfg.gpu.gres}", *gpu_options["job_extra_directives"]]
+
+    class _Cluster(SLURMCluster):
+        """SLURM CPU jobs that scale (fixed or adaptive) and a fixed set of GPU jobs beside them."""
+
+        def __init__(self, **kwargs):
+            self.gpu_specs: dict = {}
+            super().__init__(**kwargs)
+            if gpu_options is not None:
+                self.gpu_specs = {f"scip-gpu-{i}": {"cls": self.job_cls, "options": {
+                    **self._job_kwargs, **gpu_options}} for i in range(cfg.gpu.jobs)}
+
+        def scale(self, n=None, jobs=0, memory=None, cores=None):
+            # n counts every worker (what Adaptive plans with); GPU jobs stay as they are.
+            for name in self.gpu_specs:
+                self.worker_spec.pop(name, None)
+            if n is not None:
+                n = max(n - len(self.gpu_specs), 0)
+            try:
+                return super().scale(n, jobs=jobs, memory=memory, cores=cores)
+            finally:
+                # Closing scales to 0: then the GPU jobs go too.
+                if self.status not in (Status.closing, Status.closed):
+                    self.worker_spec.update(self.gpu_specs)
+
+        def scale_down(self, workers):
+            return super().scale_down([w for w in workers if w not in self.gpu_specs])
+
+        def start_jobs(self):
+            if cfg.adapt:
+                self.adapt(minimum_jobs=cfg.minimum_jobs, maximum_jobs=cfg.maximum_jobs)
+            else:
+                self.scale(jobs=cfg.jobs)
+
+    # Worker names follow the cluster's name: scip-cpu-<n>, beside the GPU jobs' scip-gpu-<n>.
+    cluster = _Cluster(name="scip-cpu", scheduler_options={"dashboard_address": dashboard_address}, **cpu_options)
+    cpu_jobs = cfg.maximum_jobs if cfg.adapt else cfg.jobs
+    offered = [{CPU: cfg.cores // cfg.processes}] * (cpu_jobs * cfg.processes)
+    offered += [{GPU: 1}] * (cfg.gpu.jobs if cfg.gpu is not None else 0)
+    return cluster, offered
+
+
+@contextmanager
+def connect(cfg: ClusterConfig, client=None) -> Iterator[Session]:
+    """Connect to where the graph runs, as :class:`Session`; clusters started here are closed afterwards.
+
+    An explicit ``client`` is used as is and left open; its routing comes
+    from the resources of its workers. ``cfg.scheduler`` is an address of a
+    running scheduler, or ``"synchronous"`` to compute in this process (for
+    debugging); ``cfg.slurm`` starts workers as SLURM jobs; otherwise a local
+    cluster sized to this machine is started (with ``cfg.gpu_workers`` GPU
+    workers).
     """
     if client is not None:
-        yield client
+        yield Session(client, _live_routing(client), cfg.retries, "client")
         return
     if cfg.scheduler == SYNCHRONOUS:
-        yield None
+        yield Session(None, Routing(), cfg.retries)
         return
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if cfg.scheduler:
         with Client(cfg.scheduler) as c:
-            yield c
+            yield Session(c, _live_routing(c), cfg.retries, "scheduler")
         return
-    n = cfg.workers or default_workers()
-    with LocalCluster(
-        n_workers=n,
-        threads_per_worker=cfg.threads,
-        memory_limit=cfg.memory_limit,
-        dashboard_address=cfg.dashboard_address,
-        processes=True,
-    ) as cluster, Client(cluster) as c:
-        yield c
+    if cfg.slurm is not None:
+        cluster, offered = slurm_cluster(cfg.slurm, cfg.dashboard_address)
+        with cluster, Client(cluster) as c:
+            cluster.start_jobs()
+            first = 1 if not cfg.slurm.adapt or cfg.slurm.minimum_jobs else 0
+            if first:
+                log.info("scip: waiting for SLURM jobs to start workers (up to %.0f s)", cfg.slurm.wait_timeout)
+                c.wait_for_workers(1, timeout=cfg.slurm.wait_timeout)
+            yield Session(c, _announce(routing_for(offered)), cfg.retries, "slurm", cluster)
+        return
+    cluster, offered = _local_cluster(cfg)
+    with cluster, Client(cluster) as c:
+        c.wait_for_workers(len(offered), timeout=120)
+        yield Session(c, _announce(routing_for(offered)), cfg.retries, "local", cluster)
 
 
-def compute(tasks: list, client, progress: bool = True) -> list:
-    """Compute delayed ``tasks`` on ``client`` (or in-process), with a progress bar."""
+def _announce(routing: Routing) -> Routing:
+    log.info("scip: %s", routing.note)
+    return routing
+
+
+def _live_routing(client, timeout: float = 60) -> Routing:
+    client.wait_for_workers(1, timeout=timeout)
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return _announce(routing_for([dict(w.get("resources") or {}) for w in workers]))
+
+
+def compute(tasks: list, session: Session | None, progress: bool = True) -> list:
+    """Compute delayed ``tasks`` in the session (or in-process), with a progress bar.
+
+    The graph is submitted unoptimized: Dask's optimization fuses tasks and
+    drops their resource annotations, and the graph builder has already put
+    the work of one step of one partition into one task.
+    """
     import dask
 
+    client = session.client if session is not None else None
     if client is None:
         from dask.diagnostics import ProgressBar
 
         with dask.config.set(scheduler="synchronous"):
             if progress:
                 with ProgressBar():
-                    return list(dask.compute(*tasks))
-            return list(dask.compute(*tasks))
+                    return list(dask.compute(*tasks, optimize_graph=False))
+            return list(dask.compute(*tasks, optimize_graph=False))
     from distributed import progress as show_progress
 
-    futures = client.compute(tasks)
+    futures = client.compute(tasks, optimize_graph=False, retries=session.retries or None)
     if progress:
         show_progress(futures)
     return client.gather(futures)
 
 
-def persist(collection, client, progress: bool = True):
+def persist(collection, session: Session | None, progress: bool = True):
     """Compute ``collection`` and keep its partitions in memory (on the workers), with a progress bar.
 
     Dataset-wide reductions read the persisted cells several times; this is
     what keeps them from reading the input again. On a cluster the workers
-    spill to disk under memory pressure.
+    spill to disk under memory pressure, and partitions lost with a worker
+    are recomputed from their inputs.
     """
     import dask
 
+    client = session.client if session is not None else None
     if client is None:
         from dask.diagnostics import ProgressBar
 
         with dask.config.set(scheduler="synchronous"):
             if progress:
                 with ProgressBar():
-                    (out,) = dask.persist(collection)
+                    (out,) = dask.persist(collection, optimize_graph=False)
             else:
-                (out,) = dask.persist(collection)
+                (out,) = dask.persist(collection, optimize_graph=False)
         return out
     from distributed import progress as show_progress
     from distributed import wait
 
-    out = client.persist(collection)
+    out = client.persist(collection, optimize_graph=False, retries=session.retries or None)
     if progress:
         show_progress(out)
     wait(out)
     return out
+
+
+@contextmanager
+def task_stream(session: Session) -> Iterator[object | None]:
+    """Record the scheduler's task stream during the block (``None`` in-process: there is no scheduler)."""
+    if session.client is None:
+        yield None
+        return
+    from distributed import get_task_stream
+
+    with get_task_stream(session.client) as stream:
+        yield stream
+
+
+def task_stream_steps(records: list[dict], steps: dict[str, str], names: dict[str, str] | None = None) -> dict:
+    """Seconds of compute per step, task counts, and the workers each step ran on, from the task stream.
+
+    ``steps`` maps a task's function name (:func:`dask.utils.key_split` of
+    its key) to the step it belongs to; other tasks count under ``other``.
+    ``names`` maps worker addresses to names. Tasks that ran twice (a worker
+    died, a retry) count twice: this is the time the cluster spent.
+    """
+    from dask.utils import key_split
+
+    names = names or {}
+    seconds: Counter = Counter()
+    tasks: Counter = Counter()
+    workers: dict[str, Counter] = {}
+    for rec in records:
+        step = steps.get(key_split(rec["key"]), "other")
+        for ss in rec.get("startstops", ()):
+            if ss.get("action") == "compute":
+                seconds[step] += ss["stop"] - ss["start"]
+        tasks[step] += 1
+        worker = rec.get("worker")
+        workers.setdefault(step, Counter())[str(names.get(worker, worker))] += 1
+    return {"seconds": {k: round(v, 3) for k, v in sorted(seconds.items())}, "tasks": dict(sorted(tasks.items())),
+            "workers": {k: dict(sorted(v.items())) for k, v in sorted(workers.items())}}
+
+
+def worker_names(client) -> dict[str, str]:
+    """Worker address to worker name, for the workers connected now."""
+    return {addr: str(w["name"]) for addr, w in client.scheduler_info(n_workers=-1)["workers"].items()}

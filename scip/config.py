@@ -42,6 +42,9 @@ __all__ = [
     "OutputConfig",
     "EvaluateConfig",
     "ClusterConfig",
+    "SlurmConfig",
+    "SlurmJobConfig",
+    "SlurmGpuConfig",
     "load_config",
     "SEGMENT_METHODS",
 ]
@@ -330,21 +333,100 @@ class EvaluateConfig(_Section):
         return str(resolved)
 
 
+_MEMORY = r"\d+(\.\d+)?\s*([kKMGT]i?B|B)?"
+_WALLTIME = r"(\d+-)?\d{1,3}:\d{2}(:\d{2})?"
+
+
+class SlurmJobConfig(_Section):
+    """One kind of SLURM job that runs Dask workers (dask-jobqueue's job options)."""
+
+    queue: str | None = None
+    account: str | None = None
+    cores: Annotated[int, Field(ge=1)] = 1
+    processes: Annotated[int, Field(ge=1)] = 1
+    memory: str = "4GiB"
+    walltime: str = "01:00:00"
+    job_extra_directives: list[str] = []
+    job_script_prologue: list[str] = []
+    local_directory: str | None = None
+    log_directory: str | None = None
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not re.fullmatch(_MEMORY, value.strip()):
+            raise ValueError("expected a size such as '4GiB', '2500MB'")
+        return value.strip()
+
+    @field_validator("walltime")
+    @classmethod
+    def _walltime(cls, value: str) -> str:
+        if not re.fullmatch(_WALLTIME, value.strip()):
+            raise ValueError("expected SLURM's [days-]hours:minutes[:seconds], e.g. '01:00:00' or '2-00:00:00'")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _cores_split(self) -> "SlurmJobConfig":
+        if self.cores % self.processes:
+            raise ValueError(f"cores ({self.cores}) must be a multiple of processes ({self.processes}): "
+                             "each worker process gets cores / processes threads")
+        return self
+
+
+class SlurmGpuConfig(SlurmJobConfig):
+    """The GPU jobs: a fixed number of jobs, each one worker with the ``GPU`` resource."""
+
+    processes: Literal[1] = 1
+    gres: str | None = "gpu:1"
+    jobs: Annotated[int, Field(ge=1)] = 1
+
+
+class SlurmConfig(SlurmJobConfig):
+    """Workers as SLURM jobs (dask-jobqueue): CPU jobs, optionally adaptive, and optional GPU jobs."""
+
+    jobs: Annotated[int, Field(ge=0)] = 1
+    adapt: bool = False
+    minimum_jobs: Annotated[int, Field(ge=0)] = 0
+    maximum_jobs: Annotated[int, Field(ge=1)] = 4
+    gpu: SlurmGpuConfig | None = None
+    wait_timeout: Annotated[float, Field(gt=0)] = 600.0
+
+    @model_validator(mode="after")
+    def _range(self) -> "SlurmConfig":
+        if self.adapt and self.minimum_jobs > self.maximum_jobs:
+            raise ValueError(f"minimum_jobs ({self.minimum_jobs}) is above maximum_jobs ({self.maximum_jobs})")
+        if not self.adapt and self.jobs == 0 and self.gpu is None:
+            raise ValueError("jobs is 0 and no gpu jobs are configured: no worker would ever start")
+        return self
+
+
 class ClusterConfig(_Section):
     """Where the graph runs."""
 
     scheduler: str | None = None
-    workers: Annotated[int, Field(ge=1)] | None = None
+    workers: Annotated[int, Field(ge=0)] | None = None
     threads: Annotated[int, Field(ge=1)] = 1
     memory_limit: str = "auto"
     dashboard_address: str = ":8787"
+    gpu_workers: Annotated[int, Field(ge=0)] | None = None
+    retries: Annotated[int, Field(ge=0)] = 2
+    slurm: SlurmConfig | None = None
 
     @field_validator("memory_limit")
     @classmethod
     def _memory(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|\d+(\.\d+)?\s*([kKMGT]i?B|B)?", value.strip()):
+        if not re.fullmatch(r"auto|" + _MEMORY, value.strip()):
             raise ValueError("expected 'auto' or a size such as '4GiB', '2500MB'")
         return value.strip()
+
+    @model_validator(mode="after")
+    def _one_place(self) -> "ClusterConfig":
+        if self.slurm is not None and self.scheduler is not None:
+            raise ValueError(f"scheduler ({self.scheduler!r}) and slurm are both set: the run either connects to a "
+                             "scheduler or starts its own workers on SLURM; remove one")
+        if self.workers == 0 and not self.gpu_workers and self.slurm is None and self.scheduler is None:
+            raise ValueError("workers is 0 and gpu_workers is not set: the local cluster would have no worker")
+        return self
 
 
 class Config(_Section):
@@ -440,10 +522,11 @@ def load_config(source: str | Path | dict, *, base_dir: str | Path | None = None
 
 
 def _merge(raw: dict, overrides: dict) -> dict:
+    """``raw`` with ``overrides`` applied key by key, into nested sections (a ``None`` removes a section)."""
     merged = dict(raw)
-    for section, values in overrides.items():
-        current = merged.get(section)
-        merged[section] = {**(current if isinstance(current, dict) else {}), **values}
+    for key, value in overrides.items():
+        current = merged.get(key)
+        merged[key] = _merge(current if isinstance(current, dict) else {}, value) if isinstance(value, dict) else value
     return merged
 
 

@@ -10,6 +10,13 @@ The flow of one partition::
     sources ─ load (+ ground truth) ─ [project z] ─ [illumination] ─ check ─ segment (+ evaluate)
             ─ cells ─ [masks] ─ [filter measures] ══ [persist; reductions] ══ [filters] ─ features ─ write
 
+Each step of each partition is one task, named for its step (the
+task-stream timings of ``run.json`` rest on these names: :data:`STEPS`), and
+tasks carry the resources of :class:`scip.cluster.Routing`: segmentation asks
+for a GPU worker, the steps after it for a CPU worker. The graph is computed
+unoptimized, because Dask's fusing would merge the steps and drop those
+annotations.
+
 Dataset-wide reductions split the work into passes, which :mod:`scip.run`
 drives: illumination correction needs the mean image of every group before
 any image is corrected (:func:`build_illumination_sums`: pass 1 over the
@@ -27,12 +34,18 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import pickle
+from contextlib import nullcontext
+
+import dask
 import dask.bag as db
 import numpy as np
 import dask.dataframe as dd
 from dask import delayed
 
 from scip.accounting import PartitionSummary, summarize
+from scip.cluster import Routing
+from scip.io.atomic import atomic_path
 from scip.config import Config
 from scip.io import Dataset, ReadSpec, open_dataset, read_images
 from scip.io.ground_truth import attach_truth
@@ -50,7 +63,16 @@ from scip.steps.masks import add_masks
 from scip.steps.segment import segment_image
 
 __all__ = ["Plan", "plan", "build_illumination_sums", "build_cells", "build_features", "build_dataframe",
-           "build_writes", "partition_size"]
+           "build_writes", "partition_size", "partitions", "STEPS", "summary_path"]
+
+#: The step each task belongs to, by its function name (``dask.utils.key_split`` of its key).
+STEPS = {"from_sequence": "load", "load": "load", "illumination_sums": "illumination", "segment": "segment", "cells": "cells",
+         "masks": "masks", "measure": "filter", "filter": "filter", "featurize": "features", "write": "export",
+         "cells_frame": "export"}
+
+
+def _resources(resources: dict | None):
+    return dask.annotate(resources=resources) if resources else nullcontext()
 
 
 @dataclass(frozen=True)
@@ -76,6 +98,13 @@ def partition_size(images_per_partition: int, chunk_size: int) -> int:
     if chunk_size <= 1:
         return images_per_partition
     return math.ceil(images_per_partition / chunk_size) * chunk_size
+
+
+def partitions(p: Plan) -> list[list[Source]]:
+    """The images of each partition, in order: what ``part-<index>`` holds."""
+    size = partition_size(p.config.input.images_per_partition, p.dataset.chunk_size)
+    sources = list(p.dataset.sources)
+    return [sources[i:i + size] for i in range(0, len(sources), size)]
 
 
 def _read(sources: list[Source], reader: ReadSpec, z_projection: str | None) -> list[ImageRecord]:
@@ -121,7 +150,7 @@ def build_illumination_sums(p: Plan) -> list:
     bag = db.from_sequence(dataset.sources, partition_size=size)
     group_by = tuple(config.illumination.group_by)
     return [delayed(_illumination_sums)(part, dataset.reader, config.input.z_projection, group_by)
-            for part in bag.to_delayed()]
+            for part in bag.to_delayed(optimize_graph=False)]
 
 
 def _segment(records: list[ImageRecord], config: Config) -> list[ImageRecord]:
@@ -168,23 +197,26 @@ def _pick_samples(records: list[ImageRecord | CellRecord], k: int, cell_mask: st
     return out
 
 
-def _filter_and_featurize(records: list[ImageRecord | CellRecord], config: Config, bounds: list | None,
-                          ranges: dict | None, samples: int = 0) -> list[ImageRecord | CellRecord]:
-    if config.filters:
-        records = [cell_filters.apply_filters(r, config.filters, bounds) for r in records]
+def _filter(records: list[ImageRecord | CellRecord], config: Config, bounds: list | None) -> list[ImageRecord | CellRecord]:
+    return [cell_filters.apply_filters(r, config.filters, bounds) for r in records]
+
+
+def _featurize(records: list[ImageRecord | CellRecord], config: Config, ranges: dict | None,
+               samples: int = 0) -> list[ImageRecord | CellRecord]:
     records = _pick_samples(records, samples, config.segment.name)
     group_by = tuple(config.normalize.group_by) if config.normalize is not None else ()
     return featurize_cells(records, config.segment.name, config.mask_names, tuple(config.features.families),
                            config.features.params(), ranges=ranges, range_group_by=group_by)
 
 
-def build_cells(p: Plan, correction: tuple[dict, list[str]] | None = None) -> db.Bag:
+def build_cells(p: Plan, correction: tuple[dict, list[str]] | None = None, routing: Routing = Routing()) -> db.Bag:
     """Lazy bag of records up to the filters: images read, segmented, split into cells.
 
     Each image contributes its (pixel-free) image record, then one record per
     cell found, with its crop, masks and (when filters are configured) the
     filters' measures. ``correction`` is the illumination flat fields by
-    group and the channel names of their planes.
+    group and the channel names of their planes; ``routing`` the resources
+    the tasks ask for.
     """
     config, dataset = p.config, p.dataset
     size = partition_size(config.input.images_per_partition, dataset.chunk_size)
@@ -192,17 +224,19 @@ def build_cells(p: Plan, correction: tuple[dict, list[str]] | None = None) -> db
     group_by = tuple(config.illumination.group_by) if config.illumination is not None else ()
     bag = db.from_sequence(dataset.sources, partition_size=size)
     bag = bag.map_partitions(_load, dataset.reader, truth, config.input.z_projection, correction, group_by)
-    bag = bag.map_partitions(_segment, config)
-    bag = bag.map_partitions(_cells, config)
-    if config.masks:
-        bag = bag.map_partitions(_masks, config)
-    if config.filters:
-        bag = bag.map_partitions(_measure, config)
+    with _resources(routing.segment):
+        bag = bag.map_partitions(_segment, config)
+    with _resources(routing.cpu):
+        bag = bag.map_partitions(_cells, config)
+        if config.masks:
+            bag = bag.map_partitions(_masks, config)
+        if config.filters:
+            bag = bag.map_partitions(_measure, config)
     return bag
 
 
 def build_features(p: Plan, cells: db.Bag | None = None, bounds: list | None = None,
-                   ranges: dict | None = None, samples: int = 0) -> db.Bag:
+                   ranges: dict | None = None, samples: int = 0, routing: Routing = Routing()) -> db.Bag:
     """Lazy bag of records after filters and feature extraction.
 
     ``cells`` is :func:`build_cells`' bag (possibly persisted); ``bounds`` the
@@ -216,32 +250,53 @@ def build_features(p: Plan, cells: db.Bag | None = None, bounds: list | None = N
     if config.normalize is not None and ranges is None:
         raise ValueError("normalize needs quantiles over the whole dataset: use scip.run, or "
                          "scip.run.reduce(plan) for the ranges to pass here")
-    cells = build_cells(p) if cells is None else cells
-    return cells.map_partitions(_filter_and_featurize, config, bounds, ranges, samples)
+    cells = build_cells(p, routing=routing) if cells is None else cells
+    with _resources(routing.cpu):
+        if config.filters:
+            cells = cells.map_partitions(_filter, config, bounds)
+        return cells.map_partitions(_featurize, config, ranges, samples)
 
 
 def build_dataframe(p: Plan, cells: db.Bag | None = None, bounds: list | None = None,
                     ranges: dict | None = None) -> dd.DataFrame:
     """Lazy Dask DataFrame of the exported cells, one partition per image partition."""
     meta = cells_frame([], p.columns)
-    parts = [delayed(cells_frame)(part, p.columns) for part in build_features(p, cells, bounds, ranges).to_delayed()]
+    parts = [delayed(cells_frame)(part, p.columns)
+             for part in build_features(p, cells, bounds, ranges).to_delayed(optimize_graph=False)]
     return dd.from_delayed(parts, meta=meta, verify_meta=False)
 
 
-def _write(records: list, index: int, directory: str, columns: dict[str, str]) -> PartitionSummary:
+def summary_path(directory: str | Path, index: int) -> Path:
+    """Where partition ``index``'s summary is kept, so a resumed run can count it without recomputing."""
+    return Path(directory) / f"part-{index:05d}.pkl"
+
+
+def _write(records: list, index: int, directory: str, columns: dict[str, str],
+           progress: str | None) -> PartitionSummary:
     start = time.perf_counter()
     frame = cells_frame(records, columns)
     write_part(frame, Path(directory) / f"part-{index:05d}.parquet", arrow_schema(columns))
     summary = summarize(records)
     summary.timings["export"] += time.perf_counter() - start
+    if progress is not None:
+        # After the part: a summary on disk means its part is complete.
+        with atomic_path(summary_path(progress, index)) as tmp:
+            tmp.write_bytes(pickle.dumps(summary, protocol=pickle.HIGHEST_PROTOCOL))
     return summary
 
 
 def build_writes(p: Plan, directory: str | Path, cells: db.Bag | None = None, bounds: list | None = None,
-                 ranges: dict | None = None, samples: int = 0) -> list:
+                 ranges: dict | None = None, samples: int = 0, routing: Routing = Routing(),
+                 progress: str | Path | None = None) -> list:
     """One delayed task per partition that writes its parquet part and returns its summary.
 
-    ``samples``: cells per partition whose crops travel back in the summary, for the report.
+    ``samples``: cells per partition whose crops travel back in the summary,
+    for the report. ``progress``: a folder where each partition's summary is
+    also saved (after its part), which is what ``--resume`` reads. Compute
+    only the tasks of the partitions you need: the others are not computed.
     """
-    bag = build_features(p, cells, bounds, ranges, samples)
-    return [delayed(_write)(part, i, str(directory), p.columns) for i, part in enumerate(bag.to_delayed())]
+    bag = build_features(p, cells, bounds, ranges, samples, routing)
+    progress = str(progress) if progress is not None else None
+    with _resources(routing.cpu):
+        return [delayed(_write, pure=True)(part, i, str(directory), p.columns, progress)
+                for i, part in enumerate(bag.to_delayed(optimize_graph=False))]

@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import math
+import pickle
 import platform
 import shutil
 import sys
@@ -27,12 +28,14 @@ from scip.accounting import SKIPPED_COLUMNS, PartitionSummary
 from scip.config import Config, ConfigError, load_config
 from scip.io import InputError, open_dataset
 from scip.io.ground_truth import check_template
+from scip.io.manifest import (ManifestError, differences, fingerprint, read_manifest, reductions_from_json,
+                              reductions_to_json, write_manifest)
 from scip.io.tables import feature_descriptions, write_formats
 from scip.records import CellRecord
 from scip.reduce import filters as cell_filters
 from scip.reduce import illumination
 from scip.reduce.quantiles import QuantileSearch
-from scip.steps.segment import channel_position
+from scip.steps.segment import channel_position, segment_positions
 
 log = logging.getLogger("scip")
 
@@ -42,9 +45,11 @@ __all__ = ["RunResult", "Reductions", "run", "prepare", "reduce", "OUTPUT_FILES"
 REPORT_CELLS = 48
 
 OUTPUT_FILES = ("cells", "run.json", "skipped.csv", "illumination.npz", "cells.h5ad", "cells.csv", "report.html",
-                "report_cells.npz", "classification", "predictions.csv")
+                "report_cells.npz", "classification", "predictions.csv", "manifest.json", "progress")
+#: Steps of the reductions' own tasks, by function name (with :data:`scip.graph.STEPS`).
+_REDUCE_STEPS = {"measures_of": "reduce", "groups_of": "reduce", "partials_of": "reduce"}
 _VERSIONS = ("scip", "numpy", "scipy", "scikit-image", "pandas", "pyarrow", "dask", "distributed", "zarr",
-             "numcodecs", "tifffile", "pydantic")
+             "numcodecs", "tifffile", "pydantic", "dask-jobqueue")
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ def prepare(config: Config | str | Path | dict) -> graph.Plan:
     except InputError as e:
         raise ConfigError(str(e)) from None
     try:
-        channel_position(dataset.channels, config.segment.channel)
+        segment_positions(dataset.channels, config.segment.channel)
         for i, mask in enumerate(config.masks):
             channel_position(dataset.channels, mask.channel, key=f"masks.{i}.channel")
     except ValueError as e:
@@ -161,7 +166,7 @@ class Reductions:
     report: dict
 
 
-def _illumination(p: graph.Plan, client, progress: bool, saved: tuple[dict, dict] | None,
+def _illumination(p: graph.Plan, session, progress: bool, saved: tuple[dict, dict] | None,
                   output: Path | None) -> tuple[tuple[dict, list[str]] | None, dict]:
     cfg = p.config.illumination
     if cfg is None:
@@ -177,7 +182,7 @@ def _illumination(p: graph.Plan, client, progress: bool, saved: tuple[dict, dict
     start = time.perf_counter()
     sums: dict = {}
     try:
-        for part in cluster.compute(graph.build_illumination_sums(p), client, progress=progress):
+        for part in cluster.compute(graph.build_illumination_sums(p), session, progress=progress):
             sums = illumination.merge_groups(sums, part)
         if not sums:
             raise ConfigError("illumination: no image could be read to compute the correction")
@@ -196,21 +201,22 @@ def _illumination(p: graph.Plan, client, progress: bool, saved: tuple[dict, dict
     return (fields, channels), report
 
 
-def _measures(records: list, names: list[str]) -> dict[str, list[float]]:
+def _measures_of(records: list, names: list[str]) -> list[dict[str, list[float]]]:
     out: dict[str, list[float]] = {n: [] for n in names}
     for r in records:
         if isinstance(r, CellRecord) and r.status:
             for n in names:
                 out[n].append(r.measures[n])
-    return out
+    return [out]
 
 
-def _filter_bounds(p: graph.Plan, cells, client) -> tuple[list, list[dict], float]:
+def _filter_bounds(p: graph.Plan, cells, session) -> tuple[list, list[dict], float]:
     """Every filter's thresholds, decided from all cells' measures (collected per partition)."""
     start = time.perf_counter()
     filters = p.config.filters
     names = [f.name for f in filters]
-    parts = cluster.compute(cells.map_partitions(lambda r: [_measures(r, names)]).to_delayed(), client, progress=False)
+    parts = cluster.compute(cells.map_partitions(_measures_of, names).to_delayed(optimize_graph=False), session,
+                            progress=False)
     values = {n: np.array([v for part in parts for v in part[0][n]], dtype=np.float64) for n in names}
     bounds = cell_filters.thresholds(filters, values)
     report = [
@@ -231,23 +237,24 @@ def _normalize_values(records: list, cell_mask: str, group_by: tuple[str, ...], 
     return np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
 
 
-def _partials(records: list, requests: dict, cell_mask: str, group_by: tuple[str, ...]) -> dict:
-    return {key: QuantileSearch.partial(request, _normalize_values(records, cell_mask, group_by, key))
-            for key, request in requests.items()}
+def _partials_of(records: list, requests: dict, cell_mask: str, group_by: tuple[str, ...]) -> list[dict]:
+    return [{key: QuantileSearch.partial(request, _normalize_values(records, cell_mask, group_by, key))
+             for key, request in requests.items()}]
 
 
-def _groups(records: list, group_by: tuple[str, ...]) -> set:
-    return {tuple(str(r.source.fields.get(g, "")) for g in group_by) for r in records
-            if isinstance(r, CellRecord) and r.status}
+def _groups_of(records: list, group_by: tuple[str, ...]) -> list[set]:
+    return [{tuple(str(r.source.fields.get(g, "")) for g in group_by) for r in records
+             if isinstance(r, CellRecord) and r.status}]
 
 
-def _normalization(p: graph.Plan, cells, client) -> tuple[dict | None, dict]:
+def _normalization(p: graph.Plan, cells, session) -> tuple[dict | None, dict]:
     cfg = p.config.normalize
     if cfg is None:
         return None, {}
     start = time.perf_counter()
     group_by = tuple(cfg.group_by)
-    parts = cluster.compute(cells.map_partitions(lambda r: [_groups(r, group_by)]).to_delayed(), client, progress=False)
+    parts = cluster.compute(cells.map_partitions(_groups_of, group_by).to_delayed(optimize_graph=False), session,
+                            progress=False)
     groups = sorted(set().union(*(g for part in parts for g in part)))
     n_channels = len(p.dataset.channels)
     searches = {(g, c): QuantileSearch((cfg.lower, cfg.upper)) for g in groups for c in range(n_channels)}
@@ -259,8 +266,8 @@ def _normalization(p: graph.Plan, cells, client) -> tuple[dict | None, dict]:
         if not requests:
             break
         rounds += 1
-        tasks = cells.map_partitions(lambda r, q: [_partials(r, q, cell_mask, group_by)], requests).to_delayed()
-        per_partition = [part[0] for part in cluster.compute(tasks, client, progress=False)]
+        tasks = cells.map_partitions(_partials_of, requests, cell_mask, group_by).to_delayed(optimize_graph=False)
+        per_partition = [part[0] for part in cluster.compute(tasks, session, progress=False)]
         for key in requests:
             searches[key].update(QuantileSearch.combine([part[key] for part in per_partition]))
     ranges: dict = {}
@@ -281,8 +288,14 @@ def _normalization(p: graph.Plan, cells, client) -> tuple[dict | None, dict]:
     return ranges, report
 
 
+def _as_session(client) -> cluster.Session:
+    if client is None or isinstance(client, cluster.Session):
+        return client if client is not None else cluster.Session(None)
+    return cluster.Session(client, kind="client")
+
+
 def reduce(p: graph.Plan, client=None, progress: bool = True, output: Path | None = None,
-           saved: tuple[dict, dict] | None = None) -> Reductions:
+           saved: tuple[dict, dict] | None = None, decided: dict | None = None) -> Reductions:
     """Run the dataset-wide reductions of ``p.config`` and return what they decided.
 
     Illumination correction reads the input once for the mean images (unless
@@ -291,21 +304,29 @@ def reduce(p: graph.Plan, client=None, progress: bool = True, output: Path | Non
     quantiles are computed over the kept cells without reading the input again.
     Pass the result's ``cells``, ``bounds`` and ``ranges`` to
     :func:`scip.graph.build_writes` or :func:`scip.graph.build_dataframe`.
+
+    ``client`` is a :class:`scip.cluster.Session`, a ``distributed.Client`` or
+    ``None`` (in-process). ``decided``: reductions an earlier, interrupted
+    run already decided (from its manifest); they are used as they are.
     """
+    session = _as_session(client)
     config = p.config
     if config.illumination is not None and config.illumination.reuse is not None and saved is None:
         saved = _load_illumination(config.illumination.reuse)
-    correction, illumination_report = _illumination(p, client, progress, saved, output)
-    cells = graph.build_cells(p, correction)
+    correction, illumination_report = _illumination(p, session, progress, saved, output)
+    cells = graph.build_cells(p, correction, session.routing)
+    if decided is not None:
+        bounds, ranges, report = reductions_from_json(decided)
+        return Reductions(correction, cells, bounds, ranges, report.get("input_passes", 1), report)
     bounds = ranges = None
     report: dict = {}
     if illumination_report:
         report["illumination"] = illumination_report
     if config.filters or config.normalize is not None:
-        cells = cluster.persist(cells, client, progress=progress)
+        cells = cluster.persist(cells, session, progress=progress)
     if config.filters:
-        bounds, report["filters"], report["filters_seconds"] = _filter_bounds(p, cells, client)
-    ranges, normalize_report = _normalization(p, cells, client)
+        bounds, report["filters"], report["filters_seconds"] = _filter_bounds(p, cells, session)
+    ranges, normalize_report = _normalization(p, cells, session)
     if normalize_report:
         report["normalize"] = normalize_report
     passes = 1 + (1 if illumination_report.get("input_passes") == 1 else 0)
@@ -320,7 +341,55 @@ def _load_illumination(path: Path) -> tuple[dict, dict]:
         raise ConfigError(f"illumination.reuse: {e}") from None
 
 
-def run(config: Config | str | Path | dict, client=None, progress: bool = True) -> RunResult:
+def _images(p: graph.Plan) -> list[tuple[str, tuple[str, ...]]]:
+    return [(s.image_id, tuple(str(x) for x in s.paths)) for s in p.dataset.sources]
+
+
+def _new_manifest(p: graph.Plan, parts: list) -> dict:
+    config = p.config.model_dump(mode="json")
+    return {
+        "scip": _versions()["scip"],
+        "fingerprint": fingerprint(config, _images(p)),
+        "config": config,
+        "partitions": [{"index": i, "images": len(part), "first_image": part[0].image_id,
+                        "last_image": part[-1].image_id, "part": f"cells/part-{i:05d}.parquet",
+                        "summary": f"progress/part-{i:05d}.pkl"} for i, part in enumerate(parts)],
+        "reductions": None,
+        "complete": False,
+    }
+
+
+def _resumable(out: Path, p: graph.Plan, parts: list) -> dict:
+    """The manifest of the interrupted run in ``out``, checked against this run."""
+    try:
+        manifest = read_manifest(out)
+    except ManifestError as e:
+        raise ConfigError(f"--resume: {e}") from None
+    new = _new_manifest(p, parts)
+    if manifest["fingerprint"] != new["fingerprint"]:
+        changed = differences(manifest["config"], new["config"])
+        if manifest["fingerprint"].get("images") != new["fingerprint"]["images"]:
+            changed.append(f"the input images ({manifest['fingerprint'].get('n_images')} then, "
+                           f"{new['fingerprint']['n_images']} now, or other files)")
+        raise ConfigError(f"--resume: {out} was computed with a different run: " + "; ".join(changed or ["(format)"])
+                          + ". Resume with the same config and input, or run again with --overwrite")
+    return manifest
+
+
+def _done(out: Path, n: int) -> dict[int, PartitionSummary]:
+    """Summaries of the partitions already complete in ``out``: part and summary both on disk."""
+    done = {}
+    for i in range(n):
+        part, summary = out / "cells" / f"part-{i:05d}.parquet", graph.summary_path(out / "progress", i)
+        if part.is_file() and summary.is_file():
+            try:
+                done[i] = pickle.loads(summary.read_bytes())
+            except Exception:  # noqa: BLE001 - an unreadable summary: compute that partition again
+                continue
+    return done
+
+
+def run(config: Config | str | Path | dict, client=None, progress: bool = True, resume: bool = False) -> RunResult:
     """Run the whole pipeline and write the results.
 
     Parameters
@@ -330,10 +399,15 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True) 
         with the same structure.
     client : distributed.Client, optional
         Use this client (left open). By default the ``cluster`` section
-        decides: a local cluster sized to the machine, an existing
+        decides: a local cluster sized to the machine, SLURM jobs, an existing
         scheduler, or ``synchronous`` in-process computing.
     progress : bool
         Show a progress bar on the terminal.
+    resume : bool
+        Continue an interrupted run in the same output folder: the partitions
+        already written are kept, the others computed, with the reductions
+        (thresholds, ranges, illumination) of the first attempt. The config
+        may differ only in its ``cluster`` and ``output`` sections.
 
     Returns
     -------
@@ -344,35 +418,73 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True) 
     p = prepare(config)
     config = p.config
     out = Path(config.output.path)
+    parts = graph.partitions(p)
     # Read before the output folder is cleared: it may be this folder's own earlier correction.
     saved = None
     if config.illumination is not None and config.illumination.reuse is not None:
         saved = _load_illumination(config.illumination.reuse)
-    cells_dir = _prepare_output(out, config.output.overwrite)
+    if resume and not (out / "manifest.json").exists() and not any((out / n).exists() for n in OUTPUT_FILES):
+        # Nothing was written yet (e.g. a requeued batch job that never started): a first attempt.
+        log.info("scip: --resume: %s holds no earlier attempt; starting the run", out)
+        resume = False
+    if resume:
+        manifest = _resumable(out, p, parts)
+        cells_dir = out / "cells"
+        cells_dir.mkdir(parents=True, exist_ok=True)
+        if saved is None and config.illumination is not None and manifest["reductions"] is not None:
+            saved = _load_illumination(out / "illumination.npz")
+    else:
+        cells_dir = _prepare_output(out, config.output.overwrite)
+        manifest = _new_manifest(p, parts)
+        write_manifest(out, manifest)
+    (out / "progress").mkdir(exist_ok=True)
+    done = _done(out, len(parts)) if resume else {}
+    todo = [i for i in range(len(parts)) if i not in done]
     log.info("scip: %d images (%s), %d channels: %s", len(p.dataset.sources), p.dataset.format,
              len(p.dataset.channels), ", ".join(p.dataset.channels))
-    with cluster.connect(config.cluster, client) as c:
-        if c is not None:
-            print(f"scip: dashboard at {c.dashboard_link}", file=sys.stderr)
-        reductions = reduce(p, c, progress=progress, output=out, saved=saved)
-        n_partitions = math.ceil(len(p.dataset.sources) / graph.partition_size(
-            config.input.images_per_partition, p.dataset.chunk_size))
-        tasks = graph.build_writes(p, cells_dir, reductions.cells, reductions.bounds, reductions.ranges,
-                                   samples=math.ceil(REPORT_CELLS / max(n_partitions, 1)))
-        summaries = cluster.compute(tasks, c, progress=progress)
-    total = sum(summaries, PartitionSummary())
+    if resume:
+        log.info("scip: resuming: %d of %d partitions are complete, %d to compute", len(done), len(parts), len(todo))
+    with cluster.connect(config.cluster, client) as session, cluster.task_stream(session) as stream:
+        if session.client is not None:
+            print(f"scip: dashboard at {session.client.dashboard_link}", file=sys.stderr)
+        computed: list[PartitionSummary] = []
+        if todo:
+            reductions = reduce(p, session, progress=progress, output=out, saved=saved,
+                                decided=manifest["reductions"])
+            if manifest["reductions"] is None:
+                manifest["reductions"] = reductions_to_json(reductions.bounds, reductions.ranges, reductions.report)
+                write_manifest(out, manifest)
+            tasks = graph.build_writes(p, cells_dir, reductions.cells, reductions.bounds, reductions.ranges,
+                                       samples=math.ceil(REPORT_CELLS / max(len(parts), 1)),
+                                       routing=session.routing, progress=out / "progress")
+            computed = cluster.compute([tasks[i] for i in todo], session, progress=progress)
+        where = session.describe()
+        names = cluster.worker_names(session.client) if session.client is not None else {}
+    summaries = {**done, **dict(zip(todo, computed))}
+    total = sum((summaries[i] for i in range(len(parts))), PartitionSummary())
     written = write_formats(out, config.output.formats, feature_descriptions(p.dataset.channels, config))
     summary = _summary(p, total, time.perf_counter() - started)
     summary["output"] = {"files": {k: str(v) for k, v in written.items()}}
-    summary["reductions"] = _with_drops(reductions.report, total)
+    _, _, reductions_report = reductions_from_json(manifest["reductions"] or {})
+    summary["reductions"] = _with_drops(reductions_report, total)
+    summary["cluster"] = where
+    summary["partitions"] = {"total": len(parts), "computed": len(todo), "reused": len(done), "resumed": resume}
+    if stream is not None:
+        summary["timings_s"]["task_stream"] = cluster.task_stream_steps(stream.data, {**graph.STEPS, **_REDUCE_STEPS},
+                                                                         names)
+        summary["timings_s"]["note"] += "; task_stream: seconds of compute per step from the scheduler's task stream"
     _write_skipped(out / "skipped.csv", total.skipped)
     (out / "run.json").write_text(json.dumps(summary, indent=2, default=str))
     report.save_samples(out / report.SAMPLES_FILE, total.samples[:REPORT_CELLS])
+    manifest["complete"] = True
+    write_manifest(out, manifest)
     try:
         report.write_report(out)
     except Exception as e:  # noqa: BLE001 - the table is written; a failed report must not hide it
         log.warning("scip: could not write report.html (%s: %s); the results are complete", type(e).__name__, e)
     return RunResult(output=out, table=cells_dir, summary=summary)
+
+
 
 
 def _with_drops(report: dict, total: PartitionSummary) -> dict:

@@ -185,3 +185,19 @@ def test_features_section_errors_name_the_key(tmp_path):
         load_config({"input": {"path": str(tmp_path)}, "features": {"distances": [3, 3]}})
     with pytest.raises(ConfigError, match=r"background_width \(8\) is larger than cells.padding \(5\)"):
         load_config({"input": {"path": str(tmp_path)}, "features": {"background_width": 8}})
+
+
+def test_every_config_key_is_documented():
+    """docs/config.md names every key of every section (as `key` in a table, or {key: ...})."""
+    import inspect
+    from pathlib import Path
+
+    from pydantic import BaseModel
+
+    import scip.config as config_module
+
+    doc = (Path(__file__).parents[1] / "docs" / "config.md").read_text()
+    missing = [f"{name}.{field}" for name, cls in vars(config_module).items()
+               if inspect.isclass(cls) and issubclass(cls, BaseModel) and cls.__module__ == "scip.config"
+               for field in cls.model_fields if f"`{field}`" not in doc and f"{{{field}:" not in doc]
+    assert not missing

@@ -1,0 +1,193 @@
+"""Distributed execution: resource routing, a heterogeneous local cluster, a worker killed mid-run."""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pandas as pd
+import pytest
+from dask.base import collections_to_expr
+from dask.utils import key_split
+
+import scip
+from scip import cluster, graph
+from scip.cluster import CPU, GPU, Routing, routing_for
+from scip.config import ClusterConfig, ConfigError, load_config
+from scip.datasets import write_example
+from scip.run import prepare
+
+FIELDS_PATTERN = r"field(?P<id>\d+)_(?P<channel>[A-Za-z]+)\.tiff"
+
+
+@pytest.fixture(scope="module")
+def fields(tmp_path_factory):
+    paths = write_example(tmp_path_factory.mktemp("data"), n_events=4, n_fields=12, seed=5)
+    return paths["fields"]
+
+
+def fields_config(folder, out, **cluster_cfg) -> dict:
+    return {
+        "input": {"path": str(folder), "pattern": FIELDS_PATTERN, "channels": ["DNA", "cyto", "marker"],
+                  "images_per_partition": 1},
+        "segment": {"method": "watershed", "channel": "cyto"},
+        "masks": [{"name": "nucleus", "channel": "DNA"}],
+        "filters": [{"measure": "signal", "channel": "cyto", "min": "otsu"}],
+        "normalize": {"lower": 0.01, "upper": 0.99},
+        "output": {"path": str(out)},
+        "cluster": cluster_cfg or {"scheduler": "synchronous"},
+    }
+
+
+def sorted_table(result) -> pd.DataFrame:
+    return result.read().sort_values(["meta_image_id", "meta_label"]).reset_index(drop=True)
+
+
+def test_routing_follows_what_workers_offer():
+    both = routing_for([{CPU: 1}, {GPU: 1}])
+    assert both.segment == {GPU: 1} and both.cpu == {CPU: 1}
+    # No GPU worker: segmentation goes to the CPU workers instead of waiting forever.
+    cpu_only = routing_for([{CPU: 2}, {CPU: 2}])
+    assert cpu_only.segment == {CPU: 1} and cpu_only.cpu == {CPU: 1}
+    assert "no worker has the GPU resource" in cpu_only.note
+    gpu_only = routing_for([{GPU: 1}])
+    assert gpu_only.segment == {GPU: 1} and gpu_only.cpu is None
+    assert routing_for([{}, {}]) == Routing(None, None, routing_for([{}]).note)
+
+
+def test_every_task_carries_its_steps_resources(fields):
+    """The annotations are on the graph as submitted (unoptimized, so Dask's fusing cannot drop them)."""
+    p = prepare(fields_config(fields, "/tmp/unused"))
+    routing = Routing({GPU: 1}, {CPU: 1})
+    cells = graph.build_cells(p, routing=routing)
+    tasks = graph.build_writes(p, "/tmp/unused", cells, bounds=[(0.0, float("inf"))], ranges={(): ((0.0, 1.0),) * 3},
+                               routing=routing)
+    expr = collections_to_expr(tasks, optimize_graph=False)
+    resources = expr.__dask_annotations__()["resources"]
+    steps: dict[str, list] = {}
+    for key in expr.__dask_graph__():
+        steps.setdefault(graph.STEPS.get(key_split(key), "other"), []).append(resources.get(key))
+    assert steps["segment"] and all(r == {GPU: 1} for r in steps["segment"])
+    for step in ("cells", "masks", "filter", "features", "export"):
+        assert steps[step] and all(r == {CPU: 1} for r in steps[step]), step
+    assert all(r is None for r in steps["load"])
+    n = len(graph.partitions(p))
+    assert len(steps["segment"]) == n and len(steps["features"]) == n
+
+
+def test_gpu_worker_runs_every_segmentation_and_no_texture(fields, tmp_path):
+    """Acceptance 1: one GPU-resource worker and one CPU worker on a CPU machine; the task stream says where."""
+    from distributed import get_task_stream
+
+    reference = scip.run(fields_config(fields, tmp_path / "sync"), progress=False)
+    cfg = ClusterConfig(workers=1, gpu_workers=1, dashboard_address=":0")
+    with cluster.connect(cfg) as session:
+        client = session.client
+        names = cluster.worker_names(client)
+        resources = {a: w["resources"] for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
+        assert sorted(map(str, resources.values())) == sorted([str({CPU: 1}), str({GPU: 1})])
+        with get_task_stream(client) as stream:
+            result = scip.run(fields_config(fields, tmp_path / "dist"), client=client, progress=False)
+    where: dict[str, set] = {}
+    for rec in stream.data:
+        where.setdefault(graph.STEPS.get(key_split(rec["key"]), "other"), set()).add(rec["worker"])
+    gpu = {a for a, r in resources.items() if r.get(GPU)}
+    assert where["segment"] == gpu
+    for step in ("features", "filter", "masks", "cells", "export"):
+        assert where[step] and not where[step] & gpu, step
+    pd.testing.assert_frame_equal(sorted_table(reference), sorted_table(result))
+    summary = json.loads((result.output / "run.json").read_text())
+    ts = summary["timings_s"]["task_stream"]
+    assert ts["workers"]["segment"] == {names[a]: ts["tasks"]["segment"] for a in gpu}
+    assert ts["tasks"]["segment"] == ts["tasks"]["features"] == len(graph.partitions(prepare(
+        fields_config(fields, tmp_path / "x"))))
+    assert {"load", "segment", "filter", "features", "export"} <= set(ts["seconds"])
+    assert all(v >= 0 for v in ts["seconds"].values())
+
+
+def test_without_gpu_workers_segmentation_runs_on_cpu_workers(fields, tmp_path, caplog):
+    caplog.set_level("INFO", logger="scip")
+    result = scip.run(fields_config(fields, tmp_path / "cpu", workers=1, dashboard_address=":0"), progress=False)
+    summary = json.loads((result.output / "run.json").read_text())
+    assert summary["cluster"]["routing"]["segment"] == {CPU: 1}
+    assert "no worker has the GPU resource: segmentation runs on the CPU workers" in caplog.text
+    assert summary["counts"]["cells"]["exported"] > 0
+
+
+def test_a_worker_killed_mid_run_does_not_fail_it(fields, tmp_path):
+    """Acceptance 3: SIGKILL one of two workers after the first partition is written; the table is complete."""
+    reference = scip.run(fields_config(fields, tmp_path / "sync"), progress=False)
+    cfg = ClusterConfig(workers=2, dashboard_address=":0")
+    killed: list[int] = []
+    out = tmp_path / "dist"
+
+    with cluster.connect(cfg) as session:
+        pids = session.client.run(os.getpid)
+
+        def kill_when_a_part_is_written():
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                if list((out / "progress").glob("part-*.pkl")):
+                    pid = next(iter(pids.values()))
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+                time.sleep(0.005)
+
+        watcher = threading.Thread(target=kill_when_a_part_is_written)
+        watcher.start()
+        result = scip.run(fields_config(fields, out), client=session.client, progress=False)
+        watcher.join()
+        remaining = session.client.run(os.getpid)
+    assert killed, "no partition was written before the run ended"
+    assert killed[0] not in remaining.values()
+    summary = json.loads((result.output / "run.json").read_text())
+    assert summary["partitions"]["computed"] == summary["partitions"]["total"] == 12
+    assert summary["counts"] == reference.summary["counts"]
+    pd.testing.assert_frame_equal(sorted_table(reference), sorted_table(result))
+
+
+def test_slurm_config_is_validated():
+    with pytest.raises(ConfigError, match="scheduler .* and slurm are both set"):
+        load_config({"input": {"path": "."}, "cluster": {"scheduler": "tcp://x:8786", "slurm": {}}})
+    with pytest.raises(ConfigError, match="walltime"):
+        load_config({"input": {"path": "."}, "cluster": {"slurm": {"walltime": "1 hour"}}})
+    with pytest.raises(ConfigError, match="multiple of processes"):
+        load_config({"input": {"path": "."}, "cluster": {"slurm": {"cores": 3, "processes": 2}}})
+    cfg = load_config({"input": {"path": "."}, "cluster": {"slurm": {"queue": "cpu", "gpu": {"queue": "gpu"}}}})
+    assert cfg.cluster.slurm.gpu.gres == "gpu:1" and cfg.cluster.slurm.gpu.jobs == 1
+
+
+def test_slurm_job_scripts(monkeypatch):
+    """CPU and GPU jobs: their directives and the resources their workers declare (no SLURM needed)."""
+    pytest.importorskip("dask_jobqueue")
+    cfg = load_config({"input": {"path": "."}, "cluster": {"slurm": {
+        "queue": "cpu", "cores": 4, "processes": 2, "memory": "8GiB", "walltime": "02:00:00",
+        "job_extra_directives": ["--qos=normal"], "gpu": {"queue": "gpu", "gres": "gpu:a100:1", "jobs": 2}}}})
+    slurm, offered = cluster.slurm_cluster(cfg.cluster.slurm, dashboard_address=":0")
+    try:
+        cpu_script = slurm.job_script()
+        assert "#SBATCH -p cpu" in cpu_script and "#SBATCH --qos=normal" in cpu_script
+        assert "--resources CPU=2" in cpu_script and "-t 02:00:00" in cpu_script
+        assert not slurm.worker_spec  # jobs are submitted only by start_jobs()
+        gpu_specs = list(slurm.gpu_specs.values())
+        assert len(gpu_specs) == 2
+        job = gpu_specs[0]["cls"]("tcp://127.0.0.1:1", name="x", **gpu_specs[0]["options"])
+        gpu_script = job.job_script()
+        assert "#SBATCH -p gpu" in gpu_script and "#SBATCH --gres=gpu:a100:1" in gpu_script
+        assert "--resources GPU=1" in gpu_script
+    finally:
+        slurm.close()
+    assert offered.count({GPU: 1}) == 2 and offered.count({CPU: 2}) == 2
+
+
+def test_shipped_slurm_example_is_valid():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).parents[1] / "cluster" / "slurm.yml")
+    slurm = cfg.cluster.slurm
+    assert slurm.adapt and slurm.gpu is not None and slurm.gpu.gres == "gpu:1"
+    options = cluster._job_options(slurm.gpu, {GPU: 1}, "scip-gpu", defaults=slurm)
+    # unset GPU job keys come from the CPU job
+    assert options["log_directory"] == slurm.log_directory and options["queue"] == "gpu"
