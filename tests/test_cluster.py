@@ -191,3 +191,35 @@ def test_shipped_slurm_example_is_valid():
     options = cluster._job_options(slurm.gpu, {GPU: 1}, "scip-gpu", defaults=slurm)
     # unset GPU job keys come from the CPU job
     assert options["log_directory"] == slurm.log_directory and options["queue"] == "gpu"
+
+
+def test_gpu_machine_path_builds_cuda_workers_beside_cpu_workers(monkeypatch, fields, tmp_path):
+    """The dask-cuda branch, on a CPU machine: a stand-in LocalCUDACluster records how it is called.
+
+    What this cannot show (no GPU here): that dask-cuda pins each worker to its device; that is
+    dask-cuda's job, exercised only on a GPU machine.
+    """
+    import sys
+    import types
+
+    from distributed import LocalCluster
+
+    calls = []
+
+    class FakeLocalCUDACluster(LocalCluster):
+        def __init__(self, CUDA_VISIBLE_DEVICES, threads_per_worker, resources, **kwargs):
+            calls.append({"devices": CUDA_VISIBLE_DEVICES, "resources": resources})
+            super().__init__(n_workers=len(CUDA_VISIBLE_DEVICES), threads_per_worker=threads_per_worker,
+                             resources=resources, processes=True, **kwargs)
+
+    monkeypatch.setitem(sys.modules, "dask_cuda", types.SimpleNamespace(LocalCUDACluster=FakeLocalCUDACluster))
+    monkeypatch.setattr(cluster, "gpu_count", lambda: 2)
+    with pytest.raises(ValueError, match="gpu_workers: 3 asked for, but this machine has 2 GPU"):
+        with cluster.connect(ClusterConfig(workers=1, gpu_workers=3, dashboard_address=":0")):
+            pass
+    with cluster.connect(ClusterConfig(workers=1, dashboard_address=":0")) as session:
+        offered = sorted(str(w["resources"]) for w in session.client.scheduler_info(n_workers=-1)["workers"].values())
+        result = scip.run(fields_config(fields, tmp_path / "out"), client=session.client, progress=False)
+    assert calls == [{"devices": [0, 1], "resources": {GPU: 1}}]  # one worker per GPU by default
+    assert offered == sorted([str({GPU: 1})] * 2 + [str({CPU: 1})])
+    assert result.summary["cluster"]["routing"]["segment"] == {GPU: 1}
