@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scip`` console script."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from scip.cluster import quiet_logs
+    from scip.cluster import ClusterError, quiet_logs
 
     quiet_logs()
     commands = {"run": _cmd_run, "check": _cmd_check, "example-data": _cmd_example, "features": _cmd_features,
@@ -241,8 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"scip: error: {e}", file=sys.stderr)
         return 2
+    except ClusterError as e:
+        print(f"scip: cluster error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("scip: interrupted", file=sys.stderr)
+        hint = "; `scip run ... --resume` continues from the partitions already written" if args.command == "run" else ""
+        print(f"scip: interrupted{hint}", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - a message, not a bare traceback, unless asked for
         if args.debug:

@@ -24,15 +24,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from scip.config import ClusterConfig, SlurmConfig, SlurmJobConfig
+from scip.config import ClusterConfig, ConfigError, SlurmConfig, SlurmJobConfig
 
 log = logging.getLogger("scip")
 
-__all__ = ["GPU", "CPU", "SYNCHRONOUS", "Routing", "Session", "connect", "compute", "persist", "routing_for",
+__all__ = ["GPU", "CPU", "SYNCHRONOUS", "ClusterError", "Routing", "Session", "connect", "compute", "persist", "routing_for",
            "default_workers", "gpu_count", "slurm_cluster", "task_stream", "task_stream_steps", "worker_names", "quiet_logs"]
 
 SYNCHRONOUS = "synchronous"
 GPU = "GPU"
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not be started or reached; the message says what to check."""
+
+
 CPU = "CPU"
 
 
@@ -149,7 +155,7 @@ def _local_cluster(cfg: ClusterConfig):
         from dask_cuda import LocalCUDACluster
 
         if gpu_workers > n_gpus:
-            raise ValueError(f"cluster.gpu_workers: {gpu_workers} asked for, but this machine has {n_gpus} GPU(s)")
+            raise ConfigError(f"cluster.gpu_workers: {gpu_workers} asked for, but this machine has {n_gpus} GPU(s)")
         cluster = LocalCUDACluster(CUDA_VISIBLE_DEVICES=list(range(gpu_workers)), threads_per_worker=1,
                                    resources={GPU: 1}, memory_limit=cfg.memory_limit,
                                    dashboard_address=cfg.dashboard_address)
@@ -274,18 +280,57 @@ def connect(cfg: ClusterConfig, client=None) -> Iterator[Session]:
         return
     if cfg.slurm is not None:
         cluster, offered = slurm_cluster(cfg.slurm, cfg.dashboard_address)
-        with cluster, Client(cluster) as c:
+        with _closing(cluster), Client(cluster) as c:
             cluster.start_jobs()
             first = 1 if not cfg.slurm.adapt or cfg.slurm.minimum_jobs else 0
             if first:
                 log.info("scip: waiting for SLURM jobs to start workers (up to %.0f s)", cfg.slurm.wait_timeout)
-                c.wait_for_workers(1, timeout=cfg.slurm.wait_timeout)
+                try:
+                    c.wait_for_workers(1, timeout=cfg.slurm.wait_timeout)
+                except TimeoutError:
+                    raise ClusterError(
+                        f"no SLURM job started a worker within cluster.slurm.wait_timeout = {cfg.slurm.wait_timeout:g} s; "
+                        "check the jobs with `squeue --me` (pending in the queue, or failed: see their output in "
+                        f"{cfg.slurm.log_directory or 'the current folder'}) and the partition/account/resources "
+                        "in cluster.slurm") from None
             yield Session(c, _announce(routing_for(offered)), cfg.retries, "slurm", cluster)
         return
     cluster, offered = _local_cluster(cfg)
     with cluster, Client(cluster) as c:
         c.wait_for_workers(len(offered), timeout=120)
         yield Session(c, _announce(routing_for(offered)), cfg.retries, "local", cluster)
+
+
+class _RefusedJobs(logging.Filter):
+    """Turn the event loop's traceback for a job sbatch refused into one line with sbatch's message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, RuntimeError) and "sbatch" in str(exc):
+            said = str(exc).split("stderr:", 1)[-1].strip() or str(exc)
+            log.error("scip: sbatch refused a worker job: %s", " ".join(said.split()))
+            return False
+        return True
+
+
+@contextmanager
+def _closing(cluster) -> Iterator[None]:
+    """Close a jobqueue cluster; cancels its jobs, including those SLURM never started."""
+    refused = _RefusedJobs()
+    loggers = [logging.getLogger(name) for name in ("tornado.application", "asyncio")]
+    for logger in loggers:
+        logger.addFilter(refused)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(refused)
+        try:
+            cluster.close()
+        except AssertionError:
+            # distributed asserts that every job it tried to start is closed; one that sbatch
+            # refused (its error is logged above) stays "created". Its cancellation is moot.
+            log.debug("scip: a SLURM job that never started was left as is at close")
 
 
 def _announce(routing: Routing) -> Routing:

@@ -129,3 +129,21 @@ def test_adaptive_slurm_scales_cpu_jobs(tmp_path):
     assert result.summary["counts"]["images"]["total"] == 4
     assert result.summary["cluster"]["kind"] == "slurm"
     assert not [j for j in jobs_since(first) if j[2] in ("RUNNING", "PENDING")]
+
+
+def test_jobs_that_never_start_give_a_clear_error(tmp_path):
+    fields = write_example(tmp_path / "data", n_events=4, n_fields=1, seed=13)["fields"]
+    cfg_path = tmp_path / "never.yml"
+    cfg_path.write_text(yaml.safe_dump({
+        "input": {"path": str(fields), "pattern": FIELDS_PATTERN, "channels": ["DNA", "cyto", "marker"]},
+        "output": {"path": str(tmp_path / "out")},
+        # More memory than the node has: SLURM keeps the job pending (or rejects it).
+        "cluster": {"dashboard_address": ":0", "slurm": {"queue": PARTITION, "memory": "4000GiB", "wait_timeout": 10,
+                                                         "log_directory": str(tmp_path / "logs")}},
+    }))
+    proc = subprocess.run([sys.executable, "-m", "scip", "run", str(cfg_path), "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "cluster error: no SLURM job started a worker within cluster.slurm.wait_timeout = 10 s" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "sbatch refused a worker job" in proc.stderr  # with sbatch's own reason
