@@ -62,10 +62,7 @@ def cells_frame(records: Iterable[ImageRecord | CellRecord], columns: dict[str, 
             j = position.get(name)
             if j is not None:
                 block[i, j] = value
-    data: dict[str, pd.Series | np.ndarray] = {}
-    for name, kind in columns.items():
-        if kind == "float":
-            data[name] = block[:, position[name]]
-        else:
-            data[name] = pd.array(other[name], dtype="string" if kind == "str" else "Int64")
-    return pd.DataFrame(data, columns=list(columns))
+    floats = pd.DataFrame(block, columns=float_cols, copy=False)
+    others = pd.DataFrame({name: pd.array(values, dtype="string" if columns[name] == "str" else "Int64")
+                           for name, values in other.items()}, index=floats.index)
+    return pd.concat([others, floats], axis=1, copy=False)[list(columns)]
