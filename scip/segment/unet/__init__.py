@@ -1,0 +1,158 @@
+"""Learned segmentation: a small U-Net (M2U-Net class) that ships with a nucleus model.
+
+:func:`unet` is the ``unet`` entry of :data:`scip.segment.METHODS`. This
+package imports PyTorch only when a model is used, so ``import scip`` works
+without it; the submodules need it:
+
+- :mod:`.model`: the network;
+- :mod:`.modelfile`: one file holding architecture, weights and metadata;
+- :mod:`.data`, :mod:`.augment`: training pairs from folders, augmentation;
+- :mod:`.train`, :mod:`.trainconfig`: training, fine-tuning, the report;
+- :mod:`.predict`: inference (tiles, TTA, FP16/BF16, INT8), labels;
+- :mod:`.export`: ONNX export, checked with onnxruntime;
+- :mod:`.score`: F1 and Jaccard indices of a set of images.
+
+See ``docs/segmentation.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["unet", "require_torch", "check_model", "ModelCheck", "TORCH_MISSING"]
+
+TORCH_MISSING = "the unet method needs PyTorch: install torch (pip install 'scip[unet]')"
+
+
+def require_torch() -> None:
+    """Raise ``ImportError`` with the install command when PyTorch is missing."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ImportError(TORCH_MISSING) from None
+
+
+def unet(
+    image: np.ndarray,
+    *,
+    model: str | os.PathLike = "nuclei",
+    device: str = "auto",
+    precision: str = "auto",
+    quantize: str = "none",
+    tta: bool = False,
+    tile: int = 512,
+    overlap: int = 64,
+    batch_size: int = 4,
+    diameter: float | None = None,
+    threshold: float | None = None,
+    seed_threshold: float | None = None,
+    smooth: float = 0.0,
+    min_size: int = 20,
+) -> np.ndarray:
+    """Label objects with a U-Net model.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (C, H, W)
+        Intensities of the channel(s) the model was trained on; any real
+        dtype. Each image is normalized by its own percentiles, as in
+        training.
+    model : str or path, optional
+        A built-in model name (``nuclei``) or a model file.
+    device : {"auto", "cpu", "cuda"}, optional
+        ``auto`` takes CUDA when torch sees a GPU.
+    precision : {"auto", "fp32", "fp16", "bf16"}, optional
+        Autocast type: ``auto`` is FP16 on CUDA, FP32 on the CPU.
+    quantize : {"none", "static", "dynamic"}, optional
+        INT8 on the CPU: ``static`` (calibrated on the crops stored in the
+        model file; the fast one) or ``dynamic``.
+    tta : bool, optional
+        Average the outputs over the 8 flips and 90-degree rotations.
+    tile, overlap : int, optional
+        Largest tile side and tile overlap in pixels, for large images.
+    batch_size : int, optional
+        Tiles per forward pass.
+    diameter : float, optional
+        Typical object diameter in pixels of this image; the image is
+        rescaled so that it matches the model's training diameter.
+        ``None`` uses the image as is.
+    threshold, seed_threshold : float, optional
+        Foreground and seed probability thresholds; ``None`` takes the
+        model's own (0.5 for the shipped model).
+    smooth : float, optional
+        Standard deviation of a Gaussian blur of the input; 0 disables it.
+    min_size : int, optional
+        Objects with fewer pixels are removed.
+
+    Returns
+    -------
+    labels : ndarray of int32, shape (H, W)
+        0 background, objects 1..N. A constant image has no objects.
+
+    Raises
+    ------
+    ImportError
+        PyTorch is not installed.
+    scip.segment.unet.modelfile.ModelFileError
+        Missing or unreadable model file, or an image whose channel count
+        differs from the model's.
+    """
+    require_torch()
+    from .predict import segment_image
+
+    return segment_image(image, model, device=device, precision=precision, quantize=quantize, tta=tta, tile=tile,
+                         overlap=overlap, batch_size=batch_size, diameter=diameter, threshold=threshold,
+                         seed_threshold=seed_threshold, smooth=smooth, min_size=min_size)
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """What a run config needs to know about a model, without loading the network for inference.
+
+    Attributes
+    ----------
+    model : str
+        The value to keep in the config: a built-in name as given, or the
+        file's absolute path.
+    path : Path
+    in_channels : int
+    channels : list of str
+        The model's input channel names (from its training).
+    """
+
+    model: str
+    path: Path
+    in_channels: int
+    channels: list
+
+
+_CHECKED: dict[tuple[str, int], tuple[int, list]] = {}
+
+
+def check_model(model: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> ModelCheck:
+    """Find and read a model file for a config (cached by path and modification time).
+
+    Raises
+    ------
+    ValueError
+        PyTorch missing (with the install command), or the model file is
+        missing or unreadable (``ModelFileError``, naming the file).
+    """
+    try:
+        require_torch()
+    except ImportError as e:
+        raise ValueError(str(e)) from None
+    from .modelfile import builtin_models, load, resolve
+
+    path = resolve(model, base_dir)
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    if key not in _CHECKED:
+        loaded = load(path)
+        _CHECKED[key] = (loaded.in_channels, list(loaded.meta.get("channels", [])))
+    in_channels, names = _CHECKED[key]
+    value = str(model) if str(model) in builtin_models() else str(path.resolve())
+    return ModelCheck(value, path, in_channels, names)

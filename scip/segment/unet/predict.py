@@ -1,0 +1,415 @@
+"""Inference: image in, probabilities and labels out.
+
+The image is normalized as the model was trained (per-image percentiles),
+optionally rescaled so its objects have the diameter the model was trained
+for, padded to a multiple of the network's stride, cut into overlapping
+tiles when larger than ``tile``, and run through the network in batches.
+Tile outputs are blended with weights that fall off towards the tile edges,
+so seams do not show. With ``tta`` each batch is also run flipped and
+rotated (8 ways), and the outputs, turned back, are averaged.
+
+Variants of the network (``device``, ``precision``, ``quantize``):
+
+- CPU FP32, channels-last memory layout;
+- CUDA with FP16 or BF16 autocast (``precision: auto`` is FP16 there);
+- CPU INT8, *static*: weights and activations in 8 bits, activation ranges
+  measured on the calibration crops stored in the model file (so the same
+  file always quantizes to the same model);
+- CPU INT8, *dynamic*: weights in 8 bits, activation ranges measured on
+  every call. PyTorch's dynamic convolutions are slow; kept for comparison
+  (``benchmarks/bench_unet.py``).
+
+Loaded networks are cached per process, keyed by (file, modification time,
+device, variant), so a pipeline worker loads a model once, not per image.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+from skimage import measure, segmentation
+from torch.nn import functional as F
+
+from .._util import CONNECTIVITY, remove_small_and_relabel
+from . import modelfile
+from .data import normalize
+from .modelfile import ModelFile, ModelFileError
+
+__all__ = ["Predictor", "load_predictor", "resolve_device", "predict_probabilities", "labels_from_probabilities",
+           "segment_image", "tta_forward", "clear_cache"]
+
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+Quantize = Literal["none", "static", "dynamic"]
+
+_CACHE: OrderedDict[tuple, "Predictor"] = OrderedDict()
+_CACHE_SIZE = 8
+_LOCK = threading.Lock()
+
+
+def resolve_device(device: str = "auto", quantize: str = "none") -> torch.device:
+    """The torch device for ``device``; INT8 always runs on the CPU.
+
+    Raises
+    ------
+    ValueError
+        ``cuda`` asked for without a usable CUDA device, or with INT8.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if quantize != "none":
+        if device == "cuda":
+            raise ValueError(f"quantize: {quantize} runs on the CPU; use device: cpu (or auto), or quantize: none on CUDA")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda, but torch sees no CUDA device (a CPU-only torch build, or no GPU); "
+                         "use device: auto or cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    if precision not in ("auto", "fp32", "fp16", "bf16"):
+        raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {precision!r}")
+    if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
+        return None
+    if precision in ("auto", "fp16"):
+        if device.type != "cuda":
+            raise ValueError("precision: fp16 needs CUDA; on the CPU use fp32, bf16 or quantize: static")
+        return torch.float16
+    return torch.bfloat16
+
+
+def _quantize_static(net: torch.nn.Module, calibration: torch.Tensor | None, path: Path | None) -> torch.nn.Module:
+    if calibration is None or len(calibration) == 0:
+        raise ModelFileError(f"{path}: the model file holds no calibration crops, which static INT8 quantization "
+                             "needs; use quantize: dynamic, or re-save the model with scip train")
+    try:
+        from torch.ao.quantization import get_default_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    except ImportError as e:  # removed in some future torch; torchao is its successor
+        raise RuntimeError(f"static INT8 quantization needs torch.ao.quantization, missing in torch "
+                           f"{torch.__version__} ({e}); use quantize: none") from None
+    with warnings.catch_warnings():
+        # torch.ao.quantization announces its move to torchao on every call; it still works.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        qmap = get_default_qconfig_mapping(torch.backends.quantized.engine)
+        prepared = prepare_fx(copy.deepcopy(net).eval(), qmap, (calibration[:1].float(),))
+        with torch.inference_mode():
+            for crop in calibration.float().split(1):
+                prepared(crop)
+        return convert_fx(prepared)
+
+
+def _quantize_dynamic(net: torch.nn.Module) -> torch.nn.Module:
+    from torch.ao.nn.quantized import dynamic as nnqd
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        # The default dynamic mapping covers Linear and RNNs only; this network is all convolutions.
+        return quantize_dynamic(copy.deepcopy(net).eval(), {torch.nn.Conv2d: default_dynamic_qconfig},
+                                mapping={torch.nn.Conv2d: nnqd.Conv2d})
+
+
+@dataclass
+class Predictor:
+    """A model ready to run on one device in one variant.
+
+    Attributes
+    ----------
+    model : ModelFile
+    net : callable
+        Tensor ``(N, C, H, W)`` to logits ``(N, 2, H, W)``.
+    device : torch.device
+    autocast : torch.dtype or None
+    variant : str
+        ``fp32``, ``fp16``, ``bf16``, ``int8-static`` or ``int8-dynamic``
+        (or a caller's name, e.g. ``onnxruntime``).
+    activation : callable
+        Turns the network's output into probabilities: the sigmoid of the
+        logits; the identity for a runtime whose graph ends with the sigmoid
+        (an exported ONNX model, :mod:`.export`).
+    """
+
+    model: ModelFile
+    net: Callable[[torch.Tensor], torch.Tensor]
+    device: torch.device
+    autocast: torch.dtype | None
+    variant: str
+    activation: Callable[[torch.Tensor], torch.Tensor] = torch.sigmoid
+
+    @property
+    def multiple(self) -> int:
+        """Input height and width must be multiples of this."""
+        return 2 ** len(self.model.arch.decoder)
+
+    def forward(self, batch: np.ndarray, tta: bool = False) -> np.ndarray:
+        """Probabilities ``(N, 2, H, W)`` float32 of a normalized batch ``(N, C, H, W)``."""
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if self.autocast is not None:
+                with torch.autocast(self.device.type, dtype=self.autocast):
+                    y = self._run(x, tta)
+            else:
+                y = self._run(x, tta)
+        return y.float().cpu().numpy()
+
+    def _run(self, x: torch.Tensor, tta: bool) -> torch.Tensor:
+        if tta:
+            return tta_forward(self.net, x, self.activation)
+        return self.activation(self.net(x).float())
+
+
+def tta_forward(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                activation: Callable[[torch.Tensor], torch.Tensor] = torch.sigmoid) -> torch.Tensor:
+    """Mean probabilities over the 8 flips and 90-degree rotations of ``x``, each turned back."""
+    total = None
+    for k in range(4):
+        for flip in (False, True):
+            xt = torch.rot90(x, k, dims=(2, 3))
+            if flip:
+                xt = torch.flip(xt, dims=(3,))
+            y = activation(net(xt.contiguous(memory_format=torch.channels_last)).float())
+            if flip:
+                y = torch.flip(y, dims=(3,))
+            y = torch.rot90(y, -k, dims=(2, 3))
+            total = y if total is None else total + y
+    return total / 8
+
+
+def load_predictor(model: str | os.PathLike | ModelFile = "nuclei", device: str = "auto", precision: str = "auto",
+                   quantize: str = "none") -> Predictor:
+    """A :class:`Predictor`, from the per-process cache when this file was loaded before.
+
+    Parameters
+    ----------
+    model : str, path or ModelFile
+        A built-in name, a model file, or an already loaded model (not cached).
+    device : {"auto", "cpu", "cuda"}
+    precision : {"auto", "fp32", "fp16", "bf16"}
+        Autocast type; ``auto`` is FP16 on CUDA and FP32 on the CPU.
+    quantize : {"none", "static", "dynamic"}
+        INT8 on the CPU (see the module docstring).
+
+    Raises
+    ------
+    ModelFileError
+        The file is missing or not a readable model.
+    ValueError
+        Options that do not go together (fp16 on CPU, INT8 on CUDA).
+    """
+    if quantize not in ("none", "static", "dynamic"):
+        raise ValueError(f"quantize must be none, static or dynamic, got {quantize!r}")
+    dev = resolve_device(device, quantize)
+    dtype = None if quantize != "none" else _autocast_dtype(dev, precision)
+    variant = f"int8-{quantize}" if quantize != "none" else {None: "fp32", torch.float16: "fp16",
+                                                              torch.bfloat16: "bf16"}[dtype]
+    if isinstance(model, ModelFile):
+        return _build(model, dev, dtype, variant)
+    path = modelfile.resolve(model)
+    key = (str(path.resolve()), path.stat().st_mtime_ns, str(dev), variant)
+    with _LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        predictor = _build(modelfile.load(path), dev, dtype, variant)
+        _CACHE[key] = predictor
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+        return predictor
+
+
+def clear_cache() -> None:
+    """Forget every loaded model (tests; a long-lived process that swaps model files)."""
+    with _LOCK:
+        _CACHE.clear()
+
+
+def _build(model: ModelFile, dev: torch.device, dtype: torch.dtype | None, variant: str) -> Predictor:
+    net = model.network()
+    if variant == "int8-static":
+        net = _quantize_static(net, model.calibration, model.path)
+    elif variant == "int8-dynamic":
+        net = _quantize_dynamic(net)
+    else:
+        net = net.to(dev)
+    net = net.to(memory_format=torch.channels_last)
+    return Predictor(model, net, dev, dtype, variant)
+
+
+def _window(size: int, overlap: int) -> np.ndarray:
+    """1-D blending weights: a ramp over the overlap at each end, 1 in between, never 0."""
+    w = np.ones(size, np.float32)
+    ramp = min(overlap, size // 2)
+    if ramp > 0:
+        edge = (np.arange(ramp, dtype=np.float32) + 1) / (ramp + 1)
+        w[:ramp] = edge
+        w[size - ramp:] = edge[::-1]
+    return w
+
+
+def _starts(length: int, tile: int, step: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, step))
+    return starts + [length - tile]
+
+
+def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    pad = ((0, 0), (0, height - image.shape[1]), (0, width - image.shape[2]))
+    # Mirroring continues the texture at the edge; it needs at least 2 pixels to mirror.
+    mode = "reflect" if min(image.shape[1:]) > 1 else "edge"
+    return np.pad(image, pad, mode=mode)
+
+
+def predict_probabilities(image: np.ndarray, predictor: Predictor, *, tta: bool = False, tile: int = 512,
+                          overlap: int = 64, batch_size: int = 4, scale: float = 1.0) -> np.ndarray:
+    """Foreground and centre probabilities of a normalized image.
+
+    Parameters
+    ----------
+    image : ndarray, shape (C, H, W)
+        Normalized as the model expects (see :func:`segment_image`).
+    predictor : Predictor
+    tta : bool
+        Average over the 8 flips and rotations.
+    tile : int
+        Largest tile side in pixels (rounded down to the network's stride
+        multiple); larger images are cut into overlapping tiles.
+    overlap : int
+        Overlap of neighbouring tiles in pixels; their outputs are blended
+        with weights that ramp over it.
+    batch_size : int
+        Tiles per forward pass.
+    scale : float
+        Resize factor applied before the network (the outputs are resized
+        back); ``model diameter / object diameter``.
+
+    Returns
+    -------
+    ndarray of float32, shape (2, H, W)
+    """
+    c, h, w = image.shape
+    if scale != 1.0:
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        image = F.interpolate(torch.from_numpy(np.ascontiguousarray(image))[None], size=size, mode="bilinear",
+                              antialias=scale < 1, align_corners=False)[0].numpy()
+    m = predictor.multiple
+    tile = max(m, tile // m * m)
+    ih, iw = image.shape[1:]
+    ph, pw = -(-ih // m) * m, -(-iw // m) * m
+    th, tw = min(tile, ph), min(tile, pw)
+    # The padded image is at least one tile and a multiple of the stride in each direction.
+    padded = _pad_to(image, max(ph, th), max(pw, tw))
+    step_h, step_w = max(th - overlap, m), max(tw - overlap, m)
+    corners = [(y, x) for y in _starts(padded.shape[1], th, step_h) for x in _starts(padded.shape[2], tw, step_w)]
+    weight = _window(th, overlap if len(corners) > 1 else 0)[:, None] * _window(tw, overlap if len(corners) > 1 else 0)[None, :]
+    acc = np.zeros((2,) + padded.shape[1:], np.float32)
+    wsum = np.zeros(padded.shape[1:], np.float32)
+    for i in range(0, len(corners), max(1, batch_size)):
+        batch_corners = corners[i:i + max(1, batch_size)]
+        batch = np.stack([padded[:, y:y + th, x:x + tw] for y, x in batch_corners])
+        probs = predictor.forward(batch, tta=tta)
+        for (y, x), p in zip(batch_corners, probs):
+            acc[:, y:y + th, x:x + tw] += p * weight
+            wsum[y:y + th, x:x + tw] += weight
+    out = (acc / wsum)[:, :ih, :iw]
+    if scale != 1.0:
+        out = F.interpolate(torch.from_numpy(np.ascontiguousarray(out))[None], size=(h, w), mode="bilinear",
+                            align_corners=False)[0].numpy()
+    return out
+
+
+def labels_from_probabilities(probs: np.ndarray, threshold: float = 0.5, seed_threshold: float = 0.5,
+                              min_size: int = 20) -> np.ndarray:
+    """Instances from foreground and centre probabilities.
+
+    Seeds are the connected regions where the centre probability exceeds
+    ``seed_threshold``; a watershed of the inverted centre map grows them
+    over the foreground (probability above ``threshold``), so touching
+    objects part along the valley of the centre map. A foreground region
+    without a seed becomes one object.
+
+    Returns
+    -------
+    ndarray of int32, shape (H, W)
+        0 background, objects 1..N.
+    """
+    fg = probs[0] > threshold
+    if not fg.any():
+        return np.zeros(fg.shape, np.int32)
+    centre = probs[1]
+    markers = measure.label(fg & (centre > seed_threshold), connectivity=CONNECTIVITY).astype(np.int64)
+    components = measure.label(fg, connectivity=CONNECTIVITY)
+    seeded = np.zeros(int(components.max()) + 1, bool)
+    seeded[components[markers > 0]] = True
+    missing = np.flatnonzero(~seeded[1:]) + 1
+    if missing.size:
+        positions = ndi.maximum_position(centre, components, index=missing)
+        rows, cols = np.asarray(positions, dtype=np.intp).reshape(-1, 2).T
+        markers[rows, cols] = markers.max() + np.arange(1, missing.size + 1)
+    labels = segmentation.watershed(-centre, markers, mask=fg, connectivity=CONNECTIVITY)
+    return remove_small_and_relabel(labels, min_size)
+
+
+def segment_image(image: np.ndarray, model: str | os.PathLike | ModelFile = "nuclei", *, device: str = "auto",
+                  precision: str = "auto", quantize: str = "none", tta: bool = False, tile: int = 512,
+                  overlap: int = 64, batch_size: int = 4, diameter: float | None = None,
+                  threshold: float | None = None, seed_threshold: float | None = None, smooth: float = 0.0,
+                  min_size: int = 20, return_probabilities: bool = False):
+    """Label the objects of ``image`` with a U-Net model (see :func:`scip.segment.unet.unet`).
+
+    Returns
+    -------
+    labels : ndarray of int32, shape (H, W)
+    probabilities : ndarray of float32, shape (2, H, W)
+        Only with ``return_probabilities``.
+    """
+    predictor = load_predictor(model, device=device, precision=precision, quantize=quantize)
+    mf = predictor.model
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3:
+        raise ValueError(f"expected an image (H, W) or (C, H, W), got shape {image.shape}")
+    if image.shape[0] != mf.in_channels:
+        raise ModelFileError(f"{mf.path}: the model takes {mf.in_channels} input channel(s) "
+                             f"({', '.join(mf.meta.get('channels', []))}), the image has {image.shape[0]}")
+    post = {**modelfile.default_meta([])["postprocess"], **mf.meta.get("postprocess", {})}
+    threshold = post["threshold"] if threshold is None else threshold
+    seed_threshold = post["seed_threshold"] if seed_threshold is None else seed_threshold
+    image = image.astype(np.float32)
+    if smooth > 0:
+        image = np.stack([ndi.gaussian_filter(ch, smooth, mode="nearest") for ch in image])
+    empty = np.zeros(image.shape[1:], np.int32)
+    if image.size == 0 or all(np.ptp(ch) == 0 for ch in image):
+        # A constant image has nothing to find; percentiles would also divide by zero.
+        return (empty, np.zeros((2,) + empty.shape, np.float32)) if return_probabilities else empty
+    norm = mf.meta.get("normalization", {})
+    image = normalize(image, norm.get("low", 1.0), norm.get("high", 99.8))
+    scale = 1.0
+    if diameter is not None:
+        if diameter <= 0:
+            raise ValueError(f"diameter must be > 0, got {diameter}")
+        if not mf.meta.get("diameter"):
+            raise ModelFileError(f"{mf.path}: the model records no training diameter, so diameter cannot rescale")
+        scale = float(mf.meta["diameter"]) / float(diameter)
+    probs = predict_probabilities(image, predictor, tta=tta, tile=tile, overlap=overlap, batch_size=batch_size,
+                                  scale=scale)
+    labels = labels_from_probabilities(probs, threshold, seed_threshold, min_size)
+    return (labels, probs) if return_probabilities else labels
