@@ -1,0 +1,206 @@
+"""The whole-slide configuration (``scip slide slide.yml``), validated into typed objects.
+
+The model lives here rather than in :mod:`scip.config` because a slide run is
+its own command with its own sections (like ``scip train``); it reuses the run
+config's building blocks, so ``segment``, ``features`` and ``cluster`` accept
+exactly what they accept in ``scip run`` (any segmentation method of
+:data:`scip.config.SEGMENT_METHODS`, with its parameters), and errors are
+worded the same way: key path, bad value, allowed values, "did you mean".
+Relative paths are resolved against the YAML file's folder. Every key is
+listed in ``docs/config.md`` (section ``scip slide``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from scip.config import (
+    _SEGMENT_CLASSES,
+    ClusterConfig,
+    ConfigError,
+    FeaturesConfig,
+    SegmentConfig,
+    WatershedConfig,
+    _did_you_mean,
+    _merge,
+    _resolve,
+    _Section,
+    format_error,
+)
+
+__all__ = ["SlideConfig", "SlideInputConfig", "TilesConfig", "SlideOutputConfig", "load_slide_config"]
+
+
+class SlideInputConfig(_Section):
+    """The one large image to segment and where its pixels are."""
+
+    path: Path
+    format: Literal["auto", "ome_zarr", "zarr", "tiff"] = "auto"
+    array: str | None = None
+    series: Annotated[int, Field(ge=0)] = 0
+    level: Annotated[int, Field(ge=0)] = 0
+    t: Annotated[int, Field(ge=0)] = 0
+    z: Annotated[int, Field(ge=0)] | None = None
+    channels: list[str] | None = None
+    use_channels: list[str] | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, value: Path, info: ValidationInfo) -> Path:
+        value = _resolve(value, info)
+        if not value.exists():
+            raise ValueError(f"path does not exist: {value}")
+        return value
+
+
+class TilesConfig(_Section):
+    """How the image is cut: tiles of ``size`` px, each segmented with ``margin`` px of context around it."""
+
+    size: Annotated[int, Field(ge=16)] = 512
+    diameter: Annotated[float, Field(gt=0)] = 30.0
+    margin: Annotated[int, Field(ge=0)] | None = None
+
+    @property
+    def margin_px(self) -> int:
+        """The margin in pixels: ``margin``, or twice the expected diameter."""
+        return self.margin if self.margin is not None else int(math.ceil(2 * self.diameter))
+
+    @model_validator(mode="after")
+    def _margin_fits(self) -> "TilesConfig":
+        if self.size < 2 * self.margin_px:
+            given = f"margin {self.margin_px}" if self.margin is not None else \
+                f"margin {self.margin_px} (2 x diameter {self.diameter:g})"
+            raise ValueError(f"tiles.size ({self.size}) is smaller than 2 x tiles.margin ({given}): "
+                             "a tile would be mostly context; raise tiles.size or lower tiles.margin / tiles.diameter")
+        return self
+
+
+class SlideOutputConfig(_Section):
+    """Where the label image, the cell table and the run summary go."""
+
+    path: Path = Path("slide_results")
+    overwrite: bool = False
+    polygons: bool = False
+    labels_into_input: bool = False
+    pyramid_levels: Annotated[int, Field(ge=0)] | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _resolve_path(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+
+class SlideConfig(_Section):
+    """A whole-slide run, as read from ``slide.yml``."""
+
+    input: SlideInputConfig
+    segment: SegmentConfig = Field(default_factory=lambda: WatershedConfig(method="watershed"))
+    tiles: TilesConfig = TilesConfig()
+    output: SlideOutputConfig = SlideOutputConfig()
+    features: FeaturesConfig | None = None
+    cluster: ClusterConfig = ClusterConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_method(cls, data: Any) -> Any:
+        # As in scip.config.Config: a segment section without a method means the default method.
+        if isinstance(data, dict) and isinstance(data.get("segment"), dict) and "method" not in data["segment"]:
+            data = {**data, "segment": {"method": "watershed", **data["segment"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _band_fits_margin(self) -> "SlideConfig":
+        if self.features is not None and self.features.background_width > self.tiles.margin_px:
+            raise ValueError(f"features.background_width ({self.features.background_width}) is larger than "
+                             f"tiles.margin ({self.tiles.margin_px}): a cell's background band would leave its tile")
+        return self
+
+
+def _model_at(loc: tuple, raw: dict) -> type[BaseModel] | None:
+    """The model holding the key at ``loc`` (its allowed keys go into the error message)."""
+    model: type[BaseModel] | None = SlideConfig
+    node: Any = raw
+    for i, key in enumerate(loc[:-1]):
+        if model is None:
+            return None
+        if model is SlideConfig and key == "segment":
+            method = node.get("segment", {}).get("method", "watershed") if isinstance(node, dict) else "watershed"
+            model = _SEGMENT_CLASSES.get(method)
+            node = node.get("segment") if isinstance(node, dict) else None
+            continue
+        if i == 1 and loc[0] == "segment" and key in _SEGMENT_CLASSES:
+            continue  # pydantic inserts the union tag into the location
+        field = model.model_fields.get(str(key))
+        if field is None:
+            return None
+        candidates = [field.annotation, *getattr(field.annotation, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        node = node.get(key) if isinstance(node, dict) else None
+    return model
+
+
+def _format(err: dict, raw: dict) -> str:
+    if err["type"] != "extra_forbidden":
+        return format_error(err, raw)
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for i, p in enumerate(loc) if not (i == 1 and loc[0] == "segment" and p in _SEGMENT_CLASSES))
+    model = _model_at(loc, raw)
+    allowed = sorted(model.model_fields) if model is not None else []
+    return (f"{key}: unknown key '{loc[-1]}'" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+            + _did_you_mean(loc[-1], allowed))
+
+
+def load_slide_config(source: str | Path | dict, *, base_dir: str | Path | None = None,
+                      overrides: dict | None = None) -> SlideConfig:
+    """Read and validate a whole-slide configuration.
+
+    Parameters
+    ----------
+    source : str, Path or dict
+        Path of a YAML file, or an already parsed mapping.
+    base_dir : path, optional
+        Directory relative paths are resolved against; defaults to the YAML
+        file's directory, or the current directory for a mapping.
+    overrides : dict, optional
+        ``{"section": {"key": value}}`` applied on top (the command line's
+        options), validated together with the file.
+
+    Returns
+    -------
+    SlideConfig
+
+    Raises
+    ------
+    ConfigError
+        With one message listing every problem: key path, bad value, allowed
+        values and a "did you mean" where one is close.
+    """
+    if isinstance(source, dict):
+        raw, origin = source, "config"
+        base = Path(base_dir) if base_dir is not None else Path.cwd()
+    else:
+        path = Path(source)
+        origin = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raw = {} if raw is None else raw
+        base = Path(base_dir) if base_dir is not None else path.resolve().parent
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: expected a mapping of sections (input, segment, tiles, ...), "
+                          f"got {type(raw).__name__}")
+    raw = _merge(raw, overrides or {})
+    try:
+        return SlideConfig.model_validate(raw, context={"base_dir": base})
+    except ValidationError as e:
+        lines = [_format(err, raw) for err in e.errors()]
+        message = "\n".join(f"  - {line}" for line in lines)
+        raise ConfigError(f"invalid configuration in {origin}:\n{message}") from None
