@@ -1,0 +1,180 @@
+"""Throughput of ``scip run`` with 1 and 2 local workers, per-task costs, and scheduler overhead.
+
+On the built-in example data (``scip example-data``, by default 2,000
+imaging-flow-cytometry events and 16 fields of view) with the demo's configs, each run on a fresh
+local cluster of 1 worker and then 2 workers (1 thread each). Measured per run:
+
+- wall time of ``scip.run`` after the cluster is up, and cells found per second;
+- from the scheduler's task stream: tasks per step and their mean duration, so
+  the cost of one partition is known;
+- separately, the scheduler's overhead per task: ``N`` tasks that do nothing,
+  submitted at once to the 2-worker cluster, wall time / N.
+
+From these the script extrapolates to a cluster (written to the results file):
+the tasks per second a scheduler must dispatch to keep ``W`` workers busy, and
+the smallest partition (images per partition) for which the scheduler's time
+stays under 5 % of the workers' time.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_scaling.py [--repeat 2] [--out benchmarks/results]
+
+Each thread pool is pinned to one thread, so a worker uses one core.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import scip  # noqa: E402
+from scip import cluster, graph  # noqa: E402
+from scip.config import ClusterConfig, load_config  # noqa: E402
+from scip.datasets import write_example  # noqa: E402
+
+CONFIGS = {"ifc": ROOT / "examples" / "config.yml", "fields": ROOT / "examples" / "fields.yml"}
+#: 64 workers is the extrapolation the docs quote; 5 % the overhead budget.
+TARGET_WORKERS = (16, 64, 256)
+OVERHEAD_BUDGET = 0.05
+
+
+def run_once(config_path: Path, data: Path, out: Path, workers: int) -> dict:
+    cfg = load_config(config_path, overrides={"output": {"path": str(out), "overwrite": True}})
+    raw = cfg.model_dump()
+    raw["input"]["path"] = str(data / Path(cfg.input.path).name)
+    if cfg.evaluate is not None:
+        raw["evaluate"]["labels"] = str(data / Path(cfg.evaluate.labels).relative_to(config_path.parent / "data"))
+    with cluster.connect(ClusterConfig(workers=workers, threads=1, dashboard_address=":0")) as session:
+        start = time.perf_counter()
+        result = scip.run(raw, client=session.client, progress=False)
+        wall = time.perf_counter() - start
+    summary = result.summary
+    stream = summary["timings_s"]["task_stream"]
+    return {"workers": workers, "wall_s": wall, "cells": summary["counts"]["cells"]["found"],
+            "images": summary["counts"]["images"]["total"], "partitions": summary["partitions"]["total"],
+            "task_seconds": stream["seconds"], "tasks": stream["tasks"]}
+
+
+def scheduler_overhead(n: int = 4000) -> float:
+    """Seconds of scheduler time per task: ``n`` no-op tasks on 2 workers, wall / n (best of 3)."""
+    from distributed import wait
+
+    best = float("inf")
+    with cluster.connect(ClusterConfig(workers=2, threads=1, dashboard_address=":0")) as session:
+        client = session.client
+        for attempt in range(3):
+            start = time.perf_counter()
+            futures = client.map(lambda x: x, range(n), key=[f"noop-{attempt}-{i}" for i in range(n)])
+            wait(futures)
+            best = min(best, (time.perf_counter() - start) / n)
+            del futures
+    return best
+
+
+def extrapolate(run: dict, overhead: float) -> dict:
+    """What a cluster of W workers needs from the scheduler, from one run's per-task costs."""
+    step_tasks = {k: v for k, v in run["tasks"].items() if k != "other"}
+    tasks_per_partition = sum(step_tasks.values()) / run["partitions"]
+    busy = sum(v for k, v in run["task_seconds"].items() if k != "other")
+    per_image = busy / run["images"]
+    images_per_partition = run["images"] / run["partitions"]
+    partition_seconds = per_image * images_per_partition
+    out = {"tasks_per_partition": tasks_per_partition, "task_seconds_per_image": per_image,
+           "partition_seconds": partition_seconds, "images_per_partition": images_per_partition, "workers": {}}
+    for w in TARGET_WORKERS:
+        # W workers finish W partitions every partition_seconds: that many tasks to dispatch.
+        rate = w * tasks_per_partition / partition_seconds
+        min_images = OVERHEAD_BUDGET ** -1 * w * tasks_per_partition * overhead / per_image
+        out["workers"][w] = {"tasks_per_s_needed": rate, "scheduler_busy_fraction": rate * overhead,
+                             "min_images_per_partition_for_5pct": min_images}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=2, help="runs per worker count (best is kept)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--events", type=int, default=2000, help="imaging-flow-cytometry events (default 2000)")
+    parser.add_argument("--fields", type=int, default=16, help="fields of view (default 16)")
+    args = parser.parse_args()
+
+    # Another busy process on the machine changes the 1-vs-2 ratio most: record the load.
+    results: dict = {"machine": {"python": platform.python_version(), "cores": os.cpu_count(),
+                                 "processor": platform.processor() or platform.machine(),
+                                 "load_average_at_start": os.getloadavg()[0]}, "runs": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        write_example(data, n_events=args.events, n_fields=args.fields, seed=0)
+        results["data"] = {"events": args.events, "fields": args.fields}
+        for name, path in CONFIGS.items():
+            results["runs"][name] = {}
+            for workers in (1, 2):
+                runs = [run_once(path, data, Path(tmp) / f"out-{name}-{workers}", workers) for _ in range(args.repeat)]
+                best = min(runs, key=lambda r: r["wall_s"])
+                best["cells_per_s"] = best["cells"] / best["wall_s"]
+                best["all_walls_s"] = [round(r["wall_s"], 3) for r in runs]
+                results["runs"][name][workers] = best
+                print(f"{name}: {workers} worker(s): {best['cells']} cells in {best['wall_s']:.2f} s "
+                      f"= {best['cells_per_s']:.0f} cells/s (runs: {best['all_walls_s']})", flush=True)
+            one, two = results["runs"][name][1], results["runs"][name][2]
+            results["runs"][name]["speedup_2_vs_1"] = one["wall_s"] / two["wall_s"]
+            print(f"{name}: 2 workers vs 1: {results['runs'][name]['speedup_2_vs_1']:.2f}x", flush=True)
+    overhead = scheduler_overhead()
+    results["machine"]["load_average_at_end"] = os.getloadavg()[0]
+    results["scheduler_overhead_s_per_task"] = overhead
+    print(f"scheduler overhead: {overhead * 1e3:.3f} ms per task", flush=True)
+    results["extrapolation"] = {name: extrapolate(results["runs"][name][2], overhead) for name in CONFIGS}
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scaling.json").write_text(json.dumps(results, indent=2, default=float))
+    (args.out / "scaling.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+def markdown(results: dict) -> str:
+    lines = ["# Scaling: 1 vs 2 local workers", "",
+             f"`python benchmarks/bench_scaling.py` on {results['machine']['cores']} cores "
+             f"({results['machine']['processor']}), Python {results['machine']['python']}; "
+             f"{results['data']['events']} events (`examples/config.yml`) and {results['data']['fields']} fields "
+             "(`examples/fields.yml`) from `scip example-data`. Wall time excludes starting the cluster; "
+             "best of the runs. Load average (1 min) at start "
+             f"{results['machine'].get('load_average_at_start', float('nan')):.2f}, at end "
+             f"{results['machine'].get('load_average_at_end', float('nan')):.2f}.", "",
+             "| data | workers | cells | wall (s) | cells/s | 2 vs 1 |", "|---|---:|---:|---:|---:|---:|"]
+    for name, runs in results["runs"].items():
+        for w in (1, 2):
+            r = runs[w]
+            ratio = f"{runs['speedup_2_vs_1']:.2f}×" if w == 2 else ""
+            lines.append(f"| {name} | {w} | {r['cells']} | {r['wall_s']:.2f} | {r['cells_per_s']:.0f} | {ratio} |")
+    lines += ["", f"Scheduler overhead: **{results['scheduler_overhead_s_per_task'] * 1e3:.3f} ms per task** "
+              "(4,000 no-op tasks on 2 workers, best of 3).", "", "Per-step task time (2 workers, seconds summed over tasks):", ""]
+    for name, runs in results["runs"].items():
+        secs = ", ".join(f"{k} {v:.2f}" for k, v in runs[2]["task_seconds"].items())
+        lines.append(f"- {name}: {secs}")
+    lines += ["", "Extrapolation (from the 2-worker run's per-task costs):", "",
+              "| data | tasks/partition | task s/image | workers | tasks/s needed | scheduler busy | "
+              "min images/partition for 5 % |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, ex in results["extrapolation"].items():
+        for w, e in ex["workers"].items():
+            lines.append(f"| {name} | {ex['tasks_per_partition']:.1f} | {ex['task_seconds_per_image'] * 1e3:.2f} ms | "
+                         f"{w} | {e['tasks_per_s_needed']:.0f} | {e['scheduler_busy_fraction'] * 100:.1f} % | "
+                         f"{e['min_images_per_partition_for_5pct']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
