@@ -1,0 +1,172 @@
+"""scip.segment.flows: Cellpose-compatible masks from flows.
+
+The reference is Cellpose 3's own CPU code (``cellpose<4``, an optional test
+dependency: the tests that compare with it skip without it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from scip.metrics import match_labels
+from scip.segment import flows
+from scip.segment._flows_synthetic import cell_labels
+
+
+def network_like(labels: np.ndarray, seed: int = 0, noise: float = 2.5) -> tuple[np.ndarray, np.ndarray]:
+    """Flows and cell probability as a trained network would give them for ``labels``: 5 × unit flows
+    (Cellpose's diffusion) plus smooth noise, and a blurred, noisy ±4 logit."""
+    rng = np.random.default_rng(seed)
+    dP = (5 * flows.masks_to_flows(labels)).astype(np.float32)
+    dP += noise * ndi.gaussian_filter(rng.normal(size=dP.shape), (0, 2, 2)).astype(np.float32)
+    cellprob = ndi.gaussian_filter(np.where(labels > 0, 4.0, -4.0), 1.5) + rng.normal(0, 0.5, labels.shape)
+    return dP, cellprob.astype(np.float32)
+
+
+def cellpose_masks(dP, cellprob, **kw):
+    torch = pytest.importorskip("torch")
+    dynamics = pytest.importorskip("cellpose.dynamics")
+    return dynamics.resize_and_compute_masks(dP, cellprob, device=torch.device("cpu"), **kw).astype(np.int32)
+
+
+def mean_matched_iou(ref, ours):
+    m = match_labels(ref, ours, 0.5)
+    return m.ious.sum() / max(m.n_true, m.n_pred, 1), m
+
+
+@pytest.fixture(scope="module")
+def tissue():
+    labels = cell_labels((256, 256), 40, seed=3)
+    return (labels, *network_like(labels))
+
+
+def test_masks_to_flows_equals_cellpose_bit_for_bit(tissue):
+    torch = pytest.importorskip("torch")
+    dynamics = pytest.importorskip("cellpose.dynamics")
+    labels = tissue[0]
+    np.testing.assert_array_equal(flows.masks_to_flows(labels),
+                                  dynamics.masks_to_flows(labels, device=torch.device("cpu")))
+
+
+def test_flow_errors_equal_cellpose(tissue):
+    torch = pytest.importorskip("torch")
+    metrics = pytest.importorskip("cellpose.metrics")
+    labels, dP, _ = tissue
+    ref, _ = metrics.flow_error(labels, dP, device=torch.device("cpu"))
+    np.testing.assert_allclose(flows.flow_errors(labels, dP)[1:], ref, rtol=1e-12, atol=1e-15)
+
+
+def test_exact_following_equals_cellpose(tissue):
+    dynamics = pytest.importorskip("cellpose.dynamics")
+    _, dP, cellprob = tissue
+    cell = cellprob > 0
+    flow = (dP * cell / 5.0).astype(np.float32)
+    ref = dynamics.follow_flows(flow, np.nonzero(cell), niter=200)
+    ref_bins = ref[0].astype(np.int64) * cell.shape[1] + ref[1].astype(np.int64)
+    np.testing.assert_array_equal(flows.follow_flows(flow, cell, 200, jump=None), ref_bins)
+
+
+def test_exact_mode_gives_cellposes_masks(tissue):
+    _, dP, cellprob = tissue
+    ref = cellpose_masks(dP, cellprob)
+    assert ref.max() > 20
+    np.testing.assert_array_equal(flows.compute_masks(dP, cellprob, jump=None), ref)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_default_agrees_with_cellpose(seed):
+    labels = cell_labels((256, 256), 40, seed=10 + seed)
+    dP, cellprob = network_like(labels, seed=seed)
+    ref = cellpose_masks(dP, cellprob)
+    ours = flows.compute_masks(dP, cellprob)
+    iou, m = mean_matched_iou(ref, ours)
+    assert m.n_true == m.n_pred == m.tp
+    assert iou >= 0.99
+
+
+def test_parameters_reach_the_steps(tissue):
+    """cellprob_threshold, niter, flow_threshold and min_size act as in Cellpose."""
+    _, dP, cellprob = tissue
+    for kw in [{"cellprob_threshold": 2.0, "niter": 30}, {"flow_threshold": 0.05, "min_size": 0}]:
+        ref = cellpose_masks(dP, cellprob, **kw)
+        ours = flows.compute_masks(dP, cellprob, **kw)
+        iou, m = mean_matched_iou(ref, ours)
+        assert m.n_true == m.n_pred and iou >= 0.99, kw
+    everything = flows.compute_masks(dP, cellprob, flow_threshold=0)
+    median = int(np.median(np.bincount(everything.ravel())[1:]))
+    large = flows.compute_masks(dP, cellprob, flow_threshold=0, min_size=median)
+    assert 0 < large.max() < everything.max()
+    assert np.bincount(large.ravel())[1:].min() >= median
+    assert mean_matched_iou(cellpose_masks(dP, cellprob, flow_threshold=0, min_size=median), large)[0] >= 0.99
+
+
+def test_no_cells_gives_empty_labels(tissue):
+    _, dP, _ = tissue
+    for cellprob in (np.full((256, 256), -5.0, np.float32), np.zeros((256, 256), np.float32)):
+        out = flows.compute_masks(dP, cellprob)
+        assert out.dtype == np.int32 and out.shape == (256, 256) and out.max() == 0
+        assert cellpose_masks(dP, cellprob).max() == 0
+
+
+def test_one_cell_and_cells_at_the_borders():
+    shape = (96, 128)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    one = ((yy - 40) ** 2 + (xx - 60) ** 2 < 15**2).astype(np.int32)
+    border = np.zeros(shape, np.int32)
+    for k, (cy, cx) in enumerate([(0, 0), (0, 127), (95, 64), (48, 0), (50, 60)]):
+        border[(yy - cy) ** 2 + (xx - cx) ** 2 < 14**2] = k + 1
+    for labels, n in [(one, 1), (border, 5)]:
+        dP, cellprob = network_like(labels, noise=0.5)
+        ours = flows.compute_masks(dP, cellprob)
+        assert ours.max() == n
+        assert match_labels(labels, ours, 0.8).tp == n
+        ref = cellpose_masks(dP, cellprob)
+        iou, m = mean_matched_iou(ref, ours)
+        assert m.tp == m.n_true == m.n_pred == n and iou >= 0.99
+
+
+def test_tiny_and_degenerate_inputs():
+    assert flows.compute_masks(np.zeros((2, 1, 1)), np.ones((1, 1))).tolist() == [[0]]  # 1 end point: no seed
+    assert flows.compute_masks(np.zeros((2, 0, 5)), np.zeros((0, 5))).shape == (0, 5)
+    with pytest.raises(ValueError, match=r"\(2, H, W\)"):
+        flows.compute_masks(np.zeros((3, 8, 8)), np.zeros((8, 8)))
+    with pytest.raises(ValueError, match="niter"):
+        flows.compute_masks(np.zeros((2, 8, 8)), np.zeros((8, 8)), niter=-1)
+    with pytest.raises(ValueError, match="jump"):
+        flows.compute_masks(np.zeros((2, 8, 8)), np.ones((8, 8)), jump=0)
+
+
+def test_masks_larger_than_max_size_fraction_are_dropped():
+    labels = np.zeros((64, 64), np.int32)
+    labels[4:60, 4:60] = 1  # 77 % of the image
+    dP, cellprob = network_like(labels, noise=0.0)
+    assert flows.compute_masks(dP, cellprob).max() == 0
+    assert flows.compute_masks(dP, cellprob, max_size_fraction=0.9).max() == 1
+
+
+def test_fill_holes_matches_cellpose():
+    utils = pytest.importorskip("cellpose.utils")
+    labels = np.zeros((40, 40), np.int32)
+    labels[5:20, 5:20] = 1
+    labels[9:16, 9:16] = 0  # a hole...
+    labels[11:14, 11:14] = 2  # ...holding another mask, overwritten by the fill as in Cellpose
+    labels[25:35, 25:35] = 3
+    labels[28:31, 28] = 0  # a notch open to the box's edge is no hole
+    labels[30, 25] = 0
+    ours = flows.fill_holes_and_remove_small(labels.copy(), min_size=5)
+    ref = utils.fill_holes_and_remove_small_masks(labels.copy(), min_size=5)
+    np.testing.assert_array_equal(ours, ref.astype(np.int32))
+    assert ours.max() == 2 and (ours[9:16, 9:16] == 1).all() and ours[30, 25] == 0
+
+
+def test_min_size_drops_exactly_the_small_masks():
+    """Where Cellpose 3.1 indexes its size list by position (gaps after the flow check), scip drops by size."""
+    labels = np.zeros((30, 30), np.int32)
+    labels[1:9, 1:9] = 2  # 64 px; label 1 is absent (a gap)
+    labels[12:14, 12:14] = 3  # 4 px
+    labels[20:28, 20:28] = 4  # 64 px
+    out = flows.fill_holes_and_remove_small(labels, min_size=10)
+    assert sorted(np.bincount(out.ravel())[1:].tolist()) == [64, 64]
+    assert out[1, 1] == 1 and out[20, 20] == 2
