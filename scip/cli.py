@@ -38,6 +38,18 @@ def _parser() -> argparse.ArgumentParser:
                           "workers that take the segmentation tasks but compute on the CPU)")
     run.add_argument("--retries", type=int, help="times a failed task is retried (default 2)")
 
+    slide = sub.add_parser("slide", help="segment one large (whole-slide) image tile by tile",
+                           description="Tiled segmentation of one large 2-D image without seams: an OME-Zarr "
+                                       "label image with a pyramid, a per-cell table (see docs/wholeslide.md).")
+    slide.add_argument("config", type=Path, help="YAML slide config (see docs/config.md, scip slide)")
+    slide.add_argument("--output", type=Path, help="output folder (overrides output.path)")
+    slide.add_argument("--overwrite", action="store_true", default=None, help="replace results in the output folder")
+    slide.add_argument("--scheduler", help="address of a running Dask scheduler, or 'synchronous'")
+    slide.add_argument("--workers", type=int, help="local cluster: number of worker processes")
+    slide.add_argument("--threads", type=int, help="local cluster: threads per worker")
+    slide.add_argument("--memory-limit", help="local cluster: memory per worker, e.g. '4GiB' or 'auto'")
+    slide.add_argument("--no-progress", action="store_true", help="do not show the progress bars")
+
     check = sub.add_parser("check", help="validate a config and list its images, without running")
     check.add_argument("config", type=Path)
 
@@ -83,12 +95,32 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("output_dir", type=Path, help="a run's output folder")
     rep.add_argument("--group", help="group the montage and histograms by this column or metadata field")
     rep.add_argument("--features", help="comma-separated feature columns to plot (default area and mean intensities)")
+
+    trn = sub.add_parser("train", help="train or fine-tune a U-Net segmentation model (needs torch)",
+                         description="Train a U-Net model from image/label folders as a training config describes "
+                                     "(see docs/segmentation.md), or fine-tune an existing model.")
+    trn.add_argument("config", type=Path, help="training YAML, e.g. examples/train_nuclei.yml")
+    trn.add_argument("--output", type=Path, help="output folder (overrides the config's output)")
+    trn.add_argument("--finetune", metavar="MODEL", help="start from this model: a built-in name (nuclei) or a file")
+    trn.add_argument("--freeze", metavar="SCHEDULE",
+                     help="fine-tuning schedule: all (every layer trains), encoder (encoder convolutions fixed, its "
+                          "batch norms adapt), decoder (only decoder and head train), last:K (only the last K blocks)")
+    trn.add_argument("--epochs", type=int, help="most epochs (overrides the config)")
+    trn.add_argument("--resume", action="store_true", help="continue from checkpoint.pt in the output folder")
+
+    exp = sub.add_parser("export-model", help="export a U-Net model to ONNX, checked against torch with onnxruntime")
+    exp.add_argument("model", help="a built-in model name (nuclei) or a model file")
+    exp.add_argument("--onnx", type=Path, required=True, metavar="OUT", help="ONNX file to write")
+    exp.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict:
     cluster = {k: v for k, v in {"scheduler": args.scheduler, "workers": args.workers, "threads": args.threads,
-                                 "memory_limit": args.memory_limit}.items() if v is not None}
+                                 "memory_limit": args.memory_limit, "gpu_workers": args.gpu_workers,
+                                 "retries": args.retries}.items() if v is not None}
+    if args.cluster is not None:
+        cluster["slurm"] = {} if args.cluster == "slurm" else None
     # A command-line path is relative to where the command runs, not to the config file.
     output = {k: v for k, v in {"path": str(args.output.resolve()) if args.output else None,
                                 "overwrite": args.overwrite}.items() if v is not None}
@@ -115,6 +147,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"scip: filter {entry['filter']}: {entry['cells_dropped']} of {entry['cells_measured']} cells dropped")
     if (result.output / "report.html").is_file():
         print(f"scip: report: {(result.output / 'report.html').resolve()}")
+    return 0
+
+
+def _cmd_slide(args: argparse.Namespace) -> int:
+    from scip.slide import load_slide_config, segment_slide
+
+    cluster = {k: v for k, v in {"scheduler": args.scheduler, "workers": args.workers, "threads": args.threads,
+                                 "memory_limit": args.memory_limit}.items() if v is not None}
+    output = {k: v for k, v in {"path": str(args.output.resolve()) if args.output else None,
+                                "overwrite": args.overwrite}.items() if v is not None}
+    config = load_slide_config(args.config, overrides={k: v for k, v in {"cluster": cluster, "output": output}.items()
+                                                       if v})
+    result = segment_slide(config, progress=not args.no_progress)
+    c, t = result.summary["counts"], result.summary["tiles"]
+    print(f"scip: {c['objects']} objects in {t['count']} tiles of {t['size']} px (margin {t['margin']} px); "
+          f"{c['cut']} touch a tile's margin edge (larger than the margin allows), "
+          f"{c['border_dropped']} dropped at the image border, {c['conflict_pixels']} conflicting pixels")
+    print(f"scip: labels in {result.labels.resolve()}  (napari: open it with the napari-ome-zarr plugin)")
+    print(f"scip: cell table in {result.table.resolve()}; summary in {(result.output / 'slide.json').resolve()}")
     return 0
 
 
@@ -227,6 +278,56 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unet_errors():
+    """Model-file and data problems of train / export-model are input errors (exit code 2)."""
+    from scip.segment.unet import require_torch
+
+    try:
+        require_torch()
+    except ImportError as e:
+        raise ConfigError(str(e)) from None
+    from scip.segment.unet.modelfile import ModelFileError
+
+    return (ModelFileError, FileNotFoundError)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    errors = _unet_errors()
+    from scip.segment.unet.train import train
+    from scip.segment.unet.trainconfig import load_train_config
+
+    # Command-line paths are relative to where the command runs, not to the config file.
+    overrides = {k: v for k, v in {"output": str(args.output.resolve()) if args.output else None,
+                                   "freeze": args.freeze, "epochs": args.epochs}.items() if v is not None}
+    if args.finetune is not None:
+        from scip.segment.unet.modelfile import builtin_models
+
+        overrides["finetune"] = args.finetune if args.finetune in builtin_models() else str(Path(args.finetune).resolve())
+    config = load_train_config(args.config, overrides=overrides)
+    try:
+        result = train(config, resume=args.resume, base_dir=args.config.resolve().parent)
+    except (*errors, ValueError) as e:  # data that cannot be used: no pairs, shapes or channels that differ
+        raise ConfigError(str(e)) from None
+    f = result.final
+    print(f"scip: kept epoch {result.best['epoch']} of {len(result.history)}: validation F1@0.5 {f['f1']:.3f}, "
+          f"object Jaccard {f['object_jaccard']:.3f}, pixel Jaccard {f['pixel_jaccard']:.3f} ({result.seconds:.0f} s)")
+    print(f"scip: model in {result.model.resolve()}; report in {(result.output / 'report.md').resolve()}")
+    return 0
+
+
+def _cmd_export_model(args: argparse.Namespace) -> int:
+    errors = _unet_errors()
+    from scip.segment.unet.export import export_onnx
+
+    try:
+        check = export_onnx(args.model, args.onnx, opset=args.opset)
+    except errors as e:
+        raise ConfigError(str(e)) from None
+    print(f"scip: ONNX model in {args.onnx.resolve()}; onnxruntime vs torch on a {check.shape} test input: "
+          f"largest difference {check.max_abs_diff:.2e} in probability")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scip`` console script."""
     args = _parser().parse_args(argv)
@@ -234,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     from scip.cluster import ClusterError, quiet_logs
 
     quiet_logs()
-    commands = {"run": _cmd_run, "check": _cmd_check, "example-data": _cmd_example, "features": _cmd_features,
-                "classify": _cmd_classify, "predict": _cmd_predict, "report": _cmd_report}
+    commands = {"run": _cmd_run, "slide": _cmd_slide, "check": _cmd_check, "example-data": _cmd_example, "features": _cmd_features,
+                "classify": _cmd_classify, "predict": _cmd_predict, "report": _cmd_report, "train": _cmd_train,
+                "export-model": _cmd_export_model}
     try:
         return commands[args.command](args)
     except ConfigError as e:

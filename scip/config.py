@@ -31,6 +31,8 @@ __all__ = [
     "LiConfig",
     "WatershedConfig",
     "SpotConfig",
+    "UnetConfig",
+    "CellposeConfig",
     "CellsConfig",
     "MaskConfig",
     "IlluminationConfig",
@@ -166,10 +168,100 @@ class SpotConfig(_SegmentBase):
     k: Annotated[float, Field(gt=0)] = 3.0
 
 
+class UnetConfig(_SegmentBase):
+    """A learned U-Net model (``scip.segment.unet``; needs torch): built-in ``nuclei`` or a model file.
+
+    ``channel`` may list several channels for a model trained on several;
+    the model file is read here, so a missing, corrupt or mismatched model
+    is a configuration error, not a failure on every image.
+    """
+
+    method: Literal["unet"]
+    channel: str | int | list[str | int] = 0
+    model: str = "nuclei"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    quantize: Literal["none", "static", "dynamic"] = "none"
+    tta: bool = False
+    tile: Annotated[int, Field(ge=16)] = 512
+    overlap: Annotated[int, Field(ge=0)] = 64
+    batch_size: Annotated[int, Field(ge=1)] = 4
+    diameter: Annotated[float, Field(gt=0)] | None = None
+    threshold: Annotated[float, Field(gt=0, lt=1)] | None = None
+    seed_threshold: Annotated[float, Field(gt=0, lt=1)] | None = None
+    smooth: Annotated[float, Field(ge=0)] = 0.0
+
+    @field_validator("model")
+    @classmethod
+    def _model_file(cls, value: str, info: ValidationInfo) -> str:
+        from scip.segment.unet import check_model
+
+        return check_model(value, (info.context or {}).get("base_dir")).model
+
+    @model_validator(mode="after")
+    def _fits_model(self) -> "UnetConfig":
+        from scip.segment.unet import check_model
+
+        info = check_model(self.model)
+        given = self.channel if isinstance(self.channel, list) else [self.channel]
+        if len(given) != info.in_channels:
+            raise ValueError(
+                f"channel {self.channel!r} gives {len(given)} channel(s) but the model file "
+                f"{info.path} takes {info.in_channels} ({', '.join(info.channels)}); "
+                + ("list one channel per model input" if info.in_channels > 1 else "name one channel"))
+        if self.quantize != "none" and self.device == "cuda":
+            raise ValueError(f"quantize {self.quantize!r} (INT8) runs on the CPU; with device 'cuda' use "
+                             "quantize: none and precision: auto/fp16/bf16")
+        if self.precision == "fp16" and self.device == "cpu":
+            raise ValueError("precision 'fp16' needs CUDA; with device 'cpu' use fp32, bf16 or quantize: static")
+        return self
+
+
+class CellposeConfig(_SegmentBase):
+    """A local Cellpose 3 model file (``scip.segment.cellpose``; needs ``cellpose<4``), scip's flow post-processing.
+
+    ``channel`` is one channel, or two: the channel to segment and a nuclear
+    channel. The model file is read here, so a missing or corrupt file (or
+    Cellpose not installed) is a configuration error, not a failure on
+    every image.
+    """
+
+    method: Literal["cellpose"]
+    channel: str | int | list[str | int] = 0
+    pretrained_model: str
+    diameter: Annotated[float, Field(gt=0)] | None = None
+    cellprob_threshold: float = 0.0
+    flow_threshold: Annotated[float, Field(ge=0)] = 0.4
+    niter: Annotated[int, Field(ge=1)] | None = None
+    min_size: Annotated[int, Field(ge=0)] = 15
+    smooth: Annotated[float, Field(ge=0)] = 0.0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: Annotated[int, Field(ge=1)] = 8
+
+    @field_validator("channel")
+    @classmethod
+    def _one_or_two(cls, value: str | int | list[str | int]) -> str | int | list[str | int]:
+        if isinstance(value, list) and len(value) not in (1, 2):
+            raise ValueError(f"a Cellpose model takes one channel or two (cells, nuclei), got {len(value)}")
+        return value
+
+    @field_validator("pretrained_model")
+    @classmethod
+    def _model_file(cls, value: str, info: ValidationInfo) -> str:
+        from scip.segment.cellpose import check_model
+
+        try:
+            return str(check_model(value, (info.context or {}).get("base_dir")).path)
+        except ImportError as err:
+            raise ValueError(str(err)) from None
+
+
 SegmentConfig = Annotated[
-    Union[OtsuConfig, LiConfig, WatershedConfig, SpotConfig], Field(discriminator="method")
+    Union[OtsuConfig, LiConfig, WatershedConfig, SpotConfig, UnetConfig, CellposeConfig],
+    Field(discriminator="method"),
 ]
-_SEGMENT_CLASSES = {"otsu": OtsuConfig, "li": LiConfig, "watershed": WatershedConfig, "spot": SpotConfig}
+_SEGMENT_CLASSES = {"otsu": OtsuConfig, "li": LiConfig, "watershed": WatershedConfig, "spot": SpotConfig,
+                    "unet": UnetConfig, "cellpose": CellposeConfig}
 SEGMENT_METHODS = tuple(_SEGMENT_CLASSES)
 
 

@@ -1,4 +1,4 @@
-"""Classical segmentation: intensity image in, label image out.
+"""Segmentation: intensity image in, label image out.
 
 Every method takes a 2-D intensity image ``(H, W)`` of any real dtype
 (converted to float64; NaN is not handled, callers reject such images) and
@@ -11,6 +11,11 @@ objects rather than an error.
 ``li``          global Li threshold, connected components
 ``watershed``   threshold, then split touching objects (distance watershed)
 ``spot``        white top-hat and threshold: small bright spots
+``unet``        a learned U-Net model (:mod:`scip.segment.unet`, needs torch;
+                also takes ``(C, H, W)`` for multi-channel models)
+``cellpose``    a local Cellpose 3 model file with scip's fast flow
+                post-processing (:mod:`scip.segment.cellpose`, needs
+                ``cellpose<4``; also takes ``(2, H, W)``: cells, nuclei)
 ==============  ===========================================================
 """
 
@@ -23,12 +28,16 @@ import numpy as np
 from scip._hints import did_you_mean
 
 from ._util import remove_small_and_relabel
+from .cellpose import cellpose
 from .region import threshold_in_region
 from .spot import spot
 from .threshold import li, otsu
+# Bound under another name: ``scip.segment.unet`` stays the subpackage (models, training, inference).
+from .unet import unet as _unet
 from .watershed import watershed
 
-__all__ = ["METHODS", "segment", "otsu", "li", "watershed", "spot", "remove_small_and_relabel", "threshold_in_region"]
+__all__ = ["METHODS", "segment", "otsu", "li", "watershed", "spot", "cellpose",
+           "remove_small_and_relabel", "threshold_in_region"]
 
 #: Segmentation methods by name, as accepted by :func:`segment`.
 METHODS: dict[str, Callable[..., np.ndarray]] = {
@@ -36,6 +45,8 @@ METHODS: dict[str, Callable[..., np.ndarray]] = {
     "li": li,
     "watershed": watershed,
     "spot": spot,
+    "unet": _unet,
+    "cellpose": cellpose,
 }
 
 

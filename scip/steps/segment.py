@@ -31,24 +31,35 @@ def channel_position(channels: tuple[str, ...], channel: str | int, key: str = "
     return channels.index(channel)
 
 
+def segment_positions(channels: tuple[str, ...], channel: str | int | list[str | int]) -> list[int]:
+    """Positions of the segmentation channel(s): one, or a list for a multi-channel model (``unet``)."""
+    if isinstance(channel, list):
+        return [channel_position(channels, ch, key=f"segment.channel.{i}") for i, ch in enumerate(channel)]
+    return [channel_position(channels, channel)]
+
+
 def segment_image(record: ImageRecord, cfg: SegmentConfig) -> ImageRecord:
     """Label the objects of ``record`` in ``cfg.channel`` with ``cfg.method``.
 
     The label image is stored under ``cfg.name``. An image in which nothing
     is found is skipped with that reason: its absence from the table is then
-    explained in ``skipped.csv``.
+    explained in ``skipped.csv``. A list of channels (multi-channel models)
+    is passed to the method as one ``(C, H, W)`` image.
     """
     if not record.status:
         return record
     timings = dict(record.timings)
     with timed(timings, "segment"):
-        c = channel_position(record.channels, cfg.channel)
+        positions = segment_positions(record.channels, cfg.channel)
+        c = positions[0]
+        pixels = record.pixels[positions] if isinstance(cfg.channel, list) else record.pixels[c]
         try:
-            labels = segment(record.pixels[c].astype(np.float32), cfg.method, **cfg.method_params())
+            labels = segment(pixels.astype(np.float32), cfg.method, **cfg.method_params())
         except Exception as e:  # noqa: BLE001 - one odd image must not stop the run
             return record.with_(timings=timings, status=skipped("segment", f"{cfg.method} failed: {type(e).__name__}: {e}"))
     labels = {**record.labels, cfg.name: labels}
     if labels[cfg.name].max() == 0:
         return record.with_(labels=labels, timings=timings, status=skipped(
-            "segment", f"no cells found ({cfg.method} on channel '{record.channels[c]}')"))
+            "segment", f"no cells found ({cfg.method} on channel "
+                       f"{', '.join(repr(record.channels[i]) for i in positions)})"))
     return record.with_(labels=labels, timings=timings)
