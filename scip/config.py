@@ -588,6 +588,22 @@ def load_config(source: str | Path | dict, *, base_dir: str | Path | None = None
         With one message listing every problem: key path, bad value, allowed
         values and a "did you mean" where one is close.
     """
+    raw, origin, base = read_config_file(source, base_dir=base_dir, overrides=overrides)
+    try:
+        return Config.model_validate(raw, context={"base_dir": base})
+    except ValidationError as e:
+        lines = [format_error(err, raw) for err in e.errors()]
+        raise ConfigError(f"invalid configuration in {origin}:\n" + "\n".join(f"  - {line}" for line in lines)) from None
+
+
+def read_config_file(source: str | Path | dict, *, base_dir: str | Path | None = None, overrides: dict | None = None,
+                     sections: str = "input, segment, ...") -> tuple[dict, str, Path]:
+    """A YAML file (or a mapping) as a dict with ``overrides`` applied, its name for messages, and its folder.
+
+    Relative paths in the config resolve against the returned folder (the
+    file's, or the current directory for a mapping). ``sections`` names the
+    expected top-level keys in the error for a file that is not a mapping.
+    """
     if isinstance(source, dict):
         raw, origin = source, "config"
         base = Path(base_dir) if base_dir is not None else Path.cwd()
@@ -604,13 +620,8 @@ def load_config(source: str | Path | dict, *, base_dir: str | Path | None = None
             raw = {}
         base = Path(base_dir) if base_dir is not None else path.resolve().parent
     if not isinstance(raw, dict):
-        raise ConfigError(f"{origin}: expected a mapping of sections (input, segment, ...), got {type(raw).__name__}")
-    raw = _merge(raw, overrides or {})
-    try:
-        return Config.model_validate(raw, context={"base_dir": base})
-    except ValidationError as e:
-        lines = [format_error(err, raw) for err in e.errors()]
-        raise ConfigError(f"invalid configuration in {origin}:\n" + "\n".join(f"  - {line}" for line in lines)) from None
+        raise ConfigError(f"{origin}: expected a mapping of sections ({sections}), got {type(raw).__name__}")
+    return _merge(raw, overrides or {}), origin, base
 
 
 def _merge(raw: dict, overrides: dict) -> dict:

@@ -16,7 +16,6 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from scip.config import (
@@ -27,10 +26,10 @@ from scip.config import (
     SegmentConfig,
     WatershedConfig,
     _did_you_mean,
-    _merge,
     _resolve,
     _Section,
     format_error,
+    read_config_file,
 )
 
 __all__ = ["SlideConfig", "SlideInputConfig", "TilesConfig", "SlideOutputConfig", "load_slide_config"]
@@ -180,24 +179,8 @@ def load_slide_config(source: str | Path | dict, *, base_dir: str | Path | None 
         With one message listing every problem: key path, bad value, allowed
         values and a "did you mean" where one is close.
     """
-    if isinstance(source, dict):
-        raw, origin = source, "config"
-        base = Path(base_dir) if base_dir is not None else Path.cwd()
-    else:
-        path = Path(source)
-        origin = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        raw = {} if raw is None else raw
-        base = Path(base_dir) if base_dir is not None else path.resolve().parent
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{origin}: expected a mapping of sections (input, segment, tiles, ...), "
-                          f"got {type(raw).__name__}")
-    raw = _merge(raw, overrides or {})
+    raw, origin, base = read_config_file(source, base_dir=base_dir, overrides=overrides,
+                                         sections="input, segment, tiles, ...")
     try:
         return SlideConfig.model_validate(raw, context={"base_dir": base})
     except ValidationError as e:
