@@ -74,9 +74,11 @@ def _names(channels, n_stored: int, path) -> tuple[str, ...]:
     return tuple(channels)
 
 
-def discover_ome_zarr(path: Path, level: int, channels, use_channels) -> Dataset:
-    """Images of an OME-Zarr image group, one per time point."""
-    group = _open(path)
+def ome_level(group, path: Path, level: int) -> tuple[dict, dict, str]:
+    """OME-Zarr metadata of ``group``, its first multiscale, and the array path of resolution ``level``.
+
+    Raises :class:`InputError` naming ``input.path`` or ``input.level``.
+    """
     meta = ome_metadata(group) if isinstance(group, zarr.Group) else None
     if meta is None:
         raise InputError(f"input.path: {path} has no OME-Zarr 'multiscales' metadata")
@@ -84,8 +86,14 @@ def discover_ome_zarr(path: Path, level: int, channels, use_channels) -> Dataset
     datasets = multiscale.get("datasets", [])
     if level >= len(datasets):
         raise InputError(f"input.level: {level} is not a level of {path}; it has levels 0..{len(datasets) - 1}")
+    return meta, multiscale, datasets[level]["path"]
+
+
+def discover_ome_zarr(path: Path, level: int, channels, use_channels) -> Dataset:
+    """Images of an OME-Zarr image group, one per time point."""
+    group = _open(path)
+    meta, multiscale, array_path = ome_level(group, path, level)
     axes = [a["name"] if isinstance(a, dict) else a for a in multiscale.get("axes", ["t", "c", "z", "y", "x"])]
-    array_path = datasets[level]["path"]
     arr = group[array_path]
     sizes = dict(zip(axes, arr.shape))
     # NGFF orders axes t, c, z, y, x; reading relies on that order (channels first, then z).

@@ -28,7 +28,7 @@ import zarr
 
 from scip._hints import did_you_mean
 from scip.io.channels import InputError
-from scip.io.zarr_image import ome_metadata
+from scip.io.zarr_image import ome_level, ome_metadata
 
 __all__ = ["SlideSource", "open_slide"]
 
@@ -242,14 +242,7 @@ def open_slide(path: str | Path, format: str = "auto", array: str | None = None,
     else:
         node = _open_zarr(path)
         if kind == "ome_zarr":
-            meta = ome_metadata(node) if isinstance(node, zarr.Group) else None
-            if meta is None:
-                raise InputError(f"input.path: {path} has no OME-Zarr 'multiscales' metadata")
-            multiscale = meta["multiscales"][0]
-            datasets = multiscale.get("datasets", [])
-            if level >= len(datasets):
-                raise InputError(f"input.level: {level} is not a level of {path}; it has levels 0..{len(datasets) - 1}")
-            array = datasets[level]["path"]
+            meta, multiscale, array = ome_level(node, path, level)
             arr = node[array]
             axes = tuple(a["name"] if isinstance(a, dict) else a for a in multiscale.get("axes", "tczyx"[-arr.ndim:]))
             if len(axes) != arr.ndim or axes[-2:] != ("y", "x") or not set(axes) <= set("tczyx"):
