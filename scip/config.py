@@ -521,6 +521,17 @@ class ClusterConfig(_Section):
         return self
 
 
+def default_segment_method(data: Any) -> Any:
+    """A raw config whose ``segment`` section has no ``method`` gets the default one.
+
+    The segment union needs its tag to pick a model; for every config with a
+    ``segment`` section (``scip run``, ``scip slide``).
+    """
+    if isinstance(data, dict) and isinstance(data.get("segment"), dict) and "method" not in data["segment"]:
+        data = {**data, "segment": {"method": "watershed", **data["segment"]}}
+    return data
+
+
 class Config(_Section):
     """A whole run, as read from ``config.yml``."""
 
@@ -539,10 +550,7 @@ class Config(_Section):
     @model_validator(mode="before")
     @classmethod
     def _default_method(cls, data: Any) -> Any:
-        # The union needs its tag; a segment section without one means the default method.
-        if isinstance(data, dict) and isinstance(data.get("segment"), dict) and "method" not in data["segment"]:
-            data = {**data, "segment": {"method": "watershed", **data["segment"]}}
-        return data
+        return default_segment_method(data)
 
     @model_validator(mode="after")
     def _mask_names_unique(self) -> "Config":

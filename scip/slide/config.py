@@ -26,6 +26,7 @@ from scip.config import (
     SegmentConfig,
     WatershedConfig,
     _did_you_mean,
+    default_segment_method,
     _resolve,
     _Section,
     format_error,
@@ -107,10 +108,7 @@ class SlideConfig(_Section):
     @model_validator(mode="before")
     @classmethod
     def _default_method(cls, data: Any) -> Any:
-        # As in scip.config.Config: a segment section without a method means the default method.
-        if isinstance(data, dict) and isinstance(data.get("segment"), dict) and "method" not in data["segment"]:
-            data = {**data, "segment": {"method": "watershed", **data["segment"]}}
-        return data
+        return default_segment_method(data)
 
     @model_validator(mode="after")
     def _band_fits_margin(self) -> "SlideConfig":
