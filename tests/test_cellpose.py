@@ -69,6 +69,17 @@ def test_end_to_end_with_a_random_network(model_file, image):
     assert m.ious.mean() >= 0.95
 
 
+def test_norm_range_stands_in_for_cellposes_own_normalization(model_file, image):
+    """A window of a slide gets the slide's percentiles: given this image's own, the result is unchanged."""
+    kw = {"pretrained_model": model_file, "device": "cpu", "flow_threshold": 0.0, "cellprob_threshold": -1.0}
+    own = segment(image, "cellpose", **kw)
+    lo, hi = np.percentile(image.astype(np.float32), [1, 99])
+    np.testing.assert_array_equal(own, segment(image, "cellpose", norm_range=[[lo, hi]], **kw))
+    assert not np.array_equal(own, segment(image, "cellpose", norm_range=[[lo, 10 * hi]], **kw))
+    with pytest.raises(ValueError, match="norm_range gives 2 channel range"):
+        segment(image, "cellpose", norm_range=[[lo, hi], [lo, hi]], **kw)
+
+
 class _Stub:
     """Stands in for the network: returns the flows of known labels, records how it was called."""
 

@@ -65,16 +65,22 @@ def global_threshold(image: np.ndarray, method: str) -> float:
 
 
 def foreground_mask(
-    image: np.ndarray, *, smooth: float, threshold: str, fill_holes: bool
+    image: np.ndarray, *, smooth: float, threshold: str, fill_holes: bool, level: float | None = None
 ) -> np.ndarray:
     """Boolean foreground: smooth, threshold globally, optionally fill holes.
 
-    A constant image (after smoothing) has no foreground.
+    ``level``, when given, is the threshold of the smoothed image, instead of
+    ``threshold``'s method computed on this image (a window of a large image
+    takes the threshold of the whole image, see
+    :mod:`scip.segment.image_statistics`). Without ``level``, a constant image
+    (after smoothing) has no foreground.
     """
     smoothed = smooth_image(image, smooth)
-    if is_constant(smoothed):
-        return np.zeros(image.shape, dtype=bool)
-    mask = smoothed > global_threshold(smoothed, threshold)
+    if level is None:
+        if is_constant(smoothed):
+            return np.zeros(image.shape, dtype=bool)
+        level = global_threshold(smoothed, threshold)
+    mask = smoothed > level
     if fill_holes:
         mask = ndi.binary_fill_holes(mask)
     return mask

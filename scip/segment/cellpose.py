@@ -182,6 +182,7 @@ def cellpose(
     smooth: float = 0.0,
     device: str = "auto",
     batch_size: int = 8,
+    norm_range: list | None = None,
 ) -> np.ndarray:
     """Label cells with a local Cellpose 3 model and scip's flow post-processing.
 
@@ -214,6 +215,11 @@ def cellpose(
         Where the network runs; ``auto`` takes CUDA when torch sees a GPU.
     batch_size : int, optional
         224 × 224 tiles per forward pass.
+    norm_range : list of (float, float), optional
+        Per channel, the intensities (after ``smooth``) that become 0 and 1,
+        instead of Cellpose's per-image 1st and 99th percentiles: how
+        windows of a large image share the whole image's normalization
+        (:mod:`scip.segment.image_statistics`).
 
     Returns
     -------
@@ -242,13 +248,25 @@ def cellpose(
     pixels = image.astype(np.float32)
     if not np.all(np.isfinite(pixels)):
         raise ValueError("image has NaN or infinite values")
-    if pixels.size == 0 or all(np.ptp(ch) == 0 for ch in pixels.reshape(-1, *shape)):
+    if norm_range is None and (pixels.size == 0 or all(np.ptp(ch) == 0 for ch in pixels.reshape(-1, *shape))):
         return np.zeros(shape, np.int32)
     if smooth > 0:
         from scipy import ndimage as ndi
 
         sigma = (0, smooth, smooth) if pixels.ndim == 3 else smooth
         pixels = ndi.gaussian_filter(pixels, sigma)
+    if norm_range is not None:
+        ranges = np.asarray(norm_range, np.float64).reshape(-1, 2)
+        channels = pixels.reshape(-1, *shape)
+        if len(ranges) != len(channels):
+            raise ValueError(f"norm_range gives {len(ranges)} channel range(s) for an image of "
+                             f"{len(channels)} channel(s)")
+        # Normalized here rather than through Cellpose's ``lowhigh``: Cellpose would
+        # also shift the empty second channel it adds to a one-channel image.
+        # In float32, as Cellpose's normalize99 computes it.
+        lows, highs = ranges.astype(np.float32).T
+        pixels = np.stack([(ch - lo) / (hi - lo) if hi > lo else np.zeros_like(ch)
+                           for ch, lo, hi in zip(channels, lows, highs)]).reshape(pixels.shape)
     model = _load(info, torch_device)
     two = pixels.ndim == 3
     # Cellpose guesses the axes from the shape and takes a short side for
@@ -257,7 +275,8 @@ def cellpose(
     if any(pad):
         pixels = np.pad(pixels, [(0, 0)] * (pixels.ndim - 2) + [(0, pad[0]), (0, pad[1])], mode="edge")
     _, outputs, _ = model.eval(pixels, channels=[1, 2] if two else [0, 0], channel_axis=0 if two else None,
-                               diameter=diameter, batch_size=batch_size, compute_masks=False)
+                               diameter=diameter, batch_size=batch_size, compute_masks=False,
+                               normalize=norm_range is None)
     dP = np.asarray(outputs[1], np.float32)[:, : shape[0], : shape[1]]
     cellprob = np.asarray(outputs[2], np.float32)[: shape[0], : shape[1]]
     if niter is None:

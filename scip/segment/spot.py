@@ -20,6 +20,7 @@ def spot(
     radius: int = 3,
     threshold: str = "std",
     k: float = 3.0,
+    level: float | None = None,
 ) -> np.ndarray:
     """Label small bright spots, ignoring larger bright structures.
 
@@ -49,6 +50,10 @@ def spot(
         are few and Otsu splits the background noise instead.
     k : float, optional
         Number of standard deviations for ``threshold="std"``.
+    level : float, optional
+        Threshold of the top-hat image to use instead of computing it from
+        this image (windows of a large image share the whole image's,
+        :mod:`scip.segment.image_statistics`).
 
     Returns
     -------
@@ -62,6 +67,8 @@ def spot(
         raise ValueError(f"radius must be >= 1, got {radius}")
     image = smooth_image(as_float_image(image), smooth)
     tophat = morphology.white_tophat(image, morphology.disk(radius))
+    if level is not None:
+        return remove_small_and_relabel(tophat > level, min_size)
     if is_constant(tophat):
         return np.zeros(image.shape, dtype=np.int32)
     if threshold == "otsu":

@@ -14,15 +14,16 @@ __all__ = ["otsu", "li"]
 
 
 def _threshold_labels(
-    image: np.ndarray, method: str, smooth: float, min_size: int, fill_holes: bool
+    image: np.ndarray, method: str, smooth: float, min_size: int, fill_holes: bool, level: float | None
 ) -> np.ndarray:
     image = as_float_image(image)
-    mask = foreground_mask(image, smooth=smooth, threshold=method, fill_holes=fill_holes)
+    mask = foreground_mask(image, smooth=smooth, threshold=method, fill_holes=fill_holes, level=level)
     return remove_small_and_relabel(mask, min_size)
 
 
 def otsu(
-    image: np.ndarray, *, smooth: float = 1.0, min_size: int = 20, fill_holes: bool = True
+    image: np.ndarray, *, smooth: float = 1.0, min_size: int = 20, fill_holes: bool = True,
+    level: float | None = None,
 ) -> np.ndarray:
     """Label the connected regions brighter than Otsu's threshold.
 
@@ -38,6 +39,10 @@ def otsu(
         Objects with fewer pixels are removed.
     fill_holes : bool, optional
         Fill holes inside objects (dim nucleoli, vacuoles).
+    level : float, optional
+        Use this threshold of the smoothed image instead of computing it from
+        ``image``: how windows of a large image share the whole image's
+        threshold (:mod:`scip.segment.image_statistics`).
 
     Returns
     -------
@@ -50,11 +55,12 @@ def otsu(
     --------
     skimage.filters.threshold_otsu
     """
-    return _threshold_labels(image, "otsu", smooth, min_size, fill_holes)
+    return _threshold_labels(image, "otsu", smooth, min_size, fill_holes, level)
 
 
 def li(
-    image: np.ndarray, *, smooth: float = 1.0, min_size: int = 20, fill_holes: bool = True
+    image: np.ndarray, *, smooth: float = 1.0, min_size: int = 20, fill_holes: bool = True,
+    level: float | None = None,
 ) -> np.ndarray:
     """Label the connected regions brighter than Li's minimum-cross-entropy threshold.
 
@@ -73,6 +79,10 @@ def li(
         Objects with fewer pixels are removed.
     fill_holes : bool, optional
         Fill holes inside objects.
+    level : float, optional
+        Use this threshold of the smoothed image instead of computing it from
+        ``image``: how windows of a large image share the whole image's
+        threshold (:mod:`scip.segment.image_statistics`).
 
     Returns
     -------
@@ -84,4 +94,4 @@ def li(
     --------
     skimage.filters.threshold_li
     """
-    return _threshold_labels(image, "li", smooth, min_size, fill_holes)
+    return _threshold_labels(image, "li", smooth, min_size, fill_holes, level)

@@ -70,6 +70,7 @@ def watershed(
     footprint: np.ndarray | None = None,
     compactness: float = 0.0,
     distance_smooth: float = 1.0,
+    level: float | None = None,
 ) -> np.ndarray:
     """Segment bright objects and split those that touch.
 
@@ -109,6 +110,10 @@ def watershed(
         before the seeds are picked. Ragged outlines give the raw distance
         map spurious ridges and peaks, so each object would be cut in
         several; 0 disables it.
+    level : float, optional
+        Threshold of the smoothed image to use instead of ``threshold``'s
+        method computed on ``image`` (windows of a large image share the
+        whole image's, :mod:`scip.segment.image_statistics`).
 
     Returns
     -------
@@ -128,7 +133,7 @@ def watershed(
     if min_distance < 1:
         raise ValueError(f"min_distance must be >= 1, got {min_distance}")
     image = as_float_image(image)
-    mask = foreground_mask(image, smooth=smooth, threshold=threshold, fill_holes=fill_holes)
+    mask = foreground_mask(image, smooth=smooth, threshold=threshold, fill_holes=fill_holes, level=level)
     if not mask.any():
         return np.zeros(image.shape, dtype=np.int32)
     components = measure.label(mask, connectivity=CONNECTIVITY)

@@ -52,6 +52,7 @@ def unet(
     seed_threshold: float | None = None,
     smooth: float = 0.0,
     min_size: int = 20,
+    norm_range: list | None = None,
 ) -> np.ndarray:
     """Label objects with a U-Net model.
 
@@ -87,6 +88,11 @@ def unet(
         Standard deviation of a Gaussian blur of the input; 0 disables it.
     min_size : int, optional
         Objects with fewer pixels are removed.
+    norm_range : list of (float, float), optional
+        Per channel, the intensities (after ``smooth``) that become 0 and 1,
+        instead of this image's percentiles: how windows of a large image
+        share the whole image's normalization
+        (:mod:`scip.segment.image_statistics`).
 
     Returns
     -------
@@ -106,7 +112,8 @@ def unet(
 
     return segment_image(image, model, device=device, precision=precision, quantize=quantize, tta=tta, tile=tile,
                          overlap=overlap, batch_size=batch_size, diameter=diameter, threshold=threshold,
-                         seed_threshold=seed_threshold, smooth=smooth, min_size=min_size)
+                         seed_threshold=seed_threshold, smooth=smooth, min_size=min_size,
+                         norm_range=norm_range)
 
 
 @dataclass(frozen=True)

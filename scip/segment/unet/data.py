@@ -33,8 +33,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["DataSource", "Pair", "Pairs", "find_pairs", "read_array", "read_image", "normalize", "targets",
-           "EXTENSIONS"]
+__all__ = ["DataSource", "Pair", "Pairs", "find_pairs", "read_array", "read_image", "normalize", "normalize_range",
+           "targets", "EXTENSIONS"]
 
 EXTENSIONS = (".tif", ".tiff", ".png", ".zarr")
 
@@ -191,6 +191,30 @@ def normalize(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.nda
         lo, hi = np.percentile(image[c], [low, high])
         scale = hi - lo
         out[c] = (image[c] - lo) / scale if scale > 0 else 0.0
+    return out
+
+
+def normalize_range(image: np.ndarray, ranges) -> np.ndarray:
+    """Scale each channel so that its given ``(low, high)`` intensities become 0 and 1.
+
+    Parameters
+    ----------
+    image : ndarray, shape (C, H, W)
+    ranges : sequence of (float, float)
+        One pair per channel, e.g. percentiles of a whole slide.
+
+    Returns
+    -------
+    ndarray of float32, same shape
+        Not clipped; a channel whose ``high`` is not above ``low`` becomes all zeros.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    ranges = np.asarray(ranges, dtype=np.float64).reshape(-1, 2)
+    if len(ranges) != image.shape[0]:
+        raise ValueError(f"norm_range gives {len(ranges)} channel range(s) for an image of {image.shape[0]} channel(s)")
+    out = np.empty_like(image)
+    for c, (lo, hi) in enumerate(ranges):
+        out[c] = (image[c] - lo) / (hi - lo) if hi > lo else 0.0
     return out
 
 

@@ -42,7 +42,7 @@ from torch.nn import functional as F
 
 from .._util import CONNECTIVITY, remove_small_and_relabel
 from . import modelfile
-from .data import normalize
+from .data import normalize, normalize_range
 from .modelfile import ModelFile, ModelFileError
 
 __all__ = ["Predictor", "load_predictor", "resolve_device", "predict_probabilities", "labels_from_probabilities",
@@ -371,7 +371,7 @@ def segment_image(image: np.ndarray, model: str | os.PathLike | ModelFile = "nuc
                   precision: str = "auto", quantize: str = "none", tta: bool = False, tile: int = 512,
                   overlap: int = 64, batch_size: int = 4, diameter: float | None = None,
                   threshold: float | None = None, seed_threshold: float | None = None, smooth: float = 0.0,
-                  min_size: int = 20, return_probabilities: bool = False):
+                  min_size: int = 20, norm_range: list | None = None, return_probabilities: bool = False):
     """Label the objects of ``image`` with a U-Net model (see :func:`scip.segment.unet.unet`).
 
     Returns
@@ -397,11 +397,14 @@ def segment_image(image: np.ndarray, model: str | os.PathLike | ModelFile = "nuc
     if smooth > 0:
         image = np.stack([ndi.gaussian_filter(ch, smooth, mode="nearest") for ch in image])
     empty = np.zeros(image.shape[1:], np.int32)
-    if image.size == 0 or all(np.ptp(ch) == 0 for ch in image):
+    if norm_range is not None:
+        image = normalize_range(image, norm_range)
+    elif image.size == 0 or all(np.ptp(ch) == 0 for ch in image):
         # A constant image has nothing to find; percentiles would also divide by zero.
         return (empty, np.zeros((2,) + empty.shape, np.float32)) if return_probabilities else empty
-    norm = mf.meta.get("normalization", {})
-    image = normalize(image, norm.get("low", 1.0), norm.get("high", 99.8))
+    else:
+        norm = mf.meta.get("normalization", {})
+        image = normalize(image, norm.get("low", 1.0), norm.get("high", 99.8))
     scale = 1.0
     if diameter is not None:
         if diameter <= 0:
