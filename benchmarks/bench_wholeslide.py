@@ -133,7 +133,7 @@ def child_generate(path: str, size: int) -> dict:
     return {"seconds": time.perf_counter() - t0}
 
 
-def child_seam(path: str, out: str, diameter: float, method: str) -> dict:
+def child_seam(path: str, out: str, diameter: float, method: str, statistics: str = "slide") -> dict:
     from skimage.segmentation import clear_border
 
     from scip.segment import segment
@@ -146,14 +146,15 @@ def child_seam(path: str, out: str, diameter: float, method: str) -> dict:
     whole = clear_border(segment(image, method))
     t_whole = time.perf_counter() - t0
     config = {"input": {"path": path}, "segment": {"method": method, "channel": 0},
-              "tiles": {"size": 512, "diameter": diameter}, "output": {"path": out, "overwrite": True},
-              "cluster": {"scheduler": "synchronous"}}
+              "tiles": {"size": 512, "diameter": diameter, "statistics": statistics},
+              "output": {"path": out, "overwrite": True}, "cluster": {"scheduler": "synchronous"}}
     t0 = time.perf_counter()
     result = segment_slide(config, progress=False)
     t_tiled = time.perf_counter() - t0
     tiled = result.read_labels()
     return {"whole_seconds": t_whole, "tiled_seconds_synchronous": t_tiled, "shape": list(source.shape),
             "margin": result.summary["tiles"]["margin"], "counts": result.summary["counts"],
+            "statistics": result.summary["statistics"], "phases": result.summary["seconds"],
             **compare_segmentations(whole, tiled, iou=0.95)}
 
 
@@ -200,6 +201,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--mosaic-methods", nargs="+", default=["unet", "watershed", "otsu"],
                         help="methods compared whole-image vs tiled on the real mosaic")
+    parser.add_argument("--statistics", nargs="+", default=["slide", "window"], choices=["slide", "window"],
+                        help="tiles.statistics modes compared in the seam and mosaic parts")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/scip-bench-wholeslide"))
     parser.add_argument("--out", type=Path, default=HERE / "results" / "wholeslide.json")
     args = parser.parse_args()
@@ -236,14 +239,15 @@ def main() -> None:
         path = args.workdir / "nuclei-4096.ome.zarr"
         if not path.exists():
             _child(["generate", str(path), "4096"])
-        results["seam"] = {m: _child(["seam", str(path), str(args.workdir / "seam"), "24", m])
-                           for m in ("watershed", "otsu")}
+        results["seam"] = {m: {mode: _child(["seam", str(path), str(args.workdir / "seam"), "24", m, mode])
+                               for mode in args.statistics} for m in ("watershed", "otsu")}
         print(json.dumps(results["seam"]), flush=True)
         args.out.write_text(json.dumps(results, indent=2))
     if "mosaic" in args.parts:
         path = args.workdir / "mnfinder-mosaic.zarr"
         info = make_mosaic(path)
-        results["mosaic"] = {**info, **{m: _child(["seam", str(path), str(args.workdir / "mosaic"), "30", m])
+        results["mosaic"] = {**info, **{m: {mode: _child(["seam", str(path), str(args.workdir / "mosaic"), "30", m,
+                                                          mode]) for mode in args.statistics}
                                         for m in args.mosaic_methods}}
         print(json.dumps(results["mosaic"]), flush=True)
         args.out.write_text(json.dumps(results, indent=2))
@@ -274,7 +278,7 @@ if __name__ == "__main__":
         elif kind == "whole":
             out = child_whole(rest[0])
         else:
-            out = child_seam(rest[0], rest[1], float(rest[2]), rest[3])
+            out = child_seam(rest[0], rest[1], float(rest[2]), rest[3], *rest[4:])
         print(json.dumps(out))
     else:
         main()

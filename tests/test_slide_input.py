@@ -112,7 +112,7 @@ def test_labels_into_the_input_image(small, tmp_path):
     ({"segment": {"channel": "GFP"}}, r"segment\.channel: no channel 'GFP' in .*s\.ome\.zarr \(channels: DNA"),
     ({"tiles": {"size": 64, "diameter": 40}}, r"tiles\.size \(64\) is smaller than 2 x tiles\.margin \(margin 80 \(2 x diameter 40\)\)"),
     ({"tiles": {"size": 100, "margin": 60}}, r"tiles\.size \(100\) is smaller than 2 x tiles\.margin \(margin 60\)"),
-    ({"tiles": {"tile": 512}}, r"tiles\.tile: unknown key 'tile'; allowed keys: diameter, margin, size; did you mean 'size'"),
+    ({"tiles": {"tile": 512}}, r"tiles\.tile: unknown key 'tile'; allowed keys: diameter, margin, size, statistics; did you mean 'size'"),
     ({"segment": {"method": "watershd"}}, r"segment\.method: 'watershd' is not a known method.*did you mean 'watershed'"),
     ({"input": {"level": 3}}, r"input\.level: 3 is not a level of .*s\.ome\.zarr; it has levels 0\.\.0"),
     ({"input": {"use_channels": ["DAPI"]}}, r"input\.use_channels: no channel 'DAPI'"),

@@ -59,11 +59,20 @@ class SlideInputConfig(_Section):
 
 
 class TilesConfig(_Section):
-    """How the image is cut: tiles of ``size`` px, each segmented with ``margin`` px of context around it."""
+    """How the image is cut: tiles of ``size`` px, each segmented with ``margin`` px of context around it.
+
+    ``statistics`` says where a method's image-wide statistic (threshold,
+    normalization percentiles) comes from: ``slide``, computed once over the
+    whole slide and shared by every window, so the tiles agree with each
+    other and with a whole-image segmentation; or ``window``, each window's
+    own (adapts to uneven staining, but neighbouring windows may disagree in
+    their overlap).
+    """
 
     size: Annotated[int, Field(ge=16)] = 512
     diameter: Annotated[float, Field(gt=0)] = 30.0
     margin: Annotated[int, Field(ge=0)] | None = None
+    statistics: Literal["slide", "window"] = "slide"
 
     @property
     def margin_px(self) -> int:

@@ -1,9 +1,14 @@
 """Tiled segmentation of one large image on Dask: two passes, a pyramid, a cell table.
 
-:func:`segment_slide` runs three graphs, each of one task per tile (or per
+:func:`segment_slide` runs its graphs with one task per tile (or per
 output chunk), so memory per task is bounded by the tile and the driver never
 holds pixels:
 
+0. **statistics** (``tiles.statistics: slide``, for methods that read a
+   statistic of the whole image: a threshold, normalization percentiles):
+   per tile, a summary of the core's values (range, then histograms over the
+   slide-wide range), merged in a tree, turned into a fixed ``level`` or
+   ``norm_range`` for every window (:mod:`scip.segment.image_statistics`).
 1. **segment** (pass 1): read a tile's window, segment it with the
    configured method, decide which objects the tile owns
    (:func:`scip.slide.tiles.segment_window`) and write the window's labels
@@ -32,7 +37,7 @@ import logging
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,7 @@ import zarr
 from scip.config import ConfigError
 from scip.io.atomic import atomic_path
 from scip.io.channels import InputError
+from scip.segment.image_statistics import image_statistic
 
 from . import ngff
 from .config import SlideConfig, load_slide_config
@@ -90,6 +96,55 @@ class _Plan:
     scratch: str
     feature_channels: tuple[int, ...]
     mask_name: str
+
+
+def _core_values(plan: _Plan, stat, row: int, col: int) -> np.ndarray:
+    """The statistic's values ``(C, h, w)`` over one tile's core, computed on its window for context."""
+    tiling = plan.tiling
+    wy0, wy1, wx0, wx1 = tiling.window(row, col)
+    values = stat.transform(plan.source.read(plan.segment_channels, wy0, wy1, wx0, wx1))
+    y0, y1, x0, x1 = tiling.core(row, col)
+    return values[:, y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0]
+
+
+def _range_summary(plan: _Plan, stat, row: int, col: int):
+    return stat.summarize_range(_core_values(plan, stat, row, col))
+
+
+def _histogram_summary(plan: _Plan, stat, ranges, row: int, col: int):
+    return stat.summarize_histogram(_core_values(plan, stat, row, col), ranges)
+
+
+def _merge(*summaries):
+    merged = summaries[0]
+    for other in summaries[1:]:
+        merged = merged.merge(other)
+    return merged
+
+
+def _tree_merge(tasks: list, name: str, resources: dict | None, fan_in: int = 16):
+    """One delayed summary of many, merged ``fan_in`` at a time (the driver never gathers them all)."""
+    level = 0
+    while len(tasks) > 1:
+        tasks = [_task(_merge, f"{name}-{level}-{i}", resources, *tasks[i:i + fan_in])
+                 for i in range(0, len(tasks), fan_in)]
+        level += 1
+    return tasks[0]
+
+
+def _slide_statistics(plan: _Plan, stat, session, routing, progress: bool) -> dict:
+    """The statistic of the whole slide, as the method's keyword arguments (e.g. ``{"level": 812.4}``)."""
+    from scip.cluster import compute
+
+    tiles = plan.tiling.tiles()
+    ranges = compute([_tree_merge([_task(_range_summary, f"slide-stats-range-{r}-{c}", routing.cpu, plan, stat, r, c)
+                                   for r, c in tiles], "slide-stats-range-merge", routing.cpu)], session, progress)[0]
+    histograms = None
+    if stat.needs_histogram:
+        histograms = compute([_tree_merge(
+            [_task(_histogram_summary, f"slide-stats-histogram-{r}-{c}", routing.cpu, plan, stat, ranges, r, c)
+             for r, c in tiles], "slide-stats-histogram-merge", routing.cpu)], session, progress)[0]
+    return stat.finish(ranges, histograms)
 
 
 def _segment_fn(plan: _Plan):
@@ -296,8 +351,21 @@ def segment_slide(config: SlideConfig | dict | str | Path, *, client=None, progr
     timings: dict[str, float] = {}
     log.info("scip: %s: %d x %d px, %d x %d tiles of %d px, margin %d px, method %s",
              source.path, *source.shape, ny, nx, tiling.size, tiling.margin, seg.method)
+    stat = image_statistic(seg.method, plan.params) if config.tiles.statistics == "slide" else None
+    statistics: dict[str, Any] = {"mode": config.tiles.statistics}
+    if stat is not None and stat.reach > tiling.margin:
+        log.warning("scip: tiles.margin (%d px) is smaller than the %d px the %s statistic's smoothing reaches: "
+                    "values near tile edges differ slightly from the whole image's", tiling.margin, stat.reach,
+                    seg.method)
     with connect(config.cluster, client) as session:
         routing = session.routing
+        if stat is not None:
+            t0 = time.perf_counter()
+            fixed = _slide_statistics(plan, stat, session, routing, progress)
+            timings["statistics"] = time.perf_counter() - t0
+            plan = replace(plan, params={**plan.params, **fixed})
+            statistics.update({"statistic": stat.kind, **fixed})
+            log.info("scip: slide-wide %s statistic: %s", stat.kind, fixed)
         t0 = time.perf_counter()
         first = [_task(_pass1, f"slide-segment-{r}-{c}", routing.segment, plan, r, c) for r, c in tiling.tiles()]
         counts = compute(first, session, progress)
@@ -332,7 +400,8 @@ def segment_slide(config: SlideConfig | dict | str | Path, *, client=None, progr
     ngff.write_label_metadata(group, seg.name, len(levels), scale, units, source_image)
     shutil.rmtree(plan.scratch, ignore_errors=True)
     timings["total"] = time.perf_counter() - started
-    summary = _summary(config, source, tiling, counts, written, total, dtype, shapes, timings, cluster, label_path)
+    summary = _summary(config, source, tiling, counts, written, total, dtype, shapes, timings, cluster, label_path,
+                       statistics)
     with atomic_path(out / "slide.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=str))
     c = summary["counts"]
@@ -351,7 +420,7 @@ def _task(func, name: str, resources: dict | None, *args, **kwargs):
 
 
 def _summary(config: SlideConfig, source: SlideSource, tiling: Tiling, counts: list, written: list, total: int,
-             dtype: str, shapes: list, timings: dict, cluster: dict, label_path: Path) -> dict:
+             dtype: str, shapes: list, timings: dict, cluster: dict, label_path: Path, statistics: dict) -> dict:
     seconds = [c["seconds"] for c in counts]
     return {
         "config": json.loads(config.model_dump_json()),
@@ -365,6 +434,7 @@ def _summary(config: SlideConfig, source: SlideSource, tiling: Tiling, counts: l
                    "conflict_pixels": int(sum(w["conflicts"] for w in written)),
                    "table_rows": int(sum(w["rows"] for w in written))},
         "labels": {"path": str(label_path), "dtype": dtype, "levels": [list(s) for s in shapes]},
+        "statistics": statistics,
         "seconds": {k: round(v, 3) for k, v in timings.items()},
         "cluster": cluster,
     }

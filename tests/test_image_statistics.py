@@ -1,0 +1,151 @@
+"""Image-wide statistics computed from windows (scip.segment.image_statistics) and the slide pass that uses them."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from scipy import ndimage as ndi
+from skimage import filters, morphology
+from skimage.segmentation import clear_border
+
+from scip.segment import segment
+from scip.segment.image_statistics import image_statistic, whole_image_parameters
+from scip.slide import segment_slide
+from scip.slide.compare import compare_segmentations
+from scip.slide.tiles import Tiling
+
+MOSAIC = Path(__file__).parent / "data" / "mnfinder" / "mosaic"
+
+
+@pytest.fixture(scope="module")
+def uneven():
+    """A uint16 image whose background and objects change in brightness from left to right."""
+    rng = np.random.default_rng(0)
+    image = rng.gamma(2.0, 150.0, (300, 340)) + 900 * np.linspace(0.2, 1.0, 340)[None]
+    return image.astype(np.uint16)
+
+
+def _tiled(image, method, params, size=64, margin=16):
+    """The statistic computed tile by tile, cores only, summaries merged in raster order."""
+    stat = image_statistic(method, params)
+    tiling = Tiling(image.shape, size, margin)
+    cores = []
+    for r, c in tiling.tiles():
+        wy0, wy1, wx0, wx1 = tiling.window(r, c)
+        y0, y1, x0, x1 = tiling.core(r, c)
+        cores.append(stat.transform(image[wy0:wy1, wx0:wx1])[:, y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0])
+    ranges = stat.summarize_range(cores[0])
+    for core in cores[1:]:
+        ranges = ranges.merge(stat.summarize_range(core))
+    if not stat.needs_histogram:
+        return stat.finish(ranges)
+    hist = stat.summarize_histogram(cores[0], ranges)
+    for core in cores[1:]:
+        hist = hist.merge(stat.summarize_histogram(core, ranges))
+    return stat.finish(ranges, hist)
+
+
+def test_otsu_from_tiles_is_scikit_image_otsu_of_the_whole_image(uneven):
+    smoothed = ndi.gaussian_filter(uneven.astype(float), 1.0, mode="nearest")
+    expected = filters.threshold_otsu(smoothed)
+    assert _tiled(uneven, "otsu", {"smooth": 1.0})["level"] == expected
+    assert _tiled(uneven, "watershed", {"smooth": 1.0, "threshold": "otsu"})["level"] == expected
+
+
+def test_li_from_tiles_is_within_a_bin_of_scikit_image_li(uneven):
+    smoothed = ndi.gaussian_filter(uneven.astype(float), 2.0, mode="nearest")
+    got = _tiled(uneven, "li", {"smooth": 2.0})["level"]
+    width = np.ptp(smoothed) / 65536
+    assert abs(got - filters.threshold_li(smoothed)) < 3 * width
+
+
+def test_percentiles_are_exact_for_integer_pixels_and_close_after_smoothing(uneven):
+    got = _tiled(uneven, "cellpose", {"smooth": 0.0})["norm_range"]
+    np.testing.assert_array_equal(got, [np.percentile(uneven, [1, 99])])
+    smoothed = ndi.gaussian_filter(uneven.astype(float), 1.5, mode="nearest")
+    got = _tiled(uneven, "cellpose", {"smooth": 1.5})["norm_range"]
+    np.testing.assert_allclose(got, [np.percentile(smoothed, [1, 99])], atol=2 * np.ptp(smoothed) / 65536)
+
+
+def test_spot_mean_plus_k_std_of_the_top_hat(uneven):
+    tophat = morphology.white_tophat(uneven.astype(float), morphology.disk(3))
+    got = _tiled(uneven, "spot", {"smooth": 0.0, "radius": 3, "k": 2.5, "threshold": "std"})["level"]
+    assert got == pytest.approx(tophat.mean() + 2.5 * tophat.std(), rel=1e-9)
+
+
+def test_a_fixed_level_gives_what_the_method_computes_itself(uneven):
+    for method in ("otsu", "li", "watershed"):
+        level = whole_image_parameters(uneven, method, {"smooth": 1.0, "threshold": "otsu"})["level"]
+        own = segment(uneven, method)
+        fixed = segment(uneven, method, level=level)
+        if method == "li":   # the histogram's Li is within a bin of scikit-image's, not identical
+            assert np.mean(own == fixed) > 0.999
+        else:
+            np.testing.assert_array_equal(own, fixed)
+    # A level above every pixel finds nothing, even where this image alone would have a threshold.
+    assert segment(uneven, "otsu", level=1e9).max() == 0
+
+
+def test_methods_without_a_statistic_or_with_one_given():
+    assert image_statistic("otsu", {"smooth": 1.0, "level": 5.0}) is None
+    assert image_statistic("cellpose", {"norm_range": [[0, 1]]}) is None
+    assert image_statistic("unknown", {}) is None
+
+
+def test_unet_with_its_own_percentiles_as_norm_range_is_unchanged():
+    pytest.importorskip("torch")
+    image = tifffile.imread(MOSAIC / "2022-03-18_RPE1_4.tif")[:256, :256]
+    norm = whole_image_parameters(image, "unet", {"model": "nuclei"})["norm_range"]
+    np.testing.assert_array_equal(segment(image, "unet"), segment(image, "unet", norm_range=norm))
+    # A brighter normalization range changes what the network sees, so the labels change.
+    assert not np.array_equal(segment(image, "unet"), segment(image, "unet", norm_range=[[norm[0][0], 4 * norm[0][1]]]))
+
+
+@pytest.fixture(scope="module")
+def mosaic(tmp_path_factory):
+    """Four real mnfinder crops of different brightness (a dim RPE1, a bright RPE1, two U2OS) in a 2 x 2 zarr mosaic."""
+    files = sorted(MOSAIC.glob("*.tif"))
+    images = [tifffile.imread(f) for f in files]
+    image = np.block([[images[0], images[1]], [images[2], images[3]]])
+    path = tmp_path_factory.mktemp("mosaic") / "mosaic.zarr"
+    arr = zarr.create_array(str(path), shape=image.shape, chunks=(256, 256), dtype=image.dtype)
+    arr[...] = image
+    return path, image
+
+
+def _slide(path, out, method, statistics):
+    config = {"input": {"path": str(path)}, "segment": {"method": method, "channel": 0},
+              "tiles": {"size": 256, "diameter": 30, "statistics": statistics},
+              "output": {"path": str(out), "overwrite": True}, "cluster": {"scheduler": "synchronous"}}
+    return segment_slide(config, progress=False)
+
+
+@pytest.mark.parametrize("method", ["watershed", "otsu"])
+def test_real_mosaic_tiled_equals_whole_image(mosaic, tmp_path, method):
+    """Acceptance 1 on real images: with the slide-wide threshold, tiles find the whole image's objects."""
+    path, image = mosaic
+    whole = clear_border(segment(image, method))
+    result = _slide(path, tmp_path / "slide", method, "slide")
+    c = compare_segmentations(whole, result.read_labels(), iou=0.95)
+    assert c["reference"] > 150
+    assert c["matched"] >= 0.99 * c["reference"], c
+    assert c["split"] == 0 and c["merged"] == 0, c
+    assert c["missing"] == 0 and c["extra"] == 0, c
+    counts = result.summary["counts"]
+    assert counts["conflict_pixels"] == 0
+    assert counts["table_rows"] == counts["objects"] == c["tiled"]
+    smoothed = ndi.gaussian_filter(image.astype(float), 1.0, mode="nearest")
+    assert result.summary["statistics"] == {"mode": "slide", "statistic": "otsu",
+                                            "level": filters.threshold_otsu(smoothed)}
+
+
+def test_per_window_statistics_differ_on_the_real_mosaic(mosaic, tmp_path):
+    """Why the slide pass exists: per-window thresholds find other objects on unevenly bright images."""
+    path, image = mosaic
+    whole = clear_border(segment(image, "otsu"))
+    result = _slide(path, tmp_path / "window", "otsu", "window")
+    c = compare_segmentations(whole, result.read_labels(), iou=0.95)
+    assert c["matched"] < 0.9 * c["reference"], c
+    assert result.summary["statistics"] == {"mode": "window"}
