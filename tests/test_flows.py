@@ -55,7 +55,9 @@ def test_flow_errors_equal_cellpose(tissue):
     metrics = pytest.importorskip("cellpose.metrics")
     labels, dP, _ = tissue
     ref, _ = metrics.flow_error(labels, dP, device=torch.device("cpu"))
-    np.testing.assert_allclose(flows.flow_errors(labels, dP)[1:], ref, rtol=1e-12, atol=1e-15)
+    # The check's diffusion runs in float32 (Cellpose: float64): errors agree to about 1e-6, so a mask's
+    # fate differs only when its error lies within that of flow_threshold.
+    np.testing.assert_allclose(flows.flow_errors(labels, dP)[1:], ref, rtol=0, atol=2e-6)
 
 
 def test_exact_following_equals_cellpose(tissue):

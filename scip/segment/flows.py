@@ -45,7 +45,10 @@ are integrated exactly for all ``niter`` steps. The cost is about ``jump``
 steps per pixel plus a few table passes instead of ``niter`` steps per
 pixel; memory is a few arrays the size of the tile. The flow check replays
 Cellpose's diffusion per mask in one compiled loop over each mask's box
-(vectorized), instead of per-mask Python and fancy indexing. ``threads``
+(vectorized), instead of per-mask Python and fancy indexing, in float32 with
+the 3 × 3 sum taken separably (Cellpose: float64, nine terms): its errors
+agree with Cellpose's to about 1e-6. A trajectory's first step, from a
+pixel's own position, is the flow there, without interpolation. ``threads``
 shares the per-pixel work and the masks of the flow check out to threads.
 
 Where results can differ from Cellpose
@@ -133,12 +136,20 @@ _BATCH = 64
 def _integrate(flow, ys, xs, n_steps):
     """Exact end positions (float32, shape (2, n)) of the pixels ``(ys, xs)`` after ``n_steps``."""
     out = np.empty((2, ys.size), np.float32)
+    h = np.float32(flow.shape[1] - 1)
+    w = np.float32(flow.shape[2] - 1)
+    zero = np.float32(0.0)
     for s in range(0, ys.size, _BATCH):
         e = min(ys.size, s + _BATCH)
         for i in range(s, e):
             out[0, i] = ys[i]
             out[1, i] = xs[i]
-        for _ in range(n_steps):
+            if n_steps:
+                # From a pixel's own position the bilinear weights are 1, 0, 0, 0: the
+                # step is the flow there, bit for bit what _step computes, at a quarter of the loads.
+                out[0, i] = min(h, max(zero, np.float32(out[0, i] + flow[0, ys[i], xs[i]])))
+                out[1, i] = min(w, max(zero, np.float32(out[1, i] + flow[1, ys[i], xs[i]])))
+        for _ in range(n_steps - 1):
             for i in range(s, e):
                 out[0, i], out[1, i] = _step(flow, out[0, i], out[1, i])
     return out
@@ -545,22 +556,38 @@ def _jacobi(t, out, inside, lx, start, stop):
 
 
 @numba.njit(cache=True, nogil=True)
-def _diffuse(labels, v, y0, y1, x0, x1, out_y, out_x):
+def _jacobi_separable(t, rows, out, inside, lx, start, stop):
+    """As :func:`_jacobi`, the 3 x 3 sum as three row sums of three (4 additions instead of 8)."""
+    ninth = t.dtype.type(1 / 9.0)
+    one = np.uint64(1)
+    up = np.uint64(lx)
+    for i in range(np.uint64(start) - up, np.uint64(stop) + up):
+        rows[i] = t[i - one] + t[i] + t[i + one]
+    for i in range(np.uint64(start), np.uint64(stop)):
+        out[i] = inside[i] * (ninth * (rows[i - up] + rows[i] + rows[i + up]))
+
+
+@numba.njit(cache=True, nogil=True)
+def _diffuse(labels, v, y0, y1, x0, x1, out_y, out_x, work, separable):
     """Cellpose's flow of mask ``v``: heat diffusion from its central pixel, normalized gradient.
 
     As ``masks_to_flows_cpu``: the box padded by one pixel, the source at
     the mask pixel nearest to the mean position (first in raster order on
     ties), ``2 * (box height + box width + 4)`` Jacobi steps of the 3 × 3
     mean over mask pixels (everything else stays 0), central differences,
-    unit length, all in float64 with Cellpose's order of sums, so flows
-    match Cellpose's bit for bit. Cellpose updates the mask's pixels from a
-    list; here the padded box is swept whole (vectorized). Writes the flow
-    of the mask's pixels (raster order) to ``out_y``, ``out_x`` and returns
-    their rows and columns.
+    unit length. Cellpose updates the mask's pixels from a list; here the
+    padded box is swept whole (vectorized). With float64 ``work`` (its
+    dtype is that of the heat) and not ``separable``, the nine terms are
+    added in Cellpose's order, so flows match Cellpose's bit for bit
+    (:func:`masks_to_flows`); the flow check uses float32 and ``separable``
+    sums, about 3.5 times faster, its errors agreeing with Cellpose's to
+    about 1e-6. Writes the flow of the
+    mask's pixels (raster order) to ``out_y``, ``out_x`` and returns their
+    rows and columns.
     """
     ly = y1 - y0 + 2
     lx = x1 - x0 + 2
-    inside = np.zeros(ly * lx, np.float64)
+    inside = np.zeros(ly * lx, work.dtype)
     n = 0
     sy = 0
     sx = 0
@@ -584,15 +611,19 @@ def _diffuse(labels, v, y0, y1, x0, x1, out_y, out_x):
                     best = d
                     cy = y
                     cx = x
-    a = np.zeros(ly * lx, np.float64)
-    b = np.zeros(ly * lx, np.float64)
+    a = np.zeros(ly * lx, work.dtype)
+    b = np.zeros(ly * lx, work.dtype)
+    rows = np.zeros(ly * lx if separable else 0, work.dtype)
     for it in range(2 * (ly + lx)):
         # Heat spreads one pixel per step: outside these rows both buffers
         # hold zeros, so only they are swept.
         ya = max(1, cy - it - 1)
         yb = min(ly - 1, cy + it + 2)
         a[cy * lx + cx] += 1
-        _jacobi(a, b, inside, lx, ya * lx + 1, (yb - 1) * lx + lx - 1)
+        if separable:
+            _jacobi_separable(a, rows, b, inside, lx, ya * lx + 1, (yb - 1) * lx + lx - 1)
+        else:
+            _jacobi(a, b, inside, lx, ya * lx + 1, (yb - 1) * lx + lx - 1)
         a, b = b, a
     py = np.empty(n, np.int64)
     px = np.empty(n, np.int64)
@@ -601,8 +632,8 @@ def _diffuse(labels, v, y0, y1, x0, x1, out_y, out_x):
         for x in range(1, lx - 1):
             i = y * lx + x
             if inside[i] > 0:
-                dy = a[i + lx] - a[i - lx]
-                dx = a[i + 1] - a[i - 1]
+                dy = np.float64(a[i + lx]) - np.float64(a[i - lx])
+                dx = np.float64(a[i + 1]) - np.float64(a[i - 1])
                 norm = 1e-60 + (dy * dy + dx * dx) ** 0.5
                 out_y[k] = dy / norm
                 out_x[k] = dx / norm
@@ -630,7 +661,8 @@ def _masks_to_flows(labels, box, mu):
         n = _count(labels, v, box[v])
         fy = np.empty(n, np.float64)
         fx = np.empty(n, np.float64)
-        py, px = _diffuse(labels, v, box[v, 0], box[v, 1], box[v, 2], box[v, 3], fy, fx)
+        py, px = _diffuse(labels, v, box[v, 0], box[v, 1], box[v, 2], box[v, 3], fy, fx,
+                          np.zeros(0, np.float64), False)
         for k in range(n):
             mu[0, py[k], px[k]] = fy[k]
             mu[1, py[k], px[k]] = fx[k]
@@ -647,7 +679,8 @@ def _flow_errors(labels, box, dP, first, stop):
         n = _count(labels, v, box[v])
         fy = np.empty(n, np.float64)
         fx = np.empty(n, np.float64)
-        py, px = _diffuse(labels, v, box[v, 0], box[v, 1], box[v, 2], box[v, 3], fy, fx)
+        py, px = _diffuse(labels, v, box[v, 0], box[v, 1], box[v, 2], box[v, 3], fy, fx,
+                          np.zeros(0, np.float32), True)
         ey = 0.0
         ex = 0.0
         for k in range(n):
