@@ -20,8 +20,8 @@ holds pixels:
    (:func:`scip.slide.tiles.assemble_core`) and write the chunk; then write
    the tile's cell table part (centroid, bbox, area, tile, optional WKB
    polygons and features from :func:`scip.features.extract` on the window).
-4. **pyramid**: the downsampled levels, lazily from level 0
-   (:mod:`scip.slide.ngff`).
+4. **pyramid**: the downsampled levels, one after the other, each chunk
+   from the stored level below (:func:`scip.slide.ngff.downsample_chunk`).
 
 Output folder::
 
@@ -392,8 +392,11 @@ def segment_slide(config: SlideConfig | dict | str | Path, *, client=None, progr
         timings["write"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        if len(levels) > 1:
-            compute([ngff.pyramid(levels[0], levels[1:])], session, progress)
+        for k in range(1, len(levels)):
+            rows, cols = (-(-n // tiling.size) for n in shapes[k])
+            below, level = str(label_path / str(k - 1)), str(label_path / str(k))
+            compute([_task(ngff.downsample_chunk, f"slide-pyramid-{k}-{r}-{c}", routing.cpu, below, level, r, c)
+                     for r in range(rows) for c in range(cols)], session, progress)
         timings["pyramid"] = time.perf_counter() - t0
         cluster = session.describe()
     scale, units = _physical(source)
