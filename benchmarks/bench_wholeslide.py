@@ -133,7 +133,8 @@ def child_generate(path: str, size: int) -> dict:
     return {"seconds": time.perf_counter() - t0}
 
 
-def child_seam(path: str, out: str, diameter: float, method: str, statistics: str = "slide") -> dict:
+def child_seam(path: str, out: str, diameter: float, method: str, statistics: str = "slide",
+               margin: str = "none") -> dict:
     from skimage.segmentation import clear_border
 
     from scip.segment import segment
@@ -146,7 +147,8 @@ def child_seam(path: str, out: str, diameter: float, method: str, statistics: st
     whole = clear_border(segment(image, method))
     t_whole = time.perf_counter() - t0
     config = {"input": {"path": path}, "segment": {"method": method, "channel": 0},
-              "tiles": {"size": 512, "diameter": diameter, "statistics": statistics},
+              "tiles": {"size": 512, "diameter": diameter, "statistics": statistics,
+                        "margin": None if margin == "none" else int(margin)},
               "output": {"path": out, "overwrite": True}, "cluster": {"scheduler": "synchronous"}}
     t0 = time.perf_counter()
     result = segment_slide(config, progress=False)
@@ -203,6 +205,7 @@ def main() -> None:
                         help="methods compared whole-image vs tiled on the real mosaic")
     parser.add_argument("--statistics", nargs="+", default=["slide", "window"], choices=["slide", "window"],
                         help="tiles.statistics modes compared in the seam and mosaic parts")
+    parser.add_argument("--margin", type=int, help="tiles.margin of the seam and mosaic runs (default 2 x diameter)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/scip-bench-wholeslide"))
     parser.add_argument("--out", type=Path, default=HERE / "results" / "wholeslide.json")
     args = parser.parse_args()
@@ -239,16 +242,18 @@ def main() -> None:
         path = args.workdir / "nuclei-4096.ome.zarr"
         if not path.exists():
             _child(["generate", str(path), "4096"])
-        results["seam"] = {m: {mode: _child(["seam", str(path), str(args.workdir / "seam"), "24", m, mode])
+        results["seam"] = {m: {mode: _child(["seam", str(path), str(args.workdir / "seam"), "24", m, mode,
+                                             "none" if args.margin is None else str(args.margin)])
                                for mode in args.statistics} for m in ("watershed", "otsu")}
         print(json.dumps(results["seam"]), flush=True)
         args.out.write_text(json.dumps(results, indent=2))
     if "mosaic" in args.parts:
         path = args.workdir / "mnfinder-mosaic.zarr"
         info = make_mosaic(path)
-        results["mosaic"] = {**info, **{m: {mode: _child(["seam", str(path), str(args.workdir / "mosaic"), "30", m,
-                                                          mode]) for mode in args.statistics}
-                                        for m in args.mosaic_methods}}
+        margin = "none" if args.margin is None else str(args.margin)
+        runs = {m: {mode: _child(["seam", str(path), str(args.workdir / "mosaic"), "30", m, mode, margin])
+                    for mode in args.statistics} for m in args.mosaic_methods}
+        results["mosaic"] = {**results.get("mosaic", {}), **info, **runs}
         print(json.dumps(results["mosaic"]), flush=True)
         args.out.write_text(json.dumps(results, indent=2))
     print(markdown(results))

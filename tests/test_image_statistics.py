@@ -149,3 +149,23 @@ def test_per_window_statistics_differ_on_the_real_mosaic(mosaic, tmp_path):
     c = compare_segmentations(whole, result.read_labels(), iou=0.95)
     assert c["matched"] < 0.9 * c["reference"], c
     assert result.summary["statistics"] == {"mode": "window"}
+
+
+def test_unet_windows_get_the_slide_normalization_and_one_forward_pass_each(tmp_path):
+    """U-Net tiles: slide-wide percentiles, and the network's own tiling off inside a window."""
+    pytest.importorskip("torch")
+    image = tifffile.imread(MOSAIC / "2022-10-14_U2OS_1.tif")
+    path = tmp_path / "u2os.zarr"
+    zarr.create_array(str(path), shape=image.shape, chunks=(256, 256), dtype=image.dtype)[...] = image
+    config = {"input": {"path": str(path)}, "segment": {"method": "unet", "channel": 0, "tile": 128},
+              "tiles": {"size": 256, "margin": 128}, "output": {"path": str(tmp_path / "out")},
+              "cluster": {"scheduler": "synchronous"}}
+    result = segment_slide(config, progress=False)
+    params = result.summary["segment"]["params"]
+    assert params["tile"] == 512   # the window, 256 + 2 x 128
+    np.testing.assert_array_equal(params["norm_range"], [np.percentile(image, [1, 99.8])])
+    whole = clear_border(segment(image, "unet", tile=1024))
+    c = compare_segmentations(whole, result.read_labels(), iou=0.95)
+    assert c["reference"] > 30
+    assert c["matched"] >= 0.99 * c["reference"], c
+    assert c["split"] == c["merged"] == c["missing"] == c["extra"] == 0, c

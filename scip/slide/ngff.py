@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-__all__ = ["create_level", "mode_downsample", "pyramid", "write_label_metadata", "level_shapes"]
+__all__ = ["create_level", "mode_downsample", "downsample_chunk", "write_label_metadata", "level_shapes"]
 
 _V2_KEYS = {"name": "v2", "separator": "/"}
 

@@ -341,7 +341,12 @@ def segment_slide(config: SlideConfig | dict | str | Path, *, client=None, progr
     _prepare_output(out, config.output.overwrite)
     tiling = Tiling(source.shape, config.tiles.size, config.tiles.margin_px)
     seg = config.segment
-    plan = _Plan(source, tiling, segment_channels, seg.method, seg.method_params(), seg.remove_border,
+    params = seg.method_params()
+    if seg.method == "unet" and params["tile"] < tiling.frame:
+        # The slide is already tiled: the U-Net's own tiling would cut each window again, at other places
+        # than a whole-image run does. One forward pass per window (side rounded up to the network's 16).
+        params["tile"] = -(-tiling.frame // 16) * 16
+    plan = _Plan(source, tiling, segment_channels, seg.method, params, seg.remove_border,
                  str(out / _SCRATCH), feature_channels, seg.name)
     ny, nx = tiling.grid
     zarr.create_array(plan.scratch, shape=(ny, nx, tiling.frame, tiling.frame),
@@ -403,7 +408,7 @@ def segment_slide(config: SlideConfig | dict | str | Path, *, client=None, progr
     ngff.write_label_metadata(group, seg.name, len(levels), scale, units, source_image)
     shutil.rmtree(plan.scratch, ignore_errors=True)
     timings["total"] = time.perf_counter() - started
-    summary = _summary(config, source, tiling, counts, written, total, dtype, shapes, timings, cluster, label_path,
+    summary = _summary(config, plan, source, tiling, counts, written, total, dtype, shapes, timings, cluster, label_path,
                        statistics)
     with atomic_path(out / "slide.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=str))
@@ -422,8 +427,9 @@ def _task(func, name: str, resources: dict | None, *args, **kwargs):
         return dask.delayed(func, pure=False, name=name)(*args, **kwargs)
 
 
-def _summary(config: SlideConfig, source: SlideSource, tiling: Tiling, counts: list, written: list, total: int,
-             dtype: str, shapes: list, timings: dict, cluster: dict, label_path: Path, statistics: dict) -> dict:
+def _summary(config: SlideConfig, plan: _Plan, source: SlideSource, tiling: Tiling, counts: list, written: list,
+             total: int, dtype: str, shapes: list, timings: dict, cluster: dict, label_path: Path,
+             statistics: dict) -> dict:
     seconds = [c["seconds"] for c in counts]
     return {
         "config": json.loads(config.model_dump_json()),
@@ -438,6 +444,7 @@ def _summary(config: SlideConfig, source: SlideSource, tiling: Tiling, counts: l
                    "table_rows": int(sum(w["rows"] for w in written))},
         "labels": {"path": str(label_path), "dtype": dtype, "levels": [list(s) for s in shapes]},
         "statistics": statistics,
+        "segment": {"method": plan.method, "params": plan.params},
         "seconds": {k: round(v, 3) for k, v in timings.items()},
         "cluster": cluster,
     }
