@@ -166,11 +166,18 @@ class ImageStatistic:
         counts, sums = [], []
         for c, channel in enumerate(values.reshape(values.shape[0], -1)):
             edges = self._edges(ranges, c)
-            count, _ = np.histogram(channel, bins=edges)
-            counts.append(count.astype(np.int64))
+            n_bins = len(edges) - 1
             if self.kind == "li":
-                index = np.clip(np.searchsorted(edges, channel, side="right") - 1, 0, len(edges) - 2)
-                sums.append(np.bincount(index, weights=channel, minlength=len(edges) - 1))
+                # Counts and sums from one bin index (Li is approximate to a bin anyway).
+                index = np.clip(((channel - edges[0]) * (n_bins / (edges[-1] - edges[0]))).astype(np.int64),
+                                0, n_bins - 1)
+                counts.append(np.bincount(index, minlength=n_bins).astype(np.int64))
+                sums.append(np.bincount(index, weights=channel, minlength=n_bins))
+            else:
+                # Equal bins given as a count and a range: numpy's fast path, and for Otsu the very call
+                # scikit-image makes, so the bins match its own.
+                count, _ = np.histogram(channel, bins=n_bins, range=(edges[0], edges[-1]))
+                counts.append(count.astype(np.int64))
         return HistogramSummary(counts, sums if self.kind == "li" else None)
 
     def _integer_bins(self, ranges: RangeSummary, c: int) -> bool:
