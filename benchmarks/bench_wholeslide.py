@@ -134,7 +134,7 @@ def child_generate(path: str, size: int) -> dict:
 
 
 def child_seam(path: str, out: str, diameter: float, method: str, statistics: str = "slide",
-               margin: str = "none") -> dict:
+               margin: str = "none", whole_unet_tile: str = "0") -> dict:
     from skimage.segmentation import clear_border
 
     from scip.segment import segment
@@ -144,7 +144,10 @@ def child_seam(path: str, out: str, diameter: float, method: str, statistics: st
     source = open_slide(path)
     image = source.read([0], 0, source.shape[0], 0, source.shape[1])[0]
     t0 = time.perf_counter()
-    whole = clear_border(segment(image, method))
+    # The U-Net tiles a large image itself (512 px by default); a whole-image reference without those
+    # internal seams needs one forward pass over the image (--whole-unet-tile).
+    extra = {"tile": int(whole_unet_tile)} if method == "unet" and int(whole_unet_tile) else {}
+    whole = clear_border(segment(image, method, **extra))
     t_whole = time.perf_counter() - t0
     config = {"input": {"path": path}, "segment": {"method": method, "channel": 0},
               "tiles": {"size": 512, "diameter": diameter, "statistics": statistics,
@@ -154,7 +157,8 @@ def child_seam(path: str, out: str, diameter: float, method: str, statistics: st
     result = segment_slide(config, progress=False)
     t_tiled = time.perf_counter() - t0
     tiled = result.read_labels()
-    return {"whole_seconds": t_whole, "tiled_seconds_synchronous": t_tiled, "shape": list(source.shape),
+    return {"whole_seconds": t_whole, "whole_params": extra, "tiled_seconds_synchronous": t_tiled,
+            "shape": list(source.shape),
             "margin": result.summary["tiles"]["margin"], "counts": result.summary["counts"],
             "statistics": result.summary["statistics"], "phases": result.summary["seconds"],
             **compare_segmentations(whole, tiled, iou=0.95)}
@@ -206,6 +210,8 @@ def main() -> None:
     parser.add_argument("--statistics", nargs="+", default=["slide", "window"], choices=["slide", "window"],
                         help="tiles.statistics modes compared in the seam and mosaic parts")
     parser.add_argument("--margin", type=int, help="tiles.margin of the seam and mosaic runs (default 2 x diameter)")
+    parser.add_argument("--whole-unet-tile", type=int, default=0,
+                        help="unet tile of the whole-image reference (0: the method's default, 512)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/scip-bench-wholeslide"))
     parser.add_argument("--out", type=Path, default=HERE / "results" / "wholeslide.json")
     args = parser.parse_args()
@@ -251,7 +257,8 @@ def main() -> None:
         path = args.workdir / "mnfinder-mosaic.zarr"
         info = make_mosaic(path)
         margin = "none" if args.margin is None else str(args.margin)
-        runs = {m: {mode: _child(["seam", str(path), str(args.workdir / "mosaic"), "30", m, mode, margin])
+        runs = {m: {mode: _child(["seam", str(path), str(args.workdir / "mosaic"), "30", m, mode, margin,
+                                  str(args.whole_unet_tile)])
                     for mode in args.statistics} for m in args.mosaic_methods}
         results["mosaic"] = {**results.get("mosaic", {}), **info, **runs}
         print(json.dumps(results["mosaic"]), flush=True)
