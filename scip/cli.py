@@ -96,9 +96,10 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--group", help="group the montage and histograms by this column or metadata field")
     rep.add_argument("--features", help="comma-separated feature columns to plot (default area and mean intensities)")
 
-    trn = sub.add_parser("train", help="train or fine-tune a U-Net segmentation model (needs torch)",
+    trn = sub.add_parser("train", help="train or fine-tune a U-Net or superpixel-GNN segmentation model (needs torch)",
                          description="Train a U-Net model from image/label folders as a training config describes "
-                                     "(see docs/segmentation.md), or fine-tune an existing model.")
+                                     "(see docs/segmentation.md), or fine-tune an existing model; a config with "
+                                     "'kind: superpixel_gnn' trains a superpixel graph network instead.")
     trn.add_argument("config", type=Path, help="training YAML, e.g. examples/train_nuclei.yml")
     trn.add_argument("--output", type=Path, help="output folder (overrides the config's output)")
     trn.add_argument("--finetune", metavar="MODEL", help="start from this model: a built-in name (nuclei) or a file")
@@ -292,6 +293,13 @@ def _unet_errors():
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from scip.segment.superpixel_gnn.trainconfig import training_kind
+
+    if training_kind(args.config) == "superpixel_gnn":
+        from scip.segment.superpixel_gnn.command import train_command
+
+        return train_command(args.config, output=args.output, epochs=args.epochs, finetune=args.finetune,
+                             freeze=args.freeze, resume=args.resume)
     errors = _unet_errors()
     from scip.segment.unet.train import train
     from scip.segment.unet.trainconfig import load_train_config

@@ -256,12 +256,54 @@ class CellposeConfig(_SegmentBase):
             raise ValueError(str(err)) from None
 
 
+class SuperpixelGnnConfig(_SegmentBase):
+    """A superpixel graph network (``scip.segment.superpixel_gnn``; needs torch): built-in ``nuclei`` or a model file.
+
+    The network gives the foreground; touching objects are then split with
+    the distance watershed. The model file is read here, so a missing or
+    corrupt file, or a channel count the model does not take, is a
+    configuration error naming the file.
+    """
+
+    method: Literal["superpixel_gnn"]
+    channel: str | int | list[str | int] = 0
+    model: str = "nuclei"
+    superpixel_size: Annotated[int, Field(ge=4)] | None = None
+    compactness: Annotated[float, Field(gt=0)] | None = None
+    tile: Annotated[int, Field(ge=64)] = 1024
+    threshold: Annotated[float, Field(gt=0, lt=1)] | None = None
+    smooth: Annotated[float, Field(ge=0)] = 0.0
+    fill_holes: bool = True
+    split: bool = True
+    min_distance: Annotated[int, Field(ge=1)] = 5
+    distance_smooth: Annotated[float, Field(ge=0)] = 1.0
+
+    @field_validator("model")
+    @classmethod
+    def _model_file(cls, value: str, info: ValidationInfo) -> str:
+        from scip.segment.superpixel_gnn import check_model
+
+        return check_model(value, (info.context or {}).get("base_dir")).model
+
+    @model_validator(mode="after")
+    def _fits_model(self) -> "SuperpixelGnnConfig":
+        from scip.segment.superpixel_gnn import check_model
+
+        info = check_model(self.model)
+        given = self.channel if isinstance(self.channel, list) else [self.channel]
+        if len(given) != info.in_channels:
+            raise ValueError(
+                f"channel {self.channel!r} gives {len(given)} channel(s) but the model file "
+                f"{info.path} takes {info.in_channels} ({', '.join(info.channels)})")
+        return self
+
+
 SegmentConfig = Annotated[
-    Union[OtsuConfig, LiConfig, WatershedConfig, SpotConfig, UnetConfig, CellposeConfig],
+    Union[OtsuConfig, LiConfig, WatershedConfig, SpotConfig, UnetConfig, CellposeConfig, SuperpixelGnnConfig],
     Field(discriminator="method"),
 ]
 _SEGMENT_CLASSES = {"otsu": OtsuConfig, "li": LiConfig, "watershed": WatershedConfig, "spot": SpotConfig,
-                    "unet": UnetConfig, "cellpose": CellposeConfig}
+                    "unet": UnetConfig, "cellpose": CellposeConfig, "superpixel_gnn": SuperpixelGnnConfig}
 SEGMENT_METHODS = tuple(_SEGMENT_CLASSES)
 
 

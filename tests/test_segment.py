@@ -31,7 +31,7 @@ def assert_consecutive_int32(labels, shape):
 
 
 def test_methods_registry():
-    assert set(METHODS) == {"otsu", "li", "watershed", "spot", "unet", "cellpose"}
+    assert set(METHODS) == {"otsu", "li", "watershed", "spot", "unet", "cellpose", "superpixel_gnn"}
     assert METHODS["watershed"] is watershed
 
 

@@ -6,17 +6,20 @@ keyword parameters, and returns an int32 label image with 0 as background
 and objects numbered 1..N. A constant image, e.g. all zeros, gives no
 objects rather than an error.
 
-==============  ===========================================================
-``otsu``        global Otsu threshold, connected components
-``li``          global Li threshold, connected components
-``watershed``   threshold, then split touching objects (distance watershed)
-``spot``        white top-hat and threshold: small bright spots
-``unet``        a learned U-Net model (:mod:`scip.segment.unet`, needs torch;
-                also takes ``(C, H, W)`` for multi-channel models)
-``cellpose``    a local Cellpose 3 model file with scip's fast flow
-                post-processing (:mod:`scip.segment.cellpose`, needs
-                ``cellpose<4``; also takes ``(2, H, W)``: cells, nuclei)
-==============  ===========================================================
+==================  ===========================================================
+``otsu``            global Otsu threshold, connected components
+``li``              global Li threshold, connected components
+``watershed``       threshold, then split touching objects (distance watershed)
+``spot``            white top-hat and threshold: small bright spots
+``unet``            a learned U-Net model (:mod:`scip.segment.unet`, needs torch;
+                    also takes ``(C, H, W)`` for multi-channel models)
+``cellpose``        a local Cellpose 3 model file with scip's fast flow
+                    post-processing (:mod:`scip.segment.cellpose`, needs
+                    ``cellpose<4``; also takes ``(2, H, W)``: cells, nuclei)
+``superpixel_gnn``  a graph network over SLIC superpixels gives the
+                    foreground, a distance watershed splits it
+                    (:mod:`scip.segment.superpixel_gnn`, needs torch)
+==================  ===========================================================
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ from ._util import remove_small_and_relabel
 from .cellpose import cellpose
 from .region import threshold_in_region
 from .spot import spot
+from .superpixel_gnn import superpixel_gnn
 from .threshold import li, otsu
 # Bound under another name: ``scip.segment.unet`` stays the subpackage (models, training, inference).
 from .unet import unet as _unet
 from .watershed import watershed
 
-__all__ = ["METHODS", "segment", "otsu", "li", "watershed", "spot", "cellpose",
+__all__ = ["METHODS", "segment", "otsu", "li", "watershed", "spot", "cellpose", "superpixel_gnn",
            "remove_small_and_relabel", "threshold_in_region"]
 
 #: Segmentation methods by name, as accepted by :func:`segment`.
@@ -47,6 +51,7 @@ METHODS: dict[str, Callable[..., np.ndarray]] = {
     "spot": spot,
     "unet": _unet,
     "cellpose": cellpose,
+    "superpixel_gnn": superpixel_gnn,
 }
 
 

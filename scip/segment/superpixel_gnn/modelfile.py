@@ -1,0 +1,173 @@
+"""One file per superpixel-GNN model: architecture, weights, feature scaling and metadata.
+
+Written by :func:`save` with :func:`torch.save`, read with
+``torch.load(weights_only=True)`` (reading never runs code from the file).
+The file holds a dictionary:
+
+``format``, ``format_version``
+    ``"scip-superpixel-gnn"`` and :data:`FORMAT_VERSION`.
+``architecture``
+    :class:`~scip.segment.superpixel_gnn.model.Architecture` as plain types.
+``state_dict``
+    The network's weights.
+``meta``
+    Plain types: ``channels`` (input channel names), ``superpixels``
+    (``size``, ``compactness``: the superpixels it was trained on, used by
+    default at inference), ``normalization`` (image percentiles),
+    ``scaling`` (``node_mean``, ``node_std``, ``edge_mean``, ``edge_std``:
+    feature standardization from the training graphs), ``threshold``
+    (foreground probability) and ``training`` (data, settings, scores).
+
+Built-in models are ``scip/segment/models/<name>.gnn``, named without the
+suffix (the U-Net's are ``*.pt``; both may share a name, e.g. ``nuclei``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scip.segment.unet.modelfile import ModelFileError
+
+from .model import Architecture, GraphNet
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "SUFFIX", "GnnModelFile", "ModelFileError", "builtin_models", "resolve",
+           "load", "save"]
+
+FORMAT = "scip-superpixel-gnn"
+FORMAT_VERSION = 1
+SUFFIX = ".gnn"
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+def builtin_models() -> list[str]:
+    """Names of the superpixel-GNN models shipped with scip (``scip/segment/models/*.gnn``)."""
+    return sorted(p.stem for p in MODELS_DIR.glob(f"*{SUFFIX}"))
+
+
+def resolve(model: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> Path:
+    """The file of ``model``: a built-in name, or a path (relative to ``base_dir``).
+
+    Raises
+    ------
+    ModelFileError
+        If no such file exists; the message names the file and lists the built-in names.
+    """
+    text = str(model)
+    if text in builtin_models():
+        return MODELS_DIR / f"{text}{SUFFIX}"
+    path = Path(text).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    if not path.is_file():
+        from scip._hints import did_you_mean
+
+        raise ModelFileError(f"superpixel_gnn model file not found: {path}; give a path to a model file or a "
+                             f"built-in model ({', '.join(builtin_models()) or 'none installed'})"
+                             + did_you_mean(text, builtin_models()))
+    return path
+
+
+@dataclass
+class GnnModelFile:
+    """A superpixel-GNN model read from (or to be written to) a file.
+
+    Attributes
+    ----------
+    arch : Architecture
+    state_dict : dict of str to Tensor
+    meta : dict
+        See the module docstring.
+    path : Path or None
+        Where it was read from.
+    """
+
+    arch: Architecture
+    state_dict: dict
+    meta: dict
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def in_channels(self) -> int:
+        """Image channels the features are computed from."""
+        return len(self.meta.get("channels", [])) or 1
+
+    def network(self) -> GraphNet:
+        """A fresh :class:`GraphNet` with these weights, in eval mode."""
+        net = GraphNet(self.arch)
+        try:
+            net.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as e:
+            raise ModelFileError(f"{self.path or 'the model'}: the weights do not fit its architecture ({e})") from None
+        return net.eval()
+
+    def scaling(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Node mean, node std, edge mean, edge std (float32) for standardizing features."""
+        s = self.meta["scaling"]
+        return tuple(np.asarray(s[k], np.float32) for k in ("node_mean", "node_std", "edge_mean", "edge_std"))
+
+    def describe(self) -> str:
+        """One line: channels, superpixel size, parameter count."""
+        n = sum(int(t.numel()) for t in self.state_dict.values())
+        sp = self.meta.get("superpixels", {})
+        return (f"{self.in_channels} input channel(s) ({', '.join(self.meta.get('channels', []))}), superpixels of "
+                f"~{sp.get('size')} px (compactness {sp.get('compactness')}), {self.arch.layers} message passing "
+                f"layers, {n:,} parameters")
+
+
+def save(model: GnnModelFile, path: str | os.PathLike) -> Path:
+    """Write a model file atomically (a partly written file never has the final name)."""
+    meta = json.loads(json.dumps(model.meta, default=str))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": model.arch.to_dict(),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict.items()},
+        "meta": meta,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load(model: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> GnnModelFile:
+    """Read a model file (a path, or a built-in name).
+
+    Raises
+    ------
+    ModelFileError
+        Missing, unreadable or foreign file, a newer format, or weights that
+        do not fit the architecture; the message names the file.
+    """
+    path = resolve(model, base_dir)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise ModelFileError(f"{path}: cannot read the model file (permission denied)") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a file that is not its zip format
+        raise ModelFileError(f"{path}: not a readable superpixel_gnn model file ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a superpixel_gnn model file (no '{FORMAT}' format tag); such files are "
+                             "written by 'scip train' with kind: superpixel_gnn")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(f"{path}: model file format version {version!r} is newer than this scip reads "
+                             f"({FORMAT_VERSION}); update scip")
+    try:
+        arch = Architecture.from_dict(payload["architecture"])
+        state, meta = payload["state_dict"], payload["meta"]
+        meta["scaling"], meta["superpixels"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{path}: incomplete model file ({type(e).__name__}: {e})") from None
+    out = GnnModelFile(arch, state, meta, path)
+    out.network()
+    return out

@@ -1,0 +1,135 @@
+"""Training configuration of a superpixel-GNN model (``scip train`` with ``kind: superpixel_gnn``).
+
+A training YAML whose top-level ``kind`` is ``superpixel_gnn`` is read by
+:func:`load_gnn_train_config`; one without ``kind`` is a U-Net training
+config (:mod:`scip.segment.unet.trainconfig`).
+:func:`training_kind` tells them apart. Relative paths are resolved against
+the YAML file's folder; errors raise :class:`scip.config.ConfigError`
+naming the key. Every key is listed in ``docs/segmentation.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from scip._hints import did_you_mean
+from scip.config import ConfigError
+from scip.segment.unet.trainconfig import DataConfig
+
+from .superpixels import DEFAULT_COMPACTNESS, DEFAULT_SIZE
+
+__all__ = ["GnnTrainConfig", "load_gnn_train_config", "training_kind"]
+
+
+class GnnTrainConfig(BaseModel):
+    """A superpixel-GNN training run, as read from ``train.yml``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["superpixel_gnn"]
+    data: list[DataConfig]
+    validation: Union[Annotated[float, Field(gt=0, lt=1)], list[str]] = 0.15
+    channels: list[str] = ["nuclei"]
+    output: Path = Path("model")
+    superpixel_size: Annotated[int, Field(ge=4)] = DEFAULT_SIZE
+    compactness: Annotated[float, Field(gt=0)] = DEFAULT_COMPACTNESS
+    tile: Annotated[int, Field(ge=64)] = 1024
+    hidden: Annotated[int, Field(ge=4)] = 32
+    layers: Annotated[int, Field(ge=1)] = 4
+    epochs: Annotated[int, Field(ge=1)] = 60
+    patience: Annotated[int, Field(ge=1)] = 15
+    lr: Annotated[float, Field(gt=0)] = 3e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+    max_minutes: Annotated[float, Field(gt=0)] | None = None
+    augment: bool = True
+    seed: int = 0
+    threads: Annotated[int, Field(ge=1)] | None = None
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, value: Path, info: ValidationInfo) -> Path:
+        base = (info.context or {}).get("base_dir")
+        value = Path(value).expanduser()
+        return Path(base) / value if not value.is_absolute() and base is not None else value
+
+
+def training_kind(source: str | Path | dict) -> str:
+    """``"superpixel_gnn"`` for a training config with ``kind: superpixel_gnn``, else ``"unet"``.
+
+    A U-Net training config has no ``kind`` key; a file that cannot be read
+    counts as ``unet`` (that loader reports the problem).
+
+    Raises
+    ------
+    ConfigError
+        ``kind`` is present with another value.
+    """
+    raw: Any = source
+    if not isinstance(source, dict):
+        try:
+            raw = yaml.safe_load(Path(source).read_text())
+        except (OSError, yaml.YAMLError):
+            return "unet"
+    if not isinstance(raw, dict) or "kind" not in raw:
+        return "unet"
+    if raw["kind"] != "superpixel_gnn":
+        origin = "mapping" if isinstance(source, dict) else str(source)
+        raise ConfigError(f"invalid training configuration in {origin}:\n  - kind: unknown kind {raw['kind']!r}; "
+                          "allowed: superpixel_gnn (leave kind out for a U-Net)"
+                          + did_you_mean(str(raw["kind"]), ["superpixel_gnn"]))
+    return "superpixel_gnn"
+
+
+def _format(err: dict) -> str:
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        allowed = sorted(DataConfig.model_fields if err["loc"][0] == "data" else GnnTrainConfig.model_fields)
+        return f"{key}: unknown key; allowed keys: {', '.join(allowed)}" + did_you_mean(err["loc"][-1], allowed, 0.5)
+    if err["type"] == "missing":
+        return f"{key}: required key is missing"
+    return f"{key}: {re.sub(r'^Value error, ', '', err['msg'])} (got {err.get('input')!r})"
+
+
+def load_gnn_train_config(source: str | Path | dict, *, base_dir: str | Path | None = None,
+                          overrides: dict | None = None) -> GnnTrainConfig:
+    """Read and validate a superpixel-GNN training configuration.
+
+    Parameters
+    ----------
+    source : path or dict
+        A YAML file, or the parsed mapping.
+    base_dir : path, optional
+        Folder relative paths are resolved against (default: the file's
+        folder, or the current folder for a mapping).
+    overrides : dict, optional
+        Top-level keys applied over the file (the command line's options).
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem with its key.
+    """
+    if isinstance(source, dict):
+        raw, origin, base = dict(source), "training config", Path(base_dir or Path.cwd())
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"training config not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        origin, base = str(path), Path(base_dir) if base_dir is not None else path.resolve().parent
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: expected a mapping (kind, data, validation, ...), got {type(raw).__name__}")
+    raw = {**raw, **(overrides or {})}
+    try:
+        return GnnTrainConfig.model_validate(raw, context={"base_dir": base})
+    except ValidationError as e:
+        lines = [_format(err) for err in e.errors()]
+        raise ConfigError(f"invalid training configuration in {origin}:\n" + "\n".join(f"  - {x}" for x in lines)) from None
