@@ -60,7 +60,8 @@ Where results can differ from Cellpose
   (``benchmarks/bench_flows.py``, docs/flows.md): same mask counts and a
   mean matched IoU of 0.9999 on synthetic flows, 0.994-0.9998 on a
   trained network's outputs. ``jump=None`` follows every pixel exactly
-  and gives Cellpose's masks pixel for pixel, save for the next point.
+  and gives Cellpose's masks pixel for pixel, save for the next point and
+  for a mask whose flow error lies within about 1e-6 of ``flow_threshold``.
 - Seeds with equal counts are ordered by raster position (Cellpose's torch
   ``argsort`` leaves their order unspecified); this matters only where two
   grown seeds with equal counts overlap.
