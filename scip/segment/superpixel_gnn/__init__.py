@@ -25,13 +25,13 @@ See ``docs/segmentation.md``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from scip.segment._modelfiles import ModelCheck, check
+
 __all__ = ["superpixel_gnn", "foreground_probability", "foreground_mask", "require_torch", "check_model",
-           "GnnModelCheck", "TORCH_MISSING"]
+           "ModelCheck", "TORCH_MISSING"]
 
 TORCH_MISSING = "the superpixel_gnn method needs PyTorch: install torch (pip install 'scip[unet]')"
 
@@ -129,20 +129,7 @@ def foreground_mask(image: np.ndarray, model: str | os.PathLike = "nuclei", *, t
     return run(image, model, threshold=threshold, **params)
 
 
-@dataclass(frozen=True)
-class GnnModelCheck:
-    """A model file as a run config needs it: ``model`` (the value to keep), ``path``, ``in_channels``, ``channels``."""
-
-    model: str
-    path: Path
-    in_channels: int
-    channels: list
-
-
-_CHECKED: dict[tuple[str, int], tuple[int, list]] = {}
-
-
-def check_model(model: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> GnnModelCheck:
+def check_model(model: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> ModelCheck:
     """Find and read a superpixel-GNN model file for a config (cached by path and modification time).
 
     Raises
@@ -155,13 +142,6 @@ def check_model(model: str | os.PathLike, base_dir: str | os.PathLike | None = N
         require_torch()
     except ImportError as e:
         raise ValueError(str(e)) from None
-    from .modelfile import builtin_models, load, resolve
+    from .modelfile import load, resolve
 
-    path = resolve(model, base_dir)
-    key = (str(path.resolve()), path.stat().st_mtime_ns)
-    if key not in _CHECKED:
-        loaded = load(path)
-        _CHECKED[key] = (loaded.in_channels, list(loaded.meta.get("channels", [])))
-    in_channels, names = _CHECKED[key]
-    value = str(model) if str(model) in builtin_models() else str(path.resolve())
-    return GnnModelCheck(value, path, in_channels, names)
+    return check(model, base_dir, ".gnn", resolve, load)

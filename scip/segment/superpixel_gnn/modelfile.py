@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scip.segment.unet.modelfile import ModelFileError
+from scip.segment._modelfiles import ModelFileError, builtin_names, read_payload
+from scip.segment._modelfiles import resolve as resolve_file
 
 from .model import Architecture, GraphNet
 
@@ -42,12 +43,11 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "SUFFIX", "GnnModelFile", "ModelFileError
 FORMAT = "scip-superpixel-gnn"
 FORMAT_VERSION = 1
 SUFFIX = ".gnn"
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
 def builtin_models() -> list[str]:
     """Names of the superpixel-GNN models shipped with scip (``scip/segment/models/*.gnn``)."""
-    return sorted(p.stem for p in MODELS_DIR.glob(f"*{SUFFIX}"))
+    return builtin_names(SUFFIX)
 
 
 def resolve(model: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> Path:
@@ -58,19 +58,7 @@ def resolve(model: str | os.PathLike, base_dir: str | os.PathLike | None = None)
     ModelFileError
         If no such file exists; the message names the file and lists the built-in names.
     """
-    text = str(model)
-    if text in builtin_models():
-        return MODELS_DIR / f"{text}{SUFFIX}"
-    path = Path(text).expanduser()
-    if not path.is_absolute() and base_dir is not None:
-        path = Path(base_dir) / path
-    if not path.is_file():
-        from scip._hints import did_you_mean
-
-        raise ModelFileError(f"superpixel_gnn model file not found: {path}; give a path to a model file or a "
-                             f"built-in model ({', '.join(builtin_models()) or 'none installed'})"
-                             + did_you_mean(text, builtin_models()))
-    return path
+    return resolve_file(model, base_dir, SUFFIX, "superpixel_gnn model")
 
 
 @dataclass
@@ -148,20 +136,8 @@ def load(model: str | os.PathLike, base_dir: str | os.PathLike | None = None) ->
         do not fit the architecture; the message names the file.
     """
     path = resolve(model, base_dir)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except PermissionError:
-        raise ModelFileError(f"{path}: cannot read the model file (permission denied)") from None
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a file that is not its zip format
-        raise ModelFileError(f"{path}: not a readable superpixel_gnn model file ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a superpixel_gnn model file (no '{FORMAT}' format tag); such files are "
-                             "written by 'scip train' with kind: superpixel_gnn")
-    version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelFileError(f"{path}: model file format version {version!r} is newer than this scip reads "
-                             f"({FORMAT_VERSION}); update scip")
+    payload = read_payload(path, FORMAT, FORMAT_VERSION, "superpixel_gnn model",
+                           "'scip train' with kind: superpixel_gnn")
     try:
         arch = Architecture.from_dict(payload["architecture"])
         state, meta = payload["state_dict"], payload["meta"]

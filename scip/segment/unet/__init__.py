@@ -18,10 +18,10 @@ See ``docs/segmentation.md``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+
+from scip.segment._modelfiles import ModelCheck, check
 
 __all__ = ["unet", "require_torch", "check_model", "ModelCheck", "TORCH_MISSING"]
 
@@ -116,30 +116,6 @@ def unet(
                          norm_range=norm_range)
 
 
-@dataclass(frozen=True)
-class ModelCheck:
-    """What a run config needs to know about a model, without loading the network for inference.
-
-    Attributes
-    ----------
-    model : str
-        The value to keep in the config: a built-in name as given, or the
-        file's absolute path.
-    path : Path
-    in_channels : int
-    channels : list of str
-        The model's input channel names (from its training).
-    """
-
-    model: str
-    path: Path
-    in_channels: int
-    channels: list
-
-
-_CHECKED: dict[tuple[str, int], tuple[int, list]] = {}
-
-
 def check_model(model: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> ModelCheck:
     """Find and read a model file for a config (cached by path and modification time).
 
@@ -153,13 +129,6 @@ def check_model(model: str | os.PathLike, base_dir: str | os.PathLike | None = N
         require_torch()
     except ImportError as e:
         raise ValueError(str(e)) from None
-    from .modelfile import builtin_models, load, resolve
+    from .modelfile import load, resolve
 
-    path = resolve(model, base_dir)
-    key = (str(path.resolve()), path.stat().st_mtime_ns)
-    if key not in _CHECKED:
-        loaded = load(path)
-        _CHECKED[key] = (loaded.in_channels, list(loaded.meta.get("channels", [])))
-    in_channels, names = _CHECKED[key]
-    value = str(model) if str(model) in builtin_models() else str(path.resolve())
-    return ModelCheck(value, path, in_channels, names)
+    return check(model, base_dir, ".pt", resolve, load)

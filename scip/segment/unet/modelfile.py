@@ -35,6 +35,9 @@ from typing import Any
 
 import torch
 
+from scip.segment._modelfiles import ModelFileError, builtin_names, read_payload
+from scip.segment._modelfiles import resolve as resolve_file
+
 from .model import OUTPUTS, Architecture, UNet
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelFile", "ModelFileError", "builtin_models", "resolve", "load", "save",
@@ -42,16 +45,11 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "ModelFile", "ModelFileError", "builtin_m
 
 FORMAT = "scip-unet"
 FORMAT_VERSION = 1
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-
-
-class ModelFileError(ValueError):
-    """A model file is missing, unreadable, or does not fit the data; the message names the file."""
 
 
 def builtin_models() -> list[str]:
     """Names of the models shipped with scip (``scip/segment/models/*.pt``)."""
-    return sorted(p.stem for p in MODELS_DIR.glob("*.pt"))
+    return builtin_names(".pt")
 
 
 def resolve(model: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> Path:
@@ -62,18 +60,7 @@ def resolve(model: str | os.PathLike, base_dir: str | os.PathLike | None = None)
     ModelFileError
         If no such file exists; the message lists the built-in names.
     """
-    text = str(model)
-    if text in builtin_models():
-        return MODELS_DIR / f"{text}.pt"
-    path = Path(text).expanduser()
-    if not path.is_absolute() and base_dir is not None:
-        path = Path(base_dir) / path
-    if not path.is_file():
-        from scip._hints import did_you_mean
-
-        raise ModelFileError(f"model file not found: {path}; give a path to a model file or a built-in model "
-                             f"({', '.join(builtin_models()) or 'none installed'})" + did_you_mean(text, builtin_models()))
-    return path
+    return resolve_file(model, base_dir, ".pt")
 
 
 def default_meta(channels: list[str]) -> dict[str, Any]:
@@ -189,20 +176,8 @@ def load(model: str | os.PathLike, base_dir: str | os.PathLike | None = None) ->
         architecture. The message names the file.
     """
     path = resolve(model, base_dir)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except PermissionError:
-        raise ModelFileError(f"{path}: cannot read the model file (permission denied)") from None
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a file that is not its zip format
-        raise ModelFileError(f"{path}: not a readable scip model file (corrupt or not written by scip: "
-                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a scip model file (no '{FORMAT}' format tag); "
-                             "model files are written by 'scip train' or scip.segment.unet.train")
-    version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelFileError(f"{path}: model file format version {version!r} is newer than this scip reads "
-                             f"({FORMAT_VERSION}); update scip")
+    payload = read_payload(path, FORMAT, FORMAT_VERSION, "scip model",
+                           "'scip train' or scip.segment.unet.train")
     try:
         arch = Architecture.from_dict(payload["architecture"])
         state, meta = payload["state_dict"], payload["meta"]
