@@ -647,21 +647,22 @@ def load_config(source: str | Path | dict, *, base_dir: str | Path | None = None
 
 
 def read_config_file(source: str | Path | dict, *, base_dir: str | Path | None = None, overrides: dict | None = None,
-                     sections: str = "input, segment, ...") -> tuple[dict, str, Path]:
+                     sections: str = "input, segment, ...", what: str = "config") -> tuple[dict, str, Path]:
     """A YAML file (or a mapping) as a dict with ``overrides`` applied, its name for messages, and its folder.
 
     Relative paths in the config resolve against the returned folder (the
     file's, or the current directory for a mapping). ``sections`` names the
-    expected top-level keys in the error for a file that is not a mapping.
+    expected top-level keys in the error for a file that is not a mapping;
+    ``what`` names the kind of config (``"training config"``) in messages.
     """
     if isinstance(source, dict):
-        raw, origin = source, "config"
+        raw, origin = source, what
         base = Path(base_dir) if base_dir is not None else Path.cwd()
     else:
         path = Path(source)
         origin = str(path)
         if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+            raise ConfigError(f"{what} file not found: {path}")
         try:
             raw = yaml.safe_load(path.read_text())
         except yaml.YAMLError as e:

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from scip._hints import did_you_mean
-from scip.config import ConfigError
+from scip.config import ConfigError, read_config_file
 from scip.segment.unet.trainconfig import DataConfig
 
 from .superpixels import DEFAULT_COMPACTNESS, DEFAULT_SIZE
@@ -114,20 +114,8 @@ def load_gnn_train_config(source: str | Path | dict, *, base_dir: str | Path | N
     ConfigError
         Listing every problem with its key.
     """
-    if isinstance(source, dict):
-        raw, origin, base = dict(source), "training config", Path(base_dir or Path.cwd())
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"training config not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        origin, base = str(path), Path(base_dir) if base_dir is not None else path.resolve().parent
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{origin}: expected a mapping (kind, data, validation, ...), got {type(raw).__name__}")
-    raw = {**raw, **(overrides or {})}
+    raw, origin, base = read_config_file(source, base_dir=base_dir, overrides=overrides,
+                                         sections="kind, data, validation, ...", what="training config")
     try:
         return GnnTrainConfig.model_validate(raw, context={"base_dir": base})
     except ValidationError as e:

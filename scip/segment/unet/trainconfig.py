@@ -11,11 +11,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from scip._hints import did_you_mean
-from scip.config import ConfigError
+from scip.config import ConfigError, read_config_file
 
 __all__ = ["TrainConfig", "DataConfig", "ArchConfig", "AugmentConfig", "load_train_config", "FREEZE_PATTERN"]
 
@@ -158,20 +157,8 @@ def load_train_config(source: str | Path | dict, *, base_dir: str | Path | None 
     ConfigError
         Listing every problem with its key.
     """
-    if isinstance(source, dict):
-        raw, origin, base = dict(source), "training config", Path(base_dir or Path.cwd())
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"training config not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        origin, base = str(path), Path(base_dir) if base_dir is not None else path.resolve().parent
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{origin}: expected a mapping (data, validation, epochs, ...), got {type(raw).__name__}")
-    raw = {**raw, **(overrides or {})}
+    raw, origin, base = read_config_file(source, base_dir=base_dir, overrides=overrides,
+                                         sections="data, validation, epochs, ...", what="training config")
     try:
         return TrainConfig.model_validate(raw, context={"base_dir": base})
     except ValidationError as e:
