@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["ModelFileError", "ModelCheck", "MODELS_DIR", "builtin_names", "resolve", "read_payload", "check"]
+__all__ = ["ModelFileError", "ModelCheck", "MODELS_DIR", "builtin_names", "resolve", "read_payload", "write_payload",
+           "check", "check_channels"]
 
 #: Where the shipped models live (package data).
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -87,6 +88,52 @@ def read_payload(path: Path, fmt: str, max_version: int, what: str, written_by: 
         raise ModelFileError(f"{path}: model file format version {version!r} is newer than this scip reads "
                              f"({max_version}); update scip")
     return payload
+
+
+def write_payload(path: str | os.PathLike, fmt: str, version: int, arch, state_dict: dict, meta: dict,
+                  **extra: Any) -> Path:
+    """Write a model file atomically: the format envelope, architecture, weights, metadata and ``extra`` entries.
+
+    ``meta`` goes through JSON first: anything but plain types (numpy scalars,
+    torch's version string class) would make the file unreadable with
+    ``weights_only=True``. A partly written file never has the final name.
+    """
+    import json
+
+    import torch
+
+    from scip.io.atomic import atomic_path
+
+    payload = {"format": fmt, "format_version": version, "architecture": arch.to_dict(),
+               "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
+               "meta": json.loads(json.dumps(meta, default=str)), **extra}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def check_channels(image, in_channels: int, channels: list, path: Path, what: str = "model"):
+    """``image`` as ``(C, H, W)``, checked against a model's input channels.
+
+    Raises
+    ------
+    ValueError
+        The image is not ``(H, W)`` or ``(C, H, W)``.
+    ModelFileError
+        Another number of channels than the model takes; names the file.
+    """
+    import numpy as np
+
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3:
+        raise ValueError(f"expected an image (H, W) or (C, H, W), got shape {image.shape}")
+    if image.shape[0] != in_channels:
+        raise ModelFileError(f"{path}: the {what} takes {in_channels} input channel(s) "
+                             f"({', '.join(channels)}), the image has {image.shape[0]}")
+    return image
 
 
 @dataclass(frozen=True)

@@ -24,15 +24,13 @@ suffix (the U-Net's are ``*.pt``; both may share a name, e.g. ``nuclei``).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from scip.segment._modelfiles import ModelFileError, builtin_names, read_payload
+from scip.segment._modelfiles import ModelFileError, builtin_names, read_payload, write_payload
 from scip.segment._modelfiles import resolve as resolve_file
 
 from .model import Architecture, GraphNet
@@ -110,20 +108,7 @@ class GnnModelFile:
 
 def save(model: GnnModelFile, path: str | os.PathLike) -> Path:
     """Write a model file atomically (a partly written file never has the final name)."""
-    meta = json.loads(json.dumps(model.meta, default=str))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "architecture": model.arch.to_dict(),
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict.items()},
-        "meta": meta,
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return write_payload(path, FORMAT, FORMAT_VERSION, model.arch, model.state_dict, model.meta)
 
 
 def load(model: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> GnnModelFile:

@@ -18,6 +18,7 @@ import torch
 from scipy import ndimage as ndi
 from skimage import measure, segmentation
 
+from .._modelfiles import check_channels
 from .._util import CONNECTIVITY, remove_small_and_relabel, smooth_image
 from ..watershed import _markers
 from .graph import Graph, build_graph
@@ -55,14 +56,7 @@ def as_channels(image: np.ndarray, mf: GnnModelFile) -> np.ndarray:
     ModelFileError
         The image has another number of channels than the model; names the file.
     """
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[None]
-    if image.ndim != 3:
-        raise ValueError(f"expected an image (H, W) or (C, H, W), got shape {image.shape}")
-    if image.shape[0] != mf.in_channels:
-        raise ModelFileError(f"{mf.path}: the superpixel_gnn model takes {mf.in_channels} input channel(s) "
-                             f"({', '.join(mf.meta.get('channels', []))}), the image has {image.shape[0]}")
+    image = check_channels(image, mf.in_channels, mf.meta.get("channels", []), mf.path, "superpixel_gnn model")
     return image.astype(np.float32, copy=False)
 
 

@@ -27,7 +27,6 @@ without the suffix (:func:`builtin_models`).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any
 
 import torch
 
-from scip.segment._modelfiles import ModelFileError, builtin_names, read_payload
+from scip.segment._modelfiles import ModelFileError, builtin_names, read_payload, write_payload
 from scip.segment._modelfiles import resolve as resolve_file
 
 from .model import OUTPUTS, Architecture, UNet
@@ -145,24 +144,11 @@ def save(model: ModelFile | UNet, path: str | os.PathLike, meta: dict | None = N
             raise ValueError("save(UNet, ...) needs meta (see default_meta)")
         model = ModelFile(model.arch, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, meta,
                           calibration)
-    # Plain JSON types only: anything else (numpy scalars, torch's version string class) would make
-    # the file unreadable with weights_only=True.
-    meta = json.loads(json.dumps(model.meta if meta is None else meta, default=str))
     calibration = model.calibration if calibration is None else calibration
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "architecture": model.arch.to_dict(),
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict.items()},
-        "calibration": None if calibration is None else calibration.detach().cpu().to(torch.float16).contiguous(),
-        "meta": meta,
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    if calibration is not None:
+        calibration = calibration.detach().cpu().to(torch.float16).contiguous()
+    return write_payload(path, FORMAT, FORMAT_VERSION, model.arch, model.state_dict,
+                         model.meta if meta is None else meta, calibration=calibration)
 
 
 def load(model: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> ModelFile:

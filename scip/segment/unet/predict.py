@@ -42,6 +42,8 @@ from torch.nn import functional as F
 
 from .._util import CONNECTIVITY, remove_small_and_relabel
 from . import modelfile
+from scip.segment._modelfiles import check_channels
+
 from .data import normalize, normalize_range
 from .modelfile import ModelFile, ModelFileError
 
@@ -382,14 +384,7 @@ def segment_image(image: np.ndarray, model: str | os.PathLike | ModelFile = "nuc
     """
     predictor = load_predictor(model, device=device, precision=precision, quantize=quantize)
     mf = predictor.model
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[None]
-    if image.ndim != 3:
-        raise ValueError(f"expected an image (H, W) or (C, H, W), got shape {image.shape}")
-    if image.shape[0] != mf.in_channels:
-        raise ModelFileError(f"{mf.path}: the model takes {mf.in_channels} input channel(s) "
-                             f"({', '.join(mf.meta.get('channels', []))}), the image has {image.shape[0]}")
+    image = check_channels(image, mf.in_channels, mf.meta.get("channels", []), mf.path)
     post = {**modelfile.default_meta([])["postprocess"], **mf.meta.get("postprocess", {})}
     threshold = post["threshold"] if threshold is None else threshold
     seed_threshold = post["seed_threshold"] if seed_threshold is None else seed_threshold
