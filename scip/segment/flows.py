@@ -655,16 +655,22 @@ def _count(labels, v, box):
 
 
 @numba.njit(cache=True, nogil=True)
+def _mask_flow(labels, box, v, work, separable):
+    """Rows, columns and flow (y, x) of mask ``v``'s pixels (:func:`_diffuse` on its box)."""
+    n = _count(labels, v, box[v])
+    fy = np.empty(n, np.float64)
+    fx = np.empty(n, np.float64)
+    py, px = _diffuse(labels, v, box[v, 0], box[v, 1], box[v, 2], box[v, 3], fy, fx, work, separable)
+    return py, px, fy, fx
+
+
+@numba.njit(cache=True, nogil=True)
 def _masks_to_flows(labels, box, mu):
     for v in range(1, box.shape[0]):
         if box[v, 0] < 0:
             continue
-        n = _count(labels, v, box[v])
-        fy = np.empty(n, np.float64)
-        fx = np.empty(n, np.float64)
-        py, px = _diffuse(labels, v, box[v, 0], box[v, 1], box[v, 2], box[v, 3], fy, fx,
-                          np.zeros(0, np.float64), False)
-        for k in range(n):
+        py, px, fy, fx = _mask_flow(labels, box, v, np.zeros(0, np.float64), False)
+        for k in range(py.size):
             mu[0, py[k], px[k]] = fy[k]
             mu[1, py[k], px[k]] = fx[k]
 
@@ -677,11 +683,8 @@ def _flow_errors(labels, box, dP, first, stop):
     for v in range(max(1, first), stop):
         if box[v, 0] < 0:
             continue
-        n = _count(labels, v, box[v])
-        fy = np.empty(n, np.float64)
-        fx = np.empty(n, np.float64)
-        py, px = _diffuse(labels, v, box[v, 0], box[v, 1], box[v, 2], box[v, 3], fy, fx,
-                          np.zeros(0, np.float32), True)
+        py, px, fy, fx = _mask_flow(labels, box, v, np.zeros(0, np.float32), True)
+        n = py.size
         ey = 0.0
         ex = 0.0
         for k in range(n):
