@@ -16,6 +16,7 @@ chunks of its own slice and selected channels.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
@@ -74,27 +75,147 @@ def _names(channels, n_stored: int, path) -> tuple[str, ...]:
     return tuple(channels)
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _Where:
+    """Names the metadata document and key of an OME-Zarr image in error messages."""
+
+    def __init__(self, group, path: Path):
+        self.path = path
+        self.prefix = "ome." if "ome" in group.attrs else ""
+        self.file = Path(path) / (".zattrs" if group.metadata.zarr_format == 2 else "zarr.json")
+
+    def error(self, key: str, problem: str, config_key: str = "input.path") -> InputError:
+        return InputError(f"{config_key}: {self.file}: OME-Zarr metadata '{self.prefix}{key}' {problem}")
+
+
 def ome_level(group, path: Path, level: int) -> tuple[dict, dict, str]:
     """OME-Zarr metadata of ``group``, its first multiscale, and the array path of resolution ``level``.
 
-    Raises :class:`InputError` naming ``input.path`` or ``input.level``.
+    Every part of the ``multiscales`` metadata that is used is checked, so
+    that broken metadata gives a message naming the file and the key, not a
+    ``KeyError`` from deep inside a reader.
+
+    Raises
+    ------
+    InputError
+        Naming ``input.path`` (missing or malformed metadata, a dataset path
+        that is not an array of the store) or ``input.level`` (no such level).
     """
     meta = ome_metadata(group) if isinstance(group, zarr.Group) else None
     if meta is None:
         raise InputError(f"input.path: {path} has no OME-Zarr 'multiscales' metadata")
-    multiscale = meta["multiscales"][0]
-    datasets = multiscale.get("datasets", [])
+    where = _Where(group, path)
+    multiscales = meta["multiscales"]
+    if not isinstance(multiscales, list) or not multiscales:
+        raise where.error("multiscales", f"must be a non-empty list, got {_short(multiscales)}")
+    multiscale = multiscales[0]
+    if not isinstance(multiscale, dict):
+        raise where.error("multiscales[0]", f"must be an object, got {_short(multiscale)}")
+    if "datasets" not in multiscale:
+        raise where.error("multiscales[0].datasets", "is missing (the list of resolution levels)")
+    datasets = multiscale["datasets"]
+    if not isinstance(datasets, list) or not datasets:
+        raise where.error("multiscales[0].datasets", f"must be a non-empty list, got {_short(datasets)}")
     if level >= len(datasets):
         raise InputError(f"input.level: {level} is not a level of {path}; it has levels 0..{len(datasets) - 1}")
-    return meta, multiscale, datasets[level]["path"]
+    dataset = datasets[level]
+    key = f"multiscales[0].datasets[{level}]"
+    if not isinstance(dataset, dict) or "path" not in dataset:
+        raise where.error(key, f"must be an object with a 'path', got {_short(dataset)}")
+    array_path = dataset["path"]
+    if not isinstance(array_path, str) or not array_path:
+        raise where.error(f"{key}.path", f"must be a non-empty string, got {_short(array_path)}")
+    try:
+        node = group[array_path]
+    except KeyError:
+        node = None
+    if not isinstance(node, zarr.Array):
+        arrays = sorted(k for k, _ in group.arrays())
+        raise where.error(f"{key}.path", f"is {array_path!r}, which is not an array of {path} "
+                                         f"(arrays here: {', '.join(arrays) or 'none'})")
+    return meta, multiscale, array_path
+
+
+def ome_axes(group, path: Path, multiscale: dict, ndim: int) -> tuple[str, ...]:
+    """Axis names of a multiscale (NGFF 0.4+: objects with a ``name``; 0.3: strings), checked against ``ndim``.
+
+    Without ``axes`` (NGFF before 0.3) the array is read as the last
+    ``ndim`` of ``t, c, z, y, x``. Raises :class:`InputError` naming the file and key.
+    """
+    where = _Where(group, path)
+    if "axes" not in multiscale:
+        return tuple("tczyx"[-ndim:])
+    axes = multiscale["axes"]
+    if not isinstance(axes, list):
+        raise where.error("multiscales[0].axes", f"must be a list, got {_short(axes)}")
+    names = []
+    for i, axis in enumerate(axes):
+        name = axis.get("name") if isinstance(axis, dict) else axis
+        if not isinstance(name, str) or not name:
+            raise where.error(f"multiscales[0].axes[{i}]", f"must be a name or an object with a 'name', got {_short(axis)}")
+        names.append(name)
+    if len(set(names)) != len(names):
+        raise where.error("multiscales[0].axes", f"names an axis twice: {names}")
+    if len(names) != ndim:
+        raise where.error("multiscales[0].axes", f"names {len(names)} axes {names} for an array of {ndim} dimensions")
+    return tuple(names)
+
+
+def ome_scale(group, path: Path, multiscale: dict, level: int, n_axes: int) -> list[float] | None:
+    """The ``scale`` transformation of resolution ``level`` (one number per axis), or ``None`` without one.
+
+    Raises :class:`InputError` naming the file and key when it is malformed.
+    """
+    where = _Where(group, path)
+    key = f"multiscales[0].datasets[{level}].coordinateTransformations"
+    transforms = multiscale["datasets"][level].get("coordinateTransformations", [])
+    if not isinstance(transforms, list):
+        raise where.error(key, f"must be a list, got {_short(transforms)}")
+    for i, t in enumerate(transforms):
+        if not isinstance(t, dict):
+            raise where.error(f"{key}[{i}]", f"must be an object, got {_short(t)}")
+        if t.get("type") != "scale":
+            continue
+        scale = t.get("scale")
+        if (not isinstance(scale, list) or len(scale) != n_axes
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)):
+            raise where.error(f"{key}[{i}].scale", f"must be {n_axes} numbers, one per axis, got {_short(scale)}")
+        return [float(v) for v in scale]
+    return None
+
+
+def ome_channel_labels(group, path: Path, meta: dict) -> list | None:
+    """The ``omero`` channel labels, or ``None`` when the image has none.
+
+    Raises :class:`InputError` naming the file and key when ``omero`` is
+    malformed: the channel names become column names, so they are not guessed.
+    """
+    if "omero" not in meta:
+        return None
+    where = _Where(group, path)
+    hint = "; or name the channels with input.channels"
+    omero = meta["omero"]
+    if not isinstance(omero, dict):
+        raise where.error("omero", f"must be an object, got {_short(omero)}{hint}")
+    channels = omero.get("channels", [])
+    if not isinstance(channels, list):
+        raise where.error("omero.channels", f"must be a list, got {_short(channels)}{hint}")
+    for i, c in enumerate(channels):
+        if not isinstance(c, dict):
+            raise where.error(f"omero.channels[{i}]", f"must be an object, got {_short(c)}{hint}")
+    return [c.get("label") for c in channels]
 
 
 def discover_ome_zarr(path: Path, level: int, channels, use_channels) -> Dataset:
     """Images of an OME-Zarr image group, one per time point."""
     group = _open(path)
     meta, multiscale, array_path = ome_level(group, path, level)
-    axes = [a["name"] if isinstance(a, dict) else a for a in multiscale.get("axes", ["t", "c", "z", "y", "x"])]
     arr = group[array_path]
+    axes = list(ome_axes(group, path, multiscale, arr.ndim))
     sizes = dict(zip(axes, arr.shape))
     # NGFF orders axes t, c, z, y, x; reading relies on that order (channels first, then z).
     ordered = [a for a in ("t", "c", "z", "y", "x") if a in axes]
@@ -103,7 +224,7 @@ def discover_ome_zarr(path: Path, level: int, channels, use_channels) -> Dataset
                          "expected OME-Zarr axes among t, c, z, y, x, in that order, ending with y, x")
     n_stored = sizes.get("c", 1)
     if channels is None:
-        labels = [c.get("label") for c in meta.get("omero", {}).get("channels", [])]
+        labels = ome_channel_labels(group, path, meta) or []
         names = tuple(labels) if len(labels) == n_stored and all(labels) and len(set(labels)) == n_stored else default_names(n_stored)
     else:
         names = _names(channels, n_stored, path)

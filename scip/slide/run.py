@@ -280,15 +280,13 @@ def _physical(source: SlideSource) -> tuple[tuple[float, float], tuple[str | Non
     """Pixel size and units along y, x of the segmented level of an OME-Zarr input (1 px otherwise)."""
     if source.kind != "ome_zarr":
         return (1.0, 1.0), (None, None)
-    from scip.io.zarr_image import ome_metadata
+    from scip.io.zarr_image import ome_metadata, ome_scale
 
-    meta = ome_metadata(zarr.open_group(source.path, mode="r"))
-    multiscale = meta["multiscales"][0]
-    axes = [a if isinstance(a, dict) else {"name": a} for a in multiscale.get("axes", [])]
-    dataset = multiscale["datasets"][source.level]
-    scale = next((t["scale"] for t in dataset.get("coordinateTransformations", []) if t.get("type") == "scale"),
-                 [1.0] * len(axes))
-    by_name = {a["name"]: (float(s), a.get("unit")) for a, s in zip(axes, scale)}
+    group = zarr.open_group(source.path, mode="r")
+    multiscale = ome_metadata(group)["multiscales"][0]
+    units = {a["name"]: a.get("unit") for a in multiscale.get("axes", []) if isinstance(a, dict)}
+    scale = ome_scale(group, Path(source.path), multiscale, source.level, len(source.axes)) or [1.0] * len(source.axes)
+    by_name = {name: (s, units.get(name)) for name, s in zip(source.axes, scale)}
     (sy, uy), (sx, ux) = by_name.get("y", (1.0, None)), by_name.get("x", (1.0, None))
     return (sy, sx), (uy, ux)
 

@@ -28,7 +28,7 @@ import zarr
 
 from scip._hints import did_you_mean
 from scip.io.channels import InputError
-from scip.io.zarr_image import ome_level, ome_metadata
+from scip.io.zarr_image import ome_axes, ome_channel_labels, ome_level, ome_metadata, ome_scale
 
 __all__ = ["SlideSource", "open_slide"]
 
@@ -244,11 +244,13 @@ def open_slide(path: str | Path, format: str = "auto", array: str | None = None,
         if kind == "ome_zarr":
             meta, multiscale, array = ome_level(node, path, level)
             arr = node[array]
-            axes = tuple(a["name"] if isinstance(a, dict) else a for a in multiscale.get("axes", "tczyx"[-arr.ndim:]))
-            if len(axes) != arr.ndim or axes[-2:] != ("y", "x") or not set(axes) <= set("tczyx"):
+            axes = ome_axes(node, path, multiscale, arr.ndim)
+            if axes[-2:] != ("y", "x") or not set(axes) <= set("tczyx"):
                 raise InputError(f"input.path: {path} has axes {list(axes)} for an array of shape {arr.shape}; "
                                  "expected OME-Zarr axes among t, c, z, y, x, ending with y, x")
-            stored_names = [c.get("label") for c in meta.get("omero", {}).get("channels", [])]
+            # Checked now, not when the finished labels get their metadata.
+            ome_scale(node, path, multiscale, level, len(axes))
+            stored_names = ome_channel_labels(node, path, meta) if channels is None else None
         else:
             if isinstance(node, zarr.Group):
                 names = sorted(k for k, _ in node.arrays())
