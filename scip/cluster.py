@@ -29,7 +29,8 @@ from scip.config import ClusterConfig, ConfigError, SlurmConfig, SlurmJobConfig
 log = logging.getLogger("scip")
 
 __all__ = ["GPU", "CPU", "SYNCHRONOUS", "ClusterError", "Routing", "Session", "connect", "compute", "persist", "routing_for",
-           "default_workers", "gpu_count", "slurm_cluster", "task_stream", "task_stream_steps", "worker_names", "quiet_logs"]
+           "default_workers", "gpu_count", "slurm_cluster", "task_stream", "task_stream_steps", "worker_names", "quiet_logs",
+           "worker_memory"]
 
 SYNCHRONOUS = "synchronous"
 GPU = "GPU"
@@ -437,6 +438,33 @@ def task_stream_steps(records: list[dict], steps: dict[str, str], names: dict[st
         workers.setdefault(step, Counter())[str(names.get(worker, worker))] += 1
     return {"seconds": {k: round(v, 3) for k, v in sorted(seconds.items())}, "tasks": dict(sorted(tasks.items())),
             "workers": {k: dict(sorted(v.items())) for k, v in sorted(workers.items())}}
+
+
+def worker_memory(session: Session, cfg: ClusterConfig | None = None) -> tuple[int | None, str]:
+    """The memory the smallest worker may use, in bytes, and what that number is (for messages).
+
+    The smallest memory limit among the connected workers; with none
+    connected yet (SLURM jobs still queued) the configured memory of a SLURM
+    job per worker process; in-process, this machine's memory. ``None``
+    when unknown (workers started without a memory limit).
+    """
+    if session.client is None:
+        try:
+            import psutil
+        except ImportError:
+            return None, ""
+        return int(psutil.virtual_memory().total), "this machine's memory"
+    workers = session.client.scheduler_info(n_workers=-1)["workers"].values()
+    limits = [int(w.get("memory_limit") or 0) for w in workers]
+    limits = [m for m in limits if m > 0]
+    if limits:
+        return min(limits), "worker memory"
+    if cfg is not None and cfg.slurm is not None:
+        from dask.utils import parse_bytes
+
+        jobs = [cfg.slurm] + ([cfg.slurm.gpu] if cfg.slurm.gpu is not None else [])
+        return min(parse_bytes(j.memory) // j.processes for j in jobs), "worker memory"
+    return None, ""
 
 
 def worker_names(client) -> dict[str, str]:

@@ -83,6 +83,20 @@ class InputConfig(_Section):
     level: Annotated[int, Field(ge=0)] = 0
     images_per_partition: Annotated[int, Field(ge=1)] = 16
     z_projection: Literal["max", "mean", "median"] | None = None
+    max_image_bytes: int | str = "auto"
+    missing_chunks: Literal["skip", "fill"] = "skip"
+
+    @field_validator("max_image_bytes", mode="before")
+    @classmethod
+    def _image_bytes(cls, value: Any) -> int | str:
+        # A size, so that one image decoding to many GiB (a small compressed TIFF can) is skipped, not fatal.
+        if value == "auto":
+            return value
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        if isinstance(value, str) and re.fullmatch(_MEMORY, value.strip()):
+            return _size_bytes(value)
+        raise ValueError("expected 'auto', 0 (no limit), a number of bytes or a size such as '512MiB', '2GB'")
 
     @field_validator("path")
     @classmethod
@@ -468,6 +482,18 @@ class EvaluateConfig(_Section):
 
 
 _MEMORY = r"\d+(\.\d+)?\s*([kKMGT]i?B|B)?"
+
+
+def _size_bytes(text: str) -> int:
+    """Bytes of a size matching :data:`_MEMORY`: ``'512MiB'``, ``'2GB'``, ``'100'``."""
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kKMGT]i?B|B)?", text.strip()).groups()
+    unit = (unit or "B").upper()
+    if unit == "B":
+        return int(float(number))
+    base = 1024 if unit.endswith("IB") else 1000
+    return int(float(number) * base ** ("KMGT".index(unit[0]) + 1))
+
+
 _WALLTIME = r"(\d+-)?\d{1,3}:\d{2}(:\d{2})?"
 
 

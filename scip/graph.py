@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pickle
@@ -49,6 +49,7 @@ from scip.io.atomic import atomic_path
 from scip.config import Config
 from scip.io import Dataset, ReadSpec, open_dataset, read_images
 from scip.io.ground_truth import attach_truth
+from scip.io.limits import ImageBudget, image_budget
 from scip.io.parquet import arrow_schema, write_part
 from scip.records import CellRecord, ImageRecord, Source, skipped
 from scip.steps.cells import split_cells
@@ -77,11 +78,17 @@ def _resources(resources: dict | None):
 
 @dataclass(frozen=True)
 class Plan:
-    """Everything the graph needs that is known before computing: config, images, columns."""
+    """Everything the graph needs that is known before computing: config, images, columns.
+
+    ``budget`` is the most bytes one decoded image may take (``None``: no
+    limit): ``input.max_image_bytes`` when it is a number; with ``auto``,
+    :func:`scip.run.run` sets it from the workers' memory once they are up.
+    """
 
     config: Config
     dataset: Dataset
     columns: dict[str, str]
+    budget: ImageBudget | None = None
 
 
 def plan(config: Config, dataset: Dataset | None = None) -> Plan:
@@ -90,7 +97,13 @@ def plan(config: Config, dataset: Dataset | None = None) -> Plan:
     fields = {k for s in dataset.sources for k in s.fields}
     columns = table_columns(dataset.channels, fields, config.mask_names, tuple(config.features.families),
                             evaluated=config.evaluate is not None, params=config.features.params())
-    return Plan(config, dataset, columns)
+    setting = config.input.max_image_bytes
+    return Plan(config, dataset, columns, image_budget(setting, None) if setting != "auto" else None)
+
+
+def _reader(p: Plan) -> ReadSpec:
+    """What a load task needs to read its images, with the run's per-image budget and missing-chunk policy."""
+    return replace(p.dataset.reader, budget=p.budget, missing_chunks=p.config.input.missing_chunks)
 
 
 def partition_size(images_per_partition: int, chunk_size: int) -> int:
@@ -149,7 +162,7 @@ def build_illumination_sums(p: Plan) -> list:
     size = partition_size(config.input.images_per_partition, dataset.chunk_size)
     bag = db.from_sequence(dataset.sources, partition_size=size)
     group_by = tuple(config.illumination.group_by)
-    return [delayed(_illumination_sums)(part, dataset.reader, config.input.z_projection, group_by)
+    return [delayed(_illumination_sums)(part, _reader(p), config.input.z_projection, group_by)
             for part in bag.to_delayed(optimize_graph=False)]
 
 
@@ -223,7 +236,7 @@ def build_cells(p: Plan, correction: tuple[dict, list[str]] | None = None, routi
     truth = config.evaluate.labels if config.evaluate is not None else None
     group_by = tuple(config.illumination.group_by) if config.illumination is not None else ()
     bag = db.from_sequence(dataset.sources, partition_size=size)
-    bag = bag.map_partitions(_load, dataset.reader, truth, config.input.z_projection, correction, group_by)
+    bag = bag.map_partitions(_load, _reader(p), truth, config.input.z_projection, correction, group_by)
     with _resources(routing.segment):
         bag = bag.map_partitions(_segment, config)
     with _resources(routing.cpu):

@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from scip.accounting import SKIPPED_COLUMNS, PartitionSummary
 from scip.config import Config, ConfigError, load_config
 from scip.io import InputError, open_dataset
 from scip.io.ground_truth import check_template
+from scip.io.limits import format_bytes, image_budget
 from scip.io.manifest import (ManifestError, differences, fingerprint, read_manifest, reductions_from_json,
                               reductions_to_json, write_manifest)
 from scip.io.tables import feature_descriptions, write_formats
@@ -447,6 +448,12 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
     with cluster.connect(config.cluster, client) as session, cluster.task_stream(session) as stream:
         if session.client is not None:
             print(f"scip: dashboard at {session.client.dashboard_link}", file=sys.stderr)
+        if config.input.max_image_bytes == "auto":
+            # Known only now: an image decoding to more than a share of the smallest worker's memory is skipped.
+            p = replace(p, budget=image_budget("auto", *cluster.worker_memory(session, config.cluster)))
+        if p.budget is not None:
+            log.info("scip: images that decode to more than %s are skipped (%s)", format_bytes(p.budget.bytes),
+                     p.budget.origin)
         computed: list[PartitionSummary] = []
         if todo:
             reductions = reduce(p, session, progress=progress, output=out, saved=saved,

@@ -1,4 +1,4 @@
-"""Readers under faults (issue 15): broken OME-Zarr metadata.
+"""Readers under faults (issue 15): missing zarr chunks, images too large to decode, broken OME-Zarr metadata.
 
 Each is a problem of the data: one image is skipped with a reason that
 names the file (or chunk) and the run finishes with exit code 0; broken
@@ -7,18 +7,25 @@ metadata of the input itself is a configuration problem (exit code 2).
 
 import csv
 import json
+import shutil
+import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import zarr
 
 import scip
 from conftest import make_blobs
-from scip import cli
+from scip import cli, cluster
 from scip.config import ConfigError, load_config
 from scip.io import InputError, open_dataset, read_images
+from scip.io.limits import ImageBudget, check_size, format_bytes, image_budget
 from scip.slide import open_slide
+
+GiB = 2**30
 
 
 def _run(tmp_path, input_cfg: dict, **extra) -> tuple[dict, list[dict]]:
@@ -43,6 +50,31 @@ def _blobs_stack(n: int = 3) -> np.ndarray:
     return np.stack([make_blobs(seed=i) for i in range(n)])  # (N, 2, 96, 96)
 
 
+# --- case 5: a chunk missing from a Zarr / OME-Zarr store is a skipped image, not zeros -------------
+
+
+def _chunk_file(store: Path, key: str) -> Path:
+    path = store / key
+    assert path.is_file(), sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file())
+    return path
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_missing_chunk_of_a_plain_zarr_skips_that_image(tmp_path, zarr_format):
+    data = _blobs_stack()
+    store = tmp_path / "stack.zarr"
+    zarr.open_array(store, mode="w", shape=data.shape, chunks=(1, 1, 48, 48), dtype="uint16",
+                    zarr_format=zarr_format)[:] = data
+    key = "1.1.0.1" if zarr_format == 2 else "c/1/1/0/1"
+    _chunk_file(store, key).unlink()
+    result, skipped = _run(tmp_path, {"path": str(store)})
+    skips = _image_skips(skipped)
+    assert skips == {"1": skips["1"]}
+    assert skips["1"].startswith(f"chunk missing: {store}/{key}")
+    assert sorted(result["table"]["meta_image_id"].unique()) == ["0", "2"]
+    assert result["run"]["counts"]["images"]["skipped_by_step"] == {"load": 1}
+
+
 def _ome_zarr(path: Path, data: np.ndarray, version: str, levels: int = 1) -> zarr.Group:
     """An OME-Zarr image ``(t, c, z, y, x)`` with ``levels`` resolution levels."""
     group = zarr.open_group(path, mode="w", zarr_format=2 if version == "0.4" else 3)
@@ -56,6 +88,155 @@ def _ome_zarr(path: Path, data: np.ndarray, version: str, levels: int = 1) -> za
             "omero": {"channels": [{"label": "DNA"}, {"label": "GFP"}]}}
     group.attrs.update(meta if version == "0.4" else {"ome": {"version": version, **meta}})
     return group
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_missing_chunk_of_an_ome_zarr_level_skips_that_time_point(tmp_path, version):
+    store = tmp_path / "img.ome.zarr"
+    _ome_zarr(store, _blobs_stack()[:, :, None], version)
+    key = "0/2.0.0.1.0" if version == "0.4" else "0/c/2/0/0/1/0"
+    _chunk_file(store, key).unlink()
+    result, skipped = _run(tmp_path, {"path": str(store)})
+    skips = _image_skips(skipped)
+    assert list(skips) == ["2"] and skips["2"].startswith(f"chunk missing: {store}/{key}")
+    assert sorted(result["table"]["meta_image_id"].unique()) == ["0", "1"]
+
+
+def test_missing_chunk_of_an_unread_channel_or_level_does_not_matter(tmp_path):
+    store = tmp_path / "img.ome.zarr"
+    data = _blobs_stack()[:, :, None]
+    _ome_zarr(store, data, "0.5", levels=2)
+    _chunk_file(store, "0/c/0/1/0/0/0").unlink()  # GFP of t=0 at full resolution
+    _chunk_file(store, "1/c/1/0/0/0/0").unlink()  # DNA of t=1 at level 1
+    d = open_dataset(load_config({"input": {"path": str(store), "use_channels": ["DNA"]}}).input)
+    records = read_images(d.reader, d.sources)
+    assert all(r.status for r in records), [r.status.reason for r in records]
+    np.testing.assert_array_equal(records[0].pixels, data[0, :1, 0])
+
+
+def test_missing_chunks_fill_reads_the_fill_value_when_asked(tmp_path):
+    data = _blobs_stack(2)
+    store = tmp_path / "stack.zarr"
+    zarr.open_array(store, mode="w", shape=data.shape, chunks=(1, 1, 48, 48), dtype="uint16", zarr_format=3)[:] = data
+    _chunk_file(store, "c/0/1/1/1").unlink()
+    d = open_dataset(load_config({"input": {"path": str(store)}}).input)
+    (record,) = read_images(d.reader, d.sources[:1])
+    assert not record.status and "input.missing_chunks: fill" in record.status.reason
+    (record,) = read_images(replace(d.reader, missing_chunks="fill"), d.sources[:1])
+    assert record.status and (record.pixels[1, 48:, 48:] == 0).all() and record.pixels[1, :48].any()
+    result, skipped = _run(tmp_path, {"path": str(store), "missing_chunks": "fill"})
+    assert _image_skips(skipped) == {} and sorted(result["table"]["meta_image_id"].unique()) == ["0", "1"]
+
+
+def test_missing_shard_of_a_sharded_zarr_is_a_skip(tmp_path):
+    data = _blobs_stack(2)
+    store = tmp_path / "sharded.zarr"
+    zarr.create_array(store, shape=data.shape, chunks=(1, 1, 24, 24), shards=(1, 1, 48, 48), dtype="uint16")[:] = data
+    _chunk_file(store, "c/1/0/0/0").unlink()
+    d = open_dataset(load_config({"input": {"path": str(store)}}).input)
+    good, bad = read_images(d.reader, d.sources)
+    np.testing.assert_array_equal(good.pixels, data[0])
+    assert not bad.status and bad.status.reason.startswith(f"chunk missing: {store}/c/1/0/0/0")
+    assert "and 1 more missing chunk" not in bad.status.reason
+
+
+# --- case 6: the declared size is checked before decoding ---------------------------------------------
+
+
+def _compressed_tiff(path: Path, shape: tuple[int, ...], tile: int = 1024) -> None:
+    """A tiled, zlib-compressed TIFF of zeros: a few hundred KiB on disk, ``shape`` uint16 decoded.
+
+    The tiles are encoded once and written as they are, so making it costs no decoding or compressing.
+    """
+    encoded = zlib.compress(np.zeros((tile, tile), np.uint16).tobytes(), 9)
+    n = int(np.prod(shape[:-2])) * -(-shape[-2] // tile) * -(-shape[-1] // tile)
+    tifffile.imwrite(path, (encoded for _ in range(n)), shape=shape, dtype="uint16", tile=(tile, tile),
+                     compression="zlib", photometric="minisblack")
+
+
+@pytest.fixture
+def decoded(monkeypatch) -> list[str]:
+    """The files whose pixels tifffile decodes, in this process."""
+    seen: list[str] = []
+    original_series, original_page = tifffile.TiffPageSeries.asarray, tifffile.TiffPage.asarray
+
+    def series_asarray(self, *args, **kwargs):
+        seen.append(str(self.parent.filehandle.path))
+        return original_series(self, *args, **kwargs)
+
+    def page_asarray(self, *args, **kwargs):
+        seen.append(str(self.parent.filehandle.path))
+        return original_page(self, *args, **kwargs)
+
+    monkeypatch.setattr(tifffile.TiffPageSeries, "asarray", series_asarray)
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", page_asarray)
+    return seen
+
+
+def test_oversized_tiff_is_skipped_before_it_is_decoded(tmp_path, blobs_tiff, decoded):
+    big = blobs_tiff / "huge.tif"
+    _compressed_tiff(big, (2, 8000, 8000))
+    assert big.stat().st_size < 2**20
+    result, skipped = _run(tmp_path, {"path": str(blobs_tiff), "max_image_bytes": "50MiB"})
+    reason = _image_skips(skipped)["huge"]
+    assert reason == (f"{big} decodes to 244 MiB (2×8000×8000 uint16); the budget is 50 MiB per image: "
+                      "input.max_image_bytes = 50 MiB (input.max_image_bytes sets it; 0: no limit)")
+    assert str(big) not in decoded and str(blobs_tiff / "good.tif") in decoded
+    assert list(result["table"]["meta_image_id"].unique()) == ["good"]
+
+
+def test_budget_is_a_quarter_of_the_smallest_worker(tmp_path, blobs_tiff):
+    """``auto``: the run asks the live cluster for its workers' memory limit; no config key needed."""
+    big = blobs_tiff / "huge.tif"
+    _compressed_tiff(big, (2, 8000, 8000))
+    _, skipped = _run(tmp_path, {"path": str(blobs_tiff)},
+                      **{"cluster": {"workers": 1, "memory_limit": "600MiB", "dashboard_address": ":0"}})
+    reason = _image_skips(skipped)["huge"]
+    assert reason.startswith(f"{big} decodes to 244 MiB (2×8000×8000 uint16); the budget is 150 MiB per image: "
+                             "worker memory 600 MiB / 4")
+
+
+def test_image_budget_and_worker_memory():
+    assert image_budget("auto", 2 * GiB) == ImageBudget(GiB // 2, "worker memory 2 GiB / 4")
+    assert image_budget("auto", None) is None and image_budget(0, 2 * GiB) is None
+    assert image_budget(1000, None) == ImageBudget(1000, "input.max_image_bytes = 1000 B")
+    assert format_bytes(int(2.2 * GiB)) == "2.2 GiB" and format_bytes(3 * 2**20) == "3 MiB"
+    with pytest.raises(ValueError, match=r"x.tif decodes to 2.2 GiB \(3×20000×20000 uint16\); the budget is 512 MiB"):
+        check_size("x.tif", (3, 20000, 20000), "uint16", image_budget("auto", 2 * GiB))
+
+    class Client:
+        def __init__(self, limits):
+            self.limits = limits
+
+        def scheduler_info(self, n_workers=-1):
+            return {"workers": {f"tcp://w{i}": {"memory_limit": m} for i, m in enumerate(self.limits)}}
+
+    assert cluster.worker_memory(cluster.Session(Client([4 * GiB, 2 * GiB, 0]))) == (2 * GiB, "worker memory")
+    assert cluster.worker_memory(cluster.Session(Client([0]))) == (None, "")
+    # SLURM jobs still in the queue: the job memory per worker process.
+    cfg = load_config({"input": {"path": "."}, "cluster": {"slurm": {"memory": "8GiB", "cores": 4, "processes": 2,
+                                                                      "gpu": {"memory": "3GiB"}}}}).cluster
+    assert cluster.worker_memory(cluster.Session(Client([])), cfg) == (3 * GiB, "worker memory")
+    memory, where = cluster.worker_memory(cluster.Session(None))
+    assert memory > 0 and where == "this machine's memory"
+
+
+def test_declared_size_of_zarr_and_per_channel_tiffs(tmp_path, decoded):
+    # Metadata only: no chunk of this array was ever written, and none is read.
+    store = tmp_path / "huge.zarr"
+    zarr.open_array(store, mode="w", shape=(3, 20000, 20000), chunks=(1, 1000, 1000), dtype="uint16")
+    d = open_dataset(load_config({"input": {"path": str(store), "use_channels": ["ch0", "ch2"]}}).input)
+    reader = replace(d.reader, budget=ImageBudget(GiB, "test"))
+    (record,) = read_images(reader, d.sources)
+    assert record.status.reason.startswith(f"{store} decodes to 1.5 GiB (2×20000×20000 uint16); the budget is 1 GiB")
+    for channel in ("DNA", "GFP"):
+        _compressed_tiff(tmp_path / f"a_{channel}.tif", (6000, 6000))
+    d = open_dataset(load_config({"input": {"path": str(tmp_path), "pattern": r"a_(?P<channel>\w+)\.tif"}}).input)
+    reader = replace(d.reader, budget=ImageBudget(100 * 2**20, "test"))
+    (record,) = read_images(reader, d.sources)
+    assert record.status.reason.startswith(f"{tmp_path / 'a_DNA.tif'} and 1 more channel file(s) decodes to 137 MiB "
+                                           "(2×6000×6000 uint16); the budget is 100 MiB per image: test")
+    assert decoded == []
 
 
 # --- case 8: broken OME-Zarr metadata names the file and the key --------------------------------------
@@ -127,6 +308,16 @@ def test_omero_labels_are_not_needed_when_channels_are_named(tmp_path):
     group.attrs.update({"omero": ["DNA", "GFP"]})
     d = open_dataset(load_config({"input": {"path": str(store), "channels": ["a", "b"]}}).input)
     assert d.channels == ("a", "b")
+
+
+def test_array_gone_at_read_time_is_a_skip_naming_it(tmp_path):
+    """Metadata read at prepare; if the level's array is gone when an image is read, that image is skipped."""
+    store = tmp_path / "img.ome.zarr"
+    _ome_zarr(store, _blobs_stack(2)[:, :, None], "0.4")
+    d = open_dataset(load_config({"input": {"path": str(store)}}).input)
+    shutil.rmtree(store / "0")
+    records = read_images(d.reader, d.sources)
+    assert [r.status.reason for r in records] == [f"{store} has no array '0'"] * 2
 
 
 def test_slide_input_with_broken_metadata_names_file_and_key(tmp_path):

@@ -3,7 +3,10 @@
 :func:`open_dataset` lists the images of an input (metadata only);
 :func:`read_images` reads the pixels of some of them into
 :class:`~scip.records.ImageRecord` objects. A file that cannot be read gives
-a skipped record with the reason, never an exception that stops the run.
+a skipped record with the reason, never an exception that stops the run:
+among those, an image whose declared size is over the per-image memory
+budget (refused before decoding) and a Zarr image with a chunk missing
+from the store (see :mod:`scip.io.limits`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from scip.config import InputConfig
 from scip.io import ifc_zarr, tiff, zarr_image
 from scip.io.channels import InputError, default_names, select_channels
 from scip.io.dataset import Dataset, ReadSpec
+from scip.io.limits import ImageSkip
 from scip.records import ImageRecord, Source, skipped
 
 __all__ = ["Dataset", "ReadSpec", "InputError", "open_dataset", "read_images", "detect_format"]
@@ -72,20 +76,30 @@ def _discover_ifc(cfg: InputConfig) -> Dataset:
 
 
 def read_images(dataset: Dataset | ReadSpec, sources: Sequence[Source]) -> list[ImageRecord]:
-    """Read the pixels of ``sources``; failures become skipped records."""
+    """Read the pixels of ``sources``; failures become skipped records.
+
+    A :class:`ReadSpec` may carry a per-image memory ``budget`` and the
+    ``missing_chunks`` policy; a :class:`Dataset` reads with neither limit
+    nor fill (no budget, missing chunks skipped).
+    """
     if dataset.format == "ifc_zarr":
         return _read_ifc(dataset, sources)
+    spec = dataset.reader if isinstance(dataset, Dataset) else dataset
+    budget, missing_chunks = spec.budget, spec.missing_chunks
     records = []
     for source in sources:
         try:
             if dataset.format == "tiff":
-                pixels = tiff.read_tiff(source, dataset.channel_index, dataset.n_stored_channels)
+                pixels = tiff.read_tiff(source, dataset.channel_index, dataset.n_stored_channels, budget)
             elif dataset.format == "tiff_channels":
-                pixels = tiff.read_tiff_channels(source, dataset.channels)
+                pixels = tiff.read_tiff_channels(source, dataset.channels, budget)
             elif dataset.format == "zarr":
-                pixels = zarr_image.read_zarr(source, dataset.channel_index)
+                pixels = zarr_image.read_zarr(source, dataset.channel_index, budget, missing_chunks)
             else:
-                pixels = zarr_image.read_ome_zarr(source, dataset.channel_index)
+                pixels = zarr_image.read_ome_zarr(source, dataset.channel_index, budget, missing_chunks)
+        except ImageSkip as e:  # its message is the whole reason, naming the file or chunk
+            records.append(ImageRecord(source, dataset.channels, status=skipped("load", str(e))))
+            continue
         except Exception as e:  # noqa: BLE001 - any reader failure is this image's problem only
             where = ", ".join(p for p in source.paths if p) or "?"
             records.append(ImageRecord(source, dataset.channels, status=skipped("load", f"cannot read {where}: {_describe(e)}")))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scip.io.limits import ImageBudget
 from scip.records import Source
 
 
@@ -54,10 +55,19 @@ class Dataset:
 
 @dataclass(frozen=True)
 class ReadSpec:
-    """How to read pixels; shipped with every load task."""
+    """How to read pixels; shipped with every load task.
+
+    ``budget``: the most bytes one decoded image may take (``None``: no
+    limit); an image declared larger is skipped before it is decoded.
+    ``missing_chunks``: ``"skip"`` an image of a Zarr/OME-Zarr input when a
+    chunk of its region is not in the store, or ``"fill"`` it with the
+    array's fill value as zarr does (``input.missing_chunks``).
+    """
 
     format: str
     channels: tuple[str, ...]
     channel_index: tuple[int, ...]
     n_stored_channels: int
     chunk_size: int
+    budget: ImageBudget | None = None
+    missing_chunks: str = "skip"

@@ -10,7 +10,9 @@ as channels, as before.
 Discovery lists files and reads one TIFF header (to count channels when
 the config does not name them, and the z planes reported in
 :attr:`~scip.io.dataset.Dataset.z_planes`); pixels are read only by
-:func:`read_tiff`, inside the graph.
+:func:`read_tiff`, inside the graph, and only after the size the header
+declares has been checked against the per-image memory budget (a small
+compressed file can decode to many GiB).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import zarr
 
 from scip.io.channels import InputError, default_names, select_channels
 from scip.io.dataset import Dataset
+from scip.io.limits import ImageBudget, check_size
 from scip.records import Source
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -239,17 +242,32 @@ def _per_channel(matched, channels, use_channels, unmatched, pattern) -> Dataset
                    z_planes=z_planes(*header) if header is not None else None)
 
 
-def read_tiff(source: Source, channel_index: tuple[int, ...], n_stored: int) -> np.ndarray:
+def _decoded_shape(shape: tuple[int, ...], axes: str, channel_index: tuple[int, ...]) -> tuple[int, ...]:
+    """What :func:`read_tiff` decodes: the whole series, but only the selected channels of a z stack."""
+    if z_planes(shape, axes) > 1:
+        try:
+            _, c = _czyx_order(shape, axes)
+        except ValueError:  # reading raises it, with the reason
+            return shape
+        if c is not None and list(channel_index) != list(range(shape[c])):
+            return tuple(len(channel_index) if i == c else n for i, n in enumerate(shape))
+    return shape
+
+
+def read_tiff(source: Source, channel_index: tuple[int, ...], n_stored: int,
+              budget: ImageBudget | None = None) -> np.ndarray:
     """Pixels of one multi-channel TIFF image, selected channels only.
 
     ``(C, H, W)``, or ``(C, Z, H, W)`` when the series has a ``Z`` axis
     longer than 1 (from ImageJ, OME or tifffile ``axes`` metadata). For a z
     stack with a channel subset, only the pages of the selected channels are
-    decoded.
+    decoded. Raises :class:`~scip.io.limits.ImageTooLarge`, decoding
+    nothing, when what would be decoded is over ``budget``.
     """
     with tifffile.TiffFile(source.paths[0]) as tif:
         series = tif.series[0]
         shape, axes = tuple(series.shape), series.axes
+        check_size(source.paths[0], _decoded_shape(shape, axes, channel_index), series.dtype, budget)
         if z_planes(shape, axes) > 1:
             return _read_zstack(series, shape, axes, channel_index, n_stored)
         pixels = to_cyx(series.asarray(), axes)
@@ -277,14 +295,27 @@ def _read_zstack(series, shape, axes, channel_index, n_stored) -> np.ndarray:
         store.close()
 
 
-def read_tiff_channels(source: Source, channel_names: tuple[str, ...]) -> np.ndarray:
+def read_tiff_channels(source: Source, channel_names: tuple[str, ...], budget: ImageBudget | None = None) -> np.ndarray:
     """Pixels of one image stored as one TIFF per channel.
 
     Each file is a 2-D image, giving ``(C, H, W)``, or a z stack whose axes
     metadata names a ``Z`` axis (e.g. ``ZYX``), giving ``(C, Z, H, W)``.
+    Raises :class:`~scip.io.limits.ImageTooLarge`, decoding nothing, when
+    the files together are over ``budget``.
     """
     if source.locator and source.locator[0] == "missing":
         raise ValueError(f"no file for channel(s) {', '.join(source.locator[1])}")
+    if budget is not None:
+        headers = []
+        for path in source.paths:
+            with tifffile.TiffFile(path) as tif:
+                headers.append((tuple(tif.series[0].shape), tif.series[0].dtype))
+        # Channel files must have one shape (checked after reading); counting each as the largest keeps a
+        # huge odd one from being decoded before that check.
+        shape, dtype = max(headers, key=lambda h: int(np.prod(h[0])) * h[1].itemsize)
+        n = len(source.paths)
+        check_size(source.paths[0] + (f" and {n - 1} more channel file(s)" if n > 1 else ""), (n, *shape), dtype,
+                   budget)
     planes = []
     for name, path in zip(channel_names, source.paths):
         with tifffile.TiffFile(path) as tif:

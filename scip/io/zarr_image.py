@@ -11,6 +11,14 @@ gives one image per time point, ``c`` the channels (named from the
 image a z stack ``(C, Z, H, W)``, to be projected by
 :func:`scip.steps.project.project_z`. Each image record reads only the
 chunks of its own slice and selected channels.
+
+zarr reads a chunk that is not in the store as the array's fill value;
+here a chunk missing from an image's region makes that image a skipped
+record (``chunk missing: <store>/<key>``) instead of an image of zeros,
+unless ``input.missing_chunks: fill`` (for stores whose writer left out
+chunks that held only the fill value, as zarr-python 3 does by default).
+An image whose selected pixels are over the per-image memory budget is
+refused from its metadata, before any chunk is read.
 """
 
 from __future__ import annotations
@@ -20,10 +28,15 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.storage import LocalStore, WrapperStore
 
 from scip.io.channels import InputError, default_names, select_channels
 from scip.io.dataset import Dataset
+from scip.io.limits import ChunkMissing, ImageBudget, ImageSkip, check_size
 from scip.records import Source
+
+#: Names of zarr metadata documents: a read that finds none of these is not a missing chunk.
+_METADATA = (".zarray", ".zgroup", ".zattrs", ".zmetadata", "zarr.json")
 
 
 def ome_metadata(group) -> dict | None:
@@ -238,39 +251,114 @@ def discover_ome_zarr(path: Path, level: int, channels, use_channels) -> Dataset
     return Dataset("ome_zarr", loaded, index, n_stored, sources, z_planes=sizes.get("z", 1))
 
 
-def read_zarr(source: Source, channel_index: tuple[int, ...]) -> np.ndarray:
-    """Pixels ``(C, H, W)`` of one image of a plain zarr array."""
-    array, i, ndim = source.locator
-    node = zarr.open(source.paths[0], mode="r")
+class _MissingChunks(WrapperStore):
+    """A read-only store that notes every key zarr asked for and did not find.
+
+    zarr reads a chunk that is not in the store as the array's fill value,
+    with no sign of it; this store lets the reader tell. Reading costs
+    nothing more: the keys noted are those zarr fetches anyway.
+    """
+
+    def __init__(self, store, missing: list[str] | None = None):
+        super().__init__(store)
+        # Shared with the copies zarr makes of a store (``with_read_only``), which note into the same list.
+        self.missing = [] if missing is None else missing
+
+    def _with_store(self, store):
+        return type(self)(store, self.missing)
+
+    def _note(self, key: str, found) -> None:
+        if found is None and key.rsplit("/", 1)[-1] not in _METADATA:
+            self.missing.append(key)
+
+    async def get(self, key, prototype, byte_range=None):
+        found = await self._store.get(key, prototype, byte_range)
+        self._note(key, found)
+        return found
+
+    async def get_partial_values(self, prototype, key_ranges):
+        key_ranges = list(key_ranges)
+        found = await self._store.get_partial_values(prototype, key_ranges)
+        for (key, _), value in zip(key_ranges, found):
+            self._note(key, value)
+        return found
+
+
+def _open_array(path: str, array: str | None) -> tuple[Any, _MissingChunks]:
+    """The zarr array at ``path`` (``array`` inside it), read through a store that notes missing chunks."""
+    store = _MissingChunks(LocalStore(path, read_only=True))
+    node = zarr.open(store=store, mode="r")
     if array is not None:
-        node = node[array]
+        try:
+            node = node[array]
+        except KeyError:
+            raise ImageSkip(f"{path} has no array {array!r}") from None
+    return node, store
+
+
+def _read_checked(node, store: _MissingChunks, selection, path: str, missing_chunks: str) -> np.ndarray:
+    """``node.oindex[selection]``; a chunk of it missing from the store raises :class:`ChunkMissing` (unless ``fill``)."""
+    store.missing.clear()
+    pixels = np.asarray(node.oindex[selection])
+    if store.missing and missing_chunks == "skip":
+        keys = sorted(set(store.missing))
+        more = f" (and {len(keys) - 1} more missing chunk{'s' if len(keys) > 2 else ''})" if len(keys) > 1 else ""
+        raise ChunkMissing(f"chunk missing: {path.rstrip('/')}/{keys[0]}{more}; zarr would read it as the fill "
+                           f"value {node.fill_value} (input.missing_chunks: fill accepts that)")
+    return pixels
+
+
+def read_zarr(source: Source, channel_index: tuple[int, ...], budget: ImageBudget | None = None,
+              missing_chunks: str = "skip") -> np.ndarray:
+    """Pixels ``(C, H, W)`` of one image of a plain zarr array.
+
+    Raises :class:`~scip.io.limits.ImageTooLarge` before reading when the
+    selected pixels are over ``budget``, and :class:`~scip.io.limits.ChunkMissing`
+    when a chunk of the image is not in the store (with ``missing_chunks="skip"``).
+    """
+    array, i, ndim = source.locator
+    path = source.paths[0]
+    node, store = _open_array(path, array)
+    height, width = node.shape[-2:]
     if ndim == 4:
-        return np.asarray(node.oindex[i, list(channel_index)])
-    if ndim == 3:
-        return np.asarray(node.oindex[list(channel_index)])
-    return np.asarray(node[...])[None]
+        selection = (i, list(channel_index))
+    elif ndim == 3:
+        selection = (list(channel_index),)
+    else:
+        selection = (slice(None), slice(None))
+    check_size(path, (len(channel_index) if ndim > 2 else 1, height, width), node.dtype, budget)
+    pixels = _read_checked(node, store, selection, path, missing_chunks)
+    return pixels if ndim > 2 else pixels[None]
 
 
-def read_ome_zarr(source: Source, channel_index: tuple[int, ...]) -> np.ndarray:
+def read_ome_zarr(source: Source, channel_index: tuple[int, ...], budget: ImageBudget | None = None,
+                  missing_chunks: str = "skip") -> np.ndarray:
     """Pixels of one time point of an OME-Zarr image.
 
     ``(C, H, W)``, or ``(C, Z, H, W)`` when the image has more than one z
     plane (NGFF orders the axes t, c, z, y, x, so no transpose is needed).
+    Raises as :func:`read_zarr` for images over ``budget`` and missing chunks.
     """
     array_path, t, axes = source.locator
-    arr = zarr.open(source.paths[0], mode="r")[array_path]
+    path = source.paths[0]
+    arr, store = _open_array(path, array_path)
     stack = "z" in axes and arr.shape[axes.index("z")] > 1
     selection = []
-    for name in axes:
+    shape = []
+    for name, size in zip(axes, arr.shape):
         if name == "t":
             selection.append(t)
         elif name == "z":
             selection.append(slice(None) if stack else 0)
+            shape.append(size if stack else 1)
         elif name == "c":
             selection.append(list(channel_index))
+            shape.append(len(channel_index))
         else:
             selection.append(slice(None))
-    pixels = np.asarray(arr.oindex[tuple(selection)])
+            shape.append(size)
+    check_size(path, shape, arr.dtype, budget)
+    pixels = _read_checked(arr, store, tuple(selection), path, missing_chunks)
     if "c" not in axes:
         pixels = pixels[None]
     return pixels
