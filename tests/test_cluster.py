@@ -337,7 +337,9 @@ def test_gpu_machine_path_builds_cuda_workers_beside_cpu_workers(monkeypatch, fi
     with pytest.raises(ValueError, match="gpu_workers: 3 asked for, but this machine has 2 GPU"):
         with cluster.connect(ClusterConfig(workers=1, gpu_workers=3, dashboard_address=":0")):
             pass
-    with cluster.connect(ClusterConfig(workers=1, dashboard_address=":0")) as session:
+    # With TLS: the CPU workers scip adds beside dask-cuda's must speak it too.
+    with cluster.connect(ClusterConfig(workers=1, dashboard_address=":0", security=True)) as session:
+        assert session.client.scheduler.address.startswith("tls://127.0.0.1:")
         offered = sorted(str(w["resources"]) for w in session.client.scheduler_info(n_workers=-1)["workers"].values())
         result = scip.run(fields_config(fields, tmp_path / "out"), client=session.client, progress=False)
     assert calls == [{"devices": [0, 1], "resources": {GPU: 1}}]  # one worker per GPU by default
