@@ -22,18 +22,21 @@ import sys
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
-from scip.config import ClusterConfig, ConfigError, SlurmConfig, SlurmJobConfig
+from scip.config import ClusterConfig, ConfigError, SlurmConfig, SlurmJobConfig, TlsFiles
 
 log = logging.getLogger("scip")
 
-__all__ = ["GPU", "CPU", "SYNCHRONOUS", "ClusterError", "Routing", "Session", "connect", "compute", "persist", "routing_for",
-           "default_workers", "gpu_count", "slurm_cluster", "task_stream", "task_stream_steps", "worker_names", "quiet_logs",
-           "worker_memory"]
+__all__ = ["GPU", "CPU", "SYNCHRONOUS", "LOOPBACK", "ClusterError", "Routing", "Session", "connect", "compute", "persist",
+           "routing_for", "default_workers", "gpu_count", "slurm_cluster", "task_stream", "task_stream_steps",
+           "worker_names", "quiet_logs", "loopback_dashboard", "security_for", "worker_memory"]
 
 SYNCHRONOUS = "synchronous"
 GPU = "GPU"
+#: Where a local cluster listens: nobody on another machine can connect a client and run code.
+LOOPBACK = "127.0.0.1"
 
 
 class ClusterError(RuntimeError):
@@ -92,7 +95,7 @@ class Session:
         if self.client is None:
             return {"kind": self.kind, "workers": []}
         workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
-        return {"kind": self.kind, "dashboard": self.client.dashboard_link,
+        return {"kind": self.kind, "scheduler": self.client.scheduler.address, "dashboard": self.client.dashboard_link,
                 "workers": sorted(({"name": str(w["name"]), "threads": w["nthreads"],
                                     "resources": dict(w.get("resources") or {})} for w in workers),
                                   key=lambda w: w["name"]),
@@ -138,6 +141,55 @@ def quiet_logs() -> None:
     dask.config.set({"logging.distributed": "warning"})
 
 
+def loopback_dashboard(address: str) -> str:
+    """The dashboard's address with a host: one given as a port only (``:8787``) goes to loopback.
+
+    Dask binds a port-only dashboard address to every interface; scip keeps it
+    on this machine unless the config names a host (``0.0.0.0:8787``).
+    """
+    address = str(address).strip()
+    if address.isdigit():
+        return f"{LOOPBACK}:{address}"
+    if address.startswith(":"):
+        return LOOPBACK + address
+    return address
+
+
+def security_for(value: bool | TlsFiles | str, default_tls: bool):
+    """The ``distributed.security.Security`` for ``cluster.security``, or ``None`` for plain TCP.
+
+    Parameters
+    ----------
+    value : bool, TlsFiles or "auto"
+        ``cluster.security``: ``True`` makes temporary credentials (a fresh CA,
+        key and certificate held by this process), certificate files are used
+        as they are, ``False`` means no TLS.
+    default_tls : bool
+        What ``"auto"`` means here: TLS (SLURM) or not (a loopback cluster).
+
+    Returns
+    -------
+    distributed.security.Security or None
+    """
+    from distributed.security import Security
+
+    if value == "auto":
+        value = default_tls
+    if value is False:
+        return None
+    if isinstance(value, TlsFiles):
+        cert, key = str(value.cert), str(value.key) if value.key else None
+        return Security(tls_ca_file=str(value.ca_file), tls_client_cert=cert, tls_client_key=key,
+                        tls_scheduler_cert=cert, tls_scheduler_key=key, tls_worker_cert=cert, tls_worker_key=key,
+                        require_encryption=True)
+    try:
+        return Security.temporary()
+    except ImportError:
+        raise ConfigError("cluster.security: TLS with temporary credentials needs the 'cryptography' package "
+                          "(pip install cryptography); or give certificate files as cluster.security: "
+                          "{ca_file, cert, key}") from None
+
+
 def _local_cluster(cfg: ClusterConfig):
     """A local cluster of CPU workers plus GPU workers; returns it and the resources of each worker.
 
@@ -148,6 +200,10 @@ def _local_cluster(cfg: ClusterConfig):
     """
     from distributed import LocalCluster, Nanny
 
+    # Scheduler, workers and dashboard listen on loopback only; TLS on top is opt-in
+    # (cluster.security: true), for machines shared with other users.
+    sec = security_for(cfg.security, default_tls=False)
+    network = {"host": LOOPBACK, "dashboard_address": loopback_dashboard(cfg.dashboard_address), "security": sec}
     n_gpus = gpu_count()
     gpu_workers = cfg.gpu_workers if cfg.gpu_workers is not None else n_gpus
     cpu_workers = cfg.workers if cfg.workers is not None else default_workers()
@@ -158,19 +214,19 @@ def _local_cluster(cfg: ClusterConfig):
         if gpu_workers > n_gpus:
             raise ConfigError(f"cluster.gpu_workers: {gpu_workers} asked for, but this machine has {n_gpus} GPU(s)")
         cluster = LocalCUDACluster(CUDA_VISIBLE_DEVICES=list(range(gpu_workers)), threads_per_worker=1,
-                                   resources={GPU: 1}, memory_limit=cfg.memory_limit,
-                                   dashboard_address=cfg.dashboard_address)
+                                   resources={GPU: 1}, memory_limit=cfg.memory_limit, **network)
         extra = {f"cpu-{i}": {"cls": Nanny, "options": {"nthreads": cfg.threads, "memory_limit": cfg.memory_limit,
                                                           "resources": {CPU: cfg.threads}, "dashboard": False,
-                                                          "host": "127.0.0.1", "silence_logs": logging.WARNING}}
+                                                          "host": LOOPBACK, "silence_logs": logging.WARNING,
+                                                          "security": cluster.security,
+                                                          "protocol": cluster.scheduler_address.split("://")[0] + "://"}}
                  for i in range(cpu_workers)}
         log.info("scip: %d GPU worker(s) from dask-cuda, %d CPU worker(s)", gpu_workers, cpu_workers)
     else:
         if gpu_workers and not n_gpus:
             log.info("scip: no GPU found: %d worker(s) carry the GPU resource but compute on the CPU", gpu_workers)
         cluster = LocalCluster(n_workers=cpu_workers, threads_per_worker=cfg.threads, memory_limit=cfg.memory_limit,
-                               dashboard_address=cfg.dashboard_address, processes=True,
-                               resources={CPU: cfg.threads})
+                               processes=True, resources={CPU: cfg.threads}, **network)
         options = {**cluster.new_spec["options"], "nthreads": 1, "resources": {GPU: 1}}
         extra = {f"gpu-{i}": {"cls": cluster.new_spec["cls"], "options": options} for i in range(gpu_workers)}
     if extra:
@@ -185,7 +241,8 @@ def _job_options(job: SlurmJobConfig, resources: dict, name: str, defaults: Slur
         value = getattr(job, key)
         return getattr(defaults, key) if defaults is not None and value in (None, []) else value
 
-    extra_args = ["--resources", ",".join(f"{k}={v}" for k, v in resources.items())]
+    # Workers' own dashboards would be one more open port per worker; the scheduler's shows them all.
+    extra_args = ["--resources", ",".join(f"{k}={v}" for k, v in resources.items()), "--no-dashboard"]
     return {
         "queue": inherit("queue"), "account": inherit("account"), "cores": job.cores, "processes": job.processes,
         "memory": job.memory, "walltime": job.walltime, "job_extra_directives": list(job.job_extra_directives),
@@ -195,7 +252,20 @@ def _job_options(job: SlurmJobConfig, resources: dict, name: str, defaults: Slur
     }
 
 
-def slurm_cluster(cfg: SlurmConfig, dashboard_address: str = ":8787"):
+def _tls_directory(cfg: SlurmConfig) -> str:
+    """A private folder the worker jobs can read the temporary TLS key from (a shared file system)."""
+    folder = Path(os.path.expandvars(cfg.shared_temp_directory or "~/.scip/tls")).expanduser().resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder.chmod(0o700)
+    except OSError as e:
+        raise ConfigError(f"cluster.slurm.shared_temp_directory: cannot create {folder} for the workers' TLS "
+                          f"credentials ({e.strerror}); name a folder on a file system the compute nodes share")
+    return str(folder)
+
+
+def slurm_cluster(cfg: SlurmConfig, dashboard_address: str = f"{LOOPBACK}:8787",
+                  security: bool | TlsFiles | str = True):
     """A dask-jobqueue ``SLURMCluster`` with CPU jobs and, when configured, GPU jobs on one scheduler.
 
     CPU jobs' workers offer ``CPU=<threads>``; GPU jobs (``cfg.gpu``) run one
@@ -203,11 +273,32 @@ def slurm_cluster(cfg: SlurmConfig, dashboard_address: str = ":8787"):
     fixed; the CPU jobs are fixed (``jobs``) or adaptive between
     ``minimum_jobs`` and ``maximum_jobs``.
 
-    Returns the cluster (not yet scaled: call ``.start_jobs()``) and the
-    resources each planned worker offers.
+    Parameters
+    ----------
+    cfg : SlurmConfig
+        The jobs, and the network interfaces of workers and scheduler.
+    dashboard_address : str
+        Where the scheduler serves its dashboard; a port alone binds to loopback.
+    security : bool, TlsFiles or "auto"
+        ``cluster.security``. ``True`` (and ``"auto"``): the scheduler and the
+        workers speak ``tls://`` with temporary credentials made here; the
+        workers read theirs from ``cfg.shared_temp_directory`` (files only
+        this user can read, deleted when the cluster closes).
+
+    Returns
+    -------
+    cluster, offered
+        The cluster (not yet scaled: call ``.start_jobs()``) and the resources
+        each planned worker offers.
     """
     from dask_jobqueue import SLURMCluster
     from distributed.core import Status
+    from distributed.utils import format_dashboard_link
+
+    sec = security_for(security, default_tls=True)
+    if sec is None:
+        log.warning("scip: cluster.security is false: the scheduler accepts any client that reaches its port, "
+                    "and whoever connects can run code as you")
 
     cpu_options = _job_options(cfg, {CPU: cfg.cores // cfg.processes}, "scip-cpu")
     gpu_options = None
@@ -242,6 +333,26 @@ def slurm_cluster(cfg: SlurmConfig, dashboard_address: str = ":8787"):
         def scale_down(self, workers):
             return super().scale_down([w for w in workers if w not in self.gpu_specs])
 
+        def close(self, *args, **kwargs):
+            try:
+                return super().close(*args, **kwargs)
+            finally:
+                # dask-jobqueue deletes the workers' credential files only when the cluster is
+                # garbage-collected; a key should not outlive the scheduler it opens.
+                for key in ("ca_file", "cert", "key"):
+                    tmp = self.__dict__.pop(f"_job_{key}", None)
+                    if tmp is not None:
+                        tmp.close()
+
+        @property
+        def dashboard_link(self):
+            # Dask names the scheduler's host; the dashboard may listen elsewhere (loopback).
+            server = getattr(self.scheduler, "http_server", None)
+            host = getattr(server, "address", None)
+            if not host or host in ("0.0.0.0", "::"):
+                return super().dashboard_link
+            return format_dashboard_link(host, server.port)
+
         def start_jobs(self):
             if cfg.adapt:
                 self.adapt(minimum_jobs=cfg.minimum_jobs, maximum_jobs=cfg.maximum_jobs)
@@ -249,7 +360,13 @@ def slurm_cluster(cfg: SlurmConfig, dashboard_address: str = ":8787"):
                 self.scale(jobs=cfg.jobs)
 
     # Worker names follow the cluster's name: scip-cpu-<n>, beside the GPU jobs' scip-gpu-<n>.
-    cluster = _Cluster(name="scip-cpu", scheduler_options={"dashboard_address": dashboard_address}, **cpu_options)
+    scheduler_options = {"dashboard_address": loopback_dashboard(dashboard_address)}
+    if cfg.scheduler_interface:
+        scheduler_options["interface"] = cfg.scheduler_interface
+    network = {"interface": cfg.interface, "scheduler_options": scheduler_options}
+    if sec is not None:
+        network.update(security=sec, shared_temp_directory=_tls_directory(cfg))
+    cluster = _Cluster(name="scip-cpu", **network, **cpu_options)
     cpu_jobs = cfg.maximum_jobs if cfg.adapt else cfg.jobs
     offered = [{CPU: cfg.cores // cfg.processes}] * (cpu_jobs * cfg.processes)
     offered += [{GPU: 1}] * (cfg.gpu.jobs if cfg.gpu is not None else 0)
@@ -266,6 +383,11 @@ def connect(cfg: ClusterConfig, client=None) -> Iterator[Session]:
     debugging); ``cfg.slurm`` starts workers as SLURM jobs; otherwise a local
     cluster sized to this machine is started (with ``cfg.gpu_workers`` GPU
     workers).
+
+    The network follows ``cfg.security`` and ``cfg.dashboard_address``: a
+    local cluster listens on loopback only; SLURM workers reach a scheduler
+    that speaks TLS with temporary credentials; an existing scheduler gets
+    this client's certificate files, or Dask's TLS configuration.
     """
     if client is not None:
         yield Session(client, _live_routing(client), cfg.retries, "client")
@@ -276,11 +398,11 @@ def connect(cfg: ClusterConfig, client=None) -> Iterator[Session]:
     from distributed import Client
 
     if cfg.scheduler:
-        with Client(cfg.scheduler) as c:
+        with Client(cfg.scheduler, security=_client_security(cfg)) as c:
             yield Session(c, _live_routing(c), cfg.retries, "scheduler")
         return
     if cfg.slurm is not None:
-        cluster, offered = slurm_cluster(cfg.slurm, cfg.dashboard_address)
+        cluster, offered = slurm_cluster(cfg.slurm, cfg.dashboard_address, cfg.security)
         with _closing(cluster), Client(cluster) as c:
             cluster.start_jobs()
             first = 1 if not cfg.slurm.adapt or cfg.slurm.minimum_jobs else 0
@@ -300,6 +422,22 @@ def connect(cfg: ClusterConfig, client=None) -> Iterator[Session]:
     with cluster, Client(cluster) as c:
         c.wait_for_workers(len(offered), timeout=120)
         yield Session(c, _announce(routing_for(offered)), cfg.retries, "local", cluster)
+
+
+def _client_security(cfg: ClusterConfig):
+    """TLS credentials of this client for a scheduler scip did not start (``None``: Dask's configuration)."""
+    from distributed.security import Security
+
+    if isinstance(cfg.security, TlsFiles):
+        return security_for(cfg.security, default_tls=True)
+    if cfg.security is True:
+        configured = Security()
+        if not (configured.tls_ca_file and configured.tls_client_cert):
+            raise ConfigError(f"cluster.security is true for the scheduler {cfg.scheduler!r}, but Dask's configuration "
+                              "has no TLS credentials (distributed.comm.tls.ca-file, distributed.comm.tls.client.cert); "
+                              "give the certificate files as cluster.security: {ca_file, cert, key}")
+        return configured
+    return None
 
 
 class _RefusedJobs(logging.Filter):

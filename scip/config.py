@@ -47,6 +47,7 @@ __all__ = [
     "SlurmConfig",
     "SlurmJobConfig",
     "SlurmGpuConfig",
+    "TlsFiles",
     "load_config",
     "SEGMENT_METHODS",
 ]
@@ -550,6 +551,9 @@ class SlurmConfig(SlurmJobConfig):
     maximum_jobs: Annotated[int, Field(ge=1)] = 4
     gpu: SlurmGpuConfig | None = None
     wait_timeout: Annotated[float, Field(gt=0)] = 600.0
+    interface: str | None = None
+    scheduler_interface: str | None = None
+    shared_temp_directory: str | None = None
 
     @model_validator(mode="after")
     def _range(self) -> "SlurmConfig":
@@ -560,6 +564,22 @@ class SlurmConfig(SlurmJobConfig):
         return self
 
 
+class TlsFiles(_Section):
+    """Certificate files (PEM) for TLS between this process, the scheduler and the workers."""
+
+    ca_file: Path
+    cert: Path
+    key: Path | None = None
+
+    @field_validator("ca_file", "cert", "key")
+    @classmethod
+    def _file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        value = _resolve(value, info)
+        if value is not None and not value.is_file():
+            raise ValueError(f"file does not exist: {value}")
+        return value
+
+
 class ClusterConfig(_Section):
     """Where the graph runs."""
 
@@ -567,10 +587,13 @@ class ClusterConfig(_Section):
     workers: Annotated[int, Field(ge=0)] | None = None
     threads: Annotated[int, Field(ge=1)] = 1
     memory_limit: str = "auto"
-    dashboard_address: str = ":8787"
+    dashboard_address: str = "127.0.0.1:8787"
     gpu_workers: Annotated[int, Field(ge=0)] | None = None
     retries: Annotated[int, Field(ge=0)] = 2
     slurm: SlurmConfig | None = None
+    # "auto": TLS with temporary credentials on SLURM, plain TCP on loopback locally,
+    # Dask's own TLS configuration for an existing scheduler.
+    security: bool | TlsFiles | Literal["auto"] = "auto"
 
     @field_validator("memory_limit")
     @classmethod
@@ -586,6 +609,14 @@ class ClusterConfig(_Section):
                              "scheduler or starts its own workers on SLURM; remove one")
         if self.workers == 0 and not self.gpu_workers and self.slurm is None and self.scheduler is None:
             raise ValueError("workers is 0 and gpu_workers is not set: the local cluster would have no worker")
+        if self.scheduler and self.scheduler != "synchronous":
+            tls = self.scheduler.startswith("tls://")
+            if tls and self.security is False:
+                raise ValueError(f"scheduler {self.scheduler!r} speaks TLS but security is false: set security to "
+                                 "true (Dask's TLS configuration) or to {ca_file, cert, key}")
+            if not tls and (self.security is True or isinstance(self.security, TlsFiles)):
+                raise ValueError(f"security asks for TLS but scheduler {self.scheduler!r} is not a tls:// address; "
+                                 "a TLS scheduler's address starts with tls://")
         return self
 
 

@@ -770,69 +770,37 @@ def _reductions(summary: dict, output: Path) -> str:
 # Classification
 
 
-def _balanced_accuracy(value: Any) -> tuple[float | None, float | None, list[float]]:
-    folds: list[float] = []
-    mean = sd = None
-    if isinstance(value, Mapping):
-        mean = value.get("mean")
-        sd = value.get("sd", value.get("std"))
-        for key in ("per_fold", "folds", "values", "scores"):
-            if isinstance(value.get(key), list):
-                folds = [float(v) for v in value[key] if isinstance(v, (int, float))]
-                break
-    elif isinstance(value, (int, float)):
-        mean = float(value)
-    elif isinstance(value, list):
-        folds = [float(v) for v in value if isinstance(v, (int, float))]
-    if mean is None and folds:
-        mean = float(np.mean(folds))
-    if sd is None and len(folds) > 1:
-        sd = float(np.std(folds, ddof=1))
-    return mean, sd, folds
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _per_class(value: Any) -> dict[str, dict]:
-    if isinstance(value, Mapping):
-        return {str(k): dict(v) for k, v in value.items() if isinstance(v, Mapping)}
-    if isinstance(value, list):
-        out = {}
-        for v in value:
-            if isinstance(v, Mapping):
-                name = v.get("class", v.get("label", v.get("name", len(out))))
-                out[str(name)] = dict(v)
-        return out
-    return {}
+    """``metrics.per_class`` of ``classification.json``: ``{class: {precision, recall, f1, support}}``."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): dict(v) for k, v in value.items() if isinstance(v, Mapping)}
 
 
 def _importances(value: Any) -> list[tuple[str, float]]:
-    out: list[tuple[str, float]] = []
-    if isinstance(value, Mapping):
-        out = [(str(k), float(v)) for k, v in value.items() if isinstance(v, (int, float))]
-    elif isinstance(value, list):
-        for v in value:
-            if isinstance(v, Mapping):
-                name = v.get("feature", v.get("name", v.get("column")))
-                score = next((v[k] for k in ("gain", "importance", "value", "score") if isinstance(v.get(k),
-                                                                                                   (int, float))), None)
-                if name is not None and score is not None:
-                    out.append((str(name), float(score)))
-            elif isinstance(v, (list, tuple)) and len(v) == 2 and isinstance(v[1], (int, float)):
-                out.append((str(v[0]), float(v[1])))
+    """``importances.top`` of ``classification.json``: ``[{feature, gain}]``, largest first."""
+    top = value.get("top") if isinstance(value, Mapping) else None
+    kind = value.get("type") if isinstance(value, Mapping) else None
+    out = [(str(v["feature"]), float(v[kind])) for v in top or []
+           if isinstance(v, Mapping) and "feature" in v and _number(v.get(kind)) is not None]
     return sorted(out, key=lambda t: -t[1])
 
 
-def _confusion(value: Any, classes: list[str]) -> tuple[np.ndarray | None, list[str]]:
-    if isinstance(value, Mapping):
-        classes = [str(c) for c in value.get("classes", value.get("labels", classes))]
-        value = value.get("matrix", value.get("counts"))
+def _confusion(value: Any) -> tuple[np.ndarray | None, list[str]]:
+    """``metrics.confusion_matrix`` of ``classification.json``: ``{labels, matrix}`` (rows: true class)."""
+    if not isinstance(value, Mapping):
+        return None, []
+    classes = [str(c) for c in value.get("labels") or []]
     try:
-        matrix = np.asarray(value, dtype=np.float64)
+        matrix = np.asarray(value.get("matrix"), dtype=np.float64)
     except (TypeError, ValueError):
         return None, classes
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.size == 0:
+    if matrix.ndim != 2 or matrix.shape != (len(classes), len(classes)) or matrix.size == 0:
         return None, classes
-    if len(classes) != matrix.shape[0]:
-        classes = [str(i) for i in range(matrix.shape[0])]
     return matrix, classes
 
 
@@ -870,6 +838,11 @@ def _importance_plot(items: list[tuple[str, float]], label: str) -> str:
 
 
 def _classification(output: Path) -> str:
+    """The section for ``classification/classification.json`` as ``scip classify`` writes it.
+
+    A file that is there but lacks some of what the section shows gets a note
+    naming the missing keys, never an empty section.
+    """
     path = output / CLASSIFICATION_FILE
     if not path.is_file():
         return ""
@@ -880,12 +853,16 @@ def _classification(output: Path) -> str:
     except (OSError, ValueError) as e:
         return _section("classification", "Classification",
                         f'<p class="note">Could not read {_e(CLASSIFICATION_FILE)}: {_e(e)}</p>')
-    used = {"balanced_accuracy", "confusion_matrix", "classes", "per_class", "importances"}
+    metrics = doc.get("metrics") if isinstance(doc.get("metrics"), Mapping) else {}
+    missing: list[str] = []
     parts = []
-    mean, sd, folds = _balanced_accuracy(doc.get("balanced_accuracy"))
-    per_class = _per_class(doc.get("per_class"))
-    classes = [str(c) for c in doc.get("classes") or per_class.keys()]
-    if mean is not None:
+    mean = _number(metrics.get("balanced_accuracy"))
+    if mean is None:
+        missing.append("metrics.balanced_accuracy")
+    else:
+        sd = _number(metrics.get("balanced_accuracy_std"))
+        folds = [float(v) for v in metrics.get("balanced_accuracy_folds") or [] if _number(v) is not None]
+        classes = doc.get("classes") or []
         spread = f" ± {_num(sd, 3)}" if sd is not None else ""
         over = f" over {len(folds)} folds" if folds else ""
         chance = f" (chance: {_num(1 / len(classes), 3)})" if classes else ""
@@ -894,29 +871,40 @@ def _classification(output: Path) -> str:
         parts.append(f'<p class="headline">Balanced accuracy <b data-metric="balanced-accuracy" '
                      f'data-value="{_e(mean)}">{_e(_num(mean, 3))}</b>{_e(spread)}{_e(over)}{_e(chance)}'
                      f"{fold_text}</p>")
-    matrix, cm_classes = _confusion(doc.get("confusion_matrix"), classes)
-    if matrix is not None:
+    matrix, cm_classes = _confusion(metrics.get("confusion_matrix"))
+    if matrix is None:
+        missing.append("metrics.confusion_matrix")
+    else:
         rows = [[f"<th>{_e(c)}</th>"] + [_td(matrix[i, j] if matrix[i, j] % 1 else int(matrix[i, j]),
                                              cm=f"{_slug(c)}-{_slug(p)}") for j, p in enumerate(cm_classes)]
                 for i, c in enumerate(cm_classes)]
         parts.append('<h3>Confusion matrix</h3><div class="row">' + _confusion_plot(matrix, cm_classes)
                      + _table(["true \\ predicted"] + cm_classes, rows, id_="confusion-table") + "</div>")
-    if per_class:
-        metrics = [m for m in ("precision", "recall", "f1", "support")
-                   if any(m in v for v in per_class.values())]
-        rows = [[name] + [_td(v.get(m), metric=f"{_slug(name)}-{m}") for m in metrics] for name, v in per_class.items()]
-        parts.append("<h3>Per class</h3>" + _table(["class"] + metrics, rows, id_="per-class-table"))
+    per_class = _per_class(metrics.get("per_class"))
+    if not per_class:
+        missing.append("metrics.per_class")
+    else:
+        names = [m for m in ("precision", "recall", "f1", "support") if any(m in v for v in per_class.values())]
+        rows = [[name] + [_td(v.get(m), metric=f"{_slug(name)}-{m}") for m in names] for name, v in per_class.items()]
+        parts.append("<h3>Per class</h3>" + _table(["class"] + names, rows, id_="per-class-table"))
     importances = _importances(doc.get("importances"))
-    if importances:
-        top = importances[:20]
-        kind = "gain" if "gain" in json.dumps(doc.get("importances"))[:2000] else "importance"
-        parts.append(f"<h3>Most important features</h3>{_importance_plot(top, kind)}")
-    details = [[str(k), _num(v)] for k, v in doc.items()
-               if k not in used and isinstance(v, (str, int, float, bool)) and len(str(v)) < 200]
+    if not importances:
+        missing.append("importances.top")
+    else:
+        parts.append(f"<h3>Most important features</h3>{_importance_plot(importances[:20], doc['importances']['type'])}")
+    inputs = doc.get("inputs") if isinstance(doc.get("inputs"), Mapping) else {}
+    details = [(name, value) for name, value in (
+        ("target", inputs.get("target")), ("grouped by", inputs.get("group")), ("labels", inputs.get("labels")),
+        ("cells labelled", doc.get("n_cells")), ("features", doc.get("n_features")),
+        ("features dropped", len(doc["dropped_features"]) if isinstance(doc.get("dropped_features"), list) else None),
+        ("folds", doc.get("folds")), ("accuracy", metrics.get("accuracy")), ("scip", doc.get("scip_version")))
+        if isinstance(value, (str, int, float)) and len(str(value)) < 200]
     if details:
-        parts.append("<h3>Details</h3>" + _table(["", "value"], details, id_="classification-details"))
-    if not parts:
-        parts.append(f'<p class="note">{_e(CLASSIFICATION_FILE)} holds nothing this report can show.</p>')
+        parts.append("<h3>Details</h3>" + _table(["", "value"], [[k, _num(v)] for k, v in details],
+                                                 id_="classification-details"))
+    if missing:
+        parts.insert(0, f'<p class="note" data-missing="{_e(" ".join(missing))}">{_e(CLASSIFICATION_FILE)} has no '
+                        f'{_e(", ".join(missing))}: not shown. Rerun <code>scip classify</code> to rewrite it.</p>')
     return _section("classification", "Classification", "\n".join(parts))
 
 

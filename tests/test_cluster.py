@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -159,13 +160,15 @@ def test_slurm_config_is_validated():
     assert cfg.cluster.slurm.gpu.gres == "gpu:1" and cfg.cluster.slurm.gpu.jobs == 1
 
 
-def test_slurm_job_scripts(monkeypatch):
-    """CPU and GPU jobs: their directives and the resources their workers declare (no SLURM needed)."""
+def test_slurm_job_scripts(tmp_path):
+    """CPU and GPU jobs: their directives, the resources their workers declare, TLS (no SLURM needed)."""
     pytest.importorskip("dask_jobqueue")
     cfg = load_config({"input": {"path": "."}, "cluster": {"slurm": {
         "queue": "cpu", "cores": 4, "processes": 2, "memory": "8GiB", "walltime": "02:00:00",
-        "job_extra_directives": ["--qos=normal"], "gpu": {"queue": "gpu", "gres": "gpu:a100:1", "jobs": 2}}}})
-    slurm, offered = cluster.slurm_cluster(cfg.cluster.slurm, dashboard_address=":0")
+        "job_extra_directives": ["--qos=normal"], "gpu": {"queue": "gpu", "gres": "gpu:a100:1", "jobs": 2},
+        "interface": "lo", "shared_temp_directory": str(tmp_path / "tls")}}})
+    assert cfg.cluster.security == "auto"
+    slurm, offered = cluster.slurm_cluster(cfg.cluster.slurm, dashboard_address=":0", security=cfg.cluster.security)
     try:
         cpu_script = slurm.job_script()
         assert "#SBATCH -p cpu" in cpu_script and "#SBATCH --qos=normal" in cpu_script
@@ -173,13 +176,127 @@ def test_slurm_job_scripts(monkeypatch):
         assert not slurm.worker_spec  # jobs are submitted only by start_jobs()
         gpu_specs = list(slurm.gpu_specs.values())
         assert len(gpu_specs) == 2
-        job = gpu_specs[0]["cls"]("tcp://127.0.0.1:1", name="x", **gpu_specs[0]["options"])
+        job = gpu_specs[0]["cls"]("tls://127.0.0.1:1", name="x", **gpu_specs[0]["options"])
         gpu_script = job.job_script()
         assert "#SBATCH -p gpu" in gpu_script and "#SBATCH --gres=gpu:a100:1" in gpu_script
         assert "--resources GPU=1" in gpu_script
+        # TLS by default, on the configured interface; no worker dashboards (one open port less each).
+        assert slurm.scheduler_address.startswith("tls://127.0.0.1:")
+        assert slurm.dashboard_link.startswith("http://127.0.0.1:")
+        files = sorted((tmp_path / "tls").iterdir())
+        assert len(files) == 3 and all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+        assert (tmp_path / "tls").stat().st_mode & 0o777 == 0o700
+        for script in (cpu_script, gpu_script):
+            assert "--protocol tls://" in script and "--interface lo" in script and "--no-dashboard" in script
+            for option, f in zip(("--tls-ca-file", "--tls-cert", "--tls-key"), ("ca_file", "cert", "key")):
+                assert re.search(rf"{option} {re.escape(str(tmp_path / 'tls'))}/\.dask-jobqueue\.worker\.{f}\.",
+                                 script), option
     finally:
         slurm.close()
     assert offered.count({GPU: 1}) == 2 and offered.count({CPU: 2}) == 2
+    assert not list((tmp_path / "tls").iterdir())  # the credentials go with the cluster
+
+
+def test_slurm_without_tls_says_what_it_exposes(tmp_path, caplog):
+    pytest.importorskip("dask_jobqueue")
+    slurm_cfg = load_config({"input": {"path": "."}, "cluster": {"security": False, "slurm": {
+        "interface": "lo", "shared_temp_directory": str(tmp_path / "tls")}}}).cluster.slurm
+    caplog.set_level("WARNING", logger="scip")
+    slurm, _ = cluster.slurm_cluster(slurm_cfg, dashboard_address=":0", security=False)
+    try:
+        assert slurm.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert "--tls" not in slurm.job_script()
+    finally:
+        slurm.close()
+    assert "whoever connects can run code as you" in caplog.text
+    assert not (tmp_path / "tls").exists()
+
+
+def _listening(pids: set[int]) -> set[tuple[str, int]]:
+    import psutil
+
+    return {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN and c.pid in pids}
+
+
+def _cluster_pids() -> set[int]:
+    import psutil
+
+    me = psutil.Process()
+    return {me.pid} | {p.pid for p in me.children(recursive=True)}
+
+
+def test_local_cluster_listens_on_loopback_only():
+    """Scheduler, nannies, workers and dashboard: no socket of the run listens beyond this machine."""
+    pytest.importorskip("psutil")
+    assert ClusterConfig().dashboard_address == "127.0.0.1:8787"
+    assert cluster.loopback_dashboard(":8787") == "127.0.0.1:8787" == cluster.loopback_dashboard("8787")
+    assert cluster.loopback_dashboard("0.0.0.0:8787") == "0.0.0.0:8787"  # asked for by name: as asked
+    # A port alone (what Dask binds to every interface) and both kinds of local worker.
+    with cluster.connect(ClusterConfig(workers=1, gpu_workers=1, dashboard_address=":0")) as session:
+        sockets = _listening(_cluster_pids())
+        link = session.client.dashboard_link
+        summary = session.describe()
+    port = int(re.search(r":(\d+)/", link).group(1))
+    assert link.startswith("http://127.0.0.1:") and ("127.0.0.1", port) in sockets
+    assert summary["scheduler"].startswith("tcp://127.0.0.1:")
+    # scheduler + dashboard + (nanny + worker) x 2
+    assert len(sockets) >= 6 and {ip for ip, _ in sockets} == {"127.0.0.1"}, sockets
+
+
+def _tls_files(folder) -> dict:
+    """A CA, certificate and key (PEM files), as a site would hand out."""
+    from distributed.security import Security
+
+    tmp = Security.temporary()
+    folder.mkdir()
+    for name, pem in (("ca.pem", tmp.tls_ca_file), ("cert.pem", tmp.tls_client_cert), ("key.pem", tmp.tls_client_key)):
+        (folder / name).write_text(pem)
+    return {"ca_file": str(folder / "ca.pem"), "cert": str(folder / "cert.pem"), "key": str(folder / "key.pem")}
+
+
+def test_tls_local_cluster_and_an_existing_tls_scheduler(fields, tmp_path):
+    """cluster.security with certificate files: a local TLS cluster on loopback, and scip connecting to it."""
+    pytest.importorskip("cryptography")
+    from distributed import Client
+    from distributed.comm.core import FatalCommClosedError
+    from distributed.security import Security
+
+    files = _tls_files(tmp_path / "certs")
+    own = load_config({"input": {"path": "."}, "cluster": {"workers": 1, "dashboard_address": ":0",
+                                                            "security": files}}).cluster
+    with cluster.connect(own) as session:
+        address = session.client.scheduler.address
+        assert address.startswith("tls://127.0.0.1:")
+        assert {ip for ip, _ in _listening(_cluster_pids())} == {"127.0.0.1"}
+        # `scip run --scheduler tls://...` with the same files: connects and runs.
+        cfg = fields_config(fields, tmp_path / "out", scheduler=address, security=files)
+        cfg["input"]["images_per_partition"] = 12
+        result = scip.run(cfg, progress=False)
+        assert result.summary["cluster"]["kind"] == "scheduler"
+        assert result.summary["cluster"]["scheduler"] == address
+        assert result.summary["counts"]["cells"]["exported"] > 0
+        # Nobody else gets in: not with credentials of another CA, not in plain TCP.
+        with pytest.raises(FatalCommClosedError, match="TLS certificate does not match"):
+            Client(address, security=Security.temporary(), timeout=10)
+        with pytest.raises(OSError):  # CommClosedError: the scheduler hangs up
+            Client(address.replace("tls://", "tcp://"), timeout=10)
+    # security: true needs credentials from somewhere: Dask's config has none here.
+    with pytest.raises(ConfigError, match="has no TLS credentials .*cluster.security: \\{ca_file, cert, key\\}"):
+        with cluster.connect(ClusterConfig(scheduler=address, security=True)):
+            pass
+
+
+def test_security_config_is_checked(tmp_path):
+    base = {"input": {"path": "."}}
+    with pytest.raises(ConfigError, match="speaks TLS but security is false"):
+        load_config({**base, "cluster": {"scheduler": "tls://host:8786", "security": False}})
+    with pytest.raises(ConfigError, match="is not a tls:// address"):
+        load_config({**base, "cluster": {"scheduler": "tcp://host:8786", "security": True}})
+    with pytest.raises(ConfigError, match="file does not exist: .*nope.pem"):
+        load_config({**base, "cluster": {"scheduler": "tls://host:8786", "security": {
+            "ca_file": str(tmp_path / "nope.pem"), "cert": str(tmp_path / "nope.pem")}}})
+    assert load_config({**base, "cluster": {"scheduler": "tls://host:8786"}}).cluster.security == "auto"
 
 
 def test_shipped_slurm_example_is_valid():
@@ -220,7 +337,9 @@ def test_gpu_machine_path_builds_cuda_workers_beside_cpu_workers(monkeypatch, fi
     with pytest.raises(ValueError, match="gpu_workers: 3 asked for, but this machine has 2 GPU"):
         with cluster.connect(ClusterConfig(workers=1, gpu_workers=3, dashboard_address=":0")):
             pass
-    with cluster.connect(ClusterConfig(workers=1, dashboard_address=":0")) as session:
+    # With TLS: the CPU workers scip adds beside dask-cuda's must speak it too.
+    with cluster.connect(ClusterConfig(workers=1, dashboard_address=":0", security=True)) as session:
+        assert session.client.scheduler.address.startswith("tls://127.0.0.1:")
         offered = sorted(str(w["resources"]) for w in session.client.scheduler_info(n_workers=-1)["workers"].values())
         result = scip.run(fields_config(fields, tmp_path / "out"), client=session.client, progress=False)
     assert calls == [{"devices": [0, 1], "resources": {GPU: 1}}]  # one worker per GPU by default

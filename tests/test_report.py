@@ -17,9 +17,11 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -30,28 +32,12 @@ from scip.datasets import write_example
 from scip.run import prepare, reduce
 
 SIGNAL_FILTER = {"measure": "signal", "channel": "cyto", "min": "otsu"}
-CLASSIFICATION = {
-    "target": "cell_class",
-    "model": "gradient boosting",
-    "n_cells": 59,
-    "classes": ["dead", "dim", "live"],
-    "balanced_accuracy": {"mean": 0.8123, "sd": 0.0456, "per_fold": [0.75, 0.8, 0.85, 0.81, 0.8515]},
-    "confusion_matrix": [[7, 1, 0], [2, 9, 1], [0, 3, 36]],
-    "per_class": {
-        "dead": {"precision": 0.7778, "recall": 0.875, "f1": 0.8235, "support": 8},
-        "dim": {"precision": 0.6923, "recall": 0.75, "f1": 0.72, "support": 12},
-        "live": {"precision": 0.973, "recall": 0.9231, "f1": 0.9474, "support": 39},
-    },
-    "importances": [{"feature": "feat_cell_intensity_mean_cyto", "gain": 41.5},
-                    {"feature": "feat_cell_shape_area", "gain": 20.25},
-                    {"feature": "feat_cell_intensity_mean_DNA", "gain": 7.0}],
-}
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def run_output(tmp_path_factory) -> Path:
-    """A filtered, evaluated run of 60 events, its sampled cells, a classification result, and its report."""
+    """A filtered, evaluated run of 60 events, its sampled cells, a real `scip classify` result, and its report."""
     tmp = tmp_path_factory.mktemp("report")
     example = write_example(tmp / "data", n_events=60, n_fields=1)
     config = {
@@ -73,10 +59,25 @@ def run_output(tmp_path_factory) -> Path:
         tasks = graph.build_writes(p, tmp / "parts", red.cells, red.bounds, red.ranges, samples=8)
         total = sum(cluster.compute(tasks, None, progress=False), PartitionSummary())
         report.save_samples(out / report.SAMPLES_FILE, total.samples)
-    (out / "classification").mkdir(exist_ok=True)
-    (out / report.CLASSIFICATION_FILE).write_text(json.dumps(CLASSIFICATION))
     report.write_report(out)
+    # Labels of the ground-truth cells (large or small, by their true area), joined on the matched
+    # truth label: the classifier has something to learn, and the CLI rewrites the report after it.
+    truth = pd.read_csv(example["ifc_cells"])
+    labels = pd.DataFrame({"meta_image_id": truth["image"], "meta_truth_label": truth["label"],
+                           "size": np.where(truth["area"] >= truth["area"].median(), "large", "small")})
+    labels.to_csv(tmp / "labels.csv", index=False)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "scip", "classify", str(out), "--labels", str(tmp / "labels.csv"),
+                           "--on", "meta_image_id,meta_truth_label", "--target", "size", "--folds", "3",
+                           "--trees", "20", "--jobs", "1"], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "scip: report updated" in proc.stdout
     return out
+
+
+def _classification_json(out: Path) -> dict:
+    return json.loads((out / report.CLASSIFICATION_FILE).read_text())
 
 
 def _summary(out: Path) -> dict:
@@ -202,18 +203,27 @@ def test_report_groups_and_chosen_features(run_output, tmp_path):
 
 
 def test_classification_section(run_output, tmp_path):
+    """What `scip classify` wrote (under "metrics") is what the section shows."""
     page = (run_output / report.REPORT_FILE).read_text()
     section = page[page.index('<section id="classification">'):]
-    assert 'data-metric="balanced-accuracy" data-value="0.8123"' in section
-    assert "± 0.0456 over 5 folds" in section
+    section = section[:section.index("</section>")]
+    doc = _classification_json(run_output)
+    metrics = doc["metrics"]
+    assert doc["classes"] == ["large", "small"] and doc["n_cells"] >= 20
+    assert f'data-metric="balanced-accuracy" data-value="{metrics["balanced_accuracy"]}"' in section
+    assert f'± {metrics["balanced_accuracy_std"]:.3g} over 3 folds' in section
     cm = _data(section, "cm")
-    matrix = CLASSIFICATION["confusion_matrix"]
-    names = CLASSIFICATION["classes"]
+    matrix, names = metrics["confusion_matrix"]["matrix"], metrics["confusion_matrix"]["labels"]
+    assert sum(map(sum, matrix)) == doc["n_cells"]
     assert cm == {f"{t}-{p}": str(matrix[i][j]) for i, t in enumerate(names) for j, p in enumerate(names)}
-    metrics = _data(section, "metric")
-    assert metrics["dim-recall"] == "0.75" and metrics["live-support"] == "39"
+    shown = _data(section, "metric")
+    for name, values in metrics["per_class"].items():
+        assert shown[f"{name}-recall"] == report._num(values["recall"])
+        assert shown[f"{name}-support"] == report._num(values["support"])
     assert section.count("<img") == 2  # confusion heatmap and importances
-    assert "gradient boosting" in section
+    assert "data-missing" not in section
+    details = dict(re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td></tr>", section))
+    assert details["target"] == "size" and details["cells labelled"] == str(doc["n_cells"])
     # Without the file, no section; with a broken one, a note instead of a failure.
     out = tmp_path / "copy"
     shutil.copytree(run_output, out)
@@ -222,6 +232,17 @@ def test_classification_section(run_output, tmp_path):
     (out / "classification").mkdir()
     (out / report.CLASSIFICATION_FILE).write_text("{not json")
     assert "Could not read" in report.write_report(out).read_text()
+    # A file without what the section needs (here: the metrics at the top level, as the report
+    # once expected) says which keys it lacks instead of showing an empty section.
+    flat = {k: v for k, v in doc.items() if k not in ("metrics", "importances")} | {
+        "balanced_accuracy": metrics["balanced_accuracy"], "per_class": metrics["per_class"]}
+    (out / report.CLASSIFICATION_FILE).write_text(json.dumps(flat))
+    page = report.write_report(out).read_text()
+    section = page[page.index('<section id="classification">'):]
+    assert re.search(r'data-missing="metrics.balanced_accuracy metrics.confusion_matrix metrics.per_class '
+                     r'importances.top"', section)
+    assert "has no metrics.balanced_accuracy, metrics.confusion_matrix" in section
+    assert 'data-metric="balanced-accuracy"' not in section
 
 
 def _chromium() -> str | None:
@@ -250,6 +271,14 @@ def test_report_in_headless_chromium(run_output, tmp_path):
     assert attrs == {"total": str(n_images), "loaded": str(n_images), "failed": "0", "checked": str(n_images)}
     assert {k: v for k, v in _data(dom, "count").items() if k in _expected_counts(_summary(run_output))} \
         == _expected_counts(_summary(run_output))
+    # The classification the real `scip classify` wrote, as the browser renders it.
+    metrics = _classification_json(run_output)["metrics"]
+    shown = re.search(r'data-metric="balanced-accuracy" data-value="([^"]*)">([^<]*)<', dom)
+    assert shown and float(shown.group(1)) == metrics["balanced_accuracy"]
+    assert shown.group(2) == report._num(metrics["balanced_accuracy"], 3)
+    matrix, names = metrics["confusion_matrix"]["matrix"], metrics["confusion_matrix"]["labels"]
+    assert _data(dom, "cm")[f"{names[0]}-{names[0]}"] == str(matrix[0][0])
+    assert len(_data(dom, "cm")) == len(names) ** 2
     shot = tmp_path / "report.png"
     subprocess.run(flags + ["--window-size=1280,2000", f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=90)

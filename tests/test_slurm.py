@@ -1,5 +1,8 @@
 """`scip run` on a real SLURM: workers are sbatch jobs, segmentation on the GPU job, same table as locally.
 
+The runs keep scip's defaults for the network: scheduler and workers speak TLS with temporary
+credentials (`cluster.security`), the dashboard listens on loopback.
+
 CI starts a single-node SLURM first (`cluster/ci/slurm-up.sh`, from `.ci/run`) and sets
 SCIP_REQUIRE_SLURM=1, so there a missing SLURM fails this test instead of skipping it. On a
 developer machine without SLURM daemons it is skipped, with that reason.
@@ -78,7 +81,8 @@ def test_scip_run_on_slurm_jobs(tmp_path):
                      progress=False)
     gpu = has_gpu_gres()
     slurm = {"queue": PARTITION, "cores": 1, "memory": "2GiB", "walltime": "00:15:00", "jobs": 1,
-             "log_directory": str(tmp_path / "logs"), "wait_timeout": 120}
+             "log_directory": str(tmp_path / "logs"), "wait_timeout": 120,
+             "shared_temp_directory": str(tmp_path / "tls")}
     if gpu:
         slurm["gpu"] = {"jobs": 1, "gres": "gpu:1", "memory": "2GiB", "walltime": "00:15:00"}
     cfg_path = tmp_path / "slurm.yml"
@@ -91,6 +95,12 @@ def test_scip_run_on_slurm_jobs(tmp_path):
 
     summary = json.loads((tmp_path / "slurm" / "run.json").read_text())
     assert summary["cluster"]["kind"] == "slurm"
+    # TLS by default: the workers could join only with the temporary credentials written for them.
+    assert summary["cluster"]["scheduler"].startswith("tls://"), summary["cluster"]
+    assert summary["cluster"]["dashboard"].startswith("http://127.0.0.1:"), summary["cluster"]
+    tls = tmp_path / "tls"
+    assert tls.is_dir() and (tls.stat().st_mode & 0o777) == 0o700
+    assert not list(tls.iterdir())  # the workers' key and certificate are deleted with the cluster
     jobs = jobs_since(first)
     names = [name for _, name, _ in jobs]
     assert names.count("scip-cpu") >= 1, jobs
@@ -111,7 +121,10 @@ def test_scip_run_on_slurm_jobs(tmp_path):
 
 
 def test_adaptive_slurm_scales_cpu_jobs(tmp_path):
-    """adapt: true starts at least minimum_jobs sbatch jobs and finishes the run; they are cancelled after."""
+    """adapt: true starts at least minimum_jobs sbatch jobs and finishes the run; they are cancelled after.
+
+    ``interface: lo`` (one node here) puts the scheduler and the workers on loopback: the option reaches both.
+    """
     fields = write_example(tmp_path / "data", n_events=4, n_fields=4, seed=12)["fields"]
     cfg = {
         "input": {"path": str(fields), "pattern": FIELDS_PATTERN, "channels": ["DNA", "cyto", "marker"],
@@ -120,7 +133,8 @@ def test_adaptive_slurm_scales_cpu_jobs(tmp_path):
         "output": {"path": str(tmp_path / "out")},
         "cluster": {"dashboard_address": ":0", "slurm": {
             "queue": PARTITION, "cores": 1, "memory": "2GiB", "walltime": "00:15:00", "adapt": True,
-            "minimum_jobs": 1, "maximum_jobs": 2, "log_directory": str(tmp_path / "logs"), "wait_timeout": 120}},
+            "minimum_jobs": 1, "maximum_jobs": 2, "log_directory": str(tmp_path / "logs"), "wait_timeout": 120,
+            "interface": "lo"}},
     }
     first = next_job_id()
     result = scip.run(cfg, progress=False)
@@ -128,6 +142,7 @@ def test_adaptive_slurm_scales_cpu_jobs(tmp_path):
     assert 1 <= sum(name == "scip-cpu" for _, name, _ in jobs) <= 2, jobs
     assert result.summary["counts"]["images"]["total"] == 4
     assert result.summary["cluster"]["kind"] == "slurm"
+    assert result.summary["cluster"]["scheduler"].startswith("tls://127.0.0.1:"), result.summary["cluster"]
     assert not [j for j in jobs_since(first) if j[2] in ("RUNNING", "PENDING")]
 
 
