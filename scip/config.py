@@ -12,10 +12,12 @@ file, so a config and its data can move together.
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
+import regex
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -108,8 +110,9 @@ class InputConfig(_Section):
         if value is None:
             return None
         try:
-            compiled = re.compile(value)
-        except re.error as e:
+            # The engine that matches the file names (scip.io.dataset), so a valid pattern is one it reads.
+            compiled = regex.compile(value)
+        except regex.error as e:
             raise ValueError(f"not a valid regular expression ({e})") from None
         if not compiled.groupindex:
             raise ValueError("needs named groups, e.g. '(?P<id>\\d+)_(?P<channel>\\w+)\\.tiff'")
@@ -455,10 +458,39 @@ class OutputConfig(_Section):
             raise ValueError(f"lists {', '.join(repeated)} more than once")
         return value
 
+    @field_validator("formats")
+    @classmethod
+    def _formats_installed(cls, value: list[str]) -> list[str]:
+        # Checked now: the tables are converted after the whole run, too late to find a missing package.
+        for fmt in value:
+            module, extra = _FORMAT_PACKAGES.get(fmt, (None, None))
+            problem = _import_problem(module) if module else None
+            if problem:
+                raise ValueError(f"format {fmt!r} needs the package {module!r}, which cannot be imported "
+                                 f"({problem}); install it (pip install 'scip[{extra}]') or remove {fmt!r}")
+        return value
+
     @field_validator("path")
     @classmethod
     def _resolve_path(cls, value: Path, info: ValidationInfo) -> Path:
         return _resolve(value, info)
+
+
+#: Output formats that need an optional package: format -> (module, pip extra of scip).
+_FORMAT_PACKAGES = {"anndata": ("anndata", "anndata")}
+
+
+def _import_problem(module: str) -> str | None:
+    """Why ``module`` cannot be imported (``"ModuleNotFoundError: ..."``), or ``None`` when it can.
+
+    Imported, not just looked up: an installed package that fails to import
+    (a broken or incompatible install) fails the same way at the end of a run.
+    """
+    try:
+        importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001 - any import failure is reported to the user
+        return f"{type(e).__name__}: {str(e)[:200]}"
+    return None
 
 
 class EvaluateConfig(_Section):

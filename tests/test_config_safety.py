@@ -149,3 +149,98 @@ def test_training_config_bomb_is_a_config_error(tmp_path, capsys):
     rc = cli.main(["train", str(path)])
     err = capsys.readouterr().err
     assert rc == 2 and "alias" in err and len(err) < 1000
+
+
+# --- patterns that backtrack ------------------------------------------------------------------
+
+def test_backtracking_pattern_fails_naming_pattern_and_file(tmp_path):
+    import tifffile
+
+    from tests.conftest import make_blobs
+
+    images = tmp_path / "images"
+    images.mkdir()
+    name = "a" * 48 + "b.tiff"  # nearly matches: (a|aa)+ tries every split of the a's before giving up
+    tifffile.imwrite(images / name, make_blobs())
+    path = write(tmp_path, "input: {path: images, pattern: '(?P<id>(a|aa)+)\\.tiff'}\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    # The timeout only guards the test run: with re the match would run for hours.
+    done = subprocess.run([sys.executable, "-m", "scip", "check", str(path)], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert done.returncode == 2, done.stderr
+    assert "input.pattern" in done.stderr and name in done.stderr and "(a|aa)+" in done.stderr
+
+
+def test_match_name_still_matches_and_reports_no_match():
+    from scip.io.dataset import compile_pattern, match_name
+
+    compiled = compile_pattern(r"(?P<id>\d+)_(?P<channel>\w+)\.tiff")
+    assert match_name(compiled, "12_DAPI.tiff").groupdict() == {"id": "12", "channel": "DAPI"}
+    assert match_name(compiled, "12_DAPI.tiff.bak") is None
+
+
+# --- found by scip check, not after the run ---------------------------------------------------
+
+def test_output_format_without_its_package_is_refused_up_front(tmp_path, blobs_tiff, monkeypatch, capsys):
+    import scip.config
+
+    # anndata is installed in the test environment: pretend it is not.
+    monkeypatch.setattr(scip.config, "_import_problem",
+                        lambda module: f"ModuleNotFoundError: No module named {module!r}" if module == "anndata" else None)
+    path = write(tmp_path, f"input: {{path: {blobs_tiff}}}\noutput: {{formats: [csv, anndata]}}\n")
+    rc, _, err = check(path, capsys)
+    assert rc == 2
+    assert "output.formats" in err and "'anndata'" in err and "scip[anndata]" in err
+    # scip run stops at the same check, before any cluster starts or any file is written.
+    rc = cli.main(["run", str(path), "--scheduler", "synchronous", "--no-progress"])
+    assert rc == 2 and not (tmp_path / "results").exists()
+    monkeypatch.undo()
+    assert load_config(path).output.formats == ["csv", "anndata"]
+
+
+def labelled_images(tmp_path: Path, n: int) -> Path:
+    import tifffile
+
+    from tests.conftest import make_blobs
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(n):
+        tifffile.imwrite(images / f"field{i}.tif", make_blobs(seed=i))
+    (tmp_path / "labels").mkdir()
+    return images
+
+
+def test_ground_truth_template_matching_no_file_is_an_error(tmp_path, capsys):
+    labelled_images(tmp_path, 3)
+    path = write(tmp_path, "input: {path: images}\nevaluate: {labels: 'labels/{image_id}_mask.tif'}\n")
+    rc, out, err = check(path, capsys)
+    assert rc == 2, out
+    assert "evaluate.labels" in err and "no file for any of the 3 images" in err
+    assert str(tmp_path / "labels" / "field0_mask.tif") in err
+
+
+def test_ground_truth_template_matching_some_files_names_one_missing(tmp_path, capsys, caplog):
+    import tifffile
+
+    labelled_images(tmp_path, 3)
+    tifffile.imwrite(tmp_path / "labels" / "field1_mask.tif", [[0, 1], [1, 1]])
+    path = write(tmp_path, "input: {path: images}\nevaluate: {labels: 'labels/{image_id}_mask.tif'}\n")
+    with caplog.at_level("WARNING", logger="scip"):
+        rc, out, _ = check(path, capsys)
+    assert rc == 0, out
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert "no file for 2 of the 3 images" in warning and "field0_mask.tif" in warning
+
+
+def test_check_lists_the_images(tmp_path, capsys):
+    labelled_images(tmp_path, 25)
+    path = write(tmp_path, "input: {path: images}\n")
+    rc, out, _ = check(path, capsys)
+    assert rc == 0
+    assert "config OK: 25 images" in out
+    assert f"field0: {tmp_path / 'images' / 'field0.tif'}" in out
+    assert "... and 5 more" in out
+    rc = cli.main(["check", str(path), "--all"])
+    out = capsys.readouterr().out
+    assert rc == 0 and f"field24: {tmp_path / 'images' / 'field24.tif'}" in out and "more" not in out

@@ -24,7 +24,7 @@ import tifffile
 import zarr
 
 from scip.io.channels import InputError, default_names, select_channels
-from scip.io.dataset import Dataset
+from scip.io.dataset import Dataset, compile_pattern, match_name
 from scip.records import Source
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -146,11 +146,11 @@ def discover_tiff(path: Path, pattern: str | None, channels: list[str] | None, u
         raise InputError(f"input.path: no .tif/.tiff files found at {path}")
     if pattern is None:
         return _multichannel(files, {}, channels, use_channels, ())
-    regex = re.compile(pattern)
+    regex = compile_pattern(pattern)
     matched: list[tuple[Path, dict[str, str]]] = []
     unmatched = []
     for f in files:
-        m = regex.fullmatch(f.name)
+        m = match_name(regex, f.name)
         if m is None:
             unmatched.append(str(f))
         else:
