@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import string
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def check_template(template: str, sources: tuple[Source, ...]) -> str | None:
         except (ValueError, IndexError, KeyError) as e:  # a format spec that does not fit, e.g. {image_id:d}
             raise InputError(f"evaluate.labels: template {template!r} cannot be filled in for image "
                              f"{source.image_id!r}: {type(e).__name__}: {e}") from None
-        if not Path(path).is_file():
+        if not os.path.isfile(path):  # False, not an exception, for a name the file system refuses
             missing.append((source, path))
     if not missing:
         return None
