@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import tifffile
+from conftest import make_blobs
 
 from scip import cli
 from scip._hints import short
@@ -154,10 +156,6 @@ def test_training_config_bomb_is_a_config_error(tmp_path, capsys):
 # --- patterns that backtrack ------------------------------------------------------------------
 
 def test_backtracking_pattern_fails_naming_pattern_and_file(tmp_path):
-    import tifffile
-
-    from tests.conftest import make_blobs
-
     images = tmp_path / "images"
     images.mkdir()
     name = "a" * 48 + "b.tiff"  # nearly matches: (a|aa)+ tries every split of the a's before giving up
@@ -199,10 +197,6 @@ def test_output_format_without_its_package_is_refused_up_front(tmp_path, blobs_t
 
 
 def labelled_images(tmp_path: Path, n: int) -> Path:
-    import tifffile
-
-    from tests.conftest import make_blobs
-
     images = tmp_path / "images"
     images.mkdir()
     for i in range(n):
@@ -221,8 +215,6 @@ def test_ground_truth_template_matching_no_file_is_an_error(tmp_path, capsys):
 
 
 def test_ground_truth_template_matching_some_files_names_one_missing(tmp_path, capsys, caplog):
-    import tifffile
-
     labelled_images(tmp_path, 3)
     tifffile.imwrite(tmp_path / "labels" / "field1_mask.tif", [[0, 1], [1, 1]])
     path = write(tmp_path, "input: {path: images}\nevaluate: {labels: 'labels/{image_id}_mask.tif'}\n")
@@ -244,3 +236,10 @@ def test_check_lists_the_images(tmp_path, capsys):
     rc = cli.main(["check", str(path), "--all"])
     out = capsys.readouterr().out
     assert rc == 0 and f"field24: {tmp_path / 'images' / 'field24.tif'}" in out and "more" not in out
+
+
+def test_unreadable_first_tiff_is_an_input_error_not_a_traceback(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "x.tif").write_bytes(b"garbage")
+    rc, _, err = check(write(tmp_path, "input: {path: images}\n"), capsys)
+    assert rc == 2 and "x.tif" in err and "input.channels" in err and "unexpected error" not in err

@@ -111,7 +111,11 @@ def _header(path: Path) -> tuple[tuple[int, ...], str]:
 
 
 def _header_channels(path: Path, header: tuple[tuple[int, ...], str] | None = None) -> int:
-    shape, axes = header if header is not None else _header(path)
+    try:
+        shape, axes = header if header is not None else _header(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable header; the count is needed before the run
+        raise InputError(f"input.path: cannot read {path} to count its channels ({type(e).__name__}: {str(e)[:200]}); "
+                         "fix or remove the file, or list the channels in input.channels") from None
     try:
         if z_planes(shape, axes) > 1:
             _, c = _czyx_order(shape, axes)
