@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from scip._hints import short
 from scip.io import ifc_zarr
 from scip.io.channels import InputError
 from scip.records import ImageRecord, Source
@@ -63,7 +64,7 @@ def check_template(template: str, sources: tuple[Source, ...]) -> str | None:
     unknown = template_fields(template) - known
     if unknown:
         raise InputError(
-            f"evaluate.labels: template {template!r} uses unknown field(s) {', '.join(sorted(unknown))}; "
+            f"evaluate.labels: template {short(template, 300)} uses unknown field(s) {', '.join(sorted(unknown))}; "
             f"available: {', '.join(sorted(known))}"
         )
     missing: list[tuple[Source, str]] = []
@@ -71,7 +72,7 @@ def check_template(template: str, sources: tuple[Source, ...]) -> str | None:
         try:
             path = _truth_path(template, source)
         except (ValueError, IndexError, KeyError) as e:  # a format spec that does not fit, e.g. {image_id:d}
-            raise InputError(f"evaluate.labels: template {template!r} cannot be filled in for image "
+            raise InputError(f"evaluate.labels: template {short(template, 300)} cannot be filled in for image "
                              f"{source.image_id!r}: {type(e).__name__}: {e}") from None
         if not os.path.isfile(path):  # False, not an exception, for a name the file system refuses
             missing.append((source, path))
@@ -80,10 +81,10 @@ def check_template(template: str, sources: tuple[Source, ...]) -> str | None:
     example, path = missing[0]
     if len(missing) == len(sources):
         raise InputError(
-            f"evaluate.labels: template {template!r} matches no file for any of the {len(sources)} images "
+            f"evaluate.labels: template {short(template, 300)} matches no file for any of the {len(sources)} images "
             f"(image {example.image_id!r} gives {path}, which does not exist); check the folder and the fields"
         )
-    return (f"evaluate.labels: template {template!r} has no file for {len(missing)} of the {len(sources)} images "
+    return (f"evaluate.labels: template {short(template, 300)} has no file for {len(missing)} of the {len(sources)} images "
             f"(e.g. image {example.image_id!r}: {path}); those are counted as having no ground truth")
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import tifffile
 import zarr
 
+from scip._hints import short
 from scip.io.channels import InputError, default_names, select_channels
 from scip.io.dataset import Dataset, compile_pattern, match_name
 from scip.records import Source
@@ -161,7 +162,7 @@ def discover_tiff(path: Path, pattern: str | None, channels: list[str] | None, u
             matched.append((f, m.groupdict()))
     if not matched:
         raise InputError(
-            f"input.pattern: {pattern!r} matches none of the {len(files)} TIFF files in {path} "
+            f"input.pattern: {short(pattern, 200)} matches none of the {len(files)} TIFF files in {path} "
             f"(e.g. {files[0].name!r}); the pattern must match the whole file name"
         )
     if "channel" in regex.groupindex:
@@ -206,7 +207,7 @@ def _per_channel(matched, channels, use_channels, unmatched, pattern) -> Dataset
     extra = [c for c in found_channels if c not in stored]
     if extra:
         raise InputError(
-            f"input.channels: files have channel values {extra} (group 'channel' of {pattern!r}) "
+            f"input.channels: files have channel values {short(extra, 200)} (group 'channel' of {short(pattern, 200)}) "
             f"that are not listed; listed: {', '.join(stored)}"
         )
     loaded, index = select_channels(stored, use_channels, "the channel values found in the file names")
