@@ -774,9 +774,9 @@ def _check_expansion(root: yaml.Node, origin: str) -> None:
             sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
             if sizes[key] > MAX_YAML_NODES:
                 raise ConfigError(
-                    f"{origin}: its YAML aliases (*name) expand to more than {MAX_YAML_NODES:,} values "
-                    f"(the value on line {node.start_mark.line + 1} alone); a config never needs that many: "
-                    "this looks like an alias bomb, refused")
+                    f"{origin}: holds more than {MAX_YAML_NODES:,} values once its YAML aliases (*name) are "
+                    f"expanded (the value on line {node.start_mark.line + 1} alone); a config never needs that "
+                    "many: refused as a likely alias bomb")
             continue
         if key in sizes:
             continue
