@@ -10,8 +10,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scip.config import ConfigError
+
+if TYPE_CHECKING:
+    from scip.records import Source
 
 
 #: Images ``scip check`` lists without ``--all``.
@@ -202,7 +206,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe_image(source, fmt: str) -> str:
+def _describe_image(source: "Source", fmt: str) -> str:
     """One line of ``scip check``'s image list: id, where its pixels are, and what is missing."""
     if fmt == "ifc_zarr":
         where = f"event {source.index} of {source.paths[0]}"
