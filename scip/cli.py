@@ -10,8 +10,16 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scip.config import ConfigError
+
+if TYPE_CHECKING:
+    from scip.records import Source
+
+
+#: Images ``scip check`` lists without ``--all``.
+_CHECK_LISTED = 20
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate a config and list its images, without running")
     check.add_argument("config", type=Path)
+    check.add_argument("--all", action="store_true", help=f"list every image (default: the first {_CHECK_LISTED})")
 
     example = sub.add_parser("example-data", help="write the built-in synthetic example data set")
     example.add_argument("path", type=Path, help="folder to write into")
@@ -188,7 +197,24 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"dataset-wide: {', '.join(steps)}; the input is read {passes} time(s)")
     if d.unmatched:
         print(f"{len(d.unmatched)} files do not match input.pattern, e.g. {d.unmatched[0]}")
+    shown = d.sources if args.all else d.sources[:_CHECK_LISTED]
+    print("images:")
+    for source in shown:
+        print(f"  {_describe_image(source, d.format)}")
+    if len(shown) < len(d.sources):
+        print(f"  ... and {len(d.sources) - len(shown)} more (scip check --all lists every image)")
     return 0
+
+
+def _describe_image(source: "Source", fmt: str) -> str:
+    """One line of ``scip check``'s image list: id, where its pixels are, and what is missing."""
+    if fmt == "ifc_zarr":
+        where = f"event {source.index} of {source.paths[0]}"
+    else:
+        where = ", ".join(p for p in dict.fromkeys(source.paths) if p)
+    missing = source.locator[1] if source.locator[:1] == ("missing",) else ()
+    note = f"  (no file for channel(s) {', '.join(missing)}: will be skipped)" if missing else ""
+    return f"{source.image_id}: {where}{note}"
 
 
 def _cmd_example(args: argparse.Namespace) -> int:

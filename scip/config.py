@@ -12,14 +12,16 @@ file, so a config and its data can move together.
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
+import regex
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from scip._hints import did_you_mean
+from scip._hints import did_you_mean, short
 from scip.features import DEFAULT_FAMILIES, FAMILIES, FeatureParams
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "SlurmGpuConfig",
     "TlsFiles",
     "load_config",
+    "parse_yaml",
     "SEGMENT_METHODS",
 ]
 
@@ -70,6 +73,14 @@ def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
     if not value.is_absolute() and base is not None:
         value = Path(base) / value
     return value
+
+
+def _checked(test: Any, path: Path, error: type[Exception] = ValueError) -> bool:
+    """``test()`` (``path.exists`` and the like); an OS error (a name too long, no permission) becomes ``error``."""
+    try:
+        return test()
+    except OSError as e:
+        raise error(f"cannot use path {short(str(path), 200)}: {e.strerror or e}") from None
 
 
 class InputConfig(_Section):
@@ -104,7 +115,7 @@ class InputConfig(_Section):
     def _path_exists(cls, value: Path, info: ValidationInfo) -> Path:
         value = _resolve(value, info)
         # A glob is checked when files are discovered, where "no match" can be reported.
-        if not any(c in str(value) for c in "*?[") and not value.exists():
+        if not any(c in str(value) for c in "*?[") and not _checked(value.exists, value):
             raise ValueError(f"path does not exist: {value}")
         return value
 
@@ -114,8 +125,9 @@ class InputConfig(_Section):
         if value is None:
             return None
         try:
-            compiled = re.compile(value)
-        except re.error as e:
+            # The engine that matches the file names (scip.io.dataset), so a valid pattern is one it reads.
+            compiled = regex.compile(value)
+        except regex.error as e:
             raise ValueError(f"not a valid regular expression ({e})") from None
         if not compiled.groupindex:
             raise ValueError("needs named groups, e.g. '(?P<id>\\d+)_(?P<channel>\\w+)\\.tiff'")
@@ -124,7 +136,7 @@ class InputConfig(_Section):
     @model_validator(mode="after")
     def _channels_consistent(self) -> "InputConfig":
         if self.channels is not None and len(set(self.channels)) != len(self.channels):
-            raise ValueError(f"input.channels has duplicate names: {self.channels}")
+            raise ValueError(f"input.channels has duplicate names: {short(self.channels, 200)}")
         if self.channels is not None and self.use_channels is not None:
             unknown = [c for c in self.use_channels if c not in self.channels]
             if unknown:
@@ -221,7 +233,7 @@ class UnetConfig(_SegmentBase):
         given = self.channel if isinstance(self.channel, list) else [self.channel]
         if len(given) != info.in_channels:
             raise ValueError(
-                f"channel {self.channel!r} gives {len(given)} channel(s) but the model file "
+                f"channel {short(self.channel)} gives {len(given)} channel(s) but the model file "
                 f"{info.path} takes {info.in_channels} ({', '.join(info.channels)}); "
                 + ("list one channel per model input" if info.in_channels > 1 else "name one channel"))
         if self.quantize != "none" and self.device == "cuda":
@@ -308,7 +320,7 @@ class SuperpixelGnnConfig(_SegmentBase):
         given = self.channel if isinstance(self.channel, list) else [self.channel]
         if len(given) != info.in_channels:
             raise ValueError(
-                f"channel {self.channel!r} gives {len(given)} channel(s) but the model file "
+                f"channel {short(self.channel)} gives {len(given)} channel(s) but the model file "
                 f"{info.path} takes {info.in_channels} ({', '.join(info.channels)})")
         return self
 
@@ -374,7 +386,7 @@ class IlluminationConfig(_Section):
     @classmethod
     def _reuse_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         value = _resolve(value, info)
-        if value is not None and not value.is_file():
+        if value is not None and not _checked(value.is_file, value):
             raise ValueError(f"no saved illumination correction at {value}")
         return value
 
@@ -461,10 +473,39 @@ class OutputConfig(_Section):
             raise ValueError(f"lists {', '.join(repeated)} more than once")
         return value
 
+    @field_validator("formats")
+    @classmethod
+    def _formats_installed(cls, value: list[str]) -> list[str]:
+        # Checked now: the tables are converted after the whole run, too late to find a missing package.
+        for fmt in value:
+            module, extra = _FORMAT_PACKAGES.get(fmt, (None, None))
+            problem = _import_problem(module) if module else None
+            if problem:
+                raise ValueError(f"format {fmt!r} needs the package {module!r}, which cannot be imported "
+                                 f"({problem}); install it (pip install 'scip[{extra}]') or remove {fmt!r}")
+        return value
+
     @field_validator("path")
     @classmethod
     def _resolve_path(cls, value: Path, info: ValidationInfo) -> Path:
         return _resolve(value, info)
+
+
+#: Output formats that need an optional package: format -> (module, pip extra of scip).
+_FORMAT_PACKAGES = {"anndata": ("anndata", "anndata")}
+
+
+def _import_problem(module: str) -> str | None:
+    """Why ``module`` cannot be imported (``"ModuleNotFoundError: ..."``), or ``None`` when it can.
+
+    Imported, not just looked up: an installed package that fails to import
+    (a broken or incompatible install) fails the same way at the end of a run.
+    """
+    try:
+        importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001 - any import failure is reported to the user
+        return f"{type(e).__name__}: {str(e)[:200]}"
+    return None
 
 
 class EvaluateConfig(_Section):
@@ -477,7 +518,7 @@ class EvaluateConfig(_Section):
     @classmethod
     def _resolve_labels(cls, value: str, info: ValidationInfo) -> str:
         resolved = _resolve(Path(value), info)
-        if "{" not in value and not resolved.exists():
+        if "{" not in value and not _checked(resolved.exists, resolved):
             raise ValueError(f"path does not exist: {resolved}")
         return str(resolved)
 
@@ -718,18 +759,133 @@ def read_config_file(source: str | Path | dict, *, base_dir: str | Path | None =
     else:
         path = Path(source)
         origin = str(path)
-        if not path.is_file():
+        if not _checked(path.is_file, path, ConfigError):
             raise ConfigError(f"{what} file not found: {path}")
         try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+            data = path.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"cannot read {what} file {path}: {e.strerror or e}") from None
+        raw = parse_yaml(data, origin)
         if raw is None:
             raw = {}
         base = Path(base_dir) if base_dir is not None else path.resolve().parent
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: expected a mapping of sections ({sections}), got {type(raw).__name__}")
     return _merge(raw, overrides or {}), origin, base
+
+
+#: Most YAML nodes a config may hold once its aliases are expanded. Real configs have a few
+#: hundred; a "billion laughs" file has 10**9 and would take minutes and gigabytes to describe.
+MAX_YAML_NODES = 100_000
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, made strict: duplicate keys and excessive alias expansion are errors."""
+
+    origin = "config"
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None:
+            _check_expansion(node, self.origin)
+        return node
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        # Checked before the merge keys ('<<') are flattened in: overriding a merged key is intended.
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise ConfigError(
+                    f"{self.origin}: key {short(key)} appears twice in one mapping, on line "
+                    f"{seen[key].start_mark.line + 1} and on line {key_node.start_mark.line + 1}; "
+                    "YAML would silently keep the last one: remove one of them")
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _check_expansion(root: yaml.Node, origin: str) -> None:
+    """Refuse a document whose aliases expand to more than :data:`MAX_YAML_NODES` nodes, or refer to themselves.
+
+    An alias is the same node object as its anchor, so the expanded size is
+    counted once per distinct node (memoized), in time linear in the file.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # nodes whose children are being counted: an alias to one is a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, counted = stack.pop()
+        key = id(node)
+        if counted:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
+            if sizes[key] > MAX_YAML_NODES:
+                raise ConfigError(
+                    f"{origin}: holds more than {MAX_YAML_NODES:,} values once its YAML aliases (*name) are "
+                    f"expanded (the value on line {node.start_mark.line + 1} alone); a config never needs that "
+                    "many: refused as a likely alias bomb")
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise ConfigError(f"{origin}: the YAML value on line {node.start_mark.line + 1} contains an alias to "
+                              "itself (a recursive structure); a config cannot hold one")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+
+
+def parse_yaml(data: bytes | str, origin: str) -> Any:
+    """Parse one YAML document strictly, for any scip config.
+
+    Parameters
+    ----------
+    data : bytes or str
+        The file's content; bytes must be UTF-8 (a byte-order mark is allowed).
+    origin : str
+        The file name, for messages.
+
+    Returns
+    -------
+    Any
+        The parsed document (``None`` for an empty file).
+
+    Raises
+    ------
+    ConfigError
+        Not UTF-8 (names the byte offset, line and column), not valid YAML,
+        a key repeated in one mapping (names both lines), or aliases that
+        expand beyond :data:`MAX_YAML_NODES` values or refer to themselves.
+    """
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+            raise ConfigError(
+                f"{origin}: not UTF-8 text: byte 0x{data[e.start]:02x} at byte offset {e.start} (line {line}, "
+                f"column {column}) cannot be decoded; save the file as UTF-8") from None
+    loader = _ConfigLoader(data)
+    loader.origin = origin
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{origin}: not valid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{origin}: YAML nested too deeply to read") from None
+    finally:
+        loader.dispose()
 
 
 def _merge(raw: dict, overrides: dict) -> dict:
@@ -793,10 +949,10 @@ def format_error(err: dict, raw: dict) -> str:
         return f"{key}: required key is missing"
     if kind == "literal_error":
         allowed = re.findall(r"'([^']*)'", err.get("ctx", {}).get("expected", ""))
-        return f"{key}: {value!r} is not allowed; allowed values: {', '.join(allowed)}" + _did_you_mean(value, allowed)
+        return f"{key}: {short(value)} is not allowed; allowed values: {', '.join(allowed)}" + _did_you_mean(value, allowed)
     if kind == "union_tag_invalid":
         allowed = re.findall(r"'([^']*)'", err.get("ctx", {}).get("expected_tags", ""))
-        return f"{key}.method: {value.get('method') if isinstance(value, dict) else value!r} is not a known method; allowed values: {', '.join(allowed)}" + _did_you_mean(
+        return f"{key}.method: {short(value.get('method') if isinstance(value, dict) else value)} is not a known method; allowed values: {', '.join(allowed)}" + _did_you_mean(
             err.get("ctx", {}).get("tag", ""), allowed
         )
     message = err["msg"]
@@ -806,4 +962,4 @@ def format_error(err: dict, raw: dict) -> str:
         return message
     if isinstance(value, dict):
         return f"{key}: {message}"
-    return f"{key}: {message} (got {value!r})"
+    return f"{key}: {message} (got {short(value)})"

@@ -94,9 +94,11 @@ def prepare(config: Config | str | Path | dict) -> graph.Plan:
                           "illumination field; illumination correction needs fields of view of one size")
     if config.evaluate is not None:
         try:
-            check_template(config.evaluate.labels, dataset.sources)
+            warning = check_template(config.evaluate.labels, dataset.sources)
         except InputError as e:
             raise ConfigError(str(e)) from None
+        if warning:
+            log.warning("scip: warning: %s", warning)
     try:
         return graph.plan(config, dataset)
     except ValueError as e:  # e.g. channel names that make the same column name

@@ -215,6 +215,9 @@ def test_fields_with_label_template(tmp_path):
 
 
 def test_missing_ground_truth_is_reported(blobs_tiff, tmp_path):
+    # A template that matches no file at all is a config error (tests/test_config_safety.py); a file
+    # that exists but cannot be read is this image's evaluation error.
+    (tmp_path / "good_labels.tif").write_bytes(b"not a TIFF")
     config = {"input": {"path": str(blobs_tiff)}, "evaluate": {"labels": str(tmp_path / "{image_id}_labels.tif")}}
     summary, _, _ = check_accounting(run_sync(config, tmp_path))
     assert summary["evaluation"]["images_without_truth"] == 1

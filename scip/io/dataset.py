@@ -4,8 +4,65 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import regex
+
+from scip._hints import short
+from scip.io.channels import InputError
 from scip.io.limits import ImageBudget
 from scip.records import Source
+
+#: Seconds one file name may take to match ``input.pattern``. A sane pattern takes microseconds;
+#: nested repetition such as ``(a|aa)+`` can backtrack for hours on a long name.
+PATTERN_TIMEOUT = 1.0
+
+
+def compile_pattern(pattern: str) -> regex.Pattern:
+    """``input.pattern`` compiled with the ``regex`` engine, whose matches can be given a time limit.
+
+    Parameters
+    ----------
+    pattern : str
+        A regular expression with named groups (validated by the config).
+
+    Returns
+    -------
+    regex.Pattern
+        Use it through :func:`match_name`.
+    """
+    return regex.compile(pattern)
+
+
+def match_name(compiled: regex.Pattern, name: str, timeout: float = PATTERN_TIMEOUT) -> regex.Match | None:
+    """Match a whole file name against ``input.pattern``, within ``timeout`` seconds.
+
+    Parameters
+    ----------
+    compiled : regex.Pattern
+        From :func:`compile_pattern`.
+    name : str
+        A file name (no folder).
+    timeout : float
+        Seconds the match may take.
+
+    Returns
+    -------
+    regex.Match or None
+        The match, or ``None`` when the name does not match.
+
+    Raises
+    ------
+    InputError
+        The match took longer than ``timeout``: the message names the pattern
+        and the file, instead of hanging silently.
+    """
+    try:
+        return compiled.fullmatch(name, timeout=timeout)
+    except TimeoutError:
+        raise InputError(
+            f"input.pattern: matching {short(compiled.pattern, 120)} against the file name {short(name, 120)} took "
+            f"more than {timeout:g} s (catastrophic backtracking, e.g. nested repetition such as '(a+)+' or "
+            "'(a|aa)+'); simplify the pattern, e.g. '(?P<id>[^_]+)_(?P<channel>\\w+)\\.tiff'"
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import string
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
+from scip._hints import short
 from scip.io import ifc_zarr
 from scip.io.channels import InputError
 from scip.records import ImageRecord, Source
@@ -25,26 +27,84 @@ def truth_kind(template: str) -> str:
     return "file" if Path(template).is_file() else "ifc"
 
 
-def check_template(template: str, sources: tuple[Source, ...]) -> None:
-    """Fail early (a configuration error) when the ground truth cannot serve these images."""
+def check_template(template: str, sources: tuple[Source, ...]) -> str | None:
+    """Fail early (a configuration error) when the ground truth cannot serve these images.
+
+    Parameters
+    ----------
+    template : str
+        ``evaluate.labels``: an IFC zarr store, a label TIFF or a path template.
+    sources : tuple of Source
+        The images of the run.
+
+    Returns
+    -------
+    str or None
+        A warning when the ground truth covers only some of the images (those
+        without are evaluated as having no ground truth), else ``None``.
+
+    Raises
+    ------
+    InputError
+        The ground truth covers none of the images, or cannot be used at all;
+        the message names the template and an image and the path it gave.
+    """
     kind = truth_kind(template)
     if kind != "template":
         if kind == "file" and len(sources) == 1:
-            return  # one image, one label file
+            return None  # one image, one label file
         if not ifc_zarr.is_ifc_zarr(template):
             raise InputError(
                 f"evaluate.labels: {template} is not an IFC zarr store; give an IFC zarr with one label "
                 "image per event, a path template such as 'labels/{image_id}.tiff', or, for a single "
                 "input image, its label TIFF"
             )
-        return
+        return _check_ifc(template, sources)
     known = {"image_id", "index"} | set(sources[0].fields if sources else ())
     unknown = template_fields(template) - known
     if unknown:
         raise InputError(
-            f"evaluate.labels: template {template!r} uses unknown field(s) {', '.join(sorted(unknown))}; "
+            f"evaluate.labels: template {short(template, 300)} uses unknown field(s) {', '.join(sorted(unknown))}; "
             f"available: {', '.join(sorted(known))}"
         )
+    missing: list[tuple[Source, str]] = []
+    for source in sources:
+        try:
+            path = _truth_path(template, source)
+        except (ValueError, IndexError, KeyError) as e:  # a format spec that does not fit, e.g. {image_id:d}
+            raise InputError(f"evaluate.labels: template {short(template, 300)} cannot be filled in for image "
+                             f"{source.image_id!r}: {type(e).__name__}: {e}") from None
+        if not os.path.isfile(path):  # False, not an exception, for a name the file system refuses
+            missing.append((source, path))
+    if not missing:
+        return None
+    example, path = missing[0]
+    if len(missing) == len(sources):
+        raise InputError(
+            f"evaluate.labels: template {short(template, 300)} matches no file for any of the {len(sources)} images "
+            f"(image {example.image_id!r} gives {path}, which does not exist); check the folder and the fields"
+        )
+    return (f"evaluate.labels: template {short(template, 300)} has no file for {len(missing)} of the {len(sources)} images "
+            f"(e.g. image {example.image_id!r}: {path}); those are counted as having no ground truth")
+
+
+def _check_ifc(template: str, sources: tuple[Source, ...]) -> str | None:
+    try:
+        n_events = ifc_zarr.read_ifc_header(template).n_events
+    except ValueError as e:
+        raise InputError(f"evaluate.labels: {e}") from None
+    beyond = [s for s in sources if s.index >= n_events]
+    if not beyond:
+        return None
+    if len(beyond) == len(sources):
+        raise InputError(f"evaluate.labels: {template} holds {n_events} label images, none for the "
+                         f"{len(sources)} input images (e.g. event {beyond[0].index})")
+    return (f"evaluate.labels: {template} holds {n_events} label images, none for {len(beyond)} of the "
+            f"{len(sources)} input images (e.g. event {beyond[0].index}); those are counted as having no ground truth")
+
+
+def _truth_path(template: str, source: Source) -> str:
+    return template.format(image_id=source.image_id, index=source.index, **source.fields)
 
 
 def attach_truth(records: list[ImageRecord], template: str) -> list[ImageRecord]:
@@ -79,7 +139,7 @@ def _plane(truth: np.ndarray, source: Source) -> np.ndarray | str:
 
 def _attach_tiff(record: ImageRecord, template: str) -> ImageRecord:
     source = record.source
-    path = template.format(image_id=source.image_id, index=source.index, **source.fields)
+    path = _truth_path(template, source)
     try:
         truth = tifffile.imread(path)
     except Exception as e:  # noqa: BLE001 - reported as this image's evaluation error

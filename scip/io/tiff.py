@@ -25,8 +25,9 @@ import numpy as np
 import tifffile
 import zarr
 
+from scip._hints import short
 from scip.io.channels import InputError, default_names, select_channels
-from scip.io.dataset import Dataset
+from scip.io.dataset import Dataset, compile_pattern, match_name
 from scip.io.limits import ImageBudget, check_size
 from scip.records import Source
 
@@ -114,7 +115,11 @@ def _header(path: Path) -> tuple[tuple[int, ...], str]:
 
 
 def _header_channels(path: Path, header: tuple[tuple[int, ...], str] | None = None) -> int:
-    shape, axes = header if header is not None else _header(path)
+    try:
+        shape, axes = header if header is not None else _header(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable header; the count is needed before the run
+        raise InputError(f"input.path: cannot read {path} to count its channels ({type(e).__name__}: {str(e)[:200]}); "
+                         "fix or remove the file, or list the channels in input.channels") from None
     try:
         if z_planes(shape, axes) > 1:
             _, c = _czyx_order(shape, axes)
@@ -149,18 +154,18 @@ def discover_tiff(path: Path, pattern: str | None, channels: list[str] | None, u
         raise InputError(f"input.path: no .tif/.tiff files found at {path}")
     if pattern is None:
         return _multichannel(files, {}, channels, use_channels, ())
-    regex = re.compile(pattern)
+    regex = compile_pattern(pattern)
     matched: list[tuple[Path, dict[str, str]]] = []
     unmatched = []
     for f in files:
-        m = regex.fullmatch(f.name)
+        m = match_name(regex, f.name)
         if m is None:
             unmatched.append(str(f))
         else:
             matched.append((f, m.groupdict()))
     if not matched:
         raise InputError(
-            f"input.pattern: {pattern!r} matches none of the {len(files)} TIFF files in {path} "
+            f"input.pattern: {short(pattern, 200)} matches none of the {len(files)} TIFF files in {path} "
             f"(e.g. {files[0].name!r}); the pattern must match the whole file name"
         )
     if "channel" in regex.groupindex:
@@ -205,7 +210,7 @@ def _per_channel(matched, channels, use_channels, unmatched, pattern) -> Dataset
     extra = [c for c in found_channels if c not in stored]
     if extra:
         raise InputError(
-            f"input.channels: files have channel values {extra} (group 'channel' of {pattern!r}) "
+            f"input.channels: files have channel values {short(extra, 200)} (group 'channel' of {short(pattern, 200)}) "
             f"that are not listed; listed: {', '.join(stored)}"
         )
     loaded, index = select_channels(stored, use_channels, "the channel values found in the file names")

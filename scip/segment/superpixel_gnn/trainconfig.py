@@ -14,11 +14,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from scip._hints import did_you_mean
-from scip.config import ConfigError, read_config_file
+from scip._hints import did_you_mean, short
+from scip.config import ConfigError, parse_yaml, read_config_file
 from scip.segment.unet.trainconfig import DataConfig
 
 from .superpixels import DEFAULT_COMPACTNESS, DEFAULT_SIZE
@@ -72,16 +71,16 @@ def training_kind(source: str | Path | dict) -> str:
     raw: Any = source
     if not isinstance(source, dict):
         try:
-            raw = yaml.safe_load(Path(source).read_text())
-        except (OSError, yaml.YAMLError):
+            raw = parse_yaml(Path(source).read_bytes(), str(source))
+        except (OSError, ConfigError):
             return "unet"
     if not isinstance(raw, dict) or "kind" not in raw:
         return "unet"
     if raw["kind"] != "superpixel_gnn":
         origin = "mapping" if isinstance(source, dict) else str(source)
-        raise ConfigError(f"invalid training configuration in {origin}:\n  - kind: unknown kind {raw['kind']!r}; "
+        raise ConfigError(f"invalid training configuration in {origin}:\n  - kind: unknown kind {short(raw['kind'])}; "
                           "allowed: superpixel_gnn (leave kind out for a U-Net)"
-                          + did_you_mean(str(raw["kind"]), ["superpixel_gnn"]))
+                          + did_you_mean(raw["kind"], ["superpixel_gnn"]))
     return "superpixel_gnn"
 
 
@@ -92,7 +91,7 @@ def _format(err: dict) -> str:
         return f"{key}: unknown key; allowed keys: {', '.join(allowed)}" + did_you_mean(err["loc"][-1], allowed, 0.5)
     if err["type"] == "missing":
         return f"{key}: required key is missing"
-    return f"{key}: {re.sub(r'^Value error, ', '', err['msg'])} (got {err.get('input')!r})"
+    return f"{key}: {re.sub(r'^Value error, ', '', err['msg'])} (got {short(err.get('input'))})"
 
 
 def load_gnn_train_config(source: str | Path | dict, *, base_dir: str | Path | None = None,

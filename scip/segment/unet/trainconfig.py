@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from scip._hints import did_you_mean
+from scip._hints import did_you_mean, short
 from scip.config import ConfigError, read_config_file
 
 __all__ = ["TrainConfig", "DataConfig", "ArchConfig", "AugmentConfig", "load_train_config", "FREEZE_PATTERN"]
@@ -135,7 +135,7 @@ def _format(err: dict) -> str:
     message = re.sub(r"^Value error, ", "", err["msg"])
     if err["type"] == "string_pattern_mismatch" and key == "freeze":
         message = "expected encoder, decoder, all or last:<k> (k >= 1)"
-    return f"{key}: {message} (got {err.get('input')!r})"
+    return f"{key}: {message} (got {short(err.get('input'))})"
 
 
 def load_train_config(source: str | Path | dict, *, base_dir: str | Path | None = None,
