@@ -68,6 +68,12 @@ def test_killed_run_resumes_to_the_same_table(fields, tmp_path):
     assert not manifest["complete"] and manifest["reductions"] is not None
     done_before = len(list((out / "progress").glob("part-*.json")))
     assert 3 <= done_before < N_FIELDS
+    # The table of the killed run is refused, or read partially when asked for.
+    with pytest.raises(scip.IncompleteRunError, match=rf"of {N_FIELDS} partitions are missing.*--resume"):
+        scip.read(out)
+    with pytest.warns(UserWarning, match="partitions that verify"):
+        partial = scip.read(out, partial=True)
+    assert 0 < len(partial) < len(reference.read())
 
     resumed = scip_run(cfg_path, "--resume")
     output = resumed.communicate(timeout=300)[0].decode()
