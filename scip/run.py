@@ -228,7 +228,8 @@ def _prepare_output(path: Path, overwrite: bool, p: graph.Plan, parts: list) -> 
             "--overwrite removes only the files a scip run recorded in the folder's manifest.json, so these are "
             "left alone: move or delete them yourself, or choose another folder"
         )
-    for name in sorted(removable):
+    # The old manifest last: until then it still records what is left, should this be interrupted.
+    for name in sorted(removable, key=lambda n: (n == "manifest.json", n)):
         (out / name).unlink(missing_ok=True)
     for folder in _OUR_FOLDERS:
         target = out / folder

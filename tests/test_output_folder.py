@@ -364,7 +364,8 @@ def test_no_pickle_is_loaded_from_disk_anywhere_in_scip():
     source = Path(scip.__file__).parent
     offenders = [f"{p.relative_to(source)}:{i}" for p in source.rglob("*.py")
                  for i, line in enumerate(p.read_text().splitlines(), 1)
-                 if re.search(r"pickle\.loads?\(|allow_pickle\s*=\s*True|pd\.read_pickle|joblib\.load", line)]
+                 if re.search(r"pickle\.loads?\(|allow_pickle\s*=\s*True|pd\.read_pickle|joblib\.load", line)
+                 or ("torch.load(" in line and "weights_only=True" not in line)]
     assert offenders == []
 
 
