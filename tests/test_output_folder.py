@@ -351,7 +351,8 @@ def test_a_summary_of_the_wrong_shape_is_not_done(fields, tmp_path, reference, f
 
 def test_summary_json_round_trip():
     s = PartitionSummary(images=2, images_with_cells=1, cells_found=3, cells_exported=2,
-                         skipped=[{"kind": "cell", "label": np.int64(4), "value": np.float64(0.5), "threshold": float("nan")}],
+                         skipped=[{"kind": "cell", "label": np.int64(4), "value": np.float64(0.5),
+                                   "threshold": float("nan")}],
                          timings=Counter({"load": 0.25}), evaluation_errors=["no truth"],
                          samples=[{"crop": np.zeros((1, 2, 2))}])
     back = summary_from_json(json.loads(json.dumps(summary_to_json(s))))

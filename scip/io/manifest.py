@@ -48,15 +48,13 @@ from scip.io.atomic import atomic_path, sha256_file
 __all__ = ["MANIFEST", "ManifestError", "IncompleteRunError", "PartitionUnverified", "fingerprint",
            "write_manifest", "read_manifest", "reductions_to_json", "reductions_from_json", "differences",
            "input_stats", "changed_inputs", "record_files", "recorded_files", "part_name", "summary_name",
-           "samples_name", "save_partition", "load_partition", "check_complete", "VERIFY_MODES"]
+           "samples_name", "save_partition", "load_partition", "check_complete", "summarize_changes", "LAYOUT"]
 
 log = logging.getLogger("scip")
 
 MANIFEST = "manifest.json"
 #: Version of the manifest's layout; an older manifest is not trusted to say what its run wrote.
 LAYOUT = 2
-#: How input files are fingerprinted (``output.verify``).
-VERIFY_MODES = ("stat", "content")
 _SUMMARY_FORMAT = "scip-partition-summary"
 _SUMMARY_VERSION = 1
 #: Changed input files named in a refusal before "and N more".
@@ -155,7 +153,17 @@ def input_stats(paths: Iterable[str], content: bool = False) -> dict[str, dict]:
 def changed_inputs(old: dict[str, dict], new: dict[str, dict]) -> list[str]:
     """The input files that differ between two :func:`input_stats`, each with what changed.
 
-    Content hashes are compared only when both sides have them.
+    Parameters
+    ----------
+    old, new : dict
+        :func:`input_stats` of the first attempt (from its manifest) and now.
+
+    Returns
+    -------
+    list of str
+        ``"<path> (<what changed>)"`` per file, sorted by path: size, file
+        count (a store), modification time, or content. Content hashes are
+        compared only when both sides have them.
     """
     out = []
     for path in sorted(set(old) | set(new)):
@@ -174,7 +182,20 @@ def changed_inputs(old: dict[str, dict], new: dict[str, dict]) -> list[str]:
 
 
 def summarize_changes(changed: list[str], shown: int = _SHOWN) -> str:
-    """The first ``shown`` items, then "and N more"."""
+    """A list for a message, cut so that it stays readable.
+
+    Parameters
+    ----------
+    changed : list of str
+        The items (file names, with what changed).
+    shown : int
+        How many to name.
+
+    Returns
+    -------
+    str
+        The first ``shown`` items joined by commas, then "and N more".
+    """
     head = ", ".join(changed[:shown])
     return head + (f" and {len(changed) - shown} more" if len(changed) > shown else "")
 
