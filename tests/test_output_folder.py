@@ -156,6 +156,17 @@ def test_reusing_the_output_folders_own_correction_is_refused(fields, tmp_path):
     assert (out / "illumination.npz").read_bytes() == saved
 
 
+def test_ground_truth_under_a_name_we_write_is_refused_and_survives(fields, tmp_path):
+    out = tmp_path / "out"
+    labels = Path(shutil.copytree(fields.parent / "fields_labels", out / "progress"))
+    before = sorted(p.name for p in labels.iterdir())
+    cfg = config(fields, out, overwrite=True)
+    cfg["evaluate"] = {"labels": str(labels / "field{id}.tiff")}
+    with pytest.raises(ConfigError, match=r"evaluate.labels: .*field0.tiff lies in the output folder"):
+        scip.run(cfg, progress=False)
+    assert sorted(p.name for p in labels.iterdir()) == before
+
+
 def test_classification_files_are_recorded_and_removed_but_not_the_users(fields, tmp_path):
     out = tmp_path / "out"
     run(fields, out)
