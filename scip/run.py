@@ -619,6 +619,10 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
     _write_skipped(out / "skipped.csv", total.skipped)
     (out / "run.json").write_text(json.dumps(summary, indent=2, default=str))
     report.save_samples(out / report.SAMPLES_FILE, total.samples[:REPORT_CELLS])
+    for entry in manifest["partitions"]:
+        # What scip.read checks of a finished run, without opening every summary.
+        entry["bytes"] = (out / entry["part"]).stat().st_size
+        entry["rows"] = summaries[entry["index"]].cells_exported
     manifest["complete"] = True
     write_manifest(out, manifest)
     try:

@@ -306,7 +306,8 @@ def test_read_refuses_a_finished_run_whose_part_was_truncated(fields, tmp_path):
     run(fields, out)
     part = out / "cells" / "part-00003.parquet"
     part.write_bytes(part.read_bytes()[:100])
-    with pytest.raises(IncompleteRunError, match=r"finished, but 1 of 4 partitions .*part-00003 \(part is 100 bytes"):
+    with pytest.raises(IncompleteRunError,
+                       match=r"finished, but 1 of 4 partitions .*part-00003 \(part is 100 bytes, the manifest recorded"):
         scip.read(out)
 
 
