@@ -28,8 +28,11 @@ What is trusted, and how far:
 * ``--resume`` is refused when the config (outside ``cluster`` and
   ``output``), the image list, the scip version or any input file's size,
   mtime (or content, when recorded) changed.
-* :func:`scip.read` refuses the table of a run that is not ``complete``
-  (:class:`IncompleteRunError`) unless asked for a partial table.
+* :func:`scip.read` refuses the table of a run that is not ``complete``, or
+  whose parts are missing or changed size since it finished (the sizes are
+  recorded in ``partitions`` at the end), with :class:`IncompleteRunError`,
+  unless asked for a partial table (then only the partitions that verify are
+  read).
 """
 
 from __future__ import annotations
