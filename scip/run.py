@@ -3,6 +3,9 @@
 It validates the config, lists the images, prepares the output folder,
 computes the graph on a cluster with a progress bar, and writes the
 bookkeeping files: ``cells/part-*.parquet``, ``skipped.csv`` and ``run.json``.
+Every file it writes into the output folder is first recorded in
+``manifest.json`` (:mod:`scip.io.manifest`), and ``--overwrite`` removes
+only recorded files: never the input, never a file of the user's.
 """
 
 from __future__ import annotations
@@ -546,9 +549,12 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         Show a progress bar on the terminal.
     resume : bool
         Continue an interrupted run in the same output folder: the partitions
-        already written are kept, the others computed, with the reductions
+        already written are kept if they verify (size, SHA-256 and row count
+        recorded in their summaries), the others computed, with the reductions
         (thresholds, ranges, illumination) of the first attempt. The config
-        may differ only in its ``cluster`` and ``output`` sections.
+        may differ only in its ``cluster`` and ``output`` sections; the input
+        files, as fingerprinted by ``output.verify``, and the scip version must
+        be the same, else :class:`~scip.config.ConfigError` names what changed.
 
     Returns
     -------
@@ -560,7 +566,7 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
     config = p.config
     out = Path(config.output.path)
     parts = graph.partitions(p)
-    # Read before the output folder is cleared: it may be this folder's own earlier correction.
+    # Read first: a missing or broken saved correction is a config error before anything is written.
     saved = None
     if config.illumination is not None and config.illumination.reuse is not None:
         saved = _load_illumination(config.illumination.reuse)
