@@ -4,13 +4,23 @@ Each partition reports a :class:`PartitionSummary`; the run adds them up.
 The invariant the tests check: every cell found is either exported or listed
 in ``skipped.csv`` with a reason, and every image either gave cells or is
 listed there too.
+
+A summary is saved as JSON (:func:`summary_to_json`, :func:`summary_from_json`),
+never pickled: a resumed run reads it back from the output folder, which
+anyone may have written to, so reading it must not be able to run code, and a
+file with the wrong shape must be refused, not half-used.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import typing
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
+
+import numpy as np
 
 from scip.records import CellRecord, ImageRecord
 
@@ -99,3 +109,102 @@ def summarize(records: Iterable[ImageRecord | CellRecord]) -> PartitionSummary:
         else:
             s.skipped.append(_skipped_row(r))
     return s
+
+
+#: Fields that hold arrays and are saved apart (``report.save_samples``), not in the JSON.
+ARRAY_FIELDS = ("samples",)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars and tuples turned into JSON types (recursively)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def summary_to_json(summary: PartitionSummary) -> dict[str, Any]:
+    """A summary as plain JSON types, every field but :data:`ARRAY_FIELDS`.
+
+    Generic over the dataclass's fields, so a field added later is saved
+    without touching this function (its type must be one
+    :func:`summary_from_json` can check: int, float, str, ``Counter``, dict,
+    or a list of those).
+
+    Parameters
+    ----------
+    summary : PartitionSummary
+
+    Returns
+    -------
+    dict
+        Field name to value; ``Counter`` fields become plain dicts.
+    """
+    return {f.name: _plain(dict(v) if isinstance(v := getattr(summary, f.name), Counter) else v)
+            for f in dataclasses.fields(summary) if f.name not in ARRAY_FIELDS}
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _checked(value: Any, kind: Any, where: str) -> Any:
+    """``value`` if it has type ``kind`` (a field's annotation), else :class:`ValueError` naming ``where``."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = _is_number(value)
+    elif kind is str:
+        ok = isinstance(value, str)
+    elif kind is Counter or origin is Counter:
+        ok = isinstance(value, dict) and all(isinstance(k, str) and _is_number(v) and not math.isnan(v)
+                                             for k, v in value.items())
+        if ok:
+            return Counter(value)
+    elif kind is dict or origin is dict:
+        ok = isinstance(value, dict)
+    elif kind is list or origin is list:
+        ok = isinstance(value, list)
+        if ok and args:
+            return [_checked(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    elif kind is Any:
+        ok = True
+    else:
+        raise TypeError(f"PartitionSummary.{where}: no JSON check for type {kind!r}; add one to _checked")
+    if not ok:
+        raise ValueError(f"{where}: expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
+    return value
+
+
+def summary_from_json(data: Any) -> PartitionSummary:
+    """The inverse of :func:`summary_to_json`, checking every value's type.
+
+    Parameters
+    ----------
+    data : Any
+        Parsed JSON, from a file nobody vouches for.
+
+    Returns
+    -------
+    PartitionSummary
+        With :data:`ARRAY_FIELDS` empty; fields missing from ``data`` keep
+        their defaults (a summary saved before a field was added).
+
+    Raises
+    ------
+    ValueError
+        ``data`` is not a mapping, names an unknown field, or holds a value of
+        the wrong type (the message names the field).
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"a partition summary is a JSON object, got {type(data).__name__}")
+    hints = typing.get_type_hints(PartitionSummary)
+    names = {f.name for f in dataclasses.fields(PartitionSummary)} - set(ARRAY_FIELDS)
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(map(str, unknown))}")
+    return PartitionSummary(**{name: _checked(value, hints[name], name) for name, value in data.items()})

@@ -666,10 +666,20 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _record_in_run(path: Path, names: list[str]) -> None:
+    """Record files about to be written into a run's own folder in its manifest, so --overwrite may remove them."""
+    from scip.io.manifest import record_files
+
+    run = path.parent
+    if path.name in ("classification", "predictions.csv") and (run / "manifest.json").is_file():
+        record_files(run, names)
+
+
 def _write(result: ClassificationResult, out: Path, on: list[str], target: str, group: str | None) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"classification": out / "classification.json", "model": out / "model.json",
              "model_meta": out / "model_meta.json", "cv_predictions": out / "cv_predictions.csv"}
+    _record_in_run(out, [f"{out.name}/{p.name}" for p in paths.values()])
+    out.mkdir(parents=True, exist_ok=True)
     result.out, result.paths = out, paths
     result.model.save_model(paths["model"])
     meta = {"features": result.features, "classes": result.classes, "target": target, "on": on, "group": group,
@@ -745,6 +755,7 @@ def predict(model_dir: str | os.PathLike, table: pd.DataFrame | str | os.PathLik
         result[f"proba_{c}"] = proba[:, j]
     if out is not None:
         out = Path(out)
+        _record_in_run(out, [out.name])
         out.parent.mkdir(parents=True, exist_ok=True)
         result.to_csv(out, index=False)
     return result

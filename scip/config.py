@@ -459,6 +459,8 @@ class OutputConfig(_Section):
     path: Path = Path("results")
     overwrite: bool = False
     formats: list[Literal["parquet", "anndata", "csv"]] = ["parquet"]
+    #: How ``--resume`` recognizes changed input files: ``stat`` (size and mtime) or ``content`` (also SHA-256).
+    verify: Literal["stat", "content"] = "stat"
 
     @field_validator("formats", mode="before")
     @classmethod

@@ -34,7 +34,6 @@ import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import pickle
 from contextlib import nullcontext
 
 import dask
@@ -45,11 +44,11 @@ from dask import delayed
 
 from scip.accounting import PartitionSummary, summarize
 from scip.cluster import Routing
-from scip.io.atomic import atomic_path
 from scip.config import Config
 from scip.io import Dataset, ReadSpec, open_dataset, read_images
 from scip.io.ground_truth import attach_truth
 from scip.io.limits import ImageBudget, image_budget
+from scip.io.manifest import save_partition, summary_name
 from scip.io.parquet import arrow_schema, write_part
 from scip.records import CellRecord, ImageRecord, Source, skipped
 from scip.steps.cells import split_cells
@@ -280,21 +279,20 @@ def build_dataframe(p: Plan, cells: db.Bag | None = None, bounds: list | None = 
 
 
 def summary_path(directory: str | Path, index: int) -> Path:
-    """Where partition ``index``'s summary is kept, so a resumed run can count it without recomputing."""
-    return Path(directory) / f"part-{index:05d}.pkl"
+    """Where partition ``index``'s summary (JSON) is kept in the ``progress`` folder ``directory``."""
+    return Path(directory) / Path(summary_name(index)).name
 
 
 def _write(records: list, index: int, directory: str, columns: dict[str, str],
            progress: str | None) -> PartitionSummary:
     start = time.perf_counter()
     frame = cells_frame(records, columns)
-    write_part(frame, Path(directory) / f"part-{index:05d}.parquet", arrow_schema(columns))
+    part = write_part(frame, Path(directory) / f"part-{index:05d}.parquet", arrow_schema(columns))
     summary = summarize(records)
     summary.timings["export"] += time.perf_counter() - start
     if progress is not None:
-        # After the part: a summary on disk means its part is complete.
-        with atomic_path(summary_path(progress, index)) as tmp:
-            tmp.write_bytes(pickle.dumps(summary, protocol=pickle.HIGHEST_PROTOCOL))
+        # After the part, with its size and checksum: what --resume verifies before trusting the part.
+        save_partition(progress, index, part, summary)
     return summary
 
 
@@ -305,7 +303,9 @@ def build_writes(p: Plan, directory: str | Path, cells: db.Bag | None = None, bo
 
     ``samples``: cells per partition whose crops travel back in the summary,
     for the report. ``progress``: a folder where each partition's summary is
-    also saved (after its part), which is what ``--resume`` reads. Compute
+    also saved (after its part, as JSON with the part's row count, size and
+    SHA-256; the sampled crops beside it in ``.npz``), which is what
+    ``--resume`` reads and verifies. Compute
     only the tasks of the partitions you need: the others are not computed.
     """
     bag = build_features(p, cells, bounds, ranges, samples, routing)

@@ -3,6 +3,9 @@
 It validates the config, lists the images, prepares the output folder,
 computes the graph on a cluster with a progress bar, and writes the
 bookkeeping files: ``cells/part-*.parquet``, ``skipped.csv`` and ``run.json``.
+Every file it writes into the output folder is first recorded in
+``manifest.json`` (:mod:`scip.io.manifest`), and ``--overwrite`` removes
+only recorded files: never the input, never a file of the user's.
 """
 
 from __future__ import annotations
@@ -11,9 +14,7 @@ import csv
 import json
 import logging
 import math
-import pickle
 import platform
-import shutil
 import sys
 import time
 from collections import Counter
@@ -29,9 +30,11 @@ from scip.config import Config, ConfigError, load_config
 from scip.io import InputError, open_dataset
 from scip.io.ground_truth import check_template
 from scip.io.limits import format_bytes, image_budget
-from scip.io.manifest import (ManifestError, differences, fingerprint, read_manifest, reductions_from_json,
-                              reductions_to_json, write_manifest)
-from scip.io.tables import feature_descriptions, write_formats
+from scip.io.manifest import (LAYOUT, ManifestError, PartitionUnverified, changed_inputs, differences, fingerprint,
+                              input_stats, load_partition, part_name, read_manifest, record_files, recorded_files,
+                              reductions_from_json, reductions_to_json, samples_name, summarize_changes,
+                              summary_name, write_manifest)
+from scip.io.tables import FILES, feature_descriptions, write_formats
 from scip.records import CellRecord
 from scip.reduce import filters as cell_filters
 from scip.reduce import illumination
@@ -45,8 +48,11 @@ __all__ = ["RunResult", "Reductions", "run", "prepare", "reduce", "OUTPUT_FILES"
 #: Cells per run kept (crop and mask) for the montage of report.html.
 REPORT_CELLS = 48
 
+#: Names a run, ``scip classify`` and ``scip predict`` write at the top of an output folder.
 OUTPUT_FILES = ("cells", "run.json", "skipped.csv", "illumination.npz", "cells.h5ad", "cells.csv", "report.html",
                 "report_cells.npz", "classification", "predictions.csv", "manifest.json", "progress")
+#: Folders of ours that ``--overwrite`` removes once the files recorded in them are gone, if nothing else is left.
+_OUR_FOLDERS = ("cells", "progress", "classification")
 #: Steps of the reductions' own tasks, by function name (with :data:`scip.graph.STEPS`).
 _REDUCE_STEPS = {"measures_of": "reduce", "groups_of": "reduce", "partials_of": "reduce"}
 _VERSIONS = ("scip", "numpy", "scipy", "scikit-image", "pandas", "pyarrow", "dask", "distributed", "zarr",
@@ -61,11 +67,19 @@ class RunResult:
     table: Path
     summary: dict
 
-    def read(self):
-        """The feature table as a pandas DataFrame."""
+    def read(self, partial: bool = False):
+        """The feature table as a pandas DataFrame.
+
+        Parameters
+        ----------
+        partial : bool
+            Read the partitions that verify even when the run did not finish
+            (with a warning); by default an incomplete run raises
+            :class:`scip.io.manifest.IncompleteRunError`.
+        """
         from scip.io.tables import read
 
-        return read(self.table)
+        return read(self.table, partial=partial)
 
 
 def prepare(config: Config | str | Path | dict) -> graph.Plan:
@@ -105,25 +119,129 @@ def prepare(config: Config | str | Path | dict) -> graph.Plan:
         raise ConfigError(f"input.channels: {e}") from None
 
 
-def _prepare_output(path: Path, overwrite: bool) -> Path:
-    existing = [name for name in OUTPUT_FILES if (path / name).exists()]
+def _input_paths(p: graph.Plan, out: Path) -> list[tuple[str, Path]]:
+    """What this run reads, as ``(config key, path)``: input folder, labels, saved correction, and the input files
+    themselves when they could lie inside ``out``."""
+    config = p.config
+    paths = [("input.path", Path(config.input.path))]
+    if config.illumination is not None and config.illumination.reuse is not None:
+        paths.append(("illumination.reuse", Path(config.illumination.reuse)))
+    if config.evaluate is not None:
+        template = config.evaluate.labels
+        if "{" not in template:
+            paths.append(("evaluate.labels", Path(template)))
+        else:
+            for s in p.dataset.sources:
+                try:
+                    paths.append(("evaluate.labels", Path(template.format(image_id=s.image_id, index=s.index,
+                                                                          **s.fields))))
+                except (KeyError, IndexError, ValueError):
+                    continue
+    root = Path(config.input.path).resolve()
+    if out == root or out.is_relative_to(root):
+        # Only then can input files lie in the output folder.
+        paths += [("input file", Path(f)) for s in p.dataset.sources for f in s.paths if f]
+    return paths
+
+
+def _check_overlap(p: graph.Plan, out: Path, ours: set[str]) -> None:
+    """Refuse an output folder where writing or removing our files could touch the input."""
+    for key, path in _input_paths(p, out):
+        path = path.resolve()
+        if path == out:
+            raise ConfigError(f"output.path: {out} is also {key}; write the results to another folder, "
+                              "never into the input itself")
+        if path.is_relative_to(out):
+            top = path.relative_to(out).parts[0]
+            if top in ours:
+                raise ConfigError(f"{key}: {path} lies in the output folder {out}, under {top!r}, a name scip "
+                                  "writes and --overwrite removes; move it out of the output folder, or choose "
+                                  "another output.path")
+
+
+def _planned_files(p: graph.Plan, parts: list) -> list[str]:
+    """Every file this run writes into the output folder, relative to it."""
+    config = p.config
+    files = [name for i in range(len(parts)) for name in (part_name(i), summary_name(i), samples_name(i))]
+    files += ["run.json", "skipped.csv", report.SAMPLES_FILE, report.REPORT_FILE]
+    if config.illumination is not None and config.illumination.reuse is None:
+        files.append("illumination.npz")
+    files += [FILES[f] for f in config.output.formats if f != "parquet"]
+    return files
+
+
+def _existing(out: Path, p: graph.Plan, parts: list) -> list[str]:
+    """Files in ``out`` at names this run writes, or that would pass for its results."""
+    found = [name for name in ("manifest.json", *_planned_files(p, parts)) if "/" not in name
+             and (out / name).exists()]
+    for folder in ("cells", "progress"):
+        if (out / folder).is_dir():
+            found += [f"{folder}/{f.name}" for f in sorted((out / folder).iterdir())
+                      if f.name.startswith(("part-", ".part-"))]
+        elif (out / folder).exists():
+            found.append(folder)
+    # A classification in the folder would be shown in the new report as if it described the new table.
+    if (out / report.CLASSIFICATION_FILE).exists():
+        found.append(report.CLASSIFICATION_FILE.as_posix())
+    return found
+
+
+def _removable(out: Path, manifest: dict) -> set[str]:
+    """The recorded files of an earlier run that may go: regular files inside ``out`` under names of ours."""
+    out_ok = set()
+    for rel in recorded_files(manifest):
+        if rel.split("/")[0] not in OUTPUT_FILES:
+            log.warning("scip: manifest.json lists %s, not a name scip writes; it is left alone", rel)
+            continue
+        for name in (rel, str(Path(rel).with_name(f".{Path(rel).name}.tmp").as_posix())):
+            target = out / name
+            if target.is_file() and not target.is_symlink() and target.resolve().is_relative_to(out):
+                out_ok.add(name)
+    return out_ok
+
+
+def _prepare_output(path: Path, overwrite: bool, p: graph.Plan, parts: list) -> Path:
+    """Make ``path`` ready for a new run; with ``overwrite``, remove exactly what the earlier run recorded.
+
+    Nothing is removed before every check has passed: the input must not lie
+    under a name we write, and every file at such a name must be one the
+    earlier run's manifest recorded (else the user's, and we refuse).
+    """
+    out = path.resolve()
+    manifest, why = None, ""
+    if (out / "manifest.json").exists():
+        try:
+            manifest = read_manifest(out)
+        except ManifestError as e:
+            why = f" ({e})"
+    else:
+        why = " (there is no manifest.json)"
+    recorded = recorded_files(manifest) if manifest is not None else []
+    _check_overlap(p, out, set(OUTPUT_FILES) | {r.split("/")[0] for r in recorded})
+    existing = _existing(out, p, parts)
     if existing and not overwrite:
         raise ConfigError(
-            f"output.path: {path} already holds results ({', '.join(existing)}); "
+            f"output.path: {path} already holds results ({summarize_changes(existing)}); "
             "choose another folder, or set output.overwrite: true (--overwrite)"
         )
+    removable = _removable(out, manifest) if overwrite and manifest is not None else set()
+    foreign = [name for name in existing if name not in removable and name != "manifest.json"]
+    if manifest is None and existing:
+        foreign = existing
+    if foreign:
+        raise ConfigError(
+            f"output.path: {path} holds {summarize_changes(foreign)}, which no scip run recorded writing{why}; "
+            "--overwrite removes only the files a scip run recorded in the folder's manifest.json, so these are "
+            "left alone: move or delete them yourself, or choose another folder"
+        )
+    # The old manifest last: until then it still records what is left, should this be interrupted.
+    for name in sorted(removable, key=lambda n: (n == "manifest.json", n)):
+        (out / name).unlink(missing_ok=True)
+    for folder in _OUR_FOLDERS:
+        target = out / folder
+        if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
+            target.rmdir()
     cells = path / "cells"
-    if cells.exists():
-        # Only our own part files go: the folder may hold things the user put there.
-        for part in cells.glob("part-*.parquet"):
-            part.unlink()
-    for name in OUTPUT_FILES[1:]:
-        target = path / name
-        if target.is_dir():
-            # A classification of the previous table would not describe the new one.
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
     cells.mkdir(parents=True, exist_ok=True)
     return cells
 
@@ -348,15 +466,25 @@ def _images(p: graph.Plan) -> list[tuple[str, tuple[str, ...]]]:
     return [(s.image_id, tuple(str(x) for x in s.paths)) for s in p.dataset.sources]
 
 
-def _new_manifest(p: graph.Plan, parts: list) -> dict:
-    config = p.config.model_dump(mode="json")
+def _input_files(p: graph.Plan) -> list[str]:
+    return list(dict.fromkeys(f for s in p.dataset.sources for f in s.paths if f))
+
+
+def _new_manifest(p: graph.Plan, parts: list, stats: bool = True) -> dict:
+    config = p.config
+    dumped = config.model_dump(mode="json")
+    verify = config.output.verify
     return {
+        "layout": LAYOUT,
         "scip": _versions()["scip"],
-        "fingerprint": fingerprint(config, _images(p)),
-        "config": config,
+        "fingerprint": fingerprint(dumped, _images(p), _versions()["scip"]),
+        "inputs": {"verify": verify,
+                   "files": input_stats(_input_files(p), content=verify == "content") if stats else {}},
+        "config": dumped,
         "partitions": [{"index": i, "images": len(part), "first_image": part[0].image_id,
-                        "last_image": part[-1].image_id, "part": f"cells/part-{i:05d}.parquet",
-                        "summary": f"progress/part-{i:05d}.pkl"} for i, part in enumerate(parts)],
+                        "last_image": part[-1].image_id, "part": part_name(i),
+                        "summary": summary_name(i)} for i, part in enumerate(parts)],
+        "files": ["manifest.json", *_planned_files(p, parts)],
         "reductions": None,
         "complete": False,
     }
@@ -368,27 +496,43 @@ def _resumable(out: Path, p: graph.Plan, parts: list) -> dict:
         manifest = read_manifest(out)
     except ManifestError as e:
         raise ConfigError(f"--resume: {e}") from None
-    new = _new_manifest(p, parts)
-    if manifest["fingerprint"] != new["fingerprint"]:
+    new = _new_manifest(p, parts, stats=False)
+    old_print, new_print = manifest["fingerprint"], new["fingerprint"]
+    if old_print != new_print:
         changed = differences(manifest["config"], new["config"])
-        if manifest["fingerprint"].get("images") != new["fingerprint"]["images"]:
-            changed.append(f"the input images ({manifest['fingerprint'].get('n_images')} then, "
-                           f"{new['fingerprint']['n_images']} now, or other files)")
+        if old_print.get("images") != new_print["images"]:
+            changed.append(f"the input images ({old_print.get('n_images')} then, "
+                           f"{new_print['n_images']} now, or other files)")
+        if old_print.get("scip") != new_print["scip"]:
+            changed.append(f"the scip version ({old_print.get('scip')} then, {new_print['scip']} now)")
         raise ConfigError(f"--resume: {out} was computed with a different run: " + "; ".join(changed or ["(format)"])
                           + ". Resume with the same config and input, or run again with --overwrite")
+    inputs = manifest.get("inputs") if isinstance(manifest.get("inputs"), dict) else {}
+    recorded = inputs.get("files") if isinstance(inputs.get("files"), dict) else {}
+    content = inputs.get("verify") == "content"
+    if p.config.output.verify == "content" and not content:
+        log.warning("scip: --resume: the first attempt recorded no content hashes (output.verify: stat); "
+                    "the input is checked by size and modification time only")
+    changed = changed_inputs(recorded, input_stats(_input_files(p), content=content))
+    if changed:
+        raise ConfigError(f"--resume: {len(changed)} input file(s) changed since the first attempt in {out}: "
+                          f"{summarize_changes(changed)}. Its partitions would mix old and new input: restore the "
+                          "input, or run again with --overwrite")
     return manifest
 
 
 def _done(out: Path, n: int) -> dict[int, PartitionSummary]:
-    """Summaries of the partitions already complete in ``out``: part and summary both on disk."""
-    done = {}
+    """Summaries of the partitions already complete in ``out``: those whose part verifies against its summary."""
+    done, redo = {}, []
     for i in range(n):
-        part, summary = out / "cells" / f"part-{i:05d}.parquet", graph.summary_path(out / "progress", i)
-        if part.is_file() and summary.is_file():
-            try:
-                done[i] = pickle.loads(summary.read_bytes())
-            except Exception:  # noqa: BLE001 - an unreadable summary: compute that partition again
-                continue
+        try:
+            done[i] = load_partition(out, i)
+        except PartitionUnverified as e:
+            if (out / summary_name(i)).exists() or (out / part_name(i)).exists():
+                redo.append(f"part-{i:05d} ({e})")
+    if redo:
+        log.info("scip: --resume: %d partition(s) do not verify and are computed again: %s", len(redo),
+                 summarize_changes(redo))
     return done
 
 
@@ -408,9 +552,12 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         Show a progress bar on the terminal.
     resume : bool
         Continue an interrupted run in the same output folder: the partitions
-        already written are kept, the others computed, with the reductions
+        already written are kept if they verify (size, SHA-256 and row count
+        recorded in their summaries), the others computed, with the reductions
         (thresholds, ranges, illumination) of the first attempt. The config
-        may differ only in its ``cluster`` and ``output`` sections.
+        may differ only in its ``cluster`` and ``output`` sections; the input
+        files, as fingerprinted by ``output.verify``, and the scip version must
+        be the same, else :class:`~scip.config.ConfigError` names what changed.
 
     Returns
     -------
@@ -422,7 +569,7 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
     config = p.config
     out = Path(config.output.path)
     parts = graph.partitions(p)
-    # Read before the output folder is cleared: it may be this folder's own earlier correction.
+    # Read first: a missing or broken saved correction is a config error before anything is written.
     saved = None
     if config.illumination is not None and config.illumination.reuse is not None:
         saved = _load_illumination(config.illumination.reuse)
@@ -432,12 +579,14 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         resume = False
     if resume:
         manifest = _resumable(out, p, parts)
+        # output.formats may differ from the first attempt's.
+        record_files(out, _planned_files(p, parts), manifest)
         cells_dir = out / "cells"
         cells_dir.mkdir(parents=True, exist_ok=True)
         if saved is None and config.illumination is not None and manifest["reductions"] is not None:
             saved = _load_illumination(out / "illumination.npz")
     else:
-        cells_dir = _prepare_output(out, config.output.overwrite)
+        cells_dir = _prepare_output(out, config.output.overwrite, p, parts)
         manifest = _new_manifest(p, parts)
         write_manifest(out, manifest)
     (out / "progress").mkdir(exist_ok=True)
@@ -485,6 +634,10 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
     _write_skipped(out / "skipped.csv", total.skipped)
     (out / "run.json").write_text(json.dumps(summary, indent=2, default=str))
     report.save_samples(out / report.SAMPLES_FILE, total.samples[:REPORT_CELLS])
+    for entry in manifest["partitions"]:
+        # What scip.read checks of a finished run, without opening every summary.
+        entry["bytes"] = (out / entry["part"]).stat().st_size
+        entry["rows"] = summaries[entry["index"]].cells_exported
     manifest["complete"] = True
     write_manifest(out, manifest)
     try:

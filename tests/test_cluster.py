@@ -129,7 +129,7 @@ def test_a_worker_killed_mid_run_does_not_fail_it(fields, tmp_path):
         def kill_when_a_part_is_written():
             deadline = time.time() + 120
             while time.time() < deadline:
-                if list((out / "progress").glob("part-*.pkl")):
+                if list((out / "progress").glob("part-*.json")):
                     pid = next(iter(pids.values()))
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)

@@ -57,7 +57,7 @@ def test_killed_run_resumes_to_the_same_table(fields, tmp_path):
     deadline = time.time() + 180
     written: list = []
     while time.time() < deadline and proc.poll() is None:
-        written = sorted((out / "progress").glob("part-*.pkl"))
+        written = sorted((out / "progress").glob("part-*.json"))
         if len(written) >= 3:
             os.killpg(proc.pid, signal.SIGKILL)
             break
@@ -66,8 +66,14 @@ def test_killed_run_resumes_to_the_same_table(fields, tmp_path):
     assert proc.returncode == -signal.SIGKILL, proc.stdout.read().decode()
     manifest = json.loads((out / "manifest.json").read_text())
     assert not manifest["complete"] and manifest["reductions"] is not None
-    done_before = len(list((out / "progress").glob("part-*.pkl")))
+    done_before = len(list((out / "progress").glob("part-*.json")))
     assert 3 <= done_before < N_FIELDS
+    # The table of the killed run is refused, or read partially when asked for.
+    with pytest.raises(scip.IncompleteRunError, match=rf"of {N_FIELDS} partitions are missing.*--resume"):
+        scip.read(out)
+    with pytest.warns(UserWarning, match="partitions that verify"):
+        partial = scip.read(out, partial=True)
+    assert 0 < len(partial) < len(reference.read())
 
     resumed = scip_run(cfg_path, "--resume")
     output = resumed.communicate(timeout=300)[0].decode()
@@ -90,7 +96,7 @@ def test_a_stale_part_without_summary_is_recomputed(fields, tmp_path):
     out = tmp_path / "out"
     reference = scip.run(config(fields, out), progress=False)
     expected = table(out)
-    (out / "progress" / "part-00002.pkl").unlink()
+    (out / "progress" / "part-00002.json").unlink()
     (out / "cells" / "part-00005.parquet").unlink()
     result = scip.run(config(fields, out), progress=False, resume=True)
     assert result.summary["partitions"]["computed"] == 2

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scip.io.atomic import atomic_path
+from scip.io.atomic import atomic_path, sha256_file
 
 
 def arrow_schema(columns: dict[str, str]) -> pa.Schema:
@@ -19,13 +19,28 @@ def arrow_schema(columns: dict[str, str]) -> pa.Schema:
     return pa.schema([(name, types[kind]) for name, kind in columns.items()])
 
 
-def write_part(frame: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema) -> None:
-    """Write ``frame`` to ``path`` atomically (temporary name, then rename).
+def write_part(frame: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema) -> dict:
+    """Write ``frame`` to ``path`` atomically and durably (temporary name, fsync, rename).
 
     Every part has the full schema, also when it holds no rows, so the
     dataset reads as one table with ``pandas.read_parquet`` or
     ``dask.dataframe.read_parquet``, and an interrupted write never leaves a
     truncated file under the final name.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The rows, with at least the schema's columns.
+    path : str or os.PathLike
+        The part's final name.
+    schema : pyarrow.Schema
+        The table's schema (:func:`arrow_schema`).
+
+    Returns
+    -------
+    dict
+        ``rows``, ``bytes`` and ``sha256`` of the file written: what a
+        resumed run checks before it trusts the part.
     """
     path = Path(path)
     # pyarrow's pandas conversion, and even pulling a thousand feature columns out of
@@ -40,3 +55,5 @@ def write_part(frame: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema) 
     table = pa.Table.from_arrays(arrays, schema=schema)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+        record = {"rows": table.num_rows, "bytes": tmp.stat().st_size, "sha256": sha256_file(tmp)}
+    return record

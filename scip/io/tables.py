@@ -78,12 +78,13 @@ import pyarrow.parquet as pq
 from scip.features import FeatureColumn
 from scip.features import columns as feature_columns
 from scip.io.atomic import atomic_path
+from scip.io.manifest import MANIFEST, IncompleteRunError, check_complete
 from scip.steps.export import table_columns
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
 
-__all__ = ["FORMATS", "FILES", "write_formats", "read", "feature_descriptions", "part_files"]
+__all__ = ["FORMATS", "FILES", "write_formats", "read", "feature_descriptions", "part_files", "IncompleteRunError"]
 
 #: Table formats a run can write; ``parquet`` is always written.
 FORMATS: tuple[str, ...] = ("parquet", "anndata", "csv")
@@ -361,7 +362,19 @@ def _resolve(path: Path, format: str) -> tuple[str, Path]:
     raise FileNotFoundError(f"{path}: no feature table: looked for {', '.join(looked.values())}")
 
 
-def read(output_dir: str | os.PathLike, format: str = "auto", lazy: bool = False) -> pd.DataFrame | dd.DataFrame:
+def _run_folder(path: Path) -> Path | None:
+    """The run folder (holding ``manifest.json``) that ``path`` is, or is the ``cells`` folder of."""
+    if not path.is_dir():
+        return None
+    if (path / MANIFEST).is_file():
+        return path
+    if path.name == FILES["parquet"] and (path.parent / MANIFEST).is_file():
+        return path.parent
+    return None
+
+
+def read(output_dir: str | os.PathLike, format: str = "auto", lazy: bool = False,
+         partial: bool = False) -> pd.DataFrame | dd.DataFrame:
     """Read the feature table of a run, whatever format it was written in.
 
     Parameters
@@ -379,6 +392,11 @@ def read(output_dir: str | os.PathLike, format: str = "auto", lazy: bool = False
         64 MB block of CSV; the index restarts in each partition). **h5ad is
         read eagerly** (it is one HDF5 file) and wrapped with
         :func:`dask.dataframe.from_pandas` in partitions of 100,000 rows.
+    partial : bool
+        For a run folder (or its ``cells`` folder) whose ``manifest.json``
+        says the run did not finish: warn and read the partitions that verify
+        instead of raising. Folders without a manifest (a plain table) and
+        single files are read as they are.
 
     Returns
     -------
@@ -397,9 +415,18 @@ def read(output_dir: str | os.PathLike, format: str = "auto", lazy: bool = False
     FileNotFoundError
         For a path that does not exist, or a folder without the table asked
         for (the message lists the files looked for).
+    IncompleteRunError
+        (a :class:`ValueError`) For a run that did not finish, or whose parts
+        went missing since, unless ``partial``: the message says how many
+        partitions are missing and that ``scip run --resume`` completes them.
     """
-    fmt, path = _resolve(Path(output_dir), format)
+    output_dir = Path(output_dir)
+    run = _run_folder(output_dir)
+    verified = check_complete(run, partial=partial) if run is not None else None
+    fmt, path = _resolve(output_dir, format)
     if fmt == "parquet":
+        if verified is not None:
+            return _read_parquet(path, lazy, files=verified)
         return _read_parquet(path, lazy)
     if fmt == "csv":
         return _read_csv(path, lazy)
@@ -418,8 +445,9 @@ def _with_dtypes(lazy_frame: dd.DataFrame, dtypes: dict[str, Any]) -> dd.DataFra
     return lazy_frame.map_partitions(pd.DataFrame.astype, dtypes, meta=meta)
 
 
-def _read_parquet(path: Path, lazy: bool) -> pd.DataFrame | dd.DataFrame:
-    files = [path] if path.is_file() else part_files(path)
+def _read_parquet(path: Path, lazy: bool, files: list[Path] | None = None) -> pd.DataFrame | dd.DataFrame:
+    if files is None:
+        files = [path] if path.is_file() else part_files(path)
     if lazy:
         import dask.dataframe as dd
 
