@@ -1,3 +1,4 @@
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -5,6 +6,44 @@ import pytest
 import tifffile
 
 DATA = Path(__file__).parent / "data"
+
+
+def data_source(file: str) -> dict[str, str]:
+    """The recorded origin of a file in ``tests/data`` (its row of ``tests/data/sources.csv``).
+
+    Parameters
+    ----------
+    file : str
+        Path relative to ``tests/data``, e.g. ``"mnfinder/rpe1_2198_crop.tif"``.
+
+    Returns
+    -------
+    dict
+        ``source`` (path in the shared data folder), ``image`` (the image's name as ``scip train`` records
+        it in a model's ``train_images``), ``rows`` and ``cols`` (the window cut out, empty for a whole image).
+    """
+    with open(DATA / "sources.csv", newline="") as f:
+        rows = {row["file"]: row for row in csv.DictReader(f)}
+    if file not in rows:
+        raise KeyError(f"{file} is not recorded in {DATA / 'sources.csv'}")
+    return rows[file]
+
+
+def assert_held_out(file: str, training: dict) -> None:
+    """Assert that the image ``file`` was cut from was neither trained on nor used to choose the model.
+
+    Parameters
+    ----------
+    file : str
+        A test image, relative to ``tests/data``.
+    training : dict
+        The ``training`` section of a model file's metadata (``train_images``, ``validation_images``).
+    """
+    # An empty list would make the check pass for any image.
+    assert training.get("train_images"), "the model file records no train_images"
+    seen = set(training["train_images"]) | set(training.get("validation_images") or [])
+    image = data_source(file)["image"]
+    assert image not in seen, f"{file} is cut from {image}, an image the model saw in training"
 
 
 @pytest.fixture
