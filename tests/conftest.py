@@ -1,11 +1,57 @@
 import csv
+import importlib
+import os
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import numpy as np
 import pytest
 import tifffile
 
 DATA = Path(__file__).parent / "data"
+
+#: Set (to anything but "" or "0") where every reference must be present: CI (.ci/run) sets it, so that a
+#: reference that failed to install fails its tests instead of skipping them and leaving CI green.
+REQUIRE_REFERENCES = "SCIP_REQUIRE_REFERENCES"
+
+
+def references_required() -> bool:
+    """Whether ``SCIP_REQUIRE_REFERENCES`` turns a missing reference into a failure."""
+    return os.environ.get(REQUIRE_REFERENCES, "") not in ("", "0")
+
+
+def missing_reference(what: str) -> NoReturn:
+    """Skip the calling test (or module) for want of ``what``; fail it under ``SCIP_REQUIRE_REFERENCES``.
+
+    Parameters
+    ----------
+    what : str
+        The missing package or program and why, as the skip or failure message shows it.
+    """
+    if references_required():
+        pytest.fail(f"{what} ({REQUIRE_REFERENCES} is set: a missing reference fails the test)", pytrace=False)
+    pytest.skip(f"{what} (set {REQUIRE_REFERENCES}=1 to fail instead)", allow_module_level=True)
+
+
+def require(module: str) -> ModuleType:
+    """Import a reference package for a comparison test: ``pytest.importorskip`` that CI can make strict.
+
+    Parameters
+    ----------
+    module : str
+        Dotted module name, e.g. ``"cellpose.dynamics"``.
+
+    Returns
+    -------
+    ModuleType
+        The imported module. Without it the test (or, at module level, the module) is skipped, or
+        fails when the environment variable ``SCIP_REQUIRE_REFERENCES`` is set.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        missing_reference(f"reference {module!r} cannot be imported: {error}")
 
 
 def data_source(file: str) -> dict[str, str]:

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
 from scip.metrics import match_labels
 from scip.segment import METHODS, li, otsu, remove_small_and_relabel, segment, spot, watershed
@@ -169,7 +170,6 @@ def test_remove_small_and_relabel():
 
 
 def test_watershed_on_dsb2018_nuclei():
-    tifffile = pytest.importorskip("tifffile")
     image = tifffile.imread(DSB / "image.tif")
     truth = tifffile.imread(DSB / "labels.tif")
     labels = segment(image, "watershed")

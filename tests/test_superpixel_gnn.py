@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 import tifffile
 
-torch = pytest.importorskip("torch")
+from conftest import assert_held_out, data_source, require
+
+torch = require("torch")
 
 import scip  # noqa: E402
 from scip import cli  # noqa: E402
@@ -21,8 +23,6 @@ from scip.segment.superpixel_gnn import modelfile  # noqa: E402
 from scip.segment.superpixel_gnn.predict import foreground_mask, foreground_probability  # noqa: E402
 from scip.segment.superpixel_gnn.superpixels import normalize_image, superpixels, tiles  # noqa: E402
 from scip.segment.superpixel_gnn.train import dice_of, fit, sample_of  # noqa: E402
-
-from conftest import assert_held_out, data_source  # noqa: E402
 
 #: Training data of the small models these tests train (cut from a training image of the shipped model).
 CROP = "mnfinder/rpe1_3_crop.tif"
