@@ -4,7 +4,8 @@ No model ships with scip or Cellpose's wheel, and nothing may be downloaded,
 so the end-to-end test builds a Cellpose network with random weights and
 saves it to a temporary file: it exercises loading, the network and the
 post-processing, not the quality of the masks. Cellpose (``cellpose<4``) is
-an optional test dependency.
+an optional test dependency (the tests that need it skip without it, and fail where
+SCIP_REQUIRE_REFERENCES is set, as in CI).
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from scip.segment import METHODS, flows, segment
 from scip.segment._flows_synthetic import cell_labels
 from scip.segment.cellpose import CellposeModelError, check_model, require_cellpose
 
+from conftest import require
+
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     """A Cellpose 3 network with random weights; its output layer scaled up so that its flows move pixels."""
-    torch = pytest.importorskip("torch")
-    models = pytest.importorskip("cellpose.models")
+    torch = require("torch")
+    models = require("cellpose.models")
     path = tmp_path_factory.mktemp("cellpose") / "random_cp3"
     torch.manual_seed(0)
     net = models.CellposeModel(pretrained_model=False, device=torch.device("cpu")).net
@@ -141,7 +144,7 @@ def test_two_channels_and_constant_images(stub, image):
 
 
 def test_bad_model_files_are_named(tmp_path, model_file):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     with pytest.raises(ValueError, match="pretrained_model"):
         METHODS["cellpose"](np.zeros((8, 8)))
     missing = tmp_path / "cyto3"

@@ -19,6 +19,8 @@ from scip.config import ClusterConfig, ConfigError, load_config
 from scip.datasets import write_example
 from scip.run import prepare
 
+from conftest import require
+
 FIELDS_PATTERN = r"field(?P<id>\d+)_(?P<channel>[A-Za-z]+)\.tiff"
 
 
@@ -162,7 +164,7 @@ def test_slurm_config_is_validated():
 
 def test_slurm_job_scripts(tmp_path):
     """CPU and GPU jobs: their directives, the resources their workers declare, TLS (no SLURM needed)."""
-    pytest.importorskip("dask_jobqueue")
+    require("dask_jobqueue")
     cfg = load_config({"input": {"path": "."}, "cluster": {"slurm": {
         "queue": "cpu", "cores": 4, "processes": 2, "memory": "8GiB", "walltime": "02:00:00",
         "job_extra_directives": ["--qos=normal"], "gpu": {"queue": "gpu", "gres": "gpu:a100:1", "jobs": 2},
@@ -198,7 +200,7 @@ def test_slurm_job_scripts(tmp_path):
 
 
 def test_slurm_without_tls_says_what_it_exposes(tmp_path, caplog):
-    pytest.importorskip("dask_jobqueue")
+    require("dask_jobqueue")
     slurm_cfg = load_config({"input": {"path": "."}, "cluster": {"security": False, "slurm": {
         "interface": "lo", "shared_temp_directory": str(tmp_path / "tls")}}}).cluster.slurm
     caplog.set_level("WARNING", logger="scip")
@@ -228,7 +230,7 @@ def _cluster_pids() -> set[int]:
 
 def test_local_cluster_listens_on_loopback_only():
     """Scheduler, nannies, workers and dashboard: no socket of the run listens beyond this machine."""
-    pytest.importorskip("psutil")
+    require("psutil")
     assert ClusterConfig().dashboard_address == "127.0.0.1:8787"
     assert cluster.loopback_dashboard(":8787") == "127.0.0.1:8787" == cluster.loopback_dashboard("8787")
     assert cluster.loopback_dashboard("0.0.0.0:8787") == "0.0.0.0:8787"  # asked for by name: as asked
@@ -257,7 +259,7 @@ def _tls_files(folder) -> dict:
 
 def test_tls_local_cluster_and_an_existing_tls_scheduler(fields, tmp_path):
     """cluster.security with certificate files: a local TLS cluster on loopback, and scip connecting to it."""
-    pytest.importorskip("cryptography")
+    require("cryptography")
     from distributed import Client
     from distributed.comm.core import FatalCommClosedError
     from distributed.security import Security

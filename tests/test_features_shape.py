@@ -20,7 +20,9 @@ from scip.features import columns, extract
 from scip.features import shape as shape_family
 from scip.features._objects import FeatureParams, Objects
 
-cp_shape = pytest.importorskip("cp_measure.core.measureobjectsizeshape")
+from conftest import require
+
+cp_shape = require("cp_measure.core.measureobjectsizeshape")
 
 NUCLEI = Path(__file__).parent / "data" / "mnfinder" / "rpe1_3_crop_nuclei.tif"
 PARAMS = FeatureParams()

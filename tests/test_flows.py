@@ -1,7 +1,8 @@
 """scip.segment.flows: Cellpose-compatible masks from flows.
 
 The reference is Cellpose 3's own CPU code (``cellpose<4``, an optional test
-dependency: the tests that compare with it skip without it).
+dependency: the tests that compare with it skip without it, and fail where
+SCIP_REQUIRE_REFERENCES is set, as in CI).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from scipy import ndimage as ndi
 from scip.metrics import match_labels
 from scip.segment import flows
 from scip.segment._flows_synthetic import cell_labels
+
+from conftest import require
 
 
 def network_like(labels: np.ndarray, seed: int = 0, noise: float = 2.5) -> tuple[np.ndarray, np.ndarray]:
@@ -26,8 +29,8 @@ def network_like(labels: np.ndarray, seed: int = 0, noise: float = 2.5) -> tuple
 
 
 def cellpose_masks(dP, cellprob, **kw):
-    torch = pytest.importorskip("torch")
-    dynamics = pytest.importorskip("cellpose.dynamics")
+    torch = require("torch")
+    dynamics = require("cellpose.dynamics")
     return dynamics.resize_and_compute_masks(dP, cellprob, device=torch.device("cpu"), **kw).astype(np.int32)
 
 
@@ -43,16 +46,16 @@ def tissue():
 
 
 def test_masks_to_flows_equals_cellpose_bit_for_bit(tissue):
-    torch = pytest.importorskip("torch")
-    dynamics = pytest.importorskip("cellpose.dynamics")
+    torch = require("torch")
+    dynamics = require("cellpose.dynamics")
     labels = tissue[0]
     np.testing.assert_array_equal(flows.masks_to_flows(labels),
                                   dynamics.masks_to_flows(labels, device=torch.device("cpu")))
 
 
 def test_flow_errors_equal_cellpose(tissue):
-    torch = pytest.importorskip("torch")
-    metrics = pytest.importorskip("cellpose.metrics")
+    torch = require("torch")
+    metrics = require("cellpose.metrics")
     labels, dP, _ = tissue
     ref, _ = metrics.flow_error(labels, dP, device=torch.device("cpu"))
     # The check's diffusion runs in float32 (Cellpose: float64): errors agree to about 1e-6, so a mask's
@@ -61,7 +64,7 @@ def test_flow_errors_equal_cellpose(tissue):
 
 
 def test_exact_following_equals_cellpose(tissue):
-    dynamics = pytest.importorskip("cellpose.dynamics")
+    dynamics = require("cellpose.dynamics")
     _, dP, cellprob = tissue
     cell = cellprob > 0
     flow = (dP * cell / 5.0).astype(np.float32)
@@ -149,7 +152,7 @@ def test_masks_larger_than_max_size_fraction_are_dropped():
 
 
 def test_fill_holes_matches_cellpose():
-    utils = pytest.importorskip("cellpose.utils")
+    utils = require("cellpose.utils")
     labels = np.zeros((40, 40), np.int32)
     labels[5:20, 5:20] = 1
     labels[9:16, 9:16] = 0  # a hole...

@@ -16,6 +16,8 @@ from scip.slide import segment_slide
 from scip.slide.compare import compare_segmentations
 from scip.slide.tiles import Tiling
 
+from conftest import require
+
 MOSAIC = Path(__file__).parent / "data" / "mnfinder" / "mosaic"
 
 
@@ -95,7 +97,7 @@ def test_methods_without_a_statistic_or_with_one_given():
 
 
 def test_unet_with_its_own_percentiles_as_norm_range_is_unchanged():
-    pytest.importorskip("torch")
+    require("torch")
     image = tifffile.imread(MOSAIC / "2022-03-18_RPE1_4.tif")[:256, :256]
     norm = whole_image_parameters(image, "unet", {"model": "nuclei"})["norm_range"]
     np.testing.assert_array_equal(segment(image, "unet"), segment(image, "unet", norm_range=norm))
@@ -153,7 +155,7 @@ def test_per_window_statistics_differ_on_the_real_mosaic(mosaic, tmp_path):
 
 def test_unet_windows_get_the_slide_normalization_and_one_forward_pass_each(tmp_path):
     """U-Net tiles: slide-wide percentiles, and the network's own tiling off inside a window."""
-    pytest.importorskip("torch")
+    require("torch")
     image = tifffile.imread(MOSAIC / "2022-10-14_U2OS_1.tif")
     path = tmp_path / "u2os.zarr"
     zarr.create_array(str(path), shape=image.shape, chunks=(256, 256), dtype=image.dtype)[...] = image

@@ -258,7 +258,7 @@ def test_dsb_nuclei_through_the_pipeline(data_dir, tmp_path):
     summary, table, _ = check_accounting(run_sync(config, tmp_path))
     ev = summary["evaluation"]
     assert ev["truth_cells"] == 125
-    assert ev["f1"] >= 0.6
+    assert ev["f1"] >= 0.73  # measured 0.762, as segment() alone in test_segment.py
     assert len(table) == ev["found_cells"]
 
 

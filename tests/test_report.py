@@ -31,6 +31,8 @@ from scip.accounting import PartitionSummary
 from scip.datasets import write_example
 from scip.run import prepare, reduce
 
+from conftest import missing_reference
+
 SIGNAL_FILTER = {"measure": "signal", "channel": "cyto", "min": "otsu"}
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -257,7 +259,7 @@ def test_report_in_headless_chromium(run_output, tmp_path):
     """Every image decodes in a real browser, and the numbers it shows are run.json's."""
     browser = _chromium()
     if browser is None:
-        pytest.skip("no chromium executable on the PATH (CI installs Debian's chromium in .ci/run)")
+        missing_reference("no chromium executable on the PATH (CI installs Debian's chromium in .ci/run)")
     page = run_output / report.REPORT_FILE
     flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars"]

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
 from scip.metrics import match_labels
 from scip.segment import METHODS, li, otsu, remove_small_and_relabel, segment, spot, watershed
@@ -169,7 +170,6 @@ def test_remove_small_and_relabel():
 
 
 def test_watershed_on_dsb2018_nuclei():
-    tifffile = pytest.importorskip("tifffile")
     image = tifffile.imread(DSB / "image.tif")
     truth = tifffile.imread(DSB / "labels.tif")
     labels = segment(image, "watershed")
@@ -179,7 +179,7 @@ def test_watershed_on_dsb2018_nuclei():
         f"recall={r.recall:.3f} ({r.n_pred} found, {r.n_true} true, {r.tp} matched)"
     )
     assert_consecutive_int32(labels, image.shape)
-    assert r.f1 >= 0.6
+    assert r.f1 >= 0.73  # measured 0.762 (91 of 125 matched, 114 found)
 
 
 def test_threshold_in_region_uses_only_region_pixels():

@@ -1,7 +1,8 @@
 """scip.segment.stitch: 3-D stitching with Cellpose's stitch3D rule.
 
 The reference is ``cellpose.utils.stitch3D`` (``cellpose<4``, an optional test
-dependency: the tests that compare with it skip without it).
+dependency: the tests that compare with it skip without it, and fail where
+SCIP_REQUIRE_REFERENCES is set, as in CI).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import pytest
 from scip.segment._flows_synthetic import cell_stack
 from scip.segment.stitch import slice_overlaps, stitch3d
 
+from conftest import require
+
 
 def cellpose_stitch(stack, threshold=0.25):
-    utils = pytest.importorskip("cellpose.utils")
+    utils = require("cellpose.utils")
     return utils.stitch3D(stack.copy(), stitch_threshold=threshold)
 
 

@@ -9,11 +9,14 @@ import pandas as pd
 import pytest
 import tifffile
 
-torch = pytest.importorskip("torch")
+from conftest import assert_held_out, data_source, require
+
+torch = require("torch")
 
 import scip  # noqa: E402
 from scip import cli  # noqa: E402
 from scip.config import ConfigError, load_config  # noqa: E402
+from scip.metrics import match_labels  # noqa: E402
 from scip.segment import METHODS, segment  # noqa: E402
 from scip.segment.superpixel_gnn import graph as gr  # noqa: E402
 from scip.segment.superpixel_gnn import modelfile  # noqa: E402
@@ -21,7 +24,11 @@ from scip.segment.superpixel_gnn.predict import foreground_mask, foreground_prob
 from scip.segment.superpixel_gnn.superpixels import normalize_image, superpixels, tiles  # noqa: E402
 from scip.segment.superpixel_gnn.train import dice_of, fit, sample_of  # noqa: E402
 
+#: Training data of the small models these tests train (cut from a training image of the shipped model).
 CROP = "mnfinder/rpe1_3_crop.tif"
+#: Images neither the shipped model nor the small models saw (tests/data/sources.csv), with F1 floors a little
+#: below what the shipped model scores on them (0.857 and 0.875 measured with the model shipped in November 2026).
+HELD_OUT = {"mnfinder/rpe1_2198_crop.tif": 0.82, "mnfinder/misc_4.tif": 0.82}
 SIZE, COMPACTNESS = 32, 0.05
 
 
@@ -166,21 +173,36 @@ def test_training_separates_two_classes():
     assert 2 * (mask & fg).sum() / (mask.sum() + fg.sum()) > 0.85
 
 
-def test_shipped_model_segments_nuclei(data_dir):
+def test_shipped_model_segments_nuclei():
     assert "superpixel_gnn" in METHODS and "nuclei" in modelfile.builtin_models()
     assert modelfile.resolve("nuclei").stat().st_size < 2_000_000
-    image = tifffile.imread(data_dir / CROP)
-    labels = segment(image, "superpixel_gnn")
-    assert labels.dtype == np.int32 and labels.shape == image.shape and labels.max() > 10
     assert not segment(np.full((40, 40), 3.0), "superpixel_gnn").any()
 
 
+@pytest.mark.parametrize("file", HELD_OUT)
+def test_shipped_model_finds_the_nuclei_of_held_out_images(file, data_dir):
+    assert_held_out(file, modelfile.load("nuclei").meta["training"])
+    image = tifffile.imread(data_dir / file)
+    truth = tifffile.imread(data_dir / file.replace(".tif", "_nuclei.tif"))
+    labels = segment(image, "superpixel_gnn")
+    assert labels.dtype == np.int32 and labels.shape == image.shape
+    assert np.array_equal(np.unique(labels), np.arange(labels.max() + 1))
+    assert match_labels(truth, labels).f1 >= HELD_OUT[file]
+
+
+def test_held_out_check_catches_a_training_image():
+    with pytest.raises(AssertionError, match="2022-03-18_RPE1/3.tif"):
+        assert_held_out(CROP, modelfile.load("nuclei").meta["training"])
+
+
 def test_method_runs_through_the_pipeline(crop_model, tmp_path, data_dir):
+    test_image = "mnfinder/rpe1_2198_crop.tif"
+    assert data_source(test_image)["image"] != data_source(CROP)["image"]  # not what crop_model was trained on
     folder, truth = tmp_path / "images", tmp_path / "truth"
     folder.mkdir()
     truth.mkdir()
-    shutil.copy(data_dir / CROP, folder / "rpe1.tif")
-    shutil.copy(data_dir / CROP.replace(".tif", "_nuclei.tif"), truth / "rpe1.tif")
+    shutil.copy(data_dir / test_image, folder / "rpe1.tif")
+    shutil.copy(data_dir / test_image.replace(".tif", "_nuclei.tif"), truth / "rpe1.tif")
     config = {"input": {"path": str(folder), "channels": ["DNA"]},
               "segment": {"method": "superpixel_gnn", "channel": "DNA", "model": str(crop_model)},
               "evaluate": {"labels": str(truth / "{image_id}.tif")},
@@ -190,7 +212,8 @@ def test_method_runs_through_the_pipeline(crop_model, tmp_path, data_dir):
     summary = result.summary
     assert summary["config"]["segment"]["method"] == "superpixel_gnn"
     assert len(table) == summary["counts"]["cells"]["exported"] > 10
-    assert summary["evaluation"]["recall"] >= 0.5 and summary["evaluation"]["precision"] >= 0.5
+    # Measured: recall 0.885, precision 0.575 (40 found, 26 true) from a model trained on one other crop.
+    assert summary["evaluation"]["recall"] >= 0.8 and summary["evaluation"]["precision"] >= 0.5
 
 
 # --- errors -----------------------------------------------------------------------------------------------

@@ -18,6 +18,13 @@ from scip.segment.unet.predict import (clear_cache, labels_from_probabilities, l
                                        segment_image, tta_forward)
 from scip.segment.unet.train import freeze, loss_fn, train, train_mode
 
+from conftest import DATA, assert_held_out
+
+#: Images the shipped model never saw (tests/data/sources.csv), with F1 floors a little below what the model
+#: scores on them (0.877 and 0.848 measured with the model shipped in November 2026).
+HELD_OUT = {"mnfinder/rpe1_2198_crop.tif": 0.84, "mnfinder/misc_4.tif": 0.80}
+CROP = "mnfinder/rpe1_2198_crop.tif"
+
 TINY = Architecture(in_channels=1, stem=8, stages=[(1, 8, 1, 1), (2, 12, 1, 2), (2, 16, 2, 2)], decoder=[12, 8, 8])
 
 
@@ -172,7 +179,7 @@ def test_onnx_and_torch_outputs_agree(tmp_path):
     check = export_onnx(mf, tmp_path / "nuclei.onnx")
     assert check.max_abs_diff <= 1e-4
     # A real image at another size, through both runtimes.
-    image = normalize(tifffile.imread(_crop_path())[None].astype(np.float32))[:, :96, :160]
+    image = normalize(_image(CROP)[None].astype(np.float32))[:, :96, :160]
     session = onnx_session(tmp_path / "nuclei.onnx")
     got = run_onnx(session, image[None])
     with torch.inference_mode():
@@ -181,21 +188,32 @@ def test_onnx_and_torch_outputs_agree(tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
-def _crop_path():
-    return os.path.join(os.path.dirname(__file__), "data", "mnfinder", "rpe1_3_crop.tif")
+def _image(file: str) -> np.ndarray:
+    return tifffile.imread(DATA / file)
 
 
-def test_shipped_model_finds_the_nuclei_of_a_real_crop():
-    image = tifffile.imread(_crop_path())
-    truth = tifffile.imread(_crop_path().replace(".tif", "_nuclei.tif"))
+def _truth(file: str) -> np.ndarray:
+    return tifffile.imread(DATA / file.replace(".tif", "_nuclei.tif"))
+
+
+@pytest.mark.parametrize("file", HELD_OUT)
+def test_shipped_model_finds_the_nuclei_of_held_out_images(file):
+    assert_held_out(file, modelfile.load("nuclei").meta["training"])
+    image, truth = _image(file), _truth(file)
     labels = segment_image(image, "nuclei", device="cpu")
     assert labels.dtype == np.int32 and labels.shape == image.shape
     assert np.array_equal(np.unique(labels), np.arange(labels.max() + 1))
-    assert match_labels(truth, labels).f1 >= 0.85
+    assert match_labels(truth, labels).f1 >= HELD_OUT[file]
+
+
+def test_held_out_check_catches_a_training_image():
+    # The crop these tests used to score is cut from a training image: the check must refuse it.
+    with pytest.raises(AssertionError, match="2022-03-18_RPE1/3.tif"):
+        assert_held_out("mnfinder/rpe1_3_crop.tif", modelfile.load("nuclei").meta["training"])
 
 
 def test_tiles_blend_into_the_whole_image_result():
-    image = tifffile.imread(_crop_path()).astype(np.float32)
+    image = _image(CROP).astype(np.float32)
     predictor = load_predictor("nuclei", device="cpu")
     norm = normalize(image[None])
     whole = predict_probabilities(norm, predictor, tile=512)
@@ -213,12 +231,16 @@ def test_tta_undoes_each_transform():
     torch.testing.assert_close(out, torch.sigmoid(torch.cat([x, -x], dim=1)))
 
 
-def test_tta_and_int8_keep_the_segmentation():
-    image = tifffile.imread(_crop_path())
+def test_tta_keeps_the_quality_and_static_int8_loses_a_known_part():
+    image, truth = _image(CROP), _truth(CROP)
     reference = segment_image(image, "nuclei", device="cpu")
-    for options in ({"tta": True}, {"quantize": "static"}):
-        labels = segment_image(image, "nuclei", **options)
-        assert match_labels(reference, labels).f1 >= 0.9, options
+    labels = segment_image(image, "nuclei", tta=True)
+    assert match_labels(reference, labels).f1 >= 0.9
+    assert match_labels(truth, labels).f1 >= HELD_OUT[CROP]
+    # Static INT8 scores F1 0.676 here against FP32's 0.877 (docs/segmentation.md: 0.882 -> 0.750 on the whole
+    # validation split); the crop the test used before, from a training image, had hidden most of that loss.
+    labels = segment_image(image, "nuclei", quantize="static")
+    assert match_labels(truth, labels).f1 >= 0.64
     # Dynamic INT8 loses much of the accuracy (measured in benchmarks/bench_unet.py); it must still give labels.
     labels = segment_image(image, "nuclei", quantize="dynamic")
     assert labels.dtype == np.int32 and np.array_equal(np.unique(labels), np.arange(labels.max() + 1))
@@ -246,7 +268,7 @@ def test_inference_options_that_do_not_go_together():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_fp16_matches_fp32():
-    image = tifffile.imread(_crop_path())
+    image = _image(CROP)
     fp32 = segment_image(image, "nuclei", device="cuda", precision="fp32")
     fp16 = segment_image(image, "nuclei", device="cuda", precision="fp16")
     assert match_labels(fp32, fp16).f1 >= 0.95
@@ -352,12 +374,12 @@ def test_train_writes_model_report_and_fine_tunes(tmp_path):
 
 
 def test_diameter_rescales_to_the_training_size():
-    image = tifffile.imread(_crop_path()).astype(np.float32)
-    truth = tifffile.imread(_crop_path().replace(".tif", "_nuclei.tif"))
+    assert_held_out(CROP, modelfile.load("nuclei").meta["training"])
+    image, truth = _image(CROP).astype(np.float32), _truth(CROP)
     big = np.kron(image, np.ones((2, 2), np.float32))  # nuclei twice the size the model knows
     diameter = modelfile.load("nuclei").meta["diameter"]
     labels = segment_image(big, "nuclei", diameter=2 * diameter, min_size=80)
     assert labels.shape == big.shape
-    assert match_labels(truth, labels[::2, ::2]).f1 >= 0.85
+    assert match_labels(truth, labels[::2, ::2]).f1 >= HELD_OUT[CROP]
     with pytest.raises(ValueError, match="diameter must be > 0"):
         segment_image(image, "nuclei", diameter=0)

@@ -9,15 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+import torch
 
 import scip
 from scip import cli
 from scip.config import ConfigError, load_config
 from scip.segment import METHODS, segment
 from scip.segment.unet import modelfile
-from scip.segment.unet.model import UNet
 
-CROP = "mnfinder/rpe1_3_crop.tif"
+from conftest import assert_held_out
+
+#: Cut from an image the shipped model never saw (tests/data/sources.csv).
+CROP = "mnfinder/rpe1_2198_crop.tif"
 
 
 @pytest.fixture
@@ -46,6 +49,7 @@ def test_unet_is_a_segmentation_method(data_dir):
 
 
 def test_pipeline_run_with_unet_produces_a_table(nuclei_folder, tmp_path, data_dir):
+    assert_held_out(CROP, modelfile.load("nuclei").meta["training"])
     truth = tmp_path / "truth"
     truth.mkdir()
     shutil.copy(data_dir / CROP.replace(".tif", "_nuclei.tif"), truth / "rpe1.tif")
@@ -59,7 +63,8 @@ def test_pipeline_run_with_unet_produces_a_table(nuclei_folder, tmp_path, data_d
     assert summary["config"]["segment"]["method"] == "unet"
     assert len(table) == summary["counts"]["cells"]["exported"] > 10
     assert "feat_cell_intensity_mean_DNA" in table
-    assert summary["evaluation"]["recall"] >= 0.85 and summary["evaluation"]["precision"] >= 0.85
+    # Measured: recall 0.962, precision 0.806 (31 nuclei found, 26 true).
+    assert summary["evaluation"]["recall"] >= 0.9 and summary["evaluation"]["precision"] >= 0.75
 
 
 def test_multi_channel_config_for_a_one_channel_model_is_a_config_error(three_channels):
@@ -72,20 +77,39 @@ def test_multi_channel_config_for_a_one_channel_model_is_a_config_error(three_ch
     assert config.segment.model == "nuclei"
 
 
-def test_listed_segmentation_channels_are_checked_at_prepare(three_channels, tmp_path):
-    two = tmp_path / "two.pt"
+def two_channel_nuclei_model(path) -> modelfile.ModelFile:
+    """The shipped weights spread evenly over two input channels.
+
+    Fed two copies of one image, the network computes what the one-channel model computes on that image, so a
+    two-channel run has a known answer. The input enters twice: the stem and the last decoder block's skip.
+    """
     mf = modelfile.load("nuclei")
-    modelfile.save(UNet(dataclasses.replace(mf.arch, in_channels=2)), two,
-                   meta={**mf.meta, "channels": ["DNA", "membrane"]})
+    state = dict(mf.state_dict)
+    state["stem.0.weight"] = torch.cat([state["stem.0.weight"] / 2] * 2, dim=1)
+    skip = f"decoder.{len(mf.arch.decoder) - 1}.reduce.0.weight"  # the image is the last of its inputs
+    state[skip] = torch.cat([state[skip][:, :-1]] + [state[skip][:, -1:] / 2] * 2, dim=1)
+    arch = dataclasses.replace(mf.arch, in_channels=2)
+    return modelfile.save(modelfile.ModelFile(arch, state, {**mf.meta, "channels": ["DNA", "DNA"]}), path)
+
+
+def test_listed_segmentation_channels_are_checked_at_prepare(three_channels, tmp_path, data_dir):
+    two = two_channel_nuclei_model(tmp_path / "two.pt")
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    shutil.copy(data_dir / CROP.replace(".tif", "_nuclei.tif"), truth / "a.tif")
     base = {"input": {"path": str(three_channels)}, "output": {"path": str(tmp_path / "out")},
-            "cluster": {"scheduler": "synchronous"}}
+            "cluster": {"scheduler": "synchronous"}, "evaluate": {"labels": str(truth / "{image_id}.tif")}}
     with pytest.raises(ConfigError, match=r"segment\.channel\.1: 'GFP' is not a loaded channel"):
         scip.prepare({**base, "segment": {"method": "unet", "model": str(two), "channel": [0, "GFP"]}})
     plan = scip.prepare({**base, "segment": {"method": "unet", "model": str(two), "channel": [0, 2]}})
     assert plan.config.segment.channel == [0, 2]
-    # The two channels reach the model as one (2, H, W) image: an untrained model, so no check of the labels.
+    # Channels 0 and 2 (the image and a third of it) reach the model as one (2, H, W) image: the one-channel
+    # model's result on this crop (31 nuclei found, 21 exported away from the border, F1 0.877).
     result = scip.run({**base, "segment": {"method": "unet", "model": str(two), "channel": [0, 2]}}, progress=False)
-    assert result.summary["counts"]["images"]["total"] == 1
+    images, cells = result.summary["counts"]["images"], result.summary["counts"]["cells"]
+    assert images["total"] == images["with_cells"] == 1 and images["skipped"] == 0
+    assert len(pd.read_parquet(result.table)) == cells["exported"] >= 18
+    assert result.summary["evaluation"]["f1"] >= 0.84
 
 
 def test_missing_and_corrupt_model_files_are_config_errors(nuclei_folder, tmp_path):
