@@ -23,7 +23,7 @@ __all__ = ["MANIFEST", "ManifestError", "fingerprint", "write_manifest", "read_m
 
 MANIFEST = "manifest.json"
 #: Config sections that may change between a run and its resumption: they do not change the table.
-_FREE_SECTIONS = ("cluster", "output")
+_FREE_SECTIONS = ("cluster", "output", "errors")
 
 
 class ManifestError(ValueError):
