@@ -376,9 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scip: cluster error: {e}", file=sys.stderr)
         return 1
     except DiskFull as e:
-        free = f"{e.free_mib:.0f} MiB free" if e.free_mib is not None else "free space unknown"
         again = f"scip run {args.config}" + (f" --output {args.output}" if getattr(args, "output", None) else "")
-        print(f"scip: the disk holding {e.folder} is full ({free}): free space and run `{again} --resume`",
+        print(f"scip: the disk holding {e.folder} is full ({e.free}): free space and run `{again} --resume`",
               file=sys.stderr)
         return 1
     except RunFailed as e:

@@ -28,6 +28,12 @@ class DiskFull(RunFailed):
 
     def __init__(self, folder: Path, free_mib: float | None):
         self.folder, self.free_mib = folder, free_mib
-        free = f"{free_mib:.0f} MiB free" if free_mib is not None else "free space unknown"
-        super().__init__(f"the disk holding {folder} is full ({free}): free space and run again with --resume "
+        super().__init__(f"the disk holding {folder} is full ({self.free}): free space and run again with --resume "
                          "(resume=True) to compute only what is missing")
+
+    @property
+    def free(self) -> str:
+        """The free space, in words: ``0.2 MiB free``."""
+        if self.free_mib is None:
+            return "free space unknown"
+        return f"{self.free_mib:.{1 if self.free_mib < 10 else 0}f} MiB free"

@@ -73,6 +73,7 @@ def test_a_bug_in_a_method_is_an_error_with_its_traceback(tmp_path, monkeypatch)
     assert set(table["meta_image_id"]) == {"img0", "img2"}
     assert summary["counts"]["images"]["total"] == summary["counts"]["images"]["with_cells"] + \
         summary["counts"]["images"]["skipped"]
+    assert 'data-count="images-errors">1<' in (result.output / "report.html").read_text()
 
 
 def test_a_data_problem_stays_a_skip(tmp_path, monkeypatch):
