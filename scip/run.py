@@ -620,7 +620,7 @@ def _stop(p: graph.Plan, out: Path, summaries: dict[int, PartitionSummary], n_pa
     total = sum(summaries.values(), PartitionSummary())
     summary = _summary(p, total, wall)
     summary["status"] = "failed"
-    summary["partitions"] = {"total": n_parts, "done": len(summaries), "cancelled": n_parts - len(summaries)}
+    summary["partitions"] = {"total": n_parts, "done": len(summaries), "not_done": n_parts - len(summaries)}
     (out / "run.json").write_text(json.dumps(summary, indent=2, default=str))
     first = total.errors[0]
     raise RunFailed(

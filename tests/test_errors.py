@@ -144,7 +144,7 @@ def test_too_many_errors_stop_the_run_early(tmp_path, monkeypatch):
     out = Path(config["output"]["path"])
     summary = _run_json(config)
     assert summary["status"] == "failed" and summary["counts"]["errors"] == 2
-    assert summary["partitions"] == {"total": 6, "done": 2, "cancelled": 4}
+    assert summary["partitions"] == {"total": 6, "done": 2, "not_done": 4}
     assert "_otsu_with_a_bug" in summary["errors"][0]["traceback"]
     assert json.loads((out / "manifest.json").read_text())["complete"] is False
     assert len(list((out / "cells").glob("part-*.parquet"))) == 2
@@ -206,7 +206,7 @@ def test_cli_exits_1_when_errors_exceed_the_limit(tmp_path):
     assert "Traceback (most recent call last)" not in proc.stderr
     summary = _run_json(config)
     assert summary["status"] == "failed" and "otsu_with_a_bug" in summary["errors"][0]["traceback"]
-    assert summary["partitions"]["done"] == 2 and summary["partitions"]["cancelled"] == 1
+    assert summary["partitions"]["done"] == 2 and summary["partitions"]["not_done"] == 1
 
 
 def test_run_help_lists_the_exit_codes(capsys):
@@ -255,34 +255,8 @@ def test_a_full_disk_is_one_message(tmp_path, monkeypatch, capsys):
     assert "Traceback (most recent call last)" not in err and "unexpected error" not in err
 
 
-def test_an_image_that_kills_workers_is_isolated(tmp_path):
-    """Case 6: an image whose segmentation kills the worker process is skipped; the rest of its partition is written."""
-    import dask
-    from distributed import Client, LocalCluster
-
-    config = _config(tmp_path, images={"n": 4, "odd": (2,)}, input={"images_per_partition": 2})
-    del config["cluster"]
-    # Two worker deaths per try (not the default 4) keep the test short; one task at a time per
-    # worker keeps the other images' tasks off the worker that dies.
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1,
-                          "distributed.scheduler.worker-saturation": 1.0}), \
-            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="1GiB",
-                         dashboard_address=None) as cluster, Client(cluster) as client:
-        client.register_plugin(KillOnOdd())
-        result = scip.run(config, client=client, progress=False)
-    summary = result.summary
-    assert summary["status"] == "ok"
-    skipped = pd.read_csv(result.output / "skipped.csv", keep_default_na=False)
-    (row,) = skipped[skipped["image_id"] == "img2"].itertuples()
-    assert row.kind == "image" and row.step == "segment"
-    assert row.reason.startswith(str(tmp_path / "images" / "img2.tif") + " killed the worker 2 times;")
-    assert "memory_limit 1.00 GiB" in row.reason
-    table = result.read()
-    # The partition of the killer image still holds its other image's cells.
-    assert set(table["meta_image_id"]) == {"img0", "img1", "img3"}
-    assert (table["meta_image_id"] == "img3").sum() == 4
-    assert summary["counts"]["images"]["skipped"] == 1
-    assert json.loads((result.output / "manifest.json").read_text())["complete"] is True
+#: The image size on which the workers' otsu (below) raises a TypeError.
+BUGGY = 80
 
 
 def _otsu_or_die(image, **params):
@@ -290,6 +264,8 @@ def _otsu_or_die(image, **params):
         import os
 
         os._exit(1)
+    if image.shape == (BUGGY, BUGGY):
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'NoneType'")
     return otsu(image, **params)
 
 
@@ -299,10 +275,62 @@ except ImportError:  # pragma: no cover - distributed is a dependency
     WorkerPlugin = object
 
 
-class KillOnOdd(WorkerPlugin):
+class FaultyOtsu(WorkerPlugin):
     """Installed on every worker, also those the nanny restarts: otsu kills the process on an ODD image."""
 
     def setup(self, worker):
         import scip.segment as segment
 
         segment.METHODS["otsu"] = _otsu_or_die
+
+
+@pytest.fixture(scope="module")
+def faulty_cluster():
+    """Two one-thread worker processes whose otsu dies on ODD images and raises on BUGGY ones."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    # One worker death per try (not the default 4) keeps the test short; one task at a time per
+    # worker keeps the other images' tasks off the worker that dies.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                          "distributed.scheduler.worker-saturation": 1.0}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="1GiB",
+                         dashboard_address=None) as cluster, Client(cluster) as client:
+        client.register_plugin(FaultyOtsu())
+        yield client
+
+
+def test_an_image_that_kills_workers_is_isolated(tmp_path, faulty_cluster):
+    """Case 6: an image whose segmentation kills the worker process is skipped; the rest of its partition is written."""
+    config = _config(tmp_path, images={"n": 4, "odd": (2,)}, input={"images_per_partition": 2})
+    del config["cluster"]
+    result = scip.run(config, client=faulty_cluster, progress=False)
+    summary = result.summary
+    assert summary["status"] == "ok"
+    skipped = pd.read_csv(result.output / "skipped.csv", keep_default_na=False)
+    (row,) = skipped[skipped["image_id"] == "img2"].itertuples()
+    assert row.kind == "image" and row.step == "segment"
+    assert row.reason.startswith(str(tmp_path / "images" / "img2.tif") + " killed the worker 1 time;")
+    assert "memory_limit 1.00 GiB" in row.reason
+    table = result.read()
+    # The partition of the killer image still holds its other image's cells.
+    assert set(table["meta_image_id"]) == {"img0", "img1", "img3"}
+    assert (table["meta_image_id"] == "img3").sum() == 4
+    assert summary["counts"]["images"]["skipped"] == 1
+    assert json.loads((result.output / "manifest.json").read_text())["complete"] is True
+
+
+def test_too_many_errors_stop_a_distributed_run(tmp_path, faulty_cluster):
+    """Case 7 on a cluster: partitions are counted as they complete, the run stops at the first one over errors.max."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(6):
+        tifffile.imwrite(folder / f"img{i}.tif", make_blobs(seed=i, size=BUGGY))
+    config = {"input": {"path": str(folder), "images_per_partition": 1}, "segment": {"method": "otsu"},
+              "output": {"path": str(tmp_path / "out")}, "errors": {"max": 0}}
+    with pytest.raises(RunFailed, match=r"1 unexpected error\(s\), more than errors.max = 0: stopped early after 1 of 6"):
+        scip.run(config, client=faulty_cluster, progress=False)
+    summary = _run_json(config)
+    assert summary["status"] == "failed" and summary["partitions"] == {"total": 6, "done": 1, "not_done": 5}
+    assert "_otsu_or_die" in summary["errors"][0]["traceback"]
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["complete"] is False
