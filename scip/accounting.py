@@ -25,7 +25,7 @@ import numpy as np
 from scip.records import CellRecord, ImageRecord
 
 SKIPPED_COLUMNS = ["kind", "image_id", "index", "path", "label", "truth_label", "step", "reason", "filter", "value",
-                   "threshold"]
+                   "threshold", "reason_kind", "error"]
 
 
 @dataclass
@@ -43,6 +43,10 @@ class PartitionSummary:
     matched: int = 0
     matched_exported: int = 0
     evaluation_errors: list[str] = field(default_factory=list)
+    #: Records stopped by an unexpected exception (a bug, not the data): ``image_id``, ``index``, ``path``,
+    #: ``label``, ``step``, ``exception``, ``message``, ``traceback``, all plain strings. They are also in
+    #: :attr:`skipped` (they are not in the table), with their ``error`` column set.
+    errors: list[dict] = field(default_factory=list)
     #: Exported cells picked for the report: metadata plus ``crop`` and ``mask``.
     samples: list[dict] = field(default_factory=list)
 
@@ -59,6 +63,7 @@ class PartitionSummary:
             matched=self.matched + other.matched,
             matched_exported=self.matched_exported + other.matched_exported,
             evaluation_errors=self.evaluation_errors + other.evaluation_errors,
+            errors=self.errors + other.errors,
             samples=self.samples + other.samples,
         )
 
@@ -77,6 +82,21 @@ def _skipped_row(r: ImageRecord | CellRecord) -> dict:
         "value": "",
         "threshold": "",
         **dict(r.status.detail),
+        "reason_kind": r.status.kind or r.status.reason,
+        "error": r.status.error,
+    }
+
+
+def _error_row(r: ImageRecord | CellRecord) -> dict:
+    return {
+        "image_id": str(r.source.image_id),
+        "index": str(r.source.index),
+        "path": ";".join(p for p in r.source.paths if p),
+        "label": str(r.label) if isinstance(r, CellRecord) else "",
+        "step": r.status.step,
+        "exception": r.status.error,
+        "message": r.status.reason,
+        "traceback": r.status.traceback,
     }
 
 
@@ -91,6 +111,8 @@ def summarize(records: Iterable[ImageRecord | CellRecord]) -> PartitionSummary:
                 s.images_with_cells += 1
             else:
                 s.skipped.append(_skipped_row(r))
+                if r.status.is_error:
+                    s.errors.append(_error_row(r))
             if r.evaluation is not None:
                 s.truth_cells += r.evaluation.n_true
                 s.predicted_cells += r.evaluation.n_pred
@@ -108,6 +130,8 @@ def summarize(records: Iterable[ImageRecord | CellRecord]) -> PartitionSummary:
                                   "channels": list(r.channels), **r.sample})
         else:
             s.skipped.append(_skipped_row(r))
+            if r.status.is_error:
+                s.errors.append(_error_row(r))
     return s
 
 

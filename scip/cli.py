@@ -1,7 +1,9 @@
 """The ``scip`` command.
 
 Exit codes: 0 success, 2 invalid configuration or input (a message names
-the key, the value and what is allowed), 1 anything else.
+the key, the value and what is allowed), 3 the run finished but images or
+cells were stopped by unexpected errors (``scip run``), 1 anything else
+(the run failed: too many errors, a full disk, a cluster that did not start).
 """
 
 from __future__ import annotations
@@ -22,12 +24,23 @@ if TYPE_CHECKING:
 _CHECK_LISTED = 20
 
 
+#: ``scip run``'s exit codes, for ``scip run --help`` (README.md says the same).
+RUN_EXIT_CODES = """exit codes:
+  0  the run finished; every image and cell is in the table or in skipped.csv with its reason
+  1  the run failed: more unexpected errors than errors.max (stopped early; run.json has
+     status failed), a full disk, a cluster that did not start, or another unexpected failure
+  2  invalid configuration or input (the message names the key and the value)
+  3  the run finished with unexpected errors (at most errors.max): images or cells stopped by
+     an exception that is a bug, not a data problem; see run.json (errors) and skipped.csv"""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scip", description="Per-cell feature tables from microscopy and imaging flow cytometry.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks of unexpected errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the pipeline described by a config file")
+    run = sub.add_parser("run", help="run the pipeline described by a config file", epilog=RUN_EXIT_CODES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("config", type=Path, help="YAML config (see docs/config.md)")
     run.add_argument("--output", type=Path, help="output folder (overrides output.path)")
     run.add_argument("--overwrite", action="store_true", default=None, help="replace results already in the output folder")
@@ -157,6 +170,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"scip: filter {entry['filter']}: {entry['cells_dropped']} of {entry['cells_measured']} cells dropped")
     if (result.output / "report.html").is_file():
         print(f"scip: report: {(result.output / 'report.html').resolve()}")
+    errors = result.summary.get("errors", [])
+    if result.summary.get("status") == "finished_with_errors":
+        first = errors[0] if errors else {}
+        print(f"scip: finished with {result.summary['counts']['errors']} unexpected error(s) (errors.max = "
+              f"{result.summary.get('errors_max')}), e.g. {first.get('message', '?')} at step {first.get('step', '?')} "
+              f"on image {first.get('image_id', '?')}; tracebacks in {(result.output / 'run.json').resolve()}",
+              file=sys.stderr)
+        return 3
     return 0
 
 
@@ -367,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from scip.cluster import ClusterError, quiet_logs
+    from scip.failures import DiskFull, RunFailed
 
     quiet_logs()
     commands = {"run": _cmd_run, "slide": _cmd_slide, "check": _cmd_check, "example-data": _cmd_example, "features": _cmd_features,
@@ -379,6 +401,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ClusterError as e:
         print(f"scip: cluster error: {e}", file=sys.stderr)
+        return 1
+    except DiskFull as e:
+        again = f"scip run {args.config}" + (f" --output {args.output}" if getattr(args, "output", None) else "")
+        print(f"scip: the disk holding {e.folder} is full ({e.free}): free space and run `{again} --resume`",
+              file=sys.stderr)
+        return 1
+    except RunFailed as e:
+        print(f"scip: run failed: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         hint = "; `scip run ... --resume` continues from the partitions already written" if args.command == "run" else ""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ log = logging.getLogger("scip")
 __all__ = ["GPU", "CPU", "SYNCHRONOUS", "LOOPBACK", "ClusterError", "Routing", "Session", "connect", "compute", "persist",
            "routing_for", "default_workers", "gpu_count", "slurm_cluster", "task_stream", "task_stream_steps",
            "worker_names", "quiet_logs", "loopback_dashboard", "security_for", "worker_memory"]
+__all__ += ["completed", "Killed"]
 
 SYNCHRONOUS = "synchronous"
 GPU = "GPU"
@@ -507,6 +509,124 @@ def compute(tasks: list, session: Session | None, progress: bool = True) -> list
     if progress:
         show_progress(futures)
     return client.gather(futures)
+
+
+@dataclass(frozen=True)
+class Killed:
+    """What :func:`completed` yields for a task whose workers kept dying while they ran it.
+
+    Attributes
+    ----------
+    task : str
+        Function name of the task that killed them (``_segment``, ``_load``, ...).
+    workers : int
+        How many workers died running it before the scheduler gave up.
+    memory_limit : str
+        The workers' memory limit(s), e.g. ``2.00 GiB``, or ``unknown``.
+    """
+
+    task: str
+    workers: int
+    memory_limit: str
+
+
+def _memory_limits(client, timeout: float = 30) -> str:
+    from dask.utils import format_bytes
+
+    try:
+        # Right after a task killed its workers, their replacements may not be up yet.
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        return "unknown"
+    limits = {w.get("memory_limit") for w in client.scheduler_info(n_workers=-1)["workers"].values()}
+    limits = sorted(int(m) for m in limits if m)
+    return ", ".join(format_bytes(m) for m in limits) or "unknown"
+
+
+class _PartitionBar:
+    """A text progress bar of finished tasks, for :func:`completed`."""
+
+    def __init__(self, total: int, width: int = 40):
+        self.total, self.width, self.done, self.start = total, width, 0, time.perf_counter()
+        self._draw()
+
+    def step(self) -> None:
+        self.done += 1
+        self._draw()
+
+    def _draw(self) -> None:
+        frac = self.done / self.total if self.total else 1.0
+        sys.stdout.write(f"\r[{'#' * int(self.width * frac):<{self.width}}] | {int(100 * frac)}% Completed | "
+                         f"{self.done} of {self.total} partitions | {time.perf_counter() - self.start:.1f}s")
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+
+
+def completed(tasks: list, session: Session | None, progress: bool = True) -> Iterator[tuple[int, object]]:
+    """Compute delayed ``tasks``, yielding ``(position, result)`` as each one finishes.
+
+    Unlike :func:`compute`, the caller sees every result as soon as it is
+    there and may stop early: closing the generator (``break`` out of a
+    ``for`` loop over it, or ``.close()``) cancels the tasks not yet done.
+    In-process (no client), the tasks are computed one after the other.
+    Once the generator is done, the scheduler has forgotten its tasks.
+
+    A task whose workers kept dying while they ran it (``KilledWorker``:
+    the process crashed, or the nanny killed it for exceeding its memory)
+    yields a :class:`Killed` instead of a result, and the others go on.
+    Any other exception of a task is raised.
+
+    Parameters
+    ----------
+    tasks : list of dask.delayed.Delayed
+        The tasks, submitted unoptimized (see :func:`compute`).
+    session : Session or None
+        Where to compute; ``None`` or a session without client: in-process.
+    progress : bool
+        Show a progress bar of the finished tasks.
+
+    Yields
+    ------
+    (int, object)
+        The task's position in ``tasks`` and its result, or a :class:`Killed`.
+    """
+    import dask
+
+    client = session.client if session is not None else None
+    bar = _PartitionBar(len(tasks)) if progress and tasks else None
+    try:
+        if client is None:
+            with dask.config.set(scheduler="synchronous"):
+                for position, task in enumerate(tasks):
+                    (result,) = dask.compute(task, optimize_graph=False)
+                    if bar is not None:
+                        bar.step()
+                    yield position, result
+            return
+        from dask.utils import key_split
+        from distributed import KilledWorker, as_completed
+
+        futures = client.compute(tasks, optimize_graph=False, retries=session.retries or None)
+        positions = {f.key: i for i, f in enumerate(futures)}
+        try:
+            for future in as_completed(futures):
+                try:
+                    result = future.result()
+                except KilledWorker as e:
+                    result = Killed(key_split(e.task), e.allowed_failures + 1, _memory_limits(client))
+                if bar is not None:
+                    bar.step()
+                yield positions[future.key], result
+        finally:
+            # All of them: the ones not done stop, and the scheduler forgets the failed ones, so that
+            # the same tasks can be submitted again (a retry) without getting back the old failure.
+            client.cancel(futures)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def persist(collection, session: Session | None, progress: bool = True):

@@ -45,6 +45,7 @@ __all__ = [
     "FeaturesConfig",
     "OutputConfig",
     "EvaluateConfig",
+    "ErrorsConfig",
     "ClusterConfig",
     "SlurmConfig",
     "SlurmJobConfig",
@@ -510,6 +511,17 @@ def _import_problem(module: str) -> str | None:
     return None
 
 
+class ErrorsConfig(_Section):
+    """How many unexpected errors (bugs, not data problems) a run tolerates before it stops.
+
+    An image or cell stopped by an unexpected exception is an error: the run
+    finishes with exit code 3 while there are at most ``max`` of them, and
+    stops early (exit code 1, ``run.json`` status ``failed``) once there are more.
+    """
+
+    max: Annotated[int, Field(ge=0)] = 10
+
+
 class EvaluateConfig(_Section):
     """Ground truth to compare the segmentation with (optional)."""
 
@@ -688,6 +700,7 @@ class Config(_Section):
     output: OutputConfig = OutputConfig()
     evaluate: EvaluateConfig | None = None
     cluster: ClusterConfig = ClusterConfig()
+    errors: ErrorsConfig = ErrorsConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -11,12 +11,30 @@ pure function that can be called on one record in a notebook, without Dask.
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 import numpy as np
 
-__all__ = ["Source", "Status", "Evaluation", "ImageRecord", "CellRecord", "OK", "skipped"]
+__all__ = ["Source", "Status", "Evaluation", "ImageRecord", "CellRecord", "OK", "skipped", "failed", "DataError",
+           "EXPECTED"]
+
+
+class DataError(Exception):
+    """The data of one record cannot be processed: the record is skipped with this message as its reason.
+
+    Readers, segmentation methods and feature families raise it (or a
+    subclass) for a problem of the image itself (unreadable, too small,
+    degenerate). Any other exception inside a step is a bug, not the data's
+    fault: the record becomes an *error* (:func:`failed`), which is counted,
+    reported with its traceback and makes the run exit non-zero.
+    """
+
+
+#: Exceptions a step turns into a skip rather than an error. ``MemoryError``:
+#: an image too large for the worker is the data's size, not a bug.
+EXPECTED: tuple[type[BaseException], ...] = (DataError, MemoryError)
 
 
 @dataclass(frozen=True)
@@ -49,7 +67,12 @@ class Source:
 
 @dataclass(frozen=True)
 class Status:
-    """Whether a record goes on; if not, which step stopped it and why."""
+    """Whether a record goes on; if not, which step stopped it and why.
+
+    A record that does not go on is either *skipped* (a data problem, e.g. no
+    object found) or an *error* (an unexpected exception in a step: ``error``
+    holds the exception's type, ``traceback`` its formatted traceback).
+    """
 
     ok: bool = True
     step: str = ""
@@ -57,17 +80,52 @@ class Status:
     #: Machine-readable details of a skip, as ``(key, value)`` pairs: a
     #: filter records its name, the cell's value and the threshold here.
     detail: tuple[tuple[str, object], ...] = ()
+    #: The reason without this record's values (``area below min (30)`` for
+    #: ``area = 12 below min 30 (30)``): ``run.json`` counts reasons by it.
+    kind: str = ""
+    #: Type of the unexpected exception that stopped the record; empty for a skip.
+    error: str = ""
+    traceback: str = ""
 
     def __bool__(self) -> bool:  # lets steps write ``if not record.status``
         return self.ok
+
+    @property
+    def is_error(self) -> bool:
+        """Whether an unexpected exception (a bug), not the data, stopped the record."""
+        return bool(self.error)
 
 
 OK = Status()
 
 
-def skipped(step: str, reason: str, **detail: object) -> Status:
-    """Status of a record that ``step`` could not process, for ``reason``."""
-    return Status(ok=False, step=step, reason=reason, detail=tuple(detail.items()))
+def skipped(step: str, reason: str, *, kind: str = "", **detail: object) -> Status:
+    """Status of a record that ``step`` could not process, for ``reason``.
+
+    ``kind`` is the reason without the record's values, the same for every
+    record skipped for the same cause; by default the reason itself.
+    """
+    return Status(ok=False, step=step, reason=reason, detail=tuple(detail.items()), kind=kind or reason)
+
+
+def failed(step: str, error: BaseException) -> Status:
+    """Status of a record that ``step`` could not process because of an unexpected exception.
+
+    Parameters
+    ----------
+    step : str
+        The step that raised.
+    error : BaseException
+        The exception, caught by the step; its traceback is kept as text.
+
+    Returns
+    -------
+    Status
+        Not ok, with ``error`` (the exception's type) and ``traceback`` set.
+    """
+    name = type(error).__name__
+    return Status(ok=False, step=step, reason=f"error: {name}: {error}", kind=f"error: {name}", error=name,
+                  traceback="".join(traceback.format_exception(error)))
 
 
 @dataclass(frozen=True)

@@ -434,6 +434,8 @@ def _counts(summary: dict) -> str:
     for step, n in images.get("skipped_by_step", {}).items():
         row("images", f"skipped at step {step}", f"images-skipped-{_slug(step)}", n, step=step)
     row("images", "skipped in all", "images-skipped", images.get("skipped"))
+    if images.get("errors"):
+        row("images", "  of which unexpected errors", "images-errors", images["errors"], "tracebacks in run.json")
     row("images", "with cells", "images-with-cells", images.get("with_cells"), cls="total")
     row("cells", "found", "cells-found", cells.get("found"))
     by_step = dict(cells.get("skipped_by_step", {}))
@@ -452,6 +454,8 @@ def _counts(summary: dict) -> str:
                 _threshold_text(entry), filter=name, threshold_min=entry.get("min_threshold"),
                 threshold_max=entry.get("max_threshold"))
     row("cells", "skipped in all", "cells-skipped", cells.get("skipped"))
+    if cells.get("errors"):
+        row("cells", "  of which unexpected errors", "cells-errors", cells["errors"], "tracebacks in run.json")
     row("cells", "exported", "cells-exported", cells.get("exported"), cls="total")
     body = _table(["", "step", "count", "detail"], rows, cls="counts", id_="counts-table")
     for kind, part in (("image", images), ("cell", cells)):

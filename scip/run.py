@@ -11,6 +11,9 @@ only recorded files: never the input, never a file of the user's.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import errno
+import functools
 import json
 import logging
 import math
@@ -27,6 +30,7 @@ import numpy as np
 from scip import cluster, graph, report
 from scip.accounting import SKIPPED_COLUMNS, PartitionSummary
 from scip.config import Config, ConfigError, load_config
+from scip.failures import DiskFull, RunFailed
 from scip.io import InputError, open_dataset
 from scip.io.ground_truth import check_template
 from scip.io.limits import format_bytes, image_budget
@@ -35,7 +39,7 @@ from scip.io.manifest import (LAYOUT, ManifestError, PartitionUnverified, change
                               reductions_from_json, reductions_to_json, samples_name, summarize_changes,
                               summary_name, write_manifest)
 from scip.io.tables import FILES, feature_descriptions, write_formats
-from scip.records import CellRecord
+from scip.records import CellRecord, ImageRecord, skipped
 from scip.reduce import filters as cell_filters
 from scip.reduce import illumination
 from scip.reduce.quantiles import QuantileSearch
@@ -44,6 +48,7 @@ from scip.steps.segment import channel_position, segment_positions
 log = logging.getLogger("scip")
 
 __all__ = ["RunResult", "Reductions", "run", "prepare", "reduce", "OUTPUT_FILES"]
+__all__ += ["RunFailed", "DiskFull"]
 
 #: Cells per run kept (crop and mask) for the montage of report.html.
 REPORT_CELLS = 48
@@ -57,6 +62,41 @@ _OUR_FOLDERS = ("cells", "progress", "classification")
 _REDUCE_STEPS = {"measures_of": "reduce", "groups_of": "reduce", "partials_of": "reduce"}
 _VERSIONS = ("scip", "numpy", "scipy", "scikit-image", "pandas", "pyarrow", "dask", "distributed", "zarr",
              "numcodecs", "tifffile", "pydantic", "dask-jobqueue")
+
+
+#: Errors listed with their tracebacks in run.json (all are counted, and all are in skipped.csv).
+REPORTED_ERRORS = 20
+#: What a full disk (or a full quota) looks like in an OSError.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _free_mib(path: Path) -> float | None:
+    for folder in (path, *path.parents):
+        if folder.exists():
+            try:
+                return shutil.disk_usage(folder).free / 2**20
+            except OSError:
+                return None
+    return None
+
+
+def _disk_full_is_one_message(func):
+    """Turn a full disk anywhere while the run writes into :class:`DiskFull`, naming the folder."""
+
+    @functools.wraps(func)
+    def wrapper(config, *args, **kwargs):
+        if not isinstance(config, Config):
+            config = load_config(config)
+        try:
+            return func(config, *args, **kwargs)
+        except OSError as e:
+            if e.errno not in _FULL:
+                raise
+            out = Path(config.output.path)
+            where = Path(e.filename) if e.filename and not Path(e.filename).resolve().is_relative_to(
+                out.resolve()) else out
+            raise DiskFull(where, _free_mib(where)) from e
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -536,6 +576,7 @@ def _done(out: Path, n: int) -> dict[int, PartitionSummary]:
     return done
 
 
+@_disk_full_is_one_message
 def run(config: Config | str | Path | dict, client=None, progress: bool = True, resume: bool = False) -> RunResult:
     """Run the whole pipeline and write the results.
 
@@ -562,7 +603,18 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
     Returns
     -------
     RunResult
-        Output folder, table path and the counts written to ``run.json``.
+        Output folder, table path and the counts written to ``run.json``;
+        ``summary["status"]`` is ``ok``, or ``finished_with_errors`` when
+        images or cells were stopped by unexpected exceptions (at most
+        ``errors.max``; they are in ``summary["errors"]``).
+
+    Raises
+    ------
+    RunFailed
+        More errors than ``errors.max``: the run stopped early, ``run.json``
+        has status ``failed`` and the errors.
+    DiskFull
+        The disk filled up while writing (a :class:`RunFailed`).
     """
     started = time.perf_counter()
     p = prepare(config)
@@ -591,6 +643,8 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         write_manifest(out, manifest)
     (out / "progress").mkdir(exist_ok=True)
     done = _done(out, len(parts)) if resume else {}
+    # A partition that had errors is computed again: the bug behind them may be fixed by now.
+    done = {i: s for i, s in done.items() if not getattr(s, "errors", None)}
     todo = [i for i in range(len(parts)) if i not in done]
     log.info("scip: %d images (%s), %d channels: %s", len(p.dataset.sources), p.dataset.format,
              len(p.dataset.channels), ", ".join(p.dataset.channels))
@@ -605,20 +659,24 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         if p.budget is not None:
             log.info("scip: images that decode to more than %s are skipped (%s)", format_bytes(p.budget.bytes),
                      p.budget.origin)
-        computed: list[PartitionSummary] = []
+        computed: dict[int, PartitionSummary] = {}
+        stopped = False
         if todo:
             reductions = reduce(p, session, progress=progress, output=out, saved=saved,
                                 decided=manifest["reductions"])
             if manifest["reductions"] is None:
                 manifest["reductions"] = reductions_to_json(reductions.bounds, reductions.ranges, reductions.report)
                 write_manifest(out, manifest)
+            samples = math.ceil(REPORT_CELLS / max(len(parts), 1))
             tasks = graph.build_writes(p, cells_dir, reductions.cells, reductions.bounds, reductions.ranges,
-                                       samples=math.ceil(REPORT_CELLS / max(len(parts), 1)),
-                                       routing=session.routing, progress=out / "progress")
-            computed = cluster.compute([tasks[i] for i in todo], session, progress=progress)
+                                       samples=samples, routing=session.routing, progress=out / "progress")
+            computed, stopped = _compute_partitions(p, session, tasks, todo, parts, reductions, samples, cells_dir,
+                                                    out / "progress", progress)
         where = session.describe()
         names = cluster.worker_names(session.client) if session.client is not None else {}
-    summaries = {**done, **dict(zip(todo, computed))}
+    summaries = {**done, **computed}
+    if stopped:
+        _stop(p, out, summaries, len(parts), time.perf_counter() - started)
     total = sum((summaries[i] for i in range(len(parts))), PartitionSummary())
     written = write_formats(out, config.output.formats, feature_descriptions(p.dataset.channels, config))
     summary = _summary(p, total, time.perf_counter() - started)
@@ -649,6 +707,90 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
 
 
 
+def _compute_partitions(p: graph.Plan, session: cluster.Session, tasks: list, todo: list[int], parts: list,
+                        reductions: Reductions, samples: int, cells_dir: Path, progress_dir: Path,
+                        progress: bool) -> tuple[dict[int, PartitionSummary], bool]:
+    """Compute the write tasks of the partitions ``todo`` as they complete.
+
+    Returns the summaries by partition and whether the run stopped early
+    because the errors exceeded ``errors.max`` (the tasks left are then
+    cancelled). A partition whose task kept killing workers is computed
+    again image by image (:func:`_isolate`).
+    """
+    summaries: dict[int, PartitionSummary] = {}
+    errors = 0
+    results = cluster.completed([tasks[i] for i in todo], session, progress=progress)
+    try:
+        for position, result in results:
+            index = todo[position]
+            if isinstance(result, cluster.Killed):
+                result = _isolate(p, index, parts[index], result, session, reductions, samples, cells_dir,
+                                  progress_dir)
+            summaries[index] = result
+            errors += len(result.errors)
+            if errors > p.config.errors.max:
+                return summaries, True
+    finally:
+        results.close()
+    return summaries, False
+
+
+def _one_image(p: graph.Plan, source, reductions: Reductions, samples: int, routing: cluster.Routing):
+    """The task computing the records of one image alone: the graph of the plan restricted to it."""
+    one = dataclasses.replace(p, dataset=dataclasses.replace(p.dataset, sources=(source,)))
+    cells = graph.build_cells(one, reductions.correction, routing)
+    bag = graph.build_features(one, cells, reductions.bounds, reductions.ranges, samples, routing)
+    return bag.to_delayed(optimize_graph=False)[0]
+
+
+def _isolate(p: graph.Plan, index: int, sources: list, killed: cluster.Killed, session: cluster.Session,
+             reductions: Reductions, samples: int, cells_dir: Path, progress_dir: Path) -> PartitionSummary:
+    """Partition ``index`` killed its workers: compute its images one by one, skip those that still kill them.
+
+    The other images' cells are written as the partition's part, as if the
+    partition had run normally; each image that kills workers on its own is
+    a skipped image record naming the file.
+    """
+    step = graph.STEPS.get(killed.task, killed.task)
+    log.warning("scip: partition %d killed %d workers (step %s); computing its %d images one by one",
+                index, killed.workers, step, len(sources))
+    tasks = [_one_image(p, s, reductions, samples, session.routing) for s in sources]
+    records: list = [None] * len(sources)
+    for position, result in cluster.completed(tasks, session, progress=False):
+        records[position] = result
+    suspects = [i for i, r in enumerate(records) if isinstance(r, cluster.Killed)]
+    if len(suspects) > 1:
+        # A task dies with the worker it shares with a killer: each suspect gets another try on its own.
+        for i in suspects:
+            ((_, records[i]),) = cluster.completed([tasks[i]], session, progress=False)
+    for position, result in enumerate(records):
+        if isinstance(result, cluster.Killed):
+            source = sources[position]
+            where = ", ".join(str(x) for x in source.paths if x) or source.image_id
+            result_step = graph.STEPS.get(result.task, result.task)
+            log.warning("scip: image %s (%s) killed %d workers; skipped", source.image_id, where, result.workers)
+            times = f"{result.workers} time{'s' if result.workers > 1 else ''}"
+            result = [ImageRecord(source, p.dataset.channels, status=skipped(
+                result_step, f"{where} killed the worker {times}; likely more memory than a worker has "
+                             f"(memory_limit {result.memory_limit})", kind="killed the worker"))]
+        records[position] = result
+    return graph._write([r for image in records for r in image], index, str(cells_dir), p.columns, str(progress_dir))
+
+
+def _stop(p: graph.Plan, out: Path, summaries: dict[int, PartitionSummary], n_parts: int, wall: float) -> None:
+    """Too many errors: record the failure in run.json (the manifest stays incomplete) and raise."""
+    total = sum(summaries.values(), PartitionSummary())
+    summary = _summary(p, total, wall)
+    summary["status"] = "failed"
+    summary["partitions"] = {"total": n_parts, "done": len(summaries), "not_done": n_parts - len(summaries)}
+    (out / "run.json").write_text(json.dumps(summary, indent=2, default=str))
+    first = total.errors[0]
+    raise RunFailed(
+        f"{len(total.errors)} unexpected error(s), more than errors.max = {p.config.errors.max}: stopped early after "
+        f"{len(summaries)} of {n_parts} partitions. First: {first['message']} (step {first['step']}, image "
+        f"{first['image_id']}). Tracebacks in {out / 'run.json'}; once fixed, --resume computes what is missing")
+
+
 def _with_drops(report: dict, total: PartitionSummary) -> dict:
     """The reductions report, with how many cells each filter dropped."""
     dropped = Counter(r["filter"] for r in total.skipped if r["step"] == "filter")
@@ -657,18 +799,25 @@ def _with_drops(report: dict, total: PartitionSummary) -> dict:
     return report
 
 
-def _skip_counts(rows: list[dict], kind: str) -> tuple[dict[str, int], dict[str, int]]:
-    """Skips of one kind counted by step, and the most common exact reasons (all are in skipped.csv)."""
+def _skip_counts(rows: list[dict], kind: str) -> tuple[dict[str, int], dict[str, int], int]:
+    """Skips of one kind counted by step, the most common reasons and the errors among them.
+
+    Reasons are counted by their kind (the reason without the record's
+    values), so that cells dropped by one filter count as one reason; the
+    values are in skipped.csv.
+    """
     rows = [r for r in rows if r["kind"] == kind]
     by_step = Counter(r["step"] for r in rows)
-    reasons = Counter(f"{r['step']}: {r['reason']}" for r in rows)
-    return dict(sorted(by_step.items())), dict(reasons.most_common(10))
+    reasons = Counter(f"{r['step']}: {r.get('reason_kind') or r['reason']}" for r in rows)
+    errors = sum(1 for r in rows if r.get("error"))
+    return dict(sorted(by_step.items())), dict(reasons.most_common(10)), errors
 
 
 def _summary(p: graph.Plan, total: PartitionSummary, wall: float) -> dict:
-    image_steps, image_reasons = _skip_counts(total.skipped, "image")
-    cell_steps, cell_reasons = _skip_counts(total.skipped, "cell")
+    image_steps, image_reasons, image_errors = _skip_counts(total.skipped, "image")
+    cell_steps, cell_reasons, cell_errors = _skip_counts(total.skipped, "cell")
     summary = {
+        "status": "finished_with_errors" if total.errors else "ok",
         "config": p.config.model_dump(mode="json"),
         "versions": _versions(),
         "input": {
@@ -684,6 +833,7 @@ def _summary(p: graph.Plan, total: PartitionSummary, wall: float) -> dict:
                 "skipped": total.images - total.images_with_cells,
                 "skipped_by_step": image_steps,
                 "most_common_reasons": image_reasons,
+                "errors": image_errors,
             },
             "cells": {
                 "found": total.cells_found,
@@ -691,8 +841,12 @@ def _summary(p: graph.Plan, total: PartitionSummary, wall: float) -> dict:
                 "skipped": total.cells_found - total.cells_exported,
                 "skipped_by_step": cell_steps,
                 "most_common_reasons": cell_reasons,
+                "errors": cell_errors,
             },
+            "errors": len(total.errors),
         },
+        "errors": total.errors[:REPORTED_ERRORS],
+        "errors_max": p.config.errors.max,
         "timings_s": {
             "wall": round(wall, 3),
             "steps": {k: round(v, 3) for k, v in sorted(total.timings.items())},

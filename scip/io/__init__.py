@@ -102,7 +102,8 @@ def read_images(dataset: Dataset | ReadSpec, sources: Sequence[Source]) -> list[
             continue
         except Exception as e:  # noqa: BLE001 - any reader failure is this image's problem only
             where = ", ".join(p for p in source.paths if p) or "?"
-            records.append(ImageRecord(source, dataset.channels, status=skipped("load", f"cannot read {where}: {_describe(e)}")))
+            records.append(ImageRecord(source, dataset.channels, status=skipped(
+                "load", f"cannot read {where}: {_describe(e)}", kind="cannot read the file")))
             continue
         records.append(ImageRecord(source, dataset.channels, pixels=pixels))
     return records
@@ -115,10 +116,11 @@ def _read_ifc(dataset: Dataset, sources: Sequence[Source]) -> list[ImageRecord]:
     for i, result in ifc_zarr.read_ifc_chunks(path, dataset.chunk_size, {i: s.locator[1] for i, s in by_index.items()}):
         source = by_index[i]
         if isinstance(result, str):
-            records.append(ImageRecord(source, dataset.channels, status=skipped("load", result)))
+            records.append(ImageRecord(source, dataset.channels, status=skipped("load", result, kind="cannot read the event")))
         elif result.shape[0] != dataset.n_stored_channels:
             records.append(ImageRecord(source, dataset.channels, status=skipped(
-                "load", f"event {i} of {path} has {result.shape[0]} channels, expected {dataset.n_stored_channels}")))
+                "load", f"event {i} of {path} has {result.shape[0]} channels, expected {dataset.n_stored_channels}",
+                kind="event has another number of channels")))
         else:
             records.append(ImageRecord(source, dataset.channels, pixels=result[list(dataset.channel_index)]))
     return records

@@ -63,7 +63,7 @@ _SUMMARY_VERSION = 1
 #: Changed input files named in a refusal before "and N more".
 _SHOWN = 10
 #: Config sections that may change between a run and its resumption: they do not change the table.
-_FREE_SECTIONS = ("cluster", "output")
+_FREE_SECTIONS = ("cluster", "output", "errors")
 
 
 class ManifestError(ValueError):

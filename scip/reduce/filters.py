@@ -194,5 +194,6 @@ def apply_filters(record: ImageRecord | CellRecord, filters: Sequence[FilterConf
                 word = "below" if side == "min" else "above"
                 reason = f"{f.name} = {value:.6g} {word} {side} {threshold:.6g} ({rule_text(rule)})"
                 return record.with_(pixels=None, masks={}, others=None,
-                                    status=skipped("filter", reason, filter=f.name, value=value, threshold=threshold))
+                                    status=skipped("filter", reason, filter=f.name, value=value, threshold=threshold,
+                                                   kind=f"{f.name} {word} {side} ({rule_text(rule)})"))
     return record

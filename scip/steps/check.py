@@ -21,15 +21,19 @@ def check_image(record: ImageRecord) -> ImageRecord:
         hint = (f"; it is a z stack of {pixels.shape[1]} planes, which must be projected first "
                 "(input.z_projection: max, mean or median)") if pixels.ndim == 4 else ""
         return record.with_(pixels=None, status=skipped(
-            "check", f"image has {pixels.ndim} dimensions (shape {pixels.shape}); expected (C, H, W){hint}"))
+            "check", f"image has {pixels.ndim} dimensions (shape {pixels.shape}); expected (C, H, W){hint}",
+            kind="image is not (C, H, W)"))
     if pixels.size == 0 or 0 in pixels.shape:
-        return record.with_(pixels=None, status=skipped("check", f"image has no pixels (shape {pixels.shape})"))
+        return record.with_(pixels=None, status=skipped(
+            "check", f"image has no pixels (shape {pixels.shape})", kind="image has no pixels"))
     if pixels.dtype.kind == "f":
         bad = int(np.count_nonzero(~np.isfinite(pixels)))
         if bad:
             return record.with_(pixels=None, status=skipped(
-                "check", f"image has {bad} NaN or infinite pixel values of {pixels.size}"))
+                "check", f"image has {bad} NaN or infinite pixel values of {pixels.size}",
+                kind="image has NaN or infinite pixel values"))
     lo, hi = pixels.min(), pixels.max()
     if lo == hi:
-        return record.with_(pixels=None, status=skipped("check", f"image is empty: every pixel is {lo.item()}"))
+        return record.with_(pixels=None, status=skipped(
+            "check", f"image is empty: every pixel is {lo.item()}", kind="image is empty: every pixel is the same"))
     return record

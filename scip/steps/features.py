@@ -10,7 +10,7 @@ from typing import Sequence
 
 from scip.features import FeatureParams
 from scip.features.crops import extract_crops
-from scip.records import CellRecord, ImageRecord, skipped
+from scip.records import EXPECTED, CellRecord, ImageRecord, Status, failed, skipped
 
 
 def _measure(cells: list[CellRecord], cell_mask: str, masks: Sequence[str], families: tuple[str, ...],
@@ -32,11 +32,11 @@ def _measure(cells: list[CellRecord], cell_mask: str, masks: Sequence[str], fami
     return rows
 
 
-def _finish(cell: CellRecord, row: dict[str, float] | None, error: str | None, share: float) -> CellRecord:
+def _finish(cell: CellRecord, row: dict[str, float] | None, error: Status | None, share: float) -> CellRecord:
     timings = {**cell.timings, "features": cell.timings.get("features", 0.0) + share}
     done = dict(pixels=None, masks={}, others=None, timings=timings)
     if error is not None:
-        return cell.with_(status=skipped("features", error), **done)
+        return cell.with_(status=error, **done)
     if all(math.isnan(v) for v in row.values()):
         return cell.with_(status=skipped("features", "every feature is NaN"), **done)
     return cell.with_(features={k: float(v) for k, v in row.items()}, **done)
@@ -51,8 +51,9 @@ def featurize_cells(records: list[ImageRecord | CellRecord], cell_mask: str, mas
     :func:`scip.features.crops.extract_crops`); a cell whose extra mask is
     empty gets NaN for that mask's columns. Crops are released afterwards:
     only the row travels on to the writer. If measuring the batch fails,
-    cells are measured one at a time so that only the cell at fault is
-    skipped, with the error as its reason.
+    cells are measured one at a time so that only the cell at fault stops:
+    skipped when it raised :class:`~scip.records.DataError` (or ran out of
+    memory), an error with the traceback for any other exception (a bug).
 
     ``ranges`` (dataset-wide normalization) maps a group, the values of the
     ``range_group_by`` metadata fields, to one ``(low, high)`` per channel:
@@ -82,8 +83,10 @@ def featurize_cells(records: list[ImageRecord | CellRecord], cell_mask: str, mas
                 start = time.perf_counter()
                 try:
                     row, error = _measure([cell], cell_mask, masks, families, batch_params)[0], None
-                except Exception as e:  # noqa: BLE001 - one odd cell must not stop the run
-                    row, error = None, f"{type(e).__name__}: {e}"
+                except EXPECTED as e:
+                    row, error = None, skipped("features", f"{type(e).__name__}: {e}", kind=type(e).__name__)
+                except Exception as e:  # noqa: BLE001 - counted as an error, reported with its traceback
+                    row, error = None, failed("features", e)
                 out[i] = _finish(cell, row, error, time.perf_counter() - start)
     return out
 

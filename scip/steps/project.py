@@ -53,7 +53,8 @@ def project_z(record: ImageRecord, method: str | None) -> ImageRecord:
     if method is None:
         return record.with_(pixels=None, timings=timings, status=skipped(
             "project", f"image is a z stack of {record.pixels.shape[1]} planes; set input.z_projection "
-            f"to one of {', '.join(METHODS)} to project it to one plane"))
+            f"to one of {', '.join(METHODS)} to project it to one plane",
+            kind="image is a z stack and input.z_projection is not set"))
     with timed(timings, "project"):
         pixels = _project(record.pixels, method)
     return record.with_(pixels=pixels, timings=timings)

@@ -6,7 +6,7 @@ import numpy as np
 
 from scip._hints import did_you_mean
 from scip.config import SegmentConfig
-from scip.records import ImageRecord, skipped
+from scip.records import EXPECTED, ImageRecord, failed, skipped
 from scip.segment import segment
 from scip.steps.timing import timed
 
@@ -45,6 +45,10 @@ def segment_image(record: ImageRecord, cfg: SegmentConfig) -> ImageRecord:
     is found is skipped with that reason: its absence from the table is then
     explained in ``skipped.csv``. A list of channels (multi-channel models)
     is passed to the method as one ``(C, H, W)`` image.
+
+    A method that raises :class:`~scip.records.DataError` (or runs out of
+    memory) skips the image; any other exception is a bug in the method and
+    makes the image an error (:func:`~scip.records.failed`), with its traceback.
     """
     if not record.status:
         return record
@@ -55,11 +59,14 @@ def segment_image(record: ImageRecord, cfg: SegmentConfig) -> ImageRecord:
         pixels = record.pixels[positions] if isinstance(cfg.channel, list) else record.pixels[c]
         try:
             labels = segment(pixels.astype(np.float32), cfg.method, **cfg.method_params())
-        except Exception as e:  # noqa: BLE001 - one odd image must not stop the run
-            return record.with_(timings=timings, status=skipped("segment", f"{cfg.method} failed: {type(e).__name__}: {e}"))
+        except EXPECTED as e:
+            return record.with_(timings=timings, status=skipped(
+                "segment", f"{cfg.method} failed: {type(e).__name__}: {e}", kind=f"{cfg.method} failed: {type(e).__name__}"))
+        except Exception as e:  # noqa: BLE001 - counted as an error, reported with its traceback
+            return record.with_(timings=timings, status=failed("segment", e))
     labels = {**record.labels, cfg.name: labels}
     if labels[cfg.name].max() == 0:
         return record.with_(labels=labels, timings=timings, status=skipped(
             "segment", f"no cells found ({cfg.method} on channel "
-                       f"{', '.join(repr(record.channels[i]) for i in positions)})"))
+                       f"{', '.join(repr(record.channels[i]) for i in positions)})", kind="no cells found"))
     return record.with_(labels=labels, timings=timings)
