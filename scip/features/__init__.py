@@ -206,7 +206,8 @@ def extract(
         If ``pixels`` is not 3-D, ``labels`` or ``background`` does not match
         its spatial shape, ``labels`` is not integer or has negative values,
         the number of channel names differs from the number of channels, a
-        family is unknown or a parameter is out of range.
+        family is unknown, a parameter is out of range or ``offset`` is not in
+        whole pixels.
     TypeError
         For an unknown parameter name.
 

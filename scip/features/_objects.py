@@ -84,10 +84,13 @@ class Objects:
         The pipeline also excludes other cells and the padding between packed
         crops.
     channel_names : tuple of str
-    row_offset, col_offset : float or ndarray
-        Added to every row / column coordinate a family reports: a scalar, or
-        one value per object (aligned with :attr:`ids`) when objects come from
-        different crops packed into one image.
+    row_offset, col_offset : int or ndarray of int
+        Whole pixels added to every row / column coordinate a family reports:
+        a scalar, or one value per object (aligned with :attr:`ids`) when
+        objects come from different crops packed into one image. Families
+        compute in image coordinates (label image position plus offset), never
+        in positions of the label image alone, so an object's features do not
+        depend on where a packing put it.
     band_labels : ndarray of int, shape (H, W), optional
         Label image whose objects' surroundings are each object's local
         background band; same label numbers as ``labels``. None means
@@ -106,14 +109,25 @@ class Objects:
     labels: np.ndarray
     background: np.ndarray
     channel_names: tuple[str, ...]
-    row_offset: float | np.ndarray = 0
-    col_offset: float | np.ndarray = 0
+    row_offset: int | np.ndarray = 0
+    col_offset: int | np.ndarray = 0
     band_labels: np.ndarray | None = None
     outside: np.ndarray | None = None
     groups: Groups = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "groups", group_pixels(self.labels))
+        for name in ("row_offset", "col_offset"):
+            value = np.asarray(getattr(self, name))
+            if value.ndim and value.shape != (len(self.groups),):
+                raise ValueError(f"{name} has shape {value.shape}, expected a scalar or one value per object "
+                                 f"({len(self.groups)})")
+            # Whole pixels only: the shape family puts pixel centers on the
+            # integer grid of the image (Zernike's enclosing circle, as
+            # CellProfiler sees the full image).
+            if not (np.issubdtype(value.dtype, np.number) and np.all(np.isfinite(value))
+                    and np.all(value == np.round(value))):
+                raise ValueError(f"{name} must be whole pixels, got {getattr(self, name)!r}")
         if self.band_labels is None:
             object.__setattr__(self, "band_labels", self.labels)
 
@@ -139,6 +153,42 @@ class Objects:
     def cols(self) -> np.ndarray:
         """Column of each grouped pixel (intp)."""
         return self.groups.index % self.labels.shape[1]
+
+    @cached_property
+    def box_min_row(self) -> np.ndarray:
+        """First row of each object's bounding box in the label image (int64)."""
+        # Pixels are grouped in raster order: an object's first pixel is in its top row.
+        return self.rows[self.groups.starts].astype(np.int64)
+
+    @cached_property
+    def box_min_col(self) -> np.ndarray:
+        """First column of each object's bounding box in the label image (int64)."""
+        return np.minimum.reduceat(self.cols, self.groups.starts).astype(np.int64)
+
+    @cached_property
+    def row_shift(self) -> np.ndarray:
+        """Whole-pixel row offset of each object (int64): label image row + shift = image row."""
+        return np.broadcast_to(np.asarray(self.row_offset), (len(self),)).astype(np.int64)
+
+    @cached_property
+    def col_shift(self) -> np.ndarray:
+        """Whole-pixel column offset of each object (int64): label image column + shift = image column."""
+        return np.broadcast_to(np.asarray(self.col_offset), (len(self),)).astype(np.int64)
+
+    @cached_property
+    def local_rows(self) -> np.ndarray:
+        """Row of each grouped pixel relative to its object's bounding box (int64).
+
+        Sums over these are the same wherever the object lies in the label
+        image; adding :attr:`box_min_row` plus :attr:`row_shift` afterwards (an
+        exact integer) gives image coordinates that do not depend on it either.
+        """
+        return self.rows - self.box_min_row[self.seg]
+
+    @cached_property
+    def local_cols(self) -> np.ndarray:
+        """Column of each grouped pixel relative to its object's bounding box (int64)."""
+        return self.cols - self.box_min_col[self.seg]
 
     def values(self, channel: int) -> np.ndarray:
         """Float64 values of channel ``channel`` at the grouped pixels."""

@@ -7,7 +7,9 @@ filled area, moments, the two convex hulls, Feret diameters, the minimum
 enclosing circle and the Zernike monomial sums). Conventions follow
 :mod:`skimage.measure.regionprops` and CellProfiler; see :mod:`.shape`.
 
-Coordinates inside the kernel are local to the object's bounding box; hull
+Coordinates inside the kernel are local to the object's bounding box, except
+for CellProfiler's enclosing circle and the Zernike sums, which are in image
+coordinates to round as CellProfiler does (see :func:`shape_kernel`); hull
 geometry is done on doubled integer coordinates so that pixel-edge midpoints
 (half-integers) stay exact and every inside/outside decision is exact.
 """
@@ -19,7 +21,7 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["shape_kernel", "N_SCALARS", "SCALAR_COLUMNS"]
+__all__ = ["shape_kernel", "zernike_scores", "N_SCALARS", "SCALAR_COLUMNS"]
 
 # Columns of the scalar output, in order.
 SCALAR_COLUMNS: tuple[str, ...] = (
@@ -496,7 +498,7 @@ def _filled_area(mask, stack, ph, pw):
 
 
 @numba.njit(cache=True, nogil=True)
-def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, degree,
+def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, row_shift, col_shift, degree,
                  perimeter_weights, crofton_coefs, euler_coefs, out, zsums):
     """Per-object shape geometry; see the module docstring.
 
@@ -509,6 +511,12 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, d
         Run of each object in ``rows`` / ``cols``.
     min_row, min_col, height, bwidth : int64 (n,)
         Bounding box of each object.
+    row_shift, col_shift : int64 (n,)
+        Added to ``rows`` / ``cols`` to give image coordinates. The enclosing
+        circle and the Zernike sums are computed in image coordinates, never in
+        positions of the label image alone: their rounding, which decides
+        whether a pixel on the circle counts, then depends on the object and
+        its image only, not on where a packing of crops put it.
     degree : int
         Highest Zernike order; ``zsums`` holds ``sum x^a y^b`` for
         ``a + b <= degree`` (``a`` major), ``x``/``y`` the column/row offsets
@@ -682,9 +690,11 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, d
 
         # CellProfiler hull, min Feret, enclosing circle, Zernike sums.
         nh = _cp_hull(top, bottom, w, hull_i, hull_j)
+        ri = r0 + row_shift[k]
+        cj0 = c0 + col_shift[k]
         for t in range(nh):
-            hull_i[t] += r0
-            hull_j[t] += c0
+            hull_i[t] += ri
+            hull_j[t] += cj0
         out[k, 6] = _min_width(hull_i, hull_j, nh)
         _cp_enclosing_circle(hull_i, hull_j, nh, circle)
         ci = circle[0]
@@ -701,12 +711,12 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, d
         t = s
         while t < s + cnt:
             r = rows[t]
-            ym = (r - ci) / rad
+            ym = (r + row_shift[k] - ci) / rad
             y2 = ym * ym
             for a in range(degree + 1):
                 spow[a] = 0.0
             while t < s + cnt and rows[t] == r:
-                xm = (cols[t] - cj) / rad
+                xm = (cols[t] + col_shift[k] - cj) / rad
                 t += 1
                 if xm * xm + y2 > 1.0:
                     continue
@@ -722,3 +732,30 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, d
                 base = mono_start[a]
                 for b in range(degree + 1 - a):
                     z[base + b] += sa * ypow[b]
+
+
+@numba.njit(cache=True, nogil=True)
+def zernike_scores(zsums, real, imag, radius, out):
+    """Zernike scores from the monomial sums, one object at a time.
+
+    ``out[k, i]`` is ``|zsums[k] . (real[i] + 1j imag[i])| / (pi radius[k]^2)``
+    (NaN for radius 0). Not a matrix product across objects: BLAS chooses its
+    blocking, and with it the summation order, from the number of objects, so
+    an object's scores would change in the last bits with the other objects
+    measured alongside it. Here each object's sums run in one fixed order.
+    """
+    n_mom = real.shape[0]
+    n_mono = real.shape[1]
+    for k in range(zsums.shape[0]):
+        if radius[k] == 0.0:
+            for i in range(n_mom):
+                out[k, i] = np.nan
+            continue
+        area = np.pi * radius[k] * radius[k]
+        for i in range(n_mom):
+            re = 0.0
+            im = 0.0
+            for j in range(n_mono):
+                re += zsums[k, j] * real[i, j]
+                im += zsums[k, j] * imag[i, j]
+            out[k, i] = math.sqrt(re * re + im * im) / area

@@ -12,8 +12,8 @@ where ``s_nm`` is the radial polynomial ``R_n^m(r) / r^m`` written in ``r^2``
 is a complex polynomial in ``x`` and ``y`` of degree ``n``, so every moment is a
 fixed linear combination of the monomial sums ``sum x^a y^b`` with
 ``a + b <= degree``: the kernels accumulate those sums once per object and
-:func:`monomial_matrix` turns them into all the moments with one matrix
-product across objects.
+:func:`monomial_matrix` holds the coefficients that turn them into all the
+moments (applied object by object, see ``_shape_kernels.zernike_scores``).
 
 The expansion has larger coefficients than CellProfiler's per-pixel Horner
 evaluation (up to 840 for degree 9, ~1e8 for degree 20), so round-off grows

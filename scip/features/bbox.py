@@ -36,22 +36,23 @@ def describe(channel_names: Sequence[str], params: FeatureParams) -> list[tuple[
 def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | None], np.ndarray]:
     """Bounding box and centroid of every object, offset into image coordinates."""
     groups = objects.groups
-    rows, cols = objects.rows, objects.cols
-    min_row = np.minimum.reduceat(rows, groups.starts)
-    max_row = np.maximum.reduceat(rows, groups.starts) + 1
-    min_col = np.minimum.reduceat(cols, groups.starts)
-    max_col = np.maximum.reduceat(cols, groups.starts) + 1
-    cen_row = np.add.reduceat(rows.astype(np.float64), groups.starts) / groups.counts
-    cen_col = np.add.reduceat(cols.astype(np.float64), groups.starts) / groups.counts
-    row0, col0 = objects.row_offset, objects.col_offset
+    # Image coordinates of the box corner are exact integers, and the centroid
+    # is taken inside the box: neither depends on where in the label image the
+    # object lies (crops packed side by side land anywhere).
+    min_row = objects.box_min_row + objects.row_shift
+    min_col = objects.box_min_col + objects.col_shift
+    height = np.maximum.reduceat(objects.local_rows, groups.starts) + 1
+    width = np.maximum.reduceat(objects.local_cols, groups.starts) + 1
+    cen_row = np.add.reduceat(objects.local_rows.astype(np.float64), groups.starts) / groups.counts
+    cen_col = np.add.reduceat(objects.local_cols.astype(np.float64), groups.starts) / groups.counts
     values = {
-        "min_row": min_row + row0,
-        "min_col": min_col + col0,
-        "max_row": max_row + row0,
-        "max_col": max_col + col0,
-        "height": max_row - min_row,
-        "width": max_col - min_col,
-        "centroid_row": cen_row + row0,
-        "centroid_col": cen_col + col0,
+        "min_row": min_row,
+        "min_col": min_col,
+        "max_row": min_row + height,
+        "max_col": min_col + width,
+        "height": height,
+        "width": width,
+        "centroid_row": cen_row + min_row,
+        "centroid_col": cen_col + min_col,
     }
     return {(f, None): v for f, v in values.items()}

@@ -9,7 +9,11 @@ Packing changes no value: each crop is padded with a margin of
 object, so no co-occurrence pair or background band reaches from one crop into
 another; the margin counts as beyond the image border for the edge ring; the margin repeats the crop's edge pixels, which is
 what the Sobel filter's ``nearest`` boundary mode would see around a lone
-crop; and coordinates are shifted back to each crop's origin.
+crop; and coordinates are shifted back to each crop's origin. Families compute
+in those image coordinates or relative to each object's bounding box, never in
+positions of the packed image, so a crop gives the same values whichever crops
+share its packed image (and features equal :func:`scip.features.extract` on the
+crop placed at its origin).
 """
 
 from __future__ import annotations
@@ -100,7 +104,8 @@ def extract_crops(
     ------
     ValueError
         If the sequences differ in length, a crop is not 3-D, a mask does not
-        match its crop, or crops differ in their number of channels; and as
+        match its crop, crops differ in their number of channels, or an origin
+        is not two whole numbers; and as
         :func:`scip.features.extract`.
     """
     params = _resolve_params(params, kwargs)
@@ -119,6 +124,9 @@ def extract_crops(
             raise ValueError(f"crop {i} has {np.shape(crop)[0]} channels, crop 0 has {n_channels}")
         if np.shape(mask) != np.shape(crop)[1:]:
             raise ValueError(f"mask {i} has shape {np.shape(mask)}, its crop is {np.shape(crop)[1:]}")
+        if origins is not None and not (np.shape(origins[i]) == (2,)
+                                        and all(float(v).is_integer() for v in origins[i])):
+            raise ValueError(f"origin {i} must be (row, col) in whole pixels, got {origins[i]!r}")
     names = list(channel_names) if channel_names is not None else [f"ch{i}" for i in range(n_channels)]
     cols = columns(names, families, mask_name, params)
     pad = int(params.background_width) + 1
@@ -140,8 +148,8 @@ def extract_crops(
         band = np.zeros((height, width), dtype=np.int64)
         background = np.zeros((height, width), dtype=bool)
         outside = np.ones((height, width), dtype=bool)
-        row_shift = np.zeros(len(batch))
-        col_shift = np.zeros(len(batch))
+        row_shift = np.zeros(len(batch), dtype=np.int64)
+        col_shift = np.zeros(len(batch), dtype=np.int64)
         for k, i in enumerate(batch):
             (r, c), (h, w) = corners[k], shapes[k]
             inner = (slice(r + pad, r + h - pad), slice(c + pad, c + w - pad))

@@ -324,7 +324,6 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     groups = objects.groups
     starts, counts = groups.starts, groups.counts
     seg = objects.seg
-    rows, cols = objects.rows, objects.cols
 
     edge = _edge_mask(objects.labels, int(params.edge_width), objects.outside).ravel()[groups.index]
     edge_seg = seg[edge]
@@ -334,12 +333,17 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     band_starts, band_counts = run_bounds(band_seg, n)
 
     # Pixel coordinates relative to the object's centroid: the weighted sums
-    # below then give the mass displacement directly and stay precise.
-    cen_row = np.add.reduceat(rows.astype(np.float64), starts) / counts
-    cen_col = np.add.reduceat(cols.astype(np.float64), starts) / counts
-    d_row = rows - cen_row[seg]
-    d_col = cols - cen_col[seg]
-    row0, col0 = objects.row_offset, objects.col_offset
+    # below then give the mass displacement directly and stay precise. The
+    # centroid is taken inside the bounding box and the box corner (an exact
+    # integer in image coordinates) added last, so no value depends on where
+    # in the label image the object lies (crops packed side by side land anywhere).
+    local_rows, local_cols = objects.local_rows, objects.local_cols
+    cen_row = np.add.reduceat(local_rows.astype(np.float64), starts) / counts
+    cen_col = np.add.reduceat(local_cols.astype(np.float64), starts) / counts
+    d_row = local_rows - cen_row[seg]
+    d_col = local_cols - cen_col[seg]
+    row0 = objects.box_min_row + objects.row_shift
+    col0 = objects.box_min_col + objects.col_shift
 
     out: dict[tuple[str, str | None], np.ndarray] = {}
     for c, channel in enumerate(objects.channel_names):
@@ -355,8 +359,8 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
             shift_col = np.where(total != 0, np.add.reduceat(d_col * values, starts) / total, np.nan)
         first = _first_max(values, stats["max"], seg, starts)
         found = first >= 0
-        max_row = np.where(found, rows[first], np.nan) + row0
-        max_col = np.where(found, cols[first], np.nan) + col0
+        max_row = np.where(found, local_rows[first], np.nan) + row0
+        max_col = np.where(found, local_cols[first], np.nan) + col0
 
         feats: dict[str, np.ndarray] = dict(stats)
         feats.update({f"edge_{k}": v for k, v in edge_stats.items()})

@@ -2,7 +2,8 @@
 
 Every feature depends on the object's own pixels only (pixels of another label
 next to it count as outside), with pixel spacing 1, and is invariant to
-translation. All objects are computed together: one compiled pass
+translation, except that the Zernike moments keep CellProfiler's rounding in
+image coordinates (below). All objects are computed together: one compiled pass
 (:mod:`._shape_kernels`) walks each object's bounding box once, and the rest
 is vectorized across objects.
 
@@ -43,9 +44,12 @@ The CellProfiler features (``MeasureObjectSizeShape``, as ``cp_measure``):
   magnitude of the Zernike moment of the mask inside its minimum enclosing
   circle, divided by the circle's area; see :mod:`._zernike`. The circle is
   centrosome's (Chrystal's algorithm on CellProfiler's convex hull of the
-  pixel centers) computed with the same floating-point operations, in the
-  coordinates of the label image passed, so pixels on the circle are kept or
-  dropped exactly as CellProfiler does. A single pixel has a circle of radius
+  pixel centers) computed with the same floating-point operations, in image
+  coordinates (the label image's plus ``Objects.row_offset/col_offset``), so
+  pixels on the circle are kept or dropped exactly as CellProfiler does on the
+  whole image. Which of them rounding keeps depends on the object's position
+  in its image, but never on other objects or on how the pipeline packs crops
+  (:mod:`.crops` passes each crop's origin). A single pixel has a circle of radius
   0 and NaN Zernike moments, as in CellProfiler. Chrystal's algorithm is
   replayed with first-in-hull-order tie breaking and the C library's
   ``acos`` (CellProfiler: numpy's ``argsort`` and ``arccos``); for
@@ -181,7 +185,8 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     n = len(starts)
     scal = np.empty((n, _k.N_SCALARS))
     zsums = np.empty((n, int(monomial_index(degree).max()) + 1))
-    _k.shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, degree,
+    _k.shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth,
+                    np.ascontiguousarray(objects.row_shift), np.ascontiguousarray(objects.col_shift), degree,
                     _k._PERIMETER_WEIGHTS, _k._CROFTON_COEFS, _k._EULER_COEFS, scal, zsums)
     col = {name: scal[:, i] for i, name in enumerate(_k.SCALAR_COLUMNS)}
 
@@ -233,11 +238,8 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
         values[f"moments_{p}{q}"] = col[f"m{p}{q}"]
 
     real, imag = monomial_matrix(degree)
-    radius = col["mec_radius"]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        zre = zsums @ real.T
-        zim = zsums @ imag.T
-        score = np.sqrt(zre * zre + zim * zim) / (np.pi * radius * radius)[:, None]
+    score = np.empty((n, real.shape[0]))
+    _k.zernike_scores(zsums, real, imag, np.ascontiguousarray(col["mec_radius"]), score)
     for i, (zn, zm) in enumerate(zernike_indexes(degree)):
         values[f"zernike_{zn}_{zm}"] = score[:, i]
 
