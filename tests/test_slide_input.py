@@ -189,3 +189,55 @@ def test_yaml_paths_are_relative_to_the_file(small, tmp_path):
     config = load_slide_config(tmp_path / "cfg" / "slide.yml")
     assert config.output.path == tmp_path / "cfg" / "out"
     assert config.tiles.margin_px == 60 and config.segment.method == "watershed"
+
+
+def test_overwrite_removes_only_what_a_slide_run_recorded(small, tmp_path):
+    """Issue 15, case 1 for scip slide: a folder of the user's at one of our names is refused, never removed."""
+    root, ome, _ = small
+    out = tmp_path / "out"
+    mine = out / "labels.zarr" / "my_annotations.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("hours of work")
+    with pytest.raises(ConfigError, match=r"holds labels\.zarr, which no scip slide run recorded writing"):
+        segment_slide(_config(ome, out, segment={"method": "otsu"}, output={"overwrite": True}), progress=False)
+    assert mine.read_text() == "hours of work"
+    mine.parent.rename(tmp_path / "moved.zarr")
+    segment_slide(_config(ome, out, segment={"method": "otsu"}), progress=False)
+    again = segment_slide(_config(ome, out, segment={"method": "otsu"}, output={"overwrite": True}), progress=False)
+    assert again.read_labels().max() > 0
+
+
+def test_slide_input_and_output_must_not_overlap(small, tmp_path):
+    import shutil
+
+    _, ome, _ = small
+    out = tmp_path / "out"
+    inside = shutil.copytree(ome, out / "labels.zarr")
+    with pytest.raises(ConfigError, match=r"input\.path: .* lies in the output folder .* under 'labels\.zarr'"):
+        segment_slide(_config(inside, out, segment={"method": "otsu"}, output={"overwrite": True}), progress=False)
+    assert (inside / "0").is_dir()
+    with pytest.raises(ConfigError, match=r"output\.path: .* is the input image .* or lies inside it"):
+        segment_slide(_config(inside, inside / "results", segment={"method": "otsu"}), progress=False)
+
+
+def test_labels_into_input_never_replaces_a_label_image_scip_did_not_write(small, tmp_path):
+    import shutil
+
+    _, ome, _ = small
+    copy = shutil.copytree(ome, tmp_path / "copy.ome.zarr")
+    # A hand-made annotation: the same label image without scip's downsampling method in its metadata.
+    group = zarr.open_group(str(copy / "labels" / "truth"), mode="r+")
+    attrs = dict(group.attrs)
+    multiscales = attrs.get("ome", attrs)["multiscales"]
+    multiscales[0].pop("metadata", None)
+    group.attrs.update(attrs)
+    truth = np.asarray(zarr.open_array(str(copy / "labels" / "truth" / "0"), mode="r"))
+    with pytest.raises(ConfigError, match=r"labels/truth already exists and was not written by scip slide"):
+        segment_slide(_config(copy, tmp_path / "out", output={"labels_into_input": True, "overwrite": True},
+                              segment={"name": "truth"}), progress=False)
+    np.testing.assert_array_equal(np.asarray(zarr.open_array(str(copy / "labels" / "truth" / "0"), mode="r")), truth)
+    # A label image scip wrote may be replaced when asked.
+    segment_slide(_config(copy, tmp_path / "a", output={"labels_into_input": True}, segment={"name": "nuclei"}),
+                  progress=False)
+    segment_slide(_config(copy, tmp_path / "b", output={"labels_into_input": True, "overwrite": True},
+                          segment={"name": "nuclei"}), progress=False)

@@ -234,22 +234,71 @@ def _schema(plan: _Plan, polygons: bool, features: dict | None):
     return pa.schema(fields, metadata=metadata or None)
 
 
-def _prepare_output(path: Path, overwrite: bool) -> None:
-    existing = [name for name in OUTPUT_FILES if (path / name).exists()]
+#: What a slide run records it wrote, before writing it: ``--overwrite`` removes only what is listed there.
+RECORD = ".scip-slide.json"
+
+
+def _recorded(path: Path) -> set[str]:
+    """Top-level names an earlier slide run in ``path`` recorded writing (never paths elsewhere)."""
+    try:
+        names = json.loads((path / RECORD).read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {n for n in names if isinstance(n, str) and n in OUTPUT_FILES}
+
+
+def _prepare_output(path: Path, overwrite: bool, source_path: str | Path) -> None:
+    """Make ``path`` ready; with ``overwrite``, remove only what an earlier slide run recorded writing there.
+
+    Refuses (:class:`~scip.config.ConfigError`) an output folder that is the
+    input, lies inside it, or holds it under a name a slide run writes, and a
+    folder whose results no slide run recorded: those are the user's, and
+    nothing is removed.
+    """
+    out, source = path.resolve(), Path(source_path).resolve()
+    if out == source or out.is_relative_to(source):
+        raise ConfigError(f"output.path: {path} is the input image {source_path} or lies inside it; "
+                          "write the results to a folder outside the input")
+    if source.is_relative_to(out) and source.relative_to(out).parts[0] in OUTPUT_FILES:
+        raise ConfigError(f"input.path: {source_path} lies in the output folder {path} under "
+                          f"{source.relative_to(out).parts[0]!r}, a name scip slide writes and --overwrite removes; "
+                          "move it out of the output folder, or choose another output.path")
+    existing = [name for name in OUTPUT_FILES if (path / name).exists()
+                and not (name == "cells" and not any((path / name).glob("part-*.parquet")))]
     if existing and not overwrite:
         raise ConfigError(f"output.path: {path} already holds results ({', '.join(existing)}); "
                           "choose another folder, or set output.overwrite: true (--overwrite)")
-    for name in OUTPUT_FILES:
+    recorded = _recorded(path)
+    foreign = [name for name in existing if name not in recorded]
+    if foreign:
+        raise ConfigError(f"output.path: {path} holds {', '.join(foreign)}, which no scip slide run recorded writing "
+                          f"(in {RECORD}); --overwrite removes only what scip recorded, so these are left alone: "
+                          "move or delete them yourself, or choose another folder")
+    for name in existing:
         target = path / name
-        if name == "cells" and target.is_dir():
+        if name == "cells":
             # Only our own part files go: the folder may hold things the user put there.
             for part in target.glob("part-*.parquet"):
                 part.unlink()
-        elif target.is_dir():
+        elif target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         else:
             target.unlink(missing_ok=True)
+    path.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path / RECORD) as tmp:
+        tmp.write_text(json.dumps({"files": list(OUTPUT_FILES)}))
     (path / "cells").mkdir(parents=True, exist_ok=True)
+
+
+def _written_by_scip(label: Path) -> bool:
+    """Whether the label image at ``label`` is one scip slide wrote (its multiscale names scip's downsampling)."""
+    try:
+        attrs = dict(zarr.open_group(str(label), mode="r").attrs)
+    except Exception:  # noqa: BLE001 - anything unreadable is not provably ours
+        return False
+    multiscales = attrs.get("ome", attrs).get("multiscales") or [{}]
+    return isinstance(multiscales, list) and isinstance(multiscales[0], dict) and \
+        str((multiscales[0].get("metadata") or {}).get("method", "")).startswith("scip.slide.")
 
 
 def _open(config: SlideConfig) -> tuple[SlideSource, tuple[int, ...], tuple[int, ...]]:
@@ -273,6 +322,10 @@ def _open(config: SlideConfig) -> tuple[SlideSource, tuple[int, ...], tuple[int,
         if existing.exists() and not config.output.overwrite:
             raise ConfigError(f"output.labels_into_input: {existing} already exists; choose another segment.name, "
                               "or set output.overwrite: true")
+        if existing.exists() and not _written_by_scip(existing):
+            # Inside the input: only a label image scip itself wrote may be replaced.
+            raise ConfigError(f"output.labels_into_input: {existing} already exists and was not written by scip "
+                              "slide; it is left alone even with output.overwrite: choose another segment.name")
     return source, segment_channels, feature_channels
 
 
@@ -336,7 +389,7 @@ def segment_slide(config: SlideConfig | dict | str | Path, *, client=None, progr
     started = time.perf_counter()
     source, segment_channels, feature_channels = _open(config)
     out = config.output.path
-    _prepare_output(out, config.output.overwrite)
+    _prepare_output(out, config.output.overwrite, source.path)
     tiling = Tiling(source.shape, config.tiles.size, config.tiles.margin_px)
     seg = config.segment
     params = seg.method_params()
