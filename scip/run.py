@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import platform
+import shutil
 import sys
 import time
 from collections import Counter

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import require
 from scipy import ndimage
 from skimage.segmentation import relabel_sequential
 
@@ -110,7 +111,7 @@ def test_crops_same_values_for_any_packed_image_size(fields):
 
 def test_packed_zernike_equals_cellprofiler_on_the_whole_image(fields):
     """Crops measured in the pipeline give CellProfiler's Zernike moments of the whole field."""
-    cp_shape = pytest.importorskip("cp_measure.core.measureobjectsizeshape")
+    cp_shape = require("cp_measure.core.measureobjectsizeshape")
     labels = fields.labels[0].astype(np.int64)
     seq, forward, _ = relabel_sequential(labels)
     cells = _cells(fields, n_fields=1, remove_border=False)
