@@ -13,11 +13,41 @@ The main entry points:
 - :func:`scip.features.extract` computes features of one image in numpy.
 """
 
-from scip.config import Config, ConfigError, load_config
-from scip.io.manifest import IncompleteRunError
-from scip.io.tables import read
-from scip.run import RunResult, prepare, run
+import sys
+import types
+from importlib import import_module
+
+from scip.yamlfile import ConfigError
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "ConfigError", "IncompleteRunError", "RunResult", "load_config", "prepare", "read", "run", "__version__"]
+# Imported on first use: the command line answers `scip check bad.yml` without loading Dask and numba.
+_LAZY = {"Config": "scip.config", "load_config": "scip.config", "read": "scip.io.tables",
+         "IncompleteRunError": "scip.io.manifest", "RunResult": "scip.run", "prepare": "scip.run", "run": "scip.run"}
+
+__all__ = ["Config", "ConfigError", "IncompleteRunError", "RunResult", "load_config", "prepare", "read", "run",
+           "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'scip' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+class _Package(types.ModuleType):
+    # Importing the submodule scip.run binds it as the package's attribute `run`; the API's `scip.run`
+    # is the function, as it was when this package imported everything eagerly.
+    def __setattr__(self, name: str, value) -> None:
+        if name == "run" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scip.config import ConfigError
+from scip.yamlfile import ConfigError
 
 if TYPE_CHECKING:
     from scip.records import Source
@@ -227,6 +227,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_yaml_first(path: Path) -> None:
+    """Refuse a file that is not a sane YAML document before the heavy imports (Dask, numba) are paid."""
+    from scip.yamlfile import parse_yaml
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return  # the config loader says what is wrong with the path, naming it
+    parse_yaml(data, str(path))
+
+
 def _describe_image(source: "Source", fmt: str) -> str:
     """One line of ``scip check``'s image list: id, where its pixels are, and what is missing."""
     if fmt == "ifc_zarr":
@@ -387,6 +398,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scip`` console script."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command in ("run", "slide", "check"):
+        try:
+            _read_yaml_first(args.config)
+        except ConfigError as e:
+            print(f"scip: error: {e}", file=sys.stderr)
+            return 2
     from scip.cluster import ClusterError, quiet_logs
     from scip.failures import DiskFull, RunFailed
 

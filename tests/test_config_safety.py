@@ -114,6 +114,27 @@ def test_alias_bomb_is_refused_quickly_in_a_subprocess(tmp_path, blobs_tiff):
     assert len(done.stderr) < 1000
 
 
+def test_a_broken_config_is_refused_before_dask_and_numba_are_imported(tmp_path, blobs_tiff):
+    """What keeps `scip check bomb.yml` well under a second: the YAML is read before the heavy imports."""
+    path = write(tmp_path, BOMB + f"input: {{path: {blobs_tiff}, channels: *i}}\n", "bomb.yml")
+    code = ("import sys; from scip.cli import main; rc = main(['check', sys.argv[1]]); "
+            "heavy = sorted(m for m in ('dask', 'distributed', 'numba', 'pandas', 'pydantic') if m in sys.modules); "
+            "print('heavy:', heavy); sys.exit(rc)")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2, done.stderr
+    assert "heavy: []" in done.stdout
+
+
+def test_scip_run_stays_the_function_whatever_is_imported_first():
+    code = ("import scip.run, scip.cli; from scip.run import prepare; import scip; "
+            "assert callable(scip.run) and scip.run.__name__ == 'run', scip.run; "
+            "assert scip.prepare is prepare and scip.IncompleteRunError.__name__ == 'IncompleteRunError'")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+
+
 def test_alias_expansion_limit_allows_ordinary_aliases():
     assert parse_yaml("a: &a {x: [1, 2]}\nb: *a\n", "x.yml") == {"a": {"x": [1, 2]}, "b": {"x": [1, 2]}}
     # Just under the limit is accepted; just over is not.
