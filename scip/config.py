@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import regex
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from scip._hints import did_you_mean, short
@@ -54,6 +53,7 @@ __all__ = [
     "TlsFiles",
     "load_config",
     "parse_yaml",
+    "MAX_YAML_NODES",
     "SEGMENT_METHODS",
 ]
 
