@@ -33,7 +33,7 @@ log = logging.getLogger("scip")
 __all__ = ["GPU", "CPU", "SYNCHRONOUS", "LOOPBACK", "ClusterError", "Routing", "Session", "connect", "compute", "persist",
            "routing_for", "default_workers", "gpu_count", "slurm_cluster", "task_stream", "task_stream_steps",
            "worker_names", "quiet_logs", "loopback_dashboard", "security_for", "worker_memory"]
-__all__ += ["completed", "Killed"]
+__all__ += ["completed", "Killed", "killed_partitions", "release"]
 
 SYNCHRONOUS = "synchronous"
 GPU = "GPU"
@@ -627,6 +627,39 @@ def completed(tasks: list, session: Session | None, progress: bool = True) -> It
     finally:
         if bar is not None:
             bar.close()
+
+
+def killed_partitions(collection, session: Session | None) -> dict[int, Killed]:
+    """Partitions of a persisted ``collection`` whose tasks kept killing their workers, by partition index.
+
+    A partition whose task raised anything else is not listed: that
+    exception surfaces when the partition is used. In-process (no client)
+    there are no workers to kill, and the result is empty.
+    """
+    client = session.client if session is not None else None
+    if client is None:
+        return {}
+    from dask.utils import key_split
+    from distributed import KilledWorker, futures_of
+
+    killed = {}
+    for future in futures_of(collection):
+        if future.status != "error":
+            continue
+        error = future.exception()
+        if isinstance(error, KilledWorker) and isinstance(future.key, tuple):
+            killed[int(future.key[-1])] = Killed(key_split(error.task), error.allowed_failures + 1,
+                                                 _memory_limits(client))
+    return killed
+
+
+def release(collection, session: Session | None) -> None:
+    """Drop a persisted ``collection`` from the workers' memory, failures included, so it can be rebuilt."""
+    client = session.client if session is not None else None
+    if client is not None:
+        from distributed import futures_of
+
+        client.cancel(futures_of(collection))
 
 
 def persist(collection, session: Session | None, progress: bool = True):

@@ -82,12 +82,16 @@ class Plan:
     ``budget`` is the most bytes one decoded image may take (``None``: no
     limit): ``input.max_image_bytes`` when it is a number; with ``auto``,
     :func:`scip.run.run` sets it from the workers' memory once they are up.
+    ``excluded``: images found to kill the workers that read them, as
+    ``(source index, step, reason)``; they become skipped records without
+    being read again.
     """
 
     config: Config
     dataset: Dataset
     columns: dict[str, str]
     budget: ImageBudget | None = None
+    excluded: tuple[tuple[int, str, str], ...] = ()
 
 
 def plan(config: Config, dataset: Dataset | None = None) -> Plan:
@@ -119,11 +123,15 @@ def partitions(p: Plan) -> list[list[Source]]:
     return [sources[i:i + size] for i in range(0, len(sources), size)]
 
 
-def _read(sources: list[Source], reader: ReadSpec, z_projection: str | None) -> list[ImageRecord]:
+def _read(sources: list[Source], reader: ReadSpec, z_projection: str | None,
+          excluded: tuple[tuple[int, str, str], ...] = ()) -> list[ImageRecord]:
     start = time.perf_counter()
-    records = read_images(reader, list(sources))
+    skip = {index: (step, reason) for index, step, reason in excluded}
+    records = read_images(reader, [s for s in sources if s.index not in skip])
     share = (time.perf_counter() - start) / max(len(records), 1)
-    return [project_z(r.with_(timings={**r.timings, "load": share}), z_projection) for r in records]
+    records = iter([project_z(r.with_(timings={**r.timings, "load": share}), z_projection) for r in records])
+    return [ImageRecord(s, reader.channels, status=skipped(*skip[s.index], kind="killed the worker"))
+            if s.index in skip else next(records) for s in sources]
 
 
 def _correct(record: ImageRecord, fields: dict, field_channels: list[str], group_by: tuple[str, ...]) -> ImageRecord:
@@ -140,8 +148,9 @@ def _correct(record: ImageRecord, fields: dict, field_channels: list[str], group
 
 
 def _load(sources: list[Source], reader: ReadSpec, truth: str | None, z_projection: str | None,
-          correction: tuple[dict, list[str]] | None, group_by: tuple[str, ...]) -> list[ImageRecord]:
-    records = _read(sources, reader, z_projection)
+          correction: tuple[dict, list[str]] | None, group_by: tuple[str, ...],
+          excluded: tuple[tuple[int, str, str], ...] = ()) -> list[ImageRecord]:
+    records = _read(sources, reader, z_projection, excluded)
     if correction is not None:
         records = [_correct(r, *correction, group_by) for r in records]
     if truth is not None:
@@ -150,8 +159,8 @@ def _load(sources: list[Source], reader: ReadSpec, truth: str | None, z_projecti
 
 
 def _illumination_sums(sources: list[Source], reader: ReadSpec, z_projection: str | None,
-                       group_by: tuple[str, ...]) -> dict:
-    records = [r for r in _read(sources, reader, z_projection) if r.status]
+                       group_by: tuple[str, ...], excluded: tuple[tuple[int, str, str], ...] = ()) -> dict:
+    records = [r for r in _read(sources, reader, z_projection, excluded) if r.status]
     return illumination.sums_by_group(records, group_by)
 
 
@@ -161,7 +170,7 @@ def build_illumination_sums(p: Plan) -> list:
     size = partition_size(config.input.images_per_partition, dataset.chunk_size)
     bag = db.from_sequence(dataset.sources, partition_size=size)
     group_by = tuple(config.illumination.group_by)
-    return [delayed(_illumination_sums)(part, _reader(p), config.input.z_projection, group_by)
+    return [delayed(_illumination_sums)(part, _reader(p), config.input.z_projection, group_by, p.excluded)
             for part in bag.to_delayed(optimize_graph=False)]
 
 
@@ -235,7 +244,7 @@ def build_cells(p: Plan, correction: tuple[dict, list[str]] | None = None, routi
     truth = config.evaluate.labels if config.evaluate is not None else None
     group_by = tuple(config.illumination.group_by) if config.illumination is not None else ()
     bag = db.from_sequence(dataset.sources, partition_size=size)
-    bag = bag.map_partitions(_load, _reader(p), truth, config.input.z_projection, correction, group_by)
+    bag = bag.map_partitions(_load, _reader(p), truth, config.input.z_projection, correction, group_by, p.excluded)
     with _resources(routing.segment):
         bag = bag.map_partitions(_segment, config)
     with _resources(routing.cpu):

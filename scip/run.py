@@ -486,6 +486,7 @@ def reduce(p: graph.Plan, client=None, progress: bool = True, output: Path | Non
         report["illumination"] = illumination_report
     if config.filters or config.normalize is not None:
         cells = cluster.persist(cells, session, progress=progress)
+        cells = _without_killers(p, cells, correction, session, progress)
     if config.filters:
         bounds, report["filters"], report["filters_seconds"] = _filter_bounds(p, cells, session)
     ranges, normalize_report = _normalization(p, cells, session)
@@ -494,6 +495,62 @@ def reduce(p: graph.Plan, client=None, progress: bool = True, output: Path | Non
     passes = 1 + (1 if illumination_report.get("input_passes") == 1 else 0)
     report["input_passes"] = passes
     return Reductions(correction, cells, bounds, ranges, passes, report)
+
+
+#: Rounds of looking for images that kill workers while the cells are persisted for the reductions.
+_KILLER_ROUNDS = 3
+
+
+def _without_killers(p: graph.Plan, cells, correction, session: cluster.Session, progress: bool):
+    """The persisted ``cells``, rebuilt without the images that kill the workers reading them.
+
+    The reductions need every partition of the persisted cells. A partition
+    whose task kept killing workers is computed again image by image; each
+    image that still kills a worker on its own becomes a skipped record (it
+    is not read again), and the cells are persisted again without it.
+    """
+    for _ in range(_KILLER_ROUNDS):
+        killed = cluster.killed_partitions(cells, session)
+        if not killed:
+            return cells
+        parts = graph.partitions(p)
+        excluded = list(p.excluded)
+        for index, how in sorted(killed.items()):
+            sources = parts[index]
+            log.warning("scip: partition %d killed %d workers (step %s) while the cells were computed for the "
+                        "dataset-wide reductions; computing its %d images one by one", index, how.workers,
+                        graph.STEPS.get(how.task, how.task), len(sources))
+            one_by_one = [graph.build_cells(_one_image_plan(p, s), correction, session.routing)
+                          .to_delayed(optimize_graph=False)[0] for s in sources]
+            found = [(sources[position].index, *_killed_reason(sources[position], result))
+                     for position, result in cluster.completed(one_by_one, session, progress=False)
+                     if isinstance(result, cluster.Killed)]
+            if not found:
+                raise RunFailed(f"partition {index} ({', '.join(s.image_id for s in sources)}) killed {how.workers} "
+                                "workers, but none of its images does alone: give the workers more memory "
+                                "(--memory-limit) or lower input.images_per_partition, then --resume")
+            excluded += found
+        cluster.release(cells, session)
+        p = dataclasses.replace(p, excluded=tuple(excluded))
+        cells = cluster.persist(graph.build_cells(p, correction, session.routing), session, progress=progress)
+    if cluster.killed_partitions(cells, session):
+        raise RunFailed(f"workers kept dying after {_KILLER_ROUNDS} rounds of setting aside the images that killed "
+                        "them; give the workers more memory (--memory-limit), then --resume")
+    return cells
+
+
+def _one_image_plan(p: graph.Plan, source) -> graph.Plan:
+    """``p`` restricted to one image, for finding the image that kills workers."""
+    return dataclasses.replace(p, dataset=dataclasses.replace(p.dataset, sources=(source,)))
+
+
+def _killed_reason(source, killed: cluster.Killed) -> tuple[str, str]:
+    """Step and ``skipped.csv`` reason of an image that killed ``killed.workers`` workers on its own."""
+    where = ", ".join(str(x) for x in source.paths if x) or source.image_id
+    times = f"{killed.workers} time{'s' if killed.workers > 1 else ''}"
+    return (graph.STEPS.get(killed.task, killed.task),
+            f"{where} killed the worker {times}; likely more memory than a worker has "
+            f"(memory_limit {killed.memory_limit})")
 
 
 def _load_illumination(path: Path) -> tuple[dict, dict]:
@@ -738,7 +795,7 @@ def _compute_partitions(p: graph.Plan, session: cluster.Session, tasks: list, to
 
 def _one_image(p: graph.Plan, source, reductions: Reductions, samples: int, routing: cluster.Routing):
     """The task computing the records of one image alone: the graph of the plan restricted to it."""
-    one = dataclasses.replace(p, dataset=dataclasses.replace(p.dataset, sources=(source,)))
+    one = _one_image_plan(p, source)
     cells = graph.build_cells(one, reductions.correction, routing)
     bag = graph.build_features(one, cells, reductions.bounds, reductions.ranges, samples, routing)
     return bag.to_delayed(optimize_graph=False)[0]
@@ -767,13 +824,9 @@ def _isolate(p: graph.Plan, index: int, sources: list, killed: cluster.Killed, s
     for position, result in enumerate(records):
         if isinstance(result, cluster.Killed):
             source = sources[position]
-            where = ", ".join(str(x) for x in source.paths if x) or source.image_id
-            result_step = graph.STEPS.get(result.task, result.task)
-            log.warning("scip: image %s (%s) killed %d workers; skipped", source.image_id, where, result.workers)
-            times = f"{result.workers} time{'s' if result.workers > 1 else ''}"
-            result = [ImageRecord(source, p.dataset.channels, status=skipped(
-                result_step, f"{where} killed the worker {times}; likely more memory than a worker has "
-                             f"(memory_limit {result.memory_limit})", kind="killed the worker"))]
+            log.warning("scip: image %s killed %d workers; skipped", source.image_id, result.workers)
+            result = [ImageRecord(source, p.dataset.channels,
+                                  status=skipped(*_killed_reason(source, result), kind="killed the worker"))]
         records[position] = result
     return graph._write([r for image in records for r in image], index, str(cells_dir), p.columns, str(progress_dir))
 
