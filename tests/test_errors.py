@@ -300,16 +300,24 @@ def faulty_cluster():
         yield client
 
 
-def test_an_image_that_kills_workers_is_isolated(tmp_path, faulty_cluster):
-    """Case 6: an image whose segmentation kills the worker process is skipped; the rest of its partition is written."""
-    config = _config(tmp_path, images={"n": 4, "odd": (2,)}, input={"images_per_partition": 2})
+@pytest.mark.parametrize("filtered", [False, True], ids=["final pass", "cells persisted for a filter"])
+def test_an_image_that_kills_workers_is_isolated(tmp_path, faulty_cluster, filtered):
+    """Case 6: an image whose segmentation kills the worker process is skipped; the rest of its partition is written.
+
+    With a filter, the cells are persisted for its threshold first: the killer is set aside there, and
+    the threshold is decided over the other images' cells.
+    """
+    extra = {"filters": [{"measure": "area", "min": 5}]} if filtered else {}
+    config = _config(tmp_path, images={"n": 4, "odd": (2,)}, input={"images_per_partition": 2}, **extra)
     del config["cluster"]
     result = scip.run(config, client=faulty_cluster, progress=False)
     summary = result.summary
     assert summary["status"] == "ok"
     skipped = pd.read_csv(result.output / "skipped.csv", keep_default_na=False)
     (row,) = skipped[skipped["image_id"] == "img2"].itertuples()
-    assert row.kind == "image" and row.step == "segment"
+    assert row.kind == "image" and row.step == "segment" and row.reason_kind == "killed the worker"
+    if filtered:
+        assert summary["reductions"]["filters"][0]["cells_measured"] == 12
     assert row.reason.startswith(str(tmp_path / "images" / "img2.tif") + " killed the worker 1 time;")
     assert "memory_limit 1.00 GiB" in row.reason
     table = result.read()
@@ -335,21 +343,3 @@ def test_too_many_errors_stop_a_distributed_run(tmp_path, faulty_cluster):
     assert "_otsu_or_die" in summary["errors"][0]["traceback"]
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["complete"] is False
 
-
-def test_an_image_that_kills_workers_before_the_reductions_is_set_aside(tmp_path, faulty_cluster):
-    """Case 6 in the pre-pass: with a filter, the cells are persisted for the thresholds; the killer is skipped there."""
-    config = _config(tmp_path, images={"n": 4, "odd": (2,)}, input={"images_per_partition": 2},
-                     filters=[{"measure": "area", "min": 5}])
-    del config["cluster"]
-    result = scip.run(config, client=faulty_cluster, progress=False)
-    summary = result.summary
-    assert summary["status"] == "ok"
-    skipped = pd.read_csv(result.output / "skipped.csv", keep_default_na=False)
-    (row,) = skipped[skipped["image_id"] == "img2"].itertuples()
-    assert row.kind == "image" and row.step == "segment" and row.reason_kind == "killed the worker"
-    assert row.reason.startswith(str(tmp_path / "images" / "img2.tif") + " killed the worker 1 time;")
-    table = result.read()
-    assert set(table["meta_image_id"]) == {"img0", "img1", "img3"}
-    assert (table["meta_image_id"] == "img3").sum() == 4
-    # The threshold was decided over the cells of the images that did not kill a worker.
-    assert summary["reductions"]["filters"][0]["cells_measured"] == 12
