@@ -329,10 +329,11 @@ class Reductions:
 
 
 def _illumination(p: graph.Plan, session, progress: bool, saved: tuple[dict, dict] | None,
-                  output: Path | None) -> tuple[tuple[dict, list[str]] | None, dict]:
+                  output: Path | None) -> tuple[tuple[dict, list[str]] | None, dict, graph.Plan]:
+    """The flat fields and their report, and ``p`` with the images that killed workers set aside."""
     cfg = p.config.illumination
     if cfg is None:
-        return None, {}
+        return None, {}, p
     if saved is not None:
         fields, meta = saved
         if list(meta.get("group_by", [])) != list(cfg.group_by):
@@ -340,12 +341,25 @@ def _illumination(p: graph.Plan, session, progress: bool, saved: tuple[dict, dic
                               f"this config groups by {list(cfg.group_by)}")
         return (fields, list(meta["channels"])), {"reused": str(cfg.reuse), "input_passes": 0,
                                                    "groups": {"/".join(g["key"]) or "all": g["n_images"]
-                                                              for g in meta.get("groups", [])}}
+                                                              for g in meta.get("groups", [])}}, p
     start = time.perf_counter()
-    sums: dict = {}
+    by_partition: dict[int, dict] = {}
+    parts = graph.partitions(p)
     try:
-        for part in cluster.compute(graph.build_illumination_sums(p), session, progress=progress):
-            sums = illumination.merge_groups(sums, part)
+        for index, part in cluster.completed(graph.build_illumination_sums(p), session, progress=progress):
+            if isinstance(part, cluster.Killed):
+                found = _killers(p, parts[index], lambda one: graph.build_illumination_sums(one)[0], session, part,
+                                 index, "the illumination sums were computed")
+                p = dataclasses.replace(p, excluded=p.excluded + tuple(found))
+                ((_, part),) = cluster.completed([graph.build_illumination_sums(p)[index]], session, progress=False)
+                if isinstance(part, cluster.Killed):
+                    raise RunFailed(f"partition {index} killed workers again without its images that kill them "
+                                    "alone: give the workers more memory (--memory-limit), then run again")
+            by_partition[index] = part
+        sums: dict = {}
+        # In partition order, whatever order they finished in: the same sums, to the last bit, every run.
+        for index in sorted(by_partition):
+            sums = illumination.merge_groups(sums, by_partition[index])
         if not sums:
             raise ConfigError("illumination: no image could be read to compute the correction")
         fields = illumination.flat_fields(sums, cfg.smooth, cfg.size)
@@ -360,7 +374,7 @@ def _illumination(p: graph.Plan, session, progress: bool, saved: tuple[dict, dic
         illumination.save(path, fields, illumination.correction_meta(
             sums, group_by=list(cfg.group_by), channels=channels, smooth=cfg.smooth, size=cfg.size))
         report["file"] = str(path)
-    return (fields, channels), report
+    return (fields, channels), report, p
 
 
 def _measures_of(records: list, names: list[str]) -> list[dict[str, list[float]]]:
@@ -475,7 +489,7 @@ def reduce(p: graph.Plan, client=None, progress: bool = True, output: Path | Non
     config = p.config
     if config.illumination is not None and config.illumination.reuse is not None and saved is None:
         saved = _load_illumination(config.illumination.reuse)
-    correction, illumination_report = _illumination(p, session, progress, saved, output)
+    correction, illumination_report, p = _illumination(p, session, progress, saved, output)
     cells = graph.build_cells(p, correction, session.routing)
     if decided is not None:
         bounds, ranges, report = reductions_from_json(decided)
@@ -516,20 +530,9 @@ def _without_killers(p: graph.Plan, cells, correction, session: cluster.Session,
         parts = graph.partitions(p)
         excluded = list(p.excluded)
         for index, how in sorted(killed.items()):
-            sources = parts[index]
-            log.warning("scip: partition %d killed %d workers (step %s) while the cells were computed for the "
-                        "dataset-wide reductions; computing its %d images one by one", index, how.workers,
-                        graph.STEPS.get(how.task, how.task), len(sources))
-            one_by_one = [graph.build_cells(_one_image_plan(p, s), correction, session.routing)
-                          .to_delayed(optimize_graph=False)[0] for s in sources]
-            found = [(sources[position].index, *_killed_reason(sources[position], result))
-                     for position, result in cluster.completed(one_by_one, session, progress=False)
-                     if isinstance(result, cluster.Killed)]
-            if not found:
-                raise RunFailed(f"partition {index} ({', '.join(s.image_id for s in sources)}) killed {how.workers} "
-                                "workers, but none of its images does alone: give the workers more memory "
-                                "(--memory-limit) or lower input.images_per_partition, then --resume")
-            excluded += found
+            excluded += _killers(p, parts[index], lambda one: graph.build_cells(one, correction, session.routing)
+                                 .to_delayed(optimize_graph=False)[0], session, how, index,
+                                 "the cells were computed for the dataset-wide reductions")
         cluster.release(cells, session)
         p = dataclasses.replace(p, excluded=tuple(excluded))
         cells = cluster.persist(graph.build_cells(p, correction, session.routing), session, progress=progress)
@@ -537,6 +540,27 @@ def _without_killers(p: graph.Plan, cells, correction, session: cluster.Session,
         raise RunFailed(f"workers kept dying after {_KILLER_ROUNDS} rounds of setting aside the images that killed "
                         "them; give the workers more memory (--memory-limit), then --resume")
     return cells
+
+
+def _killers(p: graph.Plan, sources: list, task_of, session: cluster.Session, how: cluster.Killed, index: int,
+             during: str) -> list[tuple[int, str, str]]:
+    """The images of partition ``index`` that kill a worker on their own, as ``(source index, step, reason)``.
+
+    ``task_of`` gives the task of a one-image plan. Raises
+    :class:`~scip.failures.RunFailed` when none does: the partition as a
+    whole is too much for the workers.
+    """
+    log.warning("scip: partition %d killed %d workers (step %s) while %s; computing its %d images one by one",
+                index, how.workers, graph.STEPS.get(how.task, how.task), during, len(sources))
+    one_by_one = [task_of(_one_image_plan(p, s)) for s in sources]
+    found = [(sources[position].index, *_killed_reason(sources[position], result))
+             for position, result in cluster.completed(one_by_one, session, progress=False)
+             if isinstance(result, cluster.Killed)]
+    if not found:
+        raise RunFailed(f"partition {index} ({', '.join(s.image_id for s in sources)}) killed {how.workers} "
+                        "workers, but none of its images does alone: give the workers more memory "
+                        "(--memory-limit) or lower input.images_per_partition, then --resume")
+    return found
 
 
 def _one_image_plan(p: graph.Plan, source) -> graph.Plan:

@@ -2,6 +2,7 @@
 
 import errno
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -276,12 +277,22 @@ except ImportError:  # pragma: no cover - distributed is a dependency
 
 
 class FaultyOtsu(WorkerPlugin):
-    """Installed on every worker, also those the nanny restarts: otsu kills the process on an ODD image."""
+    """Installed on every worker, also those the nanny restarts: otsu kills the process on an ODD image,
+    and reading a file named ``*killer*`` kills it too."""
 
     def setup(self, worker):
+        import scip.io.tiff as tiff
         import scip.segment as segment
 
         segment.METHODS["otsu"] = _otsu_or_die
+        read = tiff.read_tiff
+
+        def read_or_die(source, *args, **kwargs):
+            if any("killer" in str(path) for path in source.paths):
+                os._exit(1)
+            return read(source, *args, **kwargs)
+
+        tiff.read_tiff = read_or_die
 
 
 @pytest.fixture(scope="module")
@@ -343,3 +354,20 @@ def test_too_many_errors_stop_a_distributed_run(tmp_path, faulty_cluster):
     assert "_otsu_or_die" in summary["errors"][0]["traceback"]
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["complete"] is False
 
+
+def test_an_image_that_kills_workers_while_the_illumination_is_summed_is_set_aside(tmp_path, faulty_cluster):
+    """Case 6 in the first pass over the input: the killer is found, skipped, and not read again."""
+    config = _config(tmp_path, images={"n": 4, "odd": ()}, input={"images_per_partition": 2},
+                     illumination={"smooth": "gaussian", "size": 10})
+    folder = tmp_path / "images"
+    tifffile.imwrite(folder / "img2_killer.tif", make_blobs(seed=9, size=96))
+    del config["cluster"]
+    result = scip.run(config, client=faulty_cluster, progress=False)
+    assert result.summary["status"] == "ok"
+    skipped = pd.read_csv(result.output / "skipped.csv", keep_default_na=False)
+    (row,) = skipped[skipped["image_id"] == "img2_killer"].itertuples()
+    assert row.kind == "image" and row.step == "illumination" and row.reason_kind == "killed the worker"
+    assert row.reason.startswith(str(folder / "img2_killer.tif") + " killed the worker 1 time;")
+    # The correction was computed from the other four images, and every one of them gave its cells.
+    assert result.summary["reductions"]["illumination"]["groups"] == {"all": 4}
+    assert set(result.read()["meta_image_id"]) == {"img0", "img1", "img2", "img3"}
