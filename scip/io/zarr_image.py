@@ -30,6 +30,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore, WrapperStore
 
+from scip._hints import short
 from scip.io.channels import InputError, default_names, select_channels
 from scip.io.dataset import Dataset
 from scip.io.limits import ChunkMissing, ImageBudget, ImageSkip, check_size
@@ -88,11 +89,6 @@ def _names(channels, n_stored: int, path) -> tuple[str, ...]:
     return tuple(channels)
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 class _Where:
     """Names the metadata document and key of an OME-Zarr image in error messages."""
 
@@ -124,24 +120,24 @@ def ome_level(group, path: Path, level: int) -> tuple[dict, dict, str]:
     where = _Where(group, path)
     multiscales = meta["multiscales"]
     if not isinstance(multiscales, list) or not multiscales:
-        raise where.error("multiscales", f"must be a non-empty list, got {_short(multiscales)}")
+        raise where.error("multiscales", f"must be a non-empty list, got {short(multiscales)}")
     multiscale = multiscales[0]
     if not isinstance(multiscale, dict):
-        raise where.error("multiscales[0]", f"must be an object, got {_short(multiscale)}")
+        raise where.error("multiscales[0]", f"must be an object, got {short(multiscale)}")
     if "datasets" not in multiscale:
         raise where.error("multiscales[0].datasets", "is missing (the list of resolution levels)")
     datasets = multiscale["datasets"]
     if not isinstance(datasets, list) or not datasets:
-        raise where.error("multiscales[0].datasets", f"must be a non-empty list, got {_short(datasets)}")
+        raise where.error("multiscales[0].datasets", f"must be a non-empty list, got {short(datasets)}")
     if level >= len(datasets):
         raise InputError(f"input.level: {level} is not a level of {path}; it has levels 0..{len(datasets) - 1}")
     dataset = datasets[level]
     key = f"multiscales[0].datasets[{level}]"
     if not isinstance(dataset, dict) or "path" not in dataset:
-        raise where.error(key, f"must be an object with a 'path', got {_short(dataset)}")
+        raise where.error(key, f"must be an object with a 'path', got {short(dataset)}")
     array_path = dataset["path"]
     if not isinstance(array_path, str) or not array_path:
-        raise where.error(f"{key}.path", f"must be a non-empty string, got {_short(array_path)}")
+        raise where.error(f"{key}.path", f"must be a non-empty string, got {short(array_path)}")
     try:
         node = group[array_path]
     except KeyError:
@@ -164,12 +160,12 @@ def ome_axes(group, path: Path, multiscale: dict, ndim: int) -> tuple[str, ...]:
         return tuple("tczyx"[-ndim:])
     axes = multiscale["axes"]
     if not isinstance(axes, list):
-        raise where.error("multiscales[0].axes", f"must be a list, got {_short(axes)}")
+        raise where.error("multiscales[0].axes", f"must be a list, got {short(axes)}")
     names = []
     for i, axis in enumerate(axes):
         name = axis.get("name") if isinstance(axis, dict) else axis
         if not isinstance(name, str) or not name:
-            raise where.error(f"multiscales[0].axes[{i}]", f"must be a name or an object with a 'name', got {_short(axis)}")
+            raise where.error(f"multiscales[0].axes[{i}]", f"must be a name or an object with a 'name', got {short(axis)}")
         names.append(name)
     if len(set(names)) != len(names):
         raise where.error("multiscales[0].axes", f"names an axis twice: {names}")
@@ -187,16 +183,16 @@ def ome_scale(group, path: Path, multiscale: dict, level: int, n_axes: int) -> l
     key = f"multiscales[0].datasets[{level}].coordinateTransformations"
     transforms = multiscale["datasets"][level].get("coordinateTransformations", [])
     if not isinstance(transforms, list):
-        raise where.error(key, f"must be a list, got {_short(transforms)}")
+        raise where.error(key, f"must be a list, got {short(transforms)}")
     for i, t in enumerate(transforms):
         if not isinstance(t, dict):
-            raise where.error(f"{key}[{i}]", f"must be an object, got {_short(t)}")
+            raise where.error(f"{key}[{i}]", f"must be an object, got {short(t)}")
         if t.get("type") != "scale":
             continue
         scale = t.get("scale")
         if (not isinstance(scale, list) or len(scale) != n_axes
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)):
-            raise where.error(f"{key}[{i}].scale", f"must be {n_axes} numbers, one per axis, got {_short(scale)}")
+            raise where.error(f"{key}[{i}].scale", f"must be {n_axes} numbers, one per axis, got {short(scale)}")
         return [float(v) for v in scale]
     return None
 
@@ -213,13 +209,13 @@ def ome_channel_labels(group, path: Path, meta: dict) -> list | None:
     hint = "; or name the channels with input.channels"
     omero = meta["omero"]
     if not isinstance(omero, dict):
-        raise where.error("omero", f"must be an object, got {_short(omero)}{hint}")
+        raise where.error("omero", f"must be an object, got {short(omero)}{hint}")
     channels = omero.get("channels", [])
     if not isinstance(channels, list):
-        raise where.error("omero.channels", f"must be a list, got {_short(channels)}{hint}")
+        raise where.error("omero.channels", f"must be a list, got {short(channels)}{hint}")
     for i, c in enumerate(channels):
         if not isinstance(c, dict):
-            raise where.error(f"omero.channels[{i}]", f"must be an object, got {_short(c)}{hint}")
+            raise where.error(f"omero.channels[{i}]", f"must be an object, got {short(c)}{hint}")
     return [c.get("label") for c in channels]
 
 
