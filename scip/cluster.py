@@ -32,8 +32,8 @@ log = logging.getLogger("scip")
 
 __all__ = ["GPU", "CPU", "SYNCHRONOUS", "LOOPBACK", "ClusterError", "Routing", "Session", "connect", "compute", "persist",
            "routing_for", "default_workers", "gpu_count", "slurm_cluster", "task_stream", "task_stream_steps",
-           "worker_names", "quiet_logs", "loopback_dashboard", "security_for", "worker_memory"]
-__all__ += ["completed", "Killed", "killed_partitions", "release"]
+           "worker_names", "quiet_logs", "loopback_dashboard", "security_for", "worker_memory", "completed", "Killed",
+           "killed_partitions", "release"]
 
 SYNCHRONOUS = "synchronous"
 GPU = "GPU"
@@ -543,6 +543,13 @@ def _memory_limits(client, timeout: float = 30) -> str:
     return ", ".join(format_bytes(m) for m in limits) or "unknown"
 
 
+def _killed(error, client) -> Killed:
+    """A :class:`Killed` from distributed's ``KilledWorker``."""
+    from dask.utils import key_split
+
+    return Killed(key_split(error.task), error.allowed_failures + 1, _memory_limits(client))
+
+
 class _PartitionBar:
     """A text progress bar of finished tasks, for :func:`completed`."""
 
@@ -606,7 +613,6 @@ def completed(tasks: list, session: Session | None, progress: bool = True) -> It
                         bar.step()
                     yield position, result
             return
-        from dask.utils import key_split
         from distributed import KilledWorker, as_completed
 
         futures = client.compute(tasks, optimize_graph=False, retries=session.retries or None)
@@ -616,7 +622,7 @@ def completed(tasks: list, session: Session | None, progress: bool = True) -> It
                 try:
                     result = future.result()
                 except KilledWorker as e:
-                    result = Killed(key_split(e.task), e.allowed_failures + 1, _memory_limits(client))
+                    result = _killed(e, client)
                 if bar is not None:
                     bar.step()
                 yield positions[future.key], result
@@ -639,7 +645,6 @@ def killed_partitions(collection, session: Session | None) -> dict[int, Killed]:
     client = session.client if session is not None else None
     if client is None:
         return {}
-    from dask.utils import key_split
     from distributed import KilledWorker, futures_of
 
     killed = {}
@@ -648,8 +653,7 @@ def killed_partitions(collection, session: Session | None) -> dict[int, Killed]:
             continue
         error = future.exception()
         if isinstance(error, KilledWorker) and isinstance(future.key, tuple):
-            killed[int(future.key[-1])] = Killed(key_split(error.task), error.allowed_failures + 1,
-                                                 _memory_limits(client))
+            killed[int(future.key[-1])] = _killed(error, client)
     return killed
 
 
