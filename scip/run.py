@@ -726,7 +726,7 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
     (out / "progress").mkdir(exist_ok=True)
     done = _done(out, len(parts)) if resume else {}
     # A partition that had errors is computed again: the bug behind them may be fixed by now.
-    done = {i: s for i, s in done.items() if not getattr(s, "errors", None)}
+    done = {i: s for i, s in done.items() if not s.errors}
     todo = [i for i in range(len(parts)) if i not in done]
     log.info("scip: %d images (%s), %d channels: %s", len(p.dataset.sources), p.dataset.format,
              len(p.dataset.channels), ", ".join(p.dataset.channels))

@@ -425,9 +425,7 @@ def read(output_dir: str | os.PathLike, format: str = "auto", lazy: bool = False
     verified = check_complete(run, partial=partial) if run is not None else None
     fmt, path = _resolve(output_dir, format)
     if fmt == "parquet":
-        if verified is not None:
-            return _read_parquet(path, lazy, files=verified)
-        return _read_parquet(path, lazy)
+        return _read_parquet(path, lazy, files=verified)
     if fmt == "csv":
         return _read_csv(path, lazy)
     frame = _read_h5ad(path)
