@@ -13,6 +13,7 @@ file, so a config and its data can move together.
 from __future__ import annotations
 
 import importlib
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -29,6 +30,7 @@ __all__ = [
     "ConfigError",
     "InputConfig",
     "SegmentConfig",
+    "TilesConfig",
     "OtsuConfig",
     "LiConfig",
     "WatershedConfig",
@@ -92,9 +94,28 @@ class InputConfig(_Section):
     array: str | None = None
     level: Annotated[int, Field(ge=0)] = 0
     images_per_partition: Annotated[int, Field(ge=1)] = 16
+    #: What to do with z stacks: ``max``/``mean``/``median`` project them to one plane, ``stitch`` segments
+    #: each plane and stitches the planes' objects into 3-D objects, a number picks that one plane.
+    z: Literal["max", "mean", "median", "stitch"] | Annotated[int, Field(ge=0)] | None = None
+    #: The older name of ``z`` for projections; kept so existing configs run unchanged.
     z_projection: Literal["max", "mean", "median"] | None = None
     max_image_bytes: int | str = "auto"
     missing_chunks: Literal["skip", "fill"] = "skip"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_z(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        z, projection = data.get("z"), data.get("z_projection")
+        if projection is not None and z is not None and z != projection:
+            raise ValueError(f"input.z ({z!r}) and input.z_projection ({projection!r}) disagree; "
+                             "set only input.z (z_projection is its older name)")
+        if z is None and projection is not None:
+            return {**data, "z": projection}
+        if z in ("max", "mean", "median"):
+            return {**data, "z_projection": z}
+        return data
 
     @field_validator("max_image_bytes", mode="before")
     @classmethod
@@ -445,6 +466,52 @@ class FilterConfig(_Section):
         return self.measure if self.channel is None else f"{self.measure}({self.channel})"
 
 
+class TilesConfig(_Section):
+    """When an image is read in tiles, and how it is cut.
+
+    ``mode``: ``auto`` reads an image in tiles when its decoded size is over
+    the per-image budget (``input.max_image_bytes``; by default a quarter of
+    the smallest worker's memory), whole otherwise; ``always`` tiles every
+    image; ``never`` reads every image whole (an image over the budget is
+    then skipped). A tile is ``size`` px square and is segmented with
+    ``margin`` px of context around it (by default twice ``diameter``, the
+    expected object diameter in px); an object belongs to the tile holding
+    its centroid, so objects cut by a tile edge are found whole once.
+
+    ``statistics`` says where a method's image-wide statistic (threshold,
+    normalization percentiles) comes from: ``image``, computed once over the
+    whole image and shared by every tile, so tiles agree with each other and
+    with a whole-image segmentation; or ``tile``, each window's own (adapts
+    to uneven staining, but neighbouring windows may disagree in their
+    overlap). ``slide`` and ``window`` are accepted as the older names.
+    """
+
+    mode: Literal["auto", "always", "never"] = "auto"
+    size: Annotated[int, Field(ge=16)] = 512
+    diameter: Annotated[float, Field(gt=0)] = 30.0
+    margin: Annotated[int, Field(ge=0)] | None = None
+    statistics: Literal["image", "tile"] = "image"
+
+    @field_validator("statistics", mode="before")
+    @classmethod
+    def _older_names(cls, value: Any) -> Any:
+        return {"slide": "image", "window": "tile"}.get(value, value) if isinstance(value, str) else value
+
+    @property
+    def margin_px(self) -> int:
+        """The margin in pixels: ``margin``, or twice the expected diameter."""
+        return self.margin if self.margin is not None else int(math.ceil(2 * self.diameter))
+
+    @model_validator(mode="after")
+    def _margin_fits(self) -> "TilesConfig":
+        if self.size < 2 * self.margin_px:
+            given = f"margin {self.margin_px}" if self.margin is not None else \
+                f"margin {self.margin_px} (2 x diameter {self.diameter:g})"
+            raise ValueError(f"tiles.size ({self.size}) is smaller than 2 x tiles.margin ({given}): "
+                             "a tile would be mostly context; raise tiles.size or lower tiles.margin / tiles.diameter")
+        return self
+
+
 class OutputConfig(_Section):
     """Where results go, and in which table formats.
 
@@ -452,6 +519,12 @@ class OutputConfig(_Section):
     written, the pipeline's own parts, so listing it is optional),
     ``anndata`` (``cells.h5ad``) and ``csv`` (``cells.csv``); see
     :mod:`scip.io.tables`. A single name is read as a list of one.
+
+    ``labels``: write every image's label image (and the extra masks) as
+    OME-Zarr label images into ``labels.zarr``, with ``pyramid_levels``
+    downsampled levels for large images (``None``: down to one tile).
+    ``polygons``: add each cell's outline as a WKB polygon column
+    (``geometry``, GeoParquet metadata).
     """
 
     path: Path = Path("results")
@@ -459,6 +532,9 @@ class OutputConfig(_Section):
     formats: list[Literal["parquet", "anndata", "csv"]] = ["parquet"]
     #: How ``--resume`` recognizes changed input files: ``stat`` (size and mtime) or ``content`` (also SHA-256).
     verify: Literal["stat", "content"] = "stat"
+    labels: bool = False
+    polygons: bool = False
+    pyramid_levels: Annotated[int, Field(ge=0)] | None = None
 
     @field_validator("formats", mode="before")
     @classmethod
@@ -694,6 +770,7 @@ class Config(_Section):
     normalize: NormalizeConfig | None = None
     filters: list[FilterConfig] = []
     features: FeaturesConfig = FeaturesConfig()
+    tiles: TilesConfig = TilesConfig()
     output: OutputConfig = OutputConfig()
     evaluate: EvaluateConfig | None = None
     cluster: ClusterConfig = ClusterConfig()
