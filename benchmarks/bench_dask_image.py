@@ -10,8 +10,12 @@ a. **label**: seam-free connected components of a thresholded large image.
    chunks) is thresholded at its image-wide Otsu level and labelled
 
    - by ``dask_image.ndmeasure.label`` on the slide as a dask array (1024-px
-     blocks), written to a zarr array, on a local Dask cluster of 2 workers x
-     1 thread;
+     blocks), through :func:`scip.engine.reference.label_reference`, written
+     to a zarr array, on a local Dask cluster of 2 workers x 1 thread; with
+     the thresholded mask persisted first (``dask_image``), and, at
+     ``--lazy-sizes``, left lazy (``dask_image_lazy_mask``: dask-image then
+     builds one graph per block face over the whole chain of reads and
+     comparisons, which costs the driver far more);
    - by scip's tiled path, :func:`scip.slide.segment_slide` with ``otsu``,
      ``smooth: 0``, ``fill_holes: false``, ``min_size: 0``,
      ``remove_border: false``, slide-wide statistics, 512-px tiles, margin 48
@@ -19,8 +23,9 @@ a. **label**: seam-free connected components of a thresholded large image.
      table, which dask-image does not).
 
    Both use the same level (the tiled run computes it; the dask-image run
-   computes it with ``dask.array.histogram`` and scikit-image's Otsu, and the
-   two are compared). Agreement: the two label images must partition the
+   computes it with :func:`scip.engine.reference.otsu_level`, a
+   ``dask.array.histogram`` and scikit-image's Otsu, and the two are
+   compared). Agreement: the two label images must partition the
    same pixels into the same objects (an exact bijection between labels).
 b. **smooth**: an image-wide Gaussian background (sigma 50 px, ``nearest``
    edges, as ``illumination.smooth: gaussian``), and a 101-px uniform filter:
@@ -68,7 +73,7 @@ TILE, DIAMETER = 512, 24
 
 # ---------------------------------------------------------------------------------------------- case a: label
 def child_label_tiled(path: str, out: str) -> dict:
-    from scip.cluster import quiet_logs
+    from scip.engine.cluster import quiet_logs
     from scip.slide import segment_slide
 
     quiet_logs()
@@ -86,14 +91,15 @@ def child_label_tiled(path: str, out: str) -> dict:
             "level": result.summary["statistics"].get("level"), "phases": result.summary["seconds"]}
 
 
-def child_label_dask(path: str, out: str) -> dict:
+def child_label_dask(path: str, out: str, persist: str) -> dict:
     import dask.array as da
     import zarr
     from dask.distributed import Client, LocalCluster
-    from dask_image.ndmeasure import label
-    from skimage.filters import threshold_otsu
+    from dask_image import ndfilters  # noqa: F401 - imported before the clock, as label_reference needs it
 
-    from scip.cluster import quiet_logs
+    from scip.engine.arrays import to_dask
+    from scip.engine.cluster import quiet_logs
+    from scip.engine.reference import as_dask, label_reference, otsu_level
     from scip.slide import open_slide
 
     quiet_logs()
@@ -102,20 +108,20 @@ def child_label_dask(path: str, out: str) -> dict:
         with LocalCluster(n_workers=CLUSTER["workers"], threads_per_worker=CLUSTER["threads"],
                           memory_limit=CLUSTER["memory_limit"], dashboard_address=":0") as cluster, \
                 Client(cluster):
-            image = open_slide(path).to_dask(0, chunks=(1024, 1024)).astype(np.float64)
-            lo, hi = da.compute(image.min(), image.max())
-            counts, edges = da.histogram(image, bins=256, range=(lo, hi))
-            counts = counts.compute()
-            level = float(threshold_otsu(hist=(counts, (edges[:-1] + edges[1:]) / 2)))
+            t_cluster = time.perf_counter() - t0
+            image = to_dask(open_slide(path), 0, chunks=(1024, 1024))
+            level = otsu_level(as_dask(image))
             t_level = time.perf_counter() - t0
-            labels, n = label(image > level)
+            labels, _ = label_reference(image, level=level, persist=persist == "persist")
+            t_graph = time.perf_counter() - t0
             shutil.rmtree(out, ignore_errors=True)
             target = zarr.open_array(out, mode="w", shape=labels.shape, chunks=(1024, 1024), dtype=labels.dtype)
-            stored = da.store(labels, target, lock=False, compute=False, return_stored=False)
-            _, n = da.compute(stored, n)
+            da.store(labels, target, lock=False)
+            n = int(da.from_zarr(target).max().compute())
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "level_seconds": t_level, "tree_peak_mib": sampler.peak / 2**20, **_maxrss(),
-            "objects": int(n), "level": level}
+    return {"seconds": seconds, "cluster_seconds": t_cluster, "level_seconds": t_level - t_cluster,
+            "graph_seconds": t_graph - t_level, "tree_peak_mib": sampler.peak / 2**20, **_maxrss(),
+            "objects": n, "level": level}
 
 
 def child_label_compare(reference: str, tiled: str) -> dict:
@@ -151,7 +157,9 @@ def child_smooth(kind: str, path: str, out: str) -> dict:
             import dask.array as da
             from dask_image import ndfilters
 
-            image = source.to_dask(0, chunks=(1024, 1024)).astype(np.float64)
+            from scip.engine.arrays import to_dask
+
+            image = to_dask(source, 0, chunks=(1024, 1024)).astype(np.float64)
             smoothed = ndfilters.gaussian_filter(image, SIGMA, mode="nearest") if kind == "dask_gaussian" else \
                 ndfilters.uniform_filter(image, UNIFORM, mode="nearest")
             shutil.rmtree(out, ignore_errors=True)
@@ -255,6 +263,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=["label", "smooth", "read"], choices=["label", "smooth", "read"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192], help="slide sides for label and smooth")
+    parser.add_argument("--lazy-sizes", type=int, nargs="*", default=[4096],
+                        help="sizes where dask-image also labels the mask unpersisted (slow: see the docstring)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--files", type=int, default=500, help="small TIFFs in the folder (case read)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/scip-bench-dask-image"))
@@ -276,8 +286,11 @@ def main() -> None:
         if not slide.exists():
             _child(["generate", str(slide), str(size)])
         if "label" in args.cases:
-            row = _alternate({"dask_image": ["label_dask", str(slide), str(w / f"dask-labels-{size}.zarr")],
-                              "scip_tiled": ["label_tiled", str(slide), str(w / f"tiled-{size}")]}, args.repeats)
+            kinds = {"dask_image": ["label_dask", str(slide), str(w / f"dask-labels-{size}.zarr"), "persist"],
+                     "scip_tiled": ["label_tiled", str(slide), str(w / f"tiled-{size}")]}
+            if size in args.lazy_sizes:
+                kinds["dask_image_lazy_mask"] = ["label_dask", str(slide), str(w / f"dask-lazy-{size}.zarr"), "lazy"]
+            row = _alternate(kinds, args.repeats)
             row["agreement"] = _child(["label_compare", str(w / f"dask-labels-{size}.zarr"), str(w / f"tiled-{size}")])
             results.setdefault("label", {})[str(size)] = row
             print("agreement", json.dumps(row["agreement"]), flush=True)

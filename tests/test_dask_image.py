@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 from skimage.filters import threshold_otsu
 
+from scip.engine.arrays import to_dask
 from scip.engine.reference import as_dask, label_reference, otsu_level
 from scip.segment import segment
 from scip.slide import open_slide, segment_slide, write_synthetic_slide
-from scip.slide.compare import compare_segmentations
+from scip.segment.compare import compare_segmentations
 
 SIDE, TILE = 2048, 256
 
@@ -37,7 +38,7 @@ def test_tiled_threshold_path_equals_dask_image_labelling(slide, tmp_path, smoot
               "tiles": {"size": TILE, "diameter": 24, "statistics": "slide"},
               "output": {"path": str(tmp_path / "out")}, "cluster": {"scheduler": "synchronous"}}
     result = segment_slide(config, progress=False)
-    labels, level = label_reference(open_slide(slide).to_dask(0), smooth=smooth)
+    labels, level = label_reference(to_dask(open_slide(slide), 0), smooth=smooth)
     # The slide-wide statistics pass and the dask histogram bin the same values the same way.
     assert level == result.summary["statistics"]["level"]
     reference = labels.compute(scheduler="synchronous")
@@ -49,18 +50,18 @@ def test_tiled_threshold_path_equals_dask_image_labelling(slide, tmp_path, smoot
 
 
 def test_reference_equals_whole_image_segmentation_across_block_borders():
-    """Blocks of 64 px, objects crossing them, against scip's own otsu on the whole numpy image."""
+    """Blocks of 100 px, objects crossing them, against scip's own otsu on the whole numpy image."""
     rng = np.random.default_rng(0)
     image = rng.normal(100, 20, (300, 260))
     yy, xx = np.mgrid[:300, :260]
     for cy, cx, r in rng.uniform((0, 0, 4), (300, 260, 30), (40, 3)):
         image[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] += 600
-    image[64:200, 127:129] += 600  # a thin bar along a block border, crossing three blocks
-    for smooth in (0.0, 2.0):
-        labels, level = label_reference(image, smooth=smooth, chunks=64)
+    image[20:280, 99:101] += 600  # a thin bar along a block border, through three blocks on each side
+    for smooth, persist in ((0.0, True), (2.0, False)):
+        labels, level = label_reference(image, smooth=smooth, chunks=100, persist=persist)
         whole = segment(image, "otsu", smooth=smooth, fill_holes=False, min_size=0)
         _same_objects(whole, labels.compute(scheduler="synchronous"))
-    assert otsu_level(as_dask(image, 64)) == threshold_otsu(image)
+    assert otsu_level(as_dask(image, 100)) == threshold_otsu(image)
 
 
 def test_constant_image_has_no_objects():

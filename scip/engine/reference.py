@@ -1,6 +1,6 @@
 """Exact whole-image threshold segmentation of an image of any size, with dask-image, as a reference.
 
-The tiled path (:mod:`scip.slide`, tiles with margins, a slide-wide
+The tiled path (:func:`scip.slide.segment_slide`, tiles with margins, a slide-wide
 threshold, ownership by centroid) is built to give the objects a whole-image
 segmentation gives, without holding the image. Whether it does can only be
 checked against something that *is* a whole-image segmentation and still
@@ -44,7 +44,7 @@ def as_dask(image: "np.ndarray | da.Array", chunks: int | tuple[int, int] = 1024
     Parameters
     ----------
     image : ndarray or dask array, shape (H, W)
-        The pixels; a slide from :meth:`scip.slide.SlideSource.to_dask` stays lazy.
+        The pixels; an image from :func:`scip.engine.arrays.to_dask` stays lazy.
     chunks : int or (int, int), optional
         Block side(s) for a numpy input.
 
@@ -93,7 +93,7 @@ def otsu_level(image: "da.Array") -> float:
 
 
 def label_reference(image: "np.ndarray | da.Array", *, smooth: float = 0.0, level: float | None = None,
-                    chunks: int | tuple[int, int] = 1024) -> tuple["da.Array", float]:
+                    chunks: int | tuple[int, int] = 1024, persist: bool = True) -> tuple["da.Array", float]:
     """Label the regions brighter than an image-wide threshold, exactly and without seams.
 
     Parameters
@@ -109,11 +109,22 @@ def label_reference(image: "np.ndarray | da.Array", *, smooth: float = 0.0, leve
         its labelling alone, or a Li level computed elsewhere.
     chunks : int or (int, int), optional
         Block side(s) when ``image`` is a numpy array.
+    persist : bool, optional
+        Compute the thresholded mask first and keep it, then the labels (in
+        memory, the workers' on a cluster: 1 + 4 bytes per pixel, ``uint32``
+        labels). dask-image builds one small graph per pair of neighbouring
+        blocks, and each of them walks the whole graph above it: on a mask
+        that is still a chain of reads, blurs and comparisons that costs the
+        driver several times the labelling itself. The labels are persisted
+        too because their graph refers to the mask's blocks by name only: the
+        mask must stay held until they are computed. ``False`` returns a lazy
+        graph whose memory is bounded by a few blocks (slow to build on many
+        blocks).
 
     Returns
     -------
     labels : dask array of int, shape (H, W)
-        Lazy; 0 for background, the 4-connected objects numbered
+        Persisted or lazy (``persist``); 0 for background, the 4-connected objects numbered
         consecutively ``1..N`` (so ``N`` is its maximum), in an order of
         dask-image's choosing: compare objects, not numbers. Compute it, or
         store it block by block (``dask.array.to_zarr``) when it does not fit
@@ -138,5 +149,10 @@ def label_reference(image: "np.ndarray | da.Array", *, smooth: float = 0.0, leve
         array = ndfilters.gaussian_filter(array, sigma=smooth, mode="nearest")
     if level is None:
         level = otsu_level(array)
-    labels, _ = ndmeasure.label(array > level, structure=ndi.generate_binary_structure(2, CONNECTIVITY))
+    mask = array > level
+    if persist:
+        mask = mask.persist()
+    labels, _ = ndmeasure.label(mask, structure=ndi.generate_binary_structure(2, CONNECTIVITY))
+    if persist:
+        labels = labels.persist()
     return labels, float(level)
