@@ -30,7 +30,7 @@ import numpy as np
 
 from scip import cluster, graph, report
 from scip.accounting import SKIPPED_COLUMNS, PartitionSummary
-from scip.config import Config, ConfigError, load_config
+from scip.config import Config, ConfigError, check_models, load_config
 from scip.failures import DiskFull, RunFailed
 from scip.io import InputError, open_dataset
 from scip.io.ground_truth import check_template
@@ -131,6 +131,7 @@ def prepare(config: Config | str | Path | dict) -> graph.Plan:
     """
     if not isinstance(config, Config):
         config = load_config(config)
+    check_models(config)
     try:
         dataset = open_dataset(config.input)
     except InputError as e:
