@@ -118,10 +118,22 @@ def test_format_errors_works_for_any_root_model():
 def test_import_and_load_of_a_unet_config_import_no_torch(tmp_path, blobs_tiff):
     code = ("import sys, scip.config\n"
             "print('torch' in sys.modules)\n"
+            "print(sorted({'numba', 'pandas', 'dask', 'distributed', 'scip.features'} & set(sys.modules)))\n"
             f"c = scip.config.load_config({{'input': {{'path': {str(blobs_tiff)!r}}}, 'segment': {{'method': 'unet'}}}})\n"
             "print(c.segment.model, 'torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["False", "nuclei", "False"]
+    assert out == ["False", "[]", "nuclei", "False"]
+
+
+def test_the_cheap_family_names_are_the_registered_families():
+    from scip import _featureparams
+    from scip.features import _REGISTRY, DEFAULT_FAMILIES, FAMILIES, FeatureParams
+
+    assert FAMILIES == _featureparams.FAMILIES == tuple(_REGISTRY)
+    assert set(DEFAULT_FAMILIES) <= set(FAMILIES)
+    assert FeatureParams is _featureparams.FeatureParams
+    assert FeatureParams(distances=4).distances == (4,)
+    assert load_config({"input": {"path": "."}}).features.params() == FeatureParams()
 
 
 def test_model_files_are_read_in_prepare_and_scip_check(tmp_path, blobs_tiff, capsys):

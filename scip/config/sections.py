@@ -20,7 +20,7 @@ import regex
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from scip._hints import short
-from scip.features import DEFAULT_FAMILIES, FAMILIES, FeatureParams
+from scip._featureparams import DEFAULT_FAMILIES, FAMILIES, FeatureParams
 
 from .errors import suggest, validate
 from .files import checked, read_config_file, resolve_path

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from scip._featureparams import DEFAULT_FAMILIES, FAMILIES
 from scip._hints import did_you_mean
 
 from . import bbox, intensity, shape, texture
@@ -30,11 +31,6 @@ __all__ = ["FAMILIES", "DEFAULT_FAMILIES", "FeatureColumn", "FeatureParams", "co
 
 _REGISTRY: Mapping[str, ModuleType] = MappingProxyType({m.NAME: m for m in (shape, intensity, texture, bbox)})
 
-#: Names of the available feature families.
-FAMILIES: tuple[str, ...] = tuple(_REGISTRY)
-
-#: Families computed when none are named.
-DEFAULT_FAMILIES: tuple[str, ...] = ("shape", "intensity", "texture", "bbox")
 
 _PARAM_NAMES = tuple(f.name for f in dataclass_fields(FeatureParams))
 
