@@ -93,6 +93,10 @@ def test_a_value_fitting_no_member_of_a_union_is_one_line(tmp_path):
     assert lines[0].startswith("cluster.security.ca_file: file does not exist: ")
     assert lines[1:] == ["cluster.security.cert: required key is missing",
                          "cluster.security.bogus: unknown key 'bogus'; allowed keys: ca_file, cert, key"]
+    # A union inside a member of a union: the list member is taken apart, its item is one line.
+    assert lines_of(load_config, {"input": {"path": str(tmp_path)},
+                                  "segment": {"method": "unet", "channel": [0, {}]}}) == [
+        "segment.channel.1: {} is not allowed; allowed values: a text, or an integer"]
     # A union in a training config too.
     assert lines_of(load_train_config, {"data": [{"path": str(tmp_path)}], "validation": 2}) == [
         "validation: 2 is not allowed; allowed values: a number > 0 and < 1, or a list"]

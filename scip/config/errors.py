@@ -72,25 +72,26 @@ def format_errors(errors: list[dict], root: type[BaseModel]) -> list[str]:
     unless the value is a mapping or list that one member takes apart: then
     that member's own errors are reported (the member with the fewest).
     """
-    walked = [(err, _walk(root, tuple(err["loc"]))) for err in errors]
-    lines: list[str] = []
+    return list(dict.fromkeys(_lines([(err, _walk(root, tuple(err["loc"]))) for err in errors], 0)))
+
+
+def _lines(walked: list[tuple[dict, _Walk]], level: int) -> list[str]:
+    """The lines of these errors, those below the same ``level``-th plain union grouped (in first-seen order)."""
+    order: list[str | tuple] = []
     unions: dict[tuple, list] = {}
     for err, w in walked:
-        if w.union_at is None:
-            lines.append(_line(err, w))
-        else:
-            key = tuple(w.parts[:w.union_at])
-            if key not in unions:
-                lines.append(key)  # placeholder: the union's line(s) go where its first error was
-                unions[key] = []
-            unions[key].append((err, w))
+        if len(w.unions) <= level:
+            order.append(_line(err, w))
+            continue
+        key = tuple(w.parts[:w.unions[level][0]])
+        if key not in unions:
+            order.append(key)  # the union's line(s) go where its first error was
+            unions[key] = []
+        unions[key].append((err, w))
     out: list[str] = []
-    for line in lines:
-        if isinstance(line, str):
-            out.append(line)
-        else:
-            out.extend(_union_lines(line, unions[line]))
-    return list(dict.fromkeys(out))
+    for item in order:
+        out.extend([item] if isinstance(item, str) else _union_lines(item, unions[item], level))
+    return out
 
 
 def format_error(err: dict, root: type[BaseModel]) -> str:
@@ -104,8 +105,7 @@ class _Walk:
     def __init__(self) -> None:
         self.parts: list[Any] = []  # the key path, union tags left out
         self.model: type[BaseModel] | None = None  # the model holding the last key
-        self.union_at: int | None = None  # index in parts of the first part below a plain union
-        self.branch: str = ""  # the union member's tag (for grouping)
+        self.unions: list[tuple[int, str]] = []  # each plain (not tagged) union: where in parts, the member's tag
         self.field: Any = None  # annotation of the last part
 
 
@@ -119,8 +119,8 @@ def _walk(root: type[BaseModel], loc: tuple) -> _Walk:
         if members:
             # Pydantic inserts a tag naming the member that failed: a discriminator value or the member's type.
             member = _member(members, discriminator, part, loc[i + 1] if i + 1 < len(loc) else None)
-            if discriminator is None and w.union_at is None:
-                w.union_at, w.branch = len(w.parts), str(part)
+            if discriminator is None:
+                w.unions.append((len(w.parts), str(part)))
             annotation = member
             i += 1
             continue
@@ -226,16 +226,16 @@ def _line(err: dict, w: _Walk) -> str:
     return f"{key}: {message} (got {short(value)})"
 
 
-def _union_lines(parts: tuple | list, group: list) -> list[str]:
-    """The line(s) of one value that fits no member of a union."""
+def _union_lines(parts: tuple | list, group: list, level: int) -> list[str]:
+    """The line(s) of one value that fits no member of the ``level``-th plain union on its path."""
     deeper: dict[str, list] = {}
     for err, w in group:
-        if len(w.parts) > w.union_at:
-            deeper.setdefault(w.branch, []).append((err, w))
+        at, tag = w.unions[level]
+        if len(w.parts) > at:
+            deeper.setdefault(tag, []).append((err, w))
     if deeper:
         # A mapping or list one member takes apart: that member's own problems say more than "not allowed".
-        fewest = min(deeper.values(), key=len)
-        return [_line(err, w) for err, w in fewest]
+        return _lines(min(deeper.values(), key=len), level + 1)
     if len(group) == 1:
         return [_line(*group[0])]
     value = group[0][0].get("input")
@@ -248,7 +248,7 @@ def _union_lines(parts: tuple | list, group: list) -> list[str]:
         elif err["type"] == "value_error":
             described.append(err["msg"].removeprefix("Value error, "))
         else:
-            described.append(_describe(err, w))
+            described.append(_describe(err, w.field, w.unions[level][1]))
     options = list(dict.fromkeys([*allowed, *[d for d in described if d]]))
     listed = ", ".join(options[:-1]) + ", or " + options[-1] if len(options) > 1 else ", ".join(options)
     return [f"{_key(list(parts))}: {short(value)} is not allowed; allowed values: {listed}"
@@ -258,15 +258,14 @@ def _union_lines(parts: tuple | list, group: list) -> list[str]:
 _BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
 
-def _describe(err: dict, w: _Walk) -> str:
+def _describe(err: dict, annotation: Any, tag: str) -> str:
     """What one union member takes, in words: its ``Field(description=...)``, or ``an integer >= 0``, ``{mad: ...}``.
 
     The bounds come from the member's annotation (``Annotated[int, Field(ge=0)]``),
     else from the error (pydantic gives them only when the type was right).
     """
-    tag, member = w.branch, _unwrap(w.field)
+    member = _unwrap(annotation)
     constraints: dict[str, Any] = dict(err.get("ctx") or {})
-    annotation = w.field
     while typing.get_origin(annotation) is Annotated:
         for meta in typing.get_args(annotation)[1:]:
             if getattr(meta, "description", None):
