@@ -54,7 +54,8 @@ class FeatureParams:
     def __post_init__(self) -> None:
         # One distance or several (a list, tuple or numpy array): no numpy import for this.
         given = self.distances
-        distances = tuple(int(d) for d in (given if hasattr(given, "__iter__") and not isinstance(given, str) else [given]))
+        several = hasattr(given, "__iter__") and not isinstance(given, str)
+        distances = tuple(int(d) for d in (given if several else [given]))
         if not distances or min(distances) < 1 or len(set(distances)) != len(distances):
             raise ValueError(f"distances must be distinct integers >= 1, got {self.distances!r}")
         object.__setattr__(self, "distances", distances)

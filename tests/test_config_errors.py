@@ -56,7 +56,8 @@ def test_a_bad_key_reads_the_same_in_every_kind_of_config(kind, tmp_path):
                                           "zarr, ome_zarr; did you mean 'tiff'?"),
     ("slide", {"tiles": {"statistics": "slid"}}, "tiles.statistics: 'slid' is not allowed; allowed values: slide, "
                                                  "window; did you mean 'slide'?"),
-    ("unet training", {"monitor": "f11"}, "monitor: 'f11' is not allowed; allowed values: loss, f1; did you mean 'f1'?"),
+    ("unet training", {"monitor": "f11"},
+     "monitor: 'f11' is not allowed; allowed values: loss, f1; did you mean 'f1'?"),
     ("gnn training", {"augment": "maybe"}, "augment: Input should be a valid boolean, unable to interpret input "
                                            "(got 'maybe')"),
 ])
@@ -123,7 +124,8 @@ def test_import_and_load_of_a_unet_config_import_no_torch(tmp_path, blobs_tiff):
     code = ("import sys, scip.config\n"
             "print('torch' in sys.modules)\n"
             "print(sorted({'numba', 'pandas', 'dask', 'distributed', 'scip.features'} & set(sys.modules)))\n"
-            f"c = scip.config.load_config({{'input': {{'path': {str(blobs_tiff)!r}}}, 'segment': {{'method': 'unet'}}}})\n"
+            f"raw = {{'input': {{'path': {str(blobs_tiff)!r}}}, 'segment': {{'method': 'unet'}}}}\n"
+            "c = scip.config.load_config(raw)\n"
             "print(c.segment.model, 'torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "[]", "nuclei", "False"]
@@ -166,6 +168,7 @@ def test_model_files_are_read_in_prepare_and_scip_check(tmp_path, blobs_tiff, ca
     # Channels the model does not take: segment.channel, naming the model file.
     with pytest.raises(ConfigError, match=r"^segment\.channel: \[0, 1\] gives 2 channel\(s\) but the model file "
                                           r".*nuclei\.pt takes 1 \(nuclei\); name one channel"):
-        check_models(load_config({"input": {"path": str(blobs_tiff)}, "segment": {"method": "unet", "channel": [0, 1]}}))
+        check_models(load_config({"input": {"path": str(blobs_tiff)},
+                                  "segment": {"method": "unet", "channel": [0, 1]}}))
     # A method without a model file needs no check at all.
     check_models(load_config({"input": {"path": str(blobs_tiff)}}))

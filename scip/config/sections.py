@@ -40,6 +40,10 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
+# The description words this member in errors: "allowed values: max, ..., or a plane number".
+_Plane = Annotated[int, Field(ge=0, description="a plane number (0 is the first)")]
+
+
 class InputConfig(Section):
     """Where the images are and how to read them."""
 
@@ -53,7 +57,7 @@ class InputConfig(Section):
     images_per_partition: Annotated[int, Field(ge=1)] = 16
     #: What to do with z stacks: ``max``/``mean``/``median`` project them to one plane, ``stitch`` segments
     #: each plane and stitches the planes' objects into 3-D objects, a number picks that one plane.
-    z: Literal["max", "mean", "median", "stitch"] | Annotated[int, Field(ge=0, description="a plane number (0 is the first)")] | None = None
+    z: Literal["max", "mean", "median", "stitch"] | _Plane | None = None
     #: The older name of ``z`` for projections; kept so existing configs run unchanged.
     z_projection: Literal["max", "mean", "median"] | None = None
     max_image_bytes: int | str = "auto"

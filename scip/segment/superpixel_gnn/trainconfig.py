@@ -5,7 +5,8 @@ A training YAML whose top-level ``kind`` is ``superpixel_gnn`` is read by
 config (:mod:`scip.segment.unet.trainconfig`).
 :func:`training_kind` tells them apart. Relative paths are resolved against
 the YAML file's folder; errors raise :class:`scip.config.ConfigError`
-naming the key, worded by the formatter of run configs (:mod:`scip.config.errors`). Every key is listed in ``docs/segmentation.md``.
+naming the key, worded by the formatter of run configs
+(:mod:`scip.config.errors`). Every key is listed in ``docs/segmentation.md``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Relative paths are resolved against the YAML file's folder. Errors raise
 :class:`scip.config.ConfigError` naming the key, the value and what is
-allowed, worded by the formatter of run configs (:mod:`scip.config.errors`). Every key is listed in ``docs/segmentation.md``.
+allowed, worded by the formatter of run configs (:mod:`scip.config.errors`).
+Every key is listed in ``docs/segmentation.md``.
 """
 
 from __future__ import annotations
