@@ -2,7 +2,7 @@
 
 Kept out of the pydantic validators so that loading a config imports no
 torch (and reads no weights): :func:`scip.run.prepare` (so ``scip run`` and
-``scip check``) and the tiled-image setup call :func:`check_models` once.
+``scip check``) and :func:`scip.slide.segment_slide` call :func:`check_models` once.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["cellpose", "check_model", "resolve_model", "CellposeModelError", "CELLPOSE_MISSING", "require_cellpose"]
+__all__ = ["cellpose", "check_model", "resolve_model", "CellposeModelError", "CELLPOSE_MISSING",
+           "require_cellpose"]
 
 CELLPOSE_MISSING = "the cellpose method needs Cellpose 3 and PyTorch: pip install 'cellpose<4'"
 
