@@ -172,3 +172,16 @@ def test_model_files_are_read_in_prepare_and_scip_check(tmp_path, blobs_tiff, ca
                                   "segment": {"method": "unet", "channel": [0, 1]}}))
     # A method without a model file needs no check at all.
     check_models(load_config({"input": {"path": str(blobs_tiff)}}))
+
+
+def test_a_slide_run_reads_its_model_file_before_anything_runs(tmp_path):
+    from scip.slide import segment_slide
+
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 not weights")
+    config = {"input": {"path": str(tmp_path)}, "segment": {"method": "unet", "model": str(corrupt)},
+              "output": {"path": str(tmp_path / "out")}, "cluster": {"scheduler": "synchronous"}}
+    assert load_slide_config(config).segment.model == str(corrupt)
+    with pytest.raises(ConfigError, match=rf"^segment\.model: {corrupt}: not a readable scip model file"):
+        segment_slide(config, progress=False)
+    assert not (tmp_path / "out").exists()
