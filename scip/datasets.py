@@ -673,6 +673,7 @@ def write_example(
     *,
     n_events: int = 500,
     n_fields: int = 4,
+    n_stacks: int = 2,
     seed: int = 0,
 ) -> dict[str, Path]:
     """Write SCIP's example data set, with ground truth, under ``path``.
@@ -686,6 +687,7 @@ def write_example(
             fields/field{i}_{channel}.tiff   make_fields(n_fields, seed=seed), 2-D uint16
             fields_labels/field{i}.tiff      their ground-truth labels
             fields_cells.csv          ground-truth table of the fields
+            zstacks/, zstacks_labels/, zstacks_cells.csv   write_zstacks(n_stacks, seed=seed)
 
     Both zarr stores use SCIP's IFC layout (see :mod:`scip.io.ifc_zarr`),
     with object numbers ``0..n_events-1``, so an event's object number is
@@ -702,14 +704,18 @@ def write_example(
     n_fields : int, optional
         Number of fields of view (default size and cell count of
         :func:`make_fields`).
+    n_stacks : int, optional
+        Number of z stacks of nuclei (:func:`write_zstacks`).
     seed : int, optional
-        Seed passed to both :func:`make_ifc_events` and :func:`make_fields`.
+        Seed passed to :func:`make_ifc_events`, :func:`make_fields` and
+        :func:`make_zstacks`.
 
     Returns
     -------
     dict of str to Path
         ``"ifc"``, ``"ifc_labels"``, ``"ifc_cells"``, ``"fields"``,
-        ``"fields_labels"`` and ``"fields_cells"``, mapped to what was
+        ``"fields_labels"``, ``"fields_cells"``, ``"zstacks"``,
+        ``"zstacks_labels"`` and ``"zstacks_cells"``, mapped to what was
         written.
 
     Raises
@@ -758,6 +764,7 @@ def write_example(
             tifffile.imwrite(out["fields"] / f"field{i}_{name}.tiff", plane)
         tifffile.imwrite(out["fields_labels"] / f"field{i}.tiff", labels)
     fields.cells.to_csv(out["fields_cells"], index=False)
+    out.update(write_zstacks(root, n_stacks=n_stacks, seed=seed))
     return out
 
 

@@ -4,6 +4,7 @@ import functools
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 from skimage.filters import gaussian, threshold_otsu
@@ -229,3 +230,104 @@ def test_write_zstacks_writes_imagej_z_stacks(tmp_path):
         assert tif.series[0].axes == "ZYX" and tif.series[0].shape == (24, 96, 96)
     labels = tifffile.imread(out["zstacks_labels"] / "stack0.tif")
     assert labels.max() == 4
+
+
+# --- through scip.run ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stack_folder(tmp_path_factory):
+    return write_zstacks(tmp_path_factory.mktemp("zstacks"), n_stacks=3, seed=1)
+
+
+def _run(stack_folder, out, **sections):
+    import scip
+
+    config = {"input": {"path": str(stack_folder["zstacks"]), "z": "stitch"}, "segment": {"method": "otsu"},
+              "cluster": {"scheduler": "synchronous"}, "output": {"path": str(out)}}
+    for key, value in sections.items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    return scip.run(config, progress=False)
+
+
+def test_run_with_stitch_gives_one_row_per_3d_object(stack_folder, tmp_path):
+    import json
+
+    truth_template = str(stack_folder["zstacks_labels"]) + "/{image_id}.tif"
+    result = _run(stack_folder, tmp_path / "out", evaluate={"labels": truth_template})
+    table = result.read()
+    truth = pd.read_csv(stack_folder["zstacks_cells"])
+    assert len(table) == len(truth) == 24
+    assert [c for c in table if c.startswith("feat_")] == [c.name for c in columns(["ch0"], ["volume"])]
+    evaluation = json.loads((tmp_path / "out" / "run.json").read_text())["evaluation"]
+    assert evaluation["f1"] == 1.0 and evaluation["matched"] == 24
+    # Each row's truth object, by its image and truth label: the volume found is the truth's, within 15 %.
+    image = table["meta_image_id"].str.removeprefix("stack").astype(int)
+    expected = truth.set_index(["image", "label"]).loc[list(zip(image, table["meta_truth_label"]))]
+    np.testing.assert_allclose(table["feat_cell_volume_voxels"], expected["volume"], rtol=0.15)
+    np.testing.assert_allclose(table["feat_cell_volume_centroid_z"], expected["centroid_z"], atol=0.5)
+    # The thin caps at the top and bottom of a nucleus may fall under the threshold: a plane each at most.
+    missing_planes = expected["z_extent"].to_numpy() - table["feat_cell_volume_z_extent"].to_numpy()
+    assert ((missing_planes >= 0) & (missing_planes <= 2)).all()
+    # The report's montage shows 3-D cells as maximum projections: 2-D crops.
+    with np.load(tmp_path / "out" / "report_cells.npz") as samples:
+        crops = [samples[k] for k in samples.files if "crop" in k]
+    assert crops and all(c.ndim == 3 for c in crops)
+
+
+def test_run_with_a_plane_number_segments_that_plane(stack_folder, tmp_path):
+    table = _run(stack_folder, tmp_path / "out", input={"z": 12},
+                 features={"families": ["bbox"]}).read()
+    labels = tifffile.imread(stack_folder["zstacks_labels"] / "stack0.tif")[12]
+    assert "feat_cell_bbox_min_row" in table and "feat_cell_volume_voxels" not in table
+    # The middle plane cuts most nuclei: about as many 2-D objects as the truth has there.
+    found = (table["meta_image_id"] == "stack0").sum()
+    assert abs(found - len(np.unique(labels[labels > 0]))) <= 1
+
+
+def test_stitch_config_problems_are_caught_up_front(stack_folder, tmp_path):
+    import scip
+    from scip.run import prepare
+
+    base = {"input": {"path": str(stack_folder["zstacks"])}, "output": {"path": str(tmp_path / "o")}}
+    with pytest.raises(scip.ConfigError, match=r"input.z: the images are z stacks \(24 planes in the first one, "
+                                               r"stack0\).*stitch for 3-D objects"):
+        prepare(base)
+    with pytest.raises(scip.ConfigError, match=r"input.z: plane 24 does not exist in stack0, a z stack of 24 planes"):
+        prepare({**base, "input": {**base["input"], "z": 24}})
+    with pytest.raises(scip.ConfigError, match="features.families: shape, texture measure 2-D objects only"):
+        prepare({**base, "input": {**base["input"], "z": "stitch"},
+                 "features": {"families": ["volume", "shape", "texture"]}})
+    with pytest.raises(scip.ConfigError, match="masks: extra masks are made in 2-D"):
+        prepare({**base, "input": {**base["input"], "z": "stitch"}, "masks": [{"name": "core", "channel": 0}]})
+    plan = prepare({**base, "input": {**base["input"], "z": "stitch"}})
+    assert plan.config.features.families == ["volume"]  # the default for 3-D objects
+    assert "feat_cell_volume_voxels" in plan.columns
+
+
+def test_2d_images_under_stitch_are_one_plane_stacks(tmp_path):
+    import scip
+    from scip.datasets import make_fields
+
+    fields = make_fields(1, size=(96, 96), cells_per_field=4, seed=5)
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "f.tif", fields.images[0][0])
+    common = {"input": {"path": str(tmp_path / "in")}, "cluster": {"scheduler": "synchronous"},
+              "segment": {"method": "otsu"}}
+    flat = scip.run({**common, "features": {"families": ["volume"]}, "output": {"path": str(tmp_path / "a")}},
+                    progress=False).read()
+    stacked = scip.run({**common, "input": {**common["input"], "z": "stitch"}, "output": {"path": str(tmp_path / "b")}},
+                       progress=False).read()
+    assert len(stacked) == len(flat) > 0
+    assert (stacked["feat_cell_volume_z_extent"] == 1).all()
+    features = [c for c in flat if c.startswith("feat_")]
+    pd.testing.assert_frame_equal(stacked[features], flat[features])
+
+
+def test_filters_measure_3d_cells(stack_folder, tmp_path):
+    table = _run(stack_folder, tmp_path / "out",
+                 filters=[{"measure": "area", "min": 1000}, {"measure": "signal", "channel": 0, "min": 0}]).read()
+    # area counts voxels: the cells left are exactly those of at least 1000 voxels.
+    assert 0 < len(table) < 24 and (table["feat_cell_volume_voxels"] >= 1000).all()
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv")
+    assert (skipped["step"] == "filter").sum() == 24 - len(table)
