@@ -1,6 +1,6 @@
 """Synthetic fluorescence cells with exact ground truth: SCIP's example data.
 
-Two kinds of data are made, both with instance labels that are known exactly
+Three kinds of data are made, all with instance labels that are known exactly
 because the cells are drawn from their outlines rather than segmented:
 
 - :func:`make_ifc_events`: small imaging-flow-cytometry-like crops, one cell
