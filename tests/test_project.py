@@ -65,6 +65,9 @@ def test_a_plane_number_picks_that_plane(stack):
     beyond = project_z(record(stack), 7)
     assert not beyond.status and beyond.pixels is None and beyond.status.step == "project"
     assert "plane 7 does not exist" in beyond.status.reason and "7 planes (0..6)" in beyond.status.reason
+    flat = record(stack[:, 0])
+    assert project_z(flat, 0) is flat  # a 2-D image is plane 0
+    assert "the image is 2-D (plane 0 only)" in project_z(flat, 1).status.reason
 
 
 def test_stitch_keeps_the_stack_and_makes_2d_images_one_plane_stacks(stack):
@@ -80,6 +83,9 @@ def test_check_z_names_the_settings_and_the_image():
     from scip.steps.project import check_z
 
     check_z(None, 1, "a")  # 2-D images need no setting
+    check_z(0, 1, "a")
+    with pytest.raises(ValueError, match=r"input.z: plane 1 does not exist in a, 2-D \(plane 0 only\)"):
+        check_z(1, 1, "a")
     check_z("stitch", 5, "a")
     with pytest.raises(ValueError, match=r"input.z: the images are z stacks \(5 planes in the first one, a\)"):
         check_z(None, 5, "a")

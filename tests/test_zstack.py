@@ -331,3 +331,23 @@ def test_filters_measure_3d_cells(stack_folder, tmp_path):
     assert 0 < len(table) < 24 and (table["feat_cell_volume_voxels"] >= 1000).all()
     skipped = pd.read_csv(tmp_path / "out" / "skipped.csv")
     assert (skipped["step"] == "filter").sum() == 24 - len(table)
+
+
+def test_split_cells_of_3d_labels():
+    from scip.records import CellRecord, ImageRecord, Source
+    from scip.steps.cells import split_cells
+
+    labels = np.zeros((5, 20, 20), np.int32)
+    labels[1:4, 5:9, 6:10] = 1   # inside
+    labels[0:2, 12:15, 12:15] = 2  # on the first plane: cut by the stack
+    pixels = np.arange(2 * labels.size, dtype=np.uint16).reshape(2, *labels.shape)
+    record = ImageRecord(Source("s", 0, ("s.tif",)), ("a", "b"), pixels=pixels, labels={"cell": labels})
+    image, inside, cut = split_cells(record, "cell", padding=2)
+    assert isinstance(inside, CellRecord) and inside.status
+    assert inside.bbox == (1, 5, 6, 4, 9, 10) and inside.origin == (1, 3, 4)
+    # Padded in rows and columns only; the mask and crop line up with the image.
+    assert inside.pixels.shape == (2, 3, 8, 8) and inside.masks["cell"].shape == (3, 8, 8)
+    np.testing.assert_array_equal(inside.pixels, pixels[:, 1:4, 3:11, 4:12])
+    assert inside.masks["cell"].sum() == (labels == 1).sum() and not inside.others.any()
+    assert not cut.status and cut.status.reason == "touches the image border"
+    assert len(split_cells(record, "cell", remove_border=False)) == 3

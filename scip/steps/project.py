@@ -43,7 +43,8 @@ def project_z(record: ImageRecord, method: str | int | None) -> ImageRecord:
     - ``"mean"``: mean over Z, as ``float32``.
     - ``"median"``: median over Z, as ``float32``.
     - an int ``z``: plane ``z``, ``(C, H, W)``; a stack without that plane is
-      skipped, naming its number of planes.
+      skipped, naming its number of planes. A 2-D image is plane 0: it
+      passes with ``0`` and is skipped with any other plane.
     - ``"stitch"``: unchanged ``(C, Z, H, W)``; a 2-D image becomes ``(C, 1, H, W)``.
 
     With ``method=None`` a z stack cannot be processed: the record is
@@ -63,19 +64,20 @@ def project_z(record: ImageRecord, method: str | int | None) -> ImageRecord:
         return record
     if method == STITCH:
         return record if record.pixels.ndim != 3 else record.with_(pixels=record.pixels[:, None])
-    if record.pixels.ndim != 4:
+    if record.pixels.ndim != 4 and not (plane and method > 0):
         return record
     timings = dict(record.timings)
-    planes = record.pixels.shape[1]
+    planes = record.pixels.shape[1] if record.pixels.ndim == 4 else 1
     if method is None:
         return record.with_(pixels=None, timings=timings, status=skipped(
             "project", f"image is a z stack of {planes} planes; set {_SETTINGS}",
             kind="image is a z stack and input.z is not set"))
     if plane:
         if method >= planes:
+            what = f"a z stack of {planes} planes (0..{planes - 1})" if planes > 1 else "2-D (plane 0 only)"
             return record.with_(pixels=None, timings=timings, status=skipped(
-                "project", f"input.z: plane {method} does not exist; the image is a z stack of {planes} planes "
-                f"(0..{planes - 1})", kind="input.z: no such plane"))
+                "project", f"input.z: plane {method} does not exist; the image is {what}",
+                kind="input.z: no such plane"))
         return record.with_(pixels=record.pixels[:, method].copy(), timings=timings)
     with timed(timings, "project"):
         pixels = _project(record.pixels, method)
@@ -94,11 +96,11 @@ def check_z(z: str | int | None, z_planes: int | None, first_image: str) -> None
     first_image : str
         That image's name, for the message.
     """
-    if z_planes is None or z_planes <= 1:
+    if z_planes is None:
         return
-    if z is None:
+    if isinstance(z, int) and not isinstance(z, bool) and z >= z_planes:
+        what = f"a z stack of {z_planes} planes (0..{z_planes - 1})" if z_planes > 1 else "2-D (plane 0 only)"
+        raise ValueError(f"input.z: plane {z} does not exist in {first_image}, {what}")
+    if z is None and z_planes > 1:
         raise ValueError(f"input.z: the images are z stacks ({z_planes} planes in the first one, {first_image}); "
                          f"set {_SETTINGS}")
-    if isinstance(z, int) and not isinstance(z, bool) and z >= z_planes:
-        raise ValueError(f"input.z: plane {z} does not exist in {first_image}, a z stack of {z_planes} planes "
-                         f"(0..{z_planes - 1})")
