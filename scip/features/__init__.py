@@ -5,10 +5,11 @@ one row per object. :func:`columns` lists the same columns without reading
 pixels, so the pipeline can declare its output schema up front.
 
 Features come in families, one module each (:mod:`.shape`, :mod:`.intensity`,
-:mod:`.texture`, :mod:`.bbox`, and :mod:`.volume` for 3-D objects). A family module exposes ``NAME``,
-``describe(channel_names, params)`` and ``compute(objects, params)``, where
-``objects`` is an :class:`~._objects.Objects` built once per call; adding a
-family means adding such a module and one entry to the registry below.
+:mod:`.texture`, :mod:`.bbox`, and :mod:`.volume` for 3-D objects). A family
+module exposes ``NAME``, ``describe(channel_names, params)`` and
+``compute(objects, params)``, where ``objects`` is an
+:class:`~._objects.Objects` built once per call; adding a family means adding
+such a module and one entry to the registry below.
 """
 
 from __future__ import annotations
