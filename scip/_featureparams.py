@@ -11,13 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FAMILIES", "DEFAULT_FAMILIES", "FeatureParams"]
+__all__ = ["FAMILIES", "DEFAULT_FAMILIES", "FAMILIES_3D", "FeatureParams"]
 
 #: Names of the available feature families (the registry of :mod:`scip.features`, in its order).
-FAMILIES: tuple[str, ...] = ("shape", "intensity", "texture", "bbox")
+FAMILIES: tuple[str, ...] = ("shape", "intensity", "texture", "bbox", "volume")
 
 #: Families computed when none are named.
 DEFAULT_FAMILIES: tuple[str, ...] = ("shape", "intensity", "texture", "bbox")
+
+#: Families that measure objects of 3-D ``(Z, H, W)`` labels; the others
+#: need a plane (edge rings, outlines, co-occurrences in 2-D).
+FAMILIES_3D: tuple[str, ...] = ("volume",)
 
 
 @dataclass(frozen=True)
