@@ -46,10 +46,12 @@ def level_shapes(shape: tuple[int, int], tile: int, levels: int | None) -> list[
     return shapes
 
 
-def create_level(group, name: str, level: int, shape: tuple[int, int], tile: int, dtype) -> zarr.Array:
-    """An empty label array ``<name>/<level>`` in ``group``, chunked ``(tile, tile)``, filled with 0."""
+def create_level(group, name: str, level: int, shape: tuple[int, ...], tile: int, dtype) -> zarr.Array:
+    """An empty label array ``<name>/<level>`` in ``group``, chunked ``(tile, tile)`` (``(1, tile, tile)`` in 3-D), filled with 0."""
     kwargs = {"chunk_key_encoding": _V2_KEYS, "compressors": _compressors()} if group.metadata.zarr_format == 2 else {}
-    return group.create_array(f"{name}/{level}", shape=shape, chunks=(tile, tile), dtype=dtype, fill_value=0,
+    # A z-stack is chunked plane by plane: viewers show one plane at a time.
+    chunks = (1,) * (len(shape) - 2) + (tile, tile)
+    return group.create_array(f"{name}/{level}", shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
                               overwrite=True, **kwargs)
 
 
@@ -58,17 +60,18 @@ def mode_downsample(block: np.ndarray) -> np.ndarray:
 
     Ties (two pairs, or four different labels) go to the first in raster
     order, the top-left pixel. Odd sides are padded by repeating the last
-    row or column, so the output is ``ceil(h / 2) x ceil(w / 2)``.
+    row or column, so the output is ``ceil(h / 2) x ceil(w / 2)``. Only the
+    last two axes (y, x) are halved: a ``(z, y, x)`` block keeps its planes.
 
     Examples
     --------
     >>> mode_downsample(np.array([[1, 2], [2, 0]]))
     array([[2]])
     """
-    h, w = block.shape
+    *lead, h, w = block.shape
     if h % 2 or w % 2:
-        block = np.pad(block, ((0, h % 2), (0, w % 2)), mode="edge")
-    v = np.stack([block[0::2, 0::2], block[0::2, 1::2], block[1::2, 0::2], block[1::2, 1::2]])
+        block = np.pad(block, [(0, 0)] * len(lead) + [(0, h % 2), (0, w % 2)], mode="edge")
+    v = np.stack([block[..., 0::2, 0::2], block[..., 0::2, 1::2], block[..., 1::2, 0::2], block[..., 1::2, 1::2]])
     counts = (v[:, None] == v[None, :]).sum(axis=1)
     return np.take_along_axis(v, counts.argmax(axis=0)[None], axis=0)[0]
 
@@ -97,9 +100,9 @@ def downsample_chunk(source: str, target: str, row: int, col: int) -> None:
     dst[y0:y1, x0:x1] = mode_downsample(block)
 
 
-def write_label_metadata(group, name: str, n_levels: int, scale: tuple[float, float] = (1.0, 1.0),
-                         units: tuple[str | None, str | None] = (None, None), source_image: str | None = None,
-                         version: str | None = None) -> dict:
+def write_label_metadata(group, name: str, n_levels: int, scale: tuple[float, ...] = (1.0, 1.0),
+                         units: tuple[str | None, ...] = (None, None), source_image: str | None = None,
+                         version: str | None = None, method: str = "scip.slide.ngff.mode_downsample") -> dict:
     """Write the NGFF metadata of the label image ``name`` in ``group`` (the ``labels`` group) and list it there.
 
     Parameters
@@ -110,15 +113,19 @@ def write_label_metadata(group, name: str, n_levels: int, scale: tuple[float, fl
         The label image's name.
     n_levels : int
         Pyramid levels, each half the size of the one before.
-    scale : (float, float)
-        Physical size of a level-0 pixel along y and x (from the image; 1 px otherwise).
-    units : (str or None, str or None)
-        Units of y and x (e.g. ``"micrometer"``), when known.
+    scale : tuple of float
+        Physical size of a level-0 pixel along y and x, or z, y and x for a
+        3-D label image (from the image; 1 px otherwise). Levels halve y and x only.
+    units : tuple of str or None
+        Units of the same axes (e.g. ``"micrometer"``), when known.
     source_image : str, optional
         Relative path from the label image to its intensity image.
     version : str, optional
         NGFF version, ``"0.4"`` (zarr v2, attributes at the top) or ``"0.5"``
         (zarr v3, under ``ome``); default from the store's zarr format.
+    method : str
+        The downsampling function named in the metadata: how scip recognises
+        a label image it wrote (``scip slide`` and ``output.labels`` name theirs).
 
     Returns
     -------
@@ -126,13 +133,13 @@ def write_label_metadata(group, name: str, n_levels: int, scale: tuple[float, fl
         The label image's attributes as written.
     """
     version = version or ("0.4" if group.metadata.zarr_format == 2 else "0.5")
-    axes = [{"name": a, "type": "space", **({"unit": u} if u else {})} for a, u in zip("yx", units)]
+    axes = [{"name": a, "type": "space", **({"unit": u} if u else {})} for a, u in zip("zyx"[-len(scale):], units)]
+    halved = [0] * (len(scale) - 2) + [1, 1]
     multiscale = {
         "name": name, "axes": axes, "type": "mode",
-        "metadata": {"method": "scip.slide.ngff.mode_downsample",
-                     "description": "most frequent label of each 2x2 block"},
+        "metadata": {"method": method, "description": "most frequent label of each 2x2 block"},
         "datasets": [{"path": str(k), "coordinateTransformations": [
-            {"type": "scale", "scale": [float(scale[0] * 2 ** k), float(scale[1] * 2 ** k)]}]}
+            {"type": "scale", "scale": [float(s * 2 ** (k * h)) for s, h in zip(scale, halved)]}]}
                      for k in range(n_levels)],
     }
     label = {"version": version, **({"source": {"image": source_image}} if source_image else {})}

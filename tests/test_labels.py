@@ -1,0 +1,158 @@
+"""Label images out: NGFF 0.4 label images written by ``scip.io.labels``, checked by ome-zarr-models and ome-zarr."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from scip.io import labels
+from scip.slide.ngff import mode_downsample
+from tests.conftest import require
+
+
+def _objects_2d(shape=(300, 200)) -> np.ndarray:
+    m = np.zeros(shape, np.int32)
+    m[10:50, 20:80] = 3
+    m[100:200, 100:150] = 7
+    m[250:290, 5:30] = 12
+    return m
+
+
+def _objects_3d() -> np.ndarray:
+    m = np.zeros((4, 90, 70), np.uint16)
+    m[1:4, 10:40, 10:40] = 2
+    m[0:2, 50:80, 30:60] = 5
+    return m
+
+
+def _validate(root, image_id: str, name: str):
+    """The label image as ome-zarr-models' NGFF 0.4 ``ImageLabel`` and the ``labels`` group as ``Labels``."""
+    image_label = require("ome_zarr_models.v04.image_label")
+    labels_group = require("ome_zarr_models.v04.labels")
+    group = zarr.open_group(str(root), mode="r")
+    key = labels.image_key(image_id)
+    listed = labels_group.Labels.from_zarr(group[f"{key}/labels"])
+    assert name in listed.attributes.labels
+    return image_label.ImageLabel.from_zarr(group[f"{key}/labels/{name}"])
+
+
+def _read_with_ome_zarr(path) -> list[np.ndarray]:
+    """The pyramid of the label image at ``path``, as ome-zarr's reader returns it."""
+    require("ome_zarr")
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+
+    nodes = list(Reader(parse_url(str(path)))())
+    assert nodes and any(isinstance(s, Label) for s in nodes[0].specs)
+    return [np.asarray(level) for level in nodes[0].data]
+
+
+@pytest.mark.parametrize("chunk, levels", [(512, 1), (64, 4)], ids=["one-level", "multiscale"])
+def test_2d_label_image_is_valid_ngff_and_reads_back(tmp_path, chunk, levels):
+    root = tmp_path / "labels.zarr"
+    cell = _objects_2d()
+    key = labels.write_labels(root, "plate 1/A01.tif", {"cell": cell, "inside": cell > 0}, scale=(0.5, 0.25),
+                              units=("micrometer", "micrometer"), chunk=chunk)
+    assert key == labels.image_key("plate 1/A01.tif") and "/" not in key and " " not in key
+    model = _validate(root, "plate 1/A01.tif", "cell")
+    multiscale = model.attributes.multiscales[0]
+    assert [a.name for a in multiscale.axes] == ["y", "x"]
+    assert len(multiscale.datasets) == levels
+    assert multiscale.datasets[0].coordinateTransformations[0].scale == [0.5, 0.25]
+    assert multiscale.datasets[-1].coordinateTransformations[0].scale == [0.5 * 2 ** (levels - 1),
+                                                                          0.25 * 2 ** (levels - 1)]
+    _validate(root, "plate 1/A01.tif", "inside")
+    assert labels.label_names(root, "plate 1/A01.tif") == ["cell", "inside"]
+    pyramid = _read_with_ome_zarr(root / key / "labels" / "cell")
+    assert len(pyramid) == levels
+    np.testing.assert_array_equal(pyramid[0], cell)
+    assert pyramid[0].dtype == np.uint32
+    for k in range(1, levels):
+        np.testing.assert_array_equal(pyramid[k], mode_downsample(pyramid[k - 1]))
+        np.testing.assert_array_equal(labels.read_labels(root, "plate 1/A01.tif", "cell", k), pyramid[k])
+    # Downsampling picks labels, never averages them into ids that do not exist.
+    assert set(np.unique(pyramid[-1])) <= set(np.unique(cell))
+    np.testing.assert_array_equal(labels.read_labels(root, "plate 1/A01.tif", "inside"), (cell > 0).astype(np.uint32))
+    assert max(pyramid[-1].shape) <= chunk
+
+
+@pytest.mark.parametrize("chunk, levels", [(128, 1), (32, 3)], ids=["one-level", "multiscale"])
+def test_3d_label_image_keeps_its_planes(tmp_path, chunk, levels):
+    root = tmp_path / "labels.zarr"
+    stack = _objects_3d()
+    labels.write_labels(root, "stack", {"cell": stack}, scale=(2.0, 0.5, 0.5), chunk=chunk)
+    multiscale = _validate(root, "stack", "cell").attributes.multiscales[0]
+    assert [a.name for a in multiscale.axes] == ["z", "y", "x"]
+    # Levels halve y and x; a z-stack keeps every plane.
+    assert [d.coordinateTransformations[0].scale for d in multiscale.datasets] == \
+        [[2.0, 0.5 * 2 ** k, 0.5 * 2 ** k] for k in range(levels)]
+    pyramid = _read_with_ome_zarr(root / "stack" / "labels" / "cell")
+    assert [p.shape[0] for p in pyramid] == [4] * levels
+    np.testing.assert_array_equal(pyramid[0], stack)
+    for k in range(1, levels):
+        for z in range(4):
+            np.testing.assert_array_equal(pyramid[k][z], mode_downsample(pyramid[k - 1][z]))
+    chunks = zarr.open_array(str(root / "stack" / "labels" / "cell" / "0"), mode="r").chunks
+    assert chunks[0] == 1
+
+
+def test_root_is_marked_and_foreign_zarr_is_not(tmp_path):
+    root = tmp_path / "labels.zarr"
+    labels.write_labels(root, "a", {"cell": _objects_2d()})
+    assert labels.is_scip_labels(root)
+    foreign = zarr.open_group(str(tmp_path / "other.zarr"), mode="w", zarr_format=2)
+    foreign.attrs["labels"] = ["cell"]
+    assert not labels.is_scip_labels(tmp_path / "other.zarr")
+    (tmp_path / "plain").mkdir()
+    assert not labels.is_scip_labels(tmp_path / "plain")
+    assert not labels.is_scip_labels(tmp_path / "missing")
+
+
+def test_writing_an_image_again_replaces_it(tmp_path):
+    root = tmp_path / "labels.zarr"
+    first = _objects_2d()
+    labels.write_labels(root, "a", {"cell": first}, chunk=64)
+    labels.write_labels(root, "b", {"cell": first}, chunk=64)
+    second = np.zeros_like(first)
+    second[5:20, 5:20] = 1
+    labels.write_labels(root, "a", {"cell": second}, chunk=64)
+    np.testing.assert_array_equal(labels.read_labels(root, "a", "cell"), second)
+    np.testing.assert_array_equal(labels.read_labels(root, "b", "cell"), first)
+    assert labels.label_names(root, "a") == ["cell"]
+
+
+def test_large_label_values_are_kept_in_uint64(tmp_path):
+    m = np.zeros((8, 8), np.uint64)
+    m[2:4, 2:4] = 2 ** 40
+    labels.write_labels(tmp_path / "labels.zarr", "big", {"cell": m})
+    back = labels.read_labels(tmp_path / "labels.zarr", "big", "cell")
+    assert back.dtype == np.uint64 and back.max() == 2 ** 40
+
+
+def test_image_keys_are_safe_and_distinct():
+    assert labels.image_key("field_01") == "field_01"
+    ids = ["a/b", "a_b", "a b", "a:b", ".hidden", "..", "x" * 300, "x" * 301, "é"]
+    keys = [labels.image_key(i) for i in ids]
+    assert len(set(keys)) == len(keys)
+    for key in keys:
+        assert key and not key.startswith(".") and len(key) <= 110
+        assert all(ch.isascii() and (ch.isalnum() or ch in "._-") for ch in key)
+
+
+@pytest.mark.parametrize("masks, message", [
+    ({"cell": np.zeros((4, 4)), "n": np.zeros((4, 5))}, "differ in shape"),
+    ({"cell": np.zeros(4, np.int32)}, "expected (y, x) or (z, y, x)"),
+    ({"cell": np.zeros((4, 4), np.float32)}, "integers or booleans"),
+    ({"cell": -np.ones((4, 4), np.int32)}, "negative labels"),
+])
+def test_bad_masks_are_refused_with_a_reason(tmp_path, masks, message):
+    with pytest.raises((ValueError, TypeError), match=message.replace("(", r"\(").replace(")", r"\)")):
+        labels.write_labels(tmp_path / "labels.zarr", "img", masks)
+
+
+def test_reading_a_missing_label_image_names_it(tmp_path):
+    labels.write_labels(tmp_path / "labels.zarr", "img", {"cell": _objects_2d()})
+    with pytest.raises(KeyError, match="nucleus"):
+        labels.read_labels(tmp_path / "labels.zarr", "img", "nucleus")
+    assert labels.label_names(tmp_path / "labels.zarr", "other") == []
