@@ -32,7 +32,7 @@ from scip import cluster, graph, report
 from scip.accounting import SKIPPED_COLUMNS, PartitionSummary
 from scip.config import Config, ConfigError, load_config
 from scip.failures import DiskFull, RunFailed
-from scip.io import InputError, open_dataset
+from scip.io import InputError, labels, open_dataset
 from scip.io.ground_truth import check_template
 from scip.io.limits import format_bytes, image_budget
 from scip.io.manifest import (LAYOUT, ManifestError, PartitionUnverified, changed_inputs, differences, fingerprint,
@@ -56,7 +56,7 @@ REPORT_CELLS = 48
 
 #: Names a run, ``scip classify`` and ``scip predict`` write at the top of an output folder.
 OUTPUT_FILES = ("cells", "run.json", "skipped.csv", "illumination.npz", "cells.h5ad", "cells.csv", "report.html",
-                "report_cells.npz", "classification", "predictions.csv", "manifest.json", "progress")
+                "report_cells.npz", "classification", "predictions.csv", "manifest.json", "progress", labels.LABELS)
 #: Folders of ours that ``--overwrite`` removes once the files recorded in them are gone, if nothing else is left.
 _OUR_FOLDERS = ("cells", "progress", "classification")
 #: Steps of the reductions' own tasks, by function name (with :data:`scip.graph.STEPS`).
@@ -208,6 +208,8 @@ def _planned_files(p: graph.Plan, parts: list) -> list[str]:
     if config.illumination is not None and config.illumination.reuse is None:
         files.append("illumination.npz")
     files += [FILES[f] for f in config.output.formats if f != "parquet"]
+    if config.output.labels:
+        files.append(labels.LABELS)
     return files
 
 
@@ -221,6 +223,8 @@ def _existing(out: Path, p: graph.Plan, parts: list) -> list[str]:
                       if f.name.startswith(("part-", ".part-"))]
         elif (out / folder).exists():
             found.append(folder)
+    if p.config.output.labels and (out / labels.LABELS).exists():
+        found.append(labels.LABELS)
     # A classification in the folder would be shown in the new report as if it described the new table.
     if (out / report.CLASSIFICATION_FILE).exists():
         found.append(report.CLASSIFICATION_FILE.as_posix())
@@ -233,6 +237,14 @@ def _removable(out: Path, manifest: dict) -> set[str]:
     for rel in recorded_files(manifest):
         if rel.split("/")[0] not in OUTPUT_FILES:
             log.warning("scip: manifest.json lists %s, not a name scip writes; it is left alone", rel)
+            continue
+        target = out / rel
+        if rel == labels.LABELS and target.is_dir() and not target.is_symlink():
+            # A tree, not a file: removed only while scip's marker says scip wrote it.
+            if labels.is_scip_labels(target):
+                out_ok.add(rel)
+            else:
+                log.warning("scip: %s has no scip marker in its attributes; it is left alone", target)
             continue
         for name in (rel, str(Path(rel).with_name(f".{Path(rel).name}.tmp").as_posix())):
             target = out / name
@@ -277,7 +289,10 @@ def _prepare_output(path: Path, overwrite: bool, p: graph.Plan, parts: list) -> 
         )
     # The old manifest last: until then it still records what is left, should this be interrupted.
     for name in sorted(removable, key=lambda n: (n == "manifest.json", n)):
-        (out / name).unlink(missing_ok=True)
+        if name == labels.LABELS:
+            shutil.rmtree(out / name)
+        else:
+            (out / name).unlink(missing_ok=True)
     for folder in _OUR_FOLDERS:
         target = out / folder
         if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
@@ -724,6 +739,9 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         manifest = _new_manifest(p, parts)
         write_manifest(out, manifest)
     (out / "progress").mkdir(exist_ok=True)
+    if config.output.labels:
+        # Recorded in the manifest above; created with scip's marker before any task writes into it.
+        labels.create_root(graph.labels_root(config))
     done = _done(out, len(parts)) if resume else {}
     # A partition that had errors is computed again: the bug behind them may be fixed by now.
     done = {i: s for i, s in done.items() if not s.errors}

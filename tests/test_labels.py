@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import zarr
@@ -156,3 +158,97 @@ def test_reading_a_missing_label_image_names_it(tmp_path):
     with pytest.raises(KeyError, match="nucleus"):
         labels.read_labels(tmp_path / "labels.zarr", "img", "nucleus")
     assert labels.label_names(tmp_path / "labels.zarr", "other") == []
+
+
+# --- output.labels in scip run -------------------------------------------------------------------------------
+
+def _fields_config(tmp_path, **output) -> dict:
+    from scip.datasets import write_example
+
+    paths = write_example(tmp_path / "data", n_events=2, n_fields=2, seed=1)
+    return {
+        "input": {"path": str(paths["fields"]), "pattern": r"field(?P<id>\d+)_(?P<channel>[A-Za-z]+)\.tiff",
+                  "channels": ["DNA", "cyto", "marker"]},
+        "segment": {"method": "watershed", "channel": "cyto"},
+        "masks": [{"name": "nucleus", "channel": "DNA"}],
+        "features": {"families": ["shape", "bbox"]},
+        "output": {"path": str(tmp_path / "out"), "labels": True, **output},
+        "cluster": {"scheduler": "synchronous"},
+    }
+
+
+@pytest.fixture(scope="module")
+def labelled_run(tmp_path_factory):
+    import scip
+
+    tmp_path = tmp_path_factory.mktemp("labelled")
+    result = scip.run(_fields_config(tmp_path, polygons=True, pyramid_levels=2), progress=False)
+    return result, scip.read(result.output)
+
+
+def test_every_row_joins_exactly_its_pixels(labelled_run):
+    from skimage.measure import regionprops
+
+    result, table = labelled_run
+    root = result.output / labels.LABELS
+    assert len(table) > 10 and table["meta_image_id"].nunique() == 2
+    for image_id, rows in table.groupby("meta_image_id"):
+        cell = labels.read_labels(root, image_id, "cell")
+        nucleus = labels.read_labels(root, image_id, "nucleus")
+        regions = {r.label: r for r in regionprops(cell.astype(np.int64))}
+        for row in rows.itertuples():
+            region = regions[row.meta_label]
+            assert region.area == row.feat_cell_shape_area
+            assert region.bbox == (row.feat_cell_bbox_min_row, row.feat_cell_bbox_min_col,
+                                   row.feat_cell_bbox_max_row, row.feat_cell_bbox_max_col)
+            inside = nucleus == row.meta_label
+            assert inside.sum() == (row.feat_nucleus_shape_area if not np.isnan(row.feat_nucleus_shape_area) else 0)
+            # A nucleus lies inside its own cell.
+            assert (cell[inside] == row.meta_label).all()
+        # The nucleus image holds the exported cells' nuclei and nothing else.
+        assert set(np.unique(nucleus)) - {0} <= set(rows["meta_label"])
+
+
+def test_run_labels_are_valid_ngff_with_a_pyramid(labelled_run):
+    result, table = labelled_run
+    root = result.output / labels.LABELS
+    assert labels.is_scip_labels(root)
+    for image_id in table["meta_image_id"].unique():
+        assert labels.label_names(root, image_id) == ["cell", "nucleus"]
+        for name in ("cell", "nucleus"):
+            multiscale = _validate(root, image_id, name).attributes.multiscales[0]
+            assert len(multiscale.datasets) == 3  # output.pyramid_levels: 2
+        pyramid = _read_with_ome_zarr(root / labels.image_key(image_id) / "labels" / "cell")
+        np.testing.assert_array_equal(pyramid[0], labels.read_labels(root, image_id, "cell"))
+        assert [p.shape for p in pyramid] == [(256, 256), (128, 128), (64, 64)]
+    manifest = json.loads((result.output / "manifest.json").read_text())
+    assert labels.LABELS in manifest["files"]
+
+
+def test_polygons_outline_each_cell(labelled_run):
+    shapely = require("shapely")
+    import pyarrow.parquet as pq
+
+    result, table = labelled_run
+    areas = np.array([shapely.from_wkb(g).area for g in table["geometry"]])
+    pixels = table["feat_cell_shape_area"].to_numpy()
+    # The outline runs through the boundary pixels' edge midpoints: half a pixel inside the pixel area.
+    rel = np.abs(areas - pixels) / pixels
+    assert np.median(rel) < 0.1 and rel.max() < 0.25
+    assert all(shapely.from_wkb(g).geom_type in ("Polygon", "MultiPolygon") for g in table["geometry"])
+    for part in sorted((result.output / "cells").glob("part-*.parquet")):
+        geo = json.loads(pq.read_schema(part).metadata[b"geo"])
+        assert geo["primary_column"] == "geometry" and geo["columns"]["geometry"]["encoding"] == "WKB"
+
+
+def test_polygon_column_is_in_an_empty_table(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from scip.io.parquet import arrow_schema, write_part
+    from scip.steps.export import cells_frame, table_columns
+
+    columns = table_columns(("a",), (), ("cell",), ("shape",), evaluated=False, polygons=True)
+    write_part(cells_frame([], columns), tmp_path / "part-00000.parquet", arrow_schema(columns))
+    schema = pq.read_schema(tmp_path / "part-00000.parquet")
+    assert schema.field("geometry").type == pa.binary() and b"geo" in schema.metadata

@@ -26,8 +26,11 @@ import zarr
 
 from scip.slide import ngff
 
-__all__ = ["MARKER", "DOWNSAMPLING", "image_key", "create_root", "is_scip_labels", "write_labels", "read_labels",
+__all__ = ["LABELS", "MARKER", "DOWNSAMPLING", "image_key", "create_root", "is_scip_labels", "write_labels", "read_labels",
            "label_names"]
+
+#: The label images' folder in a run's output folder.
+LABELS = "labels.zarr"
 
 #: Root attribute that marks a ``labels.zarr`` scip wrote (what ``--overwrite`` may remove).
 MARKER = "scip"

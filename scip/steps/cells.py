@@ -7,7 +7,8 @@ from scipy import ndimage
 from scip.records import CellRecord, ImageRecord, skipped
 
 
-def split_cells(record: ImageRecord, mask: str, padding: int = 5, remove_border: bool = True) -> list[ImageRecord | CellRecord]:
+def split_cells(record: ImageRecord, mask: str, padding: int = 5, remove_border: bool = True,
+                keep_labels: bool = False) -> list[ImageRecord | CellRecord]:
     """One :class:`CellRecord` per label of ``record.labels[mask]``.
 
     Each cell gets the crop of its bounding box plus ``padding`` pixels
@@ -17,9 +18,10 @@ def split_cells(record: ImageRecord, mask: str, padding: int = 5, remove_border:
 
     The list starts with the image record itself, stripped of its pixels and
     labels: it carries the image's status, timings and evaluation to the
-    writer, while the cells carry only their own.
+    writer, while the cells carry only their own. With ``keep_labels`` an ok
+    image keeps its label images, for :func:`scip.steps.labels.write_image_labels`.
     """
-    image = record.with_(pixels=None, labels={})
+    image = record.with_(pixels=None, labels=dict(record.labels) if keep_labels and record.status else {})
     if not record.status:
         return [image]
     labels = record.labels[mask]
