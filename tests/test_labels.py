@@ -252,3 +252,76 @@ def test_polygon_column_is_in_an_empty_table(tmp_path):
     write_part(cells_frame([], columns), tmp_path / "part-00000.parquet", arrow_schema(columns))
     schema = pq.read_schema(tmp_path / "part-00000.parquet")
     assert schema.field("geometry").type == pa.binary() and b"geo" in schema.metadata
+
+
+# --- labels.zarr in the output folder's bookkeeping ------------------------------------------------------------
+
+def _mark(root, image_id: str) -> None:
+    """Put a label value no segmentation gives into an image's label image: gone if the image is written again."""
+    array = zarr.open_array(str(root / labels.image_key(image_id) / "labels" / "cell" / "0"), mode="r+")
+    array[0, 0] = 999_999
+
+
+def _marked(root, image_id: str) -> bool:
+    return labels.read_labels(root, image_id, "cell")[0, 0] == 999_999
+
+
+def test_overwrite_removes_only_a_labels_tree_scip_wrote(tmp_path):
+    import shutil
+
+    import scip
+    from scip.config import ConfigError
+
+    config = _fields_config(tmp_path)
+    first = scip.run(config, progress=False)
+    root = first.output / labels.LABELS
+    image = scip.read(first.output)["meta_image_id"].iloc[0]
+    _mark(root, image)
+    with pytest.raises(ConfigError, match="already holds results"):
+        scip.run(config, progress=False)
+    scip.run({**config, "output": {**config["output"], "overwrite": True}}, progress=False)
+    assert not _marked(root, image)
+    # A labels.zarr of someone else's (no scip marker) at the name scip writes: refused and left alone.
+    shutil.rmtree(root)
+    foreign = zarr.open_group(str(root), mode="w", zarr_format=2)
+    foreign.attrs["labels"] = ["mine"]
+    with pytest.raises(ConfigError, match=r"labels\.zarr.*no scip run recorded"):
+        scip.run({**config, "output": {**config["output"], "overwrite": True}}, progress=False)
+    assert zarr.open_group(str(root), mode="r").attrs["labels"] == ["mine"]
+    assert not labels.is_scip_labels(root)
+
+
+def test_labels_zarr_without_a_manifest_is_refused(tmp_path):
+    import scip
+    from scip.config import ConfigError
+
+    config = _fields_config(tmp_path)
+    labels.create_root(tmp_path / "out" / labels.LABELS)
+    # Even scip's marker does not make it this folder's: no manifest recorded writing it.
+    with pytest.raises(ConfigError, match=r"labels\.zarr.*no scip run recorded"):
+        scip.run({**config, "output": {**config["output"], "overwrite": True}}, progress=False)
+    assert labels.is_scip_labels(tmp_path / "out" / labels.LABELS)
+
+
+def test_resume_keeps_the_labels_of_partitions_done(tmp_path):
+    import scip
+    from scip.config import ConfigError
+
+    config = _fields_config(tmp_path)
+    config["input"]["images_per_partition"] = 1
+    first = scip.run(config, progress=False)
+    out, root = first.output, first.output / labels.LABELS
+    done, redo = sorted(scip.read(out)["meta_image_id"].unique())
+    expected = labels.read_labels(root, redo, "nucleus")
+    _mark(root, done)
+    # Partition 1 as if killed before its summary, with its image's labels half written.
+    (out / "progress" / "part-00001.json").unlink()
+    zarr.open_array(str(root / labels.image_key(redo) / "labels" / "nucleus" / "0"), mode="r+")[...] = 0
+    resumed = scip.run(config, progress=False, resume=True)
+    assert resumed.summary["partitions"]["computed"] == 1
+    assert _marked(root, done)
+    np.testing.assert_array_equal(labels.read_labels(root, redo, "nucleus"), expected)
+    # Label images bind a resumption: partitions with and without them would mix.
+    without = {**config, "output": {**config["output"], "labels": False}}
+    with pytest.raises(ConfigError, match="output.labels: True -> False"):
+        scip.run(without, progress=False, resume=True)

@@ -229,7 +229,10 @@ def differences(old: dict, new: dict) -> list[str]:
 
     walk(old, new, "")
     before, after = _bound_output(old), _bound_output(new)
-    out += [f"output.{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in _BOUND_OUTPUT if before.get(k) != after.get(k)]
+    given = [(old.get("output") or {}) if isinstance(old.get("output"), dict) else {},
+             (new.get("output") or {}) if isinstance(new.get("output"), dict) else {}]
+    out += [f"output.{k}: {given[0].get(k)!r} -> {given[1].get(k)!r}" for k in _BOUND_OUTPUT
+            if before.get(k) != after.get(k)]
     return out
 
 
