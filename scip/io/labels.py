@@ -3,7 +3,7 @@
 Layout, a zarr v2 store in the output folder::
 
     labels.zarr/                       attrs {"scip": {"labels": 1}}: scip wrote this tree
-      <key>/                           one group per image, key = image_key(image_id)
+      <key>/                           one group per image, key = image_key(image_id), attrs {"scip": {"image_id": ...}}
         labels/                        attrs {"labels": ["cell", "nucleus"]}
           cell/                        attrs {"multiscales": [...], "image-label": {...}}
             0/                         full resolution, (y, x) or (z, y, x), uint32 (uint64 when needed)
@@ -27,7 +27,7 @@ import zarr
 from scip.slide import ngff
 
 __all__ = ["LABELS", "MARKER", "DOWNSAMPLING", "image_key", "create_root", "is_scip_labels", "write_labels", "read_labels",
-           "label_names"]
+           "label_names", "images"]
 
 #: The label images' folder in a run's output folder.
 LABELS = "labels.zarr"
@@ -165,7 +165,10 @@ def write_labels(root: str | os.PathLike, image_id: str, masks: Mapping[str, np.
     if len(scale) != ndim or len(units) != ndim:
         raise ValueError(f"image {image_id!r}: scale {scale} and units {units} need one value per axis ({ndim})")
     key = image_key(image_id)
-    group = create_root(root).require_group(key).require_group("labels")
+    image = create_root(root).require_group(key)
+    # The key is not reversible: the id itself goes into the image's group, for the report and for users.
+    image.attrs[MARKER] = {"image_id": image_id}
+    group = image.require_group("labels")
     for name, mask in arrays.items():
         dtype = _dtype(mask)
         plane_shapes = ngff.level_shapes(mask.shape[-2:], chunk, pyramid_levels)
@@ -176,6 +179,20 @@ def write_labels(root: str | os.PathLike, image_id: str, masks: Mapping[str, np.
             ngff.create_level(group, name, k, mask.shape[:-2] + tuple(plane), chunk, dtype)[...] = level
         ngff.write_label_metadata(group, name, len(plane_shapes), scale, units, version="0.4", method=DOWNSAMPLING)
     return key
+
+
+def images(root: str | os.PathLike) -> dict[str, str]:
+    """The images with label images in ``root``: image id to key, in key order (``{}`` when ``root`` is none)."""
+    try:
+        group = _open(root, "r")
+    except Exception:  # no labels.zarr: no images
+        return {}
+    out = {}
+    for key, member in sorted(group.groups()):
+        info = member.attrs.get(MARKER)
+        if isinstance(info, dict) and isinstance(info.get("image_id"), str):
+            out[info["image_id"]] = key
+    return out
 
 
 def label_names(root: str | os.PathLike, image_id: str) -> list[str]:
