@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as e:
             print(f"scip: error: {e}", file=sys.stderr)
             return 2
-    from scip.cluster import ClusterError, quiet_logs
+    from scip.engine.cluster import ClusterError, quiet_logs
     from scip.failures import DiskFull, RunFailed
 
     quiet_logs()

@@ -13,8 +13,8 @@ from skimage.segmentation import clear_border
 from scip.segment import segment
 from scip.segment.image_statistics import image_statistic, whole_image_parameters
 from scip.slide import segment_slide
-from scip.slide.compare import compare_segmentations
-from scip.slide.tiles import Tiling
+from scip.segment.compare import compare_segmentations
+from scip.segment.tiling import Tiling
 
 from conftest import require
 

@@ -9,7 +9,7 @@ import pytest
 import zarr
 
 from scip.io import labels
-from scip.slide.ngff import mode_downsample
+from scip.io.ngff import mode_downsample
 from tests.conftest import require
 
 

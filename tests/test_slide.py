@@ -13,9 +13,9 @@ from skimage.segmentation import clear_border
 
 from scip.segment import segment
 from scip.slide import open_slide, segment_slide, write_synthetic_slide
-from scip.slide.compare import compare_segmentations
-from scip.slide.ngff import mode_downsample
-from scip.slide.tiles import Tiling, assemble_core, segment_window
+from scip.segment.compare import compare_segmentations
+from scip.io.ngff import mode_downsample
+from scip.segment.tiling import Tiling, assemble_core, segment_window
 
 TILE = 512
 

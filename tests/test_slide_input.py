@@ -13,7 +13,7 @@ from scip.config import ConfigError
 from scip.features import extract
 from scip.slide import load_slide_config, open_slide, segment_slide, write_synthetic_slide
 from scip.slide.config import SlideConfig, SlideInputConfig, SlideOutputConfig, TilesConfig
-from scip.slide.synthetic import NucleiLattice, render
+from scip.datasets.slides import NucleiLattice, render
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,9 @@ def test_formats_give_the_same_labels(small, tmp_path):
 
 def test_to_dask_reads_lazily_by_window(small):
     _, ome, pixels = small
-    lazy = open_slide(ome).to_dask(0, chunks=(300, 300))
+    from scip.engine.arrays import to_dask
+
+    lazy = to_dask(open_slide(ome), 0, chunks=(300, 300))
     assert lazy.shape == pixels.shape and lazy.chunks[0] == (300, 300, 300, 124)
     np.testing.assert_array_equal(lazy[290:610, 10:20].compute(), pixels[290:610, 10:20])
 

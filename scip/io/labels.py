@@ -16,15 +16,14 @@ elsewhere. Plain numpy and zarr, no Dask: one call writes one image.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from typing import Mapping, Sequence
 
 import numpy as np
 import zarr
 
-from scip.slide import ngff
+from scip.io import ngff
+from scip.io.ngff import image_key
 
 __all__ = ["LABELS", "MARKER", "DOWNSAMPLING", "image_key", "create_root", "is_scip_labels", "write_labels", "read_labels",
            "label_names", "images"]
@@ -36,41 +35,7 @@ LABELS = "labels.zarr"
 MARKER = "scip"
 
 #: The downsampling the multiscale metadata names.
-DOWNSAMPLING = "scip.slide.ngff.mode_downsample"
-
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def image_key(image_id: str) -> str:
-    """The name of an image's group in ``labels.zarr``: safe in any file system and URL.
-
-    Runs of characters other than letters, digits, ``.``, ``_`` and ``-``
-    become ``_`` (so ``/`` never nests groups) and leading or trailing dots
-    and underscores go (a leading dot would be a hidden file or collide
-    with zarr's ``.zattrs``). A changed or long id gets 8 hex digits of its
-    SHA-1, so two ids that clean up alike still get two keys.
-
-    Parameters
-    ----------
-    image_id : str
-        The image's ``meta_image_id``.
-
-    Returns
-    -------
-    str
-        The key; ``image_id`` itself when it is already safe and at most 100 characters.
-
-    Examples
-    --------
-    >>> image_key("field_01")
-    'field_01'
-    >>> image_key("plate 1/A01.tif")
-    'plate_1_A01.tif-f1ae1e3b'
-    """
-    safe = _SAFE.sub("_", image_id).strip("._")
-    if safe == image_id and len(safe) <= 100:
-        return safe
-    return f"{safe[:100] or 'image'}-{hashlib.sha1(image_id.encode()).hexdigest()[:8]}"
+DOWNSAMPLING = "scip.io.ngff.mode_downsample"
 
 
 def _open(root: str | os.PathLike, mode: str) -> zarr.Group:

@@ -6,7 +6,7 @@
   a multiscale pyramid, a per-cell Parquet table (optionally WKB polygons and
   features) and ``slide.json``. See ``docs/wholeslide.md``.
 - :func:`open_slide`: window reads of an OME-Zarr, Zarr or (tiled) TIFF image;
-  :meth:`SlideSource.to_dask` gives it as a lazy dask array.
+  :func:`scip.engine.arrays.to_dask` gives it as a lazy dask array.
 - :func:`write_synthetic_slide`: synthetic nuclei slides of any size with
   ground truth, written chunk by chunk.
 
@@ -18,8 +18,8 @@ passes), :mod:`.synthetic`.
 
 from .config import SlideConfig, load_slide_config
 from .run import SlideResult, segment_slide
-from .source import SlideSource, open_slide
-from .synthetic import write_synthetic_slide
+from scip.io.windows import SlideSource, open_slide
+from scip.datasets.slides import write_synthetic_slide
 
 __all__ = ["SlideConfig", "SlideResult", "SlideSource", "load_slide_config", "open_slide", "segment_slide",
            "write_synthetic_slide"]

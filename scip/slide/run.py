@@ -11,21 +11,21 @@ holds pixels:
    ``norm_range`` for every window (:mod:`scip.segment.image_statistics`).
 1. **segment** (pass 1): read a tile's window, segment it with the
    configured method, decide which objects the tile owns
-   (:func:`scip.slide.tiles.segment_window`) and write the window's labels
+   (:func:`scip.segment.tiling.segment_window`) and write the window's labels
    to a scratch zarr, one chunk per tile. Returns counts only.
 2. The driver turns the per-tile counts into label offsets (a cumulative
    sum), and picks ``uint32`` labels, or ``uint64`` past 4 294 967 295 objects.
 3. **write** (pass 2): per output chunk, assemble the global labels of the
    owned objects of the tile and its neighbours
-   (:func:`scip.slide.tiles.assemble_core`) and write the chunk; then write
+   (:func:`scip.segment.tiling.assemble_core`) and write the chunk; then write
    the tile's cell table part (centroid, bbox, area, tile, optional WKB
    polygons and features from :func:`scip.features.extract` on the window).
 4. **pyramid**: the downsampled levels, one after the other, each chunk
-   from the stored level below (:func:`scip.slide.ngff.downsample_chunk`).
+   from the stored level below (:func:`scip.io.ngff.downsample_chunk`).
 
 Output folder::
 
-    labels.zarr/labels/<name>/0, 1, ...   OME-Zarr label image (see scip.slide.ngff)
+    labels.zarr/labels/<name>/0, 1, ...   OME-Zarr label image (see scip.io.ngff)
     cells/part-<tile>.parquet             one row per object, one part per tile
     slide.json                            config, image, counts, timings (written last)
 """
@@ -36,7 +36,6 @@ import json
 import logging
 import shutil
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -49,12 +48,13 @@ import zarr
 from scip.config import ConfigError
 from scip.io.atomic import atomic_path
 from scip.io.channels import InputError
+from scip.engine.tasks import task as _task
 from scip.segment.image_statistics import image_statistic
 
-from . import ngff
+from scip.io import ngff
 from .config import SlideConfig, load_slide_config
-from .source import SlideSource, open_slide
-from .tiles import TABLE_COLUMNS, Tiling, assemble_core, object_table, segment_window
+from scip.io.windows import SlideSource, open_slide
+from scip.segment.tiling import TABLE_COLUMNS, Tiling, assemble_core, object_table, segment_window
 
 __all__ = ["segment_slide", "SlideResult", "OUTPUT_FILES"]
 
@@ -134,7 +134,7 @@ def _tree_merge(tasks: list, name: str, resources: dict | None, fan_in: int = 16
 
 def _slide_statistics(plan: _Plan, stat, session, routing, progress: bool) -> dict:
     """The statistic of the whole slide, as the method's keyword arguments (e.g. ``{"level": 812.4}``)."""
-    from scip.cluster import compute
+    from scip.engine.cluster import compute
 
     tiles = plan.tiling.tiles()
     ranges = compute([_tree_merge([_task(_range_summary, f"slide-stats-range-{r}-{c}", routing.cpu, plan, stat, r, c)
@@ -298,7 +298,7 @@ def _written_by_scip(label: Path) -> bool:
         return False
     multiscales = attrs.get("ome", attrs).get("multiscales") or [{}]
     return isinstance(multiscales, list) and isinstance(multiscales[0], dict) and \
-        str((multiscales[0].get("metadata") or {}).get("method", "")).startswith("scip.slide.")
+        str((multiscales[0].get("metadata") or {}).get("method", "")).startswith(("scip.slide.", "scip.io.ngff."))
 
 
 def _open(config: SlideConfig) -> tuple[SlideSource, tuple[int, ...], tuple[int, ...]]:
@@ -382,7 +382,7 @@ def segment_slide(config: SlideConfig | dict | str | Path, *, client=None, progr
         without a plane, tile smaller than twice the margin, an output folder
         holding results without ``overwrite``); the message names the key.
     """
-    from scip.cluster import compute, connect
+    from scip.engine.cluster import compute, connect
 
     if not isinstance(config, SlideConfig):
         config = load_slide_config(config)
@@ -468,14 +468,6 @@ def segment_slide(config: SlideConfig | dict | str | Path, *, client=None, progr
              "%d conflicting pixels); %.1f s", c["objects"], ny * nx, c["cut"], c["border_dropped"],
              c["conflict_pixels"], timings["total"])
     return SlideResult(out, label_path, out / "cells", summary)
-
-
-def _task(func, name: str, resources: dict | None, *args, **kwargs):
-    """One delayed task with the routing's resources (kept: graphs are computed unoptimized)."""
-    import dask
-
-    with dask.annotate(resources=resources) if resources else nullcontext():
-        return dask.delayed(func, pure=False, name=name)(*args, **kwargs)
 
 
 def _summary(config: SlideConfig, plan: _Plan, source: SlideSource, tiling: Tiling, counts: list, written: list,

@@ -11,6 +11,7 @@ import pandas as pd
 from scip.features import FeatureParams
 from scip.features import columns as feature_columns
 from scip.records import CellRecord, ImageRecord
+from scip.segment.tiling import polygon_wkb
 
 
 #: The column of the cells' outlines (``output.polygons``).
@@ -32,8 +33,6 @@ def add_polygons(records: list[ImageRecord | CellRecord], mask: str) -> list[Ima
     list
         The records, ok cells with :attr:`~scip.records.CellRecord.geometry` set.
     """
-    from scip.slide.tiles import polygon_wkb
-
     return [r.with_(geometry=polygon_wkb(r.masks[mask], r.origin))
             if isinstance(r, CellRecord) and r.status and mask in r.masks else r for r in records]
 

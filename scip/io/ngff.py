@@ -18,15 +18,50 @@ so object ids are never averaged into ids that do not exist.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import zarr
 
-__all__ = ["create_level", "mode_downsample", "downsample_chunk", "write_label_metadata", "level_shapes"]
+__all__ = ["image_key", "create_level", "mode_downsample", "downsample_chunk", "write_label_metadata", "level_shapes"]
 
 _V2_KEYS = {"name": "v2", "separator": "/"}
+
+
+def image_key(image_id: str) -> str:
+    """The name of an image's group in ``labels.zarr``: safe in any file system and URL.
+
+    Runs of characters other than letters, digits, ``.``, ``_`` and ``-``
+    become ``_`` (so ``/`` never nests groups) and leading or trailing dots
+    and underscores go (a leading dot would be a hidden file or collide
+    with zarr's ``.zattrs``). A changed or long id gets 8 hex digits of its
+    SHA-1, so two ids that clean up alike still get two keys.
+
+    Parameters
+    ----------
+    image_id : str
+        The image's ``meta_image_id``.
+
+    Returns
+    -------
+    str
+        The key; ``image_id`` itself when it is already safe and at most 100 characters.
+
+    Examples
+    --------
+    >>> image_key("field_01")
+    'field_01'
+    >>> image_key("plate 1/A01.tif")
+    'plate_1_A01.tif-f1ae1e3b'
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", image_id).strip("._")
+    if safe == image_id and len(safe) <= 100:
+        return safe
+    digest = hashlib.sha1(image_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{safe[:100] or 'image'}-{digest}"
 
 
 def _compressors():
@@ -102,7 +137,7 @@ def downsample_chunk(source: str, target: str, row: int, col: int) -> None:
 
 def write_label_metadata(group, name: str, n_levels: int, scale: tuple[float, ...] = (1.0, 1.0),
                          units: tuple[str | None, ...] = (None, None), source_image: str | None = None,
-                         version: str | None = None, method: str = "scip.slide.ngff.mode_downsample") -> dict:
+                         version: str | None = None, method: str = "scip.io.ngff.mode_downsample") -> dict:
     """Write the NGFF metadata of the label image ``name`` in ``group`` (the ``labels`` group) and list it there.
 
     Parameters
