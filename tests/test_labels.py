@@ -325,3 +325,25 @@ def test_resume_keeps_the_labels_of_partitions_done(tmp_path):
     without = {**config, "output": {**config["output"], "labels": False}}
     with pytest.raises(ConfigError, match="output.labels: True -> False"):
         scip.run(without, progress=False, resume=True)
+
+
+def test_ome_zarr_input_gives_its_pixel_size(tmp_path):
+    import scip
+    from scip.datasets import make_fields
+
+    field = make_fields(1, seed=2).images[0]
+    path = tmp_path / "field.ome.zarr"
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.create_array("0", shape=field.shape, chunks=field.shape, dtype=field.dtype)[...] = field
+    axes = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space", "unit": "micrometer"},
+            {"name": "x", "type": "space", "unit": "micrometer"}]
+    group.attrs.update({"multiscales": [{"version": "0.4", "axes": axes, "datasets": [
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 0.5, 0.25]}]}]}]})
+    result = scip.run({"input": {"path": str(path), "channels": ["DNA", "cyto", "marker"]},
+                       "segment": {"method": "watershed", "channel": "cyto"}, "features": {"families": ["shape"]},
+                       "output": {"path": str(tmp_path / "out"), "labels": True},
+                       "cluster": {"scheduler": "synchronous"}}, progress=False)
+    image_id = scip.read(result.output)["meta_image_id"].iloc[0]
+    multiscale = _validate(result.output / labels.LABELS, image_id, "cell").attributes.multiscales[0]
+    assert multiscale.datasets[0].coordinateTransformations[0].scale == [0.5, 0.25]
+    assert [a.unit for a in multiscale.axes] == ["micrometer", "micrometer"]
