@@ -347,3 +347,17 @@ def test_ome_zarr_input_gives_its_pixel_size(tmp_path):
     multiscale = _validate(result.output / labels.LABELS, image_id, "cell").attributes.multiscales[0]
     assert multiscale.datasets[0].coordinateTransformations[0].scale == [0.5, 0.25]
     assert [a.unit for a in multiscale.axes] == ["micrometer", "micrometer"]
+
+
+def test_mode_downsample_against_a_plain_loop():
+    """Most frequent of each 2 x 2 block, ties to the first in raster order, odd sides by edge repetition."""
+    rng = np.random.default_rng(4)
+    for shape in [(6, 8), (7, 5), (3, 9, 11)]:
+        block = rng.integers(0, 3, shape).astype(np.uint32)  # three labels: ties of every kind
+        padded = np.pad(block, [(0, 0)] * (block.ndim - 2) + [(0, shape[-2] % 2), (0, shape[-1] % 2)], mode="edge")
+        expected = np.zeros(padded.shape[:-2] + (padded.shape[-2] // 2, padded.shape[-1] // 2), np.uint32)
+        for index in np.ndindex(expected.shape):
+            *lead, r, c = index
+            four = padded[(*lead, slice(2 * r, 2 * r + 2), slice(2 * c, 2 * c + 2))].ravel().tolist()
+            expected[index] = max(four, key=lambda x: (four.count(x), -four.index(x)))
+        np.testing.assert_array_equal(mode_downsample(block), expected)
