@@ -361,3 +361,27 @@ def test_mode_downsample_against_a_plain_loop():
             four = padded[(*lead, slice(2 * r, 2 * r + 2), slice(2 * c, 2 * c + 2))].ravel().tolist()
             expected[index] = max(four, key=lambda x: (four.count(x), -four.index(x)))
         np.testing.assert_array_equal(mode_downsample(block), expected)
+
+
+def test_one_labels_task_per_partition_on_a_cpu_worker(tmp_path):
+    from dask.base import collections_to_expr
+    from dask.utils import key_split
+
+    from scip.engine import graph
+    from scip.engine.cluster import CPU, GPU, Routing
+    from scip.run import prepare
+
+    config = _fields_config(tmp_path)
+    config["input"]["images_per_partition"] = 1
+    p = prepare(config)
+    routing = Routing({GPU: 1}, {CPU: 1})
+    expr = collections_to_expr(graph.build_cells(p, routing=routing).to_delayed(optimize_graph=False),
+                               optimize_graph=False)
+    resources = expr.__dask_annotations__()["resources"]
+    tasks = [key for key in expr.__dask_graph__() if graph.STEPS.get(key_split(key)) == "labels"]
+    assert len(tasks) == len(graph.partitions(p)) == 2
+    assert all(resources.get(key) == {CPU: 1} for key in tasks)
+    # Without output.labels there is no such task.
+    config["output"]["labels"] = False
+    plain = graph.build_cells(prepare(config)).to_delayed(optimize_graph=False)
+    assert not any(graph.STEPS.get(key_split(k)) == "labels" for k in collections_to_expr(plain).__dask_graph__())
