@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import zarr
 
 from scip.io import labels
 from scip.io.ngff import mode_downsample
-from tests.conftest import require
+from conftest import require
 
 
 def _objects_2d(shape=(300, 200)) -> np.ndarray:
@@ -182,7 +183,8 @@ def labelled_run(tmp_path_factory):
     import scip
 
     tmp_path = tmp_path_factory.mktemp("labelled")
-    result = scip.run(_fields_config(tmp_path, polygons=True, pyramid_levels=2), progress=False)
+    result = scip.run(_fields_config(tmp_path, polygons=True, pyramid_levels=2,
+                                     formats=["parquet", "csv", "anndata"]), progress=False)
     return result, scip.read(result.output)
 
 
@@ -239,6 +241,19 @@ def test_polygons_outline_each_cell(labelled_run):
     for part in sorted((result.output / "cells").glob("part-*.parquet")):
         geo = json.loads(pq.read_schema(part).metadata[b"geo"])
         assert geo["primary_column"] == "geometry" and geo["columns"]["geometry"]["encoding"] == "WKB"
+
+
+def test_polygons_are_wkt_text_in_csv_and_h5ad(labelled_run):
+    shapely = require("shapely")
+    require("anndata")
+    import scip
+
+    result, table = labelled_run
+    expected = [shapely.to_wkt(shapely.from_wkb(g)) for g in table["geometry"]]
+    for fmt in ("csv", "anndata"):
+        other = scip.read(result.output, format=fmt)
+        assert isinstance(other["geometry"].dtype, pd.StringDtype), fmt
+        assert list(other["geometry"]) == expected, fmt
 
 
 def test_polygon_column_is_in_an_empty_table(tmp_path):

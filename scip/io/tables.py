@@ -131,13 +131,12 @@ def _dtype(kind: str) -> Any:
 
 def _wkb_as_text(frame: pd.DataFrame) -> pd.DataFrame:
     """Outlines (WKB) as WKT text, for the formats that hold no bytes (CSV, AnnData's ``obs``)."""
-    wkb = [name for name in frame.columns if name == GEOMETRY]
-    if not wkb:
+    if GEOMETRY not in frame.columns:
         return frame
     import shapely
 
-    return frame.assign(**{name: pd.array(shapely.to_wkt(shapely.from_wkb(frame[name].to_numpy())), dtype="string")
-                           for name in wkb})
+    text = shapely.to_wkt(shapely.from_wkb(frame[GEOMETRY].to_numpy()))
+    return frame.assign(**{GEOMETRY: pd.array(text, dtype="string")})
 
 
 def _kind_by_name(name: str) -> str:
