@@ -31,10 +31,12 @@ def add_polygons(records: list[ImageRecord | CellRecord], mask: str) -> list[Ima
     Returns
     -------
     list
-        The records, ok cells with :attr:`~scip.records.CellRecord.geometry` set.
+        The records, ok 2-D cells with :attr:`~scip.records.CellRecord.geometry` set (3-D cells: none).
     """
+    # An outline is 2-D: 3-D objects of a z stack keep a null geometry.
     return [r.with_(geometry=polygon_wkb(r.masks[mask], r.origin))
-            if isinstance(r, CellRecord) and r.status and mask in r.masks else r for r in records]
+            if isinstance(r, CellRecord) and r.status and mask in r.masks and r.masks[mask].ndim == 2 else r
+            for r in records]
 
 
 def meta_name(field: str) -> str:
