@@ -28,8 +28,8 @@ from scip.accounting import SKIPPED_COLUMNS, PartitionSummary
 from scip.config import Config, ConfigError, load_config
 from scip.engine import cluster, graph
 from scip.engine.compute import compute_partitions
-from scip.engine.output import (OUTPUT_FILES, done_partitions, new_manifest, planned_files, prepare_output,
-                                resumable, versions)
+from scip.engine.output import (OUTPUT_FILES, done_partitions, labels_written, new_manifest, planned_files,
+                                prepare_output, resumable, versions)
 from scip.engine.reduce import REDUCE_STEPS, Reductions, load_illumination, reduce
 from scip.failures import DiskFull, RunFailed
 from scip.io import InputError, labels, open_dataset
@@ -272,6 +272,8 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
     done = done_partitions(out, len(parts)) if resume else {}
     # A partition that had errors is computed again: the bug behind them may be fixed by now.
     done = {i: s for i, s in done.items() if not s.errors}
+    if config.output.labels:
+        done = labels_written(p, parts, done)
     todo = [i for i in range(len(parts)) if i not in done]
     log.info("scip: %d images (%s), %d channels: %s", len(p.dataset.sources), p.dataset.format,
              len(p.dataset.channels), ", ".join(p.dataset.channels))

@@ -336,6 +336,13 @@ def test_resume_keeps_the_labels_of_partitions_done(tmp_path):
     assert resumed.summary["partitions"]["computed"] == 1
     assert _marked(root, done)
     np.testing.assert_array_equal(labels.read_labels(root, redo, "nucleus"), expected)
+    # A done partition whose label images went missing since is computed again.
+    import shutil
+
+    shutil.rmtree(root / labels.image_key(done))
+    again = scip.run(config, progress=False, resume=True)
+    assert again.summary["partitions"]["computed"] == 1
+    assert labels.label_names(root, done) == ["cell", "nucleus"] and not _marked(root, done)
     # Label images bind a resumption: partitions with and without them would mix.
     without = {**config, "output": {**config["output"], "labels": False}}
     with pytest.raises(ConfigError, match="output.labels: True -> False"):

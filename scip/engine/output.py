@@ -255,6 +255,26 @@ def resumable(out: Path, p: graph.Plan, parts: list) -> dict:
     return manifest
 
 
+def labels_written(p: graph.Plan, parts: list, done: dict[int, PartitionSummary]) -> dict[int, PartitionSummary]:
+    """The done partitions whose images' label images are all in ``labels.zarr`` (``output.labels``).
+
+    A partition writes its label images before its part, so a done partition
+    has them, unless ``labels.zarr`` lost them since (removed by hand): that
+    partition is computed again rather than leaving holes in the labels.
+    """
+    written = set(labels.images(graph.labels_root(p.config)))
+    kept = {}
+    for i, summary in done.items():
+        stopped = {str(row.get("image_id")) for row in summary.skipped if row.get("kind") == "image"}
+        missing = [s.image_id for s in parts[i] if s.image_id not in stopped and s.image_id not in written]
+        if missing:
+            log.info("scip: --resume: partition %d is computed again: no label images of %s in %s", i,
+                     summarize_changes(missing), labels.LABELS)
+        else:
+            kept[i] = summary
+    return kept
+
+
 def done_partitions(out: Path, n: int) -> dict[int, PartitionSummary]:
     """Summaries of the partitions already complete in ``out``: those whose part verifies against its summary."""
     done, redo = {}, []
