@@ -766,7 +766,8 @@ def _label_images(summary: dict, output: Path, table: _Table, shown: int = 12, l
         rows.append([image_id, _td(per_image.get(image_id, 0), label_cells=image_id),
                      _td(tiles[image_id], label_tiles=image_id) if image_id in tiles else "whole",
                      _td(levels), ", ".join(names), f"{labels.LABELS}/{key}/labels"])
-    more = f'<p class="note">{len(found) - listed} more images are in {labels.LABELS}.</p>' if len(found) > listed else ""
+    more = (f'<p class="note">{len(found) - listed} more images are in {labels.LABELS}.</p>'
+            if len(found) > listed else "")
     note = (f'<p class="note">Each object its own colour, at the lowest resolution of its pyramid; open '
             f'{_e(labels.LABELS)} in napari or Fiji for every pixel (docs/labels.md). A table row joins its pixels '
             'by meta_image_id and meta_label.</p>')

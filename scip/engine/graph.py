@@ -68,8 +68,8 @@ __all__ = ["Plan", "plan", "build_illumination_sums", "build_cells", "build_feat
 
 #: The step each task belongs to, by its function name (``dask.utils.key_split`` of its key).
 STEPS = {"from_sequence": "load", "load": "load", "illumination_sums": "illumination", "segment": "segment", "cells": "cells",
-         "masks": "masks", "labels": "labels", "measure": "filter", "filter": "filter", "featurize": "features", "write": "export",
-         "cells_frame": "export"}
+         "masks": "masks", "labels": "labels", "measure": "filter", "filter": "filter", "featurize": "features",
+         "write": "export", "cells_frame": "export"}
 
 
 @dataclass(frozen=True)

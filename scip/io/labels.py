@@ -25,8 +25,8 @@ import zarr
 from scip.io import ngff
 from scip.io.ngff import image_key
 
-__all__ = ["LABELS", "MARKER", "DOWNSAMPLING", "image_key", "create_root", "is_scip_labels", "write_labels", "read_labels",
-           "label_names", "images"]
+__all__ = ["LABELS", "MARKER", "DOWNSAMPLING", "image_key", "create_root", "is_scip_labels", "write_labels",
+           "read_labels", "label_names", "images"]
 
 #: The label images' folder in a run's output folder.
 LABELS = "labels.zarr"

@@ -82,7 +82,7 @@ def level_shapes(shape: tuple[int, int], tile: int, levels: int | None) -> list[
 
 
 def create_level(group, name: str, level: int, shape: tuple[int, ...], tile: int, dtype) -> zarr.Array:
-    """An empty label array ``<name>/<level>`` in ``group``, chunked ``(tile, tile)`` (``(1, tile, tile)`` in 3-D), filled with 0."""
+    """An empty label array ``<name>/<level>`` in ``group``, chunks ``(tile, tile)`` (3-D: ``(1, tile, tile)``)."""
     kwargs = {"chunk_key_encoding": _V2_KEYS, "compressors": _compressors()} if group.metadata.zarr_format == 2 else {}
     # A z-stack is chunked plane by plane: viewers show one plane at a time.
     chunks = (1,) * (len(shape) - 2) + (tile, tile)
@@ -200,8 +200,8 @@ def write_label_metadata(group, name: str, n_levels: int, scale: tuple[float, ..
     names = list(key.get("labels", []))
     if name not in names:
         names.append(name)
-    group.update_attributes({"labels": names} if version == "0.4" else {"ome": {**listed.get("ome", {}), "version": version,
-                                                                              "labels": names}})
+    group.update_attributes({"labels": names} if version == "0.4" else
+                            {"ome": {**listed.get("ome", {}), "version": version, "labels": names}})
     return attrs
 
 
