@@ -25,7 +25,7 @@ from pathlib import Path
 
 from scip import report
 from scip.accounting import SKIPPED_COLUMNS, PartitionSummary
-from scip.config import Config, ConfigError, load_config
+from scip.config import Config, ConfigError, check_models, load_config
 from scip.engine import cluster, graph
 from scip.engine.compute import compute_partitions
 from scip.engine.output import (OUTPUT_FILES, done_partitions, labels_written, new_manifest, planned_files,
@@ -109,11 +109,14 @@ class RunResult:
 def prepare(config: Config | str | Path | dict) -> graph.Plan:
     """Validate ``config`` and list its images, reading no pixels.
 
-    Every problem found here is a configuration problem and raises
+    Also reads the model file of a learned segmentation method
+    (:func:`scip.config.check_models`; loading the config does not). Every
+    problem found here is a configuration problem and raises
     :class:`~scip.config.ConfigError`.
     """
     if not isinstance(config, Config):
         config = load_config(config)
+    check_models(config)
     try:
         dataset = open_dataset(config.input)
     except InputError as e:

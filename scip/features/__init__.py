@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from scip._featureparams import DEFAULT_FAMILIES, FAMILIES, FAMILIES_3D
 from scip._hints import did_you_mean
 
 from . import bbox, intensity, shape, texture, volume
@@ -32,16 +33,6 @@ __all__ = ["FAMILIES", "DEFAULT_FAMILIES", "FAMILIES_3D", "FeatureColumn", "Feat
 
 _REGISTRY: Mapping[str, ModuleType] = MappingProxyType(
     {m.NAME: m for m in (shape, intensity, texture, bbox, volume)})
-
-#: Names of the available feature families.
-FAMILIES: tuple[str, ...] = tuple(_REGISTRY)
-
-#: Families computed when none are named.
-DEFAULT_FAMILIES: tuple[str, ...] = ("shape", "intensity", "texture", "bbox")
-
-#: Families that measure objects of 3-D ``(Z, H, W)`` labels; the others
-#: need a plane (edge rings, outlines, co-occurrences in 2-D).
-FAMILIES_3D: tuple[str, ...] = ("volume",)
 
 _PARAM_NAMES = tuple(f.name for f in dataclass_fields(FeatureParams))
 

@@ -64,7 +64,6 @@ wrapped (see :func:`read`).
 
 from __future__ import annotations
 
-import math
 import os
 from importlib import metadata
 from pathlib import Path
@@ -82,7 +81,7 @@ from scip.io.manifest import MANIFEST, IncompleteRunError, check_complete
 from scip.steps.export import GEOMETRY, table_columns
 
 if TYPE_CHECKING:
-    import dask.dataframe as dd
+    from scip.engine.frames import DaskFrame
 
 __all__ = ["FORMATS", "FILES", "write_formats", "read", "feature_descriptions", "part_files", "IncompleteRunError"]
 
@@ -389,7 +388,7 @@ def _run_folder(path: Path) -> Path | None:
 
 
 def read(output_dir: str | os.PathLike, format: str = "auto", lazy: bool = False,
-         partial: bool = False) -> pd.DataFrame | dd.DataFrame:
+         partial: bool = False) -> pd.DataFrame | DaskFrame:
     """Read the feature table of a run, whatever format it was written in.
 
     Parameters
@@ -407,6 +406,8 @@ def read(output_dir: str | os.PathLike, format: str = "auto", lazy: bool = False
         64 MB block of CSV; the index restarts in each partition). **h5ad is
         read eagerly** (it is one HDF5 file) and wrapped with
         :func:`dask.dataframe.from_pandas` in partitions of 100,000 rows.
+        The lazy frames are built by :mod:`scip.engine.frames`: this module
+        imports no Dask, and ``lazy=False`` needs none.
     partial : bool
         For a run folder (or its ``cells`` folder) whose ``manifest.json``
         says the run did not finish: warn and read the partitions that verify
@@ -445,38 +446,32 @@ def read(output_dir: str | os.PathLike, format: str = "auto", lazy: bool = False
         return _read_csv(path, lazy)
     frame = _read_h5ad(path)
     if lazy:
-        import dask.dataframe as dd
+        from scip.engine.frames import pandas_frame
 
-        lazy_frame = dd.from_pandas(frame, npartitions=max(1, math.ceil(len(frame) / _H5AD_CHUNK_ROWS)), sort=False)
-        return _with_dtypes(lazy_frame, frame.dtypes.to_dict())
+        return pandas_frame(frame, _H5AD_CHUNK_ROWS)
     return frame
 
 
-def _with_dtypes(lazy_frame: dd.DataFrame, dtypes: dict[str, Any]) -> dd.DataFrame:
-    """Dask may turn strings into pyarrow strings: keep the eager reader's dtypes in every format."""
-    meta = pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in dtypes.items()}, columns=list(dtypes))
-    return lazy_frame.map_partitions(pd.DataFrame.astype, dtypes, meta=meta)
-
-
-def _read_parquet(path: Path, lazy: bool, files: list[Path] | None = None) -> pd.DataFrame | dd.DataFrame:
+# The lazy readers are the engine's (scip.engine.frames): this module stays pandas and pyarrow only.
+def _read_parquet(path: Path, lazy: bool, files: list[Path] | None = None) -> pd.DataFrame | DaskFrame:
     if files is None:
         files = [path] if path.is_file() else part_files(path)
     if lazy:
-        import dask.dataframe as dd
+        from scip.engine.frames import parquet_frame
 
-        return dd.read_parquet([str(f) for f in files], arrow_to_pandas={"types_mapper": _types_mapper})
+        return parquet_frame(files, _types_mapper)
     _schema(files)
     tables = [pq.read_table(f) for f in files]
     return pa.concat_tables(tables).to_pandas(types_mapper=_types_mapper)
 
 
-def _read_csv(path: Path, lazy: bool) -> pd.DataFrame | dd.DataFrame:
+def _read_csv(path: Path, lazy: bool) -> pd.DataFrame | DaskFrame:
     names = list(pd.read_csv(path, nrows=0, **_CSV_READ_OPTIONS).columns)
     dtypes = {n: _dtype(_kind_by_name(n)) for n in names}
     if lazy:
-        import dask.dataframe as dd
+        from scip.engine.frames import csv_frame
 
-        return _with_dtypes(dd.read_csv(str(path), dtype=dtypes, **_CSV_READ_OPTIONS), dtypes)
+        return csv_frame(path, dtypes, _CSV_READ_OPTIONS)
     return pd.read_csv(path, dtype=dtypes, **_CSV_READ_OPTIONS)
 
 
