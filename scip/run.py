@@ -25,18 +25,19 @@ from pathlib import Path
 
 from scip import report
 from scip.accounting import SKIPPED_COLUMNS, PartitionSummary
-from scip.config import Config, ConfigError, load_config
+from scip.config import Config, ConfigError, check_models, load_config
 from scip.engine import cluster, graph
 from scip.engine.compute import compute_partitions
-from scip.engine.output import (OUTPUT_FILES, done_partitions, new_manifest, planned_files, prepare_output,
-                                resumable, versions)
+from scip.engine.output import (OUTPUT_FILES, done_partitions, labels_written, new_manifest, planned_files,
+                                prepare_output, resumable, versions)
 from scip.engine.reduce import REDUCE_STEPS, Reductions, load_illumination, reduce
 from scip.failures import DiskFull, RunFailed
-from scip.io import InputError, open_dataset
+from scip.io import InputError, labels, open_dataset
 from scip.io.ground_truth import check_template
 from scip.io.limits import format_bytes, image_budget
 from scip.io.manifest import record_files, reductions_from_json, reductions_to_json, write_manifest
 from scip.io.tables import feature_descriptions, write_formats
+from scip.steps.project import check_z
 from scip.steps.segment import channel_position, segment_positions
 
 log = logging.getLogger("scip")
@@ -108,11 +109,14 @@ class RunResult:
 def prepare(config: Config | str | Path | dict) -> graph.Plan:
     """Validate ``config`` and list its images, reading no pixels.
 
-    Every problem found here is a configuration problem and raises
+    Also reads the model file of a learned segmentation method
+    (:func:`scip.config.check_models`; loading the config does not). Every
+    problem found here is a configuration problem and raises
     :class:`~scip.config.ConfigError`.
     """
     if not isinstance(config, Config):
         config = load_config(config)
+    check_models(config)
     try:
         dataset = open_dataset(config.input)
     except InputError as e:
@@ -123,9 +127,10 @@ def prepare(config: Config | str | Path | dict) -> graph.Plan:
             channel_position(dataset.channels, mask.channel, key=f"masks.{i}.channel")
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if dataset.z_planes is not None and dataset.z_planes > 1 and config.input.z_projection is None:
-        raise ConfigError(f"input.z_projection: the images are z stacks ({dataset.z_planes} planes in the first one); "
-                          "set input.z_projection to max, mean or median to project each to one plane")
+    try:
+        check_z(config.input.z, dataset.z_planes, dataset.sources[0].image_id if dataset.sources else "")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if config.illumination is not None and dataset.format == "ifc_zarr":
         raise ConfigError("illumination: imaging-flow-cytometry events differ in size, so they have no common "
                           "illumination field; illumination correction needs fields of view of one size")
@@ -264,9 +269,14 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         manifest = new_manifest(p, parts)
         write_manifest(out, manifest)
     (out / "progress").mkdir(exist_ok=True)
+    if config.output.labels:
+        # Recorded in the manifest above; created with scip's marker before any task writes into it.
+        labels.create_root(graph.labels_root(config))
     done = done_partitions(out, len(parts)) if resume else {}
     # A partition that had errors is computed again: the bug behind them may be fixed by now.
     done = {i: s for i, s in done.items() if not s.errors}
+    if config.output.labels:
+        done = labels_written(p, parts, done)
     todo = [i for i in range(len(parts)) if i not in done]
     log.info("scip: %d images (%s), %d channels: %s", len(p.dataset.sources), p.dataset.format,
              len(p.dataset.channels), ", ".join(p.dataset.channels))

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 
+import scip
 from scip.config import ConfigError, load_config
 from scip.metrics import match_labels
 from scip.segment import METHODS, flows, segment
@@ -158,9 +159,16 @@ def test_bad_model_files_are_named(tmp_path, model_file):
     torch.save({"weight": torch.zeros(3)}, other)
     with pytest.raises(CellposeModelError, match=f"{other} is not a Cellpose 3 model"):
         check_model(other)
+    # Loading the config finds the file; reading it is prepare's (scip check's) part.
+    config = load_config({"input": {"path": str(tmp_path)}, "segment": {"method": "cellpose",
+                                                                        "pretrained_model": "corrupt.pth"}},
+                         base_dir=tmp_path)
+    assert config.segment.pretrained_model == str(corrupt)
     with pytest.raises(ConfigError, match="segment.pretrained_model: Cellpose model file .*corrupt.pth"):
+        scip.prepare(config)
+    with pytest.raises(ConfigError, match="segment.pretrained_model: Cellpose model file .*absent.pth: not found"):
         load_config({"input": {"path": str(tmp_path)}, "segment": {"method": "cellpose",
-                                                                   "pretrained_model": "corrupt.pth"}},
+                                                                   "pretrained_model": "absent.pth"}},
                     base_dir=tmp_path)
 
 
@@ -188,8 +196,8 @@ def test_config_defaults_are_the_functions():
 
     signature = inspect.signature(METHODS["cellpose"])
     for key, field in CellposeConfig.model_fields.items():
-        if key in ("method", "channel", "name", "remove_border"):
-            continue
+        if key in ("method", "channel", "name", "remove_border", "stitch_threshold", "min_planes"):
+            continue  # not the function's: the pipeline's (stitch_threshold, min_planes: input.z stitch)
         default = None if field.is_required() else field.default  # pretrained_model: required in both
         assert signature.parameters[key].default == default, key
 

@@ -199,6 +199,42 @@ def test_every_config_key_is_documented():
 
     doc = (Path(__file__).parents[1] / "docs" / "config.md").read_text()
     missing = [f"{name}.{field}" for name, cls in vars(config_module).items()
-               if inspect.isclass(cls) and issubclass(cls, BaseModel) and cls.__module__ == "scip.config"
+               if inspect.isclass(cls) and issubclass(cls, BaseModel) and cls.__module__.startswith("scip.config")
                for field in cls.model_fields if f"`{field}`" not in doc and f"{{{field}:" not in doc]
+    assert not missing
+
+
+def test_every_run_config_key_is_documented_in_its_section():
+    """Each key of a `scip run` section (and of the models inside it) is named under that section's heading."""
+    import re
+    import typing
+    from pathlib import Path
+
+    from pydantic import BaseModel
+
+    from scip.config import Config
+
+    doc = (Path(__file__).parents[1] / "docs" / "config.md").read_text()
+    sections = {re.match(r"`([^`]+)`", part).group(1): part
+                for part in re.split(r"^## ", doc, flags=re.M)[1:] if part.startswith("`")}
+
+    def models(annotation, seen):
+        for arg in (annotation, *typing.get_args(annotation)):
+            if isinstance(arg, type) and issubclass(arg, BaseModel) and arg not in seen:
+                seen.add(arg)
+                for field in arg.model_fields.values():
+                    models(field.annotation, seen)
+            elif arg is not annotation:
+                models(arg, seen)
+        return seen
+
+    missing = []
+    for name, field in Config.model_fields.items():
+        text = sections.get(name)
+        if text is None:
+            missing.append(f"## `{name}`")
+            continue
+        missing += [f"{name}: {cls.__name__}.{key}" for cls in models(field.annotation, set())
+                    for key in cls.model_fields if f"`{key}`" not in text and f"{{{key}:" not in text
+                    and f", {key}:" not in text]
     assert not missing

@@ -201,10 +201,10 @@ def test_match_name_still_matches_and_reports_no_match():
 # --- found by scip check, not after the run ---------------------------------------------------
 
 def test_output_format_without_its_package_is_refused_up_front(tmp_path, blobs_tiff, monkeypatch, capsys):
-    import scip.config
+    import scip.config.sections
 
     # anndata is installed in the test environment: pretend it is not.
-    monkeypatch.setattr(scip.config, "_import_problem",
+    monkeypatch.setattr(scip.config.sections, "_import_problem",
                         lambda module: f"ModuleNotFoundError: No module named {module!r}" if module == "anndata" else None)
     path = write(tmp_path, f"input: {{path: {blobs_tiff}}}\noutput: {{formats: [csv, anndata]}}\n")
     rc, _, err = check(path, capsys)

@@ -229,17 +229,18 @@ def test_missing_corrupt_and_mismatched_model_files_name_the_file(crop_model, tm
     assert "segment.model" in msg and str(tmp_path / "models" / "missing.gnn") in msg and "not found" in msg
     bad = tmp_path / "corrupt.gnn"
     bad.write_bytes(b"PK\x03\x04 not weights")
-    with pytest.raises(ConfigError, match="not a readable superpixel_gnn model file") as info:
-        load_config({**base, "segment": {"method": "superpixel_gnn", "model": "corrupt.gnn"}}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="segment.model: .*not a readable superpixel_gnn model file") as info:
+        scip.prepare(load_config({**base, "segment": {"method": "superpixel_gnn", "model": "corrupt.gnn"}},
+                                 base_dir=tmp_path))
     assert str(bad) in str(info.value)
     # A U-Net model file is not a superpixel_gnn model.
     from scip.segment.unet.modelfile import resolve as unet_resolve
 
     with pytest.raises(ConfigError, match="not a superpixel_gnn model file"):
-        load_config({**base, "segment": {"method": "superpixel_gnn", "model": str(unet_resolve("nuclei"))}})
+        scip.prepare({**base, "segment": {"method": "superpixel_gnn", "model": str(unet_resolve("nuclei"))}})
     # Two channels for a one-channel model: a config error naming the model file.
     with pytest.raises(ConfigError) as info:
-        load_config({**base, "segment": {"method": "superpixel_gnn", "model": str(crop_model), "channel": [0, 1]}})
+        scip.prepare({**base, "segment": {"method": "superpixel_gnn", "model": str(crop_model), "channel": [0, 1]}})
     assert str(crop_model) in str(info.value) and "takes 1" in str(info.value)
     # And from the function itself.
     with pytest.raises(modelfile.ModelFileError, match="not found") as info:
@@ -286,7 +287,7 @@ def test_import_scip_does_not_import_torch_and_missing_torch_is_explained(tmp_pa
             "import numpy as np\n"
             "try:\n    segment(np.zeros((8, 8)), 'superpixel_gnn')\nexcept ImportError as e:\n    print('E1', e)\n"
             "try:\n"
-            f"    scip.load_config({{'input': {{'path': {str(tmp_path)!r}}}, 'segment': {{'method': 'superpixel_gnn'}}}})\n"
+            f"    scip.prepare({{'input': {{'path': {str(tmp_path)!r}}}, 'segment': {{'method': 'superpixel_gnn'}}}})\n"
             "except scip.ConfigError as e:\n    print('E2', e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "E1 the superpixel_gnn method needs PyTorch: install torch (pip install 'scip[unet]')" in out

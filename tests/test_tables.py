@@ -196,6 +196,25 @@ def test_awkward_lazy_and_auto(awkward):
     assert read(out, lazy=True).compute().shape == expected.shape
 
 
+def test_tables_reads_and_writes_every_format_without_dask(awkward):
+    """scip.io.tables is pandas and pyarrow only: Dask is imported for lazy=True alone (by scip.engine.frames).
+
+    (h5ad is left out: the anndata package itself imports Dask when it is installed.)
+    """
+    import subprocess
+    import sys
+
+    out = awkward[0]
+    code = ("import sys\n"
+            "from scip.io.tables import read, write_formats\n"
+            f"frames = [read({str(out)!r}, fmt) for fmt in ('parquet', 'csv')]\n"
+            "print(len({len(f) for f in frames}), sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))\n"
+            f"read({str(out)!r}, lazy=True)\n"
+            "print('dask.dataframe' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split("\n")[:2] == ["1 []", "True"]
+
+
 def test_read_files_directly(awkward):
     out, expected, _ = awkward
     pd.testing.assert_frame_equal(read(out / "cells"), expected, check_exact=True)

@@ -69,7 +69,7 @@ def test_pipeline_run_with_unet_produces_a_table(nuclei_folder, tmp_path, data_d
 
 def test_multi_channel_config_for_a_one_channel_model_is_a_config_error(three_channels):
     with pytest.raises(ConfigError) as info:
-        load_config({"input": {"path": str(three_channels)}, "segment": {"method": "unet", "channel": [0, 1, 2]}})
+        scip.prepare({"input": {"path": str(three_channels)}, "segment": {"method": "unet", "channel": [0, 1, 2]}})
     msg = str(info.value)
     assert "gives 3 channel(s)" in msg and str(modelfile.resolve("nuclei")) in msg and "takes 1 (nuclei)" in msg
     # One channel of the three is what the model takes.
@@ -121,7 +121,7 @@ def test_missing_and_corrupt_model_files_are_config_errors(nuclei_folder, tmp_pa
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes(b"PK\x03\x04 definitely not weights")
     with pytest.raises(ConfigError) as info:
-        load_config({**base, "segment": {"method": "unet", "model": "corrupt.pt"}}, base_dir=tmp_path)
+        scip.prepare(load_config({**base, "segment": {"method": "unet", "model": "corrupt.pt"}}, base_dir=tmp_path))
     msg = str(info.value)
     assert "segment.model" in msg and str(bad) in msg and "not a readable scip model file" in msg
     with pytest.raises(ConfigError, match="did you mean 'nuclei'"):
@@ -166,8 +166,9 @@ def test_import_scip_does_not_import_torch_and_missing_torch_is_explained(nuclei
             "import numpy as np\n"
             "try:\n    segment(np.zeros((8, 8)), 'unet')\nexcept ImportError as e:\n    print('E1', e)\n"
             "try:\n"
-            f"    scip.load_config({{'input': {{'path': {str(nuclei_folder)!r}}}, 'segment': {{'method': 'unet'}}}})\n"
+            f"    scip.prepare({{'input': {{'path': {str(nuclei_folder)!r}}}, 'segment': {{'method': 'unet'}}}})\n"
             "except scip.ConfigError as e:\n    print('E2', e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "E1 the unet method needs PyTorch: install torch (pip install 'scip[unet]')" in out
-    assert "E2" in out and "- segment" in out and "pip install 'scip[unet]'" in out
+    # Loading the config needs no torch; prepare (scip check) reads the model file and names the key.
+    assert "E2 segment.model: " in out and "pip install 'scip[unet]'" in out

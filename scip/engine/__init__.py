@@ -12,7 +12,8 @@ drives them on a cluster:
   filter thresholds, exact quantiles) over persisted cells;
 - :mod:`.output`: the output folder: what may be overwritten, the manifest,
   what ``--resume`` may trust;
-- :mod:`.arrays`: images as lazy Dask arrays.
+- :mod:`.arrays`: images as lazy Dask arrays;
+- :mod:`.frames`: feature tables as lazy Dask DataFrames (``scip.read(..., lazy=True)``).
 
 Everything else in scip (readers, steps, segmentation, features,
 reductions' pure functions) is plain numpy, usable without a cluster.

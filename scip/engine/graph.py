@@ -52,21 +52,24 @@ from scip.records import CellRecord, ImageRecord, Source, skipped
 from scip.steps.cells import split_cells
 from scip.steps.check import check_image
 from scip.steps.evaluate import evaluate_image
-from scip.steps.export import cells_frame, table_columns
+from scip.steps.export import add_polygons, cells_frame, table_columns
+from scip.steps.labels import write_image_labels
+from scip.io.labels import LABELS
+from scip.io.zarr_image import physical_size
 from scip.reduce import filters as cell_filters
 from scip.reduce import illumination
 from scip.steps.features import featurize_cells
-from scip.steps.project import project_z
+from scip.steps.project import STITCH, project_z
 from scip.steps.masks import add_masks
 from scip.steps.segment import segment_image
 
 __all__ = ["Plan", "plan", "build_illumination_sums", "build_cells", "build_features", "build_dataframe",
-           "build_writes", "partition_size", "partitions", "STEPS", "summary_path"]
+           "build_writes", "partition_size", "partitions", "STEPS", "summary_path", "labels_root"]
 
 #: The step each task belongs to, by its function name (``dask.utils.key_split`` of its key).
 STEPS = {"from_sequence": "load", "load": "load", "illumination_sums": "illumination", "segment": "segment", "cells": "cells",
-         "masks": "masks", "measure": "filter", "filter": "filter", "featurize": "features", "write": "export",
-         "cells_frame": "export"}
+         "masks": "masks", "labels": "labels", "measure": "filter", "filter": "filter", "featurize": "features",
+         "write": "export", "cells_frame": "export"}
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,8 @@ def plan(config: Config, dataset: Dataset | None = None) -> Plan:
     dataset = dataset if dataset is not None else open_dataset(config.input)
     fields = {k for s in dataset.sources for k in s.fields}
     columns = table_columns(dataset.channels, fields, config.mask_names, tuple(config.features.families),
-                            evaluated=config.evaluate is not None, params=config.features.params())
+                            evaluated=config.evaluate is not None, params=config.features.params(),
+                            polygons=config.output.polygons)
     setting = config.input.max_image_bytes
     return Plan(config, dataset, columns, image_budget(setting, None) if setting != "auto" else None)
 
@@ -117,13 +121,13 @@ def partitions(p: Plan) -> list[list[Source]]:
     return [sources[i:i + size] for i in range(0, len(sources), size)]
 
 
-def _read(sources: list[Source], reader: ReadSpec, z_projection: str | None,
+def _read(sources: list[Source], reader: ReadSpec, z: str | int | None,
           excluded: tuple[tuple[int, str, str], ...] = ()) -> list[ImageRecord]:
     start = time.perf_counter()
     skip = {index: (step, reason) for index, step, reason in excluded}
     records = read_images(reader, [s for s in sources if s.index not in skip])
     share = (time.perf_counter() - start) / max(len(records), 1)
-    records = iter([project_z(r.with_(timings={**r.timings, "load": share}), z_projection) for r in records])
+    records = iter([project_z(r.with_(timings={**r.timings, "load": share}), z) for r in records])
     return [ImageRecord(s, reader.channels, status=skipped(*skip[s.index], kind="killed the worker"))
             if s.index in skip else next(records) for s in sources]
 
@@ -141,20 +145,20 @@ def _correct(record: ImageRecord, fields: dict, field_channels: list[str], group
     return record.with_(pixels=pixels, timings={**record.timings, "illumination": time.perf_counter() - start})
 
 
-def _load(sources: list[Source], reader: ReadSpec, truth: str | None, z_projection: str | None,
+def _load(sources: list[Source], reader: ReadSpec, truth: str | None, z: str | int | None,
           correction: tuple[dict, list[str]] | None, group_by: tuple[str, ...],
           excluded: tuple[tuple[int, str, str], ...] = ()) -> list[ImageRecord]:
-    records = _read(sources, reader, z_projection, excluded)
+    records = _read(sources, reader, z, excluded)
     if correction is not None:
         records = [_correct(r, *correction, group_by) for r in records]
     if truth is not None:
         records = attach_truth(records, truth)
-    return [check_image(r) for r in records]
+    return [check_image(r, stack=z == STITCH) for r in records]
 
 
-def _illumination_sums(sources: list[Source], reader: ReadSpec, z_projection: str | None,
+def _illumination_sums(sources: list[Source], reader: ReadSpec, z: str | int | None,
                        group_by: tuple[str, ...], excluded: tuple[tuple[int, str, str], ...] = ()) -> dict:
-    records = [r for r in _read(sources, reader, z_projection, excluded) if r.status]
+    records = [r for r in _read(sources, reader, z, excluded) if r.status]
     return illumination.sums_by_group(records, group_by)
 
 
@@ -164,7 +168,7 @@ def build_illumination_sums(p: Plan) -> list:
     size = partition_size(config.input.images_per_partition, dataset.chunk_size)
     bag = db.from_sequence(dataset.sources, partition_size=size)
     group_by = tuple(config.illumination.group_by)
-    return [delayed(_illumination_sums)(part, _reader(p), config.input.z_projection, group_by, p.excluded)
+    return [delayed(_illumination_sums)(part, _reader(p), config.input.z, group_by, p.excluded)
             for part in bag.to_delayed(optimize_graph=False)]
 
 
@@ -178,12 +182,26 @@ def _segment(records: list[ImageRecord], config: Config) -> list[ImageRecord]:
 def _cells(records: list[ImageRecord], config: Config) -> list[ImageRecord | CellRecord]:
     out: list[ImageRecord | CellRecord] = []
     for r in records:
-        out.extend(split_cells(r, config.segment.name, config.cells.padding, config.segment.remove_border))
+        out.extend(split_cells(r, config.segment.name, config.cells.padding, config.segment.remove_border,
+                               keep_labels=config.output.labels))
+    if config.output.polygons:
+        out = add_polygons(out, config.segment.name)
     return out
 
 
 def _masks(records: list[ImageRecord | CellRecord], config: Config) -> list[ImageRecord | CellRecord]:
     return [add_masks(r, config.segment.name, config.masks) for r in records]
+
+
+def labels_root(config: Config) -> Path:
+    """Where a run writes its label images (``output.labels``): ``labels.zarr`` in the output folder."""
+    return Path(config.output.path).resolve() / LABELS
+
+
+def _labels(records: list[ImageRecord | CellRecord], config: Config, physical: bool) -> list[ImageRecord | CellRecord]:
+    return write_image_labels(records, labels_root(config), config.segment.name, config.mask_names[1:],
+                              chunk=config.tiles.size, pyramid_levels=config.output.pyramid_levels,
+                              physical=physical_size if physical else None)
 
 
 def _measure(records: list[ImageRecord | CellRecord], config: Config) -> list[ImageRecord | CellRecord]:
@@ -208,7 +226,10 @@ def _pick_samples(records: list[ImageRecord | CellRecord], k: int, cell_mask: st
     out = list(records)
     for i in rng.choice(ok, size=min(k, len(ok)), replace=False):
         r = records[i]
-        out[i] = r.with_(sample={"crop": r.pixels.astype(np.float32), "mask": r.masks[cell_mask].copy()})
+        crop, mask = r.pixels, r.masks[cell_mask]
+        if crop.ndim == 4:  # a 3-D object is shown as its maximum projection over its planes
+            crop, mask = crop.max(axis=1), mask.any(axis=0)
+        out[i] = r.with_(sample={"crop": crop.astype(np.float32), "mask": mask.copy()})
     return out
 
 
@@ -238,13 +259,15 @@ def build_cells(p: Plan, correction: tuple[dict, list[str]] | None = None, routi
     truth = config.evaluate.labels if config.evaluate is not None else None
     group_by = tuple(config.illumination.group_by) if config.illumination is not None else ()
     bag = db.from_sequence(dataset.sources, partition_size=size)
-    bag = bag.map_partitions(_load, _reader(p), truth, config.input.z_projection, correction, group_by, p.excluded)
+    bag = bag.map_partitions(_load, _reader(p), truth, config.input.z, correction, group_by, p.excluded)
     with annotate(routing.segment):
         bag = bag.map_partitions(_segment, config)
     with annotate(routing.cpu):
         bag = bag.map_partitions(_cells, config)
         if config.masks:
             bag = bag.map_partitions(_masks, config)
+        if config.output.labels:
+            bag = bag.map_partitions(_labels, config, dataset.format == "ome_zarr")
         if config.filters:
             bag = bag.map_partitions(_measure, config)
     return bag

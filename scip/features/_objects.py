@@ -12,61 +12,11 @@ from functools import cached_property
 
 import numpy as np
 
+from scip._featureparams import FeatureParams
+
 from ._groups import Groups, group_pixels, segment_ids
 
 __all__ = ["FeatureParams", "Objects"]
-
-
-@dataclass(frozen=True)
-class FeatureParams:
-    """Parameters of the feature families.
-
-    Parameters
-    ----------
-    distances : tuple of int
-        Pixel distances of the gray-level co-occurrence matrices (texture).
-    gray_levels : int
-        Number of gray levels object pixels are quantized to before the
-        co-occurrence matrices are counted (texture).
-    intensity_range : tuple of (float, float) per channel, optional
-        Fixed ``(low, high)`` quantization bounds per channel, e.g. dataset-wide
-        quantiles. None quantizes each object between its own minimum and
-        maximum (texture).
-    edge_width : int
-        Width in pixels of the edge ring inside each object (intensity).
-    background_width : int
-        Width in pixels of the band around each object whose median is the
-        local background (intensity).
-    zernike_degree : int
-        Highest order ``n`` of the Zernike moments (shape).
-    """
-
-    distances: tuple[int, ...] = (3, 5)
-    gray_levels: int = 32
-    intensity_range: tuple[tuple[float, float], ...] | None = None
-    edge_width: int = 1
-    background_width: int = 5
-    zernike_degree: int = 9
-
-    def __post_init__(self) -> None:
-        distances = tuple(int(d) for d in np.atleast_1d(self.distances))
-        if not distances or min(distances) < 1 or len(set(distances)) != len(distances):
-            raise ValueError(f"distances must be distinct integers >= 1, got {self.distances!r}")
-        object.__setattr__(self, "distances", distances)
-        if not 2 <= int(self.gray_levels) <= 255:
-            raise ValueError(f"gray_levels must be between 2 and 255, got {self.gray_levels!r}")
-        if int(self.edge_width) < 1:
-            raise ValueError(f"edge_width must be >= 1, got {self.edge_width!r}")
-        if int(self.background_width) < 1:
-            raise ValueError(f"background_width must be >= 1, got {self.background_width!r}")
-        if not 0 <= int(self.zernike_degree) <= 20:
-            raise ValueError(f"zernike_degree must be between 0 and 20, got {self.zernike_degree!r}")
-        if self.intensity_range is not None:
-            bounds = tuple((float(lo), float(hi)) for lo, hi in self.intensity_range)
-            for lo, hi in bounds:
-                if not hi > lo:
-                    raise ValueError(f"intensity_range needs low < high per channel, got {(lo, hi)}")
-            object.__setattr__(self, "intensity_range", bounds)
 
 
 @dataclass(frozen=True)
@@ -76,8 +26,10 @@ class Objects:
     Attributes
     ----------
     pixels : ndarray, shape (C, H, W)
-        Any real numeric dtype; families read values as float64.
-    labels : ndarray of int, shape (H, W)
+        Any real numeric dtype; families read values as float64. ``(C, Z, H,
+        W)`` with 3-D labels, for the families that measure 3-D objects
+        (:data:`scip.features.FAMILIES_3D`).
+    labels : ndarray of int, shape (H, W) or (Z, H, W)
         0 is background.
     background : ndarray of bool, shape (H, W)
         Pixels that may serve as local background: by default ``labels == 0``.
@@ -91,6 +43,8 @@ class Objects:
         compute in image coordinates (label image position plus offset), never
         in positions of the label image alone, so an object's features do not
         depend on where a packing put it.
+    z_offset : int or ndarray of int
+        As ``row_offset``, for the plane coordinate of 3-D labels.
     band_labels : ndarray of int, shape (H, W), optional
         Label image whose objects' surroundings are each object's local
         background band; same label numbers as ``labels``. None means
@@ -111,13 +65,14 @@ class Objects:
     channel_names: tuple[str, ...]
     row_offset: int | np.ndarray = 0
     col_offset: int | np.ndarray = 0
+    z_offset: int | np.ndarray = 0
     band_labels: np.ndarray | None = None
     outside: np.ndarray | None = None
     groups: Groups = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "groups", group_pixels(self.labels))
-        for name in ("row_offset", "col_offset"):
+        for name in ("row_offset", "col_offset", "z_offset"):
             value = np.asarray(getattr(self, name))
             if value.ndim and value.shape != (len(self.groups),):
                 raise ValueError(f"{name} has shape {value.shape}, expected a scalar or one value per object "
@@ -147,12 +102,20 @@ class Objects:
     @cached_property
     def rows(self) -> np.ndarray:
         """Row of each grouped pixel (intp)."""
-        return self.groups.index // self.labels.shape[1]
+        rows = self.groups.index // self.labels.shape[-1]
+        return rows % self.labels.shape[-2] if self.labels.ndim == 3 else rows
 
     @cached_property
     def cols(self) -> np.ndarray:
         """Column of each grouped pixel (intp)."""
-        return self.groups.index % self.labels.shape[1]
+        return self.groups.index % self.labels.shape[-1]
+
+    @cached_property
+    def planes(self) -> np.ndarray:
+        """Plane of each grouped pixel (intp); 0 for 2-D labels."""
+        if self.labels.ndim == 2:
+            return np.zeros(self.groups.index.size, np.intp)
+        return self.groups.index // (self.labels.shape[-1] * self.labels.shape[-2])
 
     @cached_property
     def box_min_row(self) -> np.ndarray:
@@ -174,6 +137,11 @@ class Objects:
     def col_shift(self) -> np.ndarray:
         """Whole-pixel column offset of each object (int64): label image column + shift = image column."""
         return np.broadcast_to(np.asarray(self.col_offset), (len(self),)).astype(np.int64)
+
+    @cached_property
+    def z_shift(self) -> np.ndarray:
+        """Whole-plane offset of each object (int64): label image plane + shift = image plane."""
+        return np.broadcast_to(np.asarray(self.z_offset), (len(self),)).astype(np.int64)
 
     @cached_property
     def local_rows(self) -> np.ndarray:

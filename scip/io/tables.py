@@ -64,7 +64,6 @@ wrapped (see :func:`read`).
 
 from __future__ import annotations
 
-import math
 import os
 from importlib import metadata
 from pathlib import Path
@@ -79,10 +78,10 @@ from scip.features import FeatureColumn
 from scip.features import columns as feature_columns
 from scip.io.atomic import atomic_path
 from scip.io.manifest import MANIFEST, IncompleteRunError, check_complete
-from scip.steps.export import table_columns
+from scip.steps.export import GEOMETRY, table_columns
 
 if TYPE_CHECKING:
-    import dask.dataframe as dd
+    from scip.engine.frames import DaskFrame
 
 __all__ = ["FORMATS", "FILES", "write_formats", "read", "feature_descriptions", "part_files", "IncompleteRunError"]
 
@@ -120,17 +119,31 @@ def _kind(arrow_type: pa.DataType) -> str:
         return "int"
     if pa.types.is_floating(arrow_type):
         return "float"
-    raise ValueError(f"column type {arrow_type} is not one of the table's kinds (string, integer, float)")
+    if pa.types.is_binary(arrow_type):
+        return "wkb"
+    raise ValueError(f"column type {arrow_type} is not one of the table's kinds (string, integer, float, WKB)")
 
 
 def _dtype(kind: str) -> Any:
-    return {"str": pd.StringDtype(), "int": pd.Int64Dtype(), "float": np.dtype("float64")}[kind]
+    return {"str": pd.StringDtype(), "int": pd.Int64Dtype(), "float": np.dtype("float64"), "wkb": object}[kind]
+
+
+def _wkb_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Outlines (WKB) as WKT text, for the formats that hold no bytes (CSV, AnnData's ``obs``)."""
+    if GEOMETRY not in frame.columns:
+        return frame
+    import shapely
+
+    text = shapely.to_wkt(shapely.from_wkb(frame[GEOMETRY].to_numpy()))
+    return frame.assign(**{GEOMETRY: pd.array(text, dtype="string")})
 
 
 def _kind_by_name(name: str) -> str:
-    """A column's kind from its name alone (for CSV, which stores no types)."""
+    """A column's kind from its name alone (for CSV, which stores no types; outlines there are WKT text)."""
     if name in _FIXED_KINDS:
         return _FIXED_KINDS[name]
+    if name == GEOMETRY:
+        return "str"
     return "str" if name.startswith("meta_") else "float"
 
 
@@ -282,7 +295,8 @@ def _write_h5ad(parts: list[Path], schema: pa.Schema, path: Path, descriptions: 
     import anndata
 
     names = schema.names
-    kinds = [_kind(schema.field(n).type) for n in names]
+    # Outlines go into obs as WKT text (h5ad holds no bytes there).
+    kinds = [{"wkb": "str"}.get(k, k) for k in (_kind(schema.field(n).type) for n in names)]
     feats = [n for n in names if n.startswith(_FEATURE_PREFIX)]
     meta = [n for n in names if not n.startswith(_FEATURE_PREFIX)]
     bad = [n for n, k in zip(names, kinds) if n in feats and k != "float"]
@@ -299,7 +313,7 @@ def _write_h5ad(parts: list[Path], schema: pa.Schema, path: Path, descriptions: 
         with np.errstate(over="ignore"):  # beyond float32's range: +-inf, as documented
             for j, name in enumerate(feats):
                 x[start:stop, j] = table.column(name).to_numpy()  # nulls become NaN
-        obs_parts.append(table.select(meta).to_pandas(types_mapper=_types_mapper))
+        obs_parts.append(_wkb_as_text(table.select(meta).to_pandas(types_mapper=_types_mapper)))
         start = stop
     obs = pd.concat(obs_parts, ignore_index=True) if obs_parts else pd.DataFrame(columns=meta)
     for name in meta:
@@ -324,7 +338,7 @@ def _write_h5ad(parts: list[Path], schema: pa.Schema, path: Path, descriptions: 
 def _write_csv(parts: list[Path], schema: pa.Schema, path: Path, descriptions: Mapping[str, Any]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         for i, part in enumerate(parts):
-            frame = _read_part(part)
+            frame = _wkb_as_text(_read_part(part))
             # float_format None: pandas writes repr(float), the shortest text that reads back exactly.
             frame.to_csv(f, header=i == 0, index=False, na_rep="", float_format=None, lineterminator="\n")
 
@@ -374,7 +388,7 @@ def _run_folder(path: Path) -> Path | None:
 
 
 def read(output_dir: str | os.PathLike, format: str = "auto", lazy: bool = False,
-         partial: bool = False) -> pd.DataFrame | dd.DataFrame:
+         partial: bool = False) -> pd.DataFrame | DaskFrame:
     """Read the feature table of a run, whatever format it was written in.
 
     Parameters
@@ -392,6 +406,8 @@ def read(output_dir: str | os.PathLike, format: str = "auto", lazy: bool = False
         64 MB block of CSV; the index restarts in each partition). **h5ad is
         read eagerly** (it is one HDF5 file) and wrapped with
         :func:`dask.dataframe.from_pandas` in partitions of 100,000 rows.
+        The lazy frames are built by :mod:`scip.engine.frames`: this module
+        imports no Dask, and ``lazy=False`` needs none.
     partial : bool
         For a run folder (or its ``cells`` folder) whose ``manifest.json``
         says the run did not finish: warn and read the partitions that verify
@@ -430,38 +446,32 @@ def read(output_dir: str | os.PathLike, format: str = "auto", lazy: bool = False
         return _read_csv(path, lazy)
     frame = _read_h5ad(path)
     if lazy:
-        import dask.dataframe as dd
+        from scip.engine.frames import pandas_frame
 
-        lazy_frame = dd.from_pandas(frame, npartitions=max(1, math.ceil(len(frame) / _H5AD_CHUNK_ROWS)), sort=False)
-        return _with_dtypes(lazy_frame, frame.dtypes.to_dict())
+        return pandas_frame(frame, _H5AD_CHUNK_ROWS)
     return frame
 
 
-def _with_dtypes(lazy_frame: dd.DataFrame, dtypes: dict[str, Any]) -> dd.DataFrame:
-    """Dask may turn strings into pyarrow strings: keep the eager reader's dtypes in every format."""
-    meta = pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in dtypes.items()}, columns=list(dtypes))
-    return lazy_frame.map_partitions(pd.DataFrame.astype, dtypes, meta=meta)
-
-
-def _read_parquet(path: Path, lazy: bool, files: list[Path] | None = None) -> pd.DataFrame | dd.DataFrame:
+# The lazy readers are the engine's (scip.engine.frames): this module stays pandas and pyarrow only.
+def _read_parquet(path: Path, lazy: bool, files: list[Path] | None = None) -> pd.DataFrame | DaskFrame:
     if files is None:
         files = [path] if path.is_file() else part_files(path)
     if lazy:
-        import dask.dataframe as dd
+        from scip.engine.frames import parquet_frame
 
-        return dd.read_parquet([str(f) for f in files], arrow_to_pandas={"types_mapper": _types_mapper})
+        return parquet_frame(files, _types_mapper)
     _schema(files)
     tables = [pq.read_table(f) for f in files]
     return pa.concat_tables(tables).to_pandas(types_mapper=_types_mapper)
 
 
-def _read_csv(path: Path, lazy: bool) -> pd.DataFrame | dd.DataFrame:
+def _read_csv(path: Path, lazy: bool) -> pd.DataFrame | DaskFrame:
     names = list(pd.read_csv(path, nrows=0, **_CSV_READ_OPTIONS).columns)
     dtypes = {n: _dtype(_kind_by_name(n)) for n in names}
     if lazy:
-        import dask.dataframe as dd
+        from scip.engine.frames import csv_frame
 
-        return _with_dtypes(dd.read_csv(str(path), dtype=dtypes, **_CSV_READ_OPTIONS), dtypes)
+        return csv_frame(path, dtypes, _CSV_READ_OPTIONS)
     return pd.read_csv(path, dtype=dtypes, **_CSV_READ_OPTIONS)
 
 

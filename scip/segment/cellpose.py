@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["cellpose", "check_model", "CellposeModelError", "CELLPOSE_MISSING", "require_cellpose"]
+__all__ = ["cellpose", "check_model", "resolve_model", "CellposeModelError", "CELLPOSE_MISSING",
+           "require_cellpose"]
 
 CELLPOSE_MISSING = "the cellpose method needs Cellpose 3 and PyTorch: pip install 'cellpose<4'"
 
@@ -75,7 +76,14 @@ _MODELS: dict[tuple, Any] = {}
 _INFO: dict[tuple, ModelInfo] = {}
 
 
-def _resolve(path: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> Path:
+def resolve_model(path: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> Path:
+    """The absolute path of a model file, which must exist (it is not read: no torch needed).
+
+    Raises
+    ------
+    CellposeModelError
+        No file at that path; the message names it.
+    """
     p = Path(path).expanduser()
     if not p.is_absolute() and base_dir is not None:
         p = Path(base_dir) / p
@@ -114,7 +122,7 @@ def check_model(path: str | os.PathLike, base_dir: str | os.PathLike | None = No
     ImportError
         Cellpose 3 (or PyTorch) is not installed.
     """
-    p = _resolve(path, base_dir)
+    p = resolve_model(path, base_dir)
     require_cellpose()
     import torch
 

@@ -5,7 +5,8 @@ its own command with its own sections (like ``scip train``); it reuses the run
 config's building blocks, so ``segment``, ``features`` and ``cluster`` accept
 exactly what they accept in ``scip run`` (any segmentation method of
 :data:`scip.config.SEGMENT_METHODS`, with its parameters), and errors are
-worded the same way: key path, bad value, allowed values, "did you mean".
+worded by the same formatter (:mod:`scip.config.errors`): key path, bad value,
+allowed values, "did you mean".
 Relative paths are resolved against the YAML file's folder. Every key is
 listed in ``docs/config.md`` (section ``scip slide``).
 """
@@ -16,27 +17,24 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from scip.config import (
-    _SEGMENT_CLASSES,
     ClusterConfig,
-    ConfigError,
     FeaturesConfig,
     SegmentConfig,
+    Section,
     WatershedConfig,
-    _did_you_mean,
     default_segment_method,
-    _resolve,
-    _Section,
-    format_error,
     read_config_file,
+    resolve_path,
+    validate,
 )
 
 __all__ = ["SlideConfig", "SlideInputConfig", "TilesConfig", "SlideOutputConfig", "load_slide_config"]
 
 
-class SlideInputConfig(_Section):
+class SlideInputConfig(Section):
     """The one large image to segment and where its pixels are."""
 
     path: Path
@@ -52,13 +50,13 @@ class SlideInputConfig(_Section):
     @field_validator("path")
     @classmethod
     def _path_exists(cls, value: Path, info: ValidationInfo) -> Path:
-        value = _resolve(value, info)
+        value = resolve_path(value, info)
         if not value.exists():
             raise ValueError(f"path does not exist: {value}")
         return value
 
 
-class TilesConfig(_Section):
+class TilesConfig(Section):
     """How the image is cut: tiles of ``size`` px, each segmented with ``margin`` px of context around it.
 
     ``statistics`` says where a method's image-wide statistic (threshold,
@@ -89,7 +87,7 @@ class TilesConfig(_Section):
         return self
 
 
-class SlideOutputConfig(_Section):
+class SlideOutputConfig(Section):
     """Where the label image, the cell table and the run summary go."""
 
     path: Path = Path("slide_results")
@@ -101,10 +99,10 @@ class SlideOutputConfig(_Section):
     @field_validator("path")
     @classmethod
     def _resolve_path(cls, value: Path, info: ValidationInfo) -> Path:
-        return _resolve(value, info)
+        return resolve_path(value, info)
 
 
-class SlideConfig(_Section):
+class SlideConfig(Section):
     """A whole-slide run, as read from ``slide.yml``."""
 
     input: SlideInputConfig
@@ -125,40 +123,6 @@ class SlideConfig(_Section):
             raise ValueError(f"features.background_width ({self.features.background_width}) is larger than "
                              f"tiles.margin ({self.tiles.margin_px}): a cell's background band would leave its tile")
         return self
-
-
-def _model_at(loc: tuple, raw: dict) -> type[BaseModel] | None:
-    """The model holding the key at ``loc`` (its allowed keys go into the error message)."""
-    model: type[BaseModel] | None = SlideConfig
-    node: Any = raw
-    for i, key in enumerate(loc[:-1]):
-        if model is None:
-            return None
-        if model is SlideConfig and key == "segment":
-            method = node.get("segment", {}).get("method", "watershed") if isinstance(node, dict) else "watershed"
-            model = _SEGMENT_CLASSES.get(method)
-            node = node.get("segment") if isinstance(node, dict) else None
-            continue
-        if i == 1 and loc[0] == "segment" and key in _SEGMENT_CLASSES:
-            continue  # pydantic inserts the union tag into the location
-        field = model.model_fields.get(str(key))
-        if field is None:
-            return None
-        candidates = [field.annotation, *getattr(field.annotation, "__args__", ())]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        node = node.get(key) if isinstance(node, dict) else None
-    return model
-
-
-def _format(err: dict, raw: dict) -> str:
-    if err["type"] != "extra_forbidden":
-        return format_error(err, raw)
-    loc = tuple(err["loc"])
-    key = ".".join(str(p) for i, p in enumerate(loc) if not (i == 1 and loc[0] == "segment" and p in _SEGMENT_CLASSES))
-    model = _model_at(loc, raw)
-    allowed = sorted(model.model_fields) if model is not None else []
-    return (f"{key}: unknown key '{loc[-1]}'" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
-            + _did_you_mean(loc[-1], allowed))
 
 
 def load_slide_config(source: str | Path | dict, *, base_dir: str | Path | None = None,
@@ -188,9 +152,4 @@ def load_slide_config(source: str | Path | dict, *, base_dir: str | Path | None 
     """
     raw, origin, base = read_config_file(source, base_dir=base_dir, overrides=overrides,
                                          sections="input, segment, tiles, ...")
-    try:
-        return SlideConfig.model_validate(raw, context={"base_dir": base})
-    except ValidationError as e:
-        lines = [_format(err, raw) for err in e.errors()]
-        message = "\n".join(f"  - {line}" for line in lines)
-        raise ConfigError(f"invalid configuration in {origin}:\n{message}") from None
+    return validate(SlideConfig, raw, origin=origin, base=base)

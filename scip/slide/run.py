@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from scip.config import ConfigError
+from scip.config import ConfigError, check_models
 from scip.io.atomic import atomic_path
 from scip.io.channels import InputError
 from scip.engine.tasks import task as _task
@@ -386,6 +386,7 @@ def segment_slide(config: SlideConfig | dict | str | Path, *, client=None, progr
 
     if not isinstance(config, SlideConfig):
         config = load_slide_config(config)
+    check_models(config)
     started = time.perf_counter()
     source, segment_channels, feature_channels = _open(config)
     out = config.output.path

@@ -5,19 +5,19 @@ A training YAML whose top-level ``kind`` is ``superpixel_gnn`` is read by
 config (:mod:`scip.segment.unet.trainconfig`).
 :func:`training_kind` tells them apart. Relative paths are resolved against
 the YAML file's folder; errors raise :class:`scip.config.ConfigError`
-naming the key. Every key is listed in ``docs/segmentation.md``.
+naming the key, worded by the formatter of run configs
+(:mod:`scip.config.errors`). Every key is listed in ``docs/segmentation.md``.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from scip._hints import did_you_mean, short
-from scip.config import ConfigError, parse_yaml, read_config_file
+from scip._hints import short
+from scip.config import ConfigError, parse_yaml, read_config_file, resolve_path, suggest, validate
 from scip.segment.unet.trainconfig import DataConfig
 
 from .superpixels import DEFAULT_COMPACTNESS, DEFAULT_SIZE
@@ -52,9 +52,7 @@ class GnnTrainConfig(BaseModel):
     @field_validator("output")
     @classmethod
     def _output(cls, value: Path, info: ValidationInfo) -> Path:
-        base = (info.context or {}).get("base_dir")
-        value = Path(value).expanduser()
-        return Path(base) / value if not value.is_absolute() and base is not None else value
+        return resolve_path(value, info)
 
 
 def training_kind(source: str | Path | dict) -> str:
@@ -80,18 +78,8 @@ def training_kind(source: str | Path | dict) -> str:
         origin = "mapping" if isinstance(source, dict) else str(source)
         raise ConfigError(f"invalid training configuration in {origin}:\n  - kind: unknown kind {short(raw['kind'])}; "
                           "allowed: superpixel_gnn (leave kind out for a U-Net)"
-                          + did_you_mean(raw["kind"], ["superpixel_gnn"]))
+                          + suggest(raw["kind"], ["superpixel_gnn"]))
     return "superpixel_gnn"
-
-
-def _format(err: dict) -> str:
-    key = ".".join(str(p) for p in err["loc"])
-    if err["type"] == "extra_forbidden":
-        allowed = sorted(DataConfig.model_fields if err["loc"][0] == "data" else GnnTrainConfig.model_fields)
-        return f"{key}: unknown key; allowed keys: {', '.join(allowed)}" + did_you_mean(err["loc"][-1], allowed, 0.5)
-    if err["type"] == "missing":
-        return f"{key}: required key is missing"
-    return f"{key}: {re.sub(r'^Value error, ', '', err['msg'])} (got {short(err.get('input'))})"
 
 
 def load_gnn_train_config(source: str | Path | dict, *, base_dir: str | Path | None = None,
@@ -115,8 +103,4 @@ def load_gnn_train_config(source: str | Path | dict, *, base_dir: str | Path | N
     """
     raw, origin, base = read_config_file(source, base_dir=base_dir, overrides=overrides,
                                          sections="kind, data, validation, ...", what="training config")
-    try:
-        return GnnTrainConfig.model_validate(raw, context={"base_dir": base})
-    except ValidationError as e:
-        lines = [_format(err) for err in e.errors()]
-        raise ConfigError(f"invalid training configuration in {origin}:\n" + "\n".join(f"  - {x}" for x in lines)) from None
+    return validate(GnnTrainConfig, raw, origin=origin, base=base, what="training configuration")

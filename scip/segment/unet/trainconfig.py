@@ -2,7 +2,8 @@
 
 Relative paths are resolved against the YAML file's folder. Errors raise
 :class:`scip.config.ConfigError` naming the key, the value and what is
-allowed, as for run configs. Every key is listed in ``docs/segmentation.md``.
+allowed, worded by the formatter of run configs (:mod:`scip.config.errors`).
+Every key is listed in ``docs/segmentation.md``.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from scip._hints import did_you_mean, short
-from scip.config import ConfigError, read_config_file
+from scip.config import read_config_file, resolve_path, validate
 
 __all__ = ["TrainConfig", "DataConfig", "ArchConfig", "AugmentConfig", "load_train_config", "FREEZE_PATTERN"]
 
@@ -24,14 +24,6 @@ FREEZE_PATTERN = r"^(encoder|decoder|all|last:[1-9][0-9]*)$"
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
-    if value is None:
-        return None
-    base = (info.context or {}).get("base_dir")
-    value = Path(value).expanduser()
-    return Path(base) / value if not value.is_absolute() and base is not None else value
 
 
 class DataConfig(_Section):
@@ -47,7 +39,7 @@ class DataConfig(_Section):
     @field_validator("path", "label_path")
     @classmethod
     def _exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        value = _resolve(value, info)
+        value = resolve_path(value, info)
         if value is not None and not value.is_dir():
             raise ValueError(f"folder does not exist: {value}")
         return value
@@ -80,7 +72,7 @@ class TrainConfig(_Section):
     channels: list[str] = ["nuclei"]
     output: Path = Path("model")
     finetune: str | None = None
-    freeze: Annotated[str, Field(pattern=FREEZE_PATTERN)] = "all"
+    freeze: str = "all"
     architecture: ArchConfig = ArchConfig()
     augment: AugmentConfig = AugmentConfig()
     crop: Annotated[int, Field(ge=32)] = 256
@@ -101,7 +93,14 @@ class TrainConfig(_Section):
     @field_validator("output")
     @classmethod
     def _output(cls, value: Path, info: ValidationInfo) -> Path:
-        return _resolve(value, info)
+        return resolve_path(value, info)
+
+    @field_validator("freeze")
+    @classmethod
+    def _freeze(cls, value: str) -> str:
+        if not re.fullmatch(FREEZE_PATTERN, value):
+            raise ValueError("expected encoder, decoder, all or last:<k> (k >= 1)")
+        return value
 
     @field_validator("finetune")
     @classmethod
@@ -112,30 +111,10 @@ class TrainConfig(_Section):
 
         if value in builtin_models():
             return value
-        path = _resolve(Path(value), info)
+        path = resolve_path(Path(value), info)
         if not path.is_file():
             raise ValueError(f"model file not found: {path}; built-in models: {', '.join(builtin_models())}")
         return str(path)
-
-
-def _format(err: dict) -> str:
-    key = ".".join(str(p) for p in err["loc"])
-    if err["type"] == "extra_forbidden":
-        model: type[BaseModel] | None = TrainConfig
-        for part in err["loc"][:-1]:
-            if model is None or isinstance(part, int):
-                continue
-            annotation = model.model_fields[str(part)].annotation
-            candidates = [annotation, *getattr(annotation, "__args__", ())]
-            model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        allowed = sorted(model.model_fields) if model is not None else []
-        return f"{key}: unknown key; allowed keys: {', '.join(allowed)}" + did_you_mean(err["loc"][-1], allowed, 0.5)
-    if err["type"] == "missing":
-        return f"{key}: required key is missing"
-    message = re.sub(r"^Value error, ", "", err["msg"])
-    if err["type"] == "string_pattern_mismatch" and key == "freeze":
-        message = "expected encoder, decoder, all or last:<k> (k >= 1)"
-    return f"{key}: {message} (got {short(err.get('input'))})"
 
 
 def load_train_config(source: str | Path | dict, *, base_dir: str | Path | None = None,
@@ -159,11 +138,7 @@ def load_train_config(source: str | Path | dict, *, base_dir: str | Path | None 
     """
     raw, origin, base = read_config_file(source, base_dir=base_dir, overrides=overrides,
                                          sections="data, validation, epochs, ...", what="training config")
-    try:
-        return TrainConfig.model_validate(raw, context={"base_dir": base})
-    except ValidationError as e:
-        lines = [_format(err) for err in e.errors()]
-        raise ConfigError(f"invalid training configuration in {origin}:\n" + "\n".join(f"  - {x}" for x in lines)) from None
+    return validate(TrainConfig, raw, origin=origin, base=base, what="training configuration")
 
 
 def as_plain(config: TrainConfig) -> dict[str, Any]:

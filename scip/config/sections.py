@@ -1,13 +1,11 @@
-"""The run configuration: YAML validated once into typed, frozen objects.
+"""The run configuration's models: ``config.yml`` validated into typed, frozen objects.
 
-This is the only module that reads raw configuration. Everything downstream
-receives a :class:`Config` (or one of its sections), never a dict. Invalid
-configuration raises :class:`ConfigError`, whose message names the key path,
-the bad value and the allowed values; the command line turns it into exit
-code 2.
-
-Relative paths in a config file are resolved against the directory of that
-file, so a config and its data can move together.
+Everything downstream receives a :class:`Config` (or one of its sections),
+never a dict. Validation reads no pixels and loads no model: a learned
+method's model file is found here (a missing file is an error naming it),
+but read by :func:`scip.config.check_models`, which :func:`scip.run.prepare`
+calls, so loading a config needs no torch. Relative paths resolve against
+the config file's folder.
 """
 
 from __future__ import annotations
@@ -19,71 +17,34 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import regex
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from scip._hints import did_you_mean, short
-from scip.yamlfile import MAX_YAML_NODES, ConfigError, parse_yaml
-from scip.features import DEFAULT_FAMILIES, FAMILIES, FeatureParams
+from scip._featureparams import DEFAULT_FAMILIES, FAMILIES, FAMILIES_3D, FeatureParams
+from scip._hints import short
 
-__all__ = [
-    "Config",
-    "ConfigError",
-    "InputConfig",
-    "SegmentConfig",
-    "TilesConfig",
-    "OtsuConfig",
-    "LiConfig",
-    "WatershedConfig",
-    "SpotConfig",
-    "UnetConfig",
-    "CellposeConfig",
-    "CellsConfig",
-    "MaskConfig",
-    "IlluminationConfig",
-    "NormalizeConfig",
-    "FilterConfig",
-    "QuantileRule",
-    "MadRule",
-    "FeaturesConfig",
-    "OutputConfig",
-    "EvaluateConfig",
-    "ErrorsConfig",
-    "ClusterConfig",
-    "SlurmConfig",
-    "SlurmJobConfig",
-    "SlurmGpuConfig",
-    "TlsFiles",
-    "load_config",
-    "parse_yaml",
-    "MAX_YAML_NODES",
-    "SEGMENT_METHODS",
-]
+from .errors import suggest, validate
+from .files import checked, read_config_file, resolve_path
+
+__all__ = ["Config", "InputConfig", "SegmentConfig", "TilesConfig", "OtsuConfig", "LiConfig", "WatershedConfig",
+           "SpotConfig", "UnetConfig", "CellposeConfig", "SuperpixelGnnConfig", "CellsConfig", "MaskConfig",
+           "IlluminationConfig", "NormalizeConfig", "FilterConfig", "QuantileRule", "MadRule", "FeaturesConfig",
+           "OutputConfig", "EvaluateConfig", "ErrorsConfig", "ClusterConfig", "SlurmConfig", "SlurmJobConfig",
+           "SlurmGpuConfig", "TlsFiles", "Section", "default_segment_method", "load_config", "SEGMENT_METHODS",
+           "SEGMENT_CLASSES"]
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A config section: unknown keys are errors, and the validated object is frozen."""
+
     # Channel names such as 1, 2 are written unquoted in YAML; they are names all the same.
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
-def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
-    if value is None:
-        return None
-    base = (info.context or {}).get("base_dir")
-    value = Path(value).expanduser()
-    if not value.is_absolute() and base is not None:
-        value = Path(base) / value
-    return value
+# The description words this member in errors: "allowed values: max, ..., or a plane number".
+_Plane = Annotated[int, Field(ge=0, description="a plane number (0 is the first)")]
 
 
-def _checked(test: Any, path: Path, error: type[Exception] = ValueError) -> bool:
-    """``test()`` (``path.exists`` and the like); an OS error (a name too long, no permission) becomes ``error``."""
-    try:
-        return test()
-    except OSError as e:
-        raise error(f"cannot use path {short(str(path), 200)}: {e.strerror or e}") from None
-
-
-class InputConfig(_Section):
+class InputConfig(Section):
     """Where the images are and how to read them."""
 
     path: Path
@@ -96,7 +57,7 @@ class InputConfig(_Section):
     images_per_partition: Annotated[int, Field(ge=1)] = 16
     #: What to do with z stacks: ``max``/``mean``/``median`` project them to one plane, ``stitch`` segments
     #: each plane and stitches the planes' objects into 3-D objects, a number picks that one plane.
-    z: Literal["max", "mean", "median", "stitch"] | Annotated[int, Field(ge=0)] | None = None
+    z: Literal["max", "mean", "median", "stitch"] | _Plane | None = None
     #: The older name of ``z`` for projections; kept so existing configs run unchanged.
     z_projection: Literal["max", "mean", "median"] | None = None
     max_image_bytes: int | str = "auto"
@@ -132,9 +93,9 @@ class InputConfig(_Section):
     @field_validator("path")
     @classmethod
     def _path_exists(cls, value: Path, info: ValidationInfo) -> Path:
-        value = _resolve(value, info)
+        value = resolve_path(value, info)
         # A glob is checked when files are discovered, where "no match" can be reported.
-        if not any(c in str(value) for c in "*?[") and not _checked(value.exists, value):
+        if not any(c in str(value) for c in "*?[") and not checked(value.exists, value):
             raise ValueError(f"path does not exist: {value}")
         return value
 
@@ -161,21 +122,25 @@ class InputConfig(_Section):
             if unknown:
                 raise ValueError(
                     f"input.use_channels names {unknown} not in input.channels; allowed: {', '.join(self.channels)}"
-                    + _did_you_mean(unknown[0], self.channels)
+                    + suggest(unknown[0], self.channels)
                 )
         return self
 
 
-class _SegmentBase(_Section):
+class _SegmentBase(Section):
     channel: str | int = 0
     name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]*$")] = "cell"
     remove_border: bool = True
     smooth: Annotated[float, Field(ge=0)] = 1.0
     min_size: Annotated[int, Field(ge=0)] = 20
+    #: With ``input.z: stitch``: the least IoU for an object to join the object of the plane below
+    #: (Cellpose's ``stitch_threshold``), and the fewest planes a 3-D object must span to be kept.
+    stitch_threshold: Annotated[float, Field(ge=0, le=1)] = 0.25
+    min_planes: Annotated[int, Field(ge=1)] = 2
 
     def method_params(self) -> dict[str, Any]:
         """Keyword arguments for the segmentation function of :attr:`method`."""
-        return self.model_dump(exclude={"method", "channel", "name", "remove_border"})
+        return self.model_dump(exclude={"method", "channel", "name", "remove_border", "stitch_threshold", "min_planes"})
 
 
 class OtsuConfig(_SegmentBase):
@@ -217,9 +182,10 @@ class SpotConfig(_SegmentBase):
 class UnetConfig(_SegmentBase):
     """A learned U-Net model (``scip.segment.unet``; needs torch): built-in ``nuclei`` or a model file.
 
-    ``channel`` may list several channels for a model trained on several;
-    the model file is read here, so a missing, corrupt or mismatched model
-    is a configuration error, not a failure on every image.
+    ``channel`` may list several channels for a model trained on several.
+    A missing model file is an error here; :func:`scip.config.check_models`
+    reads it, so a corrupt or mismatched model is a configuration error of
+    ``scip check`` / :func:`scip.run.prepare`, not a failure on every image.
     """
 
     method: Literal["unet"]
@@ -240,21 +206,10 @@ class UnetConfig(_SegmentBase):
     @field_validator("model")
     @classmethod
     def _model_file(cls, value: str, info: ValidationInfo) -> str:
-        from scip.segment.unet import check_model
-
-        return check_model(value, (info.context or {}).get("base_dir")).model
+        return _model_path(value, info, ".pt", "model")
 
     @model_validator(mode="after")
-    def _fits_model(self) -> "UnetConfig":
-        from scip.segment.unet import check_model
-
-        info = check_model(self.model)
-        given = self.channel if isinstance(self.channel, list) else [self.channel]
-        if len(given) != info.in_channels:
-            raise ValueError(
-                f"channel {short(self.channel)} gives {len(given)} channel(s) but the model file "
-                f"{info.path} takes {info.in_channels} ({', '.join(info.channels)}); "
-                + ("list one channel per model input" if info.in_channels > 1 else "name one channel"))
+    def _options_agree(self) -> "UnetConfig":
         if self.quantize != "none" and self.device == "cuda":
             raise ValueError(f"quantize {self.quantize!r} (INT8) runs on the CPU; with device 'cuda' use "
                              "quantize: none and precision: auto/fp16/bf16")
@@ -267,9 +222,9 @@ class CellposeConfig(_SegmentBase):
     """A local Cellpose 3 model file (``scip.segment.cellpose``; needs ``cellpose<4``), scip's flow post-processing.
 
     ``channel`` is one channel, or two: the channel to segment and a nuclear
-    channel. The model file is read here, so a missing or corrupt file (or
-    Cellpose not installed) is a configuration error, not a failure on
-    every image.
+    channel. A missing model file is an error here; :func:`scip.config.check_models`
+    reads it, so a corrupt file (or Cellpose not installed) is a configuration
+    error of ``scip check`` / :func:`scip.run.prepare`, not a failure on every image.
     """
 
     method: Literal["cellpose"]
@@ -294,21 +249,19 @@ class CellposeConfig(_SegmentBase):
     @field_validator("pretrained_model")
     @classmethod
     def _model_file(cls, value: str, info: ValidationInfo) -> str:
-        from scip.segment.cellpose import check_model
+        from scip.segment.cellpose import resolve_model
 
-        try:
-            return str(check_model(value, (info.context or {}).get("base_dir")).path)
-        except ImportError as err:
-            raise ValueError(str(err)) from None
+        return str(resolve_model(value, (info.context or {}).get("base_dir")))
 
 
 class SuperpixelGnnConfig(_SegmentBase):
     """A superpixel graph network (``scip.segment.superpixel_gnn``; needs torch): built-in ``nuclei`` or a model file.
 
     The network gives the foreground; touching objects are then split with
-    the distance watershed. The model file is read here, so a missing or
-    corrupt file, or a channel count the model does not take, is a
-    configuration error naming the file.
+    the distance watershed. A missing model file is an error here;
+    :func:`scip.config.check_models` reads it, so a corrupt file, or a
+    channel count the model does not take, is a configuration error of
+    ``scip check`` / :func:`scip.run.prepare` naming the file.
     """
 
     method: Literal["superpixel_gnn"]
@@ -327,33 +280,32 @@ class SuperpixelGnnConfig(_SegmentBase):
     @field_validator("model")
     @classmethod
     def _model_file(cls, value: str, info: ValidationInfo) -> str:
-        from scip.segment.superpixel_gnn import check_model
+        return _model_path(value, info, ".gnn", "superpixel_gnn model")
 
-        return check_model(value, (info.context or {}).get("base_dir")).model
 
-    @model_validator(mode="after")
-    def _fits_model(self) -> "SuperpixelGnnConfig":
-        from scip.segment.superpixel_gnn import check_model
+def _model_path(value: str, info: ValidationInfo, suffix: str, what: str) -> str:
+    """A built-in model's name as given, else the model file's absolute path (it must exist; it is not read).
 
-        info = check_model(self.model)
-        given = self.channel if isinstance(self.channel, list) else [self.channel]
-        if len(given) != info.in_channels:
-            raise ValueError(
-                f"channel {short(self.channel)} gives {len(given)} channel(s) but the model file "
-                f"{info.path} takes {info.in_channels} ({', '.join(info.channels)})")
-        return self
+    Reading the file needs torch: that is :func:`scip.config.check_models`' part.
+    """
+    from scip.segment._modelfiles import builtin_names, resolve
+
+    if value in builtin_names(suffix):
+        return value
+    return str(resolve(value, (info.context or {}).get("base_dir"), suffix, what).resolve())
 
 
 SegmentConfig = Annotated[
     Union[OtsuConfig, LiConfig, WatershedConfig, SpotConfig, UnetConfig, CellposeConfig, SuperpixelGnnConfig],
     Field(discriminator="method"),
 ]
-_SEGMENT_CLASSES = {"otsu": OtsuConfig, "li": LiConfig, "watershed": WatershedConfig, "spot": SpotConfig,
+#: The model of each segmentation method.
+SEGMENT_CLASSES = {"otsu": OtsuConfig, "li": LiConfig, "watershed": WatershedConfig, "spot": SpotConfig,
                     "unet": UnetConfig, "cellpose": CellposeConfig, "superpixel_gnn": SuperpixelGnnConfig}
-SEGMENT_METHODS = tuple(_SEGMENT_CLASSES)
+SEGMENT_METHODS = tuple(SEGMENT_CLASSES)
 
 
-class MaskConfig(_Section):
+class MaskConfig(Section):
     """An extra mask made inside each cell from one channel (SCIP's per-channel masks)."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]*$")]
@@ -362,13 +314,13 @@ class MaskConfig(_Section):
     smooth: Annotated[float, Field(ge=0)] = 0.0
 
 
-class CellsConfig(_Section):
+class CellsConfig(Section):
     """How objects become cell records."""
 
     padding: Annotated[int, Field(ge=0)] = 5
 
 
-class FeaturesConfig(_Section):
+class FeaturesConfig(Section):
     """Which feature families to compute, and their parameters."""
 
     families: list[Literal[FAMILIES]] = list(DEFAULT_FAMILIES)  # type: ignore[valid-type]
@@ -393,7 +345,7 @@ class FeaturesConfig(_Section):
                              zernike_degree=self.zernike_degree)
 
 
-class IlluminationConfig(_Section):
+class IlluminationConfig(Section):
     """Illumination correction: divide each image by its group's smoothed mean image."""
 
     group_by: list[str] = []
@@ -404,13 +356,13 @@ class IlluminationConfig(_Section):
     @field_validator("reuse")
     @classmethod
     def _reuse_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        value = _resolve(value, info)
-        if value is not None and not _checked(value.is_file, value):
+        value = resolve_path(value, info)
+        if value is not None and not checked(value.is_file, value):
             raise ValueError(f"no saved illumination correction at {value}")
         return value
 
 
-class NormalizeConfig(_Section):
+class NormalizeConfig(Section):
     """Dataset-wide quantiles of cell pixels per channel: fixed bounds for texture quantization."""
 
     lower: Annotated[float, Field(ge=0, lt=1)] = 0.01
@@ -424,13 +376,13 @@ class NormalizeConfig(_Section):
         return self
 
 
-class QuantileRule(_Section):
+class QuantileRule(Section):
     """Threshold at this quantile of the per-cell values over the whole dataset."""
 
     quantile: Annotated[float, Field(gt=0, lt=1)]
 
 
-class MadRule(_Section):
+class MadRule(Section):
     """Threshold ``k`` scaled median absolute deviations from the dataset median, on log values."""
 
     mad: Annotated[float, Field(gt=0)]
@@ -439,7 +391,7 @@ class MadRule(_Section):
 Threshold = Union[float, Literal["otsu"], QuantileRule, MadRule]
 
 
-class FilterConfig(_Section):
+class FilterConfig(Section):
     """Drop cells whose measure falls outside ``[min, max]``; bounds may be dataset-wide rules."""
 
     measure: Literal["signal", "area", "focus", "saturation"]
@@ -466,7 +418,7 @@ class FilterConfig(_Section):
         return self.measure if self.channel is None else f"{self.measure}({self.channel})"
 
 
-class TilesConfig(_Section):
+class TilesConfig(Section):
     """When an image is read in tiles, and how it is cut.
 
     ``mode``: ``auto`` reads an image in tiles when its decoded size is over
@@ -512,7 +464,7 @@ class TilesConfig(_Section):
         return self
 
 
-class OutputConfig(_Section):
+class OutputConfig(Section):
     """Where results go, and in which table formats.
 
     ``formats`` lists the table formats to write: ``parquet`` (always
@@ -564,7 +516,7 @@ class OutputConfig(_Section):
     @field_validator("path")
     @classmethod
     def _resolve_path(cls, value: Path, info: ValidationInfo) -> Path:
-        return _resolve(value, info)
+        return resolve_path(value, info)
 
 
 #: Output formats that need an optional package: format -> (module, pip extra of scip).
@@ -584,7 +536,7 @@ def _import_problem(module: str) -> str | None:
     return None
 
 
-class ErrorsConfig(_Section):
+class ErrorsConfig(Section):
     """How many unexpected errors (bugs, not data problems) a run tolerates before it stops.
 
     An image or cell stopped by an unexpected exception is an error: the run
@@ -595,7 +547,7 @@ class ErrorsConfig(_Section):
     max: Annotated[int, Field(ge=0)] = 10
 
 
-class EvaluateConfig(_Section):
+class EvaluateConfig(Section):
     """Ground truth to compare the segmentation with (optional)."""
 
     labels: str
@@ -604,8 +556,8 @@ class EvaluateConfig(_Section):
     @field_validator("labels")
     @classmethod
     def _resolve_labels(cls, value: str, info: ValidationInfo) -> str:
-        resolved = _resolve(Path(value), info)
-        if "{" not in value and not _checked(resolved.exists, resolved):
+        resolved = resolve_path(Path(value), info)
+        if "{" not in value and not checked(resolved.exists, resolved):
             raise ValueError(f"path does not exist: {resolved}")
         return str(resolved)
 
@@ -626,7 +578,7 @@ def _size_bytes(text: str) -> int:
 _WALLTIME = r"(\d+-)?\d{1,3}:\d{2}(:\d{2})?"
 
 
-class SlurmJobConfig(_Section):
+class SlurmJobConfig(Section):
     """One kind of SLURM job that runs Dask workers (dask-jobqueue's job options)."""
 
     queue: str | None = None
@@ -692,7 +644,7 @@ class SlurmConfig(SlurmJobConfig):
         return self
 
 
-class TlsFiles(_Section):
+class TlsFiles(Section):
     """Certificate files (PEM) for TLS between this process, the scheduler and the workers."""
 
     ca_file: Path
@@ -702,13 +654,13 @@ class TlsFiles(_Section):
     @field_validator("ca_file", "cert", "key")
     @classmethod
     def _file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        value = _resolve(value, info)
+        value = resolve_path(value, info)
         if value is not None and not value.is_file():
             raise ValueError(f"file does not exist: {value}")
         return value
 
 
-class ClusterConfig(_Section):
+class ClusterConfig(Section):
     """Where the graph runs."""
 
     scheduler: str | None = None
@@ -759,7 +711,7 @@ def default_segment_method(data: Any) -> Any:
     return data
 
 
-class Config(_Section):
+class Config(Section):
     """A whole run, as read from ``config.yml``."""
 
     input: InputConfig
@@ -780,6 +732,32 @@ class Config(_Section):
     @classmethod
     def _default_method(cls, data: Any) -> Any:
         return default_segment_method(data)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stitch_families(cls, data: Any) -> Any:
+        # 3-D objects have one family to measure them; the 2-D default would only be refused below.
+        if not (isinstance(data, dict) and isinstance(data.get("input"), dict) and data["input"].get("z") == "stitch"):
+            return data
+        features = data.get("features") or {}
+        if isinstance(features, dict) and "families" not in features:
+            data = {**data, "features": {**features, "families": list(FAMILIES_3D)}}
+        return data
+
+    @model_validator(mode="after")
+    def _stitch_is_3d(self) -> "Config":
+        if self.input.z != "stitch":
+            return self
+        planar = [f for f in self.features.families if f not in FAMILIES_3D]
+        if planar:
+            raise ValueError(f"features.families: {', '.join(planar)} measure 2-D objects only; with input.z: stitch "
+                             f"(3-D objects) list only {', '.join(FAMILIES_3D)}, or set input.z to max, mean, median "
+                             "or a plane number to measure 2-D objects")
+        if self.masks:
+            raise ValueError("masks: extra masks are made in 2-D; they do not work with input.z: stitch (3-D objects)")
+        if self.illumination is not None:
+            raise ValueError("illumination: flat fields are 2-D; they do not work with input.z: stitch (3-D objects)")
+        return self
 
     @model_validator(mode="after")
     def _mask_names_unique(self) -> "Config":
@@ -826,115 +804,4 @@ def load_config(source: str | Path | dict, *, base_dir: str | Path | None = None
         values and a "did you mean" where one is close.
     """
     raw, origin, base = read_config_file(source, base_dir=base_dir, overrides=overrides)
-    try:
-        return Config.model_validate(raw, context={"base_dir": base})
-    except ValidationError as e:
-        lines = [format_error(err, raw) for err in e.errors()]
-        raise ConfigError(f"invalid configuration in {origin}:\n" + "\n".join(f"  - {line}" for line in lines)) from None
-
-
-def read_config_file(source: str | Path | dict, *, base_dir: str | Path | None = None, overrides: dict | None = None,
-                     sections: str = "input, segment, ...", what: str = "config") -> tuple[dict, str, Path]:
-    """A YAML file (or a mapping) as a dict with ``overrides`` applied, its name for messages, and its folder.
-
-    Relative paths in the config resolve against the returned folder (the
-    file's, or the current directory for a mapping). ``sections`` names the
-    expected top-level keys in the error for a file that is not a mapping;
-    ``what`` names the kind of config (``"training config"``) in messages.
-    """
-    if isinstance(source, dict):
-        raw, origin = source, what
-        base = Path(base_dir) if base_dir is not None else Path.cwd()
-    else:
-        path = Path(source)
-        origin = str(path)
-        if not _checked(path.is_file, path, ConfigError):
-            raise ConfigError(f"{what} file not found: {path}")
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise ConfigError(f"cannot read {what} file {path}: {e.strerror or e}") from None
-        raw = parse_yaml(data, origin)
-        if raw is None:
-            raw = {}
-        base = Path(base_dir) if base_dir is not None else path.resolve().parent
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{origin}: expected a mapping of sections ({sections}), got {type(raw).__name__}")
-    return _merge(raw, overrides or {}), origin, base
-
-
-def _merge(raw: dict, overrides: dict) -> dict:
-    """``raw`` with ``overrides`` applied key by key, into nested sections (a ``None`` removes a section)."""
-    merged = dict(raw)
-    for key, value in overrides.items():
-        current = merged.get(key)
-        merged[key] = _merge(current if isinstance(current, dict) else {}, value) if isinstance(value, dict) else value
-    return merged
-
-
-def _did_you_mean(value: Any, allowed: list[str] | tuple[str, ...]) -> str:
-    # Config keys are short, so a looser match still points at the right one.
-    return did_you_mean(value, allowed, cutoff=0.5)
-
-
-def _model_at(loc: tuple, raw: dict) -> type[BaseModel] | None:
-    """The pydantic model that holds the key at ``loc`` (for listing allowed keys)."""
-    model: type[BaseModel] | None = Config
-    node: Any = raw
-    for key in loc[:-1]:
-        if model is None:
-            return None
-        if model is Config and key == "segment":
-            method = node.get("segment", {}).get("method", "watershed") if isinstance(node, dict) else "watershed"
-            model = _SEGMENT_CLASSES.get(method)
-            node = node.get("segment") if isinstance(node, dict) else None
-            continue
-        if key in _SEGMENT_CLASSES and model in _SEGMENT_CLASSES.values():
-            continue  # pydantic inserts the union tag into the location
-        field = model.model_fields.get(str(key))
-        if field is None:
-            return None
-        annotation = field.annotation
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        node = node.get(key) if isinstance(node, dict) else None
-    return model
-
-
-def _key_path(loc: tuple) -> str:
-    parts = [str(p) for i, p in enumerate(loc) if not (i == 1 and loc[0] == "segment" and p in _SEGMENT_CLASSES)]
-    return ".".join(parts)
-
-
-def format_error(err: dict, raw: dict) -> str:
-    """One line for one pydantic error: key path, bad value, what is allowed."""
-    loc = tuple(err["loc"])
-    key = _key_path(loc)
-    kind = err["type"]
-    value = err.get("input")
-    if kind == "extra_forbidden":
-        model = _model_at(loc, raw)
-        allowed = sorted(model.model_fields) if model is not None else []
-        return (
-            f"{key}: unknown key '{loc[-1]}'"
-            + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
-            + _did_you_mean(loc[-1], allowed)
-        )
-    if kind == "missing":
-        return f"{key}: required key is missing"
-    if kind == "literal_error":
-        allowed = re.findall(r"'([^']*)'", err.get("ctx", {}).get("expected", ""))
-        return f"{key}: {short(value)} is not allowed; allowed values: {', '.join(allowed)}" + _did_you_mean(value, allowed)
-    if kind == "union_tag_invalid":
-        allowed = re.findall(r"'([^']*)'", err.get("ctx", {}).get("expected_tags", ""))
-        return f"{key}.method: {short(value.get('method') if isinstance(value, dict) else value)} is not a known method; allowed values: {', '.join(allowed)}" + _did_you_mean(
-            err.get("ctx", {}).get("tag", ""), allowed
-        )
-    message = err["msg"]
-    if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
-    if not key:  # a check across sections words its own key path
-        return message
-    if isinstance(value, dict):
-        return f"{key}: {message}"
-    return f"{key}: {message} (got {short(value)})"
+    return validate(Config, raw, origin=origin, base=base)
