@@ -111,7 +111,7 @@ def label_reference(image: "np.ndarray | da.Array", *, smooth: float = 0.0, leve
         Block side(s) when ``image`` is a numpy array.
     persist : bool, optional
         Compute the thresholded mask first and keep it, then the labels (in
-        memory, the workers' on a cluster: 1 + 4 bytes per pixel, ``uint32``
+        memory, the workers' on a cluster: 1 + 4 bytes per pixel, ``int32``
         labels). dask-image builds one small graph per pair of neighbouring
         blocks, and each of them walks the whole graph above it: on a mask
         that is still a chain of reads, blurs and comparisons that costs the
@@ -124,8 +124,8 @@ def label_reference(image: "np.ndarray | da.Array", *, smooth: float = 0.0, leve
     Returns
     -------
     labels : dask array of int, shape (H, W)
-        Persisted or lazy (``persist``); 0 for background, the 4-connected objects numbered
-        consecutively ``1..N`` (so ``N`` is its maximum), in an order of
+        Persisted or lazy (``persist``); 0 for background, the 4-connected
+        objects numbered consecutively ``1..N`` (so ``N`` is its maximum), in an order of
         dask-image's choosing: compare objects, not numbers. Compute it, or
         store it block by block (``dask.array.to_zarr``) when it does not fit
         in memory.
