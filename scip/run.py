@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from scip import cluster, graph, report
+from scip.engine import tiles
+from scip.steps.tiles import choose_tiled
 from scip.accounting import SKIPPED_COLUMNS, PartitionSummary
 from scip.config import Config, ConfigError, load_config
 from scip.failures import DiskFull, RunFailed
@@ -55,7 +57,7 @@ __all__ += ["RunFailed", "DiskFull"]
 REPORT_CELLS = 48
 
 #: Names a run, ``scip classify`` and ``scip predict`` write at the top of an output folder.
-OUTPUT_FILES = ("cells", "run.json", "skipped.csv", "illumination.npz", "cells.h5ad", "cells.csv", "report.html",
+OUTPUT_FILES = (tiles.SCRATCH, "cells", "run.json", "skipped.csv", "illumination.npz", "cells.h5ad", "cells.csv", "report.html",
                 "report_cells.npz", "classification", "predictions.csv", "manifest.json", "progress")
 #: Folders of ours that ``--overwrite`` removes once the files recorded in them are gone, if nothing else is left.
 _OUR_FOLDERS = ("cells", "progress", "classification")
@@ -530,6 +532,11 @@ def _without_killers(p: graph.Plan, cells, correction, session: cluster.Session,
         parts = graph.partitions(p)
         excluded = list(p.excluded)
         for index, how in sorted(killed.items()):
+            if index >= len(parts):
+                raise RunFailed(f"a tile partition of image {tiles.partitions(p.tiled)[index - len(parts)][0].image_id}"
+                                f" (read in tiles) killed {how.workers} workers while the cells were computed for "
+                                "the dataset-wide reductions; give the workers more memory (--memory-limit) or "
+                                "lower tiles.size, then --resume")
             excluded += _killers(p, parts[index], lambda one: graph.build_cells(one, correction, session.routing)
                                  .to_delayed(optimize_graph=False)[0], session, how, index,
                                  "the cells were computed for the dataset-wide reductions")
@@ -608,6 +615,8 @@ def _new_manifest(p: graph.Plan, parts: list, stats: bool = True) -> dict:
                         "summary": summary_name(i)} for i, part in enumerate(parts)],
         "files": ["manifest.json", *_planned_files(p, parts)],
         "reductions": None,
+        # Which images are read in tiles, and pass 1's counts: what --resume must do the same way.
+        "tiles": tiles.to_json(p.tiled),
         "complete": False,
     }
 
@@ -658,6 +667,47 @@ def _done(out: Path, n: int) -> dict[int, PartitionSummary]:
     return done
 
 
+def _tiles_known(p: graph.Plan) -> bool:
+    """Whether the tiling decision can be made before the workers are up (it needs no worker memory)."""
+    return p.config.tiles.mode != "auto" or p.config.input.max_image_bytes != "auto"
+
+
+def _decide_tiles(p: graph.Plan, out: Path) -> graph.Plan:
+    """``p`` with the images read in tiles planned (``tiles.mode``, the per-image budget)."""
+    readers: dict = {}
+    chosen = choose_tiled(p.dataset, p.config.tiles, p.budget, p.config.input.z, readers)
+    if chosen:
+        log.info("scip: %d image(s) read in tiles of %d px (margin %d px): %s", len(chosen), p.config.tiles.size,
+                 p.config.tiles.margin_px, summarize_changes([readers[i].image_id for i in chosen]))
+    return replace(p, tiled=tiles.plan_tiles(p.config, p.dataset, chosen, out, readers))
+
+
+def _all_partitions(p: graph.Plan) -> list:
+    """The whole images' partitions, then the tile partitions: the index of each ``part-N``."""
+    return graph.partitions(p) + tiles.partitions(p.tiled)
+
+
+def _segment_tiles(p: graph.Plan, session, out: Path, manifest: dict, parts: list, todo: list[int],
+                   recorded: dict, resume: bool, progress: bool) -> graph.Plan:
+    """Statistics and pass 1 of the tiled images with partitions left; offsets recorded in the manifest."""
+    first = len(graph.partitions(p))
+    left, position = set(), first
+    for t in p.tiled:
+        if t.job.key not in recorded or any(i in todo for i in range(position, position + len(t.groups))):
+            left.add(t.job.key)
+        position += len(t.groups)
+    needed = tuple(t for t in p.tiled if t.job.key in left)
+    needed = tiles.run_statistics(p.config, needed, session, progress)
+    needed = {t.job.key: t for t in tiles.run_pass1(needed, session, progress, recorded)}
+    # Images whose partitions are all done keep the first attempt's counts: their offsets are what the parts hold.
+    tiled = tuple(needed.get(t.job.key) or replace(t, owned=tuple(recorded.get(t.job.key, ())))
+                  for t in p.tiled)
+    tiles.create_label_arrays(p.config, tiled, out, keep=resume)
+    manifest["tiles"] = tiles.to_json(tiled)
+    write_manifest(out, manifest)
+    return replace(p, tiled=tiled)
+
+
 @_disk_full_is_one_message
 def run(config: Config | str | Path | dict, client=None, progress: bool = True, resume: bool = False) -> RunResult:
     """Run the whole pipeline and write the results.
@@ -702,7 +752,10 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
     p = prepare(config)
     config = p.config
     out = Path(config.output.path)
-    parts = graph.partitions(p)
+    if not resume or not (out / "manifest.json").exists():
+        # Decided now when it does not depend on the workers' memory (else once they are up).
+        p = _decide_tiles(p, out) if _tiles_known(p) else p
+    parts = _all_partitions(p)
     # Read first: a missing or broken saved correction is a config error before anything is written.
     saved = None
     if config.illumination is not None and config.illumination.reuse is not None:
@@ -713,6 +766,10 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         resume = False
     if resume:
         manifest = _resumable(out, p, parts)
+        # The first attempt's tiling, whatever the workers' memory is now: its parts were cut by it.
+        indices, recorded_owned = tiles.from_json(manifest.get("tiles"))
+        p = replace(p, tiled=tiles.plan_tiles(config, p.dataset, indices, out))
+        parts = _all_partitions(p)
         # output.formats may differ from the first attempt's.
         record_files(out, _planned_files(p, parts), manifest)
         cells_dir = out / "cells"
@@ -723,6 +780,7 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         cells_dir = _prepare_output(out, config.output.overwrite, p, parts)
         manifest = _new_manifest(p, parts)
         write_manifest(out, manifest)
+        recorded_owned = {}
     (out / "progress").mkdir(exist_ok=True)
     done = _done(out, len(parts)) if resume else {}
     # A partition that had errors is computed again: the bug behind them may be fixed by now.
@@ -739,8 +797,18 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
             # Known only now: an image decoding to more than a share of the smallest worker's memory is skipped.
             p = replace(p, budget=image_budget("auto", *cluster.worker_memory(session, config.cluster)))
         if p.budget is not None:
-            log.info("scip: images that decode to more than %s are skipped (%s)", format_bytes(p.budget.bytes),
-                     p.budget.origin)
+            log.info("scip: images that decode to more than %s are %s (%s)", format_bytes(p.budget.bytes),
+                     "read in tiles" if config.tiles.mode == "auto" else "skipped", p.budget.origin)
+        if not resume and not _tiles_known(p):
+            p = _decide_tiles(p, out)
+            if p.tiled:
+                parts = _all_partitions(p)
+                todo = list(range(len(parts)))
+                manifest["partitions"] = _new_manifest(p, parts, stats=False)["partitions"]
+                manifest["tiles"] = tiles.to_json(p.tiled)
+                record_files(out, _planned_files(p, parts), manifest)
+        if p.tiled:
+            p = _segment_tiles(p, session, out, manifest, parts, todo, recorded_owned, resume, progress)
         computed: dict[int, PartitionSummary] = {}
         stopped = False
         if todo:
@@ -754,6 +822,8 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
                                        samples=samples, routing=session.routing, progress=out / "progress")
             computed, stopped = _compute_partitions(p, session, tasks, todo, parts, reductions, samples, cells_dir,
                                                     out / "progress", progress)
+        if p.tiled and not stopped:
+            tiles.write_pyramids(config, p.tiled, out, session, progress)
         where = session.describe()
         names = cluster.worker_names(session.client) if session.client is not None else {}
     summaries = {**done, **computed}
@@ -767,6 +837,7 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
     summary["reductions"] = _with_drops(reductions_report, total)
     summary["cluster"] = where
     summary["partitions"] = {"total": len(parts), "computed": len(todo), "reused": len(done), "resumed": resume}
+    summary["tiles"] = tiles.report(config, p.tiled)
     if stream is not None:
         summary["timings_s"]["task_stream"] = cluster.task_stream_steps(stream.data, {**graph.STEPS, **_REDUCE_STEPS},
                                                                          names)
@@ -780,6 +851,7 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         entry["rows"] = summaries[entry["index"]].cells_exported
     manifest["complete"] = True
     write_manifest(out, manifest)
+    tiles.remove_scratch(out)
     try:
         report.write_report(out)
     except Exception as e:  # noqa: BLE001 - the table is written; a failed report must not hide it
@@ -801,10 +873,17 @@ def _compute_partitions(p: graph.Plan, session: cluster.Session, tasks: list, to
     """
     summaries: dict[int, PartitionSummary] = {}
     errors = 0
+    whole = len(graph.partitions(p))
+    killed_tiles: list[str] = []
     results = cluster.completed([tasks[i] for i in todo], session, progress=progress)
     try:
         for position, result in results:
             index = todo[position]
+            if isinstance(result, cluster.Killed) and index >= whole:
+                # A tile partition holds part of one image: nothing to isolate, and the other partitions go on.
+                killed_tiles.append(f"part-{index:05d} ({parts[index][0].image_id}; {result.workers} workers, "
+                                    f"memory_limit {result.memory_limit})")
+                continue
             if isinstance(result, cluster.Killed):
                 result = _isolate(p, index, parts[index], result, session, reductions, samples, cells_dir,
                                   progress_dir)
@@ -814,6 +893,10 @@ def _compute_partitions(p: graph.Plan, session: cluster.Session, tasks: list, to
                 return summaries, True
     finally:
         results.close()
+    if killed_tiles:
+        raise RunFailed(f"tile partition(s) of images read in tiles killed their workers: "
+                        f"{summarize_changes(killed_tiles)}; give the workers more memory (--memory-limit) or lower "
+                        "tiles.size, then --resume (the other partitions are kept)")
     return summaries, False
 
 
