@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import scip  # noqa: E402
-from scip import cluster, graph  # noqa: E402
+from scip.engine import cluster  # noqa: E402
 from scip.config import ClusterConfig, load_config  # noqa: E402
 from scip.datasets import write_example  # noqa: E402
 

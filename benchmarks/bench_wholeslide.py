@@ -90,7 +90,7 @@ def _maxrss() -> dict:
 
 
 def child_tiled(path: str, out: str, method: str, scheduler: str, workers: int) -> dict:
-    from scip.cluster import quiet_logs
+    from scip.engine.cluster import quiet_logs
     from scip.slide import segment_slide
 
     quiet_logs()
@@ -139,7 +139,7 @@ def child_seam(path: str, out: str, diameter: float, method: str, statistics: st
 
     from scip.segment import segment
     from scip.slide import open_slide, segment_slide
-    from scip.slide.compare import compare_segmentations
+    from scip.segment.compare import compare_segmentations
 
     source = open_slide(path)
     image = source.read([0], 0, source.shape[0], 0, source.shape[1])[0]

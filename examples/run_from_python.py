@@ -9,7 +9,7 @@ examples/results/python/.
 from pathlib import Path
 
 import scip
-from scip import graph
+from scip.engine import graph
 from scip.datasets import write_example
 
 

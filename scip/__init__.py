@@ -4,8 +4,8 @@ The main entry points:
 
 - :func:`scip.run` runs a whole configuration and writes the results;
 - :func:`scip.prepare` validates a configuration and lists its images;
-- :mod:`scip.graph` builds the lazy graph (:func:`~scip.graph.build_cells`,
-  :func:`~scip.graph.build_dataframe`) without computing it;
+- :mod:`scip.engine.graph` builds the lazy graph (:func:`~scip.engine.graph.build_cells`,
+  :func:`~scip.engine.graph.build_dataframe`) without computing it;
 - :func:`scip.read` reads a run's feature table, whatever its format
   (Parquet parts, ``cells.h5ad``, ``cells.csv``), and raises
   :class:`IncompleteRunError` for a run that did not finish (unless

@@ -198,6 +198,199 @@ def _cmd_slide(args: argparse.Namespace) -> int:
           f"table: {result.table.resolve()})")
     return 0
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from scip.run import prepare
+
+    p = prepare(args.config)
+    d = p.dataset
+    print(f"config OK: {len(d.sources)} images ({d.format}), channels: {', '.join(d.channels)}")
+    if d.z_planes is not None and d.z_planes > 1:
+        print(f"z stacks of {d.z_planes} planes, projected by {p.config.input.z_projection}")
+    print(f"segment: {p.config.segment.method} on channel {p.config.segment.channel!r}; {len(p.columns)} output columns")
+    c = p.config
+    steps = [name for name, on in (("illumination correction", c.illumination is not None),
+                                   ("normalization", c.normalize is not None),
+                                   (f"{len(c.filters)} filter(s)", bool(c.filters))) if on]
+    if steps:
+        passes = 2 if c.illumination is not None and c.illumination.reuse is None else 1
+        print(f"dataset-wide: {', '.join(steps)}; the input is read {passes} time(s)")
+    if d.unmatched:
+        print(f"{len(d.unmatched)} files do not match input.pattern, e.g. {d.unmatched[0]}")
+    shown = d.sources if args.all else d.sources[:_CHECK_LISTED]
+    print("images:")
+    for source in shown:
+        print(f"  {_describe_image(source, d.format)}")
+    if len(shown) < len(d.sources):
+        print(f"  ... and {len(d.sources) - len(shown)} more (scip check --all lists every image)")
+    return 0
+
+
+def _read_yaml_first(path: Path) -> None:
+    """Refuse a file that is not a sane YAML document before the heavy imports (Dask, numba) are paid."""
+    from scip.yamlfile import parse_yaml
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return  # the config loader says what is wrong with the path, naming it
+    parse_yaml(data, str(path))
+
+
+def _describe_image(source: "Source", fmt: str) -> str:
+    """One line of ``scip check``'s image list: id, where its pixels are, and what is missing."""
+    if fmt == "ifc_zarr":
+        where = f"event {source.index} of {source.paths[0]}"
+    else:
+        where = ", ".join(p for p in dict.fromkeys(source.paths) if p)
+    missing = source.locator[1] if source.locator[:1] == ("missing",) else ()
+    note = f"  (no file for channel(s) {', '.join(missing)}: will be skipped)" if missing else ""
+    return f"{source.image_id}: {where}{note}"
+
+
+def _cmd_example(args: argparse.Namespace) -> int:
+    from scip.datasets import write_example
+
+    paths = write_example(args.path, n_events=args.events, n_fields=args.fields, seed=args.seed)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from scip.config import FeaturesConfig, load_config
+    from scip.features import columns
+    from scip.features.reference import markdown_table
+
+    section = load_config(args.config).features if args.config else FeaturesConfig()
+    families, params = tuple(section.families), section.params()
+    if args.markdown:
+        print(markdown_table(families, params), end="")
+        return 0
+    channels = [ch.strip() for ch in args.channels.split(",")]
+    for mask in (m.strip() for m in args.mask.split(",")):
+        for c in columns(channels, families, mask_name=mask, params=params):
+            print(c.name if args.names else f"{c.name}\t{c.unit}\t{c.definition}")
+    return 0
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    import warnings
+
+    from scip.classify import ClassifyError, ClassifyWarning, classify
+
+    if args.trees is not None and args.trees < 1:
+        raise ClassifyError(f"--trees must be at least 1, got {args.trees}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ClassifyWarning)  # printed below, once
+        result = classify(args.output_dir, args.labels, on=args.on, target=args.target, group=args.group,
+                          folds=args.folds, seed=args.seed, out=args.out, max_nan=args.max_nan, n_jobs=args.jobs,
+                          params={"n_estimators": args.trees} if args.trees else None)
+    for message in result.warnings:
+        print(f"scip: warning: {message}", file=sys.stderr)
+    c = result.counts
+    grouped = f", grouped by {args.group}" if args.group else ""
+    print(f"scip: {c['cells_labelled']} labelled cells ({c['labels_matched']} of {c['labels']} labels matched, "
+          f"{c['cells_unlabelled']} cells without a label), {len(result.classes)} classes: "
+          f"{', '.join(map(str, result.classes))}")
+    print(f"scip: {len(result.features)} features used, {len(result.dropped_features)} dropped; "
+          f"{result.folds}-fold cross-validation{grouped}: balanced accuracy {result.balanced_accuracy:.3f} "
+          f"(folds {min(result.balanced_accuracy_folds):.3f} to {max(result.balanced_accuracy_folds):.3f}), "
+          f"accuracy {result.accuracy:.3f}")
+    print(f"scip: results in {result.out.resolve()}")
+    _refresh_report(args.output_dir)
+    return 0
+
+
+def _refresh_report(output_dir: Path) -> None:
+    """Rewrite the run's report so it shows the new classification; a table file has no report."""
+    from scip import report
+
+    if (Path(output_dir) / "run.json").is_file():
+        path = report.write_report(output_dir)
+        print(f"scip: report updated: {path.resolve()}")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from scip import report
+
+    if not (args.output_dir / "run.json").is_file():
+        raise ConfigError(f"{args.output_dir} holds no run.json: not the output folder of a scip run")
+    features = [f.strip() for f in args.features.split(",")] if args.features else None
+    try:
+        path = report.write_report(args.output_dir, group_by=args.group, features=features)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    print(f"scip: report in {path.resolve()}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from scip.classify import predict, run_folder
+
+    out = args.out if args.out is not None else run_folder(args.output_dir) / "predictions.csv"
+    frame = predict(args.model_dir, args.output_dir, out=out, n_jobs=args.jobs)
+    counts = frame["predicted"].value_counts()
+    print(f"scip: {len(frame)} cells predicted: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"scip: predictions in {Path(out).resolve()}")
+    return 0
+
+
+def _unet_errors():
+    """Model-file and data problems of train / export-model are input errors (exit code 2)."""
+    from scip.segment.unet import require_torch
+
+    try:
+        require_torch()
+    except ImportError as e:
+        raise ConfigError(str(e)) from None
+    from scip.segment.unet.modelfile import ModelFileError
+
+    return (ModelFileError, FileNotFoundError)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from scip.segment.superpixel_gnn.trainconfig import training_kind
+
+    if training_kind(args.config) == "superpixel_gnn":
+        from scip.segment.superpixel_gnn.command import train_command
+
+        return train_command(args.config, output=args.output, epochs=args.epochs, finetune=args.finetune,
+                             freeze=args.freeze, resume=args.resume)
+    errors = _unet_errors()
+    from scip.segment.unet.train import train
+    from scip.segment.unet.trainconfig import load_train_config
+
+    # Command-line paths are relative to where the command runs, not to the config file.
+    overrides = {k: v for k, v in {"output": str(args.output.resolve()) if args.output else None,
+                                   "freeze": args.freeze, "epochs": args.epochs}.items() if v is not None}
+    if args.finetune is not None:
+        from scip.segment.unet.modelfile import builtin_models
+
+        overrides["finetune"] = args.finetune if args.finetune in builtin_models() else str(Path(args.finetune).resolve())
+    config = load_train_config(args.config, overrides=overrides)
+    try:
+        result = train(config, resume=args.resume, base_dir=args.config.resolve().parent)
+    except (*errors, ValueError) as e:  # data that cannot be used: no pairs, shapes or channels that differ
+        raise ConfigError(str(e)) from None
+    f = result.final
+    print(f"scip: kept epoch {result.best['epoch']} of {len(result.history)}: validation F1@0.5 {f['f1']:.3f}, "
+          f"object Jaccard {f['object_jaccard']:.3f}, pixel Jaccard {f['pixel_jaccard']:.3f} ({result.seconds:.0f} s)")
+    print(f"scip: model in {result.model.resolve()}; report in {(result.output / 'report.md').resolve()}")
+    return 0
+
+
+def _cmd_export_model(args: argparse.Namespace) -> int:
+    errors = _unet_errors()
+    from scip.segment.unet.export import export_onnx
+
+    try:
+        check = export_onnx(args.model, args.onnx, opset=args.opset)
+    except errors as e:
+        raise ConfigError(str(e)) from None
+    print(f"scip: ONNX model in {args.onnx.resolve()}; onnxruntime vs torch on a {check.shape} test input: "
+          f"largest difference {check.max_abs_diff:.2e} in probability")
+    return 0
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scip`` console script."""
@@ -209,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as e:
             print(f"scip: error: {e}", file=sys.stderr)
             return 2
-    from scip.cluster import ClusterError, quiet_logs
+    from scip.engine.cluster import ClusterError, quiet_logs
     from scip.failures import DiskFull, RunFailed
 
     quiet_logs()

@@ -13,8 +13,8 @@ from dask.base import collections_to_expr
 from dask.utils import key_split
 
 import scip
-from scip import cluster, graph
-from scip.cluster import CPU, GPU, Routing, routing_for
+from scip.engine import cluster, graph
+from scip.engine.cluster import CPU, GPU, Routing, routing_for
 from scip.config import ClusterConfig, ConfigError, load_config
 from scip.datasets import write_example
 from scip.run import prepare

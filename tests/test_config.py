@@ -157,7 +157,7 @@ def test_memory_limit_is_checked(tmp_path, blobs_tiff):
 def test_default_workers_is_never_zero(monkeypatch):
     import psutil
 
-    from scip import cluster
+    from scip.engine import cluster
 
     class Tiny:
         total = 512 * 2**20

@@ -244,7 +244,7 @@ def test_a_full_disk_is_one_message(tmp_path, monkeypatch, capsys):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(scip.graph, "write_part", full)
+    monkeypatch.setattr(scip.engine.graph, "write_part", full)
     config = _config(tmp_path)
     path = tmp_path / "config.yml"
     path.write_text(yaml.safe_dump(config))

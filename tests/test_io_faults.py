@@ -19,7 +19,8 @@ import zarr
 
 import scip
 from conftest import make_blobs
-from scip import cli, cluster
+from scip import cli
+from scip.engine import cluster
 from scip.config import ConfigError, load_config
 from scip.io import InputError, open_dataset, read_images
 from scip.io.limits import ImageBudget, check_size, format_bytes, image_budget

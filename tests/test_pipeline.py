@@ -8,7 +8,7 @@ import pytest
 import tifffile
 
 import scip
-from scip import graph
+from scip.engine import graph
 from conftest import make_blobs
 
 

@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 
 import scip
-from scip import graph
+from scip.engine import graph
 from scip.datasets import write_example
 from scip.records import CellRecord
 from scip.reduce.filters import decide
-from scip.run import _filter_bounds, _normalization, prepare
+from scip.engine.reduce import _filter_bounds, _normalization
+from scip.run import prepare
 
 SIGNAL_FILTER = {"measure": "signal", "channel": "cyto", "min": "otsu"}
 

@@ -26,10 +26,12 @@ import pytest
 from PIL import Image
 
 import scip
-from scip import cluster, graph, report
+from scip import report
+from scip.engine import cluster, graph
 from scip.accounting import PartitionSummary
 from scip.datasets import write_example
-from scip.run import prepare, reduce
+from scip.engine.reduce import reduce
+from scip.run import prepare
 
 from conftest import missing_reference
 

@@ -12,9 +12,9 @@ import zarr
 from scipy import ndimage as ndi
 
 import scip
-from scip.slide import write_synthetic_slide
-from scip.slide.ngff import mode_downsample
-from scip.slide.tiles import Tiling, assemble_core, segment_window
+from scip.datasets.slides import write_synthetic_slide
+from scip.io.ngff import mode_downsample
+from scip.segment.tiling import Tiling, assemble_core, segment_window
 
 TILE = 512
 BBOX = ["feat_cell_bbox_min_row", "feat_cell_bbox_min_col", "feat_cell_bbox_max_row", "feat_cell_bbox_max_col"]

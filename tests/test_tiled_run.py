@@ -17,9 +17,8 @@ import zarr
 import scip
 from scip.config import ConfigError
 from scip.segment import segment
-from scip.slide import write_synthetic_slide
-from scip.slide.compare import compare_segmentations
-from scip.slide.synthetic import NucleiLattice, render
+from scip.datasets.slides import NucleiLattice, render, write_synthetic_slide
+from scip.segment.compare import compare_segmentations
 
 SIZE = 1024
 TILE = 256

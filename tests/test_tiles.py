@@ -11,7 +11,7 @@ from scip.config import InputConfig, TilesConfig
 from scip.io import open_dataset, read_images
 from scip.io.limits import ImageBudget
 from scip.records import CellRecord, ImageRecord, Source
-from scip.slide.tiles import Tiling, segment_window
+from scip.segment.tiling import Tiling, segment_window
 from scip.steps.cells import split_cells
 from scip.steps.tiles import (NOT_EVALUATED, WindowError, choose_tiled, tile_partitions, tile_records,
                               tiled_image_record, window_reader)

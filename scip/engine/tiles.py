@@ -9,7 +9,7 @@ Per tiled image, in bounded memory per task (a window, never the image):
    (:mod:`scip.segment.image_statistics`), so tiles agree with a whole-image
    segmentation;
 1. **segment** (pass 1, on ``routing.segment``): segment a tile's window,
-   decide which objects the tile owns (:func:`scip.slide.tiles.segment_window`),
+   decide which objects the tile owns (:func:`scip.segment.tiling.segment_window`),
    store the window's labels in a scratch zarr under the output folder
    (``.tiles/<image>.zarr``, one chunk per tile); counts come back;
 2. the driver turns the counts into label offsets (:class:`TiledImage`);
@@ -37,7 +37,6 @@ import dataclasses
 import logging
 import shutil
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,13 +48,17 @@ from scip.config import Config, ConfigError
 from scip.failures import RunFailed
 from scip.records import EXPECTED, ImageRecord, Source, failed, skipped
 from scip.segment.image_statistics import image_statistic
-from scip.slide import ngff
-from scip.slide.tiles import Tiling, assemble_core, segment_window
+from scip.engine.tasks import task as _task
+from scip.io import ngff
+from scip.segment.tiling import Tiling, assemble_core, segment_window
 from scip.steps.segment import segment_positions
-from scip.steps.tiles import WindowReader, tile_partitions, tile_records, tiled_image_record, window_reader
+from scip.io.manifest import summarize_changes, write_manifest
+from scip.steps.tiles import (WindowReader, choose_tiled, tile_partitions, tile_records, tiled_image_record,
+                              window_reader)
 
 __all__ = ["TileJob", "TiledImage", "plan_tiles", "run_statistics", "run_pass1", "build_tile_bag", "partitions",
-           "write_pyramids", "to_json", "from_json", "report", "SCRATCH", "TILES_PER_PARTITION", "STEPS"]
+           "write_pyramids", "to_json", "from_json", "report", "known_early", "decide", "recorded", "all_partitions",
+           "segment", "remove_scratch", "SCRATCH", "TILES_PER_PARTITION", "STEPS"]
 
 log = logging.getLogger("scip")
 
@@ -66,21 +69,6 @@ TILES_PER_PARTITION = 4
 #: Steps of the tile tasks, by function name (with :data:`scip.graph.STEPS`).
 STEPS = {"tile_statistics": "segment", "tile_merge": "segment", "tile_segment": "segment", "tile_cells": "cells",
          "tile_pyramid": "labels"}
-
-
-def _task(func, name: str, resources: dict | None, *args, **kwargs):
-    import dask
-
-    with dask.annotate(resources=resources) if resources else nullcontext():
-        return dask.delayed(func, pure=False, name=name)(*args, **kwargs)
-
-
-def image_key(image_id: str) -> str:
-    """A file-system and URL safe name for an image's folders (labels, scratch)."""
-    import re
-
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", image_id).lstrip(".") or "image"
-    return safe
 
 
 @dataclass(frozen=True)
@@ -177,7 +165,7 @@ def plan_tiles(config: Config, dataset, indices: tuple[int, ...], out: Path,
             # The image is already tiled: the U-Net's own tiling would cut each window again, where a whole
             # image is not cut. One forward pass per window (side rounded up to the network's 16).
             params["tile"] = -(-tiling.frame // 16) * 16
-        key = image_key(source.image_id)
+        key = ngff.image_key(source.image_id)
         job = TileJob(source, dataset.channels, reader, tiling, positions, isinstance(seg.channel, list), seg.method,
                       params, str(Path(out) / SCRATCH / f"{key}.zarr"), key)
         groups = tuple(tuple(g) for g in tile_partitions(tiling.tiles(), TILES_PER_PARTITION))
@@ -232,7 +220,7 @@ def _tree(tasks: list, name: str, resources, fan_in: int = 16):
 
 def run_statistics(config: Config, tiled: tuple[TiledImage, ...], session, progress: bool) -> tuple[TiledImage, ...]:
     """Pass 0 for every tiled image whose method reads an image-wide statistic (``tiles.statistics: image``)."""
-    from scip.cluster import compute
+    from scip.engine.cluster import compute
 
     if config.tiles.statistics != "image" or not tiled:
         return tiled
@@ -299,7 +287,7 @@ def run_pass1(tiled: tuple[TiledImage, ...], session, progress: bool, recorded: 
     (``--resume``): pass 1 is deterministic, so it must give them again,
     else :class:`~scip.failures.RunFailed` names the image.
     """
-    from scip.cluster import compute
+    from scip.engine.cluster import compute
 
     todo = [t for t in tiled if only is None or t.job.key in only]
     tasks = []
@@ -434,13 +422,13 @@ def build_tile_bag(config: Config, tiled: tuple[TiledImage, ...], out: Path | No
 # ---- pyramid and bookkeeping --------------------------------------------------------------------------------------
 
 def tile_pyramid(below: str, level: str, row: int, col: int) -> None:
-    """One chunk of a pyramid level from the level below (:func:`scip.slide.ngff.downsample_chunk`)."""
+    """One chunk of a pyramid level from the level below (:func:`scip.io.ngff.downsample_chunk`)."""
     ngff.downsample_chunk(below, level, row, col)
 
 
 def write_pyramids(config: Config, tiled: tuple[TiledImage, ...], out: Path, session, progress: bool) -> None:
     """The downsampled levels and NGFF metadata of every tiled image's label image (after the last partition)."""
-    from scip.cluster import compute
+    from scip.engine.cluster import compute
 
     if not config.output.labels:
         return
@@ -493,4 +481,58 @@ def report(config: Config, tiled: tuple[TiledImage, ...]) -> dict[str, Any]:
          "size": t.job.tiling.size, "margin": t.job.tiling.margin, "tiles": len(t.job.tiling.tiles()),
          "grid": list(t.job.tiling.grid), "partitions": len(t.groups), "objects": t.total,
          "found_in_windows": t.counts.get("found"), "cut": t.counts.get("cut"), "statistics": t.statistics,
+         "method": t.job.method, "params": t.job.params,
          "label_dtype": t.dtype, **({"failure": t.failure[1]} if t.failure else {})} for t in tiled]}
+
+
+# ---- the driver's steps (scip.run) -------------------------------------------------------------------------------
+
+def known_early(p) -> bool:
+    """Whether the tiling decision can be made before the workers are up (it needs no worker memory)."""
+    return p.config.tiles.mode != "auto" or p.config.input.max_image_bytes != "auto"
+
+
+def decide(p, out: Path):
+    """``p`` (a :class:`scip.engine.graph.Plan`) with its images read in tiles planned (``tiles.mode``, budget)."""
+    readers: dict = {}
+    chosen = choose_tiled(p.dataset, p.config.tiles, p.budget, p.config.input.z, readers)
+    if chosen:
+        log.info("scip: %d image(s) read in tiles of %d px (margin %d px): %s", len(chosen), p.config.tiles.size,
+                 p.config.tiles.margin_px, summarize_changes([readers[i].image_id for i in chosen]))
+    return dataclasses.replace(p, tiled=plan_tiles(p.config, p.dataset, chosen, out, readers))
+
+
+def recorded(p, manifest: dict, out: Path):
+    """``p`` tiled as the first attempt recorded in ``manifest``, and pass 1's recorded counts by image key."""
+    indices, owned = from_json(manifest.get("tiles"))
+    return dataclasses.replace(p, tiled=plan_tiles(p.config, p.dataset, indices, out)), owned
+
+
+def all_partitions(p) -> list[list[Source]]:
+    """The whole images' partitions, then the tile partitions: the sources of each ``part-N``."""
+    from scip.engine import graph
+
+    return graph.partitions(p) + partitions(p.tiled)
+
+
+def segment(p, session, out: Path, manifest: dict, todo: list[int], owned: dict, resume: bool, progress: bool):
+    """Statistics and pass 1 of the tiled images with partitions left; the counts recorded in ``manifest``.
+
+    Images whose partitions are all done keep the first attempt's counts
+    (``owned``, by image key): their offsets are what the parts hold.
+    """
+    from scip.engine import graph
+
+    position, left = len(graph.partitions(p)), set()
+    for t in p.tiled:
+        if t.job.key not in owned or any(i in todo for i in range(position, position + len(t.groups))):
+            left.add(t.job.key)
+        position += len(t.groups)
+    needed = tuple(t for t in p.tiled if t.job.key in left)
+    needed = {t.job.key: t for t in run_pass1(run_statistics(p.config, needed, session, progress), session, progress,
+                                               owned)}
+    tiled = tuple(needed.get(t.job.key) or dataclasses.replace(t, owned=tuple(owned[t.job.key])) for t in p.tiled)
+    create_label_arrays(p.config, tiled, out, keep=resume)
+    manifest["tiles"] = to_json(tiled)
+    write_manifest(out, manifest)
+    return dataclasses.replace(p, tiled=tiled)

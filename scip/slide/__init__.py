@@ -6,13 +6,14 @@
   engine, outputs (``cells/``, ``labels.zarr``, ``run.json``, ``report.html``)
   and ``--resume`` as any run. See ``docs/wholeslide.md``.
 - :func:`open_slide`: window reads of an OME-Zarr, Zarr or (tiled) TIFF image;
-  :meth:`SlideSource.to_dask` gives it as a lazy dask array.
+  :func:`scip.engine.arrays.to_dask` gives it as a lazy dask array.
 - :func:`write_synthetic_slide`: synthetic nuclei slides of any size with
   ground truth, written chunk by chunk.
 
-Module map: :mod:`.source` (reading), :mod:`.tiles` (tiling, ownership, label
-assembly; plain numpy), :mod:`.ngff` (label image metadata and pyramid),
-:mod:`.synthetic`, :mod:`.compare`.
+The pieces live with the one pipeline: :mod:`scip.io.windows` (window reads),
+:mod:`scip.segment.tiling` (tiling, ownership, label assembly),
+:mod:`scip.io.ngff` (label images), :mod:`scip.engine.tiles` (the passes),
+:mod:`scip.datasets.slides`, :mod:`scip.segment.compare`.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from scip.datasets.slides import write_synthetic_slide
+from scip.io.windows import SlideSource, open_slide
 from scip.yamlfile import ConfigError
-
-from .source import SlideSource, open_slide
-from .synthetic import write_synthetic_slide
 
 __all__ = ["SlideSource", "open_slide", "segment_slide", "run_config", "write_synthetic_slide", "NOTE"]
 

@@ -2,7 +2,7 @@
 
 An image too large to hold whole in a worker (or every image, with
 ``tiles.mode: always``) is segmented tile by tile with margins
-(:mod:`scip.slide.tiles`: ownership by centroid, global label offsets) and
+(:mod:`scip.segment.tiling`: ownership by centroid, global label offsets) and
 then goes through the same downstream steps as a whole image. This module
 holds the pure pieces:
 
@@ -31,7 +31,7 @@ from scip.config import TilesConfig
 from scip.io.dataset import Dataset
 from scip.io.limits import ImageBudget
 from scip.records import CellRecord, Evaluation, ImageRecord, Source, skipped
-from scip.slide.source import SlideSource
+from scip.io.windows import SlideSource
 from scip.steps.cells import split_cells
 from scip.steps.project import _project
 

@@ -175,10 +175,11 @@ def write_synthetic_slide(path: str | Path, shape: tuple[int, int] | int, *, see
     Path
         ``path``. The image is ``(c, y, x)`` with one channel named ``DNA``.
     """
-    import dask
+    from concurrent.futures import ThreadPoolExecutor
+
     import zarr
 
-    from .ngff import create_level, write_label_metadata
+    from scip.io.ngff import create_level, write_label_metadata
 
     shape = (shape, shape) if isinstance(shape, int) else tuple(shape)
     spec = NucleiLattice(shape=shape, seed=seed, **lattice)
@@ -200,8 +201,9 @@ def write_synthetic_slide(path: str | Path, shape: tuple[int, int] | int, *, see
         create_level(labels, "truth", 0, shape, chunk, "uint32")
         write_label_metadata(labels, "truth", 1, source_image="../../")
         truth_path = str(path / "labels" / "truth" / "0")
-    tasks = [dask.delayed(_write_chunk)(spec, str(path / "0"), truth_path, y0, min(y0 + chunk, shape[0]), x0,
-                                        min(x0 + chunk, shape[1]))
-             for y0 in range(0, shape[0], chunk) for x0 in range(0, shape[1], chunk)]
-    dask.compute(*tasks, scheduler="threads", num_workers=workers)
+    windows = [(y0, min(y0 + chunk, shape[0]), x0, min(x0 + chunk, shape[1]))
+               for y0 in range(0, shape[0], chunk) for x0 in range(0, shape[1], chunk)]
+    # Each chunk is written by one call only, so threads need no locking; list() raises the first error.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda w: _write_chunk(spec, str(path / "0"), truth_path, *w), windows))
     return path

@@ -18,15 +18,32 @@ so object ids are never averaged into ids that do not exist.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import zarr
 
-__all__ = ["create_level", "mode_downsample", "downsample_chunk", "write_label_metadata", "level_shapes"]
+__all__ = ["image_key", "create_level", "mode_downsample", "downsample_chunk", "write_label_metadata", "level_shapes"]
 
 _V2_KEYS = {"name": "v2", "separator": "/"}
+
+
+def image_key(image_id: str) -> str:
+    """The name of an image's group in ``labels.zarr``: its id, made safe as a file and URL path segment.
+
+    Characters other than letters, digits, ``.``, ``_`` and ``-`` become
+    ``_``; a name that changed, or one that could be mistaken for a zarr or
+    hidden file (leading ``.``), gets a short hash of the id so that two ids
+    never share a group.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", image_id) or "_"
+    if safe != image_id or safe.startswith("."):
+        digest = hashlib.sha1(image_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        safe = f"{safe.lstrip('.') or '_'}-{digest}"
+    return safe
 
 
 def _compressors():
@@ -129,7 +146,7 @@ def write_label_metadata(group, name: str, n_levels: int, scale: tuple[float, fl
     axes = [{"name": a, "type": "space", **({"unit": u} if u else {})} for a, u in zip("yx", units)]
     multiscale = {
         "name": name, "axes": axes, "type": "mode",
-        "metadata": {"method": "scip.slide.ngff.mode_downsample",
+        "metadata": {"method": "scip.io.ngff.mode_downsample",
                      "description": "most frequent label of each 2x2 block"},
         "datasets": [{"path": str(k), "coordinateTransformations": [
             {"type": "scale", "scale": [float(scale[0] * 2 ** k), float(scale[1] * 2 ** k)]}]}

@@ -1,6 +1,6 @@
 """The graph builder: composes the steps into a lazy Dask graph.
 
-This module and :mod:`scip.cluster` are the only ones that import Dask.
+Part of :mod:`scip.engine`, the only package that imports Dask.
 Nothing here reads pixels: building a graph lists the images (metadata
 only) and wires steps; pixels are read when the graph is computed, one
 partition of images per task.
@@ -12,7 +12,7 @@ The flow of one partition::
 
 Each step of each partition is one task, named for its step (the
 task-stream timings of ``run.json`` rest on these names: :data:`STEPS`), and
-tasks carry the resources of :class:`scip.cluster.Routing`: segmentation asks
+tasks carry the resources of :class:`scip.engine.cluster.Routing`: segmentation asks
 for a GPU worker, the steps after it for a CPU worker. The graph is computed
 unoptimized, because Dask's fusing would merge the steps and drop those
 annotations.
@@ -34,17 +34,15 @@ import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from contextlib import nullcontext
-
-import dask
 import dask.bag as db
 import numpy as np
 import dask.dataframe as dd
 from dask import delayed
 
 from scip.accounting import PartitionSummary, summarize
-from scip.cluster import Routing
 from scip.engine import tiles
+from scip.engine.cluster import Routing
+from scip.engine.tasks import annotate
 from scip.config import Config
 from scip.io import Dataset, ReadSpec, open_dataset, read_images
 from scip.io.ground_truth import attach_truth
@@ -70,10 +68,6 @@ __all__ = ["Plan", "plan", "build_illumination_sums", "build_cells", "build_feat
 STEPS = {**tiles.STEPS, "from_sequence": "load", "load": "load", "illumination_sums": "illumination", "segment": "segment", "cells": "cells",
          "masks": "masks", "measure": "filter", "filter": "filter", "featurize": "features", "write": "export",
          "cells_frame": "export"}
-
-
-def _resources(resources: dict | None):
-    return dask.annotate(resources=resources) if resources else nullcontext()
 
 
 @dataclass(frozen=True)
@@ -258,9 +252,9 @@ def build_cells(p: Plan, correction: tuple[dict, list[str]] | None = None, routi
     if bag is not None:
         bag = bag.map_partitions(_load, _reader(p), truth, config.input.z_projection, correction, group_by,
                                  p.excluded)
-        with _resources(routing.segment):
+        with annotate(routing.segment):
             bag = bag.map_partitions(_segment, config)
-    with _resources(routing.cpu):
+    with annotate(routing.cpu):
         if bag is not None:
             bag = bag.map_partitions(_cells, config)
         # Tiled images' partitions come segmented and split into cells; from here on the steps are the same.
@@ -283,12 +277,12 @@ def build_features(p: Plan, cells: db.Bag | None = None, bounds: list | None = N
     config = p.config
     if config.filters and bounds is None:
         raise ValueError("filters need thresholds decided over the whole dataset: use scip.run, or "
-                         "scip.run.reduce(plan) for the bounds to pass here")
+                         "scip.engine.reduce.reduce(plan) for the bounds to pass here")
     if config.normalize is not None and ranges is None:
         raise ValueError("normalize needs quantiles over the whole dataset: use scip.run, or "
-                         "scip.run.reduce(plan) for the ranges to pass here")
+                         "scip.engine.reduce.reduce(plan) for the ranges to pass here")
     cells = build_cells(p, routing=routing) if cells is None else cells
-    with _resources(routing.cpu):
+    with annotate(routing.cpu):
         if config.filters:
             cells = cells.map_partitions(_filter, config, bounds)
         return cells.map_partitions(_featurize, config, ranges, samples)
@@ -335,6 +329,6 @@ def build_writes(p: Plan, directory: str | Path, cells: db.Bag | None = None, bo
     """
     bag = build_features(p, cells, bounds, ranges, samples, routing)
     progress = str(progress) if progress is not None else None
-    with _resources(routing.cpu):
+    with annotate(routing.cpu):
         return [delayed(_write, pure=True)(part, i, str(directory), p.columns, progress)
                 for i, part in enumerate(bag.to_delayed(optimize_graph=False))]

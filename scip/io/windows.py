@@ -30,7 +30,7 @@ from scip._hints import did_you_mean
 from scip.io.channels import InputError
 from scip.io.zarr_image import ome_axes, ome_channel_labels, ome_level, ome_metadata, ome_scale
 
-__all__ = ["SlideSource", "open_slide"]
+__all__ = ["ChannelView", "SlideSource", "open_slide"]
 
 _TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".svs", ".ndpi", ".scn")
 _CACHE: dict[tuple, Any] = {}
@@ -114,20 +114,9 @@ class SlideSource:
             return np.broadcast_to(pixels[None], (len(channels), *pixels.shape)).copy()
         return np.moveaxis(pixels, kept.index("c"), 0)
 
-    def to_dask(self, channel: int, chunks: tuple[int, int] | None = None):
-        """The image's channel at stored position ``channel`` as a lazy dask array ``(H, W)``.
 
-        Each block reads only its own window, in whichever process computes
-        it; ``chunks`` defaults to the storage chunks.
-        """
-        import dask.array as da
-
-        return da.from_array(_ChannelView(self, channel), chunks=chunks or self.chunks, asarray=True,
-                             name=f"slide-{Path(self.path).name}-{channel}-{abs(hash(self))}", fancy=False)
-
-
-class _ChannelView:
-    """One channel of a :class:`SlideSource` as a 2-D array-like, for :func:`dask.array.from_array`."""
+class ChannelView:
+    """One channel of a :class:`SlideSource` as a 2-D array-like (for :func:`scip.engine.arrays.to_dask`)."""
 
     def __init__(self, source: SlideSource, channel: int):
         self.source, self.channel = source, channel
