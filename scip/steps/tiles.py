@@ -254,7 +254,7 @@ def choose_tiled(dataset: Dataset, tiles: TilesConfig, budget: ImageBudget | Non
     for source in dataset.sources:
         try:
             reader = window_reader(dataset, source, z)
-        except (WindowError, OSError, ValueError, KeyError):
+        except Exception:  # noqa: BLE001 - an unreadable image is read whole: its reader gives the skip reason
             continue
         if tiles.mode == "always" or reader.declared_bytes > budget.bytes:
             chosen.append(source.index)
