@@ -199,3 +199,32 @@ def test_killed_tiled_run_resumes_to_the_same_table_and_labels(tmp_path):
     summary = json.loads((out / "run.json").read_text())
     assert summary["counts"] == reference.summary["counts"]
     assert summary["partitions"]["reused"] == done_before
+
+
+def test_a_method_failing_on_one_tile_makes_the_image_an_error_not_a_crash(tmp_path, monkeypatch):
+    """Pass 1 catches a bug of the method on one window: the image is an error record, the other images go on."""
+    from scip import segment as methods
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "big.tif", _field((300, 300), seed=1))
+    tifffile.imwrite(folder / "small.tif", _field((100, 100), seed=2))
+    otsu = methods.METHODS["otsu"]
+
+    def broken(image, **params):
+        if image.shape[0] > 150:
+            raise TypeError("a bug in the method")
+        return otsu(image, **params)
+
+    monkeypatch.setitem(methods.METHODS, "otsu", broken)
+    config = {"input": {"path": str(folder), "channels": ["DNA"], "max_image_bytes": "100KB"},
+              "segment": {"method": "otsu"}, "tiles": {"size": 128, "diameter": 10},
+              "features": {"families": ["bbox"]}, "output": {"path": str(tmp_path / "out")},
+              "cluster": {"scheduler": "synchronous"}}
+    result = scip.run(config, progress=False)
+    assert result.summary["status"] == "finished_with_errors"
+    (error,) = result.summary["errors"]
+    assert error["image_id"] == "big" and "a bug in the method" in error["message"]
+    assert "TypeError" in error["traceback"]
+    assert set(result.read().meta_image_id) == {"small"}
+    assert result.summary["counts"]["images"] == {**result.summary["counts"]["images"], "total": 2, "skipped": 1}

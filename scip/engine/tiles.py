@@ -229,6 +229,11 @@ def run_statistics(config: Config, tiled: tuple[TiledImage, ...], session, progr
     if not todo:
         return tiled
     cpu = session.routing.cpu
+    for i in todo:
+        if stats[i].reach > tiled[i].job.tiling.margin:
+            log.warning("scip: %s: tiles.margin (%d px) is smaller than the %d px the %s statistic's smoothing "
+                        "reaches: values near tile edges differ slightly from the whole image's",
+                        tiled[i].job.source.image_id, tiled[i].job.tiling.margin, stats[i].reach, tiled[i].job.method)
 
     def round_(number: int, indices: list[int], ranges_of):
         return compute([_tree([_task(tile_statistics, f"tile_statistics-{tiled[i].job.source.index}-{number}-{r}-{c}",
