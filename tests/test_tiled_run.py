@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -228,3 +229,44 @@ def test_a_method_failing_on_one_tile_makes_the_image_an_error_not_a_crash(tmp_p
     assert "TypeError" in error["traceback"]
     assert set(result.read().meta_image_id) == {"small"}
     assert result.summary["counts"]["images"] == {**result.summary["counts"]["images"], "total": 2, "skipped": 1}
+
+
+def _otsu_dies_on_a_corner_window(image, **params):
+    from scip.segment.threshold import otsu
+
+    if image.shape == (64, 64):
+        os._exit(1)
+    return otsu(image, **params)
+
+
+def test_a_tile_that_kills_its_workers_skips_its_image_not_the_run(tmp_path):
+    """A window whose segmentation kills the worker process: its image is skipped naming the file and tile."""
+    import dask
+    from distributed import Client, LocalCluster
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class Faulty(WorkerPlugin):
+        def setup(self, worker):
+            import scip.segment as segment
+
+            segment.METHODS["otsu"] = _otsu_dies_on_a_corner_window
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "big.tif", _field((300, 300), seed=1))
+    tifffile.imwrite(folder / "small.tif", _field((100, 100), seed=2))
+    config = {"input": {"path": str(folder), "channels": ["DNA"], "max_image_bytes": "100KB"},
+              "segment": {"method": "otsu"}, "tiles": {"size": 128, "diameter": 10},
+              "features": {"families": ["bbox"]}, "output": {"path": str(tmp_path / "out")}}
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="1GiB",
+                         dashboard_address=None) as cluster, Client(cluster) as client:
+        client.register_plugin(Faulty())
+        result = scip.run(config, client=client, progress=False)
+    assert result.summary["status"] == "ok"
+    skipped = pd.read_csv(result.output / "skipped.csv", keep_default_na=False)
+    (row,) = skipped[skipped.image_id == "big"].itertuples()
+    assert row.kind == "image" and row.reason_kind == "killed the worker"
+    # The killer's tile, or one that died with it on the same worker (allowed-failures is 0 here).
+    assert re.match(re.escape(str(folder / "big.tif")) + r" tile \(\d, \d\) killed the worker 1 time", row.reason)
+    assert set(result.read().meta_image_id) == {"small"}

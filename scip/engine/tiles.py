@@ -290,9 +290,11 @@ def run_pass1(tiled: tuple[TiledImage, ...], session, progress: bool, recorded: 
 
     ``recorded``: the per-tile counts of the first attempt by image key
     (``--resume``): pass 1 is deterministic, so it must give them again,
-    else :class:`~scip.failures.RunFailed` names the image.
+    else :class:`~scip.failures.RunFailed` names the image. A tile whose
+    task kills its workers, or whose method fails, fails its image (a
+    skipped or error record), not the run.
     """
-    from scip.engine.cluster import compute
+    from scip.engine.cluster import Killed, completed
 
     todo = [t for t in tiled if only is None or t.job.key in only]
     tasks = []
@@ -303,10 +305,21 @@ def run_pass1(tiled: tuple[TiledImage, ...], session, progress: bool, recorded: 
                           chunks=(1, 1, tiling.frame, tiling.frame), dtype="uint32", fill_value=0, overwrite=True)
         tasks.append([_task(tile_segment, f"tile_segment-{t.job.source.index}-{r}-{c}", session.routing.segment, t.job, r, c)
                       for r, c in tiling.tiles()])
-    results = compute([task for image in tasks for task in image], session, progress) if tasks else []
+    flat = [task for image in tasks for task in image]
+    results: list = [None] * len(flat)
+    for position, result in completed(flat, session, progress):
+        results[position] = result
     out, position = {}, 0
     for t, image in zip(todo, tasks):
         counts = results[position:position + len(image)]
+        for k, (count, tile) in enumerate(zip(counts, t.job.tiling.tiles())):
+            if isinstance(count, Killed):
+                # As a whole image that kills its workers: the image is skipped, naming its file; the run goes on.
+                where = ", ".join(p for p in t.job.source.paths if p) or t.job.source.image_id
+                counts[k] = {"tile": list(tile), "failure": [
+                    "killed", f"{where} tile {tile} killed the worker {count.workers} time"
+                              f"{'s' if count.workers > 1 else ''}; likely more memory than a worker has (memory_limit "
+                              f"{count.memory_limit}): lower tiles.size or give the workers more memory", ""]}
         position += len(image)
         failure = next((tuple(c["failure"]) for c in counts if "failure" in c), None)
         owned = tuple(int(c.get("owned", 0)) for c in counts)
@@ -339,8 +352,11 @@ def tile_cells(job: TileJob, tiles: tuple, around: dict, first: bool, image: dic
                                     {"segment": image["seconds"]}, image["evaluated"])
         if image.get("failure"):
             kind, message, trace = image["failure"]
-            status = skipped("segment", message, kind=f"{job.method} failed") if kind == "skip" else \
-                dataclasses.replace(failed("segment", RuntimeError(message)), traceback=trace, reason=message)
+            if kind == "error":
+                status = dataclasses.replace(failed("segment", RuntimeError(message)), traceback=trace, reason=message)
+            else:
+                status = skipped("segment", message, kind="killed the worker" if kind == "killed" else
+                                 f"{job.method} failed")
             record = record.with_(status=status)
         records.append(record)
     if image.get("failure"):
