@@ -46,7 +46,7 @@ import zarr
 
 from scip.config import Config, ConfigError
 from scip.failures import RunFailed
-from scip.records import EXPECTED, ImageRecord, Source, failed, skipped
+from scip.records import EXPECTED, Source, failed, skipped
 from scip.segment.image_statistics import image_statistic
 from scip.engine.tasks import task as _task
 from scip.io import ngff
