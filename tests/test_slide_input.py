@@ -141,7 +141,7 @@ def test_run_config_keeps_what_it_does_not_translate():
     assert raw["tiles"] == {"mode": "always"} and raw["output"] == {"path": "slide_results", "labels": True}
 
 
-def test_cli_slide_runs_a_slide_config_and_exits_2_on_errors(small, tmp_path, capsys):
+def test_cli_slide_runs_a_slide_config_and_exits_2_on_errors(small, tmp_path, capsys, caplog):
     _, ome, _ = small
     config = tmp_path / "slide.yml"
     config.write_text(f"input:\n  path: {ome}\nsegment:\n  method: otsu\ntiles:\n  size: 256\n  diameter: 20\n"
@@ -153,6 +153,11 @@ def test_cli_slide_runs_a_slide_config_and_exits_2_on_errors(small, tmp_path, ca
     assert (tmp_path / "results" / "labels.zarr" / "s.ome" / "labels" / "cell" / "0").is_dir()
     assert main(["slide", str(config), "--no-progress"]) == 2
     assert "already holds results" in capsys.readouterr().err
+    # The options of scip run: --resume of a finished run computes nothing again.
+    with caplog.at_level(logging.INFO, logger="scip"):
+        assert main(["slide", str(config), "--no-progress", "--resume"]) == 0
+    assert "resuming: 3 of 3 partitions are complete, 0 to compute" in caplog.text
+    assert f"scip: s.ome: {n} objects in 12 tiles of 256 px (margin 40 px); 0 touch" in capsys.readouterr().out
     config.write_text(f"input:\n  path: {ome}\ntiles:\n  size: 100\n  margin: 60\n")
     assert main(["slide", str(config)]) == 2
     assert "tiles.size (100) is smaller than 2 x tiles.margin" in capsys.readouterr().err

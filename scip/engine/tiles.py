@@ -482,7 +482,8 @@ def to_json(tiled: tuple[TiledImage, ...]) -> dict[str, Any]:
     """What ``manifest.json`` records of the tiling: which images, how cut, and pass 1's counts (for ``--resume``)."""
     return {"images": [{"index": t.job.source.index, "image_id": t.job.source.image_id, "key": t.job.key,
                         "shape": list(t.job.tiling.shape), "size": t.job.tiling.size, "margin": t.job.tiling.margin,
-                        "partitions": len(t.groups), "owned": list(t.owned) if t.owned is not None else None}
+                        "partitions": len(t.groups), "owned": list(t.owned) if t.owned is not None else None,
+                        "counts": t.counts, "statistics": t.statistics}
                        for t in tiled]}
 
 
@@ -526,7 +527,20 @@ def decide(p, out: Path):
 def recorded(p, manifest: dict, out: Path):
     """``p`` tiled as the first attempt recorded in ``manifest``, and pass 1's recorded counts by image key."""
     indices, owned = from_json(manifest.get("tiles"))
-    return dataclasses.replace(p, tiled=plan_tiles(p.config, p.dataset, indices, out)), owned
+    entries = {str(i.get("key")): i for i in (manifest.get("tiles") or {}).get("images", []) if isinstance(i, dict)}
+    tiled = []
+    for t in plan_tiles(p.config, p.dataset, indices, out):
+        entry = entries.get(t.job.key, {})
+        if t.job.key in owned:
+            # What run.json reports of an image whose partitions are all done (its pass 1 is not run again).
+            t = dataclasses.replace(t, owned=tuple(owned[t.job.key]), counts=_mapping(entry.get("counts")),
+                                    statistics=_mapping(entry.get("statistics")))
+        tiled.append(t)
+    return dataclasses.replace(p, tiled=tuple(tiled)), owned
+
+
+def _mapping(value: Any) -> dict:
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def all_partitions(p) -> list[list[Source]]:
@@ -552,7 +566,7 @@ def segment(p, session, out: Path, manifest: dict, todo: list[int], owned: dict,
     needed = tuple(t for t in p.tiled if t.job.key in left)
     needed = {t.job.key: t for t in run_pass1(run_statistics(p.config, needed, session, progress), session, progress,
                                                owned)}
-    tiled = tuple(needed.get(t.job.key) or dataclasses.replace(t, owned=tuple(owned[t.job.key])) for t in p.tiled)
+    tiled = tuple(needed.get(t.job.key) or t for t in p.tiled)
     create_label_arrays(p.config, tiled, out, keep=resume)
     manifest["tiles"] = to_json(tiled)
     write_manifest(out, manifest)

@@ -81,7 +81,8 @@ def run_config(slide: dict[str, Any], origin: str = "slide config") -> dict[str,
     return raw
 
 
-def segment_slide(config: dict | str | Path, *, client=None, progress: bool = True, overrides: dict | None = None):
+def segment_slide(config: dict | str | Path, *, client=None, progress: bool = True, resume: bool = False,
+                  overrides: dict | None = None):
     """Run a slide config through :func:`scip.run`, its one image read in tiles.
 
     Parameters
@@ -93,6 +94,8 @@ def segment_slide(config: dict | str | Path, *, client=None, progress: bool = Tr
         Use this Dask client instead of what ``config.cluster`` describes.
     progress : bool, optional
         Show progress bars.
+    resume : bool, optional
+        Continue an interrupted run in its output folder (as ``scip run --resume``).
     overrides : dict, optional
         ``{"section": {"key": value}}`` on top of the file (command line).
 
@@ -113,4 +116,4 @@ def segment_slide(config: dict | str | Path, *, client=None, progress: bool = Tr
     raw, origin, base = read_config_file(config, overrides=overrides, sections="input, segment, tiles, ...",
                                          what="slide config")
     log.info(NOTE)
-    return run(load_config(run_config(raw, origin), base_dir=base), client=client, progress=progress)
+    return run(load_config(run_config(raw, origin), base_dir=base), client=client, progress=progress, resume=resume)
