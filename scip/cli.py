@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     example.add_argument("path", type=Path, help="folder to write into")
     example.add_argument("--events", type=int, default=500, help="imaging-flow-cytometry events (default 500)")
     example.add_argument("--fields", type=int, default=4, help="multi-cell fields of view (default 4)")
+    example.add_argument("--stacks", type=int, default=2, help="z stacks of nuclei, for input.z: stitch (default 2)")
     example.add_argument("--seed", type=int, default=0)
 
     features = sub.add_parser("features", help="describe the feature columns")
@@ -197,7 +198,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     d = p.dataset
     print(f"config OK: {len(d.sources)} images ({d.format}), channels: {', '.join(d.channels)}")
     if d.z_planes is not None and d.z_planes > 1:
-        print(f"z stacks of {d.z_planes} planes, projected by {p.config.input.z_projection}")
+        z = p.config.input.z
+        what = ("segmented plane by plane and stitched into 3-D objects" if z == "stitch"
+                else f"plane {z} used" if isinstance(z, int) else f"projected by {z}")
+        print(f"z stacks of {d.z_planes} planes, {what}")
     print(f"segment: {p.config.segment.method} on channel {p.config.segment.channel!r}; {len(p.columns)} output columns")
     c = p.config
     steps = [name for name, on in (("illumination correction", c.illumination is not None),
@@ -242,7 +246,7 @@ def _describe_image(source: "Source", fmt: str) -> str:
 def _cmd_example(args: argparse.Namespace) -> int:
     from scip.datasets import write_example
 
-    paths = write_example(args.path, n_events=args.events, n_fields=args.fields, seed=args.seed)
+    paths = write_example(args.path, n_events=args.events, n_fields=args.fields, n_stacks=args.stacks, seed=args.seed)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from scip._hints import did_you_mean, short
 from scip.yamlfile import MAX_YAML_NODES, ConfigError, parse_yaml
-from scip.features import DEFAULT_FAMILIES, FAMILIES, FeatureParams
+from scip.features import DEFAULT_FAMILIES, FAMILIES, FAMILIES_3D, FeatureParams
 
 __all__ = [
     "Config",
@@ -172,10 +172,14 @@ class _SegmentBase(_Section):
     remove_border: bool = True
     smooth: Annotated[float, Field(ge=0)] = 1.0
     min_size: Annotated[int, Field(ge=0)] = 20
+    #: With ``input.z: stitch``: the least IoU for an object to join the object of the plane below
+    #: (Cellpose's ``stitch_threshold``), and the fewest planes a 3-D object must span to be kept.
+    stitch_threshold: Annotated[float, Field(ge=0, le=1)] = 0.25
+    min_planes: Annotated[int, Field(ge=1)] = 2
 
     def method_params(self) -> dict[str, Any]:
         """Keyword arguments for the segmentation function of :attr:`method`."""
-        return self.model_dump(exclude={"method", "channel", "name", "remove_border"})
+        return self.model_dump(exclude={"method", "channel", "name", "remove_border", "stitch_threshold", "min_planes"})
 
 
 class OtsuConfig(_SegmentBase):
@@ -780,6 +784,32 @@ class Config(_Section):
     @classmethod
     def _default_method(cls, data: Any) -> Any:
         return default_segment_method(data)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stitch_families(cls, data: Any) -> Any:
+        # 3-D objects have one family to measure them; the 2-D default would only be refused below.
+        if not (isinstance(data, dict) and isinstance(data.get("input"), dict) and data["input"].get("z") == "stitch"):
+            return data
+        features = data.get("features") or {}
+        if isinstance(features, dict) and "families" not in features:
+            data = {**data, "features": {**features, "families": list(FAMILIES_3D)}}
+        return data
+
+    @model_validator(mode="after")
+    def _stitch_is_3d(self) -> "Config":
+        if self.input.z != "stitch":
+            return self
+        planar = [f for f in self.features.families if f not in FAMILIES_3D]
+        if planar:
+            raise ValueError(f"features.families: {', '.join(planar)} measure 2-D objects only; with input.z: stitch "
+                             f"(3-D objects) list only {', '.join(FAMILIES_3D)}, or set input.z to max, mean, median "
+                             "or a plane number to measure 2-D objects")
+        if self.masks:
+            raise ValueError("masks: extra masks are made in 2-D; they do not work with input.z: stitch (3-D objects)")
+        if self.illumination is not None:
+            raise ValueError("illumination: flat fields are 2-D; they do not work with input.z: stitch (3-D objects)")
+        return self
 
     @model_validator(mode="after")
     def _mask_names_unique(self) -> "Config":

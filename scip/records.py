@@ -149,8 +149,9 @@ class ImageRecord:
     """One image: metadata, pixels ``(C, H, W)`` and the label images found.
 
     ``pixels`` is ``None`` until the image is loaded and after it was split
-    into cells. ``labels`` maps a mask name to an integer label image
-    ``(H, W)`` with 0 as background. ``timings`` holds the seconds each step
+    into cells; ``(C, Z, H, W)`` for a z stack kept whole (``input.z:
+    stitch``). ``labels`` maps a mask name to an integer label image
+    ``(H, W)`` (``(Z, H, W)`` for a stack) with 0 as background. ``timings`` holds the seconds each step
     spent on this record. ``truth`` is a ground-truth label image, when the
     run is evaluated.
     """
@@ -180,14 +181,17 @@ class CellRecord:
     background estimate). ``truth_label`` is the ground-truth object this one
     matched (0: none) when the run is evaluated. ``bbox`` is ``(min_row, min_col, max_row, max_col)``
     of the object in image coordinates (max exclusive) and ``origin`` is the
-    image coordinate of the crop's top-left pixel.
+    image coordinate of the crop's top-left pixel. A 3-D object (from a z
+    stack) has a ``(C, z, h, w)`` crop, ``(z, h, w)`` masks, ``bbox``
+    ``(min_z, min_row, min_col, max_z, max_row, max_col)`` and ``origin``
+    ``(plane, row, col)``.
     """
 
     source: Source
     channels: tuple[str, ...]
     label: int
-    bbox: tuple[int, int, int, int]
-    origin: tuple[int, int]
+    bbox: tuple[int, ...]
+    origin: tuple[int, ...]
     pixels: np.ndarray | None = None
     masks: dict[str, np.ndarray] = field(default_factory=dict)
     others: np.ndarray | None = None

@@ -37,6 +37,7 @@ from scip.io.ground_truth import check_template
 from scip.io.limits import format_bytes, image_budget
 from scip.io.manifest import record_files, reductions_from_json, reductions_to_json, write_manifest
 from scip.io.tables import feature_descriptions, write_formats
+from scip.steps.project import check_z
 from scip.steps.segment import channel_position, segment_positions
 
 log = logging.getLogger("scip")
@@ -123,9 +124,10 @@ def prepare(config: Config | str | Path | dict) -> graph.Plan:
             channel_position(dataset.channels, mask.channel, key=f"masks.{i}.channel")
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if dataset.z_planes is not None and dataset.z_planes > 1 and config.input.z_projection is None:
-        raise ConfigError(f"input.z_projection: the images are z stacks ({dataset.z_planes} planes in the first one); "
-                          "set input.z_projection to max, mean or median to project each to one plane")
+    try:
+        check_z(config.input.z, dataset.z_planes, dataset.sources[0].image_id if dataset.sources else "")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if config.illumination is not None and dataset.format == "ifc_zarr":
         raise ConfigError("illumination: imaging-flow-cytometry events differ in size, so they have no common "
                           "illumination field; illumination correction needs fields of view of one size")

@@ -9,7 +9,8 @@ import tifffile
 from scipy import ndimage as ndi
 from skimage.measure import regionprops
 
-from scip.datasets import CELL_CLASSES, STAINS, SyntheticDataset, make_fields, make_ifc_events, write_example
+from scip.datasets import (CELL_CLASSES, STAINS, SyntheticDataset, make_fields, make_ifc_events, make_zstacks,
+                           write_example)
 from scip.io.ifc_zarr import read_ifc_events, read_ifc_header
 
 CROSS = ndi.generate_binary_structure(2, 1)
@@ -170,7 +171,8 @@ def test_marker_varies_between_cells(events):
 
 def test_write_example_round_trips(tmp_path):
     out = write_example(tmp_path / "example", n_events=40, n_fields=2, seed=5)
-    assert set(out) == {"ifc", "ifc_labels", "ifc_cells", "fields", "fields_labels", "fields_cells"}
+    assert set(out) == {"ifc", "ifc_labels", "ifc_cells", "fields", "fields_labels", "fields_cells",
+                        "zstacks", "zstacks_labels", "zstacks_cells"}
     events = make_ifc_events(40, seed=5)
     fields = make_fields(2, seed=5)
 
@@ -190,6 +192,11 @@ def test_write_example_round_trips(tmp_path):
             np.testing.assert_array_equal(plane, image[c])
         np.testing.assert_array_equal(tifffile.imread(out["fields_labels"] / f"field{i}.tiff"), labels)
     pd.testing.assert_frame_equal(pd.read_csv(out["fields_cells"]), fields.cells, check_dtype=False)
+    stacks = make_zstacks(2, seed=5)
+    for i, (image, labels) in enumerate(zip(stacks.images, stacks.labels)):
+        np.testing.assert_array_equal(tifffile.imread(out["zstacks"] / f"stack{i}.tif"), image[0])
+        np.testing.assert_array_equal(tifffile.imread(out["zstacks_labels"] / f"stack{i}.tif"), labels)
+    pd.testing.assert_frame_equal(pd.read_csv(out["zstacks_cells"]), stacks.cells, check_dtype=False)
 
     # Writing again with fewer fields leaves no stale files behind.
     write_example(tmp_path / "example", n_events=10, n_fields=1, seed=5)

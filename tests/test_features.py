@@ -38,8 +38,9 @@ def pixels() -> np.ndarray:
 
 
 def test_families_and_registry():
-    assert FAMILIES == ("shape", "intensity", "texture", "bbox")
-    assert features.DEFAULT_FAMILIES == FAMILIES
+    assert FAMILIES == ("shape", "intensity", "texture", "bbox", "volume")
+    # volume is for z stacks (input.z: stitch); the 2-D default keeps the pinned column list.
+    assert features.DEFAULT_FAMILIES == FAMILIES[:4]
 
 
 def test_shape_known_values(label_image, pixels):
@@ -107,7 +108,7 @@ def test_columns_match_extract(label_image, pixels):
     assert df["label"].dtype == np.int64
     assert all(df[c.name].dtype == np.float64 for c in cols)
     assert all(isinstance(c, FeatureColumn) and c.definition and c.unit for c in cols)
-    assert {c.family for c in cols} == set(FAMILIES)
+    assert {c.family for c in cols} == set(features.DEFAULT_FAMILIES)
     # channel keeps the caller's name; the column name is sanitized
     mean_gfp = next(c for c in cols if c.feature == "mean" and c.channel == "GFP 488")
     assert mean_gfp.name == "feat_nucleus_intensity_mean_GFP_488"

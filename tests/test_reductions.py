@@ -216,7 +216,8 @@ def test_config_problems_are_caught_before_reading_pixels(example, tmp_path):
     stack.mkdir()
     tifffile.imwrite(stack / "a.tif", np.zeros((4, 2, 32, 32), np.uint16), imagej=True, metadata={"axes": "ZCYX"})
     config = {"input": {"path": str(stack)}, "output": {"path": str(tmp_path / "o")}}
-    with pytest.raises(scip.ConfigError, match=r"input.z_projection: the images are z stacks \(4 planes"):
+    with pytest.raises(scip.ConfigError, match=r"input.z: the images are z stacks \(4 planes in the first one, a\).*"
+                                               r"stitch for 3-D objects, or a plane number"):
         prepare(config)
     assert prepare({**config, "input": {"path": str(stack), "z_projection": "max"}}).dataset.z_planes == 4
 

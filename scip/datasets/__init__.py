@@ -1,12 +1,15 @@
 """Synthetic fluorescence cells with exact ground truth: SCIP's example data.
 
-Two kinds of data are made, both with instance labels that are known exactly
+Three kinds of data are made, all with instance labels that are known exactly
 because the cells are drawn from their outlines rather than segmented:
 
 - :func:`make_ifc_events`: small imaging-flow-cytometry-like crops, one cell
   per event, or two touching cells for some events, never near the border;
 - :func:`make_fields`: larger microscopy fields of view with many cells,
-  some cut by the image border.
+  some cut by the image border;
+- :func:`make_zstacks`: z stacks of separate ellipsoidal nuclei, whose 3-D
+  labels are known voxel for voxel (:func:`write_zstacks` writes them as
+  TIFFs for ``input.z: stitch``).
 
 Each cell is an ellipse of random size, aspect ratio and orientation whose
 polar radius is perturbed by a few low-order Fourier terms, with a nucleus
@@ -50,7 +53,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-__all__ = ["STAINS", "CELL_CLASSES", "SyntheticDataset", "make_ifc_events", "make_fields", "write_example"]
+__all__ = ["STAINS", "CELL_CLASSES", "SyntheticDataset", "make_ifc_events", "make_fields", "make_zstacks",
+           "write_example", "write_zstacks"]
 
 #: Names of the stains that can be rendered, in the default channel order.
 STAINS: tuple[str, ...] = ("DNA", "cyto", "marker")
@@ -669,6 +673,7 @@ def write_example(
     *,
     n_events: int = 500,
     n_fields: int = 4,
+    n_stacks: int = 2,
     seed: int = 0,
 ) -> dict[str, Path]:
     """Write SCIP's example data set, with ground truth, under ``path``.
@@ -682,6 +687,7 @@ def write_example(
             fields/field{i}_{channel}.tiff   make_fields(n_fields, seed=seed), 2-D uint16
             fields_labels/field{i}.tiff      their ground-truth labels
             fields_cells.csv          ground-truth table of the fields
+            zstacks/, zstacks_labels/, zstacks_cells.csv   write_zstacks(n_stacks, seed=seed)
 
     Both zarr stores use SCIP's IFC layout (see :mod:`scip.io.ifc_zarr`),
     with object numbers ``0..n_events-1``, so an event's object number is
@@ -698,14 +704,18 @@ def write_example(
     n_fields : int, optional
         Number of fields of view (default size and cell count of
         :func:`make_fields`).
+    n_stacks : int, optional
+        Number of z stacks of nuclei (:func:`write_zstacks`).
     seed : int, optional
-        Seed passed to both :func:`make_ifc_events` and :func:`make_fields`.
+        Seed passed to :func:`make_ifc_events`, :func:`make_fields` and
+        :func:`make_zstacks`.
 
     Returns
     -------
     dict of str to Path
         ``"ifc"``, ``"ifc_labels"``, ``"ifc_cells"``, ``"fields"``,
-        ``"fields_labels"`` and ``"fields_cells"``, mapped to what was
+        ``"fields_labels"``, ``"fields_cells"``, ``"zstacks"``,
+        ``"zstacks_labels"`` and ``"zstacks_cells"``, mapped to what was
         written.
 
     Raises
@@ -754,4 +764,153 @@ def write_example(
             tifffile.imwrite(out["fields"] / f"field{i}_{name}.tiff", plane)
         tifffile.imwrite(out["fields_labels"] / f"field{i}.tiff", labels)
     fields.cells.to_csv(out["fields_cells"], index=False)
+    out.update(write_zstacks(root, n_stacks=n_stacks, seed=seed))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Z stacks
+
+_ZSTACK_GAP = 3.0  # voxels between the bounding spheres of two nuclei (in plane units)
+
+
+def make_zstacks(
+    n_stacks: int = 2,
+    *,
+    shape: tuple[int, int, int] = (24, 96, 96),
+    nuclei_per_stack: int = 8,
+    seed: int | np.random.Generator | None = 0,
+) -> SyntheticDataset:
+    """Make z stacks of separate ellipsoidal nuclei with exact 3-D ground truth.
+
+    Each nucleus is an axis-aligned ellipsoid (semi-axes 3-5 planes in z,
+    6-10 pixels in y and x), placed at random without touching another and
+    at least one voxel inside every face of the stack. Its DNA signal (one
+    level per nucleus) is blurred by an anisotropic Gaussian point spread
+    function, then background, shot and read noise are added as for
+    :func:`make_fields`.
+
+    Parameters
+    ----------
+    n_stacks : int, optional
+        Number of stacks.
+    shape : tuple of int, optional
+        ``(Z, H, W)`` of each stack.
+    nuclei_per_stack : int, optional
+        Nuclei to place; fewer when the stack has no room (with a warning).
+    seed : int or numpy.random.Generator or None, optional
+        Seed of the random generator; the same seed gives identical data.
+
+    Returns
+    -------
+    SyntheticDataset
+        ``images``: one ``(1, Z, H, W)`` ``uint16`` array per stack (channel
+        ``DNA``); ``labels``: ``(Z, H, W)`` ``uint16``, nuclei numbered
+        ``1..n``; ``cells``: ``image``, ``label``, ``volume`` (voxels),
+        ``z_extent`` (planes), ``centroid_z``, ``centroid_row``,
+        ``centroid_col``.
+    """
+    if n_stacks < 0 or nuclei_per_stack < 0:
+        raise ValueError(f"n_stacks and nuclei_per_stack must be >= 0, got {n_stacks} and {nuclei_per_stack}")
+    depth, height, width = (int(s) for s in shape)
+    if min(depth, height, width) < 12:
+        raise ValueError(f"shape must be at least 12 voxels along every axis, got {shape}")
+    rng = np.random.default_rng(seed)
+    images, label_images, tables = [], [], []
+    for index in range(n_stacks):
+        labels = np.zeros((depth, height, width), np.uint16)
+        signal = np.zeros(labels.shape)
+        placed: list[tuple[np.ndarray, float]] = []
+        for _ in range(nuclei_per_stack):
+            axes = np.array([rng.uniform(3.0, 5.0), rng.uniform(6.0, 10.0), rng.uniform(6.0, 10.0)])
+            for _ in range(_PLACEMENT_TRIES):
+                center = np.array([rng.uniform(a + 1.5, n - a - 2.5) for a, n in zip(axes, (depth, height, width))])
+                if all(np.linalg.norm((center - c) * [2.0, 1.0, 1.0]) > 2.0 * axes[0] + r + _ZSTACK_GAP
+                       and np.linalg.norm(center[1:] - c[1:]) > axes[1:].max() + r + _ZSTACK_GAP
+                       for c, r in placed):
+                    break
+            else:
+                warnings.warn(f"stack {index}: placed {len(placed)} of {nuclei_per_stack} nuclei; no room for more",
+                              stacklevel=2)
+                break
+            placed.append((center, float(axes[1:].max())))
+            # Only the ellipsoid's box is evaluated: the whole stack per nucleus would cost minutes.
+            box = tuple(slice(max(int(c - a) - 1, 0), min(int(c + a) + 2, n))
+                        for c, a, n in zip(center, axes, (depth, height, width)))
+            zz, yy, xx = np.ogrid[box]
+            inside = (((zz - center[0]) / axes[0]) ** 2 + ((yy - center[1]) / axes[1]) ** 2
+                      + ((xx - center[2]) / axes[2]) ** 2) <= 1.0
+            labels[box][inside] = len(placed)
+            signal[box][inside] = rng.uniform(450.0, 600.0)
+        blurred = ndi.gaussian_filter(signal, sigma=(0.7, 1.0, 1.0))
+        counts = rng.poisson(blurred + _BACKGROUND) + rng.normal(0.0, _READ_NOISE, labels.shape)
+        images.append(np.clip(np.rint(counts), 0, np.iinfo(np.uint16).max).astype(np.uint16)[None])
+        label_images.append(labels)
+        tables.append(_stack_table(index, labels))
+    return SyntheticDataset(images, label_images, _concat(tables), ("DNA",))
+
+
+def _stack_table(image: int, labels: np.ndarray) -> pd.DataFrame:
+    ids = np.unique(labels[labels > 0]).astype(int)
+    z, r, c = np.nonzero(labels)
+    lab = labels[z, r, c].astype(np.intp)
+    volume = np.bincount(lab, minlength=ids.size + 1)[ids]
+    planes = [np.unique(z[lab == i]).size for i in ids]
+    return pd.DataFrame({
+        "image": image,
+        "label": ids,
+        "volume": volume,
+        "z_extent": planes,
+        "centroid_z": np.bincount(lab, weights=z, minlength=ids.size + 1)[ids] / volume,
+        "centroid_row": np.bincount(lab, weights=r, minlength=ids.size + 1)[ids] / volume,
+        "centroid_col": np.bincount(lab, weights=c, minlength=ids.size + 1)[ids] / volume,
+    })
+
+
+def write_zstacks(
+    path: str | os.PathLike,
+    *,
+    n_stacks: int = 2,
+    seed: int = 0,
+    **kwargs: object,
+) -> dict[str, Path]:
+    """Write :func:`make_zstacks` data under ``path`` as ImageJ z-stack TIFFs.
+
+    The layout is::
+
+        path/
+            zstacks/stack{i}.tif          (Z, Y, X) uint16, ImageJ axes ``ZYX``
+            zstacks_labels/stack{i}.tif   their 3-D ground-truth labels
+            zstacks_cells.csv             ground-truth table
+
+    Earlier ``stack*.tif`` files in the two folders are removed first.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Folder to write into; created if needed.
+    n_stacks, seed : int, optional
+        As for :func:`make_zstacks`.
+    **kwargs
+        Other arguments of :func:`make_zstacks` (``shape``, ``nuclei_per_stack``).
+
+    Returns
+    -------
+    dict of str to Path
+        ``"zstacks"``, ``"zstacks_labels"`` and ``"zstacks_cells"``.
+    """
+    import tifffile
+
+    root = Path(path)
+    out = {"zstacks": root / "zstacks", "zstacks_labels": root / "zstacks_labels",
+           "zstacks_cells": root / "zstacks_cells.csv"}
+    for key in ("zstacks", "zstacks_labels"):
+        out[key].mkdir(parents=True, exist_ok=True)
+        for stale in out[key].glob("stack*.tif"):
+            stale.unlink()
+    data = make_zstacks(n_stacks, seed=seed, **kwargs)  # type: ignore[arg-type]
+    for i, (image, labels) in enumerate(zip(data.images, data.labels)):
+        tifffile.imwrite(out["zstacks"] / f"stack{i}.tif", image[0], imagej=True, metadata={"axes": "ZYX"})
+        tifffile.imwrite(out["zstacks_labels"] / f"stack{i}.tif", labels, imagej=True, metadata={"axes": "ZYX"})
+    data.cells.to_csv(out["zstacks_cells"], index=False)
     return out

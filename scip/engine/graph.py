@@ -57,7 +57,7 @@ from scip.steps.export import cells_frame, table_columns
 from scip.reduce import filters as cell_filters
 from scip.reduce import illumination
 from scip.steps.features import featurize_cells
-from scip.steps.project import project_z
+from scip.steps.project import STITCH, project_z
 from scip.steps.masks import add_masks
 from scip.steps.segment import segment_image
 
@@ -126,13 +126,13 @@ def partitions(p: Plan) -> list[list[Source]]:
     return [sources[i:i + size] for i in range(0, len(sources), size)]
 
 
-def _read(sources: list[Source], reader: ReadSpec, z_projection: str | None,
+def _read(sources: list[Source], reader: ReadSpec, z: str | int | None,
           excluded: tuple[tuple[int, str, str], ...] = ()) -> list[ImageRecord]:
     start = time.perf_counter()
     skip = {index: (step, reason) for index, step, reason in excluded}
     records = read_images(reader, [s for s in sources if s.index not in skip])
     share = (time.perf_counter() - start) / max(len(records), 1)
-    records = iter([project_z(r.with_(timings={**r.timings, "load": share}), z_projection) for r in records])
+    records = iter([project_z(r.with_(timings={**r.timings, "load": share}), z) for r in records])
     return [ImageRecord(s, reader.channels, status=skipped(*skip[s.index], kind="killed the worker"))
             if s.index in skip else next(records) for s in sources]
 
@@ -150,20 +150,20 @@ def _correct(record: ImageRecord, fields: dict, field_channels: list[str], group
     return record.with_(pixels=pixels, timings={**record.timings, "illumination": time.perf_counter() - start})
 
 
-def _load(sources: list[Source], reader: ReadSpec, truth: str | None, z_projection: str | None,
+def _load(sources: list[Source], reader: ReadSpec, truth: str | None, z: str | int | None,
           correction: tuple[dict, list[str]] | None, group_by: tuple[str, ...],
           excluded: tuple[tuple[int, str, str], ...] = ()) -> list[ImageRecord]:
-    records = _read(sources, reader, z_projection, excluded)
+    records = _read(sources, reader, z, excluded)
     if correction is not None:
         records = [_correct(r, *correction, group_by) for r in records]
     if truth is not None:
         records = attach_truth(records, truth)
-    return [check_image(r) for r in records]
+    return [check_image(r, stack=z == STITCH) for r in records]
 
 
-def _illumination_sums(sources: list[Source], reader: ReadSpec, z_projection: str | None,
+def _illumination_sums(sources: list[Source], reader: ReadSpec, z: str | int | None,
                        group_by: tuple[str, ...], excluded: tuple[tuple[int, str, str], ...] = ()) -> dict:
-    records = [r for r in _read(sources, reader, z_projection, excluded) if r.status]
+    records = [r for r in _read(sources, reader, z, excluded) if r.status]
     return illumination.sums_by_group(records, group_by)
 
 
@@ -173,7 +173,7 @@ def build_illumination_sums(p: Plan) -> list:
     size = partition_size(config.input.images_per_partition, dataset.chunk_size)
     bag = db.from_sequence(dataset.sources, partition_size=size)
     group_by = tuple(config.illumination.group_by)
-    return [delayed(_illumination_sums)(part, _reader(p), config.input.z_projection, group_by, p.excluded)
+    return [delayed(_illumination_sums)(part, _reader(p), config.input.z, group_by, p.excluded)
             for part in bag.to_delayed(optimize_graph=False)]
 
 
@@ -217,7 +217,10 @@ def _pick_samples(records: list[ImageRecord | CellRecord], k: int, cell_mask: st
     out = list(records)
     for i in rng.choice(ok, size=min(k, len(ok)), replace=False):
         r = records[i]
-        out[i] = r.with_(sample={"crop": r.pixels.astype(np.float32), "mask": r.masks[cell_mask].copy()})
+        crop, mask = r.pixels, r.masks[cell_mask]
+        if crop.ndim == 4:  # a 3-D object is shown as its maximum projection over its planes
+            crop, mask = crop.max(axis=1), mask.any(axis=0)
+        out[i] = r.with_(sample={"crop": crop.astype(np.float32), "mask": mask.copy()})
     return out
 
 
@@ -250,8 +253,7 @@ def build_cells(p: Plan, correction: tuple[dict, list[str]] | None = None, routi
     tiled = tiles.build_tile_bag(config, p.tiled, Path(config.output.path), routing, dataset.sources)
     bag = db.from_sequence(whole, partition_size=size) if whole or tiled is None else None
     if bag is not None:
-        bag = bag.map_partitions(_load, _reader(p), truth, config.input.z_projection, correction, group_by,
-                                 p.excluded)
+        bag = bag.map_partitions(_load, _reader(p), truth, config.input.z, correction, group_by, p.excluded)
         with annotate(routing.segment):
             bag = bag.map_partitions(_segment, config)
     with annotate(routing.cpu):

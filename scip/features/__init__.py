@@ -5,10 +5,11 @@ one row per object. :func:`columns` lists the same columns without reading
 pixels, so the pipeline can declare its output schema up front.
 
 Features come in families, one module each (:mod:`.shape`, :mod:`.intensity`,
-:mod:`.texture`, :mod:`.bbox`). A family module exposes ``NAME``,
-``describe(channel_names, params)`` and ``compute(objects, params)``, where
-``objects`` is an :class:`~._objects.Objects` built once per call; adding a
-family means adding such a module and one entry to the registry below.
+:mod:`.texture`, :mod:`.bbox`, and :mod:`.volume` for 3-D objects). A family
+module exposes ``NAME``, ``describe(channel_names, params)`` and
+``compute(objects, params)``, where ``objects`` is an
+:class:`~._objects.Objects` built once per call; adding a family means adding
+such a module and one entry to the registry below.
 """
 
 from __future__ import annotations
@@ -22,19 +23,25 @@ import pandas as pd
 
 from scip._hints import did_you_mean
 
-from . import bbox, intensity, shape, texture
+from . import bbox, intensity, shape, texture, volume
 from ._columns import FeatureColumn, column_name
 from ._objects import FeatureParams, Objects
 
-__all__ = ["FAMILIES", "DEFAULT_FAMILIES", "FeatureColumn", "FeatureParams", "column_name", "columns", "extract"]
+__all__ = ["FAMILIES", "DEFAULT_FAMILIES", "FAMILIES_3D", "FeatureColumn", "FeatureParams", "check_3d",
+           "column_name", "columns", "extract"]
 
-_REGISTRY: Mapping[str, ModuleType] = MappingProxyType({m.NAME: m for m in (shape, intensity, texture, bbox)})
+_REGISTRY: Mapping[str, ModuleType] = MappingProxyType(
+    {m.NAME: m for m in (shape, intensity, texture, bbox, volume)})
 
 #: Names of the available feature families.
 FAMILIES: tuple[str, ...] = tuple(_REGISTRY)
 
 #: Families computed when none are named.
 DEFAULT_FAMILIES: tuple[str, ...] = ("shape", "intensity", "texture", "bbox")
+
+#: Families that measure objects of 3-D ``(Z, H, W)`` labels; the others
+#: need a plane (edge rings, outlines, co-occurrences in 2-D).
+FAMILIES_3D: tuple[str, ...] = ("volume",)
 
 _PARAM_NAMES = tuple(f.name for f in dataclass_fields(FeatureParams))
 
@@ -118,11 +125,23 @@ def columns(
     return out
 
 
+def check_3d(families: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming the families of ``families`` that cannot measure 3-D objects."""
+    flat = [families] if isinstance(families, str) else list(families)
+    planar = [f for f in flat if f not in FAMILIES_3D]
+    if planar:
+        raise ValueError(f"feature families {', '.join(repr(f) for f in planar)} measure 2-D objects only; "
+                         f"3-D labels (Z, H, W) take {', '.join(repr(f) for f in FAMILIES_3D)}")
+
+
 def _check_inputs(pixels: np.ndarray, labels: np.ndarray, channel_names: Sequence[str] | None,
                   background: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
     pixels = np.asarray(pixels)
     labels = np.asarray(labels)
-    if pixels.ndim != 3:
+    if labels.ndim == 3:
+        if pixels.ndim != 4:
+            raise ValueError(f"pixels must be 4-D (C, Z, H, W) for 3-D labels {labels.shape}, got shape {pixels.shape}")
+    elif pixels.ndim != 3:
         raise ValueError(f"pixels must be 3-D (C, H, W), got shape {pixels.shape}")
     if not (np.issubdtype(pixels.dtype, np.number) or pixels.dtype == bool) or np.iscomplexobj(pixels):
         raise ValueError(f"pixels must have a real numeric dtype, got {pixels.dtype}")
@@ -161,7 +180,7 @@ def extract(
     channel_names: Sequence[str] | None = None,
     families: Sequence[str] = DEFAULT_FAMILIES,
     mask_name: str = "cell",
-    offset: tuple[int, int] = (0, 0),
+    offset: tuple[int, ...] | None = None,
     background: np.ndarray | None = None,
     params: FeatureParams | None = None,
     **kwargs: Any,
@@ -170,11 +189,12 @@ def extract(
 
     Parameters
     ----------
-    pixels : ndarray, shape (C, H, W)
+    pixels : ndarray, shape (C, H, W) or (C, Z, H, W)
         Image, any real numeric dtype; values are measured as float64.
-    labels : ndarray of int, shape (H, W)
+    labels : ndarray of int, shape (H, W) or (Z, H, W)
         Label image; 0 is background, each positive value one object.
-        Labels need not be consecutive.
+        Labels need not be consecutive. 3-D labels take only the families
+        of :data:`FAMILIES_3D`.
     channel_names : sequence of str, optional
         One name per channel; default ``("ch0", "ch1", ...)``.
     families : sequence of str, optional
@@ -182,8 +202,9 @@ def extract(
     mask_name : str, optional
         Name of the mask the objects come from; part of every column name.
     offset : tuple of int, optional
-        ``(row, col)`` of the image's top-left pixel in a larger image; added
-        to every coordinate feature (bounding box, centroid, centers of mass).
+        ``(row, col)`` of the image's top-left pixel in a larger image
+        (``(plane, row, col)`` for 3-D labels); added to every coordinate
+        feature (bounding box, centroid, centers of mass). Default: zeros.
     background : ndarray of bool, shape (H, W), optional
         Pixels that may serve as local background around objects; default
         every pixel with label 0. Pixels with a label never count.
@@ -203,11 +224,12 @@ def extract(
     Raises
     ------
     ValueError
-        If ``pixels`` is not 3-D, ``labels`` or ``background`` does not match
-        its spatial shape, ``labels`` is not integer or has negative values,
-        the number of channel names differs from the number of channels, a
-        family is unknown, a parameter is out of range or ``offset`` is not in
-        whole pixels.
+        If ``pixels`` is not 3-D (4-D for 3-D labels), ``labels`` or
+        ``background`` does not match its spatial shape, ``labels`` is not
+        integer or has negative values, the number of channel names differs
+        from the number of channels, a family is unknown (or 2-D only with
+        3-D labels), a parameter is out of range or ``offset`` is not in
+        whole pixels or has not one value per axis of ``labels``.
     TypeError
         For an unknown parameter name.
 
@@ -222,9 +244,15 @@ def extract(
     [[4.0, 2.0, 4.0]]
     """
     params = _resolve_params(params, kwargs)
+    if np.ndim(labels) == 3:
+        check_3d(families)
     pixels, labels, channel_names, background = _check_inputs(pixels, labels, channel_names, background)
     cols = columns(channel_names, families, mask_name, params)
-    objects = Objects(pixels, labels, background, tuple(channel_names), row_offset=offset[0], col_offset=offset[1])
+    offset = (0,) * labels.ndim if offset is None else tuple(offset)
+    if len(offset) != labels.ndim:
+        raise ValueError(f"offset {tuple(offset)} must have one value per axis of labels {labels.shape}")
+    objects = Objects(pixels, labels, background, tuple(channel_names), row_offset=offset[-2], col_offset=offset[-1],
+                      z_offset=offset[0] if labels.ndim == 3 else 0)
     return _table(objects, families, cols, params)
 
 

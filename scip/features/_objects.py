@@ -76,8 +76,10 @@ class Objects:
     Attributes
     ----------
     pixels : ndarray, shape (C, H, W)
-        Any real numeric dtype; families read values as float64.
-    labels : ndarray of int, shape (H, W)
+        Any real numeric dtype; families read values as float64. ``(C, Z, H,
+        W)`` with 3-D labels, for the families that measure 3-D objects
+        (:data:`scip.features.FAMILIES_3D`).
+    labels : ndarray of int, shape (H, W) or (Z, H, W)
         0 is background.
     background : ndarray of bool, shape (H, W)
         Pixels that may serve as local background: by default ``labels == 0``.
@@ -91,6 +93,8 @@ class Objects:
         compute in image coordinates (label image position plus offset), never
         in positions of the label image alone, so an object's features do not
         depend on where a packing put it.
+    z_offset : int or ndarray of int
+        As ``row_offset``, for the plane coordinate of 3-D labels.
     band_labels : ndarray of int, shape (H, W), optional
         Label image whose objects' surroundings are each object's local
         background band; same label numbers as ``labels``. None means
@@ -111,13 +115,14 @@ class Objects:
     channel_names: tuple[str, ...]
     row_offset: int | np.ndarray = 0
     col_offset: int | np.ndarray = 0
+    z_offset: int | np.ndarray = 0
     band_labels: np.ndarray | None = None
     outside: np.ndarray | None = None
     groups: Groups = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "groups", group_pixels(self.labels))
-        for name in ("row_offset", "col_offset"):
+        for name in ("row_offset", "col_offset", "z_offset"):
             value = np.asarray(getattr(self, name))
             if value.ndim and value.shape != (len(self.groups),):
                 raise ValueError(f"{name} has shape {value.shape}, expected a scalar or one value per object "
@@ -147,12 +152,20 @@ class Objects:
     @cached_property
     def rows(self) -> np.ndarray:
         """Row of each grouped pixel (intp)."""
-        return self.groups.index // self.labels.shape[1]
+        rows = self.groups.index // self.labels.shape[-1]
+        return rows % self.labels.shape[-2] if self.labels.ndim == 3 else rows
 
     @cached_property
     def cols(self) -> np.ndarray:
         """Column of each grouped pixel (intp)."""
-        return self.groups.index % self.labels.shape[1]
+        return self.groups.index % self.labels.shape[-1]
+
+    @cached_property
+    def planes(self) -> np.ndarray:
+        """Plane of each grouped pixel (intp); 0 for 2-D labels."""
+        if self.labels.ndim == 2:
+            return np.zeros(self.groups.index.size, np.intp)
+        return self.groups.index // (self.labels.shape[-1] * self.labels.shape[-2])
 
     @cached_property
     def box_min_row(self) -> np.ndarray:
@@ -174,6 +187,11 @@ class Objects:
     def col_shift(self) -> np.ndarray:
         """Whole-pixel column offset of each object (int64): label image column + shift = image column."""
         return np.broadcast_to(np.asarray(self.col_offset), (len(self),)).astype(np.int64)
+
+    @cached_property
+    def z_shift(self) -> np.ndarray:
+        """Whole-plane offset of each object (int64): label image plane + shift = image plane."""
+        return np.broadcast_to(np.asarray(self.z_offset), (len(self),)).astype(np.int64)
 
     @cached_property
     def local_rows(self) -> np.ndarray:

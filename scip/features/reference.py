@@ -9,20 +9,21 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from . import DEFAULT_FAMILIES, FeatureParams, columns
+from . import FAMILIES, FeatureParams, columns
 
 __all__ = ["markdown_table"]
 
 _MASK, _CHANNEL = "MASKNAME", "CHANNELNAME"
 
 
-def markdown_table(families: Sequence[str] = DEFAULT_FAMILIES, params: FeatureParams | None = None) -> str:
+def markdown_table(families: Sequence[str] = FAMILIES, params: FeatureParams | None = None) -> str:
     """Markdown table of every feature column: name pattern, family, unit, definition.
 
     Parameters
     ----------
     families : sequence of str, optional
-        Feature families, in column order.
+        Feature families, in column order; default every family (the
+        documentation lists them all, ``volume`` included).
     params : FeatureParams, optional
         Feature parameters; they decide e.g. the texture distances listed.
 

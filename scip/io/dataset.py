@@ -91,8 +91,8 @@ class Dataset:
     z_planes : int or None
         Z planes of the first image (1: a 2-D image; ``None``: its header
         could not be read at discovery). Images with more than one plane are
-        read as ``(C, Z, H, W)`` and must be projected (``input.z_projection``)
-        before segmentation. Plain zarr arrays and IFC zarr have no z axis.
+        read as ``(C, Z, H, W)``; ``input.z`` projects them, picks a plane or
+        keeps them whole for 3-D objects. Plain zarr arrays and IFC zarr have no z axis.
     """
 
     format: str

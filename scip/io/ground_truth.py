@@ -114,7 +114,8 @@ def attach_truth(records: list[ImageRecord], template: str) -> list[ImageRecord]
     image ``index``; read chunk by chunk for the whole list) or a path
     template formatted with each record's ``image_id``, ``index`` and
     metadata fields. A missing or unreadable file is recorded as a string
-    reason instead of raising.
+    reason instead of raising. A record holding a z stack ``(C, Z, H, W)``
+    takes 3-D truth ``(Z, H, W)``.
     """
     if truth_kind(template) != "ifc":
         return [_attach_tiff(r, template) for r in records]
@@ -127,14 +128,22 @@ def attach_truth(records: list[ImageRecord], template: str) -> list[ImageRecord]
     out = []
     for r in records:
         result = results.get(r.source.index, f"ground truth {template} has no event {r.source.index}")
-        out.append(r.with_(truth=result if isinstance(result, str) else _plane(result[0], r.source)))
+        out.append(r.with_(truth=result if isinstance(result, str) else _plane(result[0], r.source, _is_stack(r))))
     return out
 
 
-def _plane(truth: np.ndarray, source: Source) -> np.ndarray | str:
-    if truth.ndim != 2:
-        return f"ground truth for image {source.image_id!r} has shape {truth.shape}; expected (H, W)"
+def _plane(truth: np.ndarray, source: Source, stack: bool = False) -> np.ndarray | str:
+    # A z stack kept whole (input.z: stitch) is scored in 3-D; a one-plane image then is a stack of one plane.
+    if stack and truth.ndim == 2:
+        truth = truth[None]
+    if truth.ndim != (3 if stack else 2):
+        expected = "(Z, H, W), the image being a z stack" if stack else "(H, W)"
+        return f"ground truth for image {source.image_id!r} has shape {truth.shape}; expected {expected}"
     return np.asarray(truth)
+
+
+def _is_stack(record: ImageRecord) -> bool:
+    return record.pixels is not None and record.pixels.ndim == 4
 
 
 def _attach_tiff(record: ImageRecord, template: str) -> ImageRecord:
@@ -144,4 +153,4 @@ def _attach_tiff(record: ImageRecord, template: str) -> ImageRecord:
         truth = tifffile.imread(path)
     except Exception as e:  # noqa: BLE001 - reported as this image's evaluation error
         return record.with_(truth=f"cannot read ground truth {path}: {type(e).__name__}: {e}")
-    return record.with_(truth=_plane(truth, source))
+    return record.with_(truth=_plane(truth, source, _is_stack(record)))

@@ -7,8 +7,11 @@ import numpy as np
 from scip.records import ImageRecord, skipped
 
 
-def check_image(record: ImageRecord) -> ImageRecord:
+def check_image(record: ImageRecord, stack: bool = False) -> ImageRecord:
     """Skip an image that is empty, constant or holds NaN/inf pixels, or is not ``(C, H, W)``.
+
+    ``(C, Z, H, W)`` passes too when ``stack`` is set (``input.z: stitch``
+    keeps stacks whole).
 
     Such images would make thresholds meaningless (a constant image has no
     foreground) or poison every statistic (NaN), so they stop here, named,
@@ -17,12 +20,13 @@ def check_image(record: ImageRecord) -> ImageRecord:
     if not record.status:
         return record
     pixels = record.pixels
-    if pixels.ndim != 3:
-        hint = (f"; it is a z stack of {pixels.shape[1]} planes, which must be projected first "
-                "(input.z_projection: max, mean or median)") if pixels.ndim == 4 else ""
+    if pixels.ndim != (4 if stack else 3):
+        hint = (f"; it is a z stack of {pixels.shape[1]} planes: set input.z to max, mean or median to project "
+                "it, stitch for 3-D objects, or a plane number") if pixels.ndim == 4 else ""
+        expected = "(C, Z, H, W)" if stack else "(C, H, W)"
         return record.with_(pixels=None, status=skipped(
-            "check", f"image has {pixels.ndim} dimensions (shape {pixels.shape}); expected (C, H, W){hint}",
-            kind="image is not (C, H, W)"))
+            "check", f"image has {pixels.ndim} dimensions (shape {pixels.shape}); expected {expected}{hint}",
+            kind=f"image is not {expected}"))
     if pixels.size == 0 or 0 in pixels.shape:
         return record.with_(pixels=None, status=skipped(
             "check", f"image has no pixels (shape {pixels.shape})", kind="image has no pixels"))

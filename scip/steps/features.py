@@ -8,8 +8,9 @@ from dataclasses import replace
 from typing import Sequence
 
 
-from scip.features import FeatureParams
+from scip.features import FeatureParams, check_3d
 from scip.features.crops import extract_crops
+from scip.features.volume import extract_volumes
 from scip.records import EXPECTED, CellRecord, ImageRecord, Status, failed, skipped
 
 
@@ -18,6 +19,14 @@ def _measure(cells: list[CellRecord], cell_mask: str, masks: Sequence[str], fami
     rows: list[dict[str, float]] = [{} for _ in cells]
     crops = [c.pixels for c in cells]
     origins = [c.origin for c in cells]
+    if crops[0].ndim == 4:
+        # 3-D objects of a z stack: no background band or packing, only voxels.
+        check_3d(families)
+        for name in masks:
+            table = extract_volumes(crops, [c.masks[name] for c in cells], cells[0].channels, name, origins)
+            for row, values in zip(rows, table.to_numpy().tolist()):
+                row.update(zip(table.columns, values))
+        return rows
     cell_masks = [c.masks[cell_mask] for c in cells]
     # Local background is what lies around the cell outside every cell, for
     # every mask: a nucleus is corrected by the background around its cell.
@@ -47,6 +56,10 @@ def featurize_cells(records: list[ImageRecord | CellRecord], cell_mask: str, mas
                     range_group_by: tuple[str, ...] = ()) -> list[ImageRecord | CellRecord]:
     """Compute the feature families of every ok cell over each of its ``masks``.
 
+    3-D cells (crops ``(C, z, h, w)``, from ``input.z: stitch``) are measured
+    with :func:`scip.features.volume.extract_volumes`; ``families`` must then
+    be 3-D ones (the config makes sure).
+
     The cells of a partition are measured together (see
     :func:`scip.features.crops.extract_crops`); a cell whose extra mask is
     empty gets NaN for that mask's columns. Crops are released afterwards:
@@ -66,8 +79,8 @@ def featurize_cells(records: list[ImageRecord | CellRecord], cell_mask: str, mas
     batches: dict[tuple, list[int]] = {}
     for i in positions:
         key = tuple(str(records[i].source.fields.get(g, "")) for g in range_group_by) if ranges is not None else ()
-        batches.setdefault((tuple(records[i].channels), key), []).append(i)
-    for (_, key), group in batches.items():
+        batches.setdefault((tuple(records[i].channels), records[i].pixels.ndim, key), []).append(i)
+    for (_, _, key), group in batches.items():
         cells = [records[i] for i in group]
         batch_params = params
         if ranges is not None:

@@ -1,6 +1,8 @@
-"""Segmentation step: one channel of an image record to a label image."""
+"""Segmentation step: one channel of an image record to a label image (3-D for a z stack)."""
 
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 
@@ -8,6 +10,7 @@ from scip._hints import did_you_mean
 from scip.config import SegmentConfig
 from scip.records import EXPECTED, ImageRecord, failed, skipped
 from scip.segment import segment
+from scip.segment.stack import segment_stack, stack_parameters
 from scip.steps.timing import timed
 
 
@@ -46,6 +49,14 @@ def segment_image(record: ImageRecord, cfg: SegmentConfig) -> ImageRecord:
     explained in ``skipped.csv``. A list of channels (multi-channel models)
     is passed to the method as one ``(C, H, W)`` image.
 
+    A z stack ``(C, Z, H, W)`` (``input.z: stitch``) is segmented plane by
+    plane with the same method, every plane with the statistic (threshold,
+    normalization) of the whole stack, and the planes' objects are stitched
+    into 3-D objects (:func:`scip.segment.stack.segment_stack`, with
+    ``cfg.stitch_threshold`` and ``cfg.min_planes``, capped at the number of
+    planes so that a one-plane image keeps its objects): the labels are
+    ``(Z, H, W)``.
+
     A method that raises :class:`~scip.records.DataError` (or runs out of
     memory) skips the image; any other exception is a bug in the method and
     makes the image an error (:func:`~scip.records.failed`), with its traceback.
@@ -58,7 +69,10 @@ def segment_image(record: ImageRecord, cfg: SegmentConfig) -> ImageRecord:
         c = positions[0]
         pixels = record.pixels[positions] if isinstance(cfg.channel, list) else record.pixels[c]
         try:
-            labels = segment(pixels.astype(np.float32), cfg.method, **cfg.method_params())
+            if record.pixels.ndim == 4:
+                labels = _segment_stack(pixels.astype(np.float32), cfg, multichannel=isinstance(cfg.channel, list))
+            else:
+                labels = segment(pixels.astype(np.float32), cfg.method, **cfg.method_params())
         except EXPECTED as e:
             return record.with_(timings=timings, status=skipped(
                 "segment", f"{cfg.method} failed: {type(e).__name__}: {e}", kind=f"{cfg.method} failed: {type(e).__name__}"))
@@ -70,3 +84,13 @@ def segment_image(record: ImageRecord, cfg: SegmentConfig) -> ImageRecord:
             "segment", f"no cells found ({cfg.method} on channel "
                        f"{', '.join(repr(record.channels[i]) for i in positions)})", kind="no cells found"))
     return record.with_(labels=labels, timings=timings)
+
+
+def _segment_stack(pixels: np.ndarray, cfg: SegmentConfig, multichannel: bool) -> np.ndarray:
+    # Planes first: (Z, H, W), or (Z, C, H, W) for a multi-channel model. One stitching thread: the
+    # scheduler already runs images side by side.
+    planes = np.moveaxis(pixels, 1, 0) if multichannel else pixels
+    params = cfg.method_params()
+    params = {**params, **stack_parameters(planes, cfg.method, params)}
+    return segment_stack(planes, partial(segment, method=cfg.method, **params), cfg.stitch_threshold,
+                         min_planes=min(cfg.min_planes, len(planes)), threads=1)
