@@ -204,6 +204,8 @@ class CellRecord:
     #: For the few cells picked for the run report: ``{"crop": (C, h, w) float32, "mask": (h, w) bool}``,
     #: kept after the crop itself is released.
     sample: dict | None = None
+    #: The object's outline as WKB in image coordinates (``output.polygons``), kept after the masks are released.
+    geometry: bytes | None = None
 
     def with_(self, **changes) -> "CellRecord":
         """Copy with some fields changed; records are treated as immutable."""

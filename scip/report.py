@@ -20,6 +20,9 @@ Sections, each shown only when its data is there:
    attribute, e.g. ``<td data-count="cells-exported">458</td>``;
 3. task time per step: a bar chart and a table;
 4. a montage of sampled cells with their mask outlines, optionally grouped;
+   the label images (``output.labels``) of images read in tiles or larger
+   than one chunk: each one's coarsest pyramid level, coloured, and the
+   cells and tiles per image;
 5. histograms of a few feature columns, optionally per group;
 6. evaluation against ground truth, and the dataset-wide reductions
    (filter thresholds, normalization ranges, illumination flat fields);
@@ -69,8 +72,8 @@ _OTHER = "(other)"
 _MISSING = "(missing)"
 _THUMB = 64  # longest side of a cell thumbnail, pixels
 _THUMB_SHOWN = 96  # longest side it is shown at, CSS pixels
-_STEP_ORDER = ("load", "illumination", "check", "segment", "evaluate", "cells", "masks", "filter", "features",
-               "export")
+_STEP_ORDER = ("load", "illumination", "check", "segment", "evaluate", "cells", "masks", "labels", "filter",
+               "features", "export")
 _OUTLINE = np.array([1.0, 1.0, 1.0])  # mask outline colour (white)
 
 
@@ -684,6 +687,96 @@ def _distributions(summary: dict, table: _Table, features: Sequence[str] | None,
     return _section("features", "Feature distributions", intro + note + chart + stats)
 
 
+def _tile_counts(summary: dict) -> dict[str, int]:
+    """Tiles per tiled image, from ``run.json``'s ``tiles.images``: ``{id: n}``, ``{id: {"tiles": n}}`` or a list
+    of ``{"image_id": id, "tiles": n}``; ``{}`` when the run read every image whole."""
+    tiles = summary.get("tiles")
+    images = tiles.get("images") if isinstance(tiles, dict) else None
+    if isinstance(images, list):
+        images = {e.get("image_id"): e for e in images if isinstance(e, dict)}
+    if not isinstance(images, dict):
+        return {}
+    out = {}
+    for image_id, entry in images.items():
+        n = entry.get("tiles") if isinstance(entry, dict) else entry
+        if isinstance(image_id, str) and isinstance(n, int) and not isinstance(n, bool):
+            out[image_id] = n
+    return out
+
+
+def _label_colours(labels: np.ndarray) -> np.ndarray:
+    """Labels as RGB: each label its own hue (golden-ratio steps, so neighbours differ), background black."""
+    from matplotlib.colors import hsv_to_rgb
+
+    ids, inverse = np.unique(labels, return_inverse=True)
+    hues = (ids.astype(np.float64) * 0.6180339887) % 1.0
+    rgb = hsv_to_rgb(np.stack([hues, np.full_like(hues, 0.65), np.full_like(hues, 0.95)], axis=-1))
+    rgb[ids == 0] = 0.0
+    return rgb[inverse.reshape(labels.shape)]
+
+
+def _label_overview(root: Path, key: str, name: str, levels: int, side: int = 360) -> tuple[str, tuple[int, ...]]:
+    """The coarsest pyramid level of a label image, coloured, as a PNG; and the full-resolution shape."""
+    import zarr
+
+    group = zarr.open_group(str(root / key / "labels" / name), mode="r")
+    shape = tuple(group["0"].shape)
+    coarse = np.asarray(group[str(levels - 1)][...])
+    if coarse.ndim == 3:  # a z-stack: every object seen from above
+        coarse = coarse.max(axis=0)
+    step = max(1, math.ceil(max(coarse.shape) / side))
+    return _rgb_png(_label_colours(coarse[::step, ::step])), shape
+
+
+def _label_images(summary: dict, output: Path, table: _Table, shown: int = 12, listed: int = 200) -> str:
+    """Label images (``output.labels``): a low-resolution overview of each tiled or multi-level image, and counts.
+
+    Shown when ``labels.zarr`` holds an image that was read in tiles or whose
+    label image is larger than one chunk (it has a pyramid); small fields are
+    in the montage already.
+    """
+    from scip.io import labels
+
+    root = output / labels.LABELS
+    if not labels.is_scip_labels(root):
+        return ""
+    import zarr
+
+    tiles = _tile_counts(summary)
+    found = []
+    for image_id, key in labels.images(root).items():
+        names = labels.label_names(root, image_id)
+        if not names:
+            continue
+        multiscales = zarr.open_group(str(root / key / "labels" / names[0]), mode="r").attrs.get("multiscales") or [{}]
+        levels = len(multiscales[0].get("datasets", [])) or 1
+        found.append((image_id, key, names, levels))
+    large = [f for f in found if f[3] > 1 or f[0] in tiles]
+    if not large:
+        return ""
+    cells = table.read(["meta_image_id"])
+    per_image = cells["meta_image_id"].value_counts().to_dict() if "meta_image_id" in cells else {}
+    figures, rows = [], []
+    for image_id, key, names, levels in large[:shown]:
+        uri, shape = _label_overview(root, key, names[0], levels)
+        caption = f"{image_id}: {names[0]}, {' x '.join(map(str, shape))} px, level {levels - 1} of {levels}"
+        figures.append(f'<figure class="field" data-label-image="{_e(image_id)}">{_img(uri, caption)}'
+                       f"<figcaption>{_e(caption)}</figcaption></figure>")
+    for image_id, key, names, levels in found[:listed]:
+        rows.append([image_id, _td(per_image.get(image_id, 0), label_cells=image_id),
+                     _td(tiles[image_id], label_tiles=image_id) if image_id in tiles else "whole",
+                     _td(levels), ", ".join(names), f"{labels.LABELS}/{key}/labels"])
+    more = (f'<p class="note">{len(found) - listed} more images are in {labels.LABELS}.</p>'
+            if len(found) > listed else "")
+    note = (f'<p class="note">Each object its own colour, at the lowest resolution of its pyramid; open '
+            f'{_e(labels.LABELS)} in napari or Fiji for every pixel (docs/labels.md). A table row joins its pixels '
+            'by meta_image_id and meta_label.</p>')
+    body = (f'<div class="montage">{"".join(figures)}</div>{note}'
+            + _table(["image", "cells in table", "tiles", "levels", "label images", "path"], rows,
+                     id_="label-images-table") + more)
+    return _section("label-images", "Label images", body)
+
+
 def _evaluation(summary: dict) -> str:
     ev = summary.get("evaluation")
     if not ev:
@@ -1018,6 +1111,7 @@ def write_report(output_dir: str | os.PathLike, samples: Sequence[Mapping[str, A
         _counts(summary),
         _timings(summary),
         _montage(samples, groups, group_by, max(0, int(max_cells))),
+        _label_images(summary, output, table),
         _distributions(summary, table, features, group_by),
         _evaluation(summary),
         _reductions(summary, output),

@@ -28,11 +28,11 @@ from scip.accounting import SKIPPED_COLUMNS, PartitionSummary
 from scip.config import Config, ConfigError, load_config
 from scip.engine import cluster, graph, tiles
 from scip.engine.compute import compute_partitions
-from scip.engine.output import (OUTPUT_FILES, done_partitions, new_manifest, planned_files, prepare_output,
-                                resumable, versions)
+from scip.engine.output import (OUTPUT_FILES, done_partitions, labels_written, new_manifest, planned_files,
+                                prepare_output, resumable, versions)
 from scip.engine.reduce import REDUCE_STEPS, Reductions, load_illumination, reduce
 from scip.failures import DiskFull, RunFailed
-from scip.io import InputError, open_dataset
+from scip.io import InputError, labels, open_dataset
 from scip.io.ground_truth import check_template
 from scip.io.limits import format_bytes, image_budget
 from scip.io.manifest import record_files, reductions_from_json, reductions_to_json, write_manifest
@@ -273,9 +273,14 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         write_manifest(out, manifest)
         recorded = {}
     (out / "progress").mkdir(exist_ok=True)
+    if config.output.labels:
+        # Recorded in the manifest above; created with scip's marker before any task writes into it.
+        labels.create_root(graph.labels_root(config))
     done = done_partitions(out, len(parts)) if resume else {}
     # A partition that had errors is computed again: the bug behind them may be fixed by now.
     done = {i: s for i, s in done.items() if not s.errors}
+    if config.output.labels:
+        done = labels_written(p, parts, done)
     todo = [i for i in range(len(parts)) if i not in done]
     log.info("scip: %d images (%s), %d channels: %s", len(p.dataset.sources), p.dataset.format,
              len(p.dataset.channels), ", ".join(p.dataset.channels))
@@ -313,7 +318,7 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
             computed, stopped = compute_partitions(p, session, tasks, todo, parts, reductions, samples, cells_dir,
                                                     out / "progress", progress)
         if p.tiled and not stopped:
-            tiles.write_pyramids(config, p.tiled, out, session, progress)
+            tiles.write_pyramids(config, p.tiled, out, session, progress, p.dataset.format == "ome_zarr")
         where = session.describe()
         names = cluster.worker_names(session.client) if session.client is not None else {}
     summaries = {**done, **computed}

@@ -292,3 +292,54 @@ def test_report_in_headless_chromium(run_output, tmp_path):
         Path(artifacts).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(artifacts) / "report.png")
         shutil.copy(page, Path(artifacts) / "report.html")
+
+
+def _labelled_run(tmp: Path, pyramid_levels: int) -> Path:
+    example = write_example(tmp / "data", n_events=2, n_fields=2, seed=1)
+    config = {
+        "input": {"path": str(example["fields"]), "pattern": r"field(?P<id>\d+)_(?P<channel>[A-Za-z]+)\.tiff",
+                  "channels": ["DNA", "cyto", "marker"]},
+        "segment": {"method": "watershed", "channel": "cyto"},
+        "features": {"families": ["shape"]},
+        "output": {"path": str(tmp / "out"), "labels": True, "pyramid_levels": pyramid_levels},
+        "cluster": {"scheduler": "synchronous"},
+    }
+    return scip.run(config, progress=False).output
+
+
+def _decoded(uri: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
+
+
+def test_label_images_section(tmp_path, run_output):
+    from scip.io import labels
+
+    out = _labelled_run(tmp_path, pyramid_levels=2)
+    page = (out / report.REPORT_FILE).read_text()
+    assert 'id="label-images"' in page
+    table = scip.read(out)
+    figures = re.findall(r'<figure class="field" data-label-image="([^"]+)"><img src="([^"]+)"', page)
+    assert sorted(i for i, _ in figures) == sorted(table["meta_image_id"].unique())
+    for image_id, uri in figures:
+        # The coarsest level (256 / 4), each object coloured, the background black.
+        coarse = labels.read_labels(out / labels.LABELS, image_id, "cell", 2)
+        rgb = _decoded(uri)
+        assert rgb.shape == (64, 64, 3)
+        assert ((rgb.sum(axis=-1) == 0) == (coarse == 0)).all()
+    counts = _data(page, "label-cells")
+    assert counts == {k: str(v) for k, v in table["meta_image_id"].value_counts().items()}
+    # No labels written: no section (the report fixture's run).
+    assert 'id="label-images"' not in (run_output / report.REPORT_FILE).read_text()
+
+
+def test_label_images_section_needs_a_large_or_tiled_image(tmp_path):
+    out = _labelled_run(tmp_path, pyramid_levels=0)
+    assert 'id="label-images"' not in (out / report.REPORT_FILE).read_text()
+    # A tiled image (run.json says so) is shown at any size, with its tile count.
+    summary = _summary(out)
+    image_id = scip.read(out)["meta_image_id"].iloc[0]
+    summary["tiles"] = {"images": {image_id: {"tiles": 9}}}
+    (out / "run.json").write_text(json.dumps(summary))
+    page = report.write_report(out).read_text()
+    assert re.findall(r'data-label-image="([^"]+)"', page) == [image_id]
+    assert _data(page, "label-tiles") == {image_id: "9"}

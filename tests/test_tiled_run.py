@@ -18,7 +18,10 @@ import zarr
 import scip
 from scip.config import ConfigError
 from scip.segment import segment
+from conftest import require
 from scip.datasets.slides import NucleiLattice, render, write_synthetic_slide
+from scip.io.labels import images as label_images
+from scip.io.labels import read_labels
 from scip.segment.compare import compare_segmentations
 
 SIZE = 1024
@@ -136,6 +139,16 @@ def test_mixed_folder_tiles_only_the_large_image(tmp_path):
     large_rows = table[table.meta_image_id == "large"]
     area = np.bincount(labels.ravel())
     np.testing.assert_array_equal(area[large_rows.meta_label.to_numpy()], large_rows.feat_cell_shape_area.to_numpy())
+    # One labels.zarr: the fields' label images (written whole) next to the tiled image's, every row joins its pixels.
+    root = result.output / "labels.zarr"
+    assert set(label_images(root)) == {"field0", "field1", "field2", "field3", "large"}
+    for image_id, rows in table.groupby("meta_image_id"):
+        area = np.bincount(read_labels(root, image_id, "cell").ravel())
+        np.testing.assert_array_equal(area[rows.meta_label.to_numpy()], rows.feat_cell_shape_area.to_numpy())
+    # The tiled image's label image is valid NGFF 0.4 (ome-zarr-models) with its pyramid, as a whole image's.
+    image_label = require("ome_zarr_models.v04.image_label")
+    tiled = image_label.ImageLabel.from_zarr(zarr.open_group(str(root / "large" / "labels" / "cell"), mode="r"))
+    assert [d.path for d in tiled.attributes.multiscales[0].datasets] == ["0", "1", "2"]
 
 
 def test_illumination_with_a_tiled_image_names_it(tmp_path):

@@ -275,6 +275,28 @@ def test_run_with_stitch_gives_one_row_per_3d_object(stack_folder, tmp_path):
     assert crops and all(c.ndim == 3 for c in crops)
 
 
+def test_run_with_stitch_writes_3d_label_images(stack_folder, tmp_path):
+    """output.labels on a z stack: (Z, H, W) label images; each row's meta_label covers exactly its voxels."""
+    from skimage.measure import regionprops
+
+    from scip.io import labels
+
+    result = _run(stack_folder, tmp_path / "out", output={"labels": True, "polygons": True})
+    table = result.read()
+    assert table["geometry"].isna().all()  # an outline is 2-D: 3-D objects have none
+    root = result.output / labels.LABELS
+    assert len(table) == 24
+    for image_id, rows in table.groupby("meta_image_id"):
+        stack = labels.read_labels(root, image_id, "cell")
+        assert stack.ndim == 3 and stack.dtype == np.uint32
+        regions = {r.label: r for r in regionprops(stack.astype(np.int64))}
+        for row in rows.itertuples():
+            region = regions[row.meta_label]
+            assert region.area == row.feat_cell_volume_voxels
+            assert region.bbox == tuple(getattr(row, f"feat_cell_volume_{k}") for k in
+                                        ("min_z", "min_row", "min_col", "max_z", "max_row", "max_col"))
+
+
 def test_run_with_a_plane_number_segments_that_plane(stack_folder, tmp_path):
     table = _run(stack_folder, tmp_path / "out", input={"z": 12},
                  features={"families": ["bbox"]}).read()

@@ -53,7 +53,10 @@ from scip.records import CellRecord, ImageRecord, Source, skipped
 from scip.steps.cells import split_cells
 from scip.steps.check import check_image
 from scip.steps.evaluate import evaluate_image
-from scip.steps.export import cells_frame, table_columns
+from scip.steps.export import add_polygons, cells_frame, table_columns
+from scip.steps.labels import write_image_labels
+from scip.io.labels import LABELS
+from scip.io.zarr_image import physical_size
 from scip.reduce import filters as cell_filters
 from scip.reduce import illumination
 from scip.steps.features import featurize_cells
@@ -62,12 +65,12 @@ from scip.steps.masks import add_masks
 from scip.steps.segment import segment_image
 
 __all__ = ["Plan", "plan", "build_illumination_sums", "build_cells", "build_features", "build_dataframe",
-           "build_writes", "partition_size", "partitions", "STEPS", "summary_path"]
+           "build_writes", "partition_size", "partitions", "STEPS", "summary_path", "labels_root"]
 
 #: The step each task belongs to, by its function name (``dask.utils.key_split`` of its key).
 STEPS = {**tiles.STEPS, "from_sequence": "load", "load": "load", "illumination_sums": "illumination", "segment": "segment", "cells": "cells",
-         "masks": "masks", "measure": "filter", "filter": "filter", "featurize": "features", "write": "export",
-         "cells_frame": "export"}
+         "masks": "masks", "labels": "labels", "measure": "filter", "filter": "filter", "featurize": "features",
+         "write": "export", "cells_frame": "export"}
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,8 @@ def plan(config: Config, dataset: Dataset | None = None) -> Plan:
     dataset = dataset if dataset is not None else open_dataset(config.input)
     fields = {k for s in dataset.sources for k in s.fields}
     columns = table_columns(dataset.channels, fields, config.mask_names, tuple(config.features.families),
-                            evaluated=config.evaluate is not None, params=config.features.params())
+                            evaluated=config.evaluate is not None, params=config.features.params(),
+                            polygons=config.output.polygons)
     setting = config.input.max_image_bytes
     return Plan(config, dataset, columns, image_budget(setting, None) if setting != "auto" else None)
 
@@ -187,12 +191,26 @@ def _segment(records: list[ImageRecord], config: Config) -> list[ImageRecord]:
 def _cells(records: list[ImageRecord], config: Config) -> list[ImageRecord | CellRecord]:
     out: list[ImageRecord | CellRecord] = []
     for r in records:
-        out.extend(split_cells(r, config.segment.name, config.cells.padding, config.segment.remove_border))
+        out.extend(split_cells(r, config.segment.name, config.cells.padding, config.segment.remove_border,
+                               keep_labels=config.output.labels))
+    if config.output.polygons:
+        out = add_polygons(out, config.segment.name)
     return out
 
 
 def _masks(records: list[ImageRecord | CellRecord], config: Config) -> list[ImageRecord | CellRecord]:
     return [add_masks(r, config.segment.name, config.masks) for r in records]
+
+
+def labels_root(config: Config) -> Path:
+    """Where a run writes its label images (``output.labels``): ``labels.zarr`` in the output folder."""
+    return Path(config.output.path).resolve() / LABELS
+
+
+def _labels(records: list[ImageRecord | CellRecord], config: Config, physical: bool) -> list[ImageRecord | CellRecord]:
+    return write_image_labels(records, labels_root(config), config.segment.name, config.mask_names[1:],
+                              chunk=config.tiles.size, pyramid_levels=config.output.pyramid_levels,
+                              physical=physical_size if physical else None)
 
 
 def _measure(records: list[ImageRecord | CellRecord], config: Config) -> list[ImageRecord | CellRecord]:
@@ -263,6 +281,8 @@ def build_cells(p: Plan, correction: tuple[dict, list[str]] | None = None, routi
         bag = tiled if bag is None else bag if tiled is None else db.concat([bag, tiled])
         if config.masks:
             bag = bag.map_partitions(_masks, config)
+        if config.output.labels:
+            bag = bag.map_partitions(_labels, config, dataset.format == "ome_zarr")
         if config.filters:
             bag = bag.map_partitions(_measure, config)
     return bag

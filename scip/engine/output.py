@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import shutil
 from importlib import metadata
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from scip.engine import graph, tiles
 from scip.io.manifest import (LAYOUT, ManifestError, PartitionUnverified, changed_inputs, differences, fingerprint,
                               input_stats, load_partition, part_name, read_manifest, recorded_files,
                               samples_name, summarize_changes, summary_name)
+from scip.io import labels
 from scip.io.tables import FILES
 
 log = logging.getLogger("scip")
@@ -31,7 +33,7 @@ __all__ = ["OUTPUT_FILES", "prepare_output", "planned_files", "new_manifest", "r
 
 #: Names a run, ``scip classify`` and ``scip predict`` write at the top of an output folder.
 OUTPUT_FILES = (tiles.SCRATCH, "cells", "run.json", "skipped.csv", "illumination.npz", "cells.h5ad", "cells.csv", "report.html",
-                "report_cells.npz", "classification", "predictions.csv", "manifest.json", "progress")
+                "report_cells.npz", "classification", "predictions.csv", "manifest.json", "progress", labels.LABELS)
 
 
 #: Folders of ours that ``--overwrite`` removes once the files recorded in them are gone, if nothing else is left.
@@ -86,6 +88,8 @@ def planned_files(p: graph.Plan, parts: list) -> list[str]:
     if config.illumination is not None and config.illumination.reuse is None:
         files.append("illumination.npz")
     files += [FILES[f] for f in config.output.formats if f != "parquet"]
+    if config.output.labels:
+        files.append(labels.LABELS)
     return files
 
 
@@ -99,6 +103,8 @@ def _existing(out: Path, p: graph.Plan, parts: list) -> list[str]:
                       if f.name.startswith(("part-", ".part-"))]
         elif (out / folder).exists():
             found.append(folder)
+    if p.config.output.labels and (out / labels.LABELS).exists():
+        found.append(labels.LABELS)
     # A classification in the folder would be shown in the new report as if it described the new table.
     if (out / report.CLASSIFICATION_FILE).exists():
         found.append(report.CLASSIFICATION_FILE.as_posix())
@@ -111,6 +117,14 @@ def _removable(out: Path, manifest: dict) -> set[str]:
     for rel in recorded_files(manifest):
         if rel.split("/")[0] not in OUTPUT_FILES:
             log.warning("scip: manifest.json lists %s, not a name scip writes; it is left alone", rel)
+            continue
+        target = out / rel
+        if rel == labels.LABELS and target.is_dir() and not target.is_symlink():
+            # A tree, not a file: removed only while scip's marker says scip wrote it.
+            if labels.is_scip_labels(target):
+                out_ok.add(rel)
+            else:
+                log.warning("scip: %s has no scip marker in its attributes; it is left alone", target)
             continue
         for name in (rel, str(Path(rel).with_name(f".{Path(rel).name}.tmp").as_posix())):
             target = out / name
@@ -155,7 +169,10 @@ def prepare_output(path: Path, overwrite: bool, p: graph.Plan, parts: list) -> P
         )
     # The old manifest last: until then it still records what is left, should this be interrupted.
     for name in sorted(removable, key=lambda n: (n == "manifest.json", n)):
-        (out / name).unlink(missing_ok=True)
+        if name == labels.LABELS:
+            shutil.rmtree(out / name)
+        else:
+            (out / name).unlink(missing_ok=True)
     for folder in _OUR_FOLDERS:
         target = out / folder
         if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
@@ -238,6 +255,26 @@ def resumable(out: Path, p: graph.Plan, parts: list) -> dict:
                           f"{summarize_changes(changed)}. Its partitions would mix old and new input: restore the "
                           "input, or run again with --overwrite")
     return manifest
+
+
+def labels_written(p: graph.Plan, parts: list, done: dict[int, PartitionSummary]) -> dict[int, PartitionSummary]:
+    """The done partitions whose images' label images are all in ``labels.zarr`` (``output.labels``).
+
+    A partition writes its label images before its part, so a done partition
+    has them, unless ``labels.zarr`` lost them since (removed by hand): that
+    partition is computed again rather than leaving holes in the labels.
+    """
+    written = set(labels.images(graph.labels_root(p.config)))
+    kept = {}
+    for i, summary in done.items():
+        stopped = {str(row.get("image_id")) for row in summary.skipped if row.get("kind") == "image"}
+        missing = [s.image_id for s in parts[i] if s.image_id not in stopped and s.image_id not in written]
+        if missing:
+            log.info("scip: --resume: partition %d is computed again: no label images of %s in %s", i,
+                     summarize_changes(missing), labels.LABELS)
+        else:
+            kept[i] = summary
+    return kept
 
 
 def done_partitions(out: Path, n: int) -> dict[int, PartitionSummary]:

@@ -49,7 +49,9 @@ from scip.failures import RunFailed
 from scip.records import EXPECTED, Source, failed, skipped
 from scip.segment.image_statistics import image_statistic
 from scip.engine.tasks import task as _task
+from scip.io import labels as labels_io
 from scip.io import ngff
+from scip.io.zarr_image import physical_size
 from scip.segment.tiling import Tiling, assemble_core, segment_window
 from scip.steps.segment import segment_positions
 from scip.io.manifest import summarize_changes, write_manifest
@@ -388,12 +390,14 @@ def tile_cells(job: TileJob, tiles: tuple, around: dict, first: bool, image: dic
 
 def labels_array_path(out: Path, key: str, name: str, level: int = 0) -> Path:
     """Where level ``level`` of an image's label image ``name`` is: ``labels.zarr/<key>/labels/<name>/<level>``."""
-    return Path(out) / "labels.zarr" / key / "labels" / name / str(level)
+    return Path(out) / labels_io.LABELS / key / "labels" / name / str(level)
 
 
-def _label_group(out: Path, key: str):
-    root = zarr.open_group(str(Path(out) / "labels.zarr"), mode="a", zarr_format=2)
-    return root.require_group(key).require_group("labels")
+def _label_group(out: Path, job: TileJob):
+    """The image's ``labels`` group in ``labels.zarr`` (scip's marker on the root, the image id on its group)."""
+    image = labels_io.create_root(Path(out) / labels_io.LABELS).require_group(job.key)
+    image.attrs[labels_io.MARKER] = {"image_id": job.source.image_id}
+    return image.require_group("labels")
 
 
 def create_label_arrays(config: Config, tiled: tuple[TiledImage, ...], out: Path, keep: bool) -> None:
@@ -407,7 +411,7 @@ def create_label_arrays(config: Config, tiled: tuple[TiledImage, ...], out: Path
         path = labels_array_path(out, t.job.key, name)
         if keep and path.exists():
             continue
-        group = _label_group(out, t.job.key)
+        group = _label_group(out, t.job)
         size = t.job.tiling.size
         for k, shape in enumerate(ngff.level_shapes(t.job.tiling.shape, size, config.output.pyramid_levels)):
             ngff.create_level(group, name, k, shape, size, t.dtype)
@@ -447,7 +451,8 @@ def tile_pyramid(below: str, level: str, row: int, col: int) -> None:
     ngff.downsample_chunk(below, level, row, col)
 
 
-def write_pyramids(config: Config, tiled: tuple[TiledImage, ...], out: Path, session, progress: bool) -> None:
+def write_pyramids(config: Config, tiled: tuple[TiledImage, ...], out: Path, session, progress: bool,
+                   physical: bool = False) -> None:
     """The downsampled levels and NGFF metadata of every tiled image's label image (after the last partition)."""
     from scip.engine.cluster import compute
 
@@ -469,8 +474,12 @@ def write_pyramids(config: Config, tiled: tuple[TiledImage, ...], out: Path, ses
                             r, c) for r in range(rows) for c in range(cols)]
         compute(tasks, session, progress)
     for t in todo:
-        group = _label_group(out, t.job.key)
-        ngff.write_label_metadata(group, name, len(shapes[t.job.key]))
+        # As a whole image's (scip.io.labels.write_labels): scaled by the input's pixel size when it is OME-Zarr.
+        sizes = physical_size(t.job.source) if physical else {}
+        ngff.write_label_metadata(_label_group(out, t.job), name, len(shapes[t.job.key]),
+                                  tuple(sizes.get(a, (1.0, None))[0] for a in "yx"),
+                                  tuple(sizes.get(a, (1.0, None))[1] for a in "yx"), version="0.4",
+                                  method=labels_io.DOWNSAMPLING)
 
 
 def remove_scratch(out: Path) -> None:

@@ -64,6 +64,15 @@ _SUMMARY_VERSION = 1
 _SHOWN = 10
 #: Config sections that may change between a run and its resumption: they do not change the table.
 _FREE_SECTIONS = ("cluster", "output", "errors")
+#: Keys of ``output`` that change what each partition writes (its label images, its table's columns): a
+#: resumption with other values would mix two kinds of partitions, so these are not free.
+_BOUND_OUTPUT = ("labels", "polygons", "pyramid_levels")
+
+
+def _bound_output(config: dict) -> dict:
+    """The bound ``output`` keys set away from their defaults (so a default config keeps its old fingerprint)."""
+    output = config.get("output") if isinstance(config.get("output"), dict) else {}
+    return {k: output[k] for k in _BOUND_OUTPUT if output.get(k) not in (None, False)}
 
 
 class ManifestError(ValueError):
@@ -96,6 +105,8 @@ def fingerprint(config: dict, images: list[tuple[str, tuple[str, ...]]], version
     (:func:`input_stats`), so a refusal can name the files.
     """
     table_config = {k: v for k, v in config.items() if k not in _FREE_SECTIONS}
+    if _bound_output(config):
+        table_config["output"] = _bound_output(config)
     return {"config": _digest(table_config), "images": _digest(images), "n_images": len(images), "scip": version}
 
 
@@ -217,6 +228,11 @@ def differences(old: dict, new: dict) -> list[str]:
             out.append(f"{path}: {a!r} -> {b!r}")
 
     walk(old, new, "")
+    before, after = _bound_output(old), _bound_output(new)
+    given = [(old.get("output") or {}) if isinstance(old.get("output"), dict) else {},
+             (new.get("output") or {}) if isinstance(new.get("output"), dict) else {}]
+    out += [f"output.{k}: {given[0].get(k)!r} -> {given[1].get(k)!r}" for k in _BOUND_OUTPUT
+            if before.get(k) != after.get(k)]
     return out
 
 

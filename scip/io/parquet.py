@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -14,9 +15,20 @@ from scip.io.atomic import atomic_path, sha256_file
 
 
 def arrow_schema(columns: dict[str, str]) -> pa.Schema:
-    """Arrow schema from ``{column: kind}`` with kind ``str``, ``int`` or ``float``."""
-    types = {"str": pa.string(), "int": pa.int64(), "float": pa.float64()}
-    return pa.schema([(name, types[kind]) for name, kind in columns.items()])
+    """Arrow schema from ``{column: kind}`` with kind ``str``, ``int``, ``float`` or ``wkb``.
+
+    A ``wkb`` column (the cells' outlines) is binary, and the schema carries
+    GeoParquet 1.0 metadata naming it, so geopandas reads it as geometry.
+    """
+    types = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "wkb": pa.binary()}
+    schema = pa.schema([(name, types[kind]) for name, kind in columns.items()])
+    geometry = [name for name, kind in columns.items() if kind == "wkb"]
+    if geometry:
+        schema = schema.with_metadata({b"geo": json.dumps({
+            "version": "1.0.0", "primary_column": geometry[0],
+            "columns": {name: {"encoding": "WKB", "geometry_types": ["Polygon", "MultiPolygon"], "crs": None}
+                        for name in geometry}}).encode()})
+    return schema
 
 
 def write_part(frame: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema) -> dict:

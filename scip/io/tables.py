@@ -79,7 +79,7 @@ from scip.features import FeatureColumn
 from scip.features import columns as feature_columns
 from scip.io.atomic import atomic_path
 from scip.io.manifest import MANIFEST, IncompleteRunError, check_complete
-from scip.steps.export import table_columns
+from scip.steps.export import GEOMETRY, table_columns
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -120,17 +120,31 @@ def _kind(arrow_type: pa.DataType) -> str:
         return "int"
     if pa.types.is_floating(arrow_type):
         return "float"
-    raise ValueError(f"column type {arrow_type} is not one of the table's kinds (string, integer, float)")
+    if pa.types.is_binary(arrow_type):
+        return "wkb"
+    raise ValueError(f"column type {arrow_type} is not one of the table's kinds (string, integer, float, WKB)")
 
 
 def _dtype(kind: str) -> Any:
-    return {"str": pd.StringDtype(), "int": pd.Int64Dtype(), "float": np.dtype("float64")}[kind]
+    return {"str": pd.StringDtype(), "int": pd.Int64Dtype(), "float": np.dtype("float64"), "wkb": object}[kind]
+
+
+def _wkb_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Outlines (WKB) as WKT text, for the formats that hold no bytes (CSV, AnnData's ``obs``)."""
+    if GEOMETRY not in frame.columns:
+        return frame
+    import shapely
+
+    text = shapely.to_wkt(shapely.from_wkb(frame[GEOMETRY].to_numpy()))
+    return frame.assign(**{GEOMETRY: pd.array(text, dtype="string")})
 
 
 def _kind_by_name(name: str) -> str:
-    """A column's kind from its name alone (for CSV, which stores no types)."""
+    """A column's kind from its name alone (for CSV, which stores no types; outlines there are WKT text)."""
     if name in _FIXED_KINDS:
         return _FIXED_KINDS[name]
+    if name == GEOMETRY:
+        return "str"
     return "str" if name.startswith("meta_") else "float"
 
 
@@ -282,7 +296,8 @@ def _write_h5ad(parts: list[Path], schema: pa.Schema, path: Path, descriptions: 
     import anndata
 
     names = schema.names
-    kinds = [_kind(schema.field(n).type) for n in names]
+    # Outlines go into obs as WKT text (h5ad holds no bytes there).
+    kinds = [{"wkb": "str"}.get(k, k) for k in (_kind(schema.field(n).type) for n in names)]
     feats = [n for n in names if n.startswith(_FEATURE_PREFIX)]
     meta = [n for n in names if not n.startswith(_FEATURE_PREFIX)]
     bad = [n for n, k in zip(names, kinds) if n in feats and k != "float"]
@@ -299,7 +314,7 @@ def _write_h5ad(parts: list[Path], schema: pa.Schema, path: Path, descriptions: 
         with np.errstate(over="ignore"):  # beyond float32's range: +-inf, as documented
             for j, name in enumerate(feats):
                 x[start:stop, j] = table.column(name).to_numpy()  # nulls become NaN
-        obs_parts.append(table.select(meta).to_pandas(types_mapper=_types_mapper))
+        obs_parts.append(_wkb_as_text(table.select(meta).to_pandas(types_mapper=_types_mapper)))
         start = stop
     obs = pd.concat(obs_parts, ignore_index=True) if obs_parts else pd.DataFrame(columns=meta)
     for name in meta:
@@ -324,7 +339,7 @@ def _write_h5ad(parts: list[Path], schema: pa.Schema, path: Path, descriptions: 
 def _write_csv(parts: list[Path], schema: pa.Schema, path: Path, descriptions: Mapping[str, Any]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         for i, part in enumerate(parts):
-            frame = _read_part(part)
+            frame = _wkb_as_text(_read_part(part))
             # float_format None: pandas writes repr(float), the shortest text that reads back exactly.
             frame.to_csv(f, header=i == 0, index=False, na_rep="", float_format=None, lineterminator="\n")
 

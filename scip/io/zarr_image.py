@@ -197,6 +197,35 @@ def ome_scale(group, path: Path, multiscale: dict, level: int, n_axes: int) -> l
     return None
 
 
+def physical_size(source: Source) -> dict[str, tuple[float, str | None]]:
+    """Pixel size and unit along each spatial axis (``z``, ``y``, ``x``) of an OME-Zarr source's level.
+
+    What the label images of this source are scaled by, so that they
+    overlay the image in a viewer. Axes without a ``scale`` get 1 and no unit.
+
+    Parameters
+    ----------
+    source : Source
+        An image of an OME-Zarr input (its locator names the level's array).
+
+    Returns
+    -------
+    dict
+        Axis name to ``(size, unit or None)``, for the spatial axes the image has.
+    """
+    array_path, _, axes = source.locator
+    path = Path(source.paths[0])
+    group = _open(path)
+    meta = ome_metadata(group) or {}
+    multiscale = (meta.get("multiscales") or [{}])[0]
+    datasets = multiscale.get("datasets", []) if isinstance(multiscale, dict) else []
+    level = next((i for i, d in enumerate(datasets) if isinstance(d, dict) and d.get("path") == array_path), None)
+    scale = ome_scale(group, path, multiscale, level, len(axes)) if level is not None else None
+    units = {a.get("name"): a.get("unit") for a in multiscale.get("axes", []) if isinstance(a, dict)}
+    sizes = dict(zip(axes, scale or [1.0] * len(axes)))
+    return {a: (sizes[a], units.get(a) if scale else None) for a in axes if a in ("z", "y", "x")}
+
+
 def ome_channel_labels(group, path: Path, meta: dict) -> list | None:
     """The ``omero`` channel labels, or ``None`` when the image has none.
 

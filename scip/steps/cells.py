@@ -7,7 +7,8 @@ from scipy import ndimage
 from scip.records import CellRecord, ImageRecord, skipped
 
 
-def split_cells(record: ImageRecord, mask: str, padding: int = 5, remove_border: bool = True) -> list[ImageRecord | CellRecord]:
+def split_cells(record: ImageRecord, mask: str, padding: int = 5, remove_border: bool = True,
+                keep_labels: bool = False) -> list[ImageRecord | CellRecord]:
     """One :class:`CellRecord` per label of ``record.labels[mask]``.
 
     Each cell gets the crop of its bounding box plus ``padding`` pixels
@@ -17,7 +18,8 @@ def split_cells(record: ImageRecord, mask: str, padding: int = 5, remove_border:
 
     The list starts with the image record itself, stripped of its pixels and
     labels: it carries the image's status, timings and evaluation to the
-    writer, while the cells carry only their own.
+    writer, while the cells carry only their own. With ``keep_labels`` an ok
+    image keeps its label images, for :func:`scip.steps.labels.write_image_labels`.
 
     3-D labels ``(Z, H, W)`` of a z stack give 3-D cells: crops ``(C, z, h,
     w)`` spanning the object's planes (padded in rows and columns only),
@@ -25,15 +27,11 @@ def split_cells(record: ImageRecord, mask: str, padding: int = 5, remove_border:
     ``origin`` ``(plane, row, col)``. An object on the first or last plane of
     a stack of several planes touches the border too: the stack cuts it.
     """
-    image = record.with_(pixels=None, labels={})
+    image = record.with_(pixels=None, labels=dict(record.labels) if keep_labels and record.status else {})
     if not record.status:
         return [image]
     labels = record.labels[mask]
     if labels.ndim == 3:
-        # TODO(lead, issue 16): 3-D label images with output.labels. t16-labels (not on main when this was
-        # written) keeps the image's labels on `image` above and writes (z, y, x) label images; a trial merge
-        # wrote (24, 96, 96) uint32 and every row's meta_label covered exactly its voxels. After that merge,
-        # add that check to tests/test_zstack.py (the t16-zstack report has it).
         return [image, *_split_3d(record, labels, mask, padding, remove_border)]
     height, width = labels.shape
     slices = ndimage.find_objects(labels)

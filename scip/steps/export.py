@@ -11,6 +11,32 @@ import pandas as pd
 from scip.features import FeatureParams
 from scip.features import columns as feature_columns
 from scip.records import CellRecord, ImageRecord
+from scip.segment.tiling import polygon_wkb
+
+
+#: The column of the cells' outlines (``output.polygons``).
+GEOMETRY = "geometry"
+
+
+def add_polygons(records: list[ImageRecord | CellRecord], mask: str) -> list[ImageRecord | CellRecord]:
+    """Give every ok cell its outline in mask ``mask`` as WKB (image coordinates: ``x`` column, ``y`` row).
+
+    Parameters
+    ----------
+    records : list
+        A partition's records; cells must still hold their masks (before the features step).
+    mask : str
+        The mask whose outline is taken (``segment.name``).
+
+    Returns
+    -------
+    list
+        The records, ok 2-D cells with :attr:`~scip.records.CellRecord.geometry` set (3-D cells: none).
+    """
+    # An outline is 2-D: 3-D objects of a z stack keep a null geometry.
+    return [r.with_(geometry=polygon_wkb(r.masks[mask], r.origin))
+            if isinstance(r, CellRecord) and r.status and mask in r.masks and r.masks[mask].ndim == 2 else r
+            for r in records]
 
 
 def meta_name(field: str) -> str:
@@ -19,13 +45,19 @@ def meta_name(field: str) -> str:
 
 
 def table_columns(channels: tuple[str, ...], field_names: Iterable[str], masks: tuple[str, ...],
-                  families: tuple[str, ...], evaluated: bool, params: FeatureParams | None = None) -> dict[str, str]:
-    """Every output column and its kind (``str``/``int``/``float``), known before any pixel is read."""
+                  families: tuple[str, ...], evaluated: bool, params: FeatureParams | None = None,
+                  polygons: bool = False) -> dict[str, str]:
+    """Every output column and its kind (``str``/``int``/``float``/``wkb``), known before any pixel is read.
+
+    ``polygons`` adds ``geometry``, each cell's outline as WKB (kind ``wkb``).
+    """
     cols = {"meta_image_id": "str", "meta_index": "int", "meta_path": "str", "meta_label": "int"}
     for f in sorted(set(field_names)):
         cols.setdefault(meta_name(f), "str")
     if evaluated:
         cols["meta_truth_label"] = "int"
+    if polygons:
+        cols[GEOMETRY] = "wkb"
     for mask in masks:
         for c in feature_columns(channels, families=families, mask_name=mask, params=params):
             cols[c.name] = "float"
@@ -53,6 +85,8 @@ def cells_frame(records: Iterable[ImageRecord | CellRecord], columns: dict[str, 
         }
         if r.truth_label is not None:
             meta["meta_truth_label"] = r.truth_label
+        if r.geometry is not None:
+            meta[GEOMETRY] = r.geometry
         for name, value in meta.items():
             if name in other:
                 other[name][i] = value
@@ -63,6 +97,7 @@ def cells_frame(records: Iterable[ImageRecord | CellRecord], columns: dict[str, 
             if j is not None:
                 block[i, j] = value
     floats = pd.DataFrame(block, columns=float_cols, copy=False)
-    others = pd.DataFrame({name: pd.array(values, dtype="string" if columns[name] == "str" else "Int64")
+    dtypes = {"str": "string", "int": "Int64", "wkb": object}
+    others = pd.DataFrame({name: pd.array(values, dtype=dtypes[columns[name]])
                            for name, values in other.items()}, index=floats.index)
     return pd.concat([others, floats], axis=1, copy=False)[list(columns)]
