@@ -12,6 +12,7 @@ import zarr
 from scipy import ndimage as ndi
 
 import scip
+from conftest import require
 from scip.datasets.slides import write_synthetic_slide
 from scip.io.ngff import mode_downsample
 from scip.segment.tiling import Tiling, assemble_core, segment_window
@@ -159,3 +160,21 @@ def test_ownership_and_assembly_on_a_tiny_grid():
     expected[8:12, 2:4] = 1
     expected[9:13, 15:17] = 2
     np.testing.assert_array_equal(out, expected)
+
+
+def test_polygons_of_a_tiled_image_outline_its_labels(tmp_path):
+    """output.polygons on an image read in tiles: each outline (image coordinates) lies on its own object's pixels."""
+    shapely = require("shapely")
+    path = write_synthetic_slide(tmp_path / "s.ome.zarr", (600, 700), chunk=256, seed=2)
+    result = scip.run(_config(path, tmp_path / "out", tiles={"size": 256}, output={"polygons": True}),
+                      progress=False)
+    table = result.read()
+    labels = _labels(result.output, "s.ome")
+    shapes = shapely.from_wkb(table.geometry.to_numpy())
+    assert len(table) > 100 and shapely.is_valid(shapes).all()
+    inside = shapely.point_on_surface(shapes)
+    rows = np.rint(shapely.get_y(inside)).astype(int)
+    cols = np.rint(shapely.get_x(inside)).astype(int)
+    assert (labels[rows, cols] == table.meta_label.to_numpy()).mean() > 0.99
+    ratio = shapely.area(shapes) / table.feat_cell_shape_area.to_numpy()
+    assert 0.8 < ratio.min() and ratio.max() <= 1.0

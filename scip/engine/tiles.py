@@ -55,6 +55,7 @@ from scip.io.zarr_image import physical_size
 from scip.segment.tiling import Tiling, assemble_core, segment_window
 from scip.steps.segment import segment_positions
 from scip.io.manifest import summarize_changes, write_manifest
+from scip.steps.export import add_polygons
 from scip.steps.tiles import (WindowReader, choose_tiled, tile_partitions, tile_records, tiled_image_record,
                               window_reader)
 
@@ -339,13 +340,14 @@ def run_pass1(tiled: tuple[TiledImage, ...], session, progress: bool, recorded: 
 # ---- pass 2: the tiles' cell records, as Bag partitions -----------------------------------------------------------
 
 def tile_cells(job: TileJob, tiles: tuple, around: dict, first: bool, image: dict, labels_path: str | None,
-               dtype: str, mask: str, padding: int, remove_border: bool) -> list:
+               dtype: str, mask: str, padding: int, remove_border: bool, polygons: bool = False) -> list:
     """The records of one tile partition: the image record (first partition only), then each tile's cells.
 
     ``around`` maps each tile of ``tiles`` to ``[(row, col, owned, offset)]``
     of itself and the neighbours whose windows reach its core. With
     ``labels_path``, each tile's core is assembled from them and written
-    to the label image (each chunk by this task only).
+    to the label image (each chunk by this task only). ``polygons``: each
+    cell gets its outline, as a whole image's cells do (``output.polygons``).
     """
     tiling = job.tiling
     records: list = []
@@ -383,6 +385,8 @@ def tile_cells(job: TileJob, tiles: tuple, around: dict, first: bool, image: dic
         labels = frames[(row, col)][wy0 - oy:wy1 - oy, wx0 - ox:wx1 - ox]
         cells = tile_records(job.source, job.channels, job.reader.read(wy0, wy1, wx0, wx1), labels, owned,
                              (wy0, wy1, wx0, wx1), tiling.shape, offset, mask, padding, remove_border)
+        if polygons:
+            cells = add_polygons(cells, mask)
         share = (time.perf_counter() - start) / max(len(cells), 1)
         records += [c.with_(timings={**c.timings, "cells": share}) for c in cells]
     return records
@@ -440,7 +444,7 @@ def build_tile_bag(config: Config, tiled: tuple[TiledImage, ...], out: Path | No
                       for tile in group}
             parts.append(_task(tile_cells, f"tile_cells-{t.job.source.index}-{g}", routing.cpu, t.job, group, around, g == 0,
                                image, labels_path, t.dtype, config.segment.name, config.cells.padding,
-                               config.segment.remove_border))
+                               config.segment.remove_border, config.output.polygons))
     return db.from_delayed(parts) if parts else None
 
 
