@@ -4,17 +4,19 @@ Three parts, each measurement in a fresh Python process so that peak RSS is
 that measurement's own:
 
 1. **memory**: synthetic nuclei slides of 4096², 8192², 16384² and 32768² px
-   (written lazily into OME-Zarr by :func:`scip.slide.write_synthetic_slide`,
-   chunk by chunk, before timing) go through :func:`scip.slide.segment_slide`
-   with the ``otsu`` method on 512-px tiles. Peak RSS counts the driver and
+   (written lazily into OME-Zarr by :func:`scip.datasets.slides.write_synthetic_slide`,
+   chunk by chunk, before timing) go through :func:`scip.run` with
+   ``tiles.mode: always``, the ``otsu`` method on 512-px tiles, the ``bbox``
+   feature family and ``output.labels: true``. Peak RSS counts the driver and
    every worker process: with a local Dask cluster the process tree is
    sampled every 0.1 s with psutil (sum of RSS over the tree), and
    ``getrusage`` gives each process's own peak. The comparison is a
    whole-image scikit-image ``threshold_otsu`` + ``label`` +
    ``regionprops_table`` on the same pixels, run only where its estimated
    memory (about 20 bytes per pixel) fits in 60 % of the memory available.
-2. **seam**: whole-image vs tiled ``watershed`` on the synthetic 4096² slide:
-   objects matched at IoU >= 0.95, split, merged, missing, extra.
+2. **seam**: whole-image ``segment`` vs ``scip.run`` in tiles (``watershed``,
+   ``otsu``) on the synthetic 4096² slide: objects of the label image written
+   by the run matched at IoU >= 0.95, split, merged, missing, extra.
 3. **mosaic**: the same (methods `unet`, `watershed`, `otsu`) on a real mosaic, the 20 mnfinder 768×869 uint16
    nuclei images (``../shared/data/mnfinder``, RPE1 and U2OS) tiled 4 × 5.
 
@@ -89,24 +91,27 @@ def _maxrss() -> dict:
             "largest_child_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
+def _run_config(path: str, out: str, method: str, cluster: dict, **tiles) -> dict:
+    return {"input": {"path": path}, "segment": {"method": method, "channel": 0},
+            "tiles": {"mode": "always", "size": 512, "diameter": 24, **tiles}, "features": {"families": ["bbox"]},
+            "output": {"path": out, "overwrite": True, "labels": True}, "cluster": cluster}
+
+
 def child_tiled(path: str, out: str, method: str, scheduler: str, workers: int) -> dict:
+    import scip
     from scip.engine.cluster import quiet_logs
-    from scip.slide import segment_slide
 
     quiet_logs()
-    params = {"otsu": {"method": "otsu", "channel": "DNA"},
-              "watershed": {"method": "watershed", "channel": "DNA"}}[method]
     cluster = {"scheduler": "synchronous"} if scheduler == "synchronous" else \
         {"workers": workers, "threads": 1, "memory_limit": "4GiB", "dashboard_address": ":0"}
-    config = {"input": {"path": path}, "segment": params, "tiles": {"size": 512, "diameter": 24},
-              "output": {"path": out, "overwrite": True}, "cluster": cluster}
     t0 = time.perf_counter()
     with TreeSampler() as sampler:
-        result = segment_slide(config, progress=False)
+        result = scip.run(_run_config(path, out, method, cluster), progress=False)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "tree_peak_mib": sampler.peak / 2**20, **_maxrss(),
-            "objects": result.summary["counts"]["objects"], "counts": result.summary["counts"],
-            "phases": result.summary["seconds"], "tiles": result.summary["tiles"]["count"]}
+    (image,) = result.summary["tiles"]["images"]
+    return {"seconds": seconds, "tree_peak_mib": sampler.peak / 2**20, **_maxrss(), "objects": image["objects"],
+            "counts": result.summary["counts"]["cells"], "tiles": image["tiles"],
+            "steps_seconds": result.summary["timings_s"]["steps"]}
 
 
 def child_whole(path: str) -> dict:
@@ -126,19 +131,21 @@ def child_whole(path: str) -> dict:
 
 
 def child_generate(path: str, size: int) -> dict:
-    from scip.slide import write_synthetic_slide
+    from scip.datasets.slides import write_synthetic_slide
 
     t0 = time.perf_counter()
     write_synthetic_slide(path, size, chunk=1024, seed=0, truth=False, workers=2)
     return {"seconds": time.perf_counter() - t0}
 
 
-def child_seam(path: str, out: str, diameter: float, method: str, statistics: str = "slide",
+def child_seam(path: str, out: str, diameter: float, method: str, statistics: str = "image",
                margin: str = "none", whole_unet_tile: str = "0") -> dict:
-    from skimage.segmentation import clear_border
+    import zarr
 
+    import scip
+    from scip.io.ngff import image_key
+    from scip.io.windows import open_slide
     from scip.segment import segment
-    from scip.slide import open_slide, segment_slide
     from scip.segment.compare import compare_segmentations
 
     source = open_slide(path)
@@ -147,20 +154,19 @@ def child_seam(path: str, out: str, diameter: float, method: str, statistics: st
     # The U-Net tiles a large image itself (512 px by default); a whole-image reference without those
     # internal seams needs one forward pass over the image (--whole-unet-tile).
     extra = {"tile": int(whole_unet_tile)} if method == "unet" and int(whole_unet_tile) else {}
-    whole = clear_border(segment(image, method, **extra))
+    # Border objects stay in both label images (a run lists them in skipped.csv, tiled or not).
+    whole = segment(image.astype(np.float32), method, **extra)
     t_whole = time.perf_counter() - t0
-    config = {"input": {"path": path}, "segment": {"method": method, "channel": 0},
-              "tiles": {"size": 512, "diameter": diameter, "statistics": statistics,
-                        "margin": None if margin == "none" else int(margin)},
-              "output": {"path": out, "overwrite": True}, "cluster": {"scheduler": "synchronous"}}
+    config = _run_config(path, out, method, {"scheduler": "synchronous"}, diameter=diameter, statistics=statistics,
+                         margin=None if margin == "none" else int(margin))
     t0 = time.perf_counter()
-    result = segment_slide(config, progress=False)
+    result = scip.run(config, progress=False)
     t_tiled = time.perf_counter() - t0
-    tiled = result.read_labels()
+    (info,) = result.summary["tiles"]["images"]
+    tiled = np.asarray(zarr.open_array(f"{out}/labels.zarr/{image_key(info['image_id'])}/labels/cell/0", mode="r"))
     return {"whole_seconds": t_whole, "whole_params": extra, "tiled_seconds_synchronous": t_tiled,
-            "shape": list(source.shape),
-            "margin": result.summary["tiles"]["margin"], "counts": result.summary["counts"],
-            "statistics": result.summary["statistics"], "phases": result.summary["seconds"],
+            "shape": list(source.shape), "margin": info["margin"], "objects": info["objects"], "cut": info["cut"],
+            "statistics": info["statistics"], "steps_seconds": result.summary["timings_s"]["steps"],
             **compare_segmentations(whole, tiled, iou=0.95)}
 
 
@@ -207,7 +213,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--mosaic-methods", nargs="+", default=["unet", "watershed", "otsu"],
                         help="methods compared whole-image vs tiled on the real mosaic")
-    parser.add_argument("--statistics", nargs="+", default=["slide", "window"], choices=["slide", "window"],
+    parser.add_argument("--statistics", nargs="+", default=["image", "tile"], choices=["image", "tile"],
                         help="tiles.statistics modes compared in the seam and mosaic parts")
     parser.add_argument("--margin", type=int, help="tiles.margin of the seam and mosaic runs (default 2 x diameter)")
     parser.add_argument("--whole-unet-tile", type=int, default=0,

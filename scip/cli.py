@@ -42,34 +42,30 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the pipeline described by a config file", epilog=RUN_EXIT_CODES,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("config", type=Path, help="YAML config (see docs/config.md)")
-    run.add_argument("--output", type=Path, help="output folder (overrides output.path)")
-    run.add_argument("--overwrite", action="store_true", default=None, help="replace results already in the output folder")
-    run.add_argument("--scheduler", help="address of a running Dask scheduler, or 'synchronous'")
-    run.add_argument("--workers", type=int, help="local cluster: number of worker processes")
-    run.add_argument("--threads", type=int, help="local cluster: threads per worker")
-    run.add_argument("--memory-limit", help="local cluster: memory per worker, e.g. '4GiB' or 'auto'")
-    run.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
-    run.add_argument("--resume", action="store_true",
-                     help="continue an interrupted run in its output folder: compute only the missing partitions")
-    run.add_argument("--cluster", choices=("local", "slurm"),
-                     help="where workers start: this machine, or SLURM jobs (the config's cluster.slurm section, "
-                          "or defaults)")
-    run.add_argument("--gpu-workers", type=int,
-                     help="local cluster: workers with the GPU resource (one per GPU with dask-cuda; without GPUs, "
-                          "workers that take the segmentation tasks but compute on the CPU)")
-    run.add_argument("--retries", type=int, help="times a failed task is retried (default 2)")
-
-    slide = sub.add_parser("slide", help="segment one large (whole-slide) image tile by tile",
-                           description="Tiled segmentation of one large 2-D image without seams: an OME-Zarr "
-                                       "label image with a pyramid, a per-cell table (see docs/wholeslide.md).")
-    slide.add_argument("config", type=Path, help="YAML slide config (see docs/config.md, scip slide)")
-    slide.add_argument("--output", type=Path, help="output folder (overrides output.path)")
-    slide.add_argument("--overwrite", action="store_true", default=None, help="replace results in the output folder")
-    slide.add_argument("--scheduler", help="address of a running Dask scheduler, or 'synchronous'")
-    slide.add_argument("--workers", type=int, help="local cluster: number of worker processes")
-    slide.add_argument("--threads", type=int, help="local cluster: threads per worker")
-    slide.add_argument("--memory-limit", help="local cluster: memory per worker, e.g. '4GiB' or 'auto'")
-    slide.add_argument("--no-progress", action="store_true", help="do not show the progress bars")
+    slide = sub.add_parser("slide", help="alias: scip run with every image read in tiles (a slide config)",
+                           description="A slide config run as `scip run` with tiles.mode: always and "
+                                       "output.labels: true (see docs/wholeslide.md).")
+    slide.add_argument("config", type=Path, help="YAML slide config (see docs/wholeslide.md)")
+    # `scip slide` is `scip run` on a translated config: the same options.
+    for command in (run, slide):
+        command.add_argument("--output", type=Path, help="output folder (overrides output.path)")
+        command.add_argument("--overwrite", action="store_true", default=None,
+                             help="replace results already in the output folder")
+        command.add_argument("--scheduler", help="address of a running Dask scheduler, or 'synchronous'")
+        command.add_argument("--workers", type=int, help="local cluster: number of worker processes")
+        command.add_argument("--threads", type=int, help="local cluster: threads per worker")
+        command.add_argument("--memory-limit", help="local cluster: memory per worker, e.g. '4GiB' or 'auto'")
+        command.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+        command.add_argument("--resume", action="store_true",
+                             help="continue an interrupted run in its output folder: compute only the missing "
+                                  "partitions")
+        command.add_argument("--cluster", choices=("local", "slurm"),
+                             help="where workers start: this machine, or SLURM jobs (the config's cluster.slurm "
+                                  "section, or defaults)")
+        command.add_argument("--gpu-workers", type=int,
+                             help="local cluster: workers with the GPU resource (one per GPU with dask-cuda; "
+                                  "without GPUs, workers that take the segmentation tasks but compute on the CPU)")
+        command.add_argument("--retries", type=int, help="times a failed task is retried (default 2)")
 
     check = sub.add_parser("check", help="validate a config and list its images, without running")
     check.add_argument("config", type=Path)
@@ -183,23 +179,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_slide(args: argparse.Namespace) -> int:
-    from scip.slide import load_slide_config, segment_slide
+    from scip.slide import segment_slide
 
-    cluster = {k: v for k, v in {"scheduler": args.scheduler, "workers": args.workers, "threads": args.threads,
-                                 "memory_limit": args.memory_limit}.items() if v is not None}
-    output = {k: v for k, v in {"path": str(args.output.resolve()) if args.output else None,
-                                "overwrite": args.overwrite}.items() if v is not None}
-    config = load_slide_config(args.config, overrides={k: v for k, v in {"cluster": cluster, "output": output}.items()
-                                                       if v})
-    result = segment_slide(config, progress=not args.no_progress)
-    c, t = result.summary["counts"], result.summary["tiles"]
-    print(f"scip: {c['objects']} objects in {t['count']} tiles of {t['size']} px (margin {t['margin']} px); "
-          f"{c['cut']} touch a tile's margin edge (larger than the margin allows), "
-          f"{c['border_dropped']} dropped at the image border, {c['conflict_pixels']} conflicting pixels")
-    print(f"scip: labels in {result.labels.resolve()}  (napari: open it with the napari-ome-zarr plugin)")
-    print(f"scip: cell table in {result.table.resolve()}; summary in {(result.output / 'slide.json').resolve()}")
+    result = segment_slide(args.config, progress=not args.no_progress, resume=args.resume,
+                           overrides=_overrides(args))
+    for image in result.summary["tiles"]["images"]:
+        print(f"scip: {image['image_id']}: {image['objects']} objects in {image['tiles']} tiles of {image['size']} px "
+              f"(margin {image['margin']} px); {image['cut']} touch a tile's margin edge (larger than the margin "
+              "allows)")
+    print(f"scip: results in {result.output.resolve()}  (labels: {(result.output / 'labels.zarr').resolve()}, "
+          f"table: {result.table.resolve()})")
     return 0
-
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from scip.run import prepare
@@ -424,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scip: cluster error: {e}", file=sys.stderr)
         return 1
     except DiskFull as e:
-        again = f"scip run {args.config}" + (f" --output {args.output}" if getattr(args, "output", None) else "")
+        again = f"scip {args.command} {args.config}" + (f" --output {args.output}" if getattr(args, "output", None) else "")
         print(f"scip: the disk holding {e.folder} is full ({e.free}): free space and run `{again} --resume`",
               file=sys.stderr)
         return 1
@@ -432,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scip: run failed: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        hint = "; `scip run ... --resume` continues from the partitions already written" if args.command == "run" else ""
+        hint = (f"; `scip {args.command} ... --resume` continues from the partitions already written"
+                if args.command in ("run", "slide") else "")
         print(f"scip: interrupted{hint}", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - a message, not a bare traceback, unless asked for

@@ -26,7 +26,7 @@ from pathlib import Path
 from scip import report
 from scip.accounting import SKIPPED_COLUMNS, PartitionSummary
 from scip.config import Config, ConfigError, check_models, load_config
-from scip.engine import cluster, graph
+from scip.engine import cluster, graph, tiles
 from scip.engine.compute import compute_partitions
 from scip.engine.output import (OUTPUT_FILES, done_partitions, labels_written, new_manifest, planned_files,
                                 prepare_output, resumable, versions)
@@ -247,7 +247,10 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
     p = prepare(config)
     config = p.config
     out = Path(config.output.path)
-    parts = graph.partitions(p)
+    if (not resume or not (out / "manifest.json").exists()) and tiles.known_early(p):
+        # Decided before anything is written when it does not need the workers' memory.
+        p = tiles.decide(p, out)
+    parts = tiles.all_partitions(p)
     # Read first: a missing or broken saved correction is a config error before anything is written.
     saved = None
     if config.illumination is not None and config.illumination.reuse is not None:
@@ -258,6 +261,9 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         resume = False
     if resume:
         manifest = resumable(out, p, parts)
+        # The first attempt's tiling, whatever the workers' memory is now: its parts were cut by it.
+        p, recorded = tiles.recorded(p, manifest, out)
+        parts = tiles.all_partitions(p)
         # output.formats may differ from the first attempt's.
         record_files(out, planned_files(p, parts), manifest)
         cells_dir = out / "cells"
@@ -268,6 +274,7 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         cells_dir = prepare_output(out, config.output.overwrite, p, parts)
         manifest = new_manifest(p, parts)
         write_manifest(out, manifest)
+        recorded = {}
     (out / "progress").mkdir(exist_ok=True)
     if config.output.labels:
         # Recorded in the manifest above; created with scip's marker before any task writes into it.
@@ -289,8 +296,17 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
             # Known only now: an image decoding to more than a share of the smallest worker's memory is skipped.
             p = replace(p, budget=image_budget("auto", *cluster.worker_memory(session, config.cluster)))
         if p.budget is not None:
-            log.info("scip: images that decode to more than %s are skipped (%s)", format_bytes(p.budget.bytes),
-                     p.budget.origin)
+            log.info("scip: images that decode to more than %s are %s (%s)", format_bytes(p.budget.bytes),
+                     "read in tiles" if config.tiles.mode == "auto" else "skipped", p.budget.origin)
+        if not resume and not tiles.known_early(p):
+            p = tiles.decide(p, out)
+            if p.tiled:
+                parts, todo = tiles.all_partitions(p), list(range(len(tiles.all_partitions(p))))
+                manifest.update(partitions=new_manifest(p, parts, stats=False)["partitions"],
+                                tiles=tiles.to_json(p.tiled))
+                record_files(out, planned_files(p, parts), manifest)
+        if p.tiled:
+            p = tiles.segment(p, session, out, manifest, todo, recorded, resume, progress)
         computed: dict[int, PartitionSummary] = {}
         stopped = False
         if todo:
@@ -304,6 +320,8 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
                                        samples=samples, routing=session.routing, progress=out / "progress")
             computed, stopped = compute_partitions(p, session, tasks, todo, parts, reductions, samples, cells_dir,
                                                     out / "progress", progress)
+        if p.tiled and not stopped:
+            tiles.write_pyramids(config, p.tiled, out, session, progress, p.dataset.format == "ome_zarr")
         where = session.describe()
         names = cluster.worker_names(session.client) if session.client is not None else {}
     summaries = {**done, **computed}
@@ -317,6 +335,7 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
     summary["reductions"] = _with_drops(reductions_report, total)
     summary["cluster"] = where
     summary["partitions"] = {"total": len(parts), "computed": len(todo), "reused": len(done), "resumed": resume}
+    summary["tiles"] = tiles.report(config, p.tiled)
     if stream is not None:
         summary["timings_s"]["task_stream"] = cluster.task_stream_steps(stream.data, {**graph.STEPS, **REDUCE_STEPS},
                                                                          names)
@@ -330,6 +349,7 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         entry["rows"] = summaries[entry["index"]].cells_exported
     manifest["complete"] = True
     write_manifest(out, manifest)
+    tiles.remove_scratch(out)
     try:
         report.write_report(out)
     except Exception as e:  # noqa: BLE001 - the table is written; a failed report must not hide it

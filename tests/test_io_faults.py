@@ -178,7 +178,8 @@ def test_oversized_tiff_is_skipped_before_it_is_decoded(tmp_path, blobs_tiff, de
     big = blobs_tiff / "huge.tif"
     _compressed_tiff(big, (2, 8000, 8000))
     assert big.stat().st_size < 2**20
-    result, skipped = _run(tmp_path, {"path": str(blobs_tiff), "max_image_bytes": "50MiB"})
+    # tiles.mode: never, else an image over the budget is read in tiles (tests/test_tiled_run.py).
+    result, skipped = _run(tmp_path, {"path": str(blobs_tiff), "max_image_bytes": "50MiB"}, tiles={"mode": "never"})
     reason = _image_skips(skipped)["huge"]
     assert reason == (f"{big} decodes to 244 MiB (2×8000×8000 uint16); the budget is 50 MiB per image: "
                       "input.max_image_bytes = 50 MiB (input.max_image_bytes sets it; 0: no limit)")
@@ -191,7 +192,8 @@ def test_budget_is_a_quarter_of_the_smallest_worker(tmp_path, blobs_tiff):
     big = blobs_tiff / "huge.tif"
     _compressed_tiff(big, (2, 8000, 8000))
     _, skipped = _run(tmp_path, {"path": str(blobs_tiff)},
-                      **{"cluster": {"workers": 1, "memory_limit": "600MiB", "dashboard_address": ":0"}})
+                      **{"cluster": {"workers": 1, "memory_limit": "600MiB", "dashboard_address": ":0"},
+                         "tiles": {"mode": "never"}})
     reason = _image_skips(skipped)["huge"]
     assert reason.startswith(f"{big} decodes to 244 MiB (2×8000×8000 uint16); the budget is 150 MiB per image: "
                              "worker memory 600 MiB / 4")

@@ -14,6 +14,8 @@ from pathlib import Path
 from scip.accounting import PartitionSummary
 from scip.engine import cluster, graph
 from scip.engine.reduce import Reductions, killed_reason, one_image_plan
+from scip.failures import RunFailed
+from scip.io.manifest import summarize_changes
 from scip.records import ImageRecord, skipped
 
 log = logging.getLogger("scip")
@@ -33,10 +35,17 @@ def compute_partitions(p: graph.Plan, session: cluster.Session, tasks: list, tod
     """
     summaries: dict[int, PartitionSummary] = {}
     errors = 0
+    whole = len(graph.partitions(p))
+    killed_tiles: list[str] = []
     results = cluster.completed([tasks[i] for i in todo], session, progress=progress)
     try:
         for position, result in results:
             index = todo[position]
+            if isinstance(result, cluster.Killed) and index >= whole:
+                # A tile partition holds part of one image: nothing to isolate, and the other partitions go on.
+                killed_tiles.append(f"part-{index:05d} ({parts[index][0].image_id}; {result.workers} workers, "
+                                    f"memory_limit {result.memory_limit})")
+                continue
             if isinstance(result, cluster.Killed):
                 result = isolate(p, index, parts[index], result, session, reductions, samples, cells_dir,
                                   progress_dir)
@@ -46,6 +55,10 @@ def compute_partitions(p: graph.Plan, session: cluster.Session, tasks: list, tod
                 return summaries, True
     finally:
         results.close()
+    if killed_tiles:
+        raise RunFailed(f"tile partition(s) of images read in tiles killed their workers: "
+                        f"{summarize_changes(killed_tiles)}; give the workers more memory (--memory-limit) or lower "
+                        "tiles.size, then --resume (the other partitions are kept)")
     return summaries, False
 
 

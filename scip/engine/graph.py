@@ -40,6 +40,7 @@ import dask.dataframe as dd
 from dask import delayed
 
 from scip.accounting import PartitionSummary, summarize
+from scip.engine import tiles
 from scip.engine.cluster import Routing
 from scip.engine.tasks import annotate
 from scip.config import Config
@@ -67,7 +68,7 @@ __all__ = ["Plan", "plan", "build_illumination_sums", "build_cells", "build_feat
            "build_writes", "partition_size", "partitions", "STEPS", "summary_path", "labels_root"]
 
 #: The step each task belongs to, by its function name (``dask.utils.key_split`` of its key).
-STEPS = {"from_sequence": "load", "load": "load", "illumination_sums": "illumination", "segment": "segment", "cells": "cells",
+STEPS = {**tiles.STEPS, "from_sequence": "load", "load": "load", "illumination_sums": "illumination", "segment": "segment", "cells": "cells",
          "masks": "masks", "labels": "labels", "measure": "filter", "filter": "filter", "featurize": "features",
          "write": "export", "cells_frame": "export"}
 
@@ -89,6 +90,8 @@ class Plan:
     columns: dict[str, str]
     budget: ImageBudget | None = None
     excluded: tuple[tuple[int, str, str], ...] = ()
+    #: The images read in tiles (:class:`scip.engine.tiles.TiledImage`); their partitions follow the others'.
+    tiled: tuple = ()
 
 
 def plan(config: Config, dataset: Dataset | None = None) -> Plan:
@@ -114,10 +117,16 @@ def partition_size(images_per_partition: int, chunk_size: int) -> int:
     return math.ceil(images_per_partition / chunk_size) * chunk_size
 
 
+def _whole(p: Plan) -> list[Source]:
+    """The images read whole (not in tiles)."""
+    tiled = {t.job.source.index for t in p.tiled}
+    return [s for s in p.dataset.sources if s.index not in tiled]
+
+
 def partitions(p: Plan) -> list[list[Source]]:
-    """The images of each partition, in order: what ``part-<index>`` holds."""
+    """The images of each partition read whole, in order: what ``part-<index>`` holds (tile partitions follow)."""
     size = partition_size(p.config.input.images_per_partition, p.dataset.chunk_size)
-    sources = list(p.dataset.sources)
+    sources = _whole(p)
     return [sources[i:i + size] for i in range(0, len(sources), size)]
 
 
@@ -258,12 +267,18 @@ def build_cells(p: Plan, correction: tuple[dict, list[str]] | None = None, routi
     size = partition_size(config.input.images_per_partition, dataset.chunk_size)
     truth = config.evaluate.labels if config.evaluate is not None else None
     group_by = tuple(config.illumination.group_by) if config.illumination is not None else ()
-    bag = db.from_sequence(dataset.sources, partition_size=size)
-    bag = bag.map_partitions(_load, _reader(p), truth, config.input.z, correction, group_by, p.excluded)
-    with annotate(routing.segment):
-        bag = bag.map_partitions(_segment, config)
+    whole = _whole(p)
+    tiled = tiles.build_tile_bag(config, p.tiled, Path(config.output.path), routing, dataset.sources)
+    bag = db.from_sequence(whole, partition_size=size) if whole or tiled is None else None
+    if bag is not None:
+        bag = bag.map_partitions(_load, _reader(p), truth, config.input.z, correction, group_by, p.excluded)
+        with annotate(routing.segment):
+            bag = bag.map_partitions(_segment, config)
     with annotate(routing.cpu):
-        bag = bag.map_partitions(_cells, config)
+        if bag is not None:
+            bag = bag.map_partitions(_cells, config)
+        # Tiled images' partitions come segmented and split into cells; from here on the steps are the same.
+        bag = tiled if bag is None else bag if tiled is None else db.concat([bag, tiled])
         if config.masks:
             bag = bag.map_partitions(_masks, config)
         if config.output.labels:

@@ -18,7 +18,7 @@ from pathlib import Path
 from scip import report
 from scip.accounting import PartitionSummary
 from scip.config import ConfigError
-from scip.engine import graph
+from scip.engine import graph, tiles
 from scip.io.manifest import (LAYOUT, ManifestError, PartitionUnverified, changed_inputs, differences, fingerprint,
                               input_stats, load_partition, part_name, read_manifest, recorded_files,
                               samples_name, summarize_changes, summary_name)
@@ -32,7 +32,7 @@ __all__ = ["OUTPUT_FILES", "prepare_output", "planned_files", "new_manifest", "r
 
 
 #: Names a run, ``scip classify`` and ``scip predict`` write at the top of an output folder.
-OUTPUT_FILES = ("cells", "run.json", "skipped.csv", "illumination.npz", "cells.h5ad", "cells.csv", "report.html",
+OUTPUT_FILES = (tiles.SCRATCH, "cells", "run.json", "skipped.csv", "illumination.npz", "cells.h5ad", "cells.csv", "report.html",
                 "report_cells.npz", "classification", "predictions.csv", "manifest.json", "progress", labels.LABELS)
 
 
@@ -220,6 +220,8 @@ def new_manifest(p: graph.Plan, parts: list, stats: bool = True) -> dict:
                         "summary": summary_name(i)} for i, part in enumerate(parts)],
         "files": ["manifest.json", *planned_files(p, parts)],
         "reductions": None,
+        # Which images are read in tiles, and pass 1's counts: what --resume must do the same way.
+        "tiles": tiles.to_json(p.tiled),
         "complete": False,
     }
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from scip.config import ConfigError
-from scip.engine import cluster, graph
+from scip.engine import cluster, graph, tiles
 from scip.failures import RunFailed
 from scip.io.manifest import reductions_from_json
 from scip.records import CellRecord
@@ -266,6 +266,11 @@ def _without_killers(p: graph.Plan, cells, correction, session: cluster.Session,
         parts = graph.partitions(p)
         excluded = list(p.excluded)
         for index, how in sorted(killed.items()):
+            if index >= len(parts):
+                raise RunFailed(f"a tile partition of image {tiles.partitions(p.tiled)[index - len(parts)][0].image_id}"
+                                f" (read in tiles) killed {how.workers} workers while the cells were computed for "
+                                "the dataset-wide reductions; give the workers more memory (--memory-limit) or "
+                                "lower tiles.size, then --resume")
             excluded += _killers(p, parts[index], lambda one: graph.build_cells(one, correction, session.routing)
                                  .to_delayed(optimize_graph=False)[0], session, how, index,
                                  "the cells were computed for the dataset-wide reductions")
