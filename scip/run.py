@@ -147,62 +147,6 @@ def prepare(config: Config | str | Path | dict) -> graph.Plan:
         raise ConfigError(f"input.channels: {e}") from None
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 @_disk_full_is_one_message
 def run(config: Config | str | Path | dict, client=None, progress: bool = True, resume: bool = False) -> RunResult:
     """Run the whole pipeline and write the results.
@@ -355,14 +299,6 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
     except Exception as e:  # noqa: BLE001 - the table is written; a failed report must not hide it
         log.warning("scip: could not write report.html (%s: %s); the results are complete", type(e).__name__, e)
     return RunResult(output=out, table=cells_dir, summary=summary)
-
-
-
-
-
-
-
-
 
 
 def _stop(p: graph.Plan, out: Path, summaries: dict[int, PartitionSummary], n_parts: int, wall: float) -> None:

@@ -54,8 +54,8 @@ def test_a_bad_key_reads_the_same_in_every_kind_of_config(kind, tmp_path):
 @pytest.mark.parametrize("kind, bad, expected", [
     ("run", {"input": {"format": "tif"}}, "input.format: 'tif' is not allowed; allowed values: auto, tiff, ifc_zarr, "
                                           "zarr, ome_zarr; did you mean 'tiff'?"),
-    ("slide", {"tiles": {"statistics": "slid"}}, "tiles.statistics: 'slid' is not allowed; allowed values: slide, "
-                                                 "window; did you mean 'slide'?"),
+    ("slide", {"tiles": {"statistics": "imag"}}, "tiles.statistics: 'imag' is not allowed; allowed values: image, "
+                                                 "tile; did you mean 'image'?"),
     ("unet training", {"monitor": "f11"},
      "monitor: 'f11' is not allowed; allowed values: loss, f1; did you mean 'f1'?"),
     ("gnn training", {"augment": "maybe"}, "augment: Input should be a valid boolean, unable to interpret input "

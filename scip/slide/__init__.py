@@ -26,7 +26,7 @@ from scip.datasets.slides import write_synthetic_slide
 from scip.io.windows import SlideSource, open_slide
 from scip.yamlfile import ConfigError
 
-__all__ = ["SlideSource", "open_slide", "segment_slide", "run_config", "write_synthetic_slide", "NOTE"]
+__all__ = ["SlideSource", "open_slide", "segment_slide", "load_slide_config", "run_config", "write_synthetic_slide", "NOTE"]
 
 log = logging.getLogger("scip")
 
@@ -81,6 +81,24 @@ def run_config(slide: dict[str, Any], origin: str = "slide config") -> dict[str,
     return raw
 
 
+def load_slide_config(source: dict | str | Path, *, base_dir: str | Path | None = None,
+                      overrides: dict | None = None):
+    """A slide config (YAML file or mapping), translated by :func:`run_config` and validated as a run config.
+
+    Errors are worded as any config's (:mod:`scip.config.errors`), with the
+    run config's key paths.
+
+    Returns
+    -------
+    scip.config.Config
+    """
+    from scip.config import load_config, read_config_file
+
+    raw, origin, base = read_config_file(source, base_dir=base_dir, overrides=overrides,
+                                         sections="input, segment, tiles, ...", what="slide config")
+    return load_config(run_config(raw, origin), base_dir=base)
+
+
 def segment_slide(config: dict | str | Path, *, client=None, progress: bool = True, resume: bool = False,
                   overrides: dict | None = None):
     """Run a slide config through :func:`scip.run`, its one image read in tiles.
@@ -110,10 +128,8 @@ def segment_slide(config: dict | str | Path, *, client=None, progress: bool = Tr
     ConfigError
         As :func:`scip.run`, and for slide keys with no equivalent.
     """
-    from scip.config import load_config, read_config_file
     from scip.run import run
 
-    raw, origin, base = read_config_file(config, overrides=overrides, sections="input, segment, tiles, ...",
-                                         what="slide config")
+    loaded = load_slide_config(config, overrides=overrides)
     log.info(NOTE)
-    return run(load_config(run_config(raw, origin), base_dir=base), client=client, progress=progress, resume=resume)
+    return run(loaded, client=client, progress=progress, resume=resume)
