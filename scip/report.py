@@ -688,20 +688,14 @@ def _distributions(summary: dict, table: _Table, features: Sequence[str] | None,
 
 
 def _tile_counts(summary: dict) -> dict[str, int]:
-    """Tiles per tiled image, from ``run.json``'s ``tiles.images``: ``{id: n}``, ``{id: {"tiles": n}}`` or a list
-    of ``{"image_id": id, "tiles": n}``; ``{}`` when the run read every image whole."""
+    """Tiles per tiled image, from ``run.json``'s ``tiles.images`` (:func:`scip.engine.tiles.report`);
+    ``{}`` when the run read every image whole."""
     tiles = summary.get("tiles")
     images = tiles.get("images") if isinstance(tiles, dict) else None
-    if isinstance(images, list):
-        images = {e.get("image_id"): e for e in images if isinstance(e, dict)}
-    if not isinstance(images, dict):
+    if not isinstance(images, list):
         return {}
-    out = {}
-    for image_id, entry in images.items():
-        n = entry.get("tiles") if isinstance(entry, dict) else entry
-        if isinstance(image_id, str) and isinstance(n, int) and not isinstance(n, bool):
-            out[image_id] = n
-    return out
+    return {e["image_id"]: e["tiles"] for e in images
+            if isinstance(e, dict) and isinstance(e.get("image_id"), str) and isinstance(e.get("tiles"), int)}
 
 
 def _label_colours(labels: np.ndarray) -> np.ndarray:

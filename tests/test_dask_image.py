@@ -7,7 +7,9 @@ from skimage.filters import threshold_otsu
 from scip.engine.arrays import to_dask
 from scip.engine.reference import as_dask, label_reference, otsu_level
 from scip.segment import segment
-from scip.slide import open_slide, segment_slide, write_synthetic_slide
+import scip
+from scip.io.labels import read_labels
+from scip.slide import open_slide, write_synthetic_slide
 from scip.segment.compare import compare_segmentations
 
 SIDE, TILE = 2048, 256
@@ -31,22 +33,25 @@ def _same_objects(reference: np.ndarray, other: np.ndarray) -> dict:
 
 @pytest.mark.parametrize("smooth", [0.0, 1.0])
 def test_tiled_threshold_path_equals_dask_image_labelling(slide, tmp_path, smooth):
-    """256-px tiles with 48-px margins give exactly the objects of one labelling of the whole thresholded image."""
+    """``scip run`` in 256-px tiles with 48-px margins gives exactly the objects of one labelling of the whole
+    thresholded image."""
     config = {"input": {"path": str(slide)},
               "segment": {"method": "otsu", "channel": 0, "smooth": smooth, "fill_holes": False, "min_size": 0,
                           "remove_border": False},
-              "tiles": {"size": TILE, "diameter": 24, "statistics": "slide"},
-              "output": {"path": str(tmp_path / "out")}, "cluster": {"scheduler": "synchronous"}}
-    result = segment_slide(config, progress=False)
+              "tiles": {"mode": "always", "size": TILE, "diameter": 24, "statistics": "image"},
+              "features": {"families": ["bbox"]},
+              "output": {"path": str(tmp_path / "out"), "labels": True}, "cluster": {"scheduler": "synchronous"}}
+    result = scip.run(config, progress=False)
     labels, level = label_reference(to_dask(open_slide(slide), 0), smooth=smooth)
-    # The slide-wide statistics pass and the dask histogram bin the same values the same way.
-    assert level == result.summary["statistics"]["level"]
+    (image,) = result.summary["tiles"]["images"]
+    # The image-wide statistics pass and the dask histogram bin the same values the same way.
+    assert level == image["statistics"]["level"]
     reference = labels.compute(scheduler="synchronous")
-    tiled = result.read_labels()
+    tiled = read_labels(result.output / "labels.zarr", image["image_id"], "cell")
     c = _same_objects(reference, tiled)
     assert c["reference"] > 2000
     assert reference.max() == c["reference"]  # numbered 1..N
-    assert result.summary["counts"]["objects"] == c["reference"]
+    assert image["objects"] == c["reference"] == len(result.read())
 
 
 def test_reference_equals_whole_image_segmentation_across_block_borders():

@@ -338,7 +338,7 @@ def test_label_images_section_needs_a_large_or_tiled_image(tmp_path):
     # A tiled image (run.json says so) is shown at any size, with its tile count.
     summary = _summary(out)
     image_id = scip.read(out)["meta_image_id"].iloc[0]
-    summary["tiles"] = {"images": {image_id: {"tiles": 9}}}
+    summary["tiles"] = {"images": [{"image_id": image_id, "tiles": 9}]}
     (out / "run.json").write_text(json.dumps(summary))
     page = report.write_report(out).read_text()
     assert re.findall(r'data-label-image="([^"]+)"', page) == [image_id]

@@ -133,7 +133,9 @@ def test_mixed_folder_tiles_only_the_large_image(tmp_path):
     table = result.read()
     assert set(table.meta_image_id) == {"field0", "field1", "field2", "field3", "large"}
     assert (table.meta_image_id == "large").sum() > 100
-    assert (result.output / "report.html").is_file()
+    # The report shows the tiled image: its label overview and its tile count (acceptance 4).
+    html = (result.output / "report.html").read_text()
+    assert 'data-label-image="large"' in html and 'data-label-tiles="large"' in html
     labels = _labels(result.output, "large")
     assert labels.shape == (768, 640)
     large_rows = table[table.meta_image_id == "large"]
