@@ -27,7 +27,8 @@ Cases:
     place (same size); ``--resume`` recomputes exactly those two.
 ``oversized image``
     A 3-channel 20000 × 20000 uint16 field (tiled, zlib: a few MB on disk,
-    2.2 GiB decoded) among the fields, workers with a 1 GiB memory limit. The
+    2.2 GiB decoded) among the fields, workers with a 1 GiB memory limit,
+    ``tiles.mode: never`` (by default such an image is read in tiles). The
     run must finish, list the image in ``skipped.csv`` with a reason naming
     its size, and give the table of the run without it.
 ``worker-killing image``
@@ -263,9 +264,10 @@ def case_oversized(data: Path, ref: Path, work: Path) -> dict:
     shutil.copytree(data, big)
     on_disk = _write_oversized(big, 999)
     out = work / "oversized"
-    cfg = write_config(work / "oversized.yml",
-                       config(big, out, workers=2, threads=1, memory_limit="1GiB", dashboard_address=":0"))
-    rc, text = scip_run(cfg)
+    cfg = config(big, out, workers=2, threads=1, memory_limit="1GiB", dashboard_address=":0")
+    # The size check itself: by default (tiles.mode: auto) such an image is read in tiles instead.
+    cfg["tiles"] = {"mode": "never"}
+    rc, text = scip_run(write_config(work / "oversized.yml", cfg))
     reason = image_reason(out, "999")
     outcome = same_table(ref, out, moved=(big, data)) if rc == 0 else last_line(text)
     return {"fault": f"a 3 × 20000² uint16 field ({on_disk / 2**20:.1f} MiB on disk, 2.2 GiB decoded), "
@@ -281,6 +283,7 @@ def case_worker_killer(data: Path, ref: Path, work: Path) -> dict:
     out = work / "killer"
     cfg = config(big, out, workers=2, threads=1, memory_limit="1GiB", dashboard_address=":0")
     cfg["input"]["max_image_bytes"] = 0  # no size check: the image reaches the decoder and the worker dies
+    cfg["tiles"] = {"mode": "never"}  # read whole (with no budget, auto would not tile it either)
     rc, text = scip_run(write_config(work / "killer.yml", cfg))
     reason = image_reason(out, "999")
     outcome = same_table(ref, out, moved=(big, data)) if rc == 0 else last_line(text)
