@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _timing import best_of
 from scipy import ndimage
 
 
@@ -42,14 +43,6 @@ def _disks(side: int, seed: int = 0) -> np.ndarray:
     return ndimage.label(ndimage.binary_dilation(seeds, iterations=6))[0].astype(np.uint32)
 
 
-def _best(func, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
 
 def bench_write(side: int, repeats: int) -> dict:
     from scip.io import labels, ngff
@@ -57,14 +50,14 @@ def bench_write(side: int, repeats: int) -> dict:
     lab = _disks(side)
     with tempfile.TemporaryDirectory() as tmp:
         labels.write_labels(Path(tmp) / "warm.zarr", "warm", {"cell": lab[:64, :64]})
-        seconds = _best(lambda: labels.write_labels(Path(tmp) / "labels.zarr", "img", {"cell": lab}), repeats)
+        seconds = best_of(lambda: labels.write_labels(Path(tmp) / "labels.zarr", "img", {"cell": lab}), repeats)
         size = sum(f.stat().st_size for f in (Path(tmp) / "labels.zarr").rglob("*") if f.is_file())
         levels = len(list((Path(tmp) / "labels.zarr" / "img" / "labels" / "cell").glob("[0-9]*")))
     assert np.array_equal(ngff.mode_downsample(lab), _cube_mode_downsample(lab))
     return {"side": side, "objects": int(lab.max()), "levels": levels, "write_s": round(seconds, 3),
             "bytes_on_disk": size, "bytes_uint32": lab.size * 4,
-            "mode_downsample_s": round(_best(lambda: ngff.mode_downsample(lab), repeats), 3),
-            "cube_mode_downsample_s": round(_best(lambda: _cube_mode_downsample(lab), repeats), 3)}
+            "mode_downsample_s": round(best_of(lambda: ngff.mode_downsample(lab), repeats), 3),
+            "cube_mode_downsample_s": round(best_of(lambda: _cube_mode_downsample(lab), repeats), 3)}
 
 
 def bench_run(n_fields: int) -> dict:

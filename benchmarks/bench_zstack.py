@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _timing import best_of
 import tifffile
 from skimage.measure import regionprops_table
 from skimage.segmentation import relabel_sequential
@@ -43,14 +44,6 @@ def _stitched(image: np.ndarray, method: str) -> np.ndarray:
     return segment_stack(image, functools.partial(segment, method=method, **params), min_planes=2, threads=1)
 
 
-def _best(func, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -67,8 +60,8 @@ def main() -> None:
     synthetic = {
         "shape": list(truth.shape), "nuclei": int(truth.max()),
         "segment_stack_s": round(seconds, 3), "f1": match_labels(truth, pred, 0.5).f1,
-        "volume_family_s": round(_best(lambda: extract(image, truth, families=["volume"]), args.repeats), 4),
-        "regionprops_table_s": round(_best(lambda: regionprops_table(truth, image[0], properties=[
+        "volume_family_s": round(best_of(lambda: extract(image, truth, families=["volume"]), args.repeats), 4),
+        "regionprops_table_s": round(best_of(lambda: regionprops_table(truth, image[0], properties=[
             "label", "area", "bbox", "centroid", "intensity_mean", "intensity_min", "intensity_max",
             "intensity_std"]), args.repeats), 4),
     }
