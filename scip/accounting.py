@@ -20,8 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-import numpy as np
-
+from scip._jsonvalues import plain
 from scip.records import CellRecord, ImageRecord
 
 SKIPPED_COLUMNS = ["kind", "image_id", "index", "path", "label", "truth_label", "step", "reason", "filter", "value",
@@ -139,17 +138,6 @@ def summarize(records: Iterable[ImageRecord | CellRecord]) -> PartitionSummary:
 ARRAY_FIELDS = ("samples",)
 
 
-def _plain(value: Any) -> Any:
-    """``value`` with numpy scalars and tuples turned into JSON types (recursively)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def summary_to_json(summary: PartitionSummary) -> dict[str, Any]:
     """A summary as plain JSON types, every field but :data:`ARRAY_FIELDS`.
 
@@ -167,7 +155,7 @@ def summary_to_json(summary: PartitionSummary) -> dict[str, Any]:
     dict
         Field name to value; ``Counter`` fields become plain dicts.
     """
-    return {f.name: _plain(dict(v) if isinstance(v := getattr(summary, f.name), Counter) else v)
+    return {f.name: plain(dict(v) if isinstance(v := getattr(summary, f.name), Counter) else v)
             for f in dataclasses.fields(summary) if f.name not in ARRAY_FIELDS}
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from scip._hints import did_you_mean
+from scip._jsonvalues import plain
 from scip.config import ConfigError
 
 __all__ = ["ClassificationResult", "ClassifyError", "ClassifyWarning", "classify", "predict", "read_cells",
@@ -653,12 +654,11 @@ def _versions() -> dict[str, str]:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
+    return plain(value, _classify_leaf)
+
+
+def _classify_leaf(value: Any) -> Any:
+    # NaN scores (a class absent from a fold) become null: JSON has no NaN.
     if isinstance(value, float) and not np.isfinite(value):
         return None
     if isinstance(value, Path):

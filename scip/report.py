@@ -54,6 +54,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from scip._jsonvalues import plain
 from scip.io.atomic import atomic_path
 
 __all__ = ["REPORT_FILE", "SAMPLES_FILE", "CLASSIFICATION_FILE", "save_samples", "load_samples", "write_report"]
@@ -82,16 +83,8 @@ _OUTLINE = np.array([1.0, 1.0, 1.0])  # mask outline colour (white)
 
 
 def _jsonable(value: Any) -> Any:
-    """``value`` with numpy scalars, tuples and paths turned into JSON types."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
+    """``value`` with numpy scalars, tuples and paths turned into JSON types (anything else: its text)."""
+    return plain(value, lambda v: v if v is None or isinstance(v, (bool, int, float, str)) else str(v))
 
 
 def save_samples(path: str | os.PathLike, samples: Sequence[Mapping[str, Any]]) -> None:
