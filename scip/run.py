@@ -28,8 +28,8 @@ from scip.accounting import SKIPPED_COLUMNS, PartitionSummary
 from scip.config import Config, ConfigError, check_models, load_config
 from scip.engine import cluster, graph, tiles
 from scip.engine.compute import compute_partitions
-from scip.engine.output import (OUTPUT_FILES, done_partitions, labels_written, new_manifest, planned_files,
-                                prepare_output, resumable, versions)
+from scip.engine.output import (OUTPUT_FILES, done_partitions, labels_written, new_manifest, partition_entries,
+                                planned_files, prepare_output, resumable, versions)
 from scip.engine.reduce import REDUCE_STEPS, Reductions, load_illumination, reduce
 from scip.failures import DiskFull, RunFailed
 from scip.io import InputError, labels, open_dataset
@@ -237,7 +237,8 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         if session.client is not None:
             print(f"scip: dashboard at {session.client.dashboard_link}", file=sys.stderr)
         if config.input.max_image_bytes == "auto":
-            # Known only now: an image decoding to more than a share of the smallest worker's memory is skipped.
+            # Known only now: an image decoding to more than a share of the smallest worker's memory is read in
+            # tiles (or skipped, with tiles.mode: never).
             p = replace(p, budget=image_budget("auto", *cluster.worker_memory(session, config.cluster)))
         if p.budget is not None:
             log.info("scip: images that decode to more than %s are %s (%s)", format_bytes(p.budget.bytes),
@@ -245,9 +246,9 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         if not resume and not tiles.known_early(p):
             p = tiles.decide(p, out)
             if p.tiled:
-                parts, todo = tiles.all_partitions(p), list(range(len(tiles.all_partitions(p))))
-                manifest.update(partitions=new_manifest(p, parts, stats=False)["partitions"],
-                                tiles=tiles.to_json(p.tiled))
+                parts = tiles.all_partitions(p)
+                todo = list(range(len(parts)))
+                manifest.update(partitions=partition_entries(parts), tiles=tiles.to_json(p.tiled))
                 record_files(out, planned_files(p, parts), manifest)
         if p.tiled:
             p = tiles.segment(p, session, out, manifest, todo, recorded, resume, progress)

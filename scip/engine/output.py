@@ -27,8 +27,8 @@ from scip.io.tables import FILES
 
 log = logging.getLogger("scip")
 
-__all__ = ["OUTPUT_FILES", "prepare_output", "planned_files", "new_manifest", "resumable", "done_partitions",
-           "versions"]
+__all__ = ["OUTPUT_FILES", "prepare_output", "planned_files", "new_manifest", "partition_entries", "resumable",
+           "done_partitions", "versions"]
 
 
 #: Names a run, ``scip classify`` and ``scip predict`` write at the top of an output folder.
@@ -204,6 +204,12 @@ def _input_files(p: graph.Plan) -> list[str]:
     return list(dict.fromkeys(f for s in p.dataset.sources for f in s.paths if f))
 
 
+def partition_entries(parts: list) -> list[dict]:
+    """The manifest's ``partitions``: each partition's images, and the part and summary it writes."""
+    return [{"index": i, "images": len(part), "first_image": part[0].image_id, "last_image": part[-1].image_id,
+             "part": part_name(i), "summary": summary_name(i)} for i, part in enumerate(parts)]
+
+
 def new_manifest(p: graph.Plan, parts: list, stats: bool = True) -> dict:
     config = p.config
     dumped = config.model_dump(mode="json")
@@ -215,9 +221,7 @@ def new_manifest(p: graph.Plan, parts: list, stats: bool = True) -> dict:
         "inputs": {"verify": verify,
                    "files": input_stats(_input_files(p), content=verify == "content") if stats else {}},
         "config": dumped,
-        "partitions": [{"index": i, "images": len(part), "first_image": part[0].image_id,
-                        "last_image": part[-1].image_id, "part": part_name(i),
-                        "summary": summary_name(i)} for i, part in enumerate(parts)],
+        "partitions": partition_entries(parts),
         "files": ["manifest.json", *planned_files(p, parts)],
         "reductions": None,
         # Which images are read in tiles, and pass 1's counts: what --resume must do the same way.

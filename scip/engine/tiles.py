@@ -571,7 +571,7 @@ def segment(p, session, out: Path, manifest: dict, todo: list[int], owned: dict,
     """
     from scip.engine import graph
 
-    position, left = len(graph.partitions(p)), set()
+    position, left, todo = len(graph.partitions(p)), set(), set(todo)
     for t in p.tiled:
         if t.job.key not in owned or any(i in todo for i in range(position, position + len(t.groups))):
             left.add(t.job.key)
