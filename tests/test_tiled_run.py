@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -285,3 +286,22 @@ def test_a_tile_that_kills_its_workers_skips_its_image_not_the_run(tmp_path):
     # The killer's tile, or one that died with it on the same worker (allowed-failures is 0 here).
     assert re.match(re.escape(str(folder / "big.tif")) + r" tile \(\d, \d\) killed the worker 1 time", row.reason)
     assert set(result.read().meta_image_id) == {"small"}
+
+
+def test_the_tiles_example_runs_on_the_example_data(tmp_path):
+    """examples/tiles.yml, as the README's user runs it: example data beside it, label images out."""
+    from scip.datasets import write_example
+
+    example = Path(__file__).parent.parent / "examples" / "tiles.yml"
+    (tmp_path / "tiles.yml").write_text(example.read_text())
+    write_example(tmp_path / "data")
+    result = scip.run(scip.load_config(tmp_path / "tiles.yml", overrides={"cluster": {"scheduler": "synchronous"}}),
+                      progress=False)
+    images = result.summary["tiles"]["images"]
+    assert len(images) == 4 and all(i["tiles"] == 4 for i in images)  # 256² fields in 128-px tiles
+    table = result.read()
+    assert len(table) > 0 and table["geometry"].notna().all()
+    root = result.output / "labels.zarr"
+    for image_id, rows in table.groupby("meta_image_id"):
+        area = np.bincount(read_labels(root, image_id, "cell").ravel())
+        np.testing.assert_array_equal(area[rows.meta_label.to_numpy()], rows.feat_cell_shape_area.to_numpy())
