@@ -86,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     form = features.add_mutually_exclusive_group()
     form.add_argument("--names", action="store_true", help="print column names only, one per line")
     form.add_argument("--markdown", action="store_true", help="print a markdown table with <mask> and <channel> placeholders")
+    features.add_argument("--naming", choices=["scip", "cellprofiler"], default="scip",
+                          help="cellprofiler: each column's CellProfiler name beside its scip name (docs/features.md)")
 
     classify = sub.add_parser("classify", help="cross-validate and fit a cell classifier from a labels file",
                               description="Join labels to the cell table, cross-validate an XGBoost classifier "
@@ -259,6 +261,17 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
     section = load_config(args.config).features if args.config else FeaturesConfig()
     families, params = tuple(section.families), section.params()
+    if args.naming == "cellprofiler":
+        from scip.features.cellprofiler import mapping, mapping_markdown
+
+        if args.markdown:
+            print(mapping_markdown(families, params), end="")
+            return 0
+        names = [c.name for m in args.mask.split(",") for c in columns(
+            [ch.strip() for ch in args.channels.split(",")], families, mask_name=m.strip(), params=params)]
+        for row in mapping(names, edge_width=params.edge_width).itertuples():
+            print(row.cellprofiler if args.names else f"{row.scip}\t{row.cellprofiler}\t{'shared' if row.shared else 'scip'}")
+        return 0
     if args.markdown:
         print(markdown_table(families, params), end="")
         return 0

@@ -64,7 +64,10 @@ def test_pipeline_tables_round_trip(pipeline_run):
     h5ad = read(out, "anndata")
     assert list(h5ad.columns) == list(parquet.columns)
     pd.testing.assert_frame_equal(h5ad[meta_cols(h5ad)], parquet[meta_cols(parquet)], check_exact=True)
-    feats = feature_cols(parquet)
+    positions = tables.position_columns(list(parquet.columns))
+    assert "feat_cell_intensity_center_mass_row_1" in positions
+    pd.testing.assert_frame_equal(h5ad[positions], parquet[positions], check_exact=True)  # float64 in obs
+    feats = [c for c in feature_cols(parquet) if c not in positions]
     assert (h5ad[feats].dtypes == np.float32).all()
     np.testing.assert_array_equal(h5ad[feats].to_numpy(), parquet[feats].to_numpy().astype(np.float32))
     np.testing.assert_allclose(h5ad[feats].to_numpy(np.float64), parquet[feats].to_numpy(), rtol=1e-6, atol=1e-30)
@@ -74,10 +77,13 @@ def test_pipeline_anndata_layout(pipeline_run):
     result, descriptions, _ = pipeline_run
     parquet = read(result.output)
     adata = anndata.read_h5ad(result.output / "cells.h5ad")
-    feats = feature_cols(parquet)
+    positions = tables.position_columns(list(parquet.columns))
+    feats = [c for c in feature_cols(parquet) if c not in positions]
     assert adata.X.dtype == np.float32 and adata.shape == (len(parquet), len(feats))
+    assert np.isfinite(adata.X).all()
     assert list(adata.var_names) == feats
-    assert list(adata.obs.columns) == meta_cols(parquet)
+    assert list(adata.obs.columns) == [c for c in parquet.columns if c not in feats]
+    assert "spatial" not in adata.obsm  # no bbox family in this run: no centroid
     assert adata.obs_names.is_unique
     assert list(adata.obs_names) == [f"{i}:{lab}" for i, lab in zip(parquet["meta_image_id"], parquet["meta_label"])]
     for name in ["feat_cell_shape_area", "feat_cell_intensity_mean_2"]:
@@ -178,8 +184,17 @@ def test_awkward_values_round_trip(awkward):
 
     adata = anndata.read_h5ad(out / "cells.h5ad")
     assert list(adata.obs_names) == ["img,1:1", "img,1:2", "img,1:3", "img2:1", "img2:2", "img2:3"]
-    assert adata.var.loc["feat_cell_shape_area"].tolist() == ["shape", "", "Pixels in the object.", "px^2"]
-    assert adata.var.loc["feat_cell_intensity_mean_DNA"].tolist() == ["", "", "", ""]
+    described = ["family", "channel", "definition", "unit"]
+    assert adata.var.loc["feat_cell_shape_area", described].tolist() == ["shape", "", "Pixels in the object.", "px^2"]
+    assert adata.var.loc["feat_cell_intensity_mean_DNA", described].tolist() == ["", "", "", ""]
+    # NaN and the infinities (-inf, and 1e300 beyond float32) are filled with the median of the finite values
+    # (0.1, -0.0, sqrt 2), and the layer says which entry was which.
+    area = list(adata.var_names).index("feat_cell_shape_area")
+    np.testing.assert_array_equal(adata.X[:, area], np.float32([0.1, 0.1, -0.0, 0.1, 0.1, 2 ** 0.5]))
+    assert adata.layers["missing"][:, area].tolist() == [0, 1, 0, 2, 3, 0]
+    assert adata.var.loc["feat_cell_shape_area", "n_missing"] == 3
+    assert adata.var.loc["feat_cell_shape_area", "fill_value"] == np.float32(0.1)
+    assert np.isfinite(adata.X).all()
 
 
 def test_awkward_lazy_and_auto(awkward):

@@ -19,17 +19,36 @@ The columns are ``meta_*`` (metadata: strings, or nullable integers for
 
 :func:`write_formats` converts the parts, once they all exist, into
 
-``cells.h5ad`` (AnnData)
-    ``X``: the ``feat_*`` columns as a dense **float32** matrix (cells ×
-    features, column order kept; NaN stays NaN). ``obs``: the ``meta_*``
-    columns (strings as categoricals, integers as nullable integers),
-    indexed by a cell id ``"<meta_image_id>:<meta_label>"`` (made unique by
-    appending ``":<row>"`` if a table repeats one). ``var``: one row per
-    feature with ``family``, ``channel``, ``definition``, ``unit`` (empty
-    strings where no description was given, and ``channel`` for features of
-    no channel). ``uns["scip"]``: the source, the scip version, and the
-    table's column names and kinds (``str``/``int``/``float``), so that
-    :func:`read` restores the column order and dtypes.
+``cells.h5ad`` (AnnData, ready for scanpy)
+    ``X``: the ``feat_*`` columns that describe the cell as a dense
+    **float32** matrix (cells × features, column order kept), **with no NaN
+    or infinity**, so that ``sc.pp.scale → sc.tl.pca → sc.pp.neighbors →
+    sc.tl.umap`` runs as it is. NaN policy: an entry that is not a finite
+    float32 (a feature undefined for that object, such as the texture of a
+    one-pixel-wide object, or a value beyond float32's range) holds its
+    column's *fill value*, the median of the column's finite values (0 if
+    it has none), so it sits at the column's centre and does not drive a
+    PCA. ``layers["missing"]`` (uint8, same shape) says which entries were
+    filled and why (:data:`MISSING_CODES`: 0 measured, 1 NaN, 2 +inf,
+    3 -inf); ``var["n_missing"]`` counts them per feature and
+    ``var["fill_value"]`` is the value used. A column that is constant
+    (e.g. all filled) stays in ``X``; scanpy's ``pp.scale`` maps it to 0.
+    ``obs``: the ``meta_*`` columns (strings as categoricals, integers as
+    nullable integers) and the **position columns**
+    (:func:`position_columns`: bounding boxes, centroids, center of mass
+    and maximum locations, as exact float64), indexed by a cell id
+    ``"<meta_image_id>:<meta_label>"`` (made unique by appending
+    ``":<row>"`` if a table repeats one). ``obsm["spatial"]``: each cell's
+    centroid as ``(x, y)`` = (column, row) in its image's pixels, from the
+    first mask's ``bbox`` (or ``volume``) centroid; absent when neither
+    family was measured. Coordinates are per image (``obs["meta_image_id"]``
+    tells the images apart). ``var``: one row per feature of ``X`` with
+    ``family``, ``channel``, ``definition``, ``unit`` (empty strings where
+    no description was given, and ``channel`` for features of no channel),
+    ``n_missing`` and ``fill_value``. ``uns["scip"]``: the source, the scip
+    version, and the table's column names and kinds
+    (``str``/``int``/``float``), so that :func:`read` restores the column
+    order, dtypes and the NaN and infinities of ``X``.
 ``cells.csv``
     Every column, one header line, written part by part (constant memory).
     Floats are written with the shortest text that reads back to the same
@@ -41,9 +60,10 @@ What the formats keep
 ---------------------
 * Parquet and CSV give exactly the same table: same columns, order, dtypes
   (``string``, ``Int64``, ``float64``) and values, bit for bit.
-* h5ad features are **float32**: they come back as float32 columns, equal to
-  ``float32(parquet value)`` (about 7 significant digits; values beyond
-  float32's range become ±inf). The metadata is exact.
+* h5ad features of ``X`` are **float32**: they come back as float32 columns,
+  equal to ``float32(parquet value)`` (about 7 significant digits; values
+  beyond float32's range become ±inf; NaN stays NaN). Position columns and
+  the metadata are exact.
 * CSV cannot tell an empty string from a missing one: both are an empty
   field and read back as missing (``<NA>``). Pipeline tables hold no empty
   metadata strings. CSV carries no types either: :func:`read` gives
@@ -53,8 +73,9 @@ What the formats keep
 
 Memory
 ------
-Writing ``cells.h5ad`` holds the whole matrix in memory once, as float32:
-4 bytes per cell and feature (1 million cells × 700 features: 2.8 GB), plus
+Writing ``cells.h5ad`` holds the whole matrix in memory once, as float32,
+and its ``missing`` layer: 5 bytes per cell and feature (1 million cells ×
+700 features: 3.5 GB), plus
 the metadata (a few hundred bytes per cell) and one Parquet part at a time.
 Writing ``cells.csv`` holds one part at a time. Reading with ``lazy=False``
 loads the whole table (8 bytes per value for Parquet and CSV); ``lazy=True``
@@ -65,6 +86,7 @@ wrapped (see :func:`read`).
 from __future__ import annotations
 
 import os
+import re
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -83,7 +105,8 @@ from scip.steps.export import GEOMETRY, table_columns
 if TYPE_CHECKING:
     from scip.engine.frames import DaskFrame
 
-__all__ = ["FORMATS", "FILES", "write_formats", "read", "feature_descriptions", "part_files", "IncompleteRunError"]
+__all__ = ["FORMATS", "FILES", "MISSING_CODES", "write_formats", "read", "feature_descriptions", "part_files",
+           "position_columns", "IncompleteRunError"]
 
 #: Table formats a run can write; ``parquet`` is always written.
 FORMATS: tuple[str, ...] = ("parquet", "anndata", "csv")
@@ -291,15 +314,76 @@ def _cell_ids(obs: pd.DataFrame) -> pd.Index:
     return pd.Index(np.arange(n).astype(str), dtype=object)
 
 
+#: Feature columns that say where an object is, not what it is: kept out of AnnData's ``X`` (in ``obs``).
+_POSITION = re.compile(r"^feat_.+?_(?:bbox_.+"
+                       r"|intensity_(?:center_mass|max)_(?:row|col)_.+"
+                       r"|volume_(?:min|max|centroid)_(?:z|row|col))$")
+#: ``layers["missing"]`` codes: why an entry of ``X`` holds its column's fill value instead of a measurement.
+MISSING_CODES: dict[int, str] = {0: "measured", 1: "NaN (undefined for the object)",
+                                 2: "+inf (beyond float32)", 3: "-inf (beyond float32)"}
+
+
+def position_columns(names: Sequence[str]) -> list[str]:
+    """The feature columns that hold positions or boxes in image coordinates, in table order.
+
+    These are the ``bbox`` family, the ``intensity`` family's center of
+    mass and maximum locations, and the ``volume`` family's box and
+    centroid. ``cells.h5ad`` keeps them in ``obs`` (float64) rather than in
+    ``X``: where a cell lies in its image says nothing about the cell, and
+    it would dominate a PCA.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Column names of a table.
+
+    Returns
+    -------
+    list of str
+        The names among ``names`` that are positions.
+    """
+    return [n for n in names if _POSITION.match(n)]
+
+
+def _spatial_columns(names: Sequence[str]) -> tuple[str, str] | None:
+    """The (column, row) centroid of the first mask that has one: ``obsm["spatial"]``'s (x, y)."""
+    for name in names:
+        for family in ("bbox", "volume"):
+            suffix = f"_{family}_centroid_row"
+            if name.startswith(_FEATURE_PREFIX) and name.endswith(suffix):
+                col = name[: -len("row")] + "col"
+                if col in names:
+                    return col, name
+    return None
+
+
+def _impute(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Replace non-finite entries of ``x`` in place by their column's median; codes, fill values, counts."""
+    missing = np.zeros(x.shape, dtype=np.uint8)
+    fill = np.zeros(x.shape[1], dtype=np.float32)
+    # Column by column: a whole-matrix nanmedian would copy the matrix.
+    for j in range(x.shape[1]):
+        column = x[:, j]
+        finite = np.isfinite(column)
+        if finite.all():
+            continue
+        missing[:, j] = np.where(np.isnan(column), 1, np.where(column > 0, 2, 3)) * ~finite
+        if finite.any():
+            fill[j] = np.median(column[finite])
+        column[~finite] = fill[j]
+    return missing, fill, (missing > 0).sum(axis=0)
+
+
 def _write_h5ad(parts: list[Path], schema: pa.Schema, path: Path, descriptions: Mapping[str, Any]) -> None:
     import anndata
 
     names = schema.names
     # Outlines go into obs as WKT text (h5ad holds no bytes there).
     kinds = [{"wkb": "str"}.get(k, k) for k in (_kind(schema.field(n).type) for n in names)]
-    feats = [n for n in names if n.startswith(_FEATURE_PREFIX)]
-    meta = [n for n in names if not n.startswith(_FEATURE_PREFIX)]
-    bad = [n for n, k in zip(names, kinds) if n in feats and k != "float"]
+    positions = set(position_columns(names))
+    feats = [n for n in names if n.startswith(_FEATURE_PREFIX) and n not in positions]
+    meta = [n for n in names if n not in feats]
+    bad = [n for n, k in zip(names, kinds) if n.startswith(_FEATURE_PREFIX) and k != "float"]
     if bad:
         raise ValueError(f"feature column {bad[0]!r} is not a float column; AnnData's X holds floats only")
     n_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
@@ -310,7 +394,7 @@ def _write_h5ad(parts: list[Path], schema: pa.Schema, path: Path, descriptions: 
     for part in parts:
         table = pq.read_table(part)
         stop = start + table.num_rows
-        with np.errstate(over="ignore"):  # beyond float32's range: +-inf, as documented
+        with np.errstate(over="ignore"):  # beyond float32's range: +-inf, then counted as missing
             for j, name in enumerate(feats):
                 x[start:stop, j] = table.column(name).to_numpy()  # nulls become NaN
         obs_parts.append(_wkb_as_text(table.select(meta).to_pandas(types_mapper=_types_mapper)))
@@ -319,10 +403,15 @@ def _write_h5ad(parts: list[Path], schema: pa.Schema, path: Path, descriptions: 
     for name in meta:
         if isinstance(obs[name].dtype, pd.StringDtype):
             obs[name] = pd.Categorical(obs[name].astype(object).where(obs[name].notna(), None))
+        elif name in positions:
+            obs[name] = obs[name].astype("float64")
     obs.index = _cell_ids(obs)
+    missing, fill, n_missing = _impute(x)
     var = pd.DataFrame([_description(descriptions[n]) if n in descriptions else dict.fromkeys(_DESCRIPTION_FIELDS, "")
                         for n in feats], columns=list(_DESCRIPTION_FIELDS),
                        index=pd.Index(feats, dtype=object))
+    var["n_missing"] = n_missing.astype(np.int64)
+    var["fill_value"] = fill
     uns = {"scip": {
         "source": f"{FILES['parquet']}/{_PARTS}",
         "scip_version": _scip_version(),
@@ -330,8 +419,15 @@ def _write_h5ad(parts: list[Path], schema: pa.Schema, path: Path, descriptions: 
         "kinds": kinds,
         "features_dtype": "float32",
         "obs_names": "meta_image_id:meta_label",
+        "positions_in_obs": sorted(positions, key=names.index),
+        "missing_codes": {str(k): v for k, v in MISSING_CODES.items()},
     }}
-    adata = anndata.AnnData(X=x, obs=obs, var=var, uns=uns)
+    obsm = {}
+    spatial = _spatial_columns(names)
+    if spatial is not None:
+        obsm["spatial"] = obs[list(spatial)].to_numpy(dtype=np.float64)
+        uns["scip"]["spatial"] = list(spatial)
+    adata = anndata.AnnData(X=x, obs=obs, var=var, uns=uns, obsm=obsm, layers={"missing": missing})
     adata.write_h5ad(path)
 
 
@@ -421,7 +517,8 @@ def read(output_dir: str | os.PathLike, format: str = "auto", lazy: bool = False
         Metadata columns have the ``string`` or ``Int64`` dtype (missing
         values are ``<NA>``); features are float64 from Parquet and CSV, and
         float32 from h5ad, whose ``X`` stores float32 (the values equal the
-        float32 rounding of the Parquet values).
+        float32 rounding of the Parquet values, NaN where ``layers["missing"]``
+        says so), except the position columns, float64 from h5ad's ``obs``.
 
     Raises
     ------
@@ -483,6 +580,12 @@ def _read_h5ad(path: Path) -> pd.DataFrame:
     obs = adata.obs.reset_index(drop=True)
     feats = list(adata.var_names)
     x = np.asarray(adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X)
+    if "missing" in adata.layers:
+        # X holds fill values where nothing was measured: put the measured NaN and infinities back.
+        missing = np.asarray(adata.layers["missing"])
+        x = x.copy()
+        for code, value in ((1, np.nan), (2, np.inf), (3, -np.inf)):
+            x[missing == code] = value
     features = pd.DataFrame(x, columns=pd.Index(feats, dtype=object))
     names = [str(n) for n in info.get("columns", [*obs.columns, *feats])]
     kinds = dict(zip(names, [str(k) for k in info.get("kinds", [_kind_by_name(n) for n in names])]))
