@@ -202,3 +202,35 @@ def test_predict_labels_errors_name_the_problem(tmp_path, capsys):
     assert json.loads((run_dir / "predictions_scores.json").read_text())["inputs"]["target"] == "kind"
     assert cli.main(["predict", str(tmp_path / "model"), str(run_dir), "--target", "kind"]) == 2
     assert "--on and --target go with --labels" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- a real run's stderr
+
+
+#: What a run must not end with: the nanny killing a worker that was exiting, distributed's tracebacks.
+_SHUTDOWN_NOISE = ("still alive after", "killing", "Traceback", "heartbeat", "CommClosedError", "StreamClosedError")
+
+
+def test_local_cluster_run_into_a_log_file_is_labelled_bounded_and_ends_quietly(tmp_path, blobs_tiff):
+    import subprocess
+    import sys
+
+    config = tmp_path / "c.yml"
+    config.write_text(yaml.safe_dump({
+        "input": {"path": str(blobs_tiff), "channels": ["DNA", "GFP"]},
+        "segment": {"method": "otsu", "channel": "DNA"},
+        "tiles": {"mode": "always", "size": 48, "diameter": 8},
+        "output": {"path": str(tmp_path / "out"), "labels": True},
+        "cluster": {"workers": 2, "threads": 1, "dashboard_address": ":0"}}))
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as err:
+        done = subprocess.run([sys.executable, "-m", "scip", "run", str(config)], stdout=subprocess.PIPE,
+                              stderr=err, text=True, timeout=900)
+    text = log.read_text()
+    assert done.returncode == 0, text
+    assert "4 cells found" in done.stdout
+    assert "\r" not in text
+    bars = [line for line in text.splitlines() if line.startswith("scip: ") and " of " in line and "%)" in line]
+    assert {"statistics", "segment tiles", "features + write", "pyramid level 1"} <= {b.split(": ")[1] for b in bars}
+    assert len(text.splitlines()) <= 30, text
+    assert not [n for n in _SHUTDOWN_NOISE if n in text], text
