@@ -797,7 +797,7 @@ def _evaluation_breakdown(ev: Mapping) -> str:
         if not isinstance(rows, list):
             continue
         cells = [[str(r.get(column, "")), _td(r.get("images")),
-                  *(_td(r.get(k), evaluation=k) for k, _ in _SCORE_COLUMNS)] for r in rows if isinstance(r, Mapping)]
+                  *(_td(r.get(k), score=k) for k, _ in _SCORE_COLUMNS)] for r in rows if isinstance(r, Mapping)]
         out.append(f"<h3>By {_e(column)}</h3>" + _table([column, "images", *(t for _, t in _SCORE_COLUMNS)], cells,
                                                         id_=f"evaluation-by-{_e(column)}"))
     images = [r for r in ev.get("per_image") or [] if isinstance(r, Mapping) and not r.get("error")]
@@ -807,7 +807,7 @@ def _evaluation_breakdown(ev: Mapping) -> str:
         out.append(f"<h3>Images, lowest F1 first</h3><p class=\"note\">{len(worst)} of {_e(_num(total))} images; "
                    "run.json lists them one by one (evaluation.per_image).</p>"
                    + _table(["image", *(t for _, t in _SCORE_COLUMNS)],
-                            [[str(r.get("image_id", "")), *(_td(r.get(k), evaluation=k) for k, _ in _SCORE_COLUMNS)]
+                            [[str(r.get("image_id", "")), *(_td(r.get(k), score=k) for k, _ in _SCORE_COLUMNS)]
                              for r in worst], id_="evaluation-images-table"))
     return "".join(out)
 

@@ -176,7 +176,7 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         decides: a local cluster sized to the machine, SLURM jobs, an existing
         scheduler, or ``synchronous`` in-process computing.
     progress : bool
-        Show a progress bar on the terminal.
+        Show a progress bar of each pass on standard error (see :mod:`scip.engine.progress`).
     resume : bool
         Continue an interrupted run in the same output folder: the partitions
         already written are kept if they verify (size, SHA-256 and row count

@@ -1,6 +1,7 @@
 """`evaluate:` per image and per `meta_*` group (evaluate.group_by), in run.json and the report."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -47,7 +48,12 @@ def test_run_json_and_report_break_the_evaluation_down_by_image_and_group(tmp_pa
     assert a["truth_cells"] == ev["per_image"][0]["truth_cells"] + ev["per_image"][1]["truth_cells"]
     assert a["precision"] == round(a["matched"] / a["found_cells"], 4)
     html = (result.output / "report.html").read_text()
-    assert 'id="evaluation-by-meta_plate"' in html and 'id="evaluation-images-table"' in html
+    groups = html[html.index('id="evaluation-by-meta_plate"'):]
+    groups = groups[:groups.index("</table>")]
+    assert re.findall(r'data-score="matched">(\d+)<', groups) == [str(a["matched"]), str(b["matched"])]
+    assert 'id="evaluation-images-table"' in html
+    # the pooled table keeps its own figures
+    assert re.search(rf'data-evaluation="matched">{ev["matched"]}<', html)
 
 
 def test_group_by_names_a_column_of_the_pattern(tmp_path, blobs_tiff):
