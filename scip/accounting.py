@@ -48,6 +48,11 @@ class PartitionSummary:
     errors: list[dict] = field(default_factory=list)
     #: Exported cells picked for the report: metadata plus ``crop`` and ``mask``.
     samples: list[dict] = field(default_factory=list)
+    #: One entry per evaluated image: ``image_id``, ``index``, ``fields`` (the pattern's metadata),
+    #: ``truth_cells``, ``found_cells``, ``matched``, ``error`` (why it has no ground truth, or "").
+    evaluation_images: list[dict] = field(default_factory=list)
+    #: Exported cells that matched a true cell, by the image's ``Source.index`` (as text: a JSON key).
+    matched_exported_by_image: Counter = field(default_factory=Counter)
 
     def __add__(self, other: "PartitionSummary") -> "PartitionSummary":
         return PartitionSummary(
@@ -64,6 +69,8 @@ class PartitionSummary:
             evaluation_errors=self.evaluation_errors + other.evaluation_errors,
             errors=self.errors + other.errors,
             samples=self.samples + other.samples,
+            evaluation_images=self.evaluation_images + other.evaluation_images,
+            matched_exported_by_image=self.matched_exported_by_image + other.matched_exported_by_image,
         )
 
 
@@ -118,11 +125,17 @@ def summarize(records: Iterable[ImageRecord | CellRecord]) -> PartitionSummary:
                 s.matched += r.evaluation.tp
                 if r.evaluation.error:
                     s.evaluation_errors.append(r.evaluation.error)
+                s.evaluation_images.append({"image_id": str(r.source.image_id), "index": int(r.source.index),
+                                            "fields": {str(k): str(v) for k, v in r.source.fields.items()},
+                                            "truth_cells": r.evaluation.n_true, "found_cells": r.evaluation.n_pred,
+                                            "matched": r.evaluation.tp, "error": r.evaluation.error})
             continue
         s.cells_found += 1
         if r.status:
             s.cells_exported += 1
             s.matched_exported += bool(r.truth_label)
+            if r.truth_label:
+                s.matched_exported_by_image[str(r.source.index)] += 1
             if r.sample is not None:
                 s.samples.append({"image_id": r.source.image_id, "index": r.source.index, "label": r.label,
                                   "truth_label": r.truth_label, "fields": dict(r.source.fields),

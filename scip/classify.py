@@ -12,7 +12,8 @@ training and test), refits it on all labelled cells and writes::
     <out>/cv_predictions.csv    the out-of-fold prediction of every labelled cell
 
 :func:`predict` applies such a model to a cell table (the same run or another
-one with the same feature columns).
+one with the same feature columns); :func:`score_predictions` scores its
+predictions against a labels file.
 
 XGBoost and scikit-learn are needed here only; they are imported when used.
 """
@@ -35,7 +36,7 @@ from scip._jsonvalues import plain
 from scip.config import ConfigError
 
 __all__ = ["ClassificationResult", "ClassifyError", "ClassifyWarning", "classify", "predict", "read_cells",
-           "run_folder", "DEFAULT_PARAMS"]
+           "run_folder", "score_predictions", "scores_path", "DEFAULT_PARAMS"]
 
 #: XGBoost parameters used unless ``params`` overrides them: small trees, a
 #: moderate learning rate, row and column subsampling.
@@ -671,7 +672,7 @@ def _record_in_run(path: Path, names: list[str]) -> None:
     from scip.io.manifest import record_files
 
     run = path.parent
-    if path.name in ("classification", "predictions.csv") and (run / "manifest.json").is_file():
+    if path.name in ("classification", "predictions.csv", "predictions_scores.json") and (run / "manifest.json").is_file():
         record_files(run, names)
 
 
@@ -758,4 +759,79 @@ def predict(model_dir: str | os.PathLike, table: pd.DataFrame | str | os.PathLik
         _record_in_run(out, [out.name])
         out.parent.mkdir(parents=True, exist_ok=True)
         result.to_csv(out, index=False)
+    return result
+
+
+def scores_path(predictions: str | os.PathLike) -> Path:
+    """Where :func:`score_predictions` writes the scores of a predictions CSV: ``<stem>_scores.json`` beside it."""
+    path = Path(predictions)
+    return path.with_name(f"{path.stem}_scores.json")
+
+
+def score_predictions(predictions: pd.DataFrame, labels: pd.DataFrame | str | os.PathLike,
+                      on: str | Iterable[str], target: str, *, classes: Sequence[Any] = (),
+                      out: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Score predictions (as :func:`predict` returns them) against a labels file.
+
+    Parameters
+    ----------
+    predictions : DataFrame
+        The table's ``meta_*`` columns and ``predicted``, one row per cell.
+    labels : DataFrame or path
+        CSV, TSV or parquet file of labels, the format :func:`classify` takes.
+    on : str or list of str
+        Key columns in both (comma-separated text, or a list), e.g. ``meta_image_id,meta_label``.
+    target : str
+        Column of the labels file holding the true class.
+    classes : sequence, optional
+        The model's classes, listed first (and scored even where no label has them).
+    out : path, optional
+        JSON file to write the scores to.
+
+    Returns
+    -------
+    dict
+        ``balanced_accuracy`` (mean recall over the true classes), ``accuracy``, ``per_class``
+        (``recall``, ``precision``, ``support`` = labelled cells of the class), ``classes`` and
+        ``confusion`` (rows: true class, columns: predicted class, in ``classes`` order), ``counts``
+        of the join and ``warnings``.
+
+    Raises
+    ------
+    ClassifyError
+        Key or target columns missing, duplicate labels, or no label matching a prediction.
+    """
+    on = _as_list(on)
+    source = "DataFrame" if isinstance(labels, pd.DataFrame) else str(Path(labels).expanduser())
+    labels = _read_labels(labels, on)
+    if "predicted" not in predictions.columns:
+        raise ClassifyError("the predictions have no 'predicted' column: not the output of 'scip predict'")
+    _check_columns(on, target, labels, predictions, source)
+    notes: list[str] = []
+    cells, y, counts = _join(predictions, labels, on, target, None, source, notes)
+    truth = np.array([str(v) for v in _target_values(y)], dtype=object)
+    guess = np.array([str(_scalar(v)) for v in cells["predicted"]], dtype=object)
+    names = list(dict.fromkeys([*(str(c) for c in classes), *sorted(set(truth)), *sorted(set(guess))]))
+    index = {c: i for i, c in enumerate(names)}
+    confusion = np.zeros((len(names), len(names)), dtype=np.int64)
+    np.add.at(confusion, ([index[t] for t in truth], [index[g] for g in guess]), 1)
+    support, found = confusion.sum(axis=1), confusion.sum(axis=0)
+    hits = np.diag(confusion)
+    per_class = {c: {"recall": float(hits[i] / support[i]) if support[i] else None,
+                     "precision": float(hits[i] / found[i]) if found[i] else None,
+                     "support": int(support[i]), "predicted": int(found[i])} for c, i in index.items()}
+    unknown = sorted(set(truth) - {str(c) for c in classes}) if len(classes) else []
+    if unknown:
+        _warn(notes, f"label class(es) {', '.join(map(repr, unknown))} are not classes of the model: their "
+                     "cells cannot be predicted right")
+    recalls = [per_class[c]["recall"] for c in names if support[index[c]]]
+    result = {"inputs": {"labels": source, "on": on, "target": target},
+              "balanced_accuracy": float(np.mean(recalls)), "accuracy": float(hits.sum() / len(truth)),
+              "per_class": per_class, "classes": names, "confusion": confusion.tolist(),
+              "confusion_axes": "rows: true class, columns: predicted class", "counts": counts, "warnings": notes}
+    if out is not None:
+        out = Path(out)
+        _record_in_run(out, [out.name])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(_jsonable(result), indent=2) + "\n")
     return result

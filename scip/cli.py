@@ -34,10 +34,31 @@ RUN_EXIT_CODES = """exit codes:
      an exception that is a bug, not a data problem; see run.json (errors) and skipped.csv"""
 
 
+def _verbosity() -> argparse.ArgumentParser:
+    """``-q`` / ``-v``, accepted before and after the subcommand (``scip -q run`` and ``scip run -q``)."""
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: the subcommand's parser must not reset what was given before the subcommand.
+    loud = common.add_mutually_exclusive_group()
+    loud.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                      help="only warnings and errors; no progress bars")
+    loud.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                      help="more detail: scip's debug messages (with --version: versions of the main dependencies)")
+    return common
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scip", description="Per-cell feature tables from microscopy and imaging flow cytometry.")
+    common = _verbosity()
+    parser = argparse.ArgumentParser(prog="scip", parents=[common],
+                                     description="Per-cell feature tables from microscopy and imaging flow cytometry.")
+    parser.add_argument("--version", action="store_true", help="print scip's version (with -v: its dependencies' too)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks of unexpected errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_parser = sub.add_parser
+
+    def with_common(name: str, **kwargs) -> argparse.ArgumentParser:
+        return add_parser(name, parents=[common], **kwargs)
+
+    sub.add_parser = with_common  # every subcommand takes -q / -v
 
     run = sub.add_parser("run", help="run the pipeline described by a config file", epilog=RUN_EXIT_CODES,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("output_dir", type=Path, help="a run's output folder (or a cell table file)")
     predict.add_argument("--out", type=Path, help="CSV to write (default predictions.csv in the run's output folder)")
     predict.add_argument("--jobs", type=int, help="XGBoost threads (default all cores)")
+    predict.add_argument("--labels", type=Path,
+                         help="score the predictions against this labels file (CSV, TSV or parquet, as scip classify "
+                              "takes): balanced accuracy, per-class recall and the confusion matrix, printed and "
+                              "written to <predictions>_scores.json")
+    predict.add_argument("--on", help="with --labels: key columns (default: those the model was trained with)")
+    predict.add_argument("--target", help="with --labels: the class column (default: the model's target)")
 
     rep = sub.add_parser("report", help="(re)write report.html of a run's output folder")
     rep.add_argument("output_dir", type=Path, help="a run's output folder")
@@ -215,9 +242,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if d.unmatched:
         print(f"{len(d.unmatched)} files do not match input.pattern, e.g. {d.unmatched[0]}")
     shown = d.sources if args.all else d.sources[:_CHECK_LISTED]
-    print("images:")
+    print(f"images ({_reading_rule(p)}):")
     for source in shown:
-        print(f"  {_describe_image(source, d.format)}")
+        print(f"  {_describe_image(source, d.format)}{_image_header(p, source)}")
     if len(shown) < len(d.sources):
         print(f"  ... and {len(d.sources) - len(shown)} more (scip check --all lists every image)")
     return 0
@@ -243,6 +270,50 @@ def _describe_image(source: "Source", fmt: str) -> str:
     missing = source.locator[1] if source.locator[:1] == ("missing",) else ()
     note = f"  (no file for channel(s) {', '.join(missing)}: will be skipped)" if missing else ""
     return f"{source.image_id}: {where}{note}"
+
+
+def _reading_rule(p) -> str:
+    """How ``scip run`` decides, for this config, whether an image is read whole or in tiles."""
+    from scip.io.limits import format_bytes
+    from scip.steps.tiles import TILED_FORMATS
+
+    c = p.config
+    if p.dataset.format not in TILED_FORMATS or c.input.z == "stitch" or c.tiles.mode == "never":
+        return "each read whole" + (f"; over {format_bytes(p.budget.bytes)} decoded: skipped" if p.budget else "")
+    if c.tiles.mode == "always":
+        return f"each read in tiles of {c.tiles.size} px"
+    if p.budget is None:
+        return ("read whole, or in tiles when over a quarter of the smallest worker's memory once decoded "
+                "(input.max_image_bytes: auto, decided when the workers are up)")
+    return f"read whole, or in tiles when over {format_bytes(p.budget.bytes)} decoded ({p.budget.origin})"
+
+
+def _image_header(p, source: "Source") -> str:
+    """What an image's header says (size, type, channels, decoded bytes) and how the run reads it; reads no pixels."""
+    from scip.io.limits import format_bytes
+    from scip.steps.tiles import WindowError, window_reader
+
+    c = p.config
+    try:
+        reader = window_reader(p.dataset, source, c.input.z if c.input.z != "stitch" else None)
+    except WindowError:
+        return ""  # IFC events, z stacks kept whole: nothing more to say before reading
+    except Exception as e:  # noqa: BLE001 - a file the run will skip: say so, the run gives the reason
+        return f"  (header unreadable: {type(e).__name__}: {e})"
+    h, w = reader.shape
+    if c.input.z == "stitch":
+        how = "whole"
+    elif c.tiles.mode == "always" or (c.tiles.mode == "auto" and p.budget is not None
+                                     and reader.declared_bytes > p.budget.bytes):
+        how = "in tiles"
+    elif c.tiles.mode == "never" and p.budget is not None and reader.declared_bytes > p.budget.bytes:
+        how = "skipped (over the budget)"
+    elif c.tiles.mode == "auto" and p.budget is None and p.dataset.format != "ifc_zarr":
+        how = "whole unless over the workers' budget"
+    else:
+        how = "whole"
+    return (f"  [{h} x {w} px, {reader.dtype}, {len(p.dataset.channels)} channel(s), "
+            f"{format_bytes(reader.declared_bytes)} decoded; read {how}]")
 
 
 def _cmd_example(args: argparse.Namespace) -> int:
@@ -337,11 +408,46 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from scip.classify import predict, run_folder
 
     out = args.out if args.out is not None else run_folder(args.output_dir) / "predictions.csv"
+    if args.labels is None and (args.on or args.target):
+        raise ConfigError("--on and --target go with --labels (the labels file to score the predictions against)")
     frame = predict(args.model_dir, args.output_dir, out=out, n_jobs=args.jobs)
     counts = frame["predicted"].value_counts()
     print(f"scip: {len(frame)} cells predicted: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     print(f"scip: predictions in {Path(out).resolve()}")
+    if args.labels is not None:
+        _score(args, frame, Path(out))
     return 0
+
+
+def _score(args: argparse.Namespace, frame, out: Path) -> None:
+    """``scip predict --labels``: score, print and write the scores beside the predictions."""
+    import json
+    import warnings
+
+    from scip.classify import ClassifyWarning, score_predictions, scores_path
+
+    meta = json.loads((args.model_dir / "model_meta.json").read_text())
+    on, target = args.on or meta.get("on"), args.target or meta.get("target")
+    if not on or not target:
+        raise ConfigError(f"{args.model_dir / 'model_meta.json'} names no key columns or target: give --on and --target")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ClassifyWarning)  # printed below, once
+        s = score_predictions(frame, args.labels, on, target, classes=meta.get("classes") or (),
+                              out=scores_path(out))
+    for message in s["warnings"]:
+        print(f"scip: warning: {message}", file=sys.stderr)
+    c = s["counts"]
+    print(f"scip: against {args.labels}: {c['cells_labelled']} labelled cells ({c['labels_matched']} of "
+          f"{c['labels']} labels matched): balanced accuracy {s['balanced_accuracy']:.3f}, "
+          f"accuracy {s['accuracy']:.3f}")
+    print("scip: recall per class: " + ", ".join(
+        f"{k} {v['recall']:.3f} (n={v['support']})" for k, v in s["per_class"].items() if v["support"]))
+    corner = "true\\pred"
+    width = max(len(str(x)) for x in [*s["classes"], corner, *(n for row in s["confusion"] for n in row)])
+    print("scip: confusion matrix (rows: true class, columns: predicted class):")
+    for row in [[corner, *s["classes"]], *([name, *counts] for name, counts in zip(s["classes"], s["confusion"]))]:
+        print("  " + " ".join(f"{x:>{width}}" for x in row))
+    print(f"scip: scores in {scores_path(out).resolve()}")
 
 
 def _unet_errors():
@@ -401,10 +507,56 @@ def _cmd_export_model(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Packages ``scip -v --version`` names besides scip, when installed.
+_VERSION_DETAILS = ("numpy", "pandas", "dask", "distributed", "zarr", "tifffile", "numba", "torch", "xgboost",
+                    "xgboost-cpu")
+
+
+def version_text(details: bool = False) -> str:
+    """What ``scip --version`` prints: one line, plus a line per main dependency with ``details``.
+
+    Parameters
+    ----------
+    details : bool
+        Add Python's and the installed dependencies' versions (from package metadata: nothing is imported).
+
+    Returns
+    -------
+    str
+    """
+    import platform
+    from importlib import metadata
+
+    import scip
+
+    try:
+        own = metadata.version("scip")
+    except metadata.PackageNotFoundError:  # a source checkout on sys.path, not installed
+        own = scip.__version__
+    lines = [f"scip {own} (python {platform.python_version()}, {Path(scip.__file__).parent})"]
+    if details:
+        for name in _VERSION_DETAILS:
+            try:
+                lines.append(f"  {name} {metadata.version(name)}")
+            except metadata.PackageNotFoundError:
+                continue
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scip`` console script."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", 0)
+    if args.version:
+        print(version_text(verbose > 0))
+        return 0
+    if args.command is None:
+        parser.error("a command is required (scip --help lists them)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("scip").setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    if quiet and hasattr(args, "no_progress"):
+        args.no_progress = True
     if args.command in ("run", "slide", "check"):
         try:
             _read_yaml_first(args.config)

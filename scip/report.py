@@ -775,11 +775,41 @@ def _evaluation(summary: dict) -> str:
     rows = [[text, _td(ev.get(key), evaluation=key)] for key, text in labels if key in ev]
     body = (f'<p class="note">Cells matched one to one to true cells at IoU ≥ {_e(_num(ev.get("iou_threshold")))}.'
             "</p>" + _table(["", "value"], rows, id_="evaluation-table"))
+    body += _evaluation_breakdown(ev)
     errors = ev.get("errors") or []
     if errors:
         body += "<details><summary>Images without ground truth</summary><ul>" + "".join(
             f"<li>{_e(e)}</li>" for e in errors) + "</ul></details>"
     return _section("evaluation", "Evaluation against ground truth", body)
+
+
+#: Images the report's per-image evaluation table shows (the lowest F1 first); run.json lists more.
+_EVALUATION_IMAGES_SHOWN = 20
+_SCORE_COLUMNS = (("truth_cells", "true cells"), ("found_cells", "found"), ("matched", "matched"),
+                  ("recall", "recall"), ("precision", "precision"), ("f1", "F1"),
+                  ("exported_matched", "exported and matched"))
+
+
+def _evaluation_breakdown(ev: Mapping) -> str:
+    """The per-group tables (``evaluate.group_by``) and the images scored worst, from run.json's evaluation."""
+    out = []
+    for column, rows in (ev.get("per_group") or {}).items():
+        if not isinstance(rows, list):
+            continue
+        cells = [[str(r.get(column, "")), _td(r.get("images")),
+                  *(_td(r.get(k), score=k) for k, _ in _SCORE_COLUMNS)] for r in rows if isinstance(r, Mapping)]
+        out.append(f"<h3>By {_e(column)}</h3>" + _table([column, "images", *(t for _, t in _SCORE_COLUMNS)], cells,
+                                                        id_=f"evaluation-by-{_e(column)}"))
+    images = [r for r in ev.get("per_image") or [] if isinstance(r, Mapping) and not r.get("error")]
+    if len(images) > 1:
+        worst = sorted(images, key=lambda r: (r.get("f1") is not None, r.get("f1") or 0.0))[:_EVALUATION_IMAGES_SHOWN]
+        total = ev.get("per_image_total", len(images))
+        out.append(f"<h3>Images, lowest F1 first</h3><p class=\"note\">{len(worst)} of {_e(_num(total))} images; "
+                   "run.json lists them one by one (evaluation.per_image).</p>"
+                   + _table(["image", *(t for _, t in _SCORE_COLUMNS)],
+                            [[str(r.get("image_id", "")), *(_td(r.get(k), score=k) for k, _ in _SCORE_COLUMNS)]
+                             for r in worst], id_="evaluation-images-table"))
+    return "".join(out)
 
 
 def _illumination_fields(path: Path, max_groups: int = 6) -> str:

@@ -37,6 +37,7 @@ from scip.io.ground_truth import check_template
 from scip.io.limits import format_bytes, image_budget
 from scip.io.manifest import record_files, reductions_from_json, reductions_to_json, write_manifest
 from scip.io.tables import feature_descriptions, write_formats
+from scip.steps.evaluate import evaluation_breakdown
 from scip.steps.project import check_z
 from scip.steps.segment import channel_position, segment_positions
 
@@ -142,9 +143,23 @@ def prepare(config: Config | str | Path | dict) -> graph.Plan:
         if warning:
             log.warning("scip: warning: %s", warning)
     try:
-        return graph.plan(config, dataset)
+        p = graph.plan(config, dataset)
     except ValueError as e:  # e.g. channel names that make the same column name
         raise ConfigError(f"input.channels: {e}") from None
+    if config.evaluate is not None:
+        _check_group_by(config.evaluate.group_by, p)
+    return p
+
+
+def _check_group_by(group_by: list[str], p: graph.Plan) -> None:
+    """``evaluate.group_by`` names metadata columns the input pattern's fields make."""
+    from scip.steps.export import meta_name
+
+    known = sorted({meta_name(k) for s in p.dataset.sources for k in s.fields})
+    for i, column in enumerate(group_by):
+        if column not in known:
+            raise ConfigError(f"evaluate.group_by.{i}: {column!r} is not a metadata column of this input; "
+                              f"allowed: {', '.join(known) or 'none (input.pattern has no named groups besides id)'}")
 
 
 @_disk_full_is_one_message
@@ -161,7 +176,7 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         decides: a local cluster sized to the machine, SLURM jobs, an existing
         scheduler, or ``synchronous`` in-process computing.
     progress : bool
-        Show a progress bar on the terminal.
+        Show a progress bar of each pass on standard error (see :mod:`scip.engine.progress`).
     resume : bool
         Continue an interrupted run in the same output folder: the partitions
         already written are kept if they verify (size, SHA-256 and row count
@@ -392,6 +407,8 @@ def _summary(p: graph.Plan, total: PartitionSummary, wall: float) -> dict:
             "exported_recall": _ratio(total.matched_exported, n_true),
             "images_without_truth": len(total.evaluation_errors),
             "errors": total.evaluation_errors[:20],
+            **evaluation_breakdown(total.evaluation_images, total.matched_exported_by_image,
+                                   p.config.evaluate.group_by),
         }
     return summary
 

@@ -552,6 +552,13 @@ class EvaluateConfig(Section):
 
     labels: str
     iou: Annotated[float, Field(gt=0, le=1)] = 0.5
+    #: ``meta_*`` columns of the input pattern's fields; run.json and the report score each of their values.
+    group_by: list[str] = []
+
+    @field_validator("group_by", mode="before")
+    @classmethod
+    def _one_column(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
     @field_validator("labels")
     @classmethod

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from scip.config import ClusterConfig, ConfigError, SlurmConfig, SlurmJobConfig, TlsFiles
+from scip.engine.progress import Bar
 
 log = logging.getLogger("scip")
 
@@ -421,9 +421,40 @@ def connect(cfg: ClusterConfig, client=None) -> Iterator[Session]:
             yield Session(c, _announce(routing_for(offered)), cfg.retries, "slurm", cluster)
         return
     cluster, offered = _local_cluster(cfg)
-    with cluster, Client(cluster) as c:
+    with _stopping(cluster), Client(cluster) as c:
         c.wait_for_workers(len(offered), timeout=120)
         yield Session(c, _announce(routing_for(offered)), cfg.retries, "local", cluster)
+
+
+#: Seconds a local worker process gets to exit once asked to, before its nanny kills it. Distributed's own
+#: four seconds are too short for a process that loaded numba, pandas and torch on a busy machine: it exits
+#: cleanly, only later, and the nanny's "still alive after 4.0 seconds, killing" ends every run.
+WORKER_STOP_TIMEOUT_S = 60.0
+
+
+@contextmanager
+def _stopping(cluster, timeout: float = WORKER_STOP_TIMEOUT_S) -> Iterator[None]:
+    """Close a local cluster (after its client: the ``with`` line's order): workers, then scheduler.
+
+    Each nanny asks its worker to stop and waits up to ``0.8 * timeout`` for the process to exit
+    before killing it; a worker that takes that long is stuck, and the nanny's warning then says so.
+    """
+    try:
+        yield
+    finally:
+        workers = list(getattr(cluster, "workers", {}).values())
+
+        async def close_workers():
+            import asyncio
+
+            await asyncio.gather(*(w.close(timeout=timeout) for w in workers if hasattr(w, "close")),
+                                 return_exceptions=True)
+
+        try:
+            cluster.sync(close_workers, callback_timeout=2 * timeout)
+        except Exception as e:  # noqa: BLE001 - cluster.close below closes what is left, and says why
+            log.debug("scip: closing the workers one by one failed (%s: %s)", type(e).__name__, e)
+        cluster.close()
 
 
 def _client_security(cfg: ClusterConfig):
@@ -485,8 +516,8 @@ def _live_routing(client, timeout: float = 60) -> Routing:
     return _announce(routing_for([dict(w.get("resources") or {}) for w in workers]))
 
 
-def compute(tasks: list, session: Session | None, progress: bool = True) -> list:
-    """Compute delayed ``tasks`` in the session (or in-process), with a progress bar.
+def compute(tasks: list, session: Session | None, progress: bool = True, label: str = "compute") -> list:
+    """Compute delayed ``tasks`` in the session (or in-process), with a progress bar named ``label``.
 
     The graph is submitted unoptimized: Dask's optimization fuses tasks and
     drops their resource annotations, and the graph builder has already put
@@ -496,19 +527,49 @@ def compute(tasks: list, session: Session | None, progress: bool = True) -> list
 
     client = session.client if session is not None else None
     if client is None:
-        from dask.diagnostics import ProgressBar
-
-        with dask.config.set(scheduler="synchronous"):
-            if progress:
-                with ProgressBar():
-                    return list(dask.compute(*tasks, optimize_graph=False))
+        with dask.config.set(scheduler="synchronous"), _counting(label if progress else None):
             return list(dask.compute(*tasks, optimize_graph=False))
-    from distributed import progress as show_progress
-
     futures = client.compute(tasks, optimize_graph=False, retries=session.retries or None)
     if progress:
-        show_progress(futures)
+        _follow(futures, label, "tasks")
     return client.gather(futures)
+
+
+def _follow(futures: list, label: str, unit: str) -> None:
+    """A progress bar of ``futures`` as they finish (or fail: the caller sees the failure)."""
+    from distributed import as_completed
+
+    with Bar(label, len(futures), unit) as bar:
+        for _ in as_completed(futures):
+            bar.step()
+
+
+@contextmanager
+def _counting(label: str | None) -> Iterator[None]:
+    """In-process computing: a progress bar of the graph's tasks (none when ``label`` is ``None``)."""
+    if label is None:
+        yield
+        return
+    from dask.callbacks import Callback
+
+    class _Counter(Callback):
+        bar: Bar | None = None
+
+        def _pretask(self, key, dsk, state):
+            if self.bar is None:
+                total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
+                self.bar = Bar(label, total, "tasks")
+
+        def _posttask(self, key, result, dsk, state, worker_id):
+            self.bar.step()
+
+        def _finish(self, dsk, state, errored):
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    with _Counter():
+        yield
 
 
 @dataclass(frozen=True)
@@ -550,29 +611,8 @@ def _killed(error, client) -> Killed:
     return Killed(key_split(error.task), error.allowed_failures + 1, _memory_limits(client))
 
 
-class _PartitionBar:
-    """A text progress bar of finished tasks, for :func:`completed`."""
-
-    def __init__(self, total: int, width: int = 40):
-        self.total, self.width, self.done, self.start = total, width, 0, time.perf_counter()
-        self._draw()
-
-    def step(self) -> None:
-        self.done += 1
-        self._draw()
-
-    def _draw(self) -> None:
-        frac = self.done / self.total if self.total else 1.0
-        sys.stdout.write(f"\r[{'#' * int(self.width * frac):<{self.width}}] | {int(100 * frac)}% Completed | "
-                         f"{self.done} of {self.total} partitions | {time.perf_counter() - self.start:.1f}s")
-        sys.stdout.flush()
-
-    def close(self) -> None:
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-
-
-def completed(tasks: list, session: Session | None, progress: bool = True) -> Iterator[tuple[int, object]]:
+def completed(tasks: list, session: Session | None, progress: bool = True, label: str = "compute",
+              unit: str = "partitions") -> Iterator[tuple[int, object]]:
     """Compute delayed ``tasks``, yielding ``(position, result)`` as each one finishes.
 
     Unlike :func:`compute`, the caller sees every result as soon as it is
@@ -594,6 +634,10 @@ def completed(tasks: list, session: Session | None, progress: bool = True) -> It
         Where to compute; ``None`` or a session without client: in-process.
     progress : bool
         Show a progress bar of the finished tasks.
+    label : str
+        The pass the bar names (``"features + write"``).
+    unit : str
+        What a task is, for the bar (``"partitions"``, ``"tiles"``).
 
     Yields
     ------
@@ -603,7 +647,7 @@ def completed(tasks: list, session: Session | None, progress: bool = True) -> It
     import dask
 
     client = session.client if session is not None else None
-    bar = _PartitionBar(len(tasks)) if progress and tasks else None
+    bar = Bar(label, len(tasks), unit) if progress and tasks else None
     try:
         if client is None:
             with dask.config.set(scheduler="synchronous"):
@@ -666,7 +710,7 @@ def release(collection, session: Session | None) -> None:
         client.cancel(futures_of(collection))
 
 
-def persist(collection, session: Session | None, progress: bool = True):
+def persist(collection, session: Session | None, progress: bool = True, label: str = "cells"):
     """Compute ``collection`` and keep its partitions in memory (on the workers), with a progress bar.
 
     Dataset-wide reductions read the persisted cells several times; this is
@@ -678,21 +722,14 @@ def persist(collection, session: Session | None, progress: bool = True):
 
     client = session.client if session is not None else None
     if client is None:
-        from dask.diagnostics import ProgressBar
-
-        with dask.config.set(scheduler="synchronous"):
-            if progress:
-                with ProgressBar():
-                    (out,) = dask.persist(collection, optimize_graph=False)
-            else:
-                (out,) = dask.persist(collection, optimize_graph=False)
+        with dask.config.set(scheduler="synchronous"), _counting(label if progress else None):
+            (out,) = dask.persist(collection, optimize_graph=False)
         return out
-    from distributed import progress as show_progress
-    from distributed import wait
+    from distributed import futures_of, wait
 
     out = client.persist(collection, optimize_graph=False, retries=session.retries or None)
     if progress:
-        show_progress(out)
+        _follow(futures_of(out), label, "partitions")
     wait(out)
     return out
 

@@ -37,7 +37,7 @@ def compute_partitions(p: graph.Plan, session: cluster.Session, tasks: list, tod
     errors = 0
     whole = len(graph.partitions(p))
     killed_tiles: list[str] = []
-    results = cluster.completed([tasks[i] for i in todo], session, progress=progress)
+    results = cluster.completed([tasks[i] for i in todo], session, progress=progress, label="features + write")
     try:
         for position, result in results:
             index = todo[position]

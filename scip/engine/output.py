@@ -33,7 +33,7 @@ __all__ = ["OUTPUT_FILES", "prepare_output", "planned_files", "new_manifest", "p
 
 #: Names a run, ``scip classify`` and ``scip predict`` write at the top of an output folder.
 OUTPUT_FILES = (tiles.SCRATCH, "cells", "run.json", "skipped.csv", "illumination.npz", "cells.h5ad", "cells.csv", "report.html",
-                "report_cells.npz", "classification", "predictions.csv", "manifest.json", "progress", labels.LABELS)
+                "report_cells.npz", "classification", "predictions.csv", "predictions_scores.json", "manifest.json", "progress", labels.LABELS)
 
 
 #: Folders of ours that ``--overwrite`` removes once the files recorded in them are gone, if nothing else is left.

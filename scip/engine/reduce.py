@@ -82,7 +82,8 @@ def _illumination(p: graph.Plan, session, progress: bool, saved: tuple[dict, dic
     by_partition: dict[int, dict] = {}
     parts = graph.partitions(p)
     try:
-        for index, part in cluster.completed(graph.build_illumination_sums(p), session, progress=progress):
+        for index, part in cluster.completed(graph.build_illumination_sums(p), session, progress=progress,
+                                              label="illumination"):
             if isinstance(part, cluster.Killed):
                 found = _killers(p, parts[index], lambda one: graph.build_illumination_sums(one)[0], session, part,
                                  index, "the illumination sums were computed")
@@ -235,7 +236,7 @@ def reduce(p: graph.Plan, client=None, progress: bool = True, output: Path | Non
     if illumination_report:
         report["illumination"] = illumination_report
     if config.filters or config.normalize is not None:
-        cells = cluster.persist(cells, session, progress=progress)
+        cells = cluster.persist(cells, session, progress=progress, label="cells")
         cells = _without_killers(p, cells, correction, session, progress)
     if config.filters:
         bounds, report["filters"], report["filters_seconds"] = _filter_bounds(p, cells, session)
@@ -276,7 +277,8 @@ def _without_killers(p: graph.Plan, cells, correction, session: cluster.Session,
                                  "the cells were computed for the dataset-wide reductions")
         cluster.release(cells, session)
         p = dataclasses.replace(p, excluded=tuple(excluded))
-        cells = cluster.persist(graph.build_cells(p, correction, session.routing), session, progress=progress)
+        cells = cluster.persist(graph.build_cells(p, correction, session.routing), session, progress=progress,
+                                label="cells (again, without the images set aside)")
     if cluster.killed_partitions(cells, session):
         raise RunFailed(f"workers kept dying after {_KILLER_ROUNDS} rounds of setting aside the images that killed "
                         "them; give the workers more memory (--memory-limit), then --resume")

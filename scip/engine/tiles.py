@@ -242,7 +242,8 @@ def run_statistics(config: Config, tiled: tuple[TiledImage, ...], session, progr
         return compute([_tree([_task(tile_statistics, f"tile_statistics-{tiled[i].job.source.index}-{number}-{r}-{c}",
                                      cpu, tiled[i].job, stats[i], ranges_of(i), r, c)
                                for r, c in tiled[i].job.tiling.tiles()], f"{tiled[i].job.source.index}-{number}", cpu)
-                         for i in indices], session, progress)
+                         for i in indices], session, progress,
+                       label="statistics" if number == 0 else "statistics (histograms)")
 
     ranges = dict(zip(todo, round_(0, todo, lambda i: None)))
     need = [i for i in todo if stats[i].needs_histogram]
@@ -310,7 +311,7 @@ def run_pass1(tiled: tuple[TiledImage, ...], session, progress: bool, recorded: 
                       for r, c in tiling.tiles()])
     flat = [task for image in tasks for task in image]
     results: list = [None] * len(flat)
-    for position, result in completed(flat, session, progress):
+    for position, result in completed(flat, session, progress, label="segment tiles", unit="tiles"):
         results[position] = result
     out, position = {}, 0
     for t, image in zip(todo, tasks):
@@ -476,7 +477,7 @@ def write_pyramids(config: Config, tiled: tuple[TiledImage, ...], out: Path, ses
             below, level = (str(labels_array_path(out, t.job.key, name, j)) for j in (k - 1, k))
             tasks += [_task(tile_pyramid, f"tile_pyramid-{t.job.source.index}-{k}-{r}-{c}", session.routing.cpu, below, level,
                             r, c) for r in range(rows) for c in range(cols)]
-        compute(tasks, session, progress)
+        compute(tasks, session, progress, label=f"pyramid level {k}")
     for t in todo:
         # As a whole image's (scip.io.labels.write_labels): scaled by the input's pixel size when it is OME-Zarr.
         sizes = physical_size(t.job.source) if physical else {}
