@@ -212,6 +212,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"dataset-wide: {', '.join(steps)}; the input is read {passes} time(s)")
     if d.unmatched:
         print(f"{len(d.unmatched)} files do not match input.pattern, e.g. {d.unmatched[0]}")
+    if d.excluded:
+        print(f"{len(d.excluded)} excluded by input.exclude, e.g. {d.excluded[0]}")
     shown = d.sources if args.all else d.sources[:_CHECK_LISTED]
     print("images:")
     for source in shown:

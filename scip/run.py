@@ -350,6 +350,7 @@ def _summary(p: graph.Plan, total: PartitionSummary, wall: float) -> dict:
             "images": len(p.dataset.sources),
             "channels": list(p.dataset.channels),
             "unmatched_files": list(p.dataset.unmatched),
+            "excluded_files": len(p.dataset.excluded),
         },
         "counts": {
             "images": {

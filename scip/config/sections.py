@@ -50,6 +50,8 @@ class InputConfig(Section):
     path: Path
     format: Literal["auto", "tiff", "ifc_zarr", "zarr", "ome_zarr"] = "auto"
     pattern: str | None = None
+    #: Globs over the path relative to ``path`` (``*`` crosses folders) of files to leave out, e.g. label images.
+    exclude: list[str] = []
     channels: list[str] | None = None
     use_channels: list[str] | None = None
     array: str | None = None

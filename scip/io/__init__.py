@@ -48,7 +48,7 @@ def open_dataset(cfg: InputConfig) -> Dataset:
     """
     fmt = cfg.format if cfg.format != "auto" else detect_format(cfg.path)
     if fmt == "tiff":
-        return tiff.discover_tiff(cfg.path, cfg.pattern, cfg.channels, cfg.use_channels)
+        return tiff.discover_tiff(cfg.path, cfg.pattern, cfg.channels, cfg.use_channels, cfg.exclude)
     if fmt == "ifc_zarr":
         return _discover_ifc(cfg)
     if fmt == "zarr":
