@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from scip.config import InputConfig
-from scip.io import ifc_zarr, tiff, zarr_image
+from scip.io import ifc_zarr, plate, tiff, zarr_image
 from scip.io.channels import InputError, default_names, select_channels
 from scip.io.dataset import Dataset, ReadSpec
 from scip.io.limits import ImageSkip
@@ -33,6 +33,8 @@ def detect_format(path: Path) -> str:
             node = zarr_image._open(path)
             if hasattr(node, "attrs") and not hasattr(node, "shape") and zarr_image.ome_metadata(node) is not None:
                 return "ome_zarr"
+            if hasattr(node, "attrs") and not hasattr(node, "shape") and plate.plate_metadata(node) is not None:
+                return "plate"
             return "zarr"
     return "tiff"
 
@@ -53,6 +55,8 @@ def open_dataset(cfg: InputConfig) -> Dataset:
         return _discover_ifc(cfg)
     if fmt == "zarr":
         return zarr_image.discover_zarr(cfg.path, cfg.array, cfg.channels, cfg.use_channels)
+    if fmt == "plate" or (fmt == "ome_zarr" and plate.plate_metadata(zarr_image._open(cfg.path)) is not None):
+        return plate.discover_plate(cfg.path, cfg.level, cfg.channels, cfg.use_channels, cfg.exclude)
     return zarr_image.discover_ome_zarr(cfg.path, cfg.level, cfg.channels, cfg.use_channels)
 
 
