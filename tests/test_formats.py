@@ -129,3 +129,26 @@ def test_tiff_without_pixel_size_has_no_micrometre_columns(blobs_tiff, tmp_path)
          "cluster": {"scheduler": "synchronous"}}, progress=False)
     cells = pd.read_parquet(out / "cells")
     assert "feat_cell_shape_area" in cells and not any(c.endswith(("_um", "_um2")) for c in cells.columns)
+
+
+def test_ome_tiff_scenes_are_read_in_tiles_like_whole(ome_folder, tmp_path):
+    from scip.run import run
+    from scip.steps.tiles import window_reader
+
+    d = dataset(ome_folder, use_channels=["GFP"])
+    reader = window_reader(d, d.sources[1])
+    # The second scene of plate1.ome.tif, its GFP channel only, one window of it.
+    np.testing.assert_array_equal(reader.read(10, 60, 20, 90), make_blobs(seed=2, n=3)[1:, 10:60, 20:90])
+    tables = {}
+    for mode in ("never", "always"):
+        out = tmp_path / mode
+        run({"input": {"path": str(ome_folder)}, "segment": {"method": "otsu", "channel": "DNA"},
+             "features": {"families": ["shape"]}, "tiles": {"mode": mode, "size": 64, "diameter": 15},
+             "output": {"path": str(out)}, "cluster": {"scheduler": "synchronous"}}, progress=False)
+        tables[mode] = pd.read_parquet(out / "cells").sort_values(["meta_image_id", "feat_cell_shape_area"])
+        summary = json.loads((out / "run.json").read_text())
+    assert summary["counts"]["cells"]["exported"] == 9
+    assert [(t["image_id"], t["tiles"]) for t in summary["tiles"]["images"]] == [("plate1_s0", 4), ("plate1_s1", 4),
+                                                                                ("plate2", 4)]
+    assert list(tables["always"].groupby("meta_image_id").size()) == list(tables["never"].groupby("meta_image_id").size())
+    np.testing.assert_allclose(tables["always"]["feat_cell_shape_area_um2"], tables["never"]["feat_cell_shape_area_um2"])
