@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     features.add_argument("--channels", default="ch0", help="comma-separated channel names (default ch0)")
     features.add_argument("--mask", default="cell", help="mask name(s), comma-separated (default cell)")
     features.add_argument("--config", type=Path, help="take families and parameters from this config's 'features' section")
+    features.add_argument("--micrometres", action="store_true",
+                          help="add the _um/_um2 columns a run adds for images with a pixel size (docs: formats)")
     form = features.add_mutually_exclusive_group()
     form.add_argument("--names", action="store_true", help="print column names only, one per line")
     form.add_argument("--markdown", action="store_true", help="print a markdown table with <mask> and <channel> placeholders")
@@ -256,7 +258,7 @@ def _cmd_example(args: argparse.Namespace) -> int:
 
 def _cmd_features(args: argparse.Namespace) -> int:
     from scip.config import FeaturesConfig, load_config
-    from scip.features import columns
+    from scip.features import columns, micrometre_columns
     from scip.features.reference import markdown_table
 
     section = load_config(args.config).features if args.config else FeaturesConfig()
@@ -266,7 +268,8 @@ def _cmd_features(args: argparse.Namespace) -> int:
         return 0
     channels = [ch.strip() for ch in args.channels.split(",")]
     for mask in (m.strip() for m in args.mask.split(",")):
-        for c in columns(channels, families, mask_name=mask, params=params):
+        found = columns(channels, families, mask_name=mask, params=params)
+        for c in [*found, *(micrometre_columns(found) if args.micrometres else [])]:
             print(c.name if args.names else f"{c.name}\t{c.unit}\t{c.definition}")
     return 0
 

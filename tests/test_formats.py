@@ -152,3 +152,16 @@ def test_ome_tiff_scenes_are_read_in_tiles_like_whole(ome_folder, tmp_path):
                                                                                 ("plate2", 4)]
     assert list(tables["always"].groupby("meta_image_id").size()) == list(tables["never"].groupby("meta_image_id").size())
     np.testing.assert_allclose(tables["always"]["feat_cell_shape_area_um2"], tables["never"]["feat_cell_shape_area_um2"])
+
+
+def test_docs_micrometre_table_is_current_and_the_cli_lists_the_columns(capsys):
+    from pathlib import Path
+
+    from scip import cli
+    from scip.features.reference import micrometre_table
+
+    assert micrometre_table() in (Path(__file__).parents[1] / "docs" / "features.md").read_text()
+    assert cli.main(["features", "--list", "--micrometres", "--channels", "DNA"]) == 0
+    rows = {line.split("\t")[0]: line.split("\t")[1] for line in capsys.readouterr().out.splitlines()}
+    assert rows["feat_cell_shape_area_um2"] == "µm^2" and rows["feat_cell_shape_perimeter_um"] == "µm"
+    assert rows["feat_cell_shape_area"] == "px^2" and "feat_cell_shape_solidity_um" not in rows

@@ -76,9 +76,10 @@ import pyarrow.parquet as pq
 
 from scip.features import FeatureColumn
 from scip.features import columns as feature_columns
+from scip.features import micrometre_columns
 from scip.io.atomic import atomic_path
 from scip.io.manifest import MANIFEST, IncompleteRunError, check_complete
-from scip.steps.export import GEOMETRY, micrometre_columns, table_columns
+from scip.steps.export import GEOMETRY, table_columns
 
 if TYPE_CHECKING:
     from scip.engine.frames import DaskFrame

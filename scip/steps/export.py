@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Iterable
 
@@ -10,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from scip.features import FeatureParams
-from scip.features import FeatureColumn
+from scip.features import MICROMETRE_SUFFIX, micrometre_columns
 from scip.features import columns as feature_columns
 from scip.records import CellRecord, ImageRecord
 from scip.segment.tiling import polygon_wkb
@@ -44,37 +43,6 @@ def add_polygons(records: list[ImageRecord | CellRecord], mask: str) -> list[Ima
 def meta_name(field: str) -> str:
     """Column name of a metadata field: ``meta_<field>``."""
     return "meta_" + "_".join(re.findall(r"[A-Za-z0-9]+", field))
-
-
-#: Suffix of the micrometre version of a size feature, by the unit of its pixel version.
-MICROMETRE_SUFFIX = {"px": ("_um", 1), "px^2": ("_um2", 2)}
-
-
-def micrometre_columns(pixel_columns: Iterable[FeatureColumn]) -> list[FeatureColumn]:
-    """The micrometre version of each size feature among ``pixel_columns``.
-
-    The shape and bbox families' columns in ``px`` get ``<name>_um`` (value
-    times the pixel size, unit ``µm``) and those in ``px^2`` ``<name>_um2``
-    (times its square, ``µm^2``); moments and unitless features have none.
-
-    Parameters
-    ----------
-    pixel_columns : iterable of FeatureColumn
-        Feature columns, as :func:`scip.features.columns` gives them.
-
-    Returns
-    -------
-    list of FeatureColumn
-    """
-    out = []
-    for c in pixel_columns:
-        if c.family in ("shape", "bbox") and c.unit in MICROMETRE_SUFFIX:
-            suffix, power = MICROMETRE_SUFFIX[c.unit]
-            out.append(dataclasses.replace(
-                c, name=c.name + suffix, feature=c.feature + suffix, unit="µm" if power == 1 else "µm^2",
-                definition=f"{c.definition} In micrometres: times the image's pixel size (run.json "
-                           f"input.pixel_size_um){' squared' if power == 2 else ''}; empty without one."))
-    return out
 
 
 def table_columns(channels: tuple[str, ...], field_names: Iterable[str], masks: tuple[str, ...],
