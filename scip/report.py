@@ -1007,7 +1007,9 @@ def _plate_grid(title: str, values: Mapping[tuple[str, str], float], rows: list[
                 attribute: str, digits: int) -> str:
     found = [v for v in values.values() if v == v]
     low, high = (min(found), max(found)) if found else (0.0, 0.0)
-    lines = [f"<h3>{_e(title)}</h3>", '<table class="plate">',
+    scale = f" (light {_num(low, digits or 4)} to dark {_num(high, digits or 4)})" if found else ""
+    lines = [f"<h3>{_e(title)}</h3>", f'<p class="note">Blank: a well with no exported cell{scale}.</p>',
+             '<table class="plate">',
              "<thead><tr><th></th>" + "".join(f"<th>{_e(c)}</th>" for c in columns) + "</tr></thead><tbody>"]
     for row in rows:
         cells = []
