@@ -83,7 +83,7 @@ def test_plate_run_has_well_columns_micrometre_features_and_a_heatmap(plate, tmp
     out = tmp_path / "out"
     run({"input": {"path": str(plate)}, "segment": {"method": "otsu", "channel": "DNA"},
          "features": {"families": ["shape", "intensity"]},
-         "output": {"path": str(out), "plate_feature": "cell_intensity_mean_GFP"},
+         "output": {"path": str(out), "plate_feature": "cell_intensity_mean_GFP", "labels": True},
          "cluster": {"scheduler": "synchronous"}}, progress=False)
     cells = pd.read_parquet(out / "cells")
     assert set(cells["meta_well"]) == {"A1", "A3", "B2"}
@@ -93,6 +93,11 @@ def test_plate_run_has_well_columns_micrometre_features_and_a_heatmap(plate, tmp
     summary = json.loads((out / "run.json").read_text())
     assert summary["input"]["pixel_size_um"] == {"A1_0": 0.5, "A1_1": 0.5, "A3_0": 0.5, "A3_1": 0.5,
                                                  "B2_0": 0.5, "B2_1": 0.5}
+    # The label image of a field overlays it: scaled by the field's pixel size, read below the plate root.
+    from scip.io.labels import image_key
+
+    attrs = zarr.open_group(str(out / "labels.zarr" / image_key("B2_1") / "labels" / "cell"), mode="r").attrs
+    assert attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"][-2:] == [0.5, 0.5]
     html = (out / "report.html").read_text()
     assert 'id="plate"' in html and "cells per well" in html and "feat_cell_intensity_mean_GFP" in html
     # Cells per well: A1's fields hold 2 blobs each, A3's 3, B2's 4; the heatmap writes each well's count.
