@@ -51,7 +51,7 @@ def test_exclude_without_pattern_applies_to_a_folders_files(tmp_path):
     assert [s.image_id for s in d.sources] == ["a", "b"] and len(d.excluded) == 1
 
 
-def test_a_pattern_without_slash_still_sees_only_top_level_file_names(nested, tmp_path):
+def test_a_pattern_without_slash_still_sees_only_top_level_file_names(nested):
     tifffile.imwrite(nested / "top_1.tif", make_blobs())
     d = dataset(nested, pattern=r"top_(?P<id>\d+)\.tif")
     assert [s.image_id for s in d.sources] == ["1"]
