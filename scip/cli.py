@@ -104,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     features.add_argument("--channels", default="ch0", help="comma-separated channel names (default ch0)")
     features.add_argument("--mask", default="cell", help="mask name(s), comma-separated (default cell)")
     features.add_argument("--config", type=Path, help="take families and parameters from this config's 'features' section")
+    features.add_argument("--micrometres", action="store_true",
+                          help="add the _um/_um2 columns a run adds for images with a pixel size (docs: formats)")
     form = features.add_mutually_exclusive_group()
     form.add_argument("--names", action="store_true", help="print column names only, one per line")
     form.add_argument("--markdown", action="store_true", help="print a markdown table with <mask> and <channel> placeholders")
@@ -241,6 +243,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"dataset-wide: {', '.join(steps)}; the input is read {passes} time(s)")
     if d.unmatched:
         print(f"{len(d.unmatched)} files do not match input.pattern, e.g. {d.unmatched[0]}")
+    if d.excluded:
+        print(f"{len(d.excluded)} excluded by input.exclude, e.g. {d.excluded[0]}")
     shown = d.sources if args.all else d.sources[:_CHECK_LISTED]
     print(f"images ({_reading_rule(p)}):")
     for source in shown:
@@ -327,7 +331,7 @@ def _cmd_example(args: argparse.Namespace) -> int:
 
 def _cmd_features(args: argparse.Namespace) -> int:
     from scip.config import FeaturesConfig, load_config
-    from scip.features import columns
+    from scip.features import columns, micrometre_columns
     from scip.features.reference import markdown_table
 
     section = load_config(args.config).features if args.config else FeaturesConfig()
@@ -348,7 +352,8 @@ def _cmd_features(args: argparse.Namespace) -> int:
         return 0
     channels = [ch.strip() for ch in args.channels.split(",")]
     for mask in (m.strip() for m in args.mask.split(",")):
-        for c in columns(channels, families, mask_name=mask, params=params):
+        found = columns(channels, families, mask_name=mask, params=params)
+        for c in [*found, *(micrometre_columns(found) if args.micrometres else [])]:
             print(c.name if args.names else f"{c.name}\t{c.unit}\t{c.definition}")
     return 0
 

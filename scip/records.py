@@ -56,6 +56,9 @@ class Source:
     locator : tuple
         Reader-specific address inside ``paths`` (e.g. the event index in a
         zarr array); opaque to everything but the reader.
+    pixel_size : float or None
+        Edge of one pixel in micrometres, from the file's metadata (``None``:
+        unknown); gives the ``_um``/``_um2`` versions of size features.
     """
 
     image_id: str
@@ -63,6 +66,7 @@ class Source:
     paths: tuple[str, ...]
     fields: Mapping[str, str] = field(default_factory=dict)
     locator: tuple = ()
+    pixel_size: float | None = None
 
 
 @dataclass(frozen=True)

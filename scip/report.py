@@ -1026,6 +1026,68 @@ def _classification(output: Path) -> str:
 # The page
 
 
+def _heat_colour(value: float, low: float, high: float) -> str:
+    """A light-to-dark blue for ``value`` in ``[low, high]``, so text on it stays readable."""
+    f = 0.0 if high <= low else (value - low) / (high - low)
+    r, g, b = (int(round(a + (z - a) * f)) for a, z in ((239, 8), (243, 81), (255, 156)))
+    return f"#{r:02x}{g:02x}{b:02x};color:{'#fff' if f > 0.55 else '#222'}"
+
+
+def _plate_grid(title: str, values: Mapping[tuple[str, str], float], rows: list[str], columns: list[str],
+                attribute: str, digits: int) -> str:
+    found = [v for v in values.values() if v == v]
+    low, high = (min(found), max(found)) if found else (0.0, 0.0)
+    scale = f" (light {_num(low, digits or 4)} to dark {_num(high, digits or 4)})" if found else ""
+    lines = [f"<h3>{_e(title)}</h3>", f'<p class="note">Blank: a well with no exported cell{scale}.</p>',
+             '<table class="plate">',
+             "<thead><tr><th></th>" + "".join(f"<th>{_e(c)}</th>" for c in columns) + "</tr></thead><tbody>"]
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = values.get((row, column))
+            if value is None:
+                cells.append('<td class="empty"></td>')
+                continue
+            shown = "" if value != value else (f"{int(value)}" if digits == 0 else _num(value, digits))
+            style = f' style="background:{_heat_colour(value, low, high)}"' if value == value else ""
+            cells.append(f'<td class="num" data-well="{_e(row)}{_e(column)}" data-{attribute}="{_e(shown)}"{style}>'
+                         f"{_e(shown)}</td>")
+        lines.append(f"<tr><th>{_e(row)}</th>{''.join(cells)}</tr>")
+    lines.append("</tbody></table>")
+    return "\n".join(lines)
+
+
+def _plate(summary: dict, table: _Table, feature: str | None) -> str:
+    """Heatmaps of a plate: cells per well and the per-well median of ``feature`` (``output.plate_feature``).
+
+    Drawn when the table has ``meta_row`` and ``meta_column`` (an HCS plate,
+    or a pattern with groups named ``row`` and ``column``).
+    """
+    if not table.parts or not {"meta_row", "meta_column"} <= set(table.columns):
+        return ""
+    columns = table.columns
+    if feature is not None:
+        column = next((c for c in (feature, f"feat_{feature}") if c in columns), None)
+        if column is None:
+            return _section("plate", "Plate", f'<p class="note">output.plate_feature {_e(feature)!s} is not a column '
+                                              "of the table; no per-well feature map.</p>")
+    else:
+        column = next(iter(_default_features(summary, columns)), None)
+    frame = table.read(["meta_row", "meta_column", *([column] if column else [])])
+    if not len(frame):
+        return ""
+    frame = frame.astype({"meta_row": str, "meta_column": str})
+    rows, cols = _group_order(frame["meta_row"].unique()), _group_order(frame["meta_column"].unique())
+    grouped = frame.groupby(["meta_row", "meta_column"], sort=False)
+    counts = {k: float(v) for k, v in grouped.size().items()}
+    parts = [f'<p class="note">{len(counts)} wells with cells; rows {_e(", ".join(rows))}, columns '
+             f'{_e(", ".join(cols))}.</p>', _plate_grid("cells per well", counts, rows, cols, "cells", 0)]
+    if column is not None:
+        medians = {k: float(v) for k, v in grouped[column].median().items()}
+        parts.append(_plate_grid(f"median of {column} per well", medians, rows, cols, "median", 4))
+    return _section("plate", "Plate", "\n".join(parts))
+
+
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1200px;
 padding:0 24px 48px;color:#222;background:#fff}
@@ -1041,6 +1103,7 @@ figure.cell img{image-rendering:pixelated;background:#000;display:block;margin:0
 figure figcaption{font-size:10px;color:#555;line-height:1.2;margin-top:2px;overflow-wrap:anywhere}
 figure.field img{max-width:200px;height:auto}details{margin:6px 0}summary{cursor:pointer;color:#345}
 footer{margin-top:40px;color:#888;font-size:12px}
+table.plate td{text-align:center;min-width:34px;border:1px solid #fff}table.plate td.empty{background:#f6f6f6}
 """
 
 _CHECK_SCRIPT = """
@@ -1073,7 +1136,8 @@ window.addEventListener("load", function () {
 
 
 def write_report(output_dir: str | os.PathLike, samples: Sequence[Mapping[str, Any]] | None = None,
-                 group_by: str | None = None, features: Sequence[str] | None = None, max_cells: int = 48) -> Path:
+                 group_by: str | None = None, features: Sequence[str] | None = None, max_cells: int = 48,
+                 plate_feature: str | None = None) -> Path:
     """Write ``report.html``, a self-contained page about the run in ``output_dir``.
 
     Parameters
@@ -1099,6 +1163,10 @@ def write_report(output_dir: str | os.PathLike, samples: Sequence[Mapping[str, A
         channel, when the table has them.
     max_cells : int, optional
         Most cells shown in a montage (per group when grouped).
+    plate_feature : str, optional
+        With ``meta_row``/``meta_column`` in the table, the plate heatmap
+        shows this column's per-well median next to the cells per well
+        (default: the run's ``output.plate_feature``, else the cell area).
 
     Returns
     -------
@@ -1130,6 +1198,7 @@ def write_report(output_dir: str | os.PathLike, samples: Sequence[Mapping[str, A
         _montage(samples, groups, group_by, max(0, int(max_cells))),
         _label_images(summary, output, table),
         _distributions(summary, table, features, group_by),
+        _plate(summary, table, plate_feature or (summary.get("config", {}).get("output") or {}).get("plate_feature")),
         _evaluation(summary),
         _reductions(summary, output),
         _classification(output),

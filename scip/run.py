@@ -365,6 +365,9 @@ def _summary(p: graph.Plan, total: PartitionSummary, wall: float) -> dict:
             "images": len(p.dataset.sources),
             "channels": list(p.dataset.channels),
             "unmatched_files": list(p.dataset.unmatched),
+            "excluded_files": len(p.dataset.excluded),
+            # Micrometres per pixel of each image whose metadata gives one (the _um/_um2 columns use it).
+            "pixel_size_um": {s.image_id: s.pixel_size for s in p.dataset.sources if s.pixel_size},
         },
         "counts": {
             "images": {

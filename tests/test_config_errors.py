@@ -53,7 +53,7 @@ def test_a_bad_key_reads_the_same_in_every_kind_of_config(kind, tmp_path):
 
 @pytest.mark.parametrize("kind, bad, expected", [
     ("run", {"input": {"format": "tif"}}, "input.format: 'tif' is not allowed; allowed values: auto, tiff, ifc_zarr, "
-                                          "zarr, ome_zarr; did you mean 'tiff'?"),
+                                          "zarr, ome_zarr, plate, bioio; did you mean 'tiff'?"),
     ("slide", {"tiles": {"statistics": "imag"}}, "tiles.statistics: 'imag' is not allowed; allowed values: image, "
                                                  "tile; did you mean 'image'?"),
     ("unet training", {"monitor": "f11"},

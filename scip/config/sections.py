@@ -48,8 +48,10 @@ class InputConfig(Section):
     """Where the images are and how to read them."""
 
     path: Path
-    format: Literal["auto", "tiff", "ifc_zarr", "zarr", "ome_zarr"] = "auto"
+    format: Literal["auto", "tiff", "ifc_zarr", "zarr", "ome_zarr", "plate", "bioio"] = "auto"
     pattern: str | None = None
+    #: Globs over the path relative to ``path`` (``*`` crosses folders) of files to leave out, e.g. label images.
+    exclude: list[str] = []
     channels: list[str] | None = None
     use_channels: list[str] | None = None
     array: str | None = None
@@ -487,6 +489,8 @@ class OutputConfig(Section):
     labels: bool = False
     polygons: bool = False
     pyramid_levels: Annotated[int, Field(ge=0)] | None = None
+    #: The feature whose per-well median the report's plate heatmap shows (tables with meta_row, meta_column).
+    plate_feature: str | None = None
 
     @field_validator("formats", mode="before")
     @classmethod

@@ -100,7 +100,8 @@ def plan(config: Config, dataset: Dataset | None = None) -> Plan:
     fields = {k for s in dataset.sources for k in s.fields}
     columns = table_columns(dataset.channels, fields, config.mask_names, tuple(config.features.families),
                             evaluated=config.evaluate is not None, params=config.features.params(),
-                            polygons=config.output.polygons)
+                            polygons=config.output.polygons,
+                            micrometres=any(s.pixel_size for s in dataset.sources))
     setting = config.input.max_image_bytes
     return Plan(config, dataset, columns, image_budget(setting, None) if setting != "auto" else None)
 

@@ -25,11 +25,11 @@ from scip._featureparams import DEFAULT_FAMILIES, FAMILIES, FAMILIES_3D
 from scip._hints import did_you_mean
 
 from . import bbox, intensity, shape, texture, volume
-from ._columns import FeatureColumn, column_name
+from ._columns import MICROMETRE_SUFFIX, FeatureColumn, column_name, micrometre_columns
 from ._objects import FeatureParams, Objects
 
-__all__ = ["FAMILIES", "DEFAULT_FAMILIES", "FAMILIES_3D", "FeatureColumn", "FeatureParams", "check_3d",
-           "column_name", "columns", "extract"]
+__all__ = ["FAMILIES", "DEFAULT_FAMILIES", "FAMILIES_3D", "FeatureColumn", "FeatureParams", "MICROMETRE_SUFFIX",
+           "check_3d", "column_name", "columns", "extract", "micrometre_columns"]
 
 _REGISTRY: Mapping[str, ModuleType] = MappingProxyType(
     {m.NAME: m for m in (shape, intensity, texture, bbox, volume)})

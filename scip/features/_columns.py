@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
+from typing import Iterable
 
-__all__ = ["FeatureColumn", "column_name", "sanitize"]
+__all__ = ["FeatureColumn", "MICROMETRE_SUFFIX", "column_name", "micrometre_columns", "sanitize"]
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+")
 
@@ -95,3 +97,34 @@ def column_name(mask: str, family: str, feature: str, channel: str | None = None
     if channel is not None:
         name = f"{name}_{sanitize(channel)}"
     return name
+
+
+#: Suffix of the micrometre version of a size feature, by the unit of its pixel version.
+MICROMETRE_SUFFIX = {"px": ("_um", 1), "px^2": ("_um2", 2)}
+
+
+def micrometre_columns(pixel_columns: Iterable[FeatureColumn]) -> list[FeatureColumn]:
+    """The micrometre version of each size feature among ``pixel_columns``.
+
+    The shape and bbox families' columns in ``px`` get ``<name>_um`` (value
+    times the pixel size, unit ``µm``) and those in ``px^2`` ``<name>_um2``
+    (times its square, ``µm^2``); moments and unitless features have none.
+
+    Parameters
+    ----------
+    pixel_columns : iterable of FeatureColumn
+        Feature columns, as :func:`scip.features.columns` gives them.
+
+    Returns
+    -------
+    list of FeatureColumn
+    """
+    out = []
+    for c in pixel_columns:
+        if c.family in ("shape", "bbox") and c.unit in MICROMETRE_SUFFIX:
+            suffix, power = MICROMETRE_SUFFIX[c.unit]
+            out.append(dataclasses.replace(
+                c, name=c.name + suffix, feature=c.feature + suffix, unit="µm" if power == 1 else "µm^2",
+                definition=f"{c.definition} In micrometres: times the image's pixel size (run.json "
+                           f"input.pixel_size_um){' squared' if power == 2 else ''}; empty without one."))
+    return out

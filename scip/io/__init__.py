@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from scip.config import InputConfig
-from scip.io import ifc_zarr, tiff, zarr_image
+from scip.io import bioio_image, ifc_zarr, plate, tiff, zarr_image
 from scip.io.channels import InputError, default_names, select_channels
 from scip.io.dataset import Dataset, ReadSpec
 from scip.io.limits import ImageSkip
@@ -33,8 +33,30 @@ def detect_format(path: Path) -> str:
             node = zarr_image._open(path)
             if hasattr(node, "attrs") and not hasattr(node, "shape") and zarr_image.ome_metadata(node) is not None:
                 return "ome_zarr"
+            if hasattr(node, "attrs") and not hasattr(node, "shape") and plate.plate_metadata(node) is not None:
+                return "plate"
             return "zarr"
+    if _bioio_files(path):
+        return "bioio"
     return "tiff"
+
+
+def _bioio_files(path: Path) -> bool:
+    """Whether ``auto`` reads ``path`` through bioio.
+
+    CZI, ND2, LIF files always (a missing plugin is then an error naming the
+    pip command); OME-TIFF when bioio-ome-tiff is installed (else tifffile
+    reads it as TIFF); a folder when its files are all of those.
+    """
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in (".tif", ".tiff", ".czi", ".nd2", ".lif")]
+    else:
+        return False
+    if not files or not all(bioio_image.is_bioio_file(f) for f in files):
+        return False
+    return not all(f.name.lower().endswith((".ome.tif", ".ome.tiff")) for f in files) or bioio_image.bioio_available()
 
 
 def open_dataset(cfg: InputConfig) -> Dataset:
@@ -47,12 +69,16 @@ def open_dataset(cfg: InputConfig) -> Dataset:
         matches nothing, unknown channel...): a configuration problem.
     """
     fmt = cfg.format if cfg.format != "auto" else detect_format(cfg.path)
+    if fmt == "bioio":
+        return bioio_image.discover_bioio(cfg.path, cfg.pattern, cfg.channels, cfg.use_channels, cfg.exclude)
     if fmt == "tiff":
-        return tiff.discover_tiff(cfg.path, cfg.pattern, cfg.channels, cfg.use_channels)
+        return tiff.discover_tiff(cfg.path, cfg.pattern, cfg.channels, cfg.use_channels, cfg.exclude)
     if fmt == "ifc_zarr":
         return _discover_ifc(cfg)
     if fmt == "zarr":
         return zarr_image.discover_zarr(cfg.path, cfg.array, cfg.channels, cfg.use_channels)
+    if fmt == "plate" or (fmt == "ome_zarr" and plate.plate_metadata(zarr_image._open(cfg.path)) is not None):
+        return plate.discover_plate(cfg.path, cfg.level, cfg.channels, cfg.use_channels, cfg.exclude)
     return zarr_image.discover_ome_zarr(cfg.path, cfg.level, cfg.channels, cfg.use_channels)
 
 
@@ -93,6 +119,8 @@ def read_images(dataset: Dataset | ReadSpec, sources: Sequence[Source]) -> list[
                 pixels = tiff.read_tiff(source, dataset.channel_index, dataset.n_stored_channels, budget)
             elif dataset.format == "tiff_channels":
                 pixels = tiff.read_tiff_channels(source, dataset.channels, budget)
+            elif dataset.format == "bioio":
+                pixels = bioio_image.read_bioio(source, dataset.channel_index, dataset.n_stored_channels, budget)
             elif dataset.format == "zarr":
                 pixels = zarr_image.read_zarr(source, dataset.channel_index, budget, missing_chunks)
             else:

@@ -33,14 +33,14 @@ def compile_pattern(pattern: str) -> regex.Pattern:
 
 
 def match_name(compiled: regex.Pattern, name: str, timeout: float = PATTERN_TIMEOUT) -> regex.Match | None:
-    """Match a whole file name against ``input.pattern``, within ``timeout`` seconds.
+    """Match a whole file name (or relative path) against ``input.pattern``, within ``timeout`` seconds.
 
     Parameters
     ----------
     compiled : regex.Pattern
         From :func:`compile_pattern`.
     name : str
-        A file name (no folder).
+        A file name, or a path relative to ``input.path`` for a pattern with ``/``.
     timeout : float
         Seconds the match may take.
 
@@ -93,6 +93,9 @@ class Dataset:
         could not be read at discovery). Images with more than one plane are
         read as ``(C, Z, H, W)``; ``input.z`` projects them, picks a plane or
         keeps them whole for 3-D objects. Plain zarr arrays and IFC zarr have no z axis.
+    excluded : tuple of str
+        Files (or plate fields) left out by ``input.exclude`` (counted by
+        ``scip check`` and in ``run.json``).
     """
 
     format: str
@@ -103,6 +106,7 @@ class Dataset:
     unmatched: tuple[str, ...] = ()
     chunk_size: int = 1
     z_planes: int | None = 1
+    excluded: tuple[str, ...] = ()
 
     @property
     def reader(self) -> "ReadSpec":

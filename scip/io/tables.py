@@ -98,6 +98,7 @@ import pyarrow.parquet as pq
 
 from scip.features import FeatureColumn
 from scip.features import columns as feature_columns
+from scip.features import micrometre_columns
 from scip.io.atomic import atomic_path
 from scip.io.manifest import MANIFEST, IncompleteRunError, check_complete
 from scip.steps.export import GEOMETRY, table_columns
@@ -220,7 +221,8 @@ def feature_descriptions(channels: Sequence[str], config: Any) -> dict[str, Feat
     params = config.features.params()
     out: dict[str, FeatureColumn] = {}
     for mask in config.mask_names:
-        for c in feature_columns(channels, families=config.features.families, mask_name=mask, params=params):
+        found = feature_columns(channels, families=config.features.families, mask_name=mask, params=params)
+        for c in [*found, *micrometre_columns(found)]:
             out[c.name] = c
     return out
 

@@ -17,9 +17,11 @@ compressed file can decode to many GiB).
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections import defaultdict
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import tifffile
@@ -38,15 +40,40 @@ def _natural_key(text: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
-def list_tiffs(path: Path) -> list[Path]:
-    """TIFF files at ``path``: the file itself, a folder's TIFFs, or a glob's matches."""
+def list_tiffs(path: Path, recursive: bool = False) -> list[Path]:
+    """TIFF files at ``path``: the file itself, a folder's TIFFs, or a glob's matches.
+
+    ``recursive`` lists the TIFFs of a folder's subfolders too (for a pattern
+    over relative paths, see :func:`relative_name`).
+    """
     if path.is_file():
         return [path]
     if path.is_dir():
-        files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES]
+        found = path.rglob("*") if recursive else path.iterdir()
+        files = [p for p in found if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES]
     else:
         files = [p for p in Path(path.anchor or ".").glob(str(path.relative_to(path.anchor))) if p.is_file()]
     return sorted(files, key=lambda p: _natural_key(str(p)))
+
+
+def relative_name(file: Path, root: Path) -> str:
+    """``file``'s path relative to ``input.path`` with ``/`` separators; its name when ``root`` is not a folder above it.
+
+    What ``input.exclude`` globs and a pattern containing ``/`` are matched against.
+    """
+    try:
+        return file.relative_to(root).as_posix() if root.is_dir() else file.name
+    except ValueError:
+        return file.name
+
+
+def is_excluded(name: str, exclude: Sequence[str]) -> bool:
+    """Whether the relative path ``name`` matches one of the ``input.exclude`` globs.
+
+    Globs follow :func:`fnmatch.fnmatchcase`: case-sensitive, and ``*`` also
+    matches ``/``, so ``*_nuclei.tif`` excludes such files in every subfolder.
+    """
+    return any(fnmatch.fnmatchcase(name, glob) for glob in exclude)
 
 
 def channel_axis(shape: tuple[int, ...], axes: str) -> int | None:
@@ -141,36 +168,49 @@ def _try_header(path: Path) -> tuple[tuple[int, ...], str] | None:
         return None
 
 
-def discover_tiff(path: Path, pattern: str | None, channels: list[str] | None, use_channels: list[str] | None) -> Dataset:
+def discover_tiff(path: Path, pattern: str | None, channels: list[str] | None, use_channels: list[str] | None,
+                  exclude: Sequence[str] = ()) -> Dataset:
     """Find the images of a TIFF dataset.
 
     Without ``pattern`` every TIFF is one image, its id the file stem. With a
-    pattern (a regex with named groups, matched against the whole file
-    name), the groups become metadata; a ``channel`` group means one file per
-    channel, and files that share all other groups form one image.
+    pattern (a regex with named groups), the groups become metadata; a
+    ``channel`` group means one file per channel, and files that share all
+    other groups form one image. A pattern without ``/`` is matched against
+    the whole file name (a folder's top level only, as always); a pattern with
+    ``/`` against the whole path relative to ``path``, found in every
+    subfolder, so folder names can be groups (``(?P<set>[^/]+)/(?P<id>[^/]+)/image[.]tif``).
+    Files whose relative path matches a glob of ``exclude`` are left out
+    before matching, and counted in :attr:`Dataset.excluded`.
     """
-    files = list_tiffs(path)
+    nested = pattern is not None and "/" in pattern
+    found = list_tiffs(path, recursive=nested)
+    out = [is_excluded(relative_name(f, path), exclude) for f in found]
+    excluded = tuple(str(f) for f, x in zip(found, out) if x)
+    files = [f for f, x in zip(found, out) if not x]
     if not files:
-        raise InputError(f"input.path: no .tif/.tiff files found at {path}")
+        where = " or its subfolders" if nested else ""
+        left = f" ({len(excluded)} excluded by input.exclude)" if excluded else ""
+        raise InputError(f"input.path: no .tif/.tiff files found at {path}{where}{left}")
     if pattern is None:
-        return _multichannel(files, {}, channels, use_channels, ())
+        return _multichannel(files, {}, channels, use_channels, (), excluded)
     regex = compile_pattern(pattern)
     matched: list[tuple[Path, dict[str, str]]] = []
     unmatched = []
     for f in files:
-        m = match_name(regex, f.name)
+        m = match_name(regex, relative_name(f, path) if nested else f.name)
         if m is None:
             unmatched.append(str(f))
         else:
             matched.append((f, m.groupdict()))
     if not matched:
-        raise InputError(
-            f"input.pattern: {short(pattern, 200)} matches none of the {len(files)} TIFF files in {path} "
-            f"(e.g. {files[0].name!r}); the pattern must match the whole file name"
-        )
+        what = (f"paths relative to {path} (e.g. {relative_name(files[0], path)!r}); a pattern with '/' must match "
+                "the whole relative path" if nested else
+                f"TIFF files in {path} (e.g. {files[0].name!r}); the pattern must match the whole file name")
+        raise InputError(f"input.pattern: {short(pattern, 200)} matches none of the {len(files)} {what}")
     if "channel" in regex.groupindex:
-        return _per_channel(matched, channels, use_channels, tuple(unmatched), pattern)
-    return _multichannel([f for f, _ in matched], {f: g for f, g in matched}, channels, use_channels, tuple(unmatched))
+        return _per_channel(matched, channels, use_channels, tuple(unmatched), pattern, excluded)
+    return _multichannel([f for f, _ in matched], {f: g for f, g in matched}, channels, use_channels, tuple(unmatched),
+                         excluded)
 
 
 def _image_id(groups: dict[str, str], fallback: str) -> str:
@@ -190,7 +230,7 @@ def _check_unique(sources: list[Source]) -> None:
         seen[s.image_id] = s
 
 
-def _multichannel(files, groups, channels, use_channels, unmatched) -> Dataset:
+def _multichannel(files, groups, channels, use_channels, unmatched, excluded=()) -> Dataset:
     header = _try_header(files[0])
     n_stored = len(channels) if channels else _header_channels(files[0], header)
     n_z = z_planes(*header) if header is not None else None
@@ -201,10 +241,10 @@ def _multichannel(files, groups, channels, use_channels, unmatched) -> Dataset:
         for i, f in enumerate(files)
     ]
     _check_unique(sources)
-    return Dataset("tiff", loaded, index, n_stored, tuple(sources), unmatched, z_planes=n_z)
+    return Dataset("tiff", loaded, index, n_stored, tuple(sources), unmatched, z_planes=n_z, excluded=excluded)
 
 
-def _per_channel(matched, channels, use_channels, unmatched, pattern) -> Dataset:
+def _per_channel(matched, channels, use_channels, unmatched, pattern, excluded=()) -> Dataset:
     found_channels = sorted({g["channel"] for _, g in matched}, key=_natural_key)
     stored = tuple(channels) if channels else tuple(found_channels)
     extra = [c for c in found_channels if c not in stored]
@@ -244,7 +284,7 @@ def _per_channel(matched, channels, use_channels, unmatched, pattern) -> Dataset
     first = next((p for s in sources for p in s.paths if p), None)
     header = _try_header(Path(first)) if first is not None else None
     return Dataset("tiff_channels", loaded, tuple(range(len(loaded))), len(loaded), tuple(sources), unmatched,
-                   z_planes=z_planes(*header) if header is not None else None)
+                   z_planes=z_planes(*header) if header is not None else None, excluded=excluded)
 
 
 def _decoded_shape(shape: tuple[int, ...], axes: str, channel_index: tuple[int, ...]) -> tuple[int, ...]:

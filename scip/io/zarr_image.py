@@ -197,6 +197,36 @@ def ome_scale(group, path: Path, multiscale: dict, level: int, n_axes: int) -> l
     return None
 
 
+#: Micrometres per unit of the NGFF/OME length units a pixel size is given in.
+LENGTH_UNITS_UM = {"micrometer": 1.0, "micron": 1.0, "µm": 1.0, "um": 1.0, "nanometer": 1e-3, "nm": 1e-3,
+                   "millimeter": 1e3, "mm": 1e3, "centimeter": 1e4, "meter": 1e6, "m": 1e6, "angstrom": 1e-4}
+
+
+def um_per_pixel(size_y: float | None, size_x: float | None, unit_y: str | None, unit_x: str | None) -> float | None:
+    """One pixel size in micrometres from the sizes along y and x and their units; ``None`` when unknown.
+
+    Pixels that are not square get the geometric mean of their sides (exact
+    for areas, approximate for lengths). A size without a known length unit
+    is not guessed to be micrometres.
+    """
+    if not size_y or not size_x or size_y <= 0 or size_x <= 0:
+        return None
+    fy, fx = LENGTH_UNITS_UM.get(str(unit_y).lower()), LENGTH_UNITS_UM.get(str(unit_x).lower())
+    if fy is None or fx is None:
+        return None
+    return float((size_y * fy * size_x * fx) ** 0.5)
+
+
+def pixel_size_um(group, path: Path, multiscale: dict, level: int, axes: tuple[str, ...]) -> float | None:
+    """Pixel size (µm) of resolution ``level`` of an OME-Zarr image: its ``scale`` on y, x with the axes' units."""
+    scale = ome_scale(group, path, multiscale, level, len(axes))
+    if scale is None:
+        return None
+    units = {a.get("name"): a.get("unit") for a in multiscale.get("axes", []) if isinstance(a, dict)}
+    sizes = dict(zip(axes, scale))
+    return um_per_pixel(sizes.get("y"), sizes.get("x"), units.get("y"), units.get("x"))
+
+
 def physical_size(source: Source) -> dict[str, tuple[float, str | None]]:
     """Pixel size and unit along each spatial axis (``z``, ``y``, ``x``) of an OME-Zarr source's level.
 
@@ -214,7 +244,9 @@ def physical_size(source: Source) -> dict[str, tuple[float, str | None]]:
         Axis name to ``(size, unit or None)``, for the spatial axes the image has.
     """
     array_path, _, axes = source.locator
-    path = Path(source.paths[0])
+    # A plate's field: the image group is the array's parent, below the plate root.
+    image, _, array_path = array_path.rpartition("/")
+    path = Path(source.paths[0]) / image if image else Path(source.paths[0])
     group = _open(path)
     meta = ome_metadata(group) or {}
     multiscale = (meta.get("multiscales") or [{}])[0]
@@ -268,9 +300,10 @@ def discover_ome_zarr(path: Path, level: int, channels, use_channels) -> Dataset
         names = _names(channels, n_stored, path)
     loaded, index = select_channels(names, use_channels, f"the channels of {path}")
     n_t = sizes.get("t", 1)
+    pixel = pixel_size_um(group, path, multiscale, level, tuple(axes))
     sources = tuple(
         Source(image_id=str(t) if n_t > 1 else Path(path).stem, index=t, paths=(str(path),), fields={"t": str(t)} if n_t > 1 else {},
-               locator=(array_path, t, tuple(axes)))
+               locator=(array_path, t, tuple(axes)), pixel_size=pixel)
         for t in range(n_t)
     )
     return Dataset("ome_zarr", loaded, index, n_stored, sources, z_planes=sizes.get("z", 1))

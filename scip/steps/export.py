@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from scip.features import FeatureParams
+from scip.features import MICROMETRE_SUFFIX, micrometre_columns
 from scip.features import columns as feature_columns
 from scip.records import CellRecord, ImageRecord
 from scip.segment.tiling import polygon_wkb
@@ -46,10 +47,12 @@ def meta_name(field: str) -> str:
 
 def table_columns(channels: tuple[str, ...], field_names: Iterable[str], masks: tuple[str, ...],
                   families: tuple[str, ...], evaluated: bool, params: FeatureParams | None = None,
-                  polygons: bool = False) -> dict[str, str]:
+                  polygons: bool = False, micrometres: bool = False) -> dict[str, str]:
     """Every output column and its kind (``str``/``int``/``float``/``wkb``), known before any pixel is read.
 
-    ``polygons`` adds ``geometry``, each cell's outline as WKB (kind ``wkb``).
+    ``polygons`` adds ``geometry``, each cell's outline as WKB (kind ``wkb``);
+    ``micrometres`` (the input has pixel sizes) the micrometre versions of
+    size features (:func:`micrometre_columns`), NaN for images without one.
     """
     cols = {"meta_image_id": "str", "meta_index": "int", "meta_path": "str", "meta_label": "int"}
     for f in sorted(set(field_names)):
@@ -59,9 +62,25 @@ def table_columns(channels: tuple[str, ...], field_names: Iterable[str], masks: 
     if polygons:
         cols[GEOMETRY] = "wkb"
     for mask in masks:
-        for c in feature_columns(channels, families=families, mask_name=mask, params=params):
+        found = feature_columns(channels, families=families, mask_name=mask, params=params)
+        for c in found:
             cols[c.name] = "float"
+        if micrometres:
+            for c in micrometre_columns(found):
+                cols[c.name] = "float"
     return cols
+
+
+def _micrometres(block: np.ndarray, position: dict[str, int], pixel_sizes: list[float | None]) -> None:
+    """Fill the ``_um``/``_um2`` columns of ``block`` from their pixel columns and each row's pixel size."""
+    pairs = [(position[n[:-len(suffix)]], j, power) for n, j in position.items()
+             for suffix, power in MICROMETRE_SUFFIX.values()
+             if n.endswith(suffix) and n[:-len(suffix)] in position and ("_shape_" in n or "_bbox_" in n)]
+    if not pairs or not len(block):
+        return
+    size = np.array([np.nan if p is None else p for p in pixel_sizes], dtype=np.float64)
+    for base, j, power in pairs:
+        block[:, j] = block[:, base] * size ** power
 
 
 def cells_frame(records: Iterable[ImageRecord | CellRecord], columns: dict[str, str]) -> pd.DataFrame:
@@ -96,6 +115,7 @@ def cells_frame(records: Iterable[ImageRecord | CellRecord], columns: dict[str, 
             j = position.get(name)
             if j is not None:
                 block[i, j] = value
+    _micrometres(block, position, [r.source.pixel_size for r in cells])
     floats = pd.DataFrame(block, columns=float_cols, copy=False)
     dtypes = {"str": "string", "int": "Int64", "wkb": object}
     others = pd.DataFrame({name: pd.array(values, dtype=dtypes[columns[name]])

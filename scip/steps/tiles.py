@@ -39,7 +39,7 @@ __all__ = ["WindowReader", "WindowError", "window_reader", "choose_tiled", "tile
            "tile_partitions", "TILED_FORMATS", "NOT_EVALUATED"]
 
 #: Dataset formats whose images can be read window by window.
-TILED_FORMATS = ("tiff", "tiff_channels", "zarr", "ome_zarr")
+TILED_FORMATS = ("tiff", "tiff_channels", "zarr", "ome_zarr", "bioio")
 #: The evaluation error of a tiled image: ground truth is compared image by image, in memory.
 NOT_EVALUATED = "read in tiles: not evaluated (evaluation compares whole images in memory)"
 
@@ -86,17 +86,17 @@ class WindowReader:
         return _project(np.stack(stack, axis=1), self.z_projection)
 
 
-def _tiff_view(path: str, channels: tuple[str, ...]) -> tuple[SlideSource, tuple[int, ...], int, int]:
-    """A 2-D view of a TIFF's first series, its shape, the channel axis's length and its z planes."""
+def _tiff_view(path: str, channels: tuple[str, ...], series: int = 0) -> tuple[SlideSource, tuple[int, ...], int, int]:
+    """A 2-D view of a TIFF's series (default the first), its shape, the channel axis's length and its z planes."""
     import tifffile
     import zarr
 
     from scip.io.tiff import channel_axis, z_planes
 
     with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        shape, letters, dtype = tuple(series.shape), series.axes, str(series.dtype)
-    store = tifffile.imread(path, aszarr=True)
+        found = tif.series[series]
+        shape, letters, dtype = tuple(found.shape), found.axes, str(found.dtype)
+    store = tifffile.imread(path, aszarr=True, series=series)
     try:
         arr = zarr.open_array(store, mode="r")
         stored, chunks = tuple(arr.shape), tuple(arr.chunks)
@@ -117,7 +117,7 @@ def _tiff_view(path: str, channels: tuple[str, ...]) -> tuple[SlideSource, tuple
         axes = ("y", "x") if c is None else ("y", "x", "c") if c == -1 else ("c", "y", "x")
     sizes = dict(zip(axes, shape))
     fixed = tuple((a, 0) for a in axes if a not in ("c", "y", "x"))
-    view = SlideSource(path, "tiff", None, 0, 0, axes, fixed, (sizes["y"], sizes["x"]),
+    view = SlideSource(path, "tiff", None, series, 0, axes, fixed, (sizes["y"], sizes["x"]),
                        (int(dict(zip(axes, chunks))["y"]), int(dict(zip(axes, chunks))["x"])), channels, dtype)
     return view, shape, sizes.get("c", 1), n_z
 
@@ -182,8 +182,15 @@ def window_reader(dataset: Dataset, source: Source, z: str | int | None = None) 
     where = ", ".join(p for p in source.paths if p) or source.image_id
     if fmt not in TILED_FORMATS:
         raise WindowError(f"{where}: {fmt} images are not read in tiles")
+    if fmt == "bioio":
+        # An OME-TIFF scene is a series of the file, which tifffile's zarr view reads window by window;
+        # other bioio formats have no dask-free window read here and are read whole.
+        scene, t = source.locator
+        if not source.paths[0].lower().endswith((".ome.tif", ".ome.tiff")) or t:
+            raise WindowError(f"{where}: of the bioio formats, only OME-TIFF scenes without time points are read in tiles")
+        fmt = "tiff"
     if fmt == "tiff":
-        view, shape, _, n_z = _tiff_view(source.paths[0], channels)
+        view, shape, _, n_z = _tiff_view(source.paths[0], channels, series=scene if dataset.format == "bioio" else 0)
         planes, projection = _planes_of(z, n_z, where)
         per_plane = ((view, tuple(dataset.channel_index)),)
         # As read_tiff: a 2-D series is decoded whole, a z stack only in its selected channels.
