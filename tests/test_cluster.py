@@ -347,3 +347,42 @@ def test_gpu_machine_path_builds_cuda_workers_beside_cpu_workers(monkeypatch, fi
     assert calls == [{"devices": [0, 1], "resources": {GPU: 1}}]  # one worker per GPU by default
     assert offered == sorted([str({GPU: 1})] * 2 + [str({CPU: 1})])
     assert result.summary["cluster"]["routing"]["segment"] == {GPU: 1}
+
+
+def _tile(g):
+    return [{"a": g}] * 3
+
+
+def _total(part):
+    return [sum(r["a"] for r in part)]
+
+
+def test_completed_keeps_a_bounded_window_of_tasks_on_the_scheduler():
+    """A slide's thousands of tiles are given to the scheduler a few at a time, each batch with only its graph."""
+    import dask.bag as db
+    from distributed import Client, LocalCluster
+
+    from scip.engine.tasks import annotate, task
+
+    parts = [task(_tile, f"tile_cells-0-{g}", {"CPU": 1}, g) for g in range(40)]
+    with annotate({"CPU": 1}):
+        bag = db.from_delayed(parts).map(dict)
+    tasks = bag.map_partitions(_total).to_delayed(optimize_graph=False)
+
+    # A batch's graph holds exactly its partitions' chains, with the layers' resource annotations.
+    piece = cluster._Pieces(tasks).take(tasks[:3])
+    graph_of = piece[0].__dask_graph__()
+    assert len(graph_of) == 3 * 4  # tile, from_delayed, map, map_partitions
+    assert [layer.annotations for layer in graph_of.layers.values()].count({"resources": {"CPU": 1}}) >= 3
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0",
+                      resources={"CPU": 1}) as lc, Client(lc) as client:
+        session = cluster.Session(client=client)
+        most = []
+        got = {}
+        for position, result in cluster.completed(tasks, session, progress=False, window=4):
+            got[position] = result
+            most.append(len(client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks))))
+        assert got == {g: [3 * g] for g in range(40)}
+        # 4 partitions of 4 tasks each at most (the ones yielded are released before the next batch).
+        assert max(most) <= 4 * 4

@@ -612,7 +612,7 @@ def _killed(error, client) -> Killed:
 
 
 def completed(tasks: list, session: Session | None, progress: bool = True, label: str = "compute",
-              unit: str = "partitions") -> Iterator[tuple[int, object]]:
+              unit: str = "partitions", window: int | None = None) -> Iterator[tuple[int, object]]:
     """Compute delayed ``tasks``, yielding ``(position, result)`` as each one finishes.
 
     Unlike :func:`compute`, the caller sees every result as soon as it is
@@ -638,6 +638,11 @@ def completed(tasks: list, session: Session | None, progress: bool = True, label
         The pass the bar names (``"features + write"``).
     unit : str
         What a task is, for the bar (``"partitions"``, ``"tiles"``).
+    window : int, optional
+        Most tasks given to the scheduler at once (default: 4 per worker
+        thread, at least 16); more follow as these finish. Tasks must not
+        share dependencies that are not persisted: each batch would compute
+        them again.
 
     Yields
     ------
@@ -659,24 +664,83 @@ def completed(tasks: list, session: Session | None, progress: bool = True, label
             return
         from distributed import KilledWorker, as_completed
 
-        futures = client.compute(tasks, optimize_graph=False, retries=session.retries or None)
-        positions = {f.key: i for i, f in enumerate(futures)}
+        # A bounded number of tasks in flight: the scheduler keeps some 15 KB per task it was given (and the
+        # client as much), and a slide has thousands of tiles. Refilled in batches, each with only its graph.
+        window = window or max(16, 4 * sum(client.nthreads().values()))
+        batch = max(1, window // 4)
+        pieces = _Pieces(tasks)
+        pending = iter(range(len(tasks)))
+        positions: dict = {}
+        futures = as_completed()
+
+        def submit(count: int) -> None:
+            chosen = [i for _, i in zip(range(count), pending)]
+            if chosen:
+                submitted = client.compute(pieces.take([tasks[i] for i in chosen]), optimize_graph=False,
+                                           retries=session.retries or None)
+                for i, future in zip(chosen, submitted):
+                    positions[future.key] = i
+                    futures.add(future)
+
         try:
-            for future in as_completed(futures):
+            submit(window)
+            for future in futures:
                 try:
                     result = future.result()
                 except KilledWorker as e:
                     result = _killed(e, client)
                 if bar is not None:
                     bar.step()
-                yield positions[future.key], result
+                position = positions.pop(future.key)
+                del future
+                if futures.count() <= window - batch:
+                    submit(batch)
+                yield position, result
         finally:
             # All of them: the ones not done stop, and the scheduler forgets the failed ones, so that
             # the same tasks can be submitted again (a retry) without getting back the old failure.
-            client.cancel(futures)
+            client.cancel(list(futures.futures))
     finally:
         if bar is not None:
             bar.close()
+
+
+class _Pieces:
+    """The graphs of many tasks, materialized once, from which a batch of them takes only what it needs.
+
+    A Bag's delayed partitions each carry the whole Bag's graph: submitted
+    in batches as they are, each batch would ship all of it. Annotations
+    (resources) live on the layers, so each piece keeps its tasks' layers.
+    """
+
+    def __init__(self, tasks: list):
+        from dask.highlevelgraph import HighLevelGraph
+
+        graph = HighLevelGraph.merge(*[t.__dask_graph__() for t in tasks])
+        self.annotations = {name: layer.annotations for name, layer in graph.layers.items()}
+        self.layer_of = {key: name for name, layer in graph.layers.items() for key in layer.keys()}
+        self.tasks = graph.to_dict()
+        self.dependencies = graph.get_all_dependencies()
+
+    def take(self, tasks: list) -> list:
+        """``tasks`` as delayed objects sharing one graph of exactly the tasks they need."""
+        from dask.delayed import Delayed
+        from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+        needed, stack = set(), [t.key for t in tasks]
+        while stack:
+            key = stack.pop()
+            if key not in needed:
+                needed.add(key)
+                stack.extend(self.dependencies.get(key, ()))
+        layers: dict = {}
+        for key in needed:
+            layers.setdefault(self.layer_of[key], {})[key] = self.tasks[key]
+        depends = {name: {self.layer_of[d] for key in keys for d in self.dependencies.get(key, ())} - {name}
+                   for name, keys in layers.items()}
+        graph = HighLevelGraph({name: MaterializedLayer(keys, annotations=self.annotations[name])
+                                for name, keys in layers.items()}, depends)
+        return [Delayed(t.key, graph, layer=self.layer_of[t.key]) for t in tasks]
 
 
 def killed_partitions(collection, session: Session | None) -> dict[int, Killed]:
