@@ -23,6 +23,10 @@ from typing import Any, Iterable
 from scip._jsonvalues import plain
 from scip.records import CellRecord, ImageRecord
 
+#: The exported cells' column holding their micronuclei (``scip.steps.micronuclei.COUNT``; not imported, so
+#: that reading a summary needs no segmentation code).
+MICRONUCLEUS_COUNT = "micronucleus_count"
+
 SKIPPED_COLUMNS = ["kind", "image_id", "index", "path", "label", "truth_label", "step", "reason", "filter", "value",
                    "threshold", "reason_kind", "error"]
 
@@ -48,6 +52,9 @@ class PartitionSummary:
     errors: list[dict] = field(default_factory=list)
     #: Exported cells picked for the report: metadata plus ``crop`` and ``mask``.
     samples: list[dict] = field(default_factory=list)
+    #: Micronuclei (``micronuclei:``): ``found``, ``kept``, ``no_nucleus``, ``assigned`` (to exported cells)
+    #: and ``dropped: <reason>``.
+    micronuclei: Counter = field(default_factory=Counter)
 
     def __add__(self, other: "PartitionSummary") -> "PartitionSummary":
         return PartitionSummary(
@@ -64,6 +71,7 @@ class PartitionSummary:
             evaluation_errors=self.evaluation_errors + other.evaluation_errors,
             errors=self.errors + other.errors,
             samples=self.samples + other.samples,
+            micronuclei=self.micronuclei + other.micronuclei,
         )
 
 
@@ -112,6 +120,10 @@ def summarize(records: Iterable[ImageRecord | CellRecord]) -> PartitionSummary:
                 s.skipped.append(_skipped_row(r))
                 if r.status.is_error:
                     s.errors.append(_error_row(r))
+            if r.micronuclei is not None:
+                m = r.micronuclei
+                s.micronuclei.update({"found": m.found, "kept": m.kept, "no_nucleus": m.no_nucleus,
+                                      **{f"dropped: {k}": v for k, v in m.dropped.items()}})
             if r.evaluation is not None:
                 s.truth_cells += r.evaluation.n_true
                 s.predicted_cells += r.evaluation.n_pred
@@ -123,6 +135,8 @@ def summarize(records: Iterable[ImageRecord | CellRecord]) -> PartitionSummary:
         if r.status:
             s.cells_exported += 1
             s.matched_exported += bool(r.truth_label)
+            if MICRONUCLEUS_COUNT in r.features:
+                s.micronuclei["assigned"] += int(r.features[MICRONUCLEUS_COUNT])
             if r.sample is not None:
                 s.samples.append({"image_id": r.source.image_id, "index": r.source.index, "label": r.label,
                                   "truth_label": r.truth_label, "fields": dict(r.source.fields),

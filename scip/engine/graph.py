@@ -63,6 +63,7 @@ from scip.steps.features import featurize_cells
 from scip.steps.project import STITCH, project_z
 from scip.steps.masks import add_masks
 from scip.steps.segment import segment_image
+from scip.steps.micronuclei import LABELS as MICRONUCLEI, attach_counts, find_micronuclei
 
 __all__ = ["Plan", "plan", "build_illumination_sums", "build_cells", "build_features", "build_dataframe",
            "build_writes", "partition_size", "partitions", "STEPS", "summary_path", "labels_root"]
@@ -100,7 +101,7 @@ def plan(config: Config, dataset: Dataset | None = None) -> Plan:
     fields = {k for s in dataset.sources for k in s.fields}
     columns = table_columns(dataset.channels, fields, config.mask_names, tuple(config.features.families),
                             evaluated=config.evaluate is not None, params=config.features.params(),
-                            polygons=config.output.polygons)
+                            polygons=config.output.polygons, micronuclei=config.micronuclei is not None)
     setting = config.input.max_image_bytes
     return Plan(config, dataset, columns, image_budget(setting, None) if setting != "auto" else None)
 
@@ -185,14 +186,17 @@ def _segment(records: list[ImageRecord], config: Config) -> list[ImageRecord]:
     out = [segment_image(r, config.segment) for r in records]
     if config.evaluate is not None:
         out = [evaluate_image(r, config.segment.name, config.evaluate.iou) for r in out]
+    if config.micronuclei is not None:
+        out = [find_micronuclei(r, config.micronuclei, config.segment.name, config.segment.channel) for r in out]
     return out
 
 
 def _cells(records: list[ImageRecord], config: Config) -> list[ImageRecord | CellRecord]:
     out: list[ImageRecord | CellRecord] = []
     for r in records:
-        out.extend(split_cells(r, config.segment.name, config.cells.padding, config.segment.remove_border,
-                               keep_labels=config.output.labels))
+        parts = split_cells(r, config.segment.name, config.cells.padding, config.segment.remove_border,
+                            keep_labels=config.output.labels)
+        out.extend(attach_counts(r, parts) if config.micronuclei is not None else parts)
     if config.output.polygons:
         out = add_polygons(out, config.segment.name)
     return out
@@ -210,7 +214,8 @@ def labels_root(config: Config) -> Path:
 def _labels(records: list[ImageRecord | CellRecord], config: Config, physical: bool) -> list[ImageRecord | CellRecord]:
     return write_image_labels(records, labels_root(config), config.segment.name, config.mask_names[1:],
                               chunk=config.tiles.size, pyramid_levels=config.output.pyramid_levels,
-                              physical=physical_size if physical else None)
+                              physical=physical_size if physical else None,
+                              extra=(MICRONUCLEI,) if config.micronuclei is not None else ())
 
 
 def _measure(records: list[ImageRecord | CellRecord], config: Config) -> list[ImageRecord | CellRecord]:

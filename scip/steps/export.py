@@ -12,6 +12,7 @@ from scip.features import FeatureParams
 from scip.features import columns as feature_columns
 from scip.records import CellRecord, ImageRecord
 from scip.segment.tiling import polygon_wkb
+from scip.steps.micronuclei import COLUMNS as MICRONUCLEUS_COLUMNS
 
 
 #: The column of the cells' outlines (``output.polygons``).
@@ -46,10 +47,11 @@ def meta_name(field: str) -> str:
 
 def table_columns(channels: tuple[str, ...], field_names: Iterable[str], masks: tuple[str, ...],
                   families: tuple[str, ...], evaluated: bool, params: FeatureParams | None = None,
-                  polygons: bool = False) -> dict[str, str]:
+                  polygons: bool = False, micronuclei: bool = False) -> dict[str, str]:
     """Every output column and its kind (``str``/``int``/``float``/``wkb``), known before any pixel is read.
 
-    ``polygons`` adds ``geometry``, each cell's outline as WKB (kind ``wkb``).
+    ``polygons`` adds ``geometry``, each cell's outline as WKB (kind ``wkb``); ``micronuclei`` adds
+    ``micronucleus_count`` and ``micronucleus_area`` (kind ``int``).
     """
     cols = {"meta_image_id": "str", "meta_index": "int", "meta_path": "str", "meta_label": "int"}
     for f in sorted(set(field_names)):
@@ -58,6 +60,8 @@ def table_columns(channels: tuple[str, ...], field_names: Iterable[str], masks: 
         cols["meta_truth_label"] = "int"
     if polygons:
         cols[GEOMETRY] = "wkb"
+    if micronuclei:
+        cols.update(MICRONUCLEUS_COLUMNS)
     for mask in masks:
         for c in feature_columns(channels, families=families, mask_name=mask, params=params):
             cols[c.name] = "float"
@@ -96,6 +100,8 @@ def cells_frame(records: Iterable[ImageRecord | CellRecord], columns: dict[str, 
             j = position.get(name)
             if j is not None:
                 block[i, j] = value
+            elif name in other:  # integer values (micronucleus counts)
+                other[name][i] = value
     floats = pd.DataFrame(block, columns=float_cols, copy=False)
     dtypes = {"str": "string", "int": "Int64", "wkb": object}
     others = pd.DataFrame({name: pd.array(values, dtype=dtypes[columns[name]])
