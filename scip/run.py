@@ -296,7 +296,9 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         summary["timings_s"]["note"] += "; task_stream: seconds of compute per step from the scheduler's task stream"
     _write_skipped(out / "skipped.csv", total.skipped)
     (out / "run.json").write_text(json.dumps(summary, indent=2, default=str))
-    report.save_samples(out / report.SAMPLES_FILE, total.samples[:REPORT_CELLS])
+    # The montage's random cells, then those picked for the micronucleus montage (``extra``), each capped.
+    report.save_samples(out / report.SAMPLES_FILE, [s for s in total.samples if not s.get("extra")][:REPORT_CELLS]
+                        + [s for s in total.samples if s.get("extra")][:REPORT_CELLS])
     for entry in manifest["partitions"]:
         # What scip.read checks of a finished run, without opening every summary.
         entry["bytes"] = (out / entry["part"]).stat().st_size

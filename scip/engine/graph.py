@@ -63,7 +63,7 @@ from scip.steps.features import featurize_cells
 from scip.steps.project import STITCH, project_z
 from scip.steps.masks import add_masks
 from scip.steps.segment import segment_image
-from scip.steps.micronuclei import LABELS as MICRONUCLEI, attach_counts, find_micronuclei
+from scip.steps.micronuclei import COUNT as MICRONUCLEUS_COUNT, LABELS as MICRONUCLEI, attach_counts, find_micronuclei
 
 __all__ = ["Plan", "plan", "build_illumination_sums", "build_cells", "build_features", "build_dataframe",
            "build_writes", "partition_size", "partitions", "STEPS", "summary_path", "labels_root"]
@@ -238,13 +238,26 @@ def _pick_samples(records: list[ImageRecord | CellRecord], k: int, cell_mask: st
     first = records[ok[0]]
     rng = np.random.default_rng(zlib.crc32(f"{first.source.image_id}:{first.label}".encode()))
     out = list(records)
-    for i in rng.choice(ok, size=min(k, len(ok)), replace=False):
-        r = records[i]
-        crop, mask = r.pixels, r.masks[cell_mask]
-        if crop.ndim == 4:  # a 3-D object is shown as its maximum projection over its planes
-            crop, mask = crop.max(axis=1), mask.any(axis=0)
-        out[i] = r.with_(sample={"crop": crop.astype(np.float32), "mask": mask.copy()})
+    picked = rng.choice(ok, size=min(k, len(ok)), replace=False)
+    for i in picked:
+        out[i] = records[i].with_(sample=_sample(records[i], cell_mask))
+    # Micronucleated cells are few: a random pick would leave the report's micronucleus montage nearly empty.
+    chosen = set(picked.tolist())
+    micronucleated = [i for i in ok if i not in chosen and records[i].features.get(MICRONUCLEUS_COUNT, 0) > 0]
+    for i in rng.choice(micronucleated, size=min(k, len(micronucleated)), replace=False) if micronucleated else ():
+        out[i] = records[i].with_(sample={**_sample(records[i], cell_mask), "extra": "micronuclei"})
     return out
+
+
+def _sample(r: CellRecord, cell_mask: str) -> dict:
+    """A cell's crop and mask for the report (and its micronuclei, when the run counts them)."""
+    crop, mask = r.pixels, r.masks[cell_mask]
+    if crop.ndim == 4:  # a 3-D object is shown as its maximum projection over its planes
+        crop, mask = crop.max(axis=1), mask.any(axis=0)
+    sample = {"crop": crop.astype(np.float32), "mask": mask.copy()}
+    if MICRONUCLEUS_COUNT in r.features and MICRONUCLEI in r.masks:
+        sample.update(micronuclei=r.masks[MICRONUCLEI].copy(), micronucleus_count=int(r.features[MICRONUCLEUS_COUNT]))
+    return sample
 
 
 def _filter(records: list[ImageRecord | CellRecord], config: Config, bounds: list | None) -> list[ImageRecord | CellRecord]:
