@@ -266,6 +266,11 @@ def _cmd_features(args: argparse.Namespace) -> int:
     for mask in (m.strip() for m in args.mask.split(",")):
         for c in columns(channels, families, mask_name=mask, params=params):
             print(c.name if args.names else f"{c.name}\t{c.unit}\t{c.definition}")
+    if args.config and load_config(args.config).micronuclei is not None:
+        from scip.steps.micronuclei import DESCRIPTIONS
+
+        for name, (unit, definition) in DESCRIPTIONS.items():
+            print(name if args.names else f"{name}\t{unit}\t{definition}")
     return 0
 
 

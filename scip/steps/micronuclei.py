@@ -19,12 +19,18 @@ from scip.segment.micronuclei import assign, clean, per_nucleus
 from scip.steps.segment import channel_position
 from scip.steps.timing import timed
 
-__all__ = ["COUNT", "AREA", "COLUMNS", "LABELS", "find_micronuclei", "attach_counts", "detect", "micronucleus_channel"]
+__all__ = ["COUNT", "AREA", "COLUMNS", "DESCRIPTIONS", "LABELS", "find_micronuclei", "attach_counts", "detect", "micronucleus_channel"]
 
 #: The table's columns, and their kind (see :func:`scip.steps.export.table_columns`).
 COUNT = "micronucleus_count"
 AREA = "micronucleus_area"
 COLUMNS = {COUNT: "int", AREA: "int"}
+#: Unit and definition of each column, for ``scip features --list --config`` and docs/features.md.
+DESCRIPTIONS = {
+    COUNT: ("count", "Micronuclei assigned to the cell's nucleus: kept detections (micronuclei.min_size to max_size "
+                     "px, none on a nucleus) whose nearest nucleus within micronuclei.max_distance is this one."),
+    AREA: ("px^2", "Pixels of those micronuclei, summed."),
+}
 #: Name of the micronuclei's label image (``record.labels``, ``labels.zarr``) and of a cell's mask of its own.
 LABELS = "micronuclei"
 
