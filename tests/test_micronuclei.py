@@ -99,6 +99,22 @@ def test_clean_drops_overlapping_small_and_large_detections_with_their_reasons()
     assert clean(nuclei, np.zeros_like(det))[1] == dict.fromkeys((OVERLAP, TOO_SMALL, TOO_LARGE), 0)
 
 
+def test_clean_with_max_overlap_keeps_a_detection_mostly_off_the_nucleus_without_its_nucleus_pixels():
+    nuclei = np.zeros((20, 20), np.int32)
+    nuclei[:, :10] = 1
+    det = np.zeros_like(nuclei)
+    det[5:7, 9:13] = 1        # 8 px, 2 on the nucleus (25 %)
+    det[12:14, 8:11] = 2      # 6 px, 4 on the nucleus (67 %)
+    assert clean(nuclei, det, min_size=3)[1][OVERLAP] == 2
+    kept, dropped = clean(nuclei, det, min_size=3, max_overlap=0.5)
+    assert dropped[OVERLAP] == 1 and kept.max() == 1
+    assert (kept == 1).sum() == 6 and not kept[nuclei > 0].any()
+    # The size rules count the pixels off the nucleus: 6 is below 7.
+    assert clean(nuclei, det, min_size=7, max_overlap=0.5)[1] == {OVERLAP: 1, TOO_SMALL: 1, TOO_LARGE: 0}
+    with pytest.raises(ValueError, match="max_overlap"):
+        clean(nuclei, det, max_overlap=1.0)
+
+
 def test_per_nucleus_counts_and_sums_areas_of_assigned_micronuclei_only():
     mn = np.zeros((10, 10), np.int32)
     mn[0, 0:2], mn[5, 5:8], mn[9, 9] = 1, 2, 3

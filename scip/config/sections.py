@@ -709,6 +709,8 @@ class _MicronucleiBase(Section):
     max_distance: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 10.0
     min_size: Annotated[int, Field(ge=1)] = 3
     max_size: Annotated[int, Field(ge=1)] = 200
+    #: Largest fraction of a detection's pixels on a nucleus mask for it to still count (beyond: chromatin texture).
+    max_overlap: Annotated[float, Field(ge=0, lt=1)] = 0.5
 
     @model_validator(mode="after")
     def _sizes_ordered(self) -> "_MicronucleiBase":

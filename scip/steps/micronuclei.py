@@ -111,7 +111,7 @@ def find_micronuclei(record: ImageRecord, cfg: Any, nuclei: str,
         except Exception as e:  # noqa: BLE001 - counted as an error, reported with its traceback
             return record.with_(timings=timings, status=failed("micronuclei", e))
         found = int(len(np.unique(detections[detections > 0])))
-        kept, dropped = clean(labels, detections, cfg.min_size, cfg.max_size)
+        kept, dropped = clean(labels, detections, cfg.min_size, cfg.max_size, cfg.max_overlap)
         owner = assign(labels, kept, cfg.max_distance)
         tally = Micronuclei(found=found, dropped=dropped, no_nucleus=int(np.count_nonzero(owner[1:] == 0)),
                             owner=owner, per_nucleus=per_nucleus(owner, kept))
