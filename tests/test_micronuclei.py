@@ -261,3 +261,18 @@ def test_the_micronuclei_example_counts_match_the_ground_truth(tmp_path):
     share = 100 * (truth["micronucleus_count"] > 0).mean()
     assert f"<strong>{share:.1f} %</strong>) have at least one micronucleus" in report
     assert 'id="micronuclei-histogram"' in report and "Micronucleated cells" in report
+
+
+def test_features_list_names_the_micronucleus_columns_of_a_config_with_the_section(tmp_path, capsys):
+    import yaml
+
+    from scip import cli
+
+    config = tmp_path / "c.yml"
+    config.write_text(yaml.safe_dump({"input": {"path": "."}, "features": {"families": ["bbox"]}, "micronuclei": {}}))
+    assert cli.main(["features", "--list", "--config", str(config)]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r[:2] for r in rows[-2:]] == [["micronucleus_count", "count"], ["micronucleus_area", "px^2"]]
+    config.write_text(yaml.safe_dump({"input": {"path": "."}, "features": {"families": ["bbox"]}}))
+    assert cli.main(["features", "--list", "--names", "--config", str(config)]) == 0
+    assert "micronucleus_count" not in capsys.readouterr().out
