@@ -73,7 +73,7 @@ _OTHER = "(other)"
 _MISSING = "(missing)"
 _THUMB = 64  # longest side of a cell thumbnail, pixels
 _THUMB_SHOWN = 96  # longest side it is shown at, CSS pixels
-_STEP_ORDER = ("load", "illumination", "check", "segment", "evaluate", "cells", "masks", "labels", "filter",
+_STEP_ORDER = ("load", "illumination", "check", "segment", "evaluate", "micronuclei", "cells", "masks", "labels", "filter",
                "features", "export")
 _OUTLINE = np.array([1.0, 1.0, 1.0])  # mask outline colour (white)
 
