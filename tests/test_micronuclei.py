@@ -276,3 +276,17 @@ def test_features_list_names_the_micronucleus_columns_of_a_config_with_the_secti
     config.write_text(yaml.safe_dump({"input": {"path": "."}, "features": {"families": ["bbox"]}}))
     assert cli.main(["features", "--list", "--names", "--config", str(config)]) == 0
     assert "micronucleus_count" not in capsys.readouterr().out
+
+
+def test_partition_summaries_carry_the_micronucleus_tally_through_json_and_addition():
+    """What --resume reads back from progress/: the tally survives JSON, and partitions add up."""
+    from collections import Counter
+
+    from scip.accounting import PartitionSummary, summary_from_json, summary_to_json
+
+    a = PartitionSummary(micronuclei=Counter({"found": 5, "kept": 3, "assigned": 2, f"dropped: {OVERLAP}": 2}))
+    b = PartitionSummary(micronuclei=Counter({"found": 1, "kept": 1, "no_nucleus": 1}))
+    back = summary_from_json(json.loads(json.dumps(summary_to_json(a))))
+    assert isinstance(back.micronuclei, Counter) and back.micronuclei == a.micronuclei
+    assert (back + b).micronuclei == Counter({"found": 6, "kept": 4, "assigned": 2, "no_nucleus": 1,
+                                              f"dropped: {OVERLAP}": 2})
