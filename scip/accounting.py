@@ -23,6 +23,10 @@ from typing import Any, Iterable
 from scip._jsonvalues import plain
 from scip.records import CellRecord, ImageRecord
 
+#: The exported cells' column holding their micronuclei (``scip.steps.micronuclei.COUNT``; not imported, so
+#: that reading a summary needs no segmentation code).
+MICRONUCLEUS_COUNT = "micronucleus_count"
+
 SKIPPED_COLUMNS = ["kind", "image_id", "index", "path", "label", "truth_label", "step", "reason", "filter", "value",
                    "threshold", "reason_kind", "error"]
 
@@ -53,6 +57,9 @@ class PartitionSummary:
     evaluation_images: list[dict] = field(default_factory=list)
     #: Exported cells that matched a true cell, by the image's ``Source.index`` (as text: a JSON key).
     matched_exported_by_image: Counter = field(default_factory=Counter)
+    #: Micronuclei (``micronuclei:``): ``found``, ``kept``, ``no_nucleus``, ``assigned`` (to exported cells)
+    #: and ``dropped: <reason>``.
+    micronuclei: Counter = field(default_factory=Counter)
 
     def __add__(self, other: "PartitionSummary") -> "PartitionSummary":
         return PartitionSummary(
@@ -71,6 +78,7 @@ class PartitionSummary:
             samples=self.samples + other.samples,
             evaluation_images=self.evaluation_images + other.evaluation_images,
             matched_exported_by_image=self.matched_exported_by_image + other.matched_exported_by_image,
+            micronuclei=self.micronuclei + other.micronuclei,
         )
 
 
@@ -119,6 +127,10 @@ def summarize(records: Iterable[ImageRecord | CellRecord]) -> PartitionSummary:
                 s.skipped.append(_skipped_row(r))
                 if r.status.is_error:
                     s.errors.append(_error_row(r))
+            if r.micronuclei is not None:
+                m = r.micronuclei
+                s.micronuclei.update({"found": m.found, "kept": m.kept, "no_nucleus": m.no_nucleus,
+                                      **{f"dropped: {k}": v for k, v in m.dropped.items()}})
             if r.evaluation is not None:
                 s.truth_cells += r.evaluation.n_true
                 s.predicted_cells += r.evaluation.n_pred
@@ -136,6 +148,8 @@ def summarize(records: Iterable[ImageRecord | CellRecord]) -> PartitionSummary:
             s.matched_exported += bool(r.truth_label)
             if r.truth_label:
                 s.matched_exported_by_image[str(r.source.index)] += 1
+            if MICRONUCLEUS_COUNT in r.features:
+                s.micronuclei["assigned"] += int(r.features[MICRONUCLEUS_COUNT])
             if r.sample is not None:
                 s.samples.append({"image_id": r.source.image_id, "index": r.source.index, "label": r.label,
                                   "truth_label": r.truth_label, "fields": dict(r.source.fields),

@@ -355,6 +355,11 @@ def _cmd_features(args: argparse.Namespace) -> int:
         found = columns(channels, families, mask_name=mask, params=params)
         for c in [*found, *(micrometre_columns(found) if args.micrometres else [])]:
             print(c.name if args.names else f"{c.name}\t{c.unit}\t{c.definition}")
+    if args.config and load_config(args.config).micronuclei is not None:
+        from scip.steps.micronuclei import DESCRIPTIONS
+
+        for name, (unit, definition) in DESCRIPTIONS.items():
+            print(name if args.names else f"{name}\t{unit}\t{definition}")
     return 0
 
 

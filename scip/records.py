@@ -18,7 +18,7 @@ from typing import Mapping
 import numpy as np
 
 __all__ = ["Source", "Status", "Evaluation", "ImageRecord", "CellRecord", "OK", "skipped", "failed", "DataError",
-           "EXPECTED"]
+           "EXPECTED", "Micronuclei"]
 
 
 class DataError(Exception):
@@ -148,6 +148,30 @@ class Evaluation:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class Micronuclei:
+    """The micronuclei of one image (``micronuclei:`` in the config): what was found and where it went.
+
+    ``found`` counts the detections; ``dropped`` those that are not
+    micronuclei, by reason; ``no_nucleus`` the micronuclei without a nucleus
+    within ``max_distance``. ``owner[k]`` is the nucleus of micronucleus ``k``
+    (0: none) and ``per_nucleus`` maps a nucleus label to its micronuclei's
+    ``(count, area)``; both are needed only until the image is split into
+    cells, and are emptied then.
+    """
+
+    found: int = 0
+    dropped: Mapping[str, int] = field(default_factory=dict)
+    no_nucleus: int = 0
+    owner: np.ndarray | None = None
+    per_nucleus: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def kept(self) -> int:
+        """Detections kept as micronuclei."""
+        return self.found - sum(self.dropped.values())
+
+
 @dataclass
 class ImageRecord:
     """One image: metadata, pixels ``(C, H, W)`` and the label images found.
@@ -168,6 +192,8 @@ class ImageRecord:
     timings: dict[str, float] = field(default_factory=dict)
     truth: np.ndarray | str | None = None
     evaluation: Evaluation | None = None
+    #: The micronuclei found in the image, when the run looks for them.
+    micronuclei: Micronuclei | None = None
 
     def with_(self, **changes) -> "ImageRecord":
         """Copy with some fields changed; records are treated as immutable."""

@@ -73,7 +73,7 @@ _OTHER = "(other)"
 _MISSING = "(missing)"
 _THUMB = 64  # longest side of a cell thumbnail, pixels
 _THUMB_SHOWN = 96  # longest side it is shown at, CSS pixels
-_STEP_ORDER = ("load", "illumination", "check", "segment", "evaluate", "cells", "masks", "labels", "filter",
+_STEP_ORDER = ("load", "illumination", "check", "segment", "evaluate", "micronuclei", "cells", "masks", "labels", "filter",
                "features", "export")
 _OUTLINE = np.array([1.0, 1.0, 1.0])  # mask outline colour (white)
 
@@ -1135,6 +1135,76 @@ window.addEventListener("load", function () {
 """
 
 
+# ---------------------------------------------------------------------------
+# Micronuclei (``micronuclei:`` in the config)
+
+_MN_COLOUR = np.array([1.0, 0.85, 0.0])  # micronucleus outline colour (yellow)
+_MN_BINS = 4  # the histogram's last bar holds this many micronuclei or more
+
+
+def _mn_thumbnail(sample: dict, ranges: Sequence[tuple[float, float]]) -> np.ndarray:
+    """A cell's thumbnail with its micronuclei outlined in yellow (their pixels lie outside the cell's mask)."""
+    from skimage.segmentation import find_boundaries
+    from skimage.transform import resize
+
+    rgb = _thumbnail(sample["crop"], sample["mask"], ranges)
+    mn = np.asarray(sample["micronuclei"], bool)
+    if mn.shape != rgb.shape[:2]:
+        mn = resize(mn, rgb.shape[:2], order=0, anti_aliasing=False, preserve_range=True).astype(bool)
+    rgb[find_boundaries(mn, mode="outer") & ~mn] = _MN_COLOUR
+    return rgb
+
+
+def _micronuclei(summary: dict, table: _Table, samples: list[dict], max_cells: int) -> str:
+    found = summary.get("micronuclei")
+    if not isinstance(found, dict) or not table.parts or "micronucleus_count" not in table.columns:
+        return ""
+    counts = table.read(["micronucleus_count"])["micronucleus_count"].to_numpy(dtype=np.float64, na_value=np.nan)
+    counts = counts[np.isfinite(counts)].astype(int)
+    if not counts.size:
+        return _section("micronuclei", "Micronuclei", '<p class="note">No exported cells.</p>')
+    with_mn = int((counts > 0).sum())
+    unassigned = found.get("unassigned") if isinstance(found.get("unassigned"), dict) else {}
+    dropped = found.get("dropped") if isinstance(found.get("dropped"), dict) else {}
+    rows = [["found (detections)", _td(found.get("found"))]]
+    rows += [[f"dropped: {reason}", _td(n)] for reason, n in dropped.items()]
+    rows += [["assigned to exported cells", _td(found.get("assigned"))]]
+    rows += [[f"unassigned: {reason}", _td(n)] for reason, n in unassigned.items()]
+    intro = (f'<p><strong>{with_mn}</strong> of {counts.size} exported cells '
+             f'(<strong>{100 * with_mn / counts.size:.1f} %</strong>) have at least one micronucleus; '
+             f'{int(counts.sum())} micronuclei in all.</p>')
+    bars = np.bincount(np.minimum(counts, _MN_BINS), minlength=_MN_BINS + 1)
+    labels = [str(i) for i in range(_MN_BINS)] + [f"≥{_MN_BINS}"]
+    fig = _figure(3.8, 2.6)
+    ax = fig.subplots()
+    ax.bar(labels, bars, color="#4878a8")
+    ax.set_xlabel("micronuclei per cell", fontsize=9)
+    ax.set_ylabel("cells", fontsize=9)
+    ax.tick_params(labelsize=8)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    chart = _img(_figure_png(fig), "micronuclei per cell", cls="plot")
+    histogram = _table(["micronuclei per cell", "cells"], [[l, _td(int(n))] for l, n in zip(labels, bars)],
+                       id_="micronuclei-histogram")
+    shown = [s for s in samples if int(s.get("micronucleus_count") or 0) > 0 and "micronuclei" in s]
+    montage = ""
+    if shown:
+        ranges = _channel_ranges(shown)
+        figures = []
+        for s in shown[:max_cells]:
+            rgb = _mn_thumbnail(s, ranges)
+            h, w = rgb.shape[:2]
+            zoom = _THUMB_SHOWN / max(h, w, 1)
+            caption = f"image {s.get('image_id', '?')} · cell {s.get('label', '?')} · {s['micronucleus_count']} MN"
+            figures.append(f'<figure class="cell">{_img(_rgb_png(rgb), caption, round(w * zoom), round(h * zoom))}'
+                           f"<figcaption>{_e(caption)}</figcaption></figure>")
+        montage = (f'<h3>Micronucleated cells <span class="note">({len(figures)} of {len(shown)} sampled)</span></h3>'
+                   '<p class="note">White: the nucleus mask outline; yellow: its micronuclei (those inside the crop).</p>'
+                   f'<div class="montage">{"".join(figures)}</div>')
+    return _section("micronuclei", "Micronuclei", intro + chart + histogram
+                    + _table(["micronuclei", "count"], rows, id_="micronuclei-counts") + montage)
+
+
 def write_report(output_dir: str | os.PathLike, samples: Sequence[Mapping[str, Any]] | None = None,
                  group_by: str | None = None, features: Sequence[str] | None = None, max_cells: int = 48,
                  plate_feature: str | None = None) -> Path:
@@ -1190,12 +1260,15 @@ def write_report(output_dir: str | os.PathLike, samples: Sequence[Mapping[str, A
         path = output / SAMPLES_FILE
         samples = load_samples(path) if path.is_file() else []
     samples = [dict(s) for s in samples if "crop" in s and "mask" in s]
+    # Cells sampled for another section (``extra``: micronucleated ones) would bias the random montage.
+    picked, samples = samples, [s for s in samples if not s.get("extra")]
     table = _Table(output / "cells")
     groups = _sample_groups(samples, group_by, table) if group_by and samples else None
     sections = [
         _counts(summary),
         _timings(summary),
         _montage(samples, groups, group_by, max(0, int(max_cells))),
+        _micronuclei(summary, table, picked, max(0, int(max_cells))),
         _label_images(summary, output, table),
         _distributions(summary, table, features, group_by),
         _plate(summary, table, plate_feature or (summary.get("config", {}).get("output") or {}).get("plate_feature")),

@@ -38,6 +38,8 @@ from scip.io.limits import format_bytes, image_budget
 from scip.io.manifest import record_files, reductions_from_json, reductions_to_json, write_manifest
 from scip.io.tables import feature_descriptions, write_formats
 from scip.steps.evaluate import evaluation_breakdown
+from scip.segment.micronuclei import DROP_REASONS
+from scip.steps.micronuclei import micronucleus_channel
 from scip.steps.project import check_z
 from scip.steps.segment import channel_position, segment_positions
 
@@ -126,6 +128,9 @@ def prepare(config: Config | str | Path | dict) -> graph.Plan:
         segment_positions(dataset.channels, config.segment.channel)
         for i, mask in enumerate(config.masks):
             channel_position(dataset.channels, mask.channel, key=f"masks.{i}.channel")
+        if config.micronuclei is not None:
+            channel_position(dataset.channels, micronucleus_channel(config.micronuclei, config.segment.channel),
+                             key="micronuclei.channel")
     except ValueError as e:
         raise ConfigError(str(e)) from None
     try:
@@ -209,6 +214,7 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
     if (not resume or not (out / "manifest.json").exists()) and tiles.known_early(p):
         # Decided before anything is written when it does not need the workers' memory.
         p = tiles.decide(p, out)
+        _no_tiled_micronuclei(p)
     parts = tiles.all_partitions(p)
     # Read first: a missing or broken saved correction is a config error before anything is written.
     saved = None
@@ -260,6 +266,7 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
                      "read in tiles" if config.tiles.mode == "auto" else "skipped", p.budget.origin)
         if not resume and not tiles.known_early(p):
             p = tiles.decide(p, out)
+            _no_tiled_micronuclei(p)
             if p.tiled:
                 parts = tiles.all_partitions(p)
                 todo = list(range(len(parts)))
@@ -296,13 +303,17 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
     summary["cluster"] = where
     summary["partitions"] = {"total": len(parts), "computed": len(todo), "reused": len(done), "resumed": resume}
     summary["tiles"] = tiles.report(config, p.tiled)
+    if config.micronuclei is not None:
+        summary["micronuclei"] = _micronuclei(total)
     if stream is not None:
         summary["timings_s"]["task_stream"] = cluster.task_stream_steps(stream.data, {**graph.STEPS, **REDUCE_STEPS},
                                                                          names)
         summary["timings_s"]["note"] += "; task_stream: seconds of compute per step from the scheduler's task stream"
     _write_skipped(out / "skipped.csv", total.skipped)
     (out / "run.json").write_text(json.dumps(summary, indent=2, default=str))
-    report.save_samples(out / report.SAMPLES_FILE, total.samples[:REPORT_CELLS])
+    # The montage's random cells, then those picked for the micronucleus montage (``extra``), each capped.
+    report.save_samples(out / report.SAMPLES_FILE, [s for s in total.samples if not s.get("extra")][:REPORT_CELLS]
+                        + [s for s in total.samples if s.get("extra")][:REPORT_CELLS])
     for entry in manifest["partitions"]:
         # What scip.read checks of a finished run, without opening every summary.
         entry["bytes"] = (out / entry["part"]).stat().st_size
@@ -329,6 +340,32 @@ def _stop(p: graph.Plan, out: Path, summaries: dict[int, PartitionSummary], n_pa
         f"{len(total.errors)} unexpected error(s), more than errors.max = {p.config.errors.max}: stopped early after "
         f"{len(summaries)} of {n_parts} partitions. First: {first['message']} (step {first['step']}, image "
         f"{first['image_id']}). Tracebacks in {out / 'run.json'}; once fixed, --resume computes what is missing")
+
+
+def _no_tiled_micronuclei(p: graph.Plan) -> None:
+    """Micronuclei are found in whole images only: an image read in tiles is a config error naming it."""
+    if p.config.micronuclei is not None and p.tiled:
+        names = ", ".join(t.job.source.image_id for t in p.tiled[:5]) + (" ..." if len(p.tiled) > 5 else "")
+        raise ConfigError(f"micronuclei: not supported for images read in tiles, and {len(p.tiled)} image(s) would "
+                          f"be ({names}); set tiles.mode: never and raise input.max_image_bytes, or leave out "
+                          "micronuclei")
+
+
+def _micronuclei(total: PartitionSummary) -> dict:
+    """``run.json``'s micronuclei: every detection dropped (by reason), unassigned (by reason) or assigned."""
+    m = total.micronuclei
+    assigned = m.get("assigned", 0)
+    no_nucleus = m.get("no_nucleus", 0)
+    return {
+        "found": m.get("found", 0),
+        "dropped": {reason: m.get(f"dropped: {reason}", 0) for reason in DROP_REASONS},
+        "kept": m.get("kept", 0),
+        "assigned": assigned,
+        "unassigned": {"no nucleus within max_distance": no_nucleus,
+                       "nucleus not exported": m.get("kept", 0) - no_nucleus - assigned},
+        "note": "found = dropped + kept; kept = assigned + unassigned; assigned: the exported cells' "
+                "micronucleus_count summed",
+    }
 
 
 def _with_drops(report: dict, total: PartitionSummary) -> dict:

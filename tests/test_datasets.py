@@ -172,7 +172,8 @@ def test_marker_varies_between_cells(events):
 def test_write_example_round_trips(tmp_path):
     out = write_example(tmp_path / "example", n_events=40, n_fields=2, seed=5)
     assert set(out) == {"ifc", "ifc_labels", "ifc_cells", "fields", "fields_labels", "fields_cells",
-                        "zstacks", "zstacks_labels", "zstacks_cells"}
+                        "zstacks", "zstacks_labels", "zstacks_cells", "micronuclei", "micronuclei_labels",
+                        "micronuclei_cells"}
     events = make_ifc_events(40, seed=5)
     fields = make_fields(2, seed=5)
 

@@ -52,3 +52,29 @@ def check_models(config: Any) -> None:
             check_model(segment.pretrained_model)
         except (ValueError, ImportError) as e:  # a CellposeModelError, or Cellpose missing
             raise ConfigError(f"segment.pretrained_model: {e}") from None
+    _check_micronucleus_model(config)
+
+
+def _check_micronucleus_model(config: Any) -> None:
+    """``micronuclei.method: unet``: the model file must hold a ``micronuclei`` output on one channel."""
+    section = getattr(config, "micronuclei", None)
+    if section is None or section.method != "unet":
+        return
+    unet = importlib.import_module("scip.segment.unet")
+    try:
+        info = unet.check_model(section.model)
+        from scip.segment.unet.modelfile import load
+
+        outputs = list(load(info.path).meta.get("outputs", []))
+    except ValueError as e:  # a ModelFileError, or torch missing (with the install command)
+        raise ConfigError(f"micronuclei.model: {e}") from None
+    if "micronuclei" not in outputs:
+        raise ConfigError(f"micronuclei.model: the model file {info.path} has no 'micronuclei' output (its outputs: "
+                          f"{', '.join(map(str, outputs)) or 'none'}); use a model trained with one, or "
+                          "micronuclei.method: spot")
+    if info.in_channels != 1:
+        raise ConfigError(f"micronuclei.model: the model file {info.path} takes {info.in_channels} channels "
+                          f"({', '.join(info.channels)}); micronuclei are found in one channel (micronuclei.channel)")
+    if not hasattr(unet, "micronuclei"):
+        raise ConfigError("micronuclei.method: unet needs scip.segment.unet.micronuclei, which this version of scip "
+                          "does not have yet; use micronuclei.method: spot")

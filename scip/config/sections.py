@@ -30,7 +30,7 @@ __all__ = ["Config", "InputConfig", "SegmentConfig", "TilesConfig", "OtsuConfig"
            "IlluminationConfig", "NormalizeConfig", "FilterConfig", "QuantileRule", "MadRule", "FeaturesConfig",
            "OutputConfig", "EvaluateConfig", "ErrorsConfig", "ClusterConfig", "SlurmConfig", "SlurmJobConfig",
            "SlurmGpuConfig", "TlsFiles", "Section", "default_segment_method", "load_config", "SEGMENT_METHODS",
-           "SEGMENT_CLASSES"]
+           "SEGMENT_CLASSES", "MicronucleiConfig", "SpotMicronucleiConfig", "UnetMicronucleiConfig"]
 
 
 class Section(BaseModel):
@@ -711,6 +711,61 @@ class ClusterConfig(Section):
         return self
 
 
+class _MicronucleiBase(Section):
+    """What every micronucleus detector shares: the channel, and which detections count and where they belong."""
+
+    #: The channel micronuclei are found in; by default the segmentation's (its first, for a list).
+    channel: str | int | None = None
+    #: Farthest (px) a micronucleus may lie from its nucleus' mask to be counted for that cell.
+    max_distance: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 10.0
+    min_size: Annotated[int, Field(ge=1)] = 3
+    max_size: Annotated[int, Field(ge=1)] = 200
+    #: Largest fraction of a detection's pixels on a nucleus mask for it to still count (beyond: chromatin texture).
+    max_overlap: Annotated[float, Field(ge=0, lt=1)] = 0.5
+
+    @model_validator(mode="after")
+    def _sizes_ordered(self) -> "_MicronucleiBase":
+        if self.min_size > self.max_size:
+            raise ValueError(f"micronuclei.min_size ({self.min_size}) is larger than micronuclei.max_size "
+                             f"({self.max_size}); no detection could be kept")
+        return self
+
+
+class SpotMicronucleiConfig(_MicronucleiBase):
+    """Micronuclei as small bright spots outside the nuclei (``scip.segment.spot``'s parameters)."""
+
+    method: Literal["spot"]
+    smooth: Annotated[float, Field(ge=0)] = 0.0
+    radius: Annotated[int, Field(ge=1)] = 3
+    threshold: Literal["otsu", "std"] = "std"
+    k: Annotated[float, Field(gt=0)] = 3.0
+
+    def detector_params(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`scip.segment.spot`; sizes are :func:`scip.segment.micronuclei.clean`'s."""
+        return {"smooth": self.smooth, "radius": self.radius, "threshold": self.threshold, "k": self.k, "min_size": 1}
+
+
+class UnetMicronucleiConfig(_MicronucleiBase):
+    """Micronuclei from a U-Net model's micronucleus output (``scip.segment.unet.micronuclei``; needs torch)."""
+
+    method: Literal["unet"]
+    model: str = "nuclei"
+    threshold: Annotated[float, Field(gt=0, lt=1)] | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("model")
+    @classmethod
+    def _model_file(cls, value: str, info: ValidationInfo) -> str:
+        return _model_path(value, info, ".pt", "micronuclei model")
+
+    def detector_params(self) -> dict[str, Any]:
+        """Keyword arguments of ``scip.segment.unet.micronuclei``."""
+        return {"model": self.model, "threshold": self.threshold, "device": self.device}
+
+
+MicronucleiConfig = Annotated[Union[SpotMicronucleiConfig, UnetMicronucleiConfig], Field(discriminator="method")]
+
+
 def default_segment_method(data: Any) -> Any:
     """A raw config whose ``segment`` section has no ``method`` gets the default one.
 
@@ -738,11 +793,34 @@ class Config(Section):
     evaluate: EvaluateConfig | None = None
     cluster: ClusterConfig = ClusterConfig()
     errors: ErrorsConfig = ErrorsConfig()
+    micronuclei: MicronucleiConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _default_method(cls, data: Any) -> Any:
         return default_segment_method(data)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_micronucleus_method(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("micronuclei"), dict) and "method" not in data["micronuclei"]:
+            data = {**data, "micronuclei": {"method": "spot", **data["micronuclei"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _micronuclei_in_2d(self) -> "Config":
+        if self.micronuclei is None:
+            return self
+        if self.input.z == "stitch":
+            raise ValueError("micronuclei: micronuclei are found in 2-D images; they do not work with input.z: stitch "
+                             "(3-D objects); set input.z to max, mean, median or a plane number")
+        if self.tiles.mode == "always":
+            raise ValueError("micronuclei: images read in tiles are not supported (tiles.mode: always); set tiles.mode "
+                             "to auto or never")
+        if "micronuclei" in self.mask_names:
+            raise ValueError("micronuclei: the name 'micronuclei' is taken by the micronuclei's label image; give "
+                             "segment.name / masks another name")
+        return self
 
     @model_validator(mode="before")
     @classmethod

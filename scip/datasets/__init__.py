@@ -53,6 +53,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
+from scip.datasets.micronuclei import write_micronuclei
+
 __all__ = ["STAINS", "CELL_CLASSES", "SyntheticDataset", "make_ifc_events", "make_fields", "make_zstacks",
            "write_example", "write_zstacks"]
 
@@ -688,6 +690,8 @@ def write_example(
             fields_labels/field{i}.tiff      their ground-truth labels
             fields_cells.csv          ground-truth table of the fields
             zstacks/, zstacks_labels/, zstacks_cells.csv   write_zstacks(n_stacks, seed=seed)
+            micronuclei/, micronuclei_labels/, micronuclei_cells.csv   nuclei with micronuclei
+                                      (scip.datasets.micronuclei.write_micronuclei, seed=seed)
 
     Both zarr stores use SCIP's IFC layout (see :mod:`scip.io.ifc_zarr`),
     with object numbers ``0..n_events-1``, so an event's object number is
@@ -715,8 +719,9 @@ def write_example(
     dict of str to Path
         ``"ifc"``, ``"ifc_labels"``, ``"ifc_cells"``, ``"fields"``,
         ``"fields_labels"``, ``"fields_cells"``, ``"zstacks"``,
-        ``"zstacks_labels"`` and ``"zstacks_cells"``, mapped to what was
-        written.
+        ``"zstacks_labels"``, ``"zstacks_cells"``, ``"micronuclei"``,
+        ``"micronuclei_labels"`` and ``"micronuclei_cells"``, mapped to what
+        was written.
 
     Raises
     ------
@@ -765,6 +770,7 @@ def write_example(
         tifffile.imwrite(out["fields_labels"] / f"field{i}.tiff", labels)
     fields.cells.to_csv(out["fields_cells"], index=False)
     out.update(write_zstacks(root, n_stacks=n_stacks, seed=seed))
+    out.update(write_micronuclei(root, seed=seed))
     return out
 
 

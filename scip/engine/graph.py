@@ -63,6 +63,7 @@ from scip.steps.features import featurize_cells
 from scip.steps.project import STITCH, project_z
 from scip.steps.masks import add_masks
 from scip.steps.segment import segment_image
+from scip.steps.micronuclei import COUNT as MICRONUCLEUS_COUNT, LABELS as MICRONUCLEI, attach_counts, find_micronuclei
 
 __all__ = ["Plan", "plan", "build_illumination_sums", "build_cells", "build_features", "build_dataframe",
            "build_writes", "partition_size", "partitions", "STEPS", "summary_path", "labels_root"]
@@ -101,7 +102,8 @@ def plan(config: Config, dataset: Dataset | None = None) -> Plan:
     columns = table_columns(dataset.channels, fields, config.mask_names, tuple(config.features.families),
                             evaluated=config.evaluate is not None, params=config.features.params(),
                             polygons=config.output.polygons,
-                            micrometres=any(s.pixel_size for s in dataset.sources))
+                            micrometres=any(s.pixel_size for s in dataset.sources),
+                            micronuclei=config.micronuclei is not None)
     setting = config.input.max_image_bytes
     return Plan(config, dataset, columns, image_budget(setting, None) if setting != "auto" else None)
 
@@ -186,14 +188,17 @@ def _segment(records: list[ImageRecord], config: Config) -> list[ImageRecord]:
     out = [segment_image(r, config.segment) for r in records]
     if config.evaluate is not None:
         out = [evaluate_image(r, config.segment.name, config.evaluate.iou) for r in out]
+    if config.micronuclei is not None:
+        out = [find_micronuclei(r, config.micronuclei, config.segment.name, config.segment.channel) for r in out]
     return out
 
 
 def _cells(records: list[ImageRecord], config: Config) -> list[ImageRecord | CellRecord]:
     out: list[ImageRecord | CellRecord] = []
     for r in records:
-        out.extend(split_cells(r, config.segment.name, config.cells.padding, config.segment.remove_border,
-                               keep_labels=config.output.labels))
+        parts = split_cells(r, config.segment.name, config.cells.padding, config.segment.remove_border,
+                            keep_labels=config.output.labels)
+        out.extend(attach_counts(r, parts) if config.micronuclei is not None else parts)
     if config.output.polygons:
         out = add_polygons(out, config.segment.name)
     return out
@@ -211,7 +216,8 @@ def labels_root(config: Config) -> Path:
 def _labels(records: list[ImageRecord | CellRecord], config: Config, physical: bool) -> list[ImageRecord | CellRecord]:
     return write_image_labels(records, labels_root(config), config.segment.name, config.mask_names[1:],
                               chunk=config.tiles.size, pyramid_levels=config.output.pyramid_levels,
-                              physical=physical_size if physical else None)
+                              physical=physical_size if physical else None,
+                              extra=(MICRONUCLEI,) if config.micronuclei is not None else ())
 
 
 def _measure(records: list[ImageRecord | CellRecord], config: Config) -> list[ImageRecord | CellRecord]:
@@ -234,13 +240,26 @@ def _pick_samples(records: list[ImageRecord | CellRecord], k: int, cell_mask: st
     first = records[ok[0]]
     rng = np.random.default_rng(zlib.crc32(f"{first.source.image_id}:{first.label}".encode()))
     out = list(records)
-    for i in rng.choice(ok, size=min(k, len(ok)), replace=False):
-        r = records[i]
-        crop, mask = r.pixels, r.masks[cell_mask]
-        if crop.ndim == 4:  # a 3-D object is shown as its maximum projection over its planes
-            crop, mask = crop.max(axis=1), mask.any(axis=0)
-        out[i] = r.with_(sample={"crop": crop.astype(np.float32), "mask": mask.copy()})
+    picked = rng.choice(ok, size=min(k, len(ok)), replace=False)
+    for i in picked:
+        out[i] = records[i].with_(sample=_sample(records[i], cell_mask))
+    # Micronucleated cells are few: a random pick would leave the report's micronucleus montage nearly empty.
+    chosen = set(picked.tolist())
+    micronucleated = [i for i in ok if i not in chosen and records[i].features.get(MICRONUCLEUS_COUNT, 0) > 0]
+    for i in rng.choice(micronucleated, size=min(k, len(micronucleated)), replace=False) if micronucleated else ():
+        out[i] = records[i].with_(sample={**_sample(records[i], cell_mask), "extra": "micronuclei"})
     return out
+
+
+def _sample(r: CellRecord, cell_mask: str) -> dict:
+    """A cell's crop and mask for the report (and its micronuclei, when the run counts them)."""
+    crop, mask = r.pixels, r.masks[cell_mask]
+    if crop.ndim == 4:  # a 3-D object is shown as its maximum projection over its planes
+        crop, mask = crop.max(axis=1), mask.any(axis=0)
+    sample = {"crop": crop.astype(np.float32), "mask": mask.copy()}
+    if MICRONUCLEUS_COUNT in r.features and MICRONUCLEI in r.masks:
+        sample.update(micronuclei=r.masks[MICRONUCLEI].copy(), micronucleus_count=int(r.features[MICRONUCLEUS_COUNT]))
+    return sample
 
 
 def _filter(records: list[ImageRecord | CellRecord], config: Config, bounds: list | None) -> list[ImageRecord | CellRecord]:

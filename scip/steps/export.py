@@ -13,6 +13,7 @@ from scip.features import MICROMETRE_SUFFIX, micrometre_columns
 from scip.features import columns as feature_columns
 from scip.records import CellRecord, ImageRecord
 from scip.segment.tiling import polygon_wkb
+from scip.steps.micronuclei import COLUMNS as MICRONUCLEUS_COLUMNS
 
 
 #: The column of the cells' outlines (``output.polygons``).
@@ -47,12 +48,13 @@ def meta_name(field: str) -> str:
 
 def table_columns(channels: tuple[str, ...], field_names: Iterable[str], masks: tuple[str, ...],
                   families: tuple[str, ...], evaluated: bool, params: FeatureParams | None = None,
-                  polygons: bool = False, micrometres: bool = False) -> dict[str, str]:
+                  polygons: bool = False, micrometres: bool = False, micronuclei: bool = False) -> dict[str, str]:
     """Every output column and its kind (``str``/``int``/``float``/``wkb``), known before any pixel is read.
 
     ``polygons`` adds ``geometry``, each cell's outline as WKB (kind ``wkb``);
     ``micrometres`` (the input has pixel sizes) the micrometre versions of
-    size features (:func:`micrometre_columns`), NaN for images without one.
+    size features (:func:`micrometre_columns`), NaN for images without one;
+    ``micronuclei`` adds ``micronucleus_count`` and ``micronucleus_area`` (kind ``int``).
     """
     cols = {"meta_image_id": "str", "meta_index": "int", "meta_path": "str", "meta_label": "int"}
     for f in sorted(set(field_names)):
@@ -61,6 +63,8 @@ def table_columns(channels: tuple[str, ...], field_names: Iterable[str], masks: 
         cols["meta_truth_label"] = "int"
     if polygons:
         cols[GEOMETRY] = "wkb"
+    if micronuclei:
+        cols.update(MICRONUCLEUS_COLUMNS)
     for mask in masks:
         found = feature_columns(channels, families=families, mask_name=mask, params=params)
         for c in found:
@@ -115,6 +119,8 @@ def cells_frame(records: Iterable[ImageRecord | CellRecord], columns: dict[str, 
             j = position.get(name)
             if j is not None:
                 block[i, j] = value
+            elif name in other:  # integer values (micronucleus counts)
+                other[name][i] = value
     _micrometres(block, position, [r.source.pixel_size for r in cells])
     floats = pd.DataFrame(block, columns=float_cols, copy=False)
     dtypes = {"str": "string", "int": "Int64", "wkb": object}

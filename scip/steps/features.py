@@ -48,7 +48,8 @@ def _finish(cell: CellRecord, row: dict[str, float] | None, error: Status | None
         return cell.with_(status=error, **done)
     if all(math.isnan(v) for v in row.values()):
         return cell.with_(status=skipped("features", "every feature is NaN"), **done)
-    return cell.with_(features={k: float(v) for k, v in row.items()}, **done)
+    # Values set before this step (micronucleus counts) stay.
+    return cell.with_(features={**cell.features, **{k: float(v) for k, v in row.items()}}, **done)
 
 
 def featurize_cells(records: list[ImageRecord | CellRecord], cell_mask: str, masks: Sequence[str],

@@ -53,7 +53,7 @@ def assemble_mask(shape: tuple[int, ...], cells: Sequence[CellRecord], name: str
 def write_image_labels(records: list[ImageRecord | CellRecord], root: str | os.PathLike, segmentation: str,
                        masks: Sequence[str], chunk: int = 512, pyramid_levels: int | None = None,
                        physical: Callable[[Source], dict[str, tuple[float, str | None]]] | None = None,
-                       ) -> list[ImageRecord | CellRecord]:
+                       extra: Sequence[str] = ()) -> list[ImageRecord | CellRecord]:
     """Write the label images of every image of a partition that still carries its labels.
 
     An image record carries its label images past :func:`scip.steps.cells.split_cells`
@@ -76,6 +76,8 @@ def write_image_labels(records: list[ImageRecord | CellRecord], root: str | os.P
         Downsampled levels (``output.pyramid_levels``); default until one chunk.
     physical : callable, optional
         Source to ``{axis: (pixel size, unit)}`` (OME-Zarr input); 1 px otherwise.
+    extra : sequence of str, optional
+        Other label images of the image record written as they are (``micronuclei``); absent ones are left out.
 
     Returns
     -------
@@ -94,7 +96,8 @@ def write_image_labels(records: list[ImageRecord | CellRecord], root: str | os.P
         start = time.perf_counter()
         labelled = r.labels[segmentation]
         mine = cells.get(r.source.index, [])
-        images = {segmentation: labelled, **{m: assemble_mask(labelled.shape, mine, m) for m in masks}}
+        images = {segmentation: labelled, **{m: assemble_mask(labelled.shape, mine, m) for m in masks},
+                  **{name: r.labels[name] for name in extra if name in r.labels}}
         axes = "zyx"[-labelled.ndim:]
         sizes = physical(r.source) if physical is not None else {}
         scale = [sizes.get(a, (1.0, None))[0] for a in axes]
