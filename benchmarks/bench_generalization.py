@@ -284,6 +284,11 @@ def main() -> None:
                 row["scores"][method] = score_image(truth, segment(image, method))
             if iid not in old_seen:
                 row["scores"]["old model (v1)"] = score_image(truth, segment_image(image, OLD_MODEL, device="cpu"))
+                if args.post:  # the new post-processing on the old network: what training changed, what clean-up did
+                    _, probs = segment_image(image, OLD_MODEL, device="cpu", return_probabilities=True)
+                    v1 = replace(old, meta={**old.meta, "postprocess": {**old.meta["postprocess"], **SHIPPED_POST}})
+                    seeded = labels_from_probabilities(probs, 0.5, 0.5, 20, SHIPPED_POST["seed_h"])
+                    row["scores"]["old model (v1) + new clean-up"] = score_image(truth, clean_nuclei(seeded, probs, v1))
             if model is not None:
                 assert iid not in new_seen, f"{iid} is in the training images of {model}"
                 variants, mn = unet_variants(image, model, args.post)

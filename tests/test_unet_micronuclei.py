@@ -1,6 +1,8 @@
 """The U-Net's micronucleus output, the new augmentations, training without a validation split,
 and backward compatibility of 2-output model files."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -8,11 +10,12 @@ import torch
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
+from scip.metrics import match_labels
 from scip.segment.unet import micronuclei, modelfile
 from scip.segment.unet.augment import Augment, augment, random_crop
 from scip.segment.unet.data import DataSource, find_pairs, normalize, targets
 from scip.segment.unet.model import MICRONUCLEI, OUTPUTS, Architecture, UNet
-from scip.segment.unet.predict import segment_image
+from scip.segment.unet.predict import labels_from_probabilities, segment_image
 from scip.segment.unet.train import loss_fn, train
 
 from conftest import DATA, assert_held_out
@@ -135,6 +138,12 @@ def test_two_output_model_files_still_load_and_segment(tmp_path):
     assert labels.shape == image.shape and probs.shape == (2, 64, 64)
     with pytest.raises(ValueError, match=r"old\.pt: the model has no micronuclei output"):
         micronuclei(image, model=path)
+    # The November 2026 model file (2 outputs, no clean-up keys): labels exactly as before the clean-up existed.
+    v1 = Path(__file__).resolve().parents[1] / "benchmarks" / "models" / "nuclei_v1.pt"
+    real, truth = tifffile.imread(DATA / "mnfinder/misc_4.tif"), tifffile.imread(DATA / "mnfinder/misc_4_nuclei.tif")
+    labels, probs = segment_image(real, v1, device="cpu", return_probabilities=True)
+    assert probs.shape[0] == 2 and np.array_equal(labels, labels_from_probabilities(probs, 0.5, 0.5, 20))
+    assert match_labels(truth, labels).f1 >= 0.88  # 0.903 measured, as with the code it shipped with
     # A file written before outputs were recorded: the two classic outputs are assumed.
     meta = modelfile.default_meta(["nuclei"])
     del meta["outputs"]

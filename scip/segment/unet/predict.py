@@ -399,7 +399,8 @@ def segment_image(image: np.ndarray, model: str | os.PathLike | ModelFile = "nuc
     predictor = load_predictor(model, device=device, precision=precision, quantize=quantize)
     probs = _probabilities(image, predictor, tta=tta, tile=tile, overlap=overlap, batch_size=batch_size,
                            diameter=diameter, smooth=smooth, norm_range=norm_range)
-    post = {**modelfile.default_meta([])["postprocess"], **predictor.model.meta.get("postprocess", {})}
+    # Only the thresholds have defaults: newer files' clean-up keys must not reach older files.
+    post = {"threshold": 0.5, "seed_threshold": 0.5, **predictor.model.meta.get("postprocess", {})}
     threshold = post["threshold"] if threshold is None else threshold
     seed_threshold = post["seed_threshold"] if seed_threshold is None else seed_threshold
     labels = labels_from_probabilities(probs, threshold, seed_threshold, min_size, post.get("seed_h"))
