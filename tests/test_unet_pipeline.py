@@ -63,8 +63,9 @@ def test_pipeline_run_with_unet_produces_a_table(nuclei_folder, tmp_path, data_d
     assert summary["config"]["segment"]["method"] == "unet"
     assert len(table) == summary["counts"]["cells"]["exported"] > 10
     assert "feat_cell_intensity_mean_DNA" in table
-    # Measured: recall 0.962, precision 0.806 (31 nuclei found, 26 true).
-    assert summary["evaluation"]["recall"] >= 0.9 and summary["evaluation"]["precision"] >= 0.75
+    # Measured with the December 2026 model: recall 0.885, precision 0.92 (25 nuclei found, 26 true); the November
+    # model found more fragments (31 found: recall 0.962, precision 0.806).
+    assert summary["evaluation"]["recall"] >= 0.85 and summary["evaluation"]["precision"] >= 0.85
 
 
 def test_multi_channel_config_for_a_one_channel_model_is_a_config_error(three_channels):
@@ -104,12 +105,12 @@ def test_listed_segmentation_channels_are_checked_at_prepare(three_channels, tmp
     plan = scip.prepare({**base, "segment": {"method": "unet", "model": str(two), "channel": [0, 2]}})
     assert plan.config.segment.channel == [0, 2]
     # Channels 0 and 2 (the image and a third of it) reach the model as one (2, H, W) image: the one-channel
-    # model's result on this crop (31 nuclei found, 21 exported away from the border, F1 0.877).
+    # model's result on this crop (December 2026 model: 25 nuclei found, 17 exported away from the border, F1 0.902).
     result = scip.run({**base, "segment": {"method": "unet", "model": str(two), "channel": [0, 2]}}, progress=False)
     images, cells = result.summary["counts"]["images"], result.summary["counts"]["cells"]
     assert images["total"] == images["with_cells"] == 1 and images["skipped"] == 0
-    assert len(pd.read_parquet(result.table)) == cells["exported"] >= 18
-    assert result.summary["evaluation"]["f1"] >= 0.84
+    assert len(pd.read_parquet(result.table)) == cells["exported"] >= 15
+    assert result.summary["evaluation"]["f1"] >= 0.86
 
 
 def test_missing_and_corrupt_model_files_are_config_errors(nuclei_folder, tmp_path):

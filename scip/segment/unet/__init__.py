@@ -23,7 +23,7 @@ import numpy as np
 
 from scip.segment._modelfiles import ModelCheck, check
 
-__all__ = ["unet", "require_torch", "check_model", "ModelCheck", "TORCH_MISSING"]
+__all__ = ["unet", "micronuclei", "require_torch", "check_model", "ModelCheck", "TORCH_MISSING"]
 
 TORCH_MISSING = "the unet method needs PyTorch: install torch (pip install 'scip[unet]')"
 
@@ -114,6 +114,67 @@ def unet(
                          overlap=overlap, batch_size=batch_size, diameter=diameter, threshold=threshold,
                          seed_threshold=seed_threshold, smooth=smooth, min_size=min_size,
                          norm_range=norm_range)
+
+
+def micronuclei(
+    image: np.ndarray,
+    *,
+    model: str | os.PathLike = "nuclei",
+    device: str = "auto",
+    tile: int = 512,
+    overlap: int = 64,
+    batch_size: int = 4,
+    tta: bool = False,
+    threshold: float | None = None,
+    min_size: int | None = None,
+    base_dir: str | os.PathLike | None = None,
+) -> np.ndarray:
+    """Label micronuclei with a U-Net model that has a ``micronuclei`` output.
+
+    The image is normalized and tiled as in :func:`unet`; each connected
+    region of the micronucleus probability above ``threshold`` is one
+    micronucleus. Micronuclei are not nuclei: :func:`unet` with the same
+    model leaves them out.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (C, H, W)
+        Intensities of the channel(s) the model was trained on.
+    model : str or path, optional
+        A built-in model name (``nuclei``) or a model file.
+    device : {"auto", "cpu", "cuda"}, optional
+    tile, overlap, batch_size : int, optional
+        Tiling of large images, as in :func:`unet`.
+    tta : bool, optional
+        Average the outputs over the 8 flips and 90-degree rotations.
+    threshold : float, optional
+        Probability threshold; ``None`` takes the model's
+        (``postprocess.micronucleus_threshold``, 0.5).
+    min_size : int, optional
+        Smaller regions (pixels) are dropped; ``None`` takes the model's
+        (``postprocess.micronucleus_min_size``, 3).
+    base_dir : path, optional
+        Folder a relative model path is resolved against.
+
+    Returns
+    -------
+    labels : ndarray of int32, shape (H, W)
+        0 background, micronuclei 1..N.
+
+    Raises
+    ------
+    ImportError
+        PyTorch is not installed.
+    ValueError
+        The model has no ``micronuclei`` output (the message names the file).
+    scip.segment.unet.modelfile.ModelFileError
+        Missing or unreadable model file, or a channel mismatch.
+    """
+    require_torch()
+    from .predict import segment_micronuclei
+
+    return segment_micronuclei(image, model, device=device, tile=tile, overlap=overlap, batch_size=batch_size,
+                               tta=tta, threshold=threshold, min_size=min_size, base_dir=base_dir)
 
 
 def check_model(model: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> ModelCheck:

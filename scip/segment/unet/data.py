@@ -11,6 +11,12 @@ image's own folder), with any readable extension. Files that serve as some
 pair's label are never images themselves; image files with no label file
 are listed in :attr:`Pairs.unpaired` and not used.
 
+An optional second template ``micronuclei`` names a label image of
+micronuclei found the same way (mnfinder: ``"{stem}_micronuclei"``); a
+model trained with it gets a third output, ``micronuclei``. An image
+without that file is still used, and its micronucleus output is not
+trained on (it is unknown, not empty).
+
 Examples: mnfinder's ``3.tif`` + ``3_nuclei.tif`` is ``labels: "{stem}_nuclei"``;
 a folder ``images/a.png`` with ``masks/a.png`` is ``label_path: masks,
 labels: "{stem}"``; a single ``image.tif`` with ``labels.tif`` is ``images: image.tif,
@@ -49,16 +55,21 @@ class DataSource:
     label_path: Path | None = None
     exclude: tuple[str, ...] = ()
     channels: tuple[int, ...] | None = None
+    micronuclei: str | None = None
 
 
 @dataclass(frozen=True)
 class Pair:
-    """An image file and its label file; ``key`` names it in reports (path relative to the source)."""
+    """An image file and its label file; ``key`` names it in reports (path relative to the source).
+
+    ``micronuclei`` is the micronucleus label file, when the source names one and it exists.
+    """
 
     image: Path
     labels: Path
     key: str
     channels: tuple[int, ...] | None = None
+    micronuclei: Path | None = None
 
 
 @dataclass
@@ -102,6 +113,14 @@ def find_pairs(sources: Sequence[DataSource]) -> Pairs:
             if label is not None and label != image:
                 found.append((image, label))
         labels = {lab for _, lab in found}
+        micronuclei = {}
+        if src.micronuclei is not None:
+            for image, _ in found:
+                folder = Path(src.label_path) if src.label_path is not None else image.parent
+                mn = by_folder[folder].get(src.micronuclei.format(stem=_stem(image)))
+                if mn is not None and mn != image:
+                    micronuclei[image] = mn
+        labels |= set(micronuclei.values())
         for image in candidates:
             if image in labels:
                 continue
@@ -109,7 +128,8 @@ def find_pairs(sources: Sequence[DataSource]) -> Pairs:
             if match is None:
                 out.unpaired.append(image)
             else:
-                out.pairs.append(Pair(image, match, image.relative_to(root).as_posix(), src.channels))
+                out.pairs.append(Pair(image, match, image.relative_to(root).as_posix(), src.channels,
+                                      micronuclei.get(image)))
     if not out.pairs:
         raise FileNotFoundError("no image/label pairs found in " + ", ".join(str(s.path) for s in sources)
                                 + " (check images, labels and label_path; see scip.segment.unet.data)")
@@ -218,14 +238,32 @@ def normalize_range(image: np.ndarray, ranges) -> np.ndarray:
     return out
 
 
-def targets(labels: np.ndarray) -> np.ndarray:
+def targets(labels: np.ndarray, micronuclei: np.ndarray | None = None, *,
+            with_micronuclei: bool = False) -> np.ndarray:
     """Training targets of a label image: ``(2, H, W)`` float32 foreground and centre.
 
     The centre target of an object is its own distance transform (distance
     to the nearest pixel outside the object, so touching objects get low
     values along their contact) divided by its maximum.
+
+    With ``with_micronuclei`` two more channels follow: the micronucleus
+    foreground (from ``micronuclei``, a label image) and a mask that is 1
+    where that foreground is known: everywhere when ``micronuclei`` is
+    given, nowhere when it is ``None`` (an image annotated for nuclei only).
+    Micronucleus pixels are nucleus background, as in mnfinder's labels.
     """
     labels = np.asarray(labels)
+    if with_micronuclei:
+        base = targets(labels)
+        if micronuclei is None:
+            extra = np.zeros((2,) + labels.shape, np.float32)
+        else:
+            micronuclei = np.asarray(micronuclei)
+            if micronuclei.shape != labels.shape:
+                raise ValueError(f"micronucleus labels of shape {micronuclei.shape} for nucleus labels of shape "
+                                 f"{labels.shape}")
+            extra = np.stack([(micronuclei > 0).astype(np.float32), np.ones(labels.shape, np.float32)])
+        return np.concatenate([base, extra])
     fg = (labels > 0).astype(np.float32)
     centre = np.zeros(labels.shape, np.float32)
     for i, sl in enumerate(ndi.find_objects(labels), start=1):

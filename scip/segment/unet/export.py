@@ -3,7 +3,8 @@
 The exported graph takes ``image``, ``(N, C, H, W)`` float32 normalized as
 the model file's ``normalization`` says, with H and W multiples of 16 (any
 batch size and size: the axes are dynamic), and returns ``probabilities``,
-``(N, 2, H, W)``: foreground and centre after the sigmoid. The model file's
+``(N, K, H, W)``: the model's outputs (foreground, centre and, when it has one,
+micronuclei) after the sigmoid. The model file's
 metadata travels along as ONNX metadata properties (``scip_meta``, JSON),
 so another runtime can normalize and post-process as scip does
 (:func:`scip.segment.unet.predict.labels_from_probabilities`).

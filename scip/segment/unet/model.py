@@ -12,6 +12,10 @@ Two output channels, as logits:
 - 1, *centre*: the object's distance transform, divided by its maximum, so
   1 at the centre of every object and near 0 at its edge and where two
   objects touch. Seeds taken from it split touching objects.
+
+A model trained with micronucleus labels has a third, ``micronuclei``
+(:data:`MICRONUCLEI`): the pixel belongs to a micronucleus (which is
+background for the first two).
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["Architecture", "UNet", "OUTPUTS", "block_names"]
+__all__ = ["Architecture", "UNet", "OUTPUTS", "MICRONUCLEI", "block_names"]
 
 #: Names of the output channels, in order.
 OUTPUTS = ("foreground", "centre")
+
+#: Name of the optional third output channel.
+MICRONUCLEI = "micronuclei"
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,14 @@ the file. It holds a dictionary:
     INT8 quantization measures activation ranges on, so that quantizing
     the same file always gives the same model.
 ``meta``
-    Plain types: ``channels`` (input channel names, for people), ``outputs``,
+    Plain types: ``channels`` (input channel names, for people), ``outputs``
+    (``foreground``, ``centre`` and optionally ``micronuclei``),
     ``normalization``, ``diameter`` (median object diameter in pixels of the
     training labels), ``pixel_size`` (when known), ``postprocess``
-    (default thresholds) and ``training`` (data, settings, scores, versions).
+    (default thresholds; in newer files also ``seed_h``, ``min_area_fraction``,
+    ``drop_micronuclei``, ``micronucleus_threshold``,
+    ``micronucleus_min_size``) and ``training`` (data, settings, scores,
+    versions, ``train_files``).
 
 Built-in models live in ``scip/segment/models/<name>.pt`` and are named
 without the suffix (:func:`builtin_models`).
@@ -37,9 +41,9 @@ import torch
 from scip.segment._modelfiles import ModelFileError, builtin_names, read_payload, write_payload
 from scip.segment._modelfiles import resolve as resolve_file
 
-from .model import OUTPUTS, Architecture, UNet
+from .model import MICRONUCLEI, OUTPUTS, Architecture, UNet
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ModelFile", "ModelFileError", "builtin_models", "resolve", "load", "save",
+__all__ = ["FORMAT", "FORMAT_VERSION", "MICRONUCLEI", "ModelFile", "ModelFileError", "builtin_models", "resolve", "load", "save",
            "default_meta"]
 
 FORMAT = "scip-unet"
@@ -62,16 +66,24 @@ def resolve(model: str | os.PathLike, base_dir: str | os.PathLike | None = None)
     return resolve_file(model, base_dir, ".pt")
 
 
-def default_meta(channels: list[str]) -> dict[str, Any]:
-    """Metadata of a new model before training fills in ``diameter`` and ``training``."""
+def default_meta(channels: list[str], micronuclei: bool = False) -> dict[str, Any]:
+    """Metadata of a new model before training fills in ``diameter`` and ``training``.
+
+    With ``micronuclei`` the outputs end with :data:`MICRONUCLEI`.
+    """
     return {
         "channels": list(channels),
-        "outputs": list(OUTPUTS),
+        "outputs": list(OUTPUTS) + ([MICRONUCLEI] if micronuclei else []),
         # Per-image percentiles make the input independent of camera gain, offset and bit depth.
         "normalization": {"kind": "percentile", "low": 1.0, "high": 99.8},
         "diameter": None,
         "pixel_size": None,
-        "postprocess": {"threshold": 0.5, "seed_threshold": 0.5},
+        # seed_h: h-maxima seeds; min_area_fraction: fragments far below the training size are dropped;
+        # drop_micronuclei: nucleus objects that the micronucleus output claims are dropped (each measured
+        # in docs/segmentation.md).
+        "postprocess": {"threshold": 0.5, "seed_threshold": 0.5, "seed_h": 0.2, "min_area_fraction": 0.25,
+                        **({"micronucleus_threshold": 0.5, "micronucleus_min_size": 3,
+                            "drop_micronuclei": True} if micronuclei else {})},
         "training": {},
     }
 
@@ -97,6 +109,11 @@ class ModelFile:
     meta: dict
     calibration: torch.Tensor | None = None
     path: Path | None = field(default=None, compare=False)
+
+    @property
+    def outputs(self) -> list[str]:
+        """Names of the output channels (``foreground``, ``centre`` and, when trained for it, ``micronuclei``)."""
+        return list(self.meta.get("outputs", OUTPUTS))
 
     @property
     def in_channels(self) -> int:

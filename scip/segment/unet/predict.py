@@ -37,7 +37,7 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 from scipy import ndimage as ndi
-from skimage import measure, segmentation
+from skimage import measure, morphology, segmentation
 from torch.nn import functional as F
 
 from .._util import CONNECTIVITY, remove_small_and_relabel
@@ -48,7 +48,7 @@ from .data import normalize, normalize_range
 from .modelfile import ModelFile, ModelFileError
 
 __all__ = ["Predictor", "load_predictor", "resolve_device", "predict_probabilities", "labels_from_probabilities",
-           "segment_image", "tta_forward", "clear_cache"]
+           "micronucleus_labels", "clean_nuclei", "segment_image", "segment_micronuclei", "tta_forward", "clear_cache"]
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
@@ -304,7 +304,9 @@ def predict_probabilities(image: np.ndarray, predictor: Predictor, *, tta: bool 
 
     Returns
     -------
-    ndarray of float32, shape (2, H, W)
+    ndarray of float32, shape (K, H, W)
+        One channel per model output (``predictor.model.outputs``): 2, or 3
+        with micronuclei.
     """
     c, h, w = image.shape
     if scale != 1.0:
@@ -321,12 +323,15 @@ def predict_probabilities(image: np.ndarray, predictor: Predictor, *, tta: bool 
     step_h, step_w = max(th - overlap, m), max(tw - overlap, m)
     corners = [(y, x) for y in _starts(padded.shape[1], th, step_h) for x in _starts(padded.shape[2], tw, step_w)]
     weight = _window(th, overlap if len(corners) > 1 else 0)[:, None] * _window(tw, overlap if len(corners) > 1 else 0)[None, :]
-    acc = np.zeros((2,) + padded.shape[1:], np.float32)
+    acc = None
+
     wsum = np.zeros(padded.shape[1:], np.float32)
     for i in range(0, len(corners), max(1, batch_size)):
         batch_corners = corners[i:i + max(1, batch_size)]
         batch = np.stack([padded[:, y:y + th, x:x + tw] for y, x in batch_corners])
         probs = predictor.forward(batch, tta=tta)
+        if acc is None:
+            acc = np.zeros((probs.shape[1],) + padded.shape[1:], np.float32)
         for (y, x), p in zip(batch_corners, probs):
             acc[:, y:y + th, x:x + tw] += p * weight
             wsum[y:y + th, x:x + tw] += weight
@@ -338,7 +343,7 @@ def predict_probabilities(image: np.ndarray, predictor: Predictor, *, tta: bool 
 
 
 def labels_from_probabilities(probs: np.ndarray, threshold: float = 0.5, seed_threshold: float = 0.5,
-                              min_size: int = 20) -> np.ndarray:
+                              min_size: int = 20, seed_h: float | None = None) -> np.ndarray:
     """Instances from foreground and centre probabilities.
 
     Seeds are the connected regions where the centre probability exceeds
@@ -346,6 +351,11 @@ def labels_from_probabilities(probs: np.ndarray, threshold: float = 0.5, seed_th
     over the foreground (probability above ``threshold``), so touching
     objects part along the valley of the centre map. A foreground region
     without a seed becomes one object.
+
+    With ``seed_h``, seeds are instead the maxima of the centre map (inside
+    the foreground) that rise at least ``seed_h`` above the valley to any
+    higher maximum (h-maxima): two maxima of one nucleus with a shallow
+    valley between them give one seed, which stops fragments.
 
     Returns
     -------
@@ -356,7 +366,11 @@ def labels_from_probabilities(probs: np.ndarray, threshold: float = 0.5, seed_th
     if not fg.any():
         return np.zeros(fg.shape, np.int32)
     centre = probs[1]
-    markers = measure.label(fg & (centre > seed_threshold), connectivity=CONNECTIVITY).astype(np.int64)
+    if seed_h:
+        peaks = morphology.h_maxima(np.where(fg, centre, 0).astype(np.float64), seed_h).astype(bool)
+        markers = measure.label(fg & peaks, connectivity=CONNECTIVITY).astype(np.int64)
+    else:
+        markers = measure.label(fg & (centre > seed_threshold), connectivity=CONNECTIVITY).astype(np.int64)
     components = measure.label(fg, connectivity=CONNECTIVITY)
     seeded = np.zeros(int(components.max()) + 1, bool)
     seeded[components[markers > 0]] = True
@@ -383,20 +397,64 @@ def segment_image(image: np.ndarray, model: str | os.PathLike | ModelFile = "nuc
         Only with ``return_probabilities``.
     """
     predictor = load_predictor(model, device=device, precision=precision, quantize=quantize)
-    mf = predictor.model
-    image = check_channels(image, mf.in_channels, mf.meta.get("channels", []), mf.path)
-    post = {**modelfile.default_meta([])["postprocess"], **mf.meta.get("postprocess", {})}
+    probs = _probabilities(image, predictor, tta=tta, tile=tile, overlap=overlap, batch_size=batch_size,
+                           diameter=diameter, smooth=smooth, norm_range=norm_range)
+    # Only the thresholds have defaults: newer files' clean-up keys must not reach older files.
+    post = {"threshold": 0.5, "seed_threshold": 0.5, **predictor.model.meta.get("postprocess", {})}
     threshold = post["threshold"] if threshold is None else threshold
     seed_threshold = post["seed_threshold"] if seed_threshold is None else seed_threshold
+    labels = labels_from_probabilities(probs, threshold, seed_threshold, min_size, post.get("seed_h"))
+    labels = clean_nuclei(labels, probs, predictor.model, diameter)
+    return (labels, probs) if return_probabilities else labels
+
+
+def clean_nuclei(labels: np.ndarray, probs: np.ndarray, model: ModelFile, diameter: float | None = None) -> np.ndarray:
+    """The model file's own clean-up of nucleus labels (``meta.postprocess``; older files have none).
+
+    - ``min_area_fraction``: objects smaller than this fraction of the area
+      of a disk of the training diameter (or of ``diameter``, the image's
+      nucleus size, when given) are dropped: fragments inside a nucleus and
+      debris.
+    - ``drop_micronuclei`` (models with a ``micronuclei`` output): objects
+      whose mean micronucleus probability exceeds 0.5 are dropped, since
+      micronuclei are not nuclei.
+
+    Returns
+    -------
+    ndarray of int32
+        Relabelled 1..N.
+    """
+    post = model.meta.get("postprocess", {})
+    if labels.max() == 0:
+        return labels
+    drop = np.zeros(int(labels.max()) + 1, bool)
+    if post.get("drop_micronuclei") and modelfile.MICRONUCLEI in model.outputs:
+        mn = probs[model.outputs.index(modelfile.MICRONUCLEI)]
+        sums = np.bincount(labels.ravel(), weights=mn.ravel(), minlength=drop.size)
+        counts = np.bincount(labels.ravel(), minlength=drop.size)
+        drop |= sums > 0.5 * np.maximum(counts, 1)
+    fraction, d = post.get("min_area_fraction"), diameter or model.meta.get("diameter")
+    if fraction and d:
+        drop |= np.bincount(labels.ravel(), minlength=drop.size) < fraction * np.pi * (d / 2) ** 2
+    drop[0] = False
+    if not drop[1:].any():
+        return labels
+    return remove_small_and_relabel(np.where(drop[labels], 0, labels).astype(np.int32), 1)
+
+
+def _probabilities(image: np.ndarray, predictor: Predictor, *, tta: bool, tile: int, overlap: int, batch_size: int,
+                   diameter: float | None, smooth: float, norm_range: list | None) -> np.ndarray:
+    """All output probabilities of a raw image: smoothing, normalization, rescaling, tiles."""
+    mf = predictor.model
+    image = check_channels(image, mf.in_channels, mf.meta.get("channels", []), mf.path)
     image = image.astype(np.float32)
     if smooth > 0:
         image = np.stack([ndi.gaussian_filter(ch, smooth, mode="nearest") for ch in image])
-    empty = np.zeros(image.shape[1:], np.int32)
     if norm_range is not None:
         image = normalize_range(image, norm_range)
     elif image.size == 0 or all(np.ptp(ch) == 0 for ch in image):
         # A constant image has nothing to find; percentiles would also divide by zero.
-        return (empty, np.zeros((2,) + empty.shape, np.float32)) if return_probabilities else empty
+        return np.zeros((len(mf.outputs),) + image.shape[1:], np.float32)
     else:
         norm = mf.meta.get("normalization", {})
         image = normalize(image, norm.get("low", 1.0), norm.get("high", 99.8))
@@ -407,7 +465,43 @@ def segment_image(image: np.ndarray, model: str | os.PathLike | ModelFile = "nuc
         if not mf.meta.get("diameter"):
             raise ModelFileError(f"{mf.path}: the model records no training diameter, so diameter cannot rescale")
         scale = float(mf.meta["diameter"]) / float(diameter)
-    probs = predict_probabilities(image, predictor, tta=tta, tile=tile, overlap=overlap, batch_size=batch_size,
-                                  scale=scale)
-    labels = labels_from_probabilities(probs, threshold, seed_threshold, min_size)
-    return (labels, probs) if return_probabilities else labels
+    return predict_probabilities(image, predictor, tta=tta, tile=tile, overlap=overlap, batch_size=batch_size,
+                                 scale=scale)
+
+
+def micronucleus_labels(probs: np.ndarray, index: int, threshold: float = 0.5, min_size: int = 3) -> np.ndarray:
+    """Micronuclei from the probabilities of the ``micronuclei`` output (channel ``index``).
+
+    Each connected region above ``threshold`` is one micronucleus (they are
+    small and rarely touch one another); regions under ``min_size`` pixels
+    are dropped.
+
+    Returns
+    -------
+    ndarray of int32, shape (H, W)
+        0 background, micronuclei 1..N.
+    """
+    mask = probs[index] > threshold
+    if not mask.any():
+        return np.zeros(mask.shape, np.int32)
+    return remove_small_and_relabel(measure.label(mask, connectivity=CONNECTIVITY), min_size)
+
+
+def segment_micronuclei(image: np.ndarray, model: str | os.PathLike | ModelFile = "nuclei", *, device: str = "auto",
+                        tile: int = 512, overlap: int = 64, batch_size: int = 4, tta: bool = False,
+                        threshold: float | None = None, min_size: int | None = None,
+                        base_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """Label the micronuclei of ``image`` (see :func:`scip.segment.unet.micronuclei`)."""
+    if not isinstance(model, ModelFile):
+        model = modelfile.resolve(model, base_dir)
+    predictor = load_predictor(model, device=device)
+    mf = predictor.model
+    if modelfile.MICRONUCLEI not in mf.outputs:
+        raise ValueError(f"{mf.path}: the model has no micronuclei output (outputs: {', '.join(mf.outputs)}); "
+                         "use a model trained with micronucleus labels, such as the built-in 'nuclei'")
+    post = mf.meta.get("postprocess", {})
+    threshold = post.get("micronucleus_threshold", 0.5) if threshold is None else threshold
+    min_size = post.get("micronucleus_min_size", 3) if min_size is None else min_size
+    probs = _probabilities(image, predictor, tta=tta, tile=tile, overlap=overlap, batch_size=batch_size,
+                           diameter=None, smooth=0.0, norm_range=None)
+    return micronucleus_labels(probs, mf.outputs.index(modelfile.MICRONUCLEI), threshold, min_size)

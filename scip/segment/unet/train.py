@@ -14,7 +14,14 @@ thresholds of the kept model are then chosen on the validation images
 
 The loss is binary cross-entropy plus soft Dice on the foreground output,
 plus binary cross-entropy of the centre output against its soft target
-(:func:`.data.targets`).
+(:func:`.data.targets`). When a data source names micronucleus labels
+(``micronuclei:``), the model gets a third output, ``micronuclei``, trained
+with binary cross-entropy plus soft Dice on the images that have such labels.
+
+``validation: []`` holds out no image: every epoch trains, none is scored,
+the last epoch is kept and the thresholds stay at their defaults (the
+leave-one-set-out benchmark trains so, to keep every image of the other
+sets for training and choose nothing on the held-out one).
 
 Files written to the output folder: ``model.pt`` (the best model, a model
 file), ``checkpoint.pt`` (last epoch: weights, optimizer, schedule, history,
@@ -172,12 +179,24 @@ def train_mode(net: nn.Module, frozen: Frozen) -> None:
 
 
 def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE + soft Dice on the foreground, BCE on the centre map; ``(N, 2, H, W)`` each."""
+    """BCE + soft Dice on the foreground, BCE on the centre map; ``(N, 2, H, W)`` each.
+
+    With a micronucleus output, ``logits`` is ``(N, 3, H, W)`` and ``target``
+    ``(N, 4, H, W)`` (:func:`.data.targets`): BCE + soft Dice on the
+    micronuclei where their labels are known (channel 3).
+    """
     fg, centre = target[:, 0], target[:, 1]
     prob = torch.sigmoid(logits[:, 0])
     dice = 1 - (2 * (prob * fg).sum() + 1) / (prob.sum() + fg.sum() + 1)
-    return (F.binary_cross_entropy_with_logits(logits[:, 0], fg) + dice
+    loss = (F.binary_cross_entropy_with_logits(logits[:, 0], fg) + dice
             + F.binary_cross_entropy_with_logits(logits[:, 1], centre))
+    if logits.shape[1] > 2:
+        mn, known = target[:, 2], target[:, 3]
+        if known.sum() > 0:
+            bce = F.binary_cross_entropy_with_logits(logits[:, 2], mn, weight=known, reduction="sum") / known.sum()
+            p = torch.sigmoid(logits[:, 2]) * known
+            loss = loss + bce + 1 - (2 * (p * mn).sum() + 1) / (p.sum() + (mn * known).sum() + 1)
+    return loss
 
 
 def _prob_loss(probs: np.ndarray, target: np.ndarray) -> float:
@@ -196,15 +215,22 @@ class _Item:
     labels: np.ndarray  # (H, W)
 
 
-def load_pairs(pairs: list[Pair], norm: dict) -> list[_Item]:
-    """Read, check and normalize pairs; targets computed once per image."""
+def load_pairs(pairs: list[Pair], norm: dict, micronuclei: bool = False) -> list[_Item]:
+    """Read, check and normalize pairs; targets computed once per image (with micronucleus channels if asked)."""
     items = []
     for pair in pairs:
         image = read_image(pair.image, pair.channels)
         labels = read_labels(pair.labels)
         if image.shape[1:] != labels.shape:
             raise ValueError(f"{pair.image} is {image.shape[1:]} but its labels {pair.labels} are {labels.shape}")
-        items.append(_Item(pair.key, normalize(image, norm["low"], norm["high"]), targets(labels), labels))
+        mn = None
+        if micronuclei and pair.micronuclei is not None:
+            mn = read_labels(pair.micronuclei)
+            if mn.shape != labels.shape:
+                raise ValueError(f"{pair.image} is {labels.shape} but its micronucleus labels {pair.micronuclei} are "
+                                 f"{mn.shape}")
+        items.append(_Item(pair.key, normalize(image, norm["low"], norm["high"]),
+                           targets(labels, mn, with_micronuclei=micronuclei), labels))
     return items
 
 
@@ -214,6 +240,8 @@ def _split(pairs: list[Pair], validation: float | list[str], seed: int) -> tuple
             if not any(fnmatch.fnmatch(p.key, pattern) for p in pairs):
                 raise ValueError(f"validation: {pattern!r} matches no image; image keys look like {pairs[0].key!r}")
         val = [p for p in pairs if any(fnmatch.fnmatch(p.key, pat) for pat in validation)]
+        if not validation:
+            return list(pairs), []
     else:
         if len(pairs) < 2:
             raise ValueError("validation: a fraction needs at least 2 image/label pairs")
@@ -230,7 +258,7 @@ def _batch(items: list[_Item], weights: np.ndarray, size: int, n: int, aug: Augm
            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for i in rng.choice(len(items), size=n, p=weights):
-        x, y = random_crop(items[i].image, items[i].target, size, rng)
+        x, y = random_crop(items[i].image, items[i].target, size, rng, aug.scale)
         x, y = augment(x, y, aug, rng)
         xs.append(x)
         ys.append(y)
@@ -394,13 +422,20 @@ def train(config: TrainConfig | str | os.PathLike | dict, *, output: str | os.Pa
     rng = np.random.default_rng(cfg.seed)
 
     base_model = modelfile.load(cfg.finetune) if cfg.finetune else None
-    meta = dict(base_model.meta) if base_model else modelfile.default_meta(cfg.channels)
+    with_mn = any(d.micronuclei for d in cfg.data)
+    if base_model is not None:
+        has_mn = modelfile.MICRONUCLEI in base_model.meta.get("outputs", [])
+        if with_mn and not has_mn:
+            raise ValueError(f"data names micronucleus labels, but {base_model.path} has no micronucleus output "
+                             "to fine-tune; train a new model, or drop micronuclei: from the data")
+        with_mn = has_mn
+    meta = dict(base_model.meta) if base_model else modelfile.default_meta(cfg.channels, micronuclei=with_mn)
     norm = meta["normalization"]
     sources = [DataSource(d.path, d.images, d.labels, d.label_path, tuple(d.exclude),
-                          tuple(d.channels) if d.channels is not None else None) for d in cfg.data]
+                          tuple(d.channels) if d.channels is not None else None, d.micronuclei) for d in cfg.data]
     found = find_pairs(sources)
     train_pairs, val_pairs = _split(found.pairs, cfg.validation, cfg.seed)
-    train_items, val_items = load_pairs(train_pairs, norm), load_pairs(val_pairs, norm)
+    train_items, val_items = load_pairs(train_pairs, norm, with_mn), load_pairs(val_pairs, norm, with_mn)
     channels = {it.image.shape[0] for it in train_items + val_items}
     if len(channels) != 1:
         raise ValueError(f"training images have different channel counts: {sorted(channels)}; select channels per source")
@@ -416,7 +451,8 @@ def train(config: TrainConfig | str | os.PathLike | dict, *, output: str | os.Pa
             raise ValueError(f"channels: {len(cfg.channels)} names given ({', '.join(cfg.channels)}), the training "
                              f"images have {n_channels} channel(s)")
         arch = Architecture(in_channels=n_channels, stem=cfg.architecture.stem,
-                            stages=[tuple(s) for s in cfg.architecture.stages], decoder=list(cfg.architecture.decoder))
+                            stages=[tuple(s) for s in cfg.architecture.stages], decoder=list(cfg.architecture.decoder),
+                            out_channels=len(meta["outputs"]))
         net = UNet(arch)
     net = net.to(device).to(memory_format=torch.channels_last)
     frozen = freeze(net, cfg.freeze)
@@ -469,12 +505,17 @@ def train(config: TrainConfig | str | os.PathLike | dict, *, output: str | os.Pa
             schedule.step()
             losses.append(loss.detach().item())
         net.eval()
-        scores = evaluate(evaluator, val_items, post["threshold"], post["seed_threshold"])
+        if val_items:
+            scores = evaluate(evaluator, val_items, post["threshold"], post["seed_threshold"])
+        else:
+            scores = dict.fromkeys(("loss", "f1", "precision", "recall", "object_jaccard", "pixel_jaccard"), float("nan"))
         entry = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": scores["loss"],
                  **{k: scores[k] for k in ("f1", "precision", "recall", "object_jaccard", "pixel_jaccard")},
                  "lr": schedule.get_last_lr()[0], "seconds": time.perf_counter() - t0}
         history.append(entry)
-        if cfg.monitor == "f1":
+        if not val_items:
+            improved = True  # nothing to choose on: the last epoch is kept
+        elif cfg.monitor == "f1":
             improved = best is None or (entry["f1"], -entry["val_loss"]) > (best["f1"], -best["val_loss"])
         else:
             improved = best is None or entry["val_loss"] < best["val_loss"]
@@ -496,13 +537,15 @@ def train(config: TrainConfig | str | os.PathLike | dict, *, output: str | os.Pa
 
     kept = modelfile.load(model_path)
     tuning: list[dict] = []
-    if cfg.tune_thresholds:
+    if cfg.tune_thresholds and val_items:
         chosen, tuning = tune_thresholds(Predictor(kept, kept.network().to(device), device, None, "fp32"), val_items)
         kept.meta["postprocess"] = {**kept.meta.get("postprocess", {}), **chosen}
         log.info("thresholds chosen on the validation images: foreground %.2f, seed %.2f",
                  chosen["threshold"], chosen["seed_threshold"])
     final = evaluate(Predictor(kept, kept.network().to(device), device, None, "fp32"), val_items,
                      kept.meta["postprocess"]["threshold"], kept.meta["postprocess"]["seed_threshold"])
+    if not val_items:
+        final.update(dict.fromkeys(("f1", "precision", "recall", "object_jaccard", "pixel_jaccard"), float("nan")))
     seconds = time.perf_counter() - start
     from scip import __version__
 
@@ -514,6 +557,8 @@ def train(config: TrainConfig | str | os.PathLike | dict, *, output: str | os.Pa
                   "label_path": _relative(d.label_path, base) if d.label_path else None}
                  for i, d in enumerate(cfg.data)],
         "train_images": [it.key for it in train_items], "validation_images": [it.key for it in val_items],
+        # Keys repeat across sources (mnfinder's 1.tif in several splits): the files say which one was used.
+        "train_files": [_relative(p.image, base) for p in train_pairs],
         "finetuned_from": None if base_model is None else {
             "path": cfg.finetune if cfg.finetune in modelfile.builtin_models() else _relative(Path(cfg.finetune), base),
             "date_utc": base_model.meta.get("training", {}).get("date_utc")},

@@ -32,6 +32,7 @@ class DataConfig(_Section):
     path: Path
     images: str = "*"
     labels: str = "{stem}_labels"
+    micronuclei: str | None = None
     label_path: Path | None = None
     exclude: list[str] = []
     channels: list[Annotated[int, Field(ge=0)]] | None = None
@@ -62,6 +63,9 @@ class AugmentConfig(_Section):
     offset: Annotated[float, Field(ge=0)] = 0.1
     gamma: tuple[float, float] = (0.7, 1.4)
     noise: Annotated[float, Field(ge=0)] = 0.05
+    scale: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (1.0, 1.0)
+    blur: Annotated[float, Field(ge=0)] = 0.0
+    background: Annotated[float, Field(ge=0)] = 0.0
 
 
 class TrainConfig(_Section):
