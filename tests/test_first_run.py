@@ -137,3 +137,44 @@ def test_configure_sets_the_variable_and_numbas_config(monkeypatch, tmp_path):
     monkeypatch.setattr(_numbacache, "_can_create", lambda p: True)
     monkeypatch.delenv("NUMBA_CACHE_DIR")
     assert _numbacache.configure() is None and "NUMBA_CACHE_DIR" not in os.environ
+
+
+class _FakeClient:
+    """What warm_workers uses of a distributed Client: workers with resources, submit pinned, gather."""
+
+    def __init__(self, workers: dict[str, dict], fail: bool = False):
+        self.workers, self.fail, self.submitted = workers, fail, []
+
+    def scheduler_info(self, n_workers=-1):
+        return {"workers": {a: {"resources": r} for a, r in self.workers.items()}}
+
+    def submit(self, func, names, workers, allow_other_workers, pure):
+        assert allow_other_workers is False and len(workers) == 1
+        self.submitted.append((workers[0], names))
+        return func(names)
+
+    def gather(self, futures):
+        if self.fail:
+            raise OSError("worker gone")
+        return futures
+
+
+def test_warm_workers_gives_each_feature_worker_its_own_share(monkeypatch, caplog):
+    from scip.engine import warm
+    from scip.engine.cluster import CPU, GPU, Routing, Session
+
+    monkeypatch.setattr(warm, "_compile_share", lambda names: {n: 0.0 for n in names})
+    client = _FakeClient({"tcp://a": {CPU: 1}, "tcp://b": {CPU: 2}, "tcp://g": {GPU: 1}})
+    session = Session(client, Routing({GPU: 1}, {CPU: 1}))
+    seconds = warm.warm_workers(session, ["shape", "texture"])
+    wanted = {k.name for k in warmup.kernels_for(["shape", "texture"])}
+    assert set(seconds) == wanted
+    assert {w for w, _ in client.submitted} == {"tcp://a", "tcp://b"}  # not the GPU worker: it runs no features
+    shares = [set(names) for _, names in client.submitted]
+    assert not shares[0] & shares[1] and shares[0] | shares[1] == wanted
+
+    client = _FakeClient({"tcp://a": {}}, fail=True)
+    with caplog.at_level("WARNING", logger="scip"):
+        assert warm.warm_workers(Session(client, Routing()), ["texture"]) is None
+    assert "compile on first use" in caplog.text and "worker gone" in caplog.text
+    assert warm.warm_workers(Session(None), ["texture"]) is None
