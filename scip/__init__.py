@@ -18,6 +18,11 @@ import types
 from importlib import import_module
 
 from scip.yamlfile import ConfigError
+from scip._numbacache import configure as _configure_numba_cache
+
+# Before any module with a cached kernel imports numba: a read-only install
+# without a writable home would otherwise fail to import them.
+_configure_numba_cache()
 
 __version__ = "0.1.0"
 

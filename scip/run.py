@@ -26,7 +26,7 @@ from pathlib import Path
 from scip import report
 from scip.accounting import SKIPPED_COLUMNS, PartitionSummary
 from scip.config import Config, ConfigError, check_models, load_config
-from scip.engine import cluster, graph, tiles
+from scip.engine import cluster, graph, tiles, warm
 from scip.engine.compute import compute_partitions
 from scip.engine.output import (OUTPUT_FILES, done_partitions, labels_written, new_manifest, partition_entries,
                                 planned_files, prepare_output, resumable, versions)
@@ -257,6 +257,8 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
     with cluster.connect(config.cluster, client) as session, cluster.task_stream(session) as stream:
         if session.client is not None:
             print(f"scip: dashboard at {session.client.dashboard_link}", file=sys.stderr)
+        if todo:  # each worker compiles a share of the feature kernels before the first partition
+            warm.warm_workers(session, config.features.families)
         if config.input.max_image_bytes == "auto":
             # Known only now: an image decoding to more than a share of the smallest worker's memory is read in
             # tiles (or skipped, with tiles.mode: never).

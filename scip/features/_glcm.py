@@ -342,7 +342,7 @@ def haralick_runs(values, starts, counts, rows, cols, offsets, n_levels, lo, hi,
                 if offsets[o, 0] >= h or abs(offsets[o, 1]) >= w:
                     continue  # no pair fits in the bounding box: stays NaN
                 cnt[:m * m] = 0
-                npairs = 0
+                npairs = np.intp(0)  # not a literal, which would compile _haralick13 twice
                 step = offsets[o, 0] * wp + offsets[o, 1]
                 for k in range(n):
                     pa = pos[k]

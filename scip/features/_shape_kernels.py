@@ -113,8 +113,10 @@ def _convex_rows(first, last, h, w, ys, xs, cy, cx, lo, hi):
     matter, so the left (right) hull boundary is the lower (upper) envelope of
     the leftmost (rightmost) edge midpoint of each doubled row.
     """
-    # Left boundary.
-    n = 0
+    # Left boundary. Typed constants (np.intp, np.bool_) as arguments of the
+    # helpers: a bare literal would have numba compile one more
+    # specialization of the helper for that literal value.
+    n = np.intp(0)
     for Y in range(-1, 2 * h):
         if Y % 2 == 0:
             r = Y // 2
@@ -136,20 +138,20 @@ def _convex_rows(first, last, h, w, ys, xs, cy, cx, lo, hi):
                 ys[n] = Y
                 xs[n] = best
                 n += 1
-    nl = _envelope(ys, xs, n, True, cy, cx)
+    nl = _envelope(ys, xs, n, np.bool_(True), cy, cx)
     t = 0
     for r in range(h):
         Y = 2 * r
         while t + 1 < nl and cy[t + 1] < Y:
             t += 1
         if cy[t] == Y or t + 1 >= nl:
-            lo[r] = _ceil_div(cx[t], 2)
+            lo[r] = _ceil_div(cx[t], np.int64(2))
         else:
             den = cy[t + 1] - cy[t]
             num = cx[t] * den + (Y - cy[t]) * (cx[t + 1] - cx[t])
             lo[r] = _ceil_div(num, 2 * den)
     # Right boundary.
-    n = 0
+    n = np.intp(0)
     for Y in range(-1, 2 * h):
         if Y % 2 == 0:
             r = Y // 2
@@ -170,7 +172,7 @@ def _convex_rows(first, last, h, w, ys, xs, cy, cx, lo, hi):
                 ys[n] = Y
                 xs[n] = best
                 n += 1
-    nr = _envelope(ys, xs, n, False, cy, cx)
+    nr = _envelope(ys, xs, n, np.bool_(False), cy, cx)
     t = 0
     area = 0
     for r in range(h):
@@ -178,7 +180,7 @@ def _convex_rows(first, last, h, w, ys, xs, cy, cx, lo, hi):
         while t + 1 < nr and cy[t + 1] < Y:
             t += 1
         if cy[t] == Y or t + 1 >= nr:
-            hi[r] = _floor_div(cx[t], 2)
+            hi[r] = _floor_div(cx[t], np.int64(2))
         else:
             den = cy[t + 1] - cy[t]
             num = cx[t] * den + (Y - cy[t]) * (cx[t + 1] - cx[t])
@@ -204,7 +206,7 @@ def _feret_max(lo, hi, h, ys, xs, cy, cx, vy, vx):
     """
     nv = 0
     for side in range(2):
-        n = 0
+        n = np.intp(0)  # not a literal: see _convex_rows
         for Y in range(-1, 2 * h):
             if Y % 2 == 0:
                 r = Y // 2

@@ -235,7 +235,9 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
                     out[(f"{name}_{d}_{angle}", channel)] = feats[:, c, k, a, f]
                 out[(f"{name}_{d}_mean", channel)] = mean[:, c, k, f]
                 out[(f"{name}_{d}_range", channel)] = rng[:, c, k, f]
-        grad = sobel_runs(np.ascontiguousarray(objects.pixels[c]), objects.rows, objects.cols)
+        # float64 whatever the pixel dtype (the kernel reads each pixel as float64
+        # anyway): one compiled specialization instead of one per dtype.
+        grad = sobel_runs(np.ascontiguousarray(objects.pixels[c], dtype=np.float64), objects.rows, objects.cols)
         for stat, values in run_stats(grad, objects.seg, n).items():
             out[(f"sobel_{stat}", channel)] = values
     return out

@@ -1,0 +1,180 @@
+"""A first run that does not wait on numba: one signature per kernel, compiled ahead, cached where it can be."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+
+from scip import _numbacache
+from scip.features import extract, warmup
+from scip.features.crops import extract_crops
+from scip.features.volume import extract_volumes
+
+FEATURE_MODULES = ("_glcm", "_groups", "_shape_kernels", "_stats", "intensity", "texture", "shape", "volume")
+
+
+def _dispatchers() -> dict[str, object]:
+    out = {}
+    for name in FEATURE_MODULES:
+        module = importlib.import_module(f"scip.features.{name}")
+        for attr, value in vars(module).items():
+            if isinstance(value, numba.core.registry.CPUDispatcher) and value.py_func.__module__ == module.__name__:
+                out[f"{name}.{attr}"] = value
+    return out
+
+
+def _labels(shape=(90, 90), dtype=np.int32) -> np.ndarray:
+    rr, cc = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, dtype)
+    k = 1
+    for r in range(12, shape[0] - 10, 22):
+        for c in range(12, shape[1] - 10, 22):
+            labels[(rr - r) ** 2 + ((cc - c) * (1 + k % 2)) ** 2 <= 64 + 9 * (k % 3)] = k
+            k += 1
+    labels[2, 2] = k  # a one-pixel object: texture directions without a pair
+    return labels
+
+
+def test_warmup_compiles_every_specialization_the_families_reach():
+    """After compile_kernels, extracting from any pixel dtype, label dtype or entry point adds no signature
+    to any kernel: every kernel called from Python is in KERNELS, with the signature it is called with."""
+    warmup.compile_kernels()
+    kernels = _dispatchers()
+    before = {name: list(d.signatures) for name, d in kernels.items()}
+    assert {k.name for k in warmup.KERNELS} <= set(kernels)
+    rng = np.random.default_rng(0)
+    for dtype in (np.uint8, np.uint16, np.int32, np.float32, np.float64, bool):
+        for ldtype in (np.int32, np.uint16, np.int64):
+            pixels = (rng.random((2, 90, 90)) * 200).astype(dtype)
+            extract(pixels, _labels(dtype=ldtype), families=["shape", "intensity", "texture", "bbox"],
+                    distances=(1, 3), gray_levels=16, intensity_range=[(0, 100), (0, 200)])
+    labels = _labels()
+    crops = [rng.random((2, 30, 30)).astype(np.float32) for _ in range(3)]
+    masks = [labels[i * 22: i * 22 + 30, :30] > 0 for i in range(3)]
+    extract_crops(crops, masks, ["a", "b"], families=["shape", "intensity", "texture", "bbox"],
+                  backgrounds=[~m for m in masks], band_masks=masks)
+    volume = np.zeros((5, 20, 20), bool)
+    volume[1:4, 5:15, 4:12] = True
+    extract_volumes([rng.random((1, 5, 20, 20)).astype(np.uint16)], [volume], ["a"])
+    after = {name: list(d.signatures) for name, d in kernels.items()}
+    grown = {name: after[name][len(before[name]):] for name in kernels if after[name] != before[name]}
+    assert not grown, f"kernels compiled for signatures the warm-up does not know: {grown}"
+
+
+def test_one_signature_per_kernel():
+    """The literal-free call sites: no helper is compiled once per constant it is called with."""
+    warmup.compile_kernels()
+    extract(np.ones((1, 40, 40), np.float32), _labels((40, 40)))
+    many = {name: d.signatures for name, d in _dispatchers().items() if len(d.signatures) > 1}
+    assert not many, f"kernels with more than one compiled specialization: {many}"
+
+
+def test_kernels_for_and_assign():
+    texture = {k.name for k in warmup.kernels_for(["texture"])}
+    assert "_glcm.haralick_runs" in texture and "_shape_kernels.shape_kernel" not in texture
+    assert warmup.kernels_for([]) == []
+    assert {k.name for k in warmup.kernels_for("bbox")} == {"_groups._counting_sort"}
+    shares = warmup.assign(warmup.KERNELS, 3)
+    assert sorted(k.name for s in shares for k in s) == sorted(k.name for k in warmup.KERNELS)
+    costs = [sum(k.cost for k in s) for s in shares]
+    # Longest first onto the lightest share: no share exceeds the mean by more than the largest kernel.
+    assert max(costs) <= sum(costs) / 3 + max(k.cost for k in warmup.KERNELS)
+    assert [len(s) for s in warmup.assign(warmup.KERNELS[:2], 4)].count(0) == 2
+    with pytest.raises(ValueError, match="at least one"):
+        warmup.assign(warmup.KERNELS, 0)
+
+
+def test_compile_kernels_names_an_unknown_kernel():
+    with pytest.raises(ValueError, match="'nope'.*_glcm.haralick_runs"):
+        warmup.compile_kernels(["nope"])
+    assert set(warmup.compile_kernels(["_groups._counting_sort"])) == {"_groups._counting_sort"}
+
+
+def test_cache_dir_keeps_numbas_choice_where_it_works(tmp_path):
+    user_cache = tmp_path / "home" / ".cache" / "numba"
+    package = tmp_path / "site-packages" / "scip"
+    temp = tmp_path / "tmp"
+    writable = {package / "features" / "__pycache__", user_cache}
+
+    def choose(env=None, ok=writable):
+        return _numbacache.choose_cache_dir(env or {}, package, user_cache, temp, "1000", lambda p: p in ok)
+
+    assert choose() is None                                   # in-tree __pycache__
+    assert choose(ok={user_cache}) is None                    # read-only install: numba's per-user folder
+    assert choose(ok=set()) == temp / "scip-numba-cache-1000"  # nothing writable: the temp folder, per user
+    assert choose(env={"NUMBA_CACHE_DIR": "/mine"}, ok=set()) is None  # the user's choice stands
+
+
+def test_can_create(tmp_path):
+    assert _numbacache._can_create(tmp_path / "a" / "b")
+    (tmp_path / "file").write_text("x")
+    assert not _numbacache._can_create(tmp_path / "file")
+    assert not _numbacache._can_create(tmp_path / "file" / "below")
+
+
+def test_numba_user_cache_dir_follows_numba():
+    from numba.misc.appdirs import user_cache_dir
+
+    assert _numbacache.numba_user_cache_dir() == Path(user_cache_dir("numba", appauthor=False))
+    assert _numbacache.numba_user_cache_dir({"HOME": "/h", "XDG_CACHE_HOME": "/x"}, "linux") == Path("/x/numba")
+    assert _numbacache.numba_user_cache_dir({"HOME": "/h"}, "darwin") == Path("/h/Library/Caches/numba")
+
+
+def test_configure_sets_the_variable_and_numbas_config(monkeypatch, tmp_path):
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setattr(numba.core.config, "CACHE_DIR", numba.core.config.CACHE_DIR)
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(_numbacache, "_can_create", lambda p: False)
+    chosen = _numbacache.configure()
+    assert chosen == tmp_path / f"scip-numba-cache-{_numbacache._user()}"
+    assert os.environ["NUMBA_CACHE_DIR"] == str(chosen) == numba.core.config.CACHE_DIR
+    monkeypatch.setattr(_numbacache, "_can_create", lambda p: True)
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    assert _numbacache.configure() is None and "NUMBA_CACHE_DIR" not in os.environ
+
+
+class _FakeClient:
+    """What warm_workers uses of a distributed Client: workers with resources, submit pinned, gather."""
+
+    def __init__(self, workers: dict[str, dict], fail: bool = False):
+        self.workers, self.fail, self.submitted = workers, fail, []
+
+    def scheduler_info(self, n_workers=-1):
+        return {"workers": {a: {"resources": r} for a, r in self.workers.items()}}
+
+    def submit(self, func, names, workers, allow_other_workers, pure):
+        assert allow_other_workers is False and len(workers) == 1
+        self.submitted.append((workers[0], names))
+        return func(names)
+
+    def gather(self, futures):
+        if self.fail:
+            raise OSError("worker gone")
+        return futures
+
+
+def test_warm_workers_gives_each_feature_worker_its_own_share(monkeypatch, caplog):
+    from scip.engine import warm
+    from scip.engine.cluster import CPU, GPU, Routing, Session
+
+    monkeypatch.setattr(warm, "_compile_share", lambda names: {n: 0.0 for n in names})
+    client = _FakeClient({"tcp://a": {CPU: 1}, "tcp://b": {CPU: 2}, "tcp://g": {GPU: 1}})
+    session = Session(client, Routing({GPU: 1}, {CPU: 1}))
+    seconds = warm.warm_workers(session, ["shape", "texture"])
+    wanted = {k.name for k in warmup.kernels_for(["shape", "texture"])}
+    assert set(seconds) == wanted
+    assert {w for w, _ in client.submitted} == {"tcp://a", "tcp://b"}  # not the GPU worker: it runs no features
+    shares = [set(names) for _, names in client.submitted]
+    assert not shares[0] & shares[1] and shares[0] | shares[1] == wanted
+
+    client = _FakeClient({"tcp://a": {}}, fail=True)
+    with caplog.at_level("WARNING", logger="scip"):
+        assert warm.warm_workers(Session(client, Routing()), ["texture"]) is None
+    assert "compile on first use" in caplog.text and "worker gone" in caplog.text
+    assert warm.warm_workers(Session(None), ["texture"]) is None
