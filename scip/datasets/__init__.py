@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
+from scip.datasets._folders import fresh_folders
 from scip.datasets.micronuclei import write_micronuclei
 
 __all__ = ["STAINS", "CELL_CLASSES", "SyntheticDataset", "make_ifc_events", "make_fields", "make_zstacks",
@@ -908,12 +909,7 @@ def write_zstacks(
     import tifffile
 
     root = Path(path)
-    out = {"zstacks": root / "zstacks", "zstacks_labels": root / "zstacks_labels",
-           "zstacks_cells": root / "zstacks_cells.csv"}
-    for key in ("zstacks", "zstacks_labels"):
-        out[key].mkdir(parents=True, exist_ok=True)
-        for stale in out[key].glob("stack*.tif"):
-            stale.unlink()
+    out = fresh_folders(root, "zstacks_cells", ("zstacks", "zstacks_labels"), "stack*.tif")
     data = make_zstacks(n_stacks, seed=seed, **kwargs)  # type: ignore[arg-type]
     for i, (image, labels) in enumerate(zip(data.images, data.labels)):
         tifffile.imwrite(out["zstacks"] / f"stack{i}.tif", image[0], imagej=True, metadata={"axes": "ZYX"})

@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
+from scip.datasets._folders import fresh_folders
+
 __all__ = ["MicronucleusDataset", "make_micronuclei", "write_micronuclei"]
 
 _BACKGROUND = 100.0
@@ -177,12 +179,7 @@ def write_micronuclei(path: str | os.PathLike, n_images: int = 3, seed: int = 0)
     import tifffile
 
     root = Path(path)
-    out = {"micronuclei": root / "micronuclei", "micronuclei_labels": root / "micronuclei_labels",
-           "micronuclei_cells": root / "micronuclei_cells.csv"}
-    for key in ("micronuclei", "micronuclei_labels"):
-        out[key].mkdir(parents=True, exist_ok=True)
-        for stale in out[key].glob("image*.tiff"):
-            stale.unlink()
+    out = fresh_folders(root, "micronuclei_cells", ("micronuclei", "micronuclei_labels"), "image*.tiff")
     data = make_micronuclei(n_images, seed=seed)
     for i, (image, nuclei, mns) in enumerate(zip(data.images, data.nuclei, data.micronuclei)):
         tifffile.imwrite(out["micronuclei"] / f"image{i}_DNA.tiff", image[0])
