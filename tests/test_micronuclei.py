@@ -151,13 +151,15 @@ def test_micronuclei_section_defaults_and_errors(tmp_path):
 
 def test_a_unet_model_without_a_micronucleus_output_is_a_config_error_naming_the_file(tmp_path):
     require("torch")
-    from scip.segment.unet.modelfile import builtin_models, load
+    from scip.segment.unet import modelfile
+    from scip.segment.unet.model import Architecture, UNet
 
-    # A shipped model trained without micronucleus labels (the older nucleus model, once a newer one has the output).
-    without = [m for m in builtin_models() if "micronuclei" not in load(m).meta.get("outputs", [])]
-    assert without, "every shipped U-Net has a micronucleus output: test a model file without one"
-    config = load_config(_config(tmp_path, micronuclei={"method": "unet", "model": without[0]}))
-    with pytest.raises(ConfigError, match=rf"micronuclei\.model: the model file .*{without[0]}\.pt has no 'micronuclei'"):
+    # A model file trained without micronucleus labels (two outputs, like the November 2026 nucleus model).
+    arch = Architecture(in_channels=1, stem=8, stages=[(1, 8, 1, 1), (2, 12, 1, 2)], decoder=[8, 8])
+    path = modelfile.save(UNet(arch).eval(), tmp_path / "two_outputs.pt", meta=modelfile.default_meta(["DNA"]))
+    assert "micronuclei" not in modelfile.load(path).outputs
+    config = load_config(_config(tmp_path, micronuclei={"method": "unet", "model": str(path)}))
+    with pytest.raises(ConfigError, match=r"micronuclei\.model: the model file .*two_outputs\.pt has no 'micronuclei'"):
         check_models(config)
 
 
