@@ -310,6 +310,16 @@ def test_runtime_choice():
         UnetConfig(method="unet", runtime="onnxruntime", quantize="static")
 
 
+def test_runtime_without_onnxruntime(monkeypatch):
+    import scip.segment.unet.predict as predict
+
+    monkeypatch.setattr(predict, "_onnx_installed", lambda: False)
+    cpu = torch.device("cpu")
+    assert resolve_runtime("auto", cpu, "fp32") == "torch"
+    with pytest.raises(ImportError, match=r"pip install 'scip\[onnx\]'"):
+        resolve_runtime("onnxruntime", cpu, "fp32")
+
+
 def test_inference_options_that_do_not_go_together():
     with pytest.raises(ValueError, match="fp16 needs CUDA"):
         load_predictor("nuclei", device="cpu", precision="fp16")

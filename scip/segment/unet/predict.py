@@ -29,7 +29,8 @@ Variants of the network (``device``, ``precision``, ``quantize``, ``runtime``):
   (``benchmarks/bench_unet.py``).
 
 Loaded networks are cached per process, keyed by (file, modification time,
-device, variant), so a pipeline worker loads a model once, not per image.
+device, variant, runtime and, for onnxruntime, its thread count), so a
+pipeline worker loads a model once, not per image.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]
 Quantize = Literal["none", "static", "dynamic"]
 Runtime = Literal["auto", "torch", "onnxruntime"]
 
-ONNXRUNTIME_MISSING = "runtime: onnxruntime needs onnxruntime: pip install 'scip[onnx]' (or use runtime: auto or torch)"
+ONNXRUNTIME_MISSING = ("runtime: onnxruntime needs onnx and onnxruntime: pip install 'scip[onnx]' "
+                       "(or use runtime: auto or torch)")
 
 _CACHE: OrderedDict[tuple, "Predictor"] = OrderedDict()
 _CACHE_SIZE = 8
@@ -99,16 +101,16 @@ def resolve_device(device: str = "auto", quantize: str = "none") -> torch.device
 def resolve_runtime(runtime: str, device: torch.device, variant: str) -> str:
     """``torch`` or ``onnxruntime``: the runtime that will run the network.
 
-    ``auto`` takes onnxruntime for CPU FP32 when it is installed (the
-    fastest CPU path, same probabilities), PyTorch otherwise; onnxruntime
-    runs only that variant here.
+    ``auto`` takes onnxruntime for CPU FP32 when onnx and onnxruntime are
+    installed (``scip[onnx]``; the fastest CPU path, same probabilities),
+    PyTorch otherwise; onnxruntime runs only that variant here.
 
     Raises
     ------
     ValueError
         ``onnxruntime`` asked for with CUDA, BF16 or INT8.
     ImportError
-        ``onnxruntime`` asked for but not installed.
+        ``onnxruntime`` asked for but onnx or onnxruntime is not installed.
     """
     if runtime not in ("auto", "torch", "onnxruntime"):
         raise ValueError(f"runtime must be auto, torch or onnxruntime, got {runtime!r}")
@@ -119,10 +121,15 @@ def resolve_runtime(runtime: str, device: torch.device, variant: str) -> str:
         if not fits:
             raise ValueError(f"runtime: onnxruntime runs FP32 on the CPU here, not {variant} on {device.type}; "
                              "use runtime: auto or torch")
-        if importlib.util.find_spec("onnxruntime") is None:
+        if not _onnx_installed():
             raise ImportError(ONNXRUNTIME_MISSING)
         return "onnxruntime"
-    return "onnxruntime" if fits and importlib.util.find_spec("onnxruntime") is not None else "torch"
+    return "onnxruntime" if fits and _onnx_installed() else "torch"
+
+
+def _onnx_installed() -> bool:
+    # The in-memory export needs onnx (torch's exporter writes through it), the run onnxruntime.
+    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
 
 
 def fold_batch_norm(net: torch.nn.Module) -> torch.nn.Module:
