@@ -14,7 +14,7 @@ Cellpose in the same run.
 Speed, as each tool runs its network on a whole ``--side`` x ``--side``
 image (the first validation image mirrored to that size): Cellpose's
 ``cellpose.core.run_net`` (224 px tiles, 10 % overlap, batches of 8, tile
-averaging) against scip's ``predict_probabilities`` (512 px tiles, 64 px
+averaging) against scip's ``predict_probabilities`` (tiles of at most 512 px, 64 px
 overlap, batches of 4, blending), alternated, medians (no warm-up round:
 the networks ran above).
 
@@ -222,10 +222,10 @@ def main() -> None:
     cp_input[0, :, :, 0] = scip_input[0]
     whole_funcs = {
         "Cellpose run_net (224 px tiles, 10 % overlap, batch 8)": lambda: cp_core.run_net(cp_net, cp_input),
-        "scip default (onnxruntime; 512 px tiles, 64 px overlap, batch 4)":
+        "scip default (onnxruntime; tiles of at most 512 px, 64 px overlap, batch 4)":
             lambda: predict_probabilities(scip_input, default),
         "scip default, tile 1024": lambda: predict_probabilities(scip_input, default, tile=1024),
-        "scip torch FP32 folded (512 px tiles)": lambda: predict_probabilities(scip_input, folded),
+        "scip torch FP32 folded (tiles of at most 512 px)": lambda: predict_probabilities(scip_input, folded),
     }
     print(f"whole {args.side}² image: {args.repeats} alternated rounds", flush=True)
     whole_timing = alternate(whole_funcs, args.repeats, warmup=0)  # every network is warm from the rounds above

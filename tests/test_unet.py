@@ -227,6 +227,21 @@ def test_tiles_blend_into_the_whole_image_result():
     assert match_labels(a, b).f1 >= 0.95
 
 
+@pytest.mark.parametrize("length, tile, overlap", [(1024, 512, 64), (880, 512, 64), (2048, 512, 64), (512, 512, 64),
+                                                   (384, 128, 48), (528, 16, 64)])
+def test_tiles_are_the_fewest_that_cover_the_axis_with_the_overlap(length, tile, overlap):
+    from scip.segment.unet.predict import _tiling
+
+    side, starts = _tiling(length, tile, overlap, 16)
+    assert side <= tile and side % 16 == 0 and starts[0] == 0 and starts[-1] + side == length
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert all(side - g >= min(overlap, side - 16) for g in gaps)  # neighbours overlap (steps of at least 16 px)
+    step = max(tile - overlap, 16)
+    assert len(starts) == (1 if length <= tile else -(-(length - tile) // step) + 1)
+    if length == 1024:
+        assert (side, starts) == (384, [0, 320, 640])  # not 3 tiles of 512: 1.27x the pixels instead of 2.25x
+
+
 def test_tta_undoes_each_transform():
     # An identity network: any wrongly inverted flip or rotation would move pixels.
     x = torch.rand(2, 1, 32, 48)
