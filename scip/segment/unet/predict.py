@@ -13,8 +13,8 @@ Variants of the network (``device``, ``precision``, ``quantize``, ``runtime``):
 - CPU FP32 through onnxruntime (``runtime: auto`` when onnxruntime is
   installed, or ``onnxruntime``): the network is exported to ONNX in memory
   at load time (a few seconds, once per process) and run by onnxruntime,
-  whose fused convolutions are 2-3x faster than PyTorch's on this
-  depthwise network (``benchmarks/results/unet.md``); probabilities equal
+  whose fused convolutions run this depthwise network 3x faster than
+  PyTorch (``benchmarks/results/unet.md``); probabilities equal
   PyTorch's within 1e-5;
 - CPU FP32 through PyTorch (``runtime: torch``, or without onnxruntime),
   channels-last memory layout, batch norms folded into the convolutions
