@@ -55,6 +55,9 @@ class Objects:
         Pixels that are not part of any real image: the margins between
         crops packed into one image. They are never background, and an object
         pixel next to them is treated as next to the image border.
+    compiled : bool
+        Group pixels with the compiled counting sort (see
+        :func:`._groups.group_pixels`); False where no family needs numba.
     groups : Groups
         Foreground pixels sorted by label.
     """
@@ -68,10 +71,11 @@ class Objects:
     z_offset: int | np.ndarray = 0
     band_labels: np.ndarray | None = None
     outside: np.ndarray | None = None
+    compiled: bool = True
     groups: Groups = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "groups", group_pixels(self.labels))
+        object.__setattr__(self, "groups", group_pixels(self.labels, compiled=self.compiled))
         for name in ("row_offset", "col_offset", "z_offset"):
             value = np.asarray(getattr(self, name))
             if value.ndim and value.shape != (len(self.groups),):
