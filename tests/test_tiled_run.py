@@ -331,3 +331,29 @@ def test_a_bbox_only_tiled_run_never_loads_numba(tmp_path):
         seen[tuple(families)] = (int(exported), loaded == "True")
     assert seen[("bbox",)][1] is False and seen[("bbox", "intensity")][1] is True
     assert seen[("bbox",)][0] == seen[("bbox", "intensity")][0] > 0
+
+
+@pytest.mark.parametrize("missing_chunks", ["skip", "fill"])
+def test_a_tiled_image_with_a_chunk_missing_from_its_store_is_skipped_naming_the_chunk(tmp_path, missing_chunks):
+    # zarr reads a missing chunk as its fill value (zeros): windows of a tiled image must not pass that off as data.
+    slide = tmp_path / "slide.zarr"
+    write_synthetic_slide(slide, 512, chunk=256, seed=0, truth=False, workers=1)
+    chunk = slide / "0" / "0" / "1" / "0"
+    assert chunk.is_file()
+    chunk.unlink()
+    config = {"input": {"path": str(slide), "missing_chunks": missing_chunks},
+              "segment": {"method": "otsu", "channel": 0}, "tiles": {"mode": "always", "size": 256, "diameter": 24},
+              "features": {"families": ["bbox"]}, "output": {"path": str(tmp_path / "out"), "labels": True},
+              "cluster": {"scheduler": "synchronous"}}
+    result = scip.run(config, progress=False)
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv")
+    missing = skipped[skipped["reason"].str.startswith("chunk missing", na=False)]
+    (image,) = result.summary["tiles"]["images"]
+    if missing_chunks == "skip":
+        assert len(missing) == 1 and missing["step"].iloc[0] == "load"
+        assert str(chunk) in missing["reason"].iloc[0] and "input.missing_chunks: fill" in missing["reason"].iloc[0]
+        assert result.summary["counts"]["cells"]["exported"] == 0 and image["objects"] == 0
+        assert image["failure"].startswith("chunk missing")
+    else:  # the user accepted zeros there: the rest of the image is measured
+        assert missing.empty and "failure" not in image
+        assert result.summary["counts"]["cells"]["exported"] > 0
