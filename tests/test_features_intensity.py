@@ -443,3 +443,21 @@ def test_background_band_equals_expand_labels_away_from_ties(scene):
     expanded = expand_labels(labels, 5)
     band = (dist <= 5) & (labels == 0)
     assert np.array_equal(owner[band & ~tie], expanded[band & ~tie])
+
+
+@pytest.mark.parametrize("width", [1, 2, 5, 9])
+def test_background_band_pixels_equal_brute_force_ties_included(width):
+    # Every usable pixel within `width` of its nearest region (ties to the smaller label), no other pixel:
+    # the band kernel resolves pixels two regions reach in place, without sorting candidates.
+    labels = _touching_objects(seed=5, n=12)
+    labels[labels == labels[10, 10]] = 0  # gaps between objects, so that bands meet and tie
+    usable = (labels == 0) & (np.random.default_rng(3).random(labels.shape) < 0.8)
+    objects = Objects(np.zeros((1, *labels.shape)), labels, usable, ("c",))
+    flat, pos = intensity._background_band(objects, width)
+    assert np.all(np.diff(pos) >= 0)
+    dist, owner = _nearest_region(labels)
+    want = np.flatnonzero(((dist <= width) & usable).ravel())
+    got_owner = objects.ids[pos]
+    order = np.argsort(flat)
+    np.testing.assert_array_equal(flat[order], want)
+    np.testing.assert_array_equal(got_owner[order], owner.ravel()[want])
