@@ -130,30 +130,47 @@ def describe(channel_names: Sequence[str], params: FeatureParams) -> list[tuple[
     return [(f, ch, d, u) for ch in channel_names for f, d, u in per_channel]
 
 
-def _edge_mask(labels: np.ndarray, width: int, outside: np.ndarray | None = None) -> np.ndarray:
-    """Labeled pixels removed by ``width`` label-wise erosions with the 4-connected cross.
+@numba.njit(cache=True, nogil=True, inline="always")
+def _erodes(flat, removed, out_flat, use_outside, q, v, t):  # pragma: no cover - compiled
+    # in-image neighbour q erodes a pixel of label v at erosion t unless it is
+    # outside, or carries v and had survived erosion t - 1
+    if use_outside and out_flat[q]:
+        return False
+    return flat[q] != v or (removed[q] != 0 and removed[q] < t)
+
+
+@numba.njit(cache=True, nogil=True)
+def _edge_pixels(labels, index, width, outside, use_outside):  # pragma: no cover - compiled
+    """Which of the labeled pixels ``index`` (flat) ``width`` label-wise erosions with the 4-connected cross remove.
 
     A pixel survives an erosion only if each of its in-image 4-neighbours
     carries its (surviving) label; the image border does not erode, and
-    neither do ``outside`` pixels (the margins between packed crops).
+    neither do ``outside`` pixels (the margins between packed crops; read only
+    where ``use_outside``). Only the labeled pixels are visited: erosion
+    ``t`` stamps ``t`` into a per-pixel byte, so a neighbour had survived the
+    previous erosion iff its stamp is 0 or ``t`` itself.
     """
-    current = labels
-    for _ in range(width):
-        keep = current > 0
-        same_v = current[1:] == current[:-1]
-        same_h = current[:, 1:] == current[:, :-1]
-        if outside is None:
-            keep[1:] &= same_v
-            keep[:-1] &= same_v
-            keep[:, 1:] &= same_h
-            keep[:, :-1] &= same_h
-        else:
-            keep[1:] &= same_v | outside[:-1]
-            keep[:-1] &= same_v | outside[1:]
-            keep[:, 1:] &= same_h | outside[:, :-1]
-            keep[:, :-1] &= same_h | outside[:, 1:]
-        current = np.where(keep, current, 0)
-    return (labels > 0) & (current == 0)
+    H, W = labels.shape
+    flat = labels.ravel()
+    out_flat = outside.ravel()
+    removed = np.zeros(H * W, np.int32)  # lazily mapped zero pages: only object pages are touched
+    for t in range(1, width + 1):
+        for k in range(index.shape[0]):
+            p = index[k]
+            if removed[p] != 0:
+                continue
+            v = flat[p]
+            r = p // W
+            c = p - r * W
+            if ((r > 0 and _erodes(flat, removed, out_flat, use_outside, p - W, v, t))
+                    or (r < H - 1 and _erodes(flat, removed, out_flat, use_outside, p + W, v, t))
+                    or (c > 0 and _erodes(flat, removed, out_flat, use_outside, p - 1, v, t))
+                    or (c < W - 1 and _erodes(flat, removed, out_flat, use_outside, p + 1, v, t))):
+                removed[p] = t
+    ring = np.empty(index.shape[0], np.bool_)
+    for k in range(index.shape[0]):
+        ring[k] = removed[index[k]] != 0
+    return ring
 
 
 @numba.njit(cache=True, nogil=True)
@@ -337,7 +354,9 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     starts, counts = groups.starts, groups.counts
     seg = objects.seg
 
-    edge = _edge_mask(objects.labels, int(params.edge_width), objects.outside).ravel()[groups.index]
+    outside = objects.outside if objects.outside is not None else np.zeros((1, 1), bool)
+    edge = _edge_pixels(objects.labels, groups.index.astype(np.int64, copy=False), int(params.edge_width),
+                        np.ascontiguousarray(outside), objects.outside is not None)
     edge_seg = seg[edge]
 
     band_index, band_seg = _background_band(objects, int(params.background_width))

@@ -75,6 +75,8 @@ KERNELS: tuple[Kernel, ...] = (
            (_F2, _I, _I, _I, _I, _array(nt.int64, 2), nt.int64, _F, _F, nt.boolean, _F), ("texture",), 4.0),
     Kernel("intensity._band_owned", intensity._band_owned,
            (_array(nt.int64, 2), _array(nt.boolean, 2), _I, _I, _I, _I, _I, nt.int64, _I), ("intensity",), 2.0),
+    Kernel("intensity._edge_pixels", intensity._edge_pixels,
+           (_array(nt.int64, 2), _I, nt.int64, _array(nt.boolean, 2), nt.boolean), ("intensity",), 1.0),
     Kernel("intensity._run_median", intensity._run_median, (_F, _I, _I), ("intensity",), 1.5),
     Kernel("_groups._counting_sort", _groups._counting_sort, (_I, nt.int64), _ALL, 1.0),
     Kernel("_glcm.sobel_runs", _glcm.sobel_runs, (_F2, _I, _I), ("texture",), 0.7),
