@@ -234,7 +234,7 @@ def _band_owned(labels, usable, lab, rr, cc, starts, counts, width, region_pos):
     # np.zeros maps zero pages lazily: only the pages near regions get touched,
     # and no sort of the candidates is needed to resolve pixels two regions reach.
     owner = np.zeros(H * W, np.int32)
-    dist = np.zeros(H * W, np.int64)
+    dist = np.zeros(H * W, np.int32)
     box = np.empty((n_regions, 4), np.int64)
     best_buf = np.empty(0, np.int64)
     for i in range(n_regions):
@@ -261,25 +261,27 @@ def _band_owned(labels, usable, lab, rr, cc, starts, counts, width, region_pos):
         ww = c1 - c0 + 1
         if hh * ww > len(best_buf):
             best_buf = np.empty(2 * hh * ww, np.int64)
-        best = best_buf[:hh * ww].reshape((hh, ww))
-        best[:, :] = w2 + 1
+        best_buf[:hh * ww] = w2 + 1
         for j in range(s, e):
+            cj = cc[j]
             for dr in range(-width, width + 1):
                 r = rr[j] + dr
                 if r < 0 or r >= H:
                     continue
                 h = span[dr + width]
                 dr2 = dr * dr
-                ca = max(cc[j] - h, 0)
-                cb = min(cc[j] + h, W - 1)
-                row = best[r - r0]
-                cj = cc[j]
-                for c in range(ca - c0, cb - c0 + 1):
-                    dc = c + c0 - cj
-                    row[c] = min(row[c], dr2 + dc * dc)
+                ca = max(cj - h, 0)
+                cb = min(cj + h, W - 1)
+                # flat, unsigned positions in the window: no 2-D view per row
+                # and no negative-index handling in the innermost loop
+                base = (r - r0) * ww - c0
+                for c in range(ca, cb + 1):
+                    dc = c - cj
+                    at = np.uintp(base + c)
+                    best_buf[at] = min(best_buf[at], dr2 + dc * dc)
         for a in range(hh):
             for b in range(ww):
-                d2 = best[a, b]
+                d2 = best_buf[a * ww + b]
                 r = r0 + a
                 c = c0 + b
                 if d2 <= w2 and labels[r, c] == 0 and usable[r, c]:
