@@ -1,15 +1,15 @@
 """Before/after timing of ``scip.features.extract`` between two checkouts, alternated.
 
-Each round runs one fresh process per checkout (A, B, A, B, ...), each
-importing scip from its checkout, warming the kernels up, then timing
-``extract`` with the default families on the same saved scene (the synthetic
-mosaic of ``bench_features.py``) ``--inner`` times, single-threaded. The
-per-round ratio is A's median over B's; the report gives the median over
-rounds, so load from other jobs hits both sides of each ratio alike.
+One long-lived process per checkout imports scip from it, loads the same
+saved scene (the synthetic mosaic of ``bench_features.py``) and warms the
+kernels up; then each round asks A, then B, to time one ``extract`` call with
+the default families, single-threaded (A, B, A, B, ...). The per-round ratio
+is A's time over B's; the report gives the medians over the rounds, so load
+from other jobs hits both sides of each ratio alike.
 
 Usage::
 
-    python benchmarks/ab_features.py --a /work/main --b . [--n 5000] [--rounds 3] [--inner 3]
+    python benchmarks/ab_features.py --a /work/main --b . [--n 5000] [--rounds 7]
 """
 
 from __future__ import annotations
@@ -36,12 +36,11 @@ from scip import features
 scene = np.load(sys.argv[2])
 px, lab = scene["pixels"], scene["labels"]
 features.extract(px[:, :128, :128], lab[:128, :128])  # compile / load the kernels outside the timing
-times = []
-for _ in range(int(sys.argv[3])):
+print(json.dumps(dict(file=features.__file__)), flush=True)
+for line in sys.stdin:  # one timed call per line
     t0 = time.perf_counter()
     features.extract(px, lab)
-    times.append(time.perf_counter() - t0)
-print(json.dumps(dict(file=features.__file__, times=times)))
+    print(json.dumps(dict(seconds=time.perf_counter() - t0)), flush=True)
 """
 
 
@@ -50,28 +49,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--a", type=Path, required=True, help="checkout A (e.g. before)")
     parser.add_argument("--b", type=Path, required=True, help="checkout B (e.g. after)")
     parser.add_argument("--n", type=int, default=5000, help="synthetic cells (default 5000)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds (default 3)")
-    parser.add_argument("--inner", type=int, default=3, help="timed extract calls per process (default 3)")
+    parser.add_argument("--rounds", type=int, default=7, help="alternated rounds, at least 3 (default 7)")
     parser.add_argument("--out", type=Path, help="JSON file for the raw times")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
     from bench_features import synthetic_mosaic
 
     pixels, labels = synthetic_mosaic(args.n, seed=0)
-    load_start = os.getloadavg()[0]
     runs: dict[str, list[float]] = {"a": [], "b": []}
     with tempfile.TemporaryDirectory() as tmp:
         scene = Path(tmp) / "scene.npz"
         np.savez(scene, pixels=pixels, labels=labels)
         del pixels, labels
+        children = {}
+        for side in ("a", "b"):
+            root = str(getattr(args, side).resolve())
+            child = subprocess.Popen([sys.executable, "-c", _CHILD, root, str(scene)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+            first = json.loads(child.stdout.readline())
+            assert first["file"].startswith(root), (first["file"], root)
+            children[side] = child
+        load_start = os.getloadavg()[0]
         for _ in range(max(3, args.rounds)):
-            for side in ("a", "b"):
-                root = str(getattr(args, side).resolve())
-                res = subprocess.run([sys.executable, "-c", _CHILD, root, str(scene), str(args.inner)],
-                                     capture_output=True, text=True, check=True)
-                out = json.loads(res.stdout.strip().splitlines()[-1])
-                assert out["file"].startswith(root), (out["file"], root)
-                runs[side].append(float(np.median(out["times"])))
+            for side, child in children.items():
+                child.stdin.write("run\n")
+                child.stdin.flush()
+                runs[side].append(float(json.loads(child.stdout.readline())["seconds"]))
+        for child in children.values():
+            child.stdin.close()
+            child.wait()
     a, b = np.array(runs["a"]), np.array(runs["b"])
     report = dict(a=str(args.a), b=str(args.b), n=args.n, a_seconds=a.tolist(), b_seconds=b.tolist(),
                   a_median=float(np.median(a)), b_median=float(np.median(b)),
