@@ -23,12 +23,19 @@ Methods:
     ``cp_measure.set_accelerator("numba")`` works, its numba backend.
 
 (b) and (c) get the gray levels scip computed (so no rescaling happens and
-values are comparable; their time excludes quantization) and may run on a
-subset of the cells (``--subset``). Their values are checked against ours.
+values are comparable; their time excludes quantization) and run on the first
+cells of the scene (``--subset``); scip's Haralick features are timed on the
+same cells, from the raw pixels (grouping and quantization included), for the
+speed-up. Their values are checked against ours.
+
+Timing: every method of a scene runs once per round, for ``--repeat`` rounds
+(alternated, A, B, C, A, B, C, ...); the tables give medians, and each
+speed-up is the median of the per-round ratios.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_features.py [--n 5000] [--subset 500]
+    .venv/bin/python benchmarks/bench_features.py [--n 5000] [--subset 500] [--repeat 5]
+        [--mnfinder ../shared/data/mnfinder/training-data]
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 from scipy import ndimage as ndi  # noqa: E402
@@ -205,7 +213,11 @@ def max_rel_diff(ours: np.ndarray, ref: np.ndarray) -> float:
 
 
 def subset_scene(pixels: np.ndarray, labels: np.ndarray, levels: np.ndarray, ids: np.ndarray):
-    """Level crops and a relabeled (1..n) level/label image of the objects ``ids``."""
+    """Level crops, and the relabeled (1..n) label, level and pixel images of the objects ``ids``.
+
+    The images cover the box holding the objects; pixels of other objects
+    there are background in the label and level images.
+    """
     slices = ndi.find_objects(labels)
     crops = []
     keep = np.isin(labels, ids)
@@ -222,108 +234,130 @@ def subset_scene(pixels: np.ndarray, labels: np.ndarray, levels: np.ndarray, ids
     # steps (img_as_ubyte, regionprops) do not scan the rest of a mosaic
     rr, cc = np.nonzero(keep)
     box = (slice(rr.min(), rr.max() + 1), slice(cc.min(), cc.max() + 1))
-    return crops, np.ascontiguousarray(sub_labels[box]), np.ascontiguousarray(sub_levels[(slice(None), *box)])
+    sub_pixels = np.ascontiguousarray(np.asarray(pixels)[(slice(None), *box)])
+    return (crops, np.ascontiguousarray(sub_labels[box]), np.ascontiguousarray(sub_levels[(slice(None), *box)]),
+            sub_pixels)
 
 
-REPEAT = 3
+REPEAT = 5
 
 
-def timed(fn, *args, **kwargs):
-    """Result and best wall time of ``REPEAT`` runs."""
-    best = np.inf
-    for _ in range(REPEAT):
-        t0 = time.perf_counter()
-        res = fn(*args, **kwargs)
-        best = min(best, time.perf_counter() - t0)
-    return res, best
+def alternated(methods: dict[str, Callable[[], object]], repeat: int) -> tuple[dict[str, object], dict[str, list[float]]]:
+    """Run every method once per round, ``repeat`` rounds (A, B, C, A, B, C, ...).
+
+    Returns the last result and the wall times of every round per method:
+    a ratio of two methods is then taken round by round, so a change of the
+    machine's load hits both sides of it alike.
+    """
+    results: dict[str, object] = {}
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(repeat):
+        for name, fn in methods.items():
+            t0 = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    return results, times
 
 
 def run_scene(name: str, pixels: np.ndarray, labels: list[np.ndarray] | np.ndarray, params: FeatureParams,
               subset: int, rows: list[dict], checks: list[dict], background=None) -> None:
-    """All methods on one scene (a mosaic, or a list of images: ``pixels`` then a list too)."""
+    """All methods on one scene (a mosaic, or a list of images: ``pixels`` then a list too), alternated."""
+    import cp_measure
+    from cp_measure import bulk
+
     images = list(zip(pixels, labels)) if isinstance(labels, list) else [(pixels, labels)]
     n_cells = int(sum(len(np.unique(lab)) - int((lab == 0).any()) for _, lab in images))
     families = list(features.DEFAULT_FAMILIES)
-
-    def per_image(fn):
-        return timed(lambda: [fn(px, lab) for px, lab in images])
-
     bg = (lambda lab: background) if background is not None else (lambda lab: None)
-    _, t_all = per_image(lambda px, lab: features.extract(px, lab, families=families, background=bg(lab), params=params))
-    rows.append(dict(scene=name, method=f"(a) scip extract, default families ({', '.join(families)})",
-                     cells=n_cells, seconds=t_all))
-    _, t_tex = per_image(lambda px, lab: features.extract(px, lab, families=["texture"], background=bg(lab), params=params))
-    rows.append(dict(scene=name, method="(a) scip extract, texture family (Haralick + Sobel)", cells=n_cells, seconds=t_tex))
 
     def make_objects(px, lab):
-        return Objects(np.ascontiguousarray(px, dtype=np.float64), np.ascontiguousarray(lab, dtype=np.int64),
+        return Objects(np.ascontiguousarray(px), np.ascontiguousarray(lab, dtype=np.int64),
                        lab == 0, tuple(f"c{i}" for i in range(px.shape[0])))
 
-    # only the (small) feature arrays are kept, so that the timing does not
-    # pay for page faults of memory held across images
-    feats_all, t_har = per_image(lambda px, lab: texture.haralick(make_objects(px, lab), params))
-    rows.append(dict(scene=name, method="(a) scip Haralick only (texture.haralick, quantization included)",
-                     cells=n_cells, seconds=t_har, reference=True))
-    prebuilt = [make_objects(px, lab) for px, lab in images]
-    for objects in prebuilt:  # the cached pixel rows / columns, shared by all families
-        objects.rows, objects.cols
-    _, t_kernel = timed(lambda: [texture.haralick(objects, params) for objects in prebuilt])
-    del prebuilt
-    rows.append(dict(scene=name, method="(a) scip Haralick only, objects prebuilt (pixel grouping excluded)",
-                     cells=n_cells, seconds=t_kernel))
-
-    # the subset for (b) and (c): the first `subset` objects (in image order)
-    crops, sub_labels, sub_levels, ours = [], [], [], []
+    # the subset for (b) and (c): the first `subset` objects (in image order),
+    # cut out with the pixels around them, other objects' labels removed
+    crops, sub_labels, sub_levels, sub_pixels = [], [], [], []
     left = subset
-    for (px, lab), feats in zip(images, feats_all):
+    for px, lab in images:
         if left <= 0:
             break
         objects = make_objects(px, lab)
         ids = objects.ids[:left]
         left -= len(ids)
         levels = np.stack([texture.quantize(objects, params, c) for c in range(px.shape[0])])
-        cr, sl, sv = subset_scene(px, np.asarray(lab, np.int64), levels, ids)
+        cr, sl, sv, sp = subset_scene(px, np.asarray(lab, np.int64), levels, ids)
         crops.append(cr)
         sub_labels.append(sl)
         sub_levels.append(sv)
-        ours.append(feats[:len(ids)])
-    ours = np.concatenate(ours)
-    n_sub = int(len(ours))
-
-    ref_b, t_b = timed(lambda: np.concatenate([skimage_texture(cr, params.distances) for cr in crops]))
-    rows.append(dict(scene=name, method="(b) scikit-image graycomatrix per object + numpy Haralick",
-                     cells=n_sub, seconds=t_b))
-    checks.append(dict(scene=name, method="(b) scikit-image + numpy", cells=n_sub, max_rel_diff=max_rel_diff(ours, ref_b),
-                       nan_pattern_equal=bool(np.array_equal(np.isnan(ours), np.isnan(ref_b)))))
-
-    import cp_measure
-    from cp_measure import bulk
+        sub_pixels.append(sp)
+    n_sub = int(sum(len(np.unique(sl)) - 1 for sl in sub_labels))
 
     backends = [("mahotas per object (default)", None)]
     try:
         cp_measure.set_accelerator("numba")
         bulk.get_core_measurements(sanitize=False)["texture"]
         backends.append(("numba accelerator", "numba"))
+        # compile outside the timing
+        wl = np.zeros((16, 16), np.int64)
+        wl[2:12, 2:12] = 1
+        cp_texture(bulk.get_core_measurements(sanitize=False)["texture"], wl,
+                   np.random.default_rng(0).integers(1, 33, (1, 16, 16)).astype(np.uint8) * (wl > 0), params.distances)
     except Exception as exc:  # noqa: BLE001 - report and go on
         print(f"cp_measure numba accelerator unavailable: {exc!r}")
     finally:
         cp_measure.set_accelerator(None)
+
+    def cp_run(acc):
+        def run():
+            cp_measure.set_accelerator(acc)
+            try:
+                fn = bulk.get_core_measurements(sanitize=False)["texture"]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return np.concatenate([cp_texture(fn, sl, sv, params.distances)
+                                           for sl, sv in zip(sub_labels, sub_levels)])
+            finally:
+                cp_measure.set_accelerator(None)
+        return run
+
+    # (method label, cells, callable); only small results are kept, so that a
+    # timing does not pay for page faults of memory another one holds.
+    methods = {
+        f"(a) scip extract, default families ({', '.join(families)})": (n_cells, lambda: [
+            len(features.extract(px, lab, families=families, background=bg(lab), params=params)) for px, lab in images]),
+        "(a) scip extract, texture family (Haralick + Sobel)": (n_cells, lambda: [
+            len(features.extract(px, lab, families=["texture"], background=bg(lab), params=params)) for px, lab in images]),
+        "(a) scip Haralick only (texture.haralick: grouping + quantization included)": (n_cells, lambda: [
+            texture.haralick(make_objects(px, lab), params) for px, lab in images]),
+        "(a) scip Haralick only, subset (grouping + quantization included)": (n_sub, lambda: np.concatenate([
+            texture.haralick(make_objects(sp, sl), params) for sp, sl in zip(sub_pixels, sub_labels)])),
+        "(b) scikit-image graycomatrix per object + numpy Haralick": (n_sub, lambda: np.concatenate(
+            [skimage_texture(cr, params.distances) for cr in crops])),
+    }
     for label, acc in backends:
-        cp_measure.set_accelerator(acc)
-        fn = bulk.get_core_measurements(sanitize=False)["texture"]
-        if acc is not None:  # compile outside the timing
-            wl = np.zeros((16, 16), np.int64)
-            wl[2:12, 2:12] = 1
-            cp_texture(fn, wl, np.random.default_rng(0).integers(1, 33, (1, 16, 16)).astype(np.uint8) * (wl > 0),
-                       params.distances)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ref_c, t_c = timed(lambda: np.concatenate(
-                [cp_texture(fn, sl, sv, params.distances) for sl, sv in zip(sub_labels, sub_levels)]))
-        cp_measure.set_accelerator(None)
-        rows.append(dict(scene=name, method=f"(c) cp_measure texture, {label}", cells=n_sub, seconds=t_c))
-        # cp_measure gives NaN for all directions of an object when one has no pair
-        whole = np.isfinite(ours).all(axis=(3, 4), keepdims=True)
+        methods[f"(c) cp_measure texture, {label}"] = (n_sub, cp_run(acc))
+    results, times = alternated({k: v[1] for k, v in methods.items()}, REPEAT)
+
+    ref_name = "(a) scip Haralick only, subset (grouping + quantization included)"
+    ref_times = np.array(times[ref_name])
+    for method, (cells, _) in methods.items():
+        t = np.array(times[method])
+        row = dict(scene=name, method=method, cells=cells, seconds=float(np.median(t)), runs=t.tolist(),
+                   reference=method == ref_name)
+        if method.startswith(("(b)", "(c)")):
+            # per round: the scip subset rate over this method's rate, same cells
+            row["speedup_per_round"] = (t / ref_times).tolist()
+            row["speedup"] = float(np.median(t / ref_times))
+        rows.append(row)
+
+    ours = results[ref_name]
+    ref_b = results["(b) scikit-image graycomatrix per object + numpy Haralick"]
+    checks.append(dict(scene=name, method="(b) scikit-image + numpy", cells=n_sub, max_rel_diff=max_rel_diff(ours, ref_b),
+                       nan_pattern_equal=bool(np.array_equal(np.isnan(ours), np.isnan(ref_b)))))
+    # cp_measure gives NaN for all directions of an object when one has no pair
+    whole = np.isfinite(ours).all(axis=(3, 4), keepdims=True)
+    for label, _ in backends:
+        ref_c = results[f"(c) cp_measure texture, {label}"]
         checks.append(dict(scene=name, method=f"(c) cp_measure, {label}", cells=n_sub,
                            max_rel_diff=max_rel_diff(np.where(whole, ours, np.nan), ref_c),
                            nan_pattern_equal=bool(np.array_equal(np.isnan(ref_c), np.broadcast_to(~whole, ref_c.shape)))))
@@ -335,20 +369,27 @@ def render(rows: list[dict], checks: list[dict], meta: dict) -> str:
              f"Machine: {meta['machine']}; single thread (NUMBA/OMP/BLAS threads = 1); "
              f"numba {meta['versions']['numba']}, numpy {meta['versions']['numpy']}, "
              f"scikit-image {meta['versions']['skimage']}, mahotas {meta['versions']['mahotas']}, "
-             f"cp-measure {meta['versions']['cp_measure']}. Times: best of {meta['repeat']} runs.", "",
+             f"cp-measure {meta['versions']['cp_measure']}. Load average (1 min) at the start "
+             f"{meta['load_start']}, at the end {meta['load_end']}.", "",
+             f"Times: median of {meta['repeat']} rounds; in each round every method of the scene runs once, "
+             "in the order of the table (alternated: A, B, C, ..., A, B, C, ...).", "",
              f"Texture parameters: distances {meta['distances']}, gray levels {meta['gray_levels']} "
-             "(per-object quantization). (b) and (c) compute the Haralick features only, from scip's "
-             "gray levels (their time excludes quantization), on the first cells of the scene "
-             "(`cells` column). Ratio: scip Haralick-only rate / this method's rate.", ""]
+             "(per-object quantization). Work compared for the speed-up column, on the same first cells of "
+             "the scene (`cells` column), same output (13 Haralick features x 4 directions x the distances x "
+             "the channels per cell, values checked below):", "",
+             "* scip (reference row): `texture.haralick` from the raw pixels and the label image of the box "
+             "holding those cells: pixel grouping, per-object quantization to the gray levels, co-occurrence "
+             "counting and the 13 features;",
+             "* (b), (c): the same features from scip's gray-level image (already quantized: their time "
+             "excludes quantization) and the label image; cp_measure's `get_texture` is called once per "
+             "channel and distance, as CellProfiler does.", "",
+             "Speed-up: per round, (b)/(c)'s time over scip's subset time; the median over the rounds.", ""]
     for scene in dict.fromkeys(r["scene"] for r in rows):
-        lines += [f"## {scene}", "", "| method | cells | seconds | cells/s/core | scip Haralick speed-up |",
+        lines += [f"## {scene}", "", "| method | cells | median seconds | cells/s/core | scip Haralick speed-up |",
                   "|---|---:|---:|---:|---:|"]
-        srows = [r for r in rows if r["scene"] == scene]
-        ref = next(r for r in srows if r.get("reference"))
-        ref_rate = ref["cells"] / ref["seconds"]
-        for r in srows:
+        for r in (r for r in rows if r["scene"] == scene):
             rate = r["cells"] / r["seconds"]
-            ratio = "1 (reference)" if r.get("reference") else f"{ref_rate / rate:.1f}x"
+            ratio = "1 (reference)" if r.get("reference") else (f"{r['speedup']:.1f}x" if "speedup" in r else "")
             lines.append(f"| {r['method']} | {r['cells']} | {r['seconds']:.3f} | {rate:,.0f} | {ratio} |")
         lines.append("")
         lines += ["Value check against scip's Haralick features (finite entries; relative difference "
@@ -365,11 +406,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=5000, help="synthetic cells (default 5000)")
     parser.add_argument("--subset", type=int, default=500, help="cells for (b) and (c) (default 500)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per timing; the best is reported (default 3)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="rounds of alternated runs; medians are reported (default 5, at least 3)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for features.md / features.json")
+    parser.add_argument("--mnfinder", type=Path, default=MNFINDER,
+                        help="mnfinder training-data folder for scene (ii) (default ../shared/data/mnfinder/training-data)")
     args = parser.parse_args(argv)
     global REPEAT
-    REPEAT = max(1, args.repeat)
+    REPEAT = max(3, args.repeat)
     params = FeatureParams()
     import cp_measure
     import mahotas
@@ -382,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"{platform.python_implementation()} {platform.python_version()}",
                 versions=dict(numba=numba.__version__, numpy=np.__version__, skimage=skimage.__version__,
                               mahotas=mahotas.__version__, cp_measure=version("cp_measure")),
-                distances=list(params.distances), gray_levels=params.gray_levels, repeat=REPEAT)
+                distances=list(params.distances), gray_levels=params.gray_levels, repeat=REPEAT,
+                load_start=os.getloadavg()[0])
     _ = cp_measure
     rows: list[dict] = []
     checks: list[dict] = []
@@ -397,13 +442,14 @@ def main(argv: list[str] | None = None) -> int:
               args.subset, rows, checks)
     del pixels, labels
 
-    if MNFINDER.is_dir():
-        imgs = mnfinder_images(MNFINDER)
+    if args.mnfinder.is_dir():
+        imgs = mnfinder_images(args.mnfinder)
         run_scene(f"(ii) mnfinder training nuclei: {len(imgs)} images of 768x869 px, 1 channel", [i[1][None] for i in imgs],
                   [i[2].astype(np.int64) for i in imgs], params, args.subset, rows, checks)
     else:
-        print(f"skipping the real nuclei: {MNFINDER} not found")
+        print(f"skipping the real nuclei: {args.mnfinder} not found")
 
+    meta["load_end"] = os.getloadavg()[0]
     text = render(rows, checks, meta)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)

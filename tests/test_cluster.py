@@ -1,5 +1,6 @@
 """Distributed execution: resource routing, a heterogeneous local cluster, a worker killed mid-run."""
 
+import logging
 import json
 import os
 import re
@@ -386,3 +387,28 @@ def test_completed_keeps_a_bounded_window_of_tasks_on_the_scheduler():
         assert got == {g: [3 * g] for g in range(40)}
         # 4 partitions of 4 tasks each at most (the ones yielded are released before the next batch).
         assert max(most) <= 4 * 4
+
+
+def test_a_worker_paused_for_long_is_named_in_a_warning_and_its_pause_is_recorded(caplog):
+    from scip.engine.cluster import PauseWatch
+
+    watch = PauseWatch(client=None, after=30, repeat=300)
+
+    def worker(status, memory=900 * 2**20):
+        return {"name": "w0", "status": status, "memory_limit": 2**30, "metrics": {"memory": memory}}
+
+    with caplog.at_level(logging.INFO, logger="scip"):
+        watch.check([worker("paused")], now=0.0)
+        watch.check([worker("paused")], now=10.0)
+        assert not caplog.records  # a short pause is Dask doing its job: no word
+        watch.check([worker("paused")], now=31.0)
+        (warning,) = caplog.records
+        assert warning.levelno == logging.WARNING
+        assert "worker w0 has been paused for 31 s" in warning.message
+        assert "900.00 MiB of its 1.00 GiB" in warning.message and "cluster.memory_limit" in warning.message
+        watch.check([worker("paused")], now=100.0)
+        assert len(caplog.records) == 1  # not again before `repeat`
+        assert watch.paused_seconds()["w0"] > 0
+        watch.check([worker("running")], now=131.0)
+        assert "runs tasks again after 131 s" in caplog.records[-1].message
+    assert watch.paused_seconds() == {"w0": 131.0}

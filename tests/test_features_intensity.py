@@ -96,6 +96,42 @@ def _ring_by_erosion_loop(labels: np.ndarray, label: int, width: int) -> np.ndar
     return mask & ~eroded
 
 
+def _edge_mask_by_shifts(labels: np.ndarray, width: int, outside: np.ndarray | None = None) -> np.ndarray:
+    """Reference (whole-image numpy shifts): labeled pixels removed by ``width`` label-wise erosions with the 4-connected cross.
+
+    A pixel survives an erosion only if each of its in-image 4-neighbours
+    carries its (surviving) label; the image border does not erode, and
+    neither do ``outside`` pixels (the margins between packed crops).
+    """
+    current = labels
+    for _ in range(width):
+        keep = current > 0
+        same_v = current[1:] == current[:-1]
+        same_h = current[:, 1:] == current[:, :-1]
+        if outside is None:
+            keep[1:] &= same_v
+            keep[:-1] &= same_v
+            keep[:, 1:] &= same_h
+            keep[:, :-1] &= same_h
+        else:
+            keep[1:] &= same_v | outside[:-1]
+            keep[:-1] &= same_v | outside[1:]
+            keep[:, 1:] &= same_h | outside[:, :-1]
+            keep[:, :-1] &= same_h | outside[:, 1:]
+        current = np.where(keep, current, 0)
+    return (labels > 0) & (current == 0)
+
+
+def _edge_mask(labels: np.ndarray, width: int, outside: np.ndarray | None = None) -> np.ndarray:
+    """The edge ring the intensity family uses, as an image mask."""
+    objects = Objects(np.zeros((1, *labels.shape)), np.asarray(labels, np.int64), labels == 0, ("c",), outside=outside)
+    ring = np.zeros(labels.shape, bool)
+    dummy = np.zeros((1, 1), bool) if outside is None else np.ascontiguousarray(outside)
+    ring.ravel()[objects.groups.index] = intensity._edge_pixels(objects.labels, objects.groups.index, int(width),
+                                                                dummy, outside is not None)
+    return ring
+
+
 def _nearest_region(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Brute force: distance to, and label of, the nearest region for every pixel; ties to the smaller label."""
     ids = np.unique(labels[labels > 0])
@@ -175,7 +211,7 @@ def test_object_and_edge_stats_match_numpy(scene):
 @pytest.mark.parametrize("width", [1, 2, 3])
 def test_edge_ring_equals_erosion_loop(width):
     labels = _touching_objects(seed=5)
-    ring = intensity._edge_mask(labels, width)
+    ring = _edge_mask(labels, width)
     expected = np.zeros_like(ring)
     for label in np.unique(labels[labels > 0]):
         expected |= _ring_by_erosion_loop(labels, label, width)
@@ -183,7 +219,7 @@ def test_edge_ring_equals_erosion_loop(width):
     if width == 1:
         np.testing.assert_array_equal(ring, find_boundaries(labels, connectivity=1, mode="inner"))
     else:
-        assert ring.sum() > intensity._edge_mask(labels, width - 1).sum()
+        assert ring.sum() > _edge_mask(labels, width - 1).sum()
 
     # And the statistics use that ring.
     pixels = _random_pixels(labels.shape, seed=6)
@@ -443,3 +479,34 @@ def test_background_band_equals_expand_labels_away_from_ties(scene):
     expanded = expand_labels(labels, 5)
     band = (dist <= 5) & (labels == 0)
     assert np.array_equal(owner[band & ~tie], expanded[band & ~tie])
+
+
+@pytest.mark.parametrize("width", [1, 2, 5, 9])
+def test_background_band_pixels_equal_brute_force_ties_included(width):
+    # Every usable pixel within `width` of its nearest region (ties to the smaller label), no other pixel:
+    # the band kernel resolves pixels two regions reach in place, without sorting candidates.
+    labels = _touching_objects(seed=5, n=12)
+    labels[labels == labels[10, 10]] = 0  # gaps between objects, so that bands meet and tie
+    usable = (labels == 0) & (np.random.default_rng(3).random(labels.shape) < 0.8)
+    objects = Objects(np.zeros((1, *labels.shape)), labels, usable, ("c",))
+    flat, pos = intensity._background_band(objects, width)
+    assert np.all(np.diff(pos) >= 0)
+    dist, owner = _nearest_region(labels)
+    want = np.flatnonzero(((dist <= width) & usable).ravel())
+    got_owner = objects.ids[pos]
+    order = np.argsort(flat)
+    np.testing.assert_array_equal(flat[order], want)
+    np.testing.assert_array_equal(got_owner[order], owner.ravel()[want])
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+@pytest.mark.parametrize("with_outside", [False, True])
+def test_edge_kernel_equals_whole_image_erosion(width, with_outside):
+    # The compiled ring (object pixels only, erosion stamps) against whole-image shifted comparisons.
+    labels = _touching_objects(seed=9)
+    outside = None
+    if with_outside:
+        outside = np.zeros(labels.shape, bool)
+        outside[:, 20:23] = True
+        labels = np.where(outside, 0, labels)
+    np.testing.assert_array_equal(_edge_mask(labels, width, outside), _edge_mask_by_shifts(labels, width, outside))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from scip import _numbacache
-from scip.features import extract, warmup
+from scip.features import _groups, extract, warmup
 from scip.features.crops import extract_crops
 from scip.features.volume import extract_volumes
 
@@ -26,6 +26,8 @@ def _dispatchers() -> dict[str, object]:
         for attr, value in vars(module).items():
             if isinstance(value, numba.core.registry.CPUDispatcher) and value.py_func.__module__ == module.__name__:
                 out[f"{name}.{attr}"] = value
+    # Compiled on first use, so not a module attribute.
+    out["_groups._counting_sort"] = _groups.counting_sort()
     return out
 
 
@@ -79,7 +81,8 @@ def test_kernels_for_and_assign():
     texture = {k.name for k in warmup.kernels_for(["texture"])}
     assert "_glcm.haralick_runs" in texture and "_shape_kernels.shape_kernel" not in texture
     assert warmup.kernels_for([]) == []
-    assert {k.name for k in warmup.kernels_for("bbox")} == {"_groups._counting_sort"}
+    assert warmup.kernels_for("bbox") == []  # bbox groups pixels with numpy: nothing to compile
+    assert "_groups._counting_sort" in {k.name for k in warmup.kernels_for(["shape"])}
     shares = warmup.assign(warmup.KERNELS, 3)
     assert sorted(k.name for s in shares for k in s) == sorted(k.name for k in warmup.KERNELS)
     costs = [sum(k.cost for k in s) for s in shares]
@@ -178,3 +181,16 @@ def test_warm_workers_gives_each_feature_worker_its_own_share(monkeypatch, caplo
         assert warm.warm_workers(Session(client, Routing()), ["texture"]) is None
     assert "compile on first use" in caplog.text and "worker gone" in caplog.text
     assert warm.warm_workers(Session(None), ["texture"]) is None
+
+
+@pytest.mark.parametrize("labels", [_labels(), _labels((57, 33), np.uint16), np.zeros((5, 5), np.int32),
+                                    np.array([[0, 7, 7], [3, 0, 7]], np.int64)])
+def test_grouping_pixels_with_numpy_gives_the_compiled_groups(labels):
+    # bbox-only extraction groups with numpy (never loading numba); the table must not depend on it.
+    compiled, plain = _groups.group_pixels(labels), _groups.group_pixels(labels, compiled=False)
+    for field in ("ids", "starts", "counts", "index"):
+        assert np.array_equal(getattr(compiled, field), getattr(plain, field)), field
+    pixels = np.arange(labels.size, dtype=np.float32).reshape((1, *labels.shape))
+    with_intensity = extract(pixels, labels, families=["bbox", "intensity"])
+    alone = extract(pixels, labels, families=["bbox"])
+    assert with_intensity[alone.columns].equals(alone)

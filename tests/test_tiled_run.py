@@ -305,3 +305,55 @@ def test_the_tiles_example_runs_on_the_example_data(tmp_path):
     for image_id, rows in table.groupby("meta_image_id"):
         area = np.bincount(read_labels(root, image_id, "cell").ravel())
         np.testing.assert_array_equal(area[rows.meta_label.to_numpy()], rows.feat_cell_shape_area.to_numpy())
+
+
+_NO_COMPILER_RUN = """
+import sys
+import scip
+config = {{"input": {{"path": {slide!r}}}, "segment": {{"method": "otsu", "channel": 0}},
+          "tiles": {{"mode": "always", "size": 256, "diameter": 24}}, "features": {{"families": {families!r}}},
+          "output": {{"path": {out!r}, "labels": True}}, "cluster": {{"scheduler": "synchronous"}}}}
+result = scip.run(config, progress=False)
+print(result.summary["counts"]["cells"]["exported"], "numba" in sys.modules)
+"""
+
+
+def test_a_bbox_only_tiled_run_never_loads_numba(tmp_path):
+    # Loading numba adds ~120 MiB of resident memory to every process (issue 16's 32768² budget):
+    # a slide run measuring bounding boxes must not pay it, one measuring intensity must.
+    slide = tmp_path / "slide.zarr"
+    write_synthetic_slide(slide, 512, chunk=256, seed=0, truth=False, workers=1)
+    seen = {}
+    for families in (["bbox"], ["bbox", "intensity"]):
+        code = _NO_COMPILER_RUN.format(slide=str(slide), out=str(tmp_path / "+".join(families)), families=families)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        exported, loaded = out.split()[-2:]
+        seen[tuple(families)] = (int(exported), loaded == "True")
+    assert seen[("bbox",)][1] is False and seen[("bbox", "intensity")][1] is True
+    assert seen[("bbox",)][0] == seen[("bbox", "intensity")][0] > 0
+
+
+@pytest.mark.parametrize("missing_chunks", ["skip", "fill"])
+def test_a_tiled_image_with_a_chunk_missing_from_its_store_is_skipped_naming_the_chunk(tmp_path, missing_chunks):
+    # zarr reads a missing chunk as its fill value (zeros): windows of a tiled image must not pass that off as data.
+    slide = tmp_path / "slide.zarr"
+    write_synthetic_slide(slide, 512, chunk=256, seed=0, truth=False, workers=1)
+    chunk = slide / "0" / "0" / "1" / "0"
+    assert chunk.is_file()
+    chunk.unlink()
+    config = {"input": {"path": str(slide), "missing_chunks": missing_chunks},
+              "segment": {"method": "otsu", "channel": 0}, "tiles": {"mode": "always", "size": 256, "diameter": 24},
+              "features": {"families": ["bbox"]}, "output": {"path": str(tmp_path / "out"), "labels": True},
+              "cluster": {"scheduler": "synchronous"}}
+    result = scip.run(config, progress=False)
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv")
+    missing = skipped[skipped["reason"].str.startswith("chunk missing", na=False)]
+    (image,) = result.summary["tiles"]["images"]
+    if missing_chunks == "skip":
+        assert len(missing) == 1 and missing["step"].iloc[0] == "load"
+        assert str(chunk) in missing["reason"].iloc[0] and "input.missing_chunks: fill" in missing["reason"].iloc[0]
+        assert result.summary["counts"]["cells"]["exported"] == 0 and image["objects"] == 0
+        assert image["failure"].startswith("chunk missing")
+    else:  # the user accepted zeros there: the rest of the image is measured
+        assert missing.empty and "failure" not in image
+        assert result.summary["counts"]["cells"]["exported"] > 0

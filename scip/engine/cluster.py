@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,7 +35,7 @@ log = logging.getLogger("scip")
 __all__ = ["GPU", "CPU", "SYNCHRONOUS", "LOOPBACK", "ClusterError", "Routing", "Session", "connect", "compute", "persist",
            "routing_for", "default_workers", "gpu_count", "slurm_cluster", "task_stream", "task_stream_steps",
            "worker_names", "quiet_logs", "loopback_dashboard", "security_for", "worker_memory", "completed", "Killed",
-           "killed_partitions", "release"]
+           "killed_partitions", "release", "PauseWatch"]
 
 SYNCHRONOUS = "synchronous"
 GPU = "GPU"
@@ -91,9 +93,10 @@ class Session:
     retries: int = 0
     kind: str = SYNCHRONOUS
     cluster: object | None = None
+    pauses: PauseWatch | None = None
 
     def describe(self) -> dict:
-        """Workers and their resources, for ``run.json``."""
+        """Workers and their resources, for ``run.json``; ``paused_s``: seconds each worker spent paused."""
         if self.client is None:
             return {"kind": self.kind, "workers": []}
         workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
@@ -101,7 +104,90 @@ class Session:
                 "workers": sorted(({"name": str(w["name"]), "threads": w["nthreads"],
                                     "resources": dict(w.get("resources") or {})} for w in workers),
                                   key=lambda w: w["name"]),
-                "routing": self.routing.as_dict(), "retries": self.retries}
+                "routing": self.routing.as_dict(), "retries": self.retries,
+                "paused_s": self.pauses.paused_seconds() if self.pauses is not None else {}}
+
+
+class PauseWatch:
+    """Say so when a worker stays paused: Dask's pause is otherwise a silent, possibly endless wait.
+
+    A worker whose process memory passes ``distributed.worker.memory.pause``
+    (80 % of its limit by default) takes no new task until its memory falls.
+    If it never falls (a limit too small for the libraries and one task's
+    data), the run waits forever with an idle progress bar. A thread polls
+    the scheduler and logs a warning naming the worker, its memory and the
+    setting to change once a pause has lasted ``after`` seconds, again
+    every ``repeat`` seconds while it lasts, and an info line when it ends.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    interval, after, repeat : float
+        Seconds between polls, before the first warning, between warnings.
+    """
+
+    def __init__(self, client, interval: float = 5.0, after: float = 30.0, repeat: float = 300.0):
+        self.client, self.interval, self.after, self.repeat = client, interval, after, repeat
+        self._since: dict[str, float] = {}
+        self._warned: dict[str, float] = {}
+        self._total: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="scip-pause-watch", daemon=True)
+
+    def __enter__(self) -> PauseWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2 * self.interval + 5)
+
+    def paused_seconds(self) -> dict[str, float]:
+        """Worker name to seconds spent paused so far (only workers that paused)."""
+        now = time.monotonic()
+        with self._lock:
+            out = dict(self._total)
+            for name, since in self._since.items():
+                out[name] = out.get(name, 0.0) + now - since
+        return {name: round(seconds, 1) for name, seconds in sorted(out.items())}
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+            except Exception as e:  # noqa: BLE001 - a watch only: a closing client must not raise in a thread
+                log.debug("scip: pause watch stopped (%s: %s)", type(e).__name__, e)
+                return
+            self.check(workers, time.monotonic())
+
+    def check(self, workers, now: float) -> None:
+        """Update the pause record from the scheduler's worker entries, logging what changed."""
+        import dask
+        from dask.utils import format_bytes
+
+        paused = {str(w["name"]): w for w in workers if w.get("status") == "paused"}
+        with self._lock:
+            for name in [n for n in self._since if n not in paused]:
+                lasted = now - self._since.pop(name)
+                self._total[name] = self._total.get(name, 0.0) + lasted
+                if self._warned.pop(name, None) is not None:
+                    log.info("scip: worker %s runs tasks again after %.0f s paused", name, lasted)
+            for name, w in paused.items():
+                since = self._since.setdefault(name, now)
+                last = self._warned.get(name)
+                if now - since < self.after or (last is not None and now - last < self.repeat):
+                    continue
+                self._warned[name] = now
+                limit = int(w.get("memory_limit") or 0)
+                used = int((w.get("metrics") or {}).get("memory") or 0)
+                fraction = dask.config.get("distributed.worker.memory.pause")
+                log.warning(
+                    "scip: worker %s has been paused for %.0f s: its process holds %s of its %s memory limit, above "
+                    "Dask's pause threshold (distributed.worker.memory.pause = %s), so it takes no new task until "
+                    "that memory is freed, and the run waits. If this lasts, raise cluster.memory_limit (or run "
+                    "fewer cluster.threads per worker).", name, now - since, format_bytes(used),
+                    format_bytes(limit) if limit else "unknown", fraction)
 
 
 def default_workers(memory_per_worker_gib: float = 2.0) -> int:
@@ -400,8 +486,8 @@ def connect(cfg: ClusterConfig, client=None) -> Iterator[Session]:
     from distributed import Client
 
     if cfg.scheduler:
-        with Client(cfg.scheduler, security=_client_security(cfg)) as c:
-            yield Session(c, _live_routing(c), cfg.retries, "scheduler")
+        with Client(cfg.scheduler, security=_client_security(cfg)) as c, PauseWatch(c) as pauses:
+            yield Session(c, _live_routing(c), cfg.retries, "scheduler", pauses=pauses)
         return
     if cfg.slurm is not None:
         cluster, offered = slurm_cluster(cfg.slurm, cfg.dashboard_address, cfg.security)
@@ -418,12 +504,14 @@ def connect(cfg: ClusterConfig, client=None) -> Iterator[Session]:
                         "check the jobs with `squeue --me` (pending in the queue, or failed: see their output in "
                         f"{cfg.slurm.log_directory or 'the current folder'}) and the partition/account/resources "
                         "in cluster.slurm") from None
-            yield Session(c, _announce(routing_for(offered)), cfg.retries, "slurm", cluster)
+            with PauseWatch(c) as pauses:
+                yield Session(c, _announce(routing_for(offered)), cfg.retries, "slurm", cluster, pauses)
         return
     cluster, offered = _local_cluster(cfg)
     with _stopping(cluster), Client(cluster) as c:
         c.wait_for_workers(len(offered), timeout=120)
-        yield Session(c, _announce(routing_for(offered)), cfg.retries, "local", cluster)
+        with PauseWatch(c) as pauses:
+            yield Session(c, _announce(routing_for(offered)), cfg.retries, "local", cluster, pauses)
 
 
 #: Seconds a local worker process gets to exit once asked to, before its nanny kills it. Distributed's own

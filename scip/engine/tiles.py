@@ -107,8 +107,10 @@ class TiledImage:
     statistics : dict
         The image-wide parameters the windows used (``level``, ``norm_range``).
     failure : tuple or None
-        ``(kind, message, traceback)`` when pass 1 failed on a tile: the image
-        is then a skipped (``skip``) or error (``error``) record.
+        ``(kind, message, traceback)`` when pass 1 failed on a tile, or
+        (``load``) when chunks of the image are missing from its store: the
+        image is then a skipped (``skip``, ``killed``, ``load``) or error
+        (``error``) record.
     """
 
     job: TileJob
@@ -172,6 +174,12 @@ def plan_tiles(config: Config, dataset, indices: tuple[int, ...], out: Path,
         job = TileJob(source, dataset.channels, reader, tiling, positions, isinstance(seg.channel, list), seg.method,
                       params, str(Path(out) / SCRATCH / f"{key}.zarr"), key)
         groups = tuple(tuple(g) for g in tile_partitions(tiling.tiles(), TILES_PER_PARTITION))
+        missing = reader.missing_chunks() if config.input.missing_chunks == "skip" else None
+        if missing:
+            # Skipped before any pass, as a whole image would be when read: no statistics, no tiles segmented.
+            log.warning("scip: %s is skipped: %s", source.image_id, missing)
+            out_images.append(TiledImage(job, groups, owned=(0,) * len(tiling.tiles()), failure=("load", missing, "")))
+            continue
         out_images.append(TiledImage(job, groups))
     return tuple(out_images)
 
@@ -228,7 +236,7 @@ def run_statistics(config: Config, tiled: tuple[TiledImage, ...], session, progr
     if config.tiles.statistics != "image" or not tiled:
         return tiled
     stats = [image_statistic(t.job.method, t.job.params) for t in tiled]
-    todo = [i for i, s in enumerate(stats) if s is not None]
+    todo = [i for i, s in enumerate(stats) if s is not None and not tiled[i].failure]
     if not todo:
         return tiled
     cpu = session.routing.cpu
@@ -300,7 +308,8 @@ def run_pass1(tiled: tuple[TiledImage, ...], session, progress: bool, recorded: 
     """
     from scip.engine.cluster import Killed, completed
 
-    todo = [t for t in tiled if only is None or t.job.key in only]
+    # An image skipped when planned (chunks missing from its store) is not read.
+    todo = [t for t in tiled if (only is None or t.job.key in only) and not t.failure]
     tasks = []
     for t in todo:
         tiling = t.job.tiling
@@ -359,6 +368,8 @@ def tile_cells(job: TileJob, tiles: tuple, around: dict, first: bool, image: dic
             kind, message, trace = image["failure"]
             if kind == "error":
                 status = dataclasses.replace(failed("segment", RuntimeError(message)), traceback=trace, reason=message)
+            elif kind == "load":
+                status = skipped("load", message)  # as a whole image that cannot be read as stored
             else:
                 status = skipped("segment", message, kind="killed the worker" if kind == "killed" else
                                  f"{job.method} failed")

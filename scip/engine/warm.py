@@ -55,7 +55,9 @@ def warm_workers(session: Session, families: Sequence[str]) -> dict[str, float] 
         nothing ran (in-process, no worker, or the warm-up failed: the
         kernels then compile where they are first used, as before).
     """
-    if session.client is None:
+    from scip.features import needs_compiler
+
+    if session.client is None or not needs_compiler(families):
         return None
     from scip.features.warmup import assign, kernels_for
 

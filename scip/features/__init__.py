@@ -14,8 +14,9 @@ such a module and one entry to the registry below.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import fields as dataclass_fields
-from types import MappingProxyType, ModuleType
+from types import ModuleType
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -24,15 +25,26 @@ import pandas as pd
 from scip._featureparams import DEFAULT_FAMILIES, FAMILIES, FAMILIES_3D
 from scip._hints import did_you_mean
 
-from . import bbox, intensity, shape, texture, volume
 from ._columns import MICROMETRE_SUFFIX, FeatureColumn, column_name, micrometre_columns
 from ._objects import FeatureParams, Objects
 
 __all__ = ["FAMILIES", "DEFAULT_FAMILIES", "FAMILIES_3D", "FeatureColumn", "FeatureParams", "MICROMETRE_SUFFIX",
-           "check_3d", "column_name", "columns", "extract", "micrometre_columns"]
+           "check_3d", "column_name", "columns", "extract", "micrometre_columns", "needs_compiler"]
 
-_REGISTRY: Mapping[str, ModuleType] = MappingProxyType(
-    {m.NAME: m for m in (shape, intensity, texture, bbox, volume)})
+# Each family is the module of its name, imported on first use: a run that
+# measures only `bbox` never imports the compiled families, and so never numba.
+_REGISTRY = ("shape", "intensity", "texture", "bbox", "volume")
+
+# Families whose compute calls numba kernels. Loading numba (its LLVM
+# library) adds about 120 MiB to a process's resident memory, which a
+# whole-slide run with bounding boxes only pays in every worker otherwise.
+_COMPILED = frozenset({"shape", "intensity", "texture", "volume"})
+
+
+def needs_compiler(families: Sequence[str]) -> bool:
+    """Whether measuring ``families`` runs compiled (numba) kernels; False for ``bbox`` alone."""
+    flat = (families,) if isinstance(families, str) else tuple(families)
+    return any(f in _COMPILED for f in flat)
 
 _PARAM_NAMES = tuple(f.name for f in dataclass_fields(FeatureParams))
 
@@ -51,7 +63,7 @@ def _resolve_families(families: Sequence[str]) -> list[ModuleType]:
         if name in seen:
             raise ValueError(f"feature family {name!r} is listed more than once in {tuple(families)}")
         seen.add(name)
-        modules.append(_REGISTRY[name])
+        modules.append(importlib.import_module(f"{__name__}.{name}"))
     return modules
 
 
@@ -243,7 +255,7 @@ def extract(
     if len(offset) != labels.ndim:
         raise ValueError(f"offset {tuple(offset)} must have one value per axis of labels {labels.shape}")
     objects = Objects(pixels, labels, background, tuple(channel_names), row_offset=offset[-2], col_offset=offset[-1],
-                      z_offset=offset[0] if labels.ndim == 3 else 0)
+                      z_offset=offset[0] if labels.ndim == 3 else 0, compiled=needs_compiler(families))
     return _table(objects, families, cols, params)
 
 

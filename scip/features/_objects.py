@@ -55,6 +55,9 @@ class Objects:
         Pixels that are not part of any real image: the margins between
         crops packed into one image. They are never background, and an object
         pixel next to them is treated as next to the image border.
+    compiled : bool
+        Group pixels with the compiled counting sort (see
+        :func:`._groups.group_pixels`); False where no family needs numba.
     groups : Groups
         Foreground pixels sorted by label.
     """
@@ -68,10 +71,11 @@ class Objects:
     z_offset: int | np.ndarray = 0
     band_labels: np.ndarray | None = None
     outside: np.ndarray | None = None
+    compiled: bool = True
     groups: Groups = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "groups", group_pixels(self.labels))
+        object.__setattr__(self, "groups", group_pixels(self.labels, compiled=self.compiled))
         for name in ("row_offset", "col_offset", "z_offset"):
             value = np.asarray(getattr(self, name))
             if value.ndim and value.shape != (len(self.groups),):
@@ -158,6 +162,34 @@ class Objects:
         """Column of each grouped pixel relative to its object's bounding box (int64)."""
         return self.cols - self.box_min_col[self.seg]
 
+    @cached_property
+    def channel_values(self) -> np.ndarray:
+        """Float64 values of every channel at the grouped pixels, C-contiguous ``(C, N)``.
+
+        Gathered once and shared by the families (intensity and texture both
+        read every object pixel of every channel).
+        """
+        flat = self.pixels.reshape(self.pixels.shape[0], -1)
+        out = np.empty((flat.shape[0], self.groups.index.size), np.float64)
+        for c in range(flat.shape[0]):
+            out[c] = flat[c][self.groups.index]
+        return out
+
     def values(self, channel: int) -> np.ndarray:
-        """Float64 values of channel ``channel`` at the grouped pixels."""
-        return np.ravel(self.pixels[channel])[self.groups.index].astype(np.float64)
+        """Float64 values of channel ``channel`` at the grouped pixels (a row of :attr:`channel_values`)."""
+        return self.channel_values[channel]
+
+    def channel_image(self, channel: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Channel ``channel`` as a float64 ``(H, W)`` image, written into ``out`` when given.
+
+        Float64 pixels are returned as they are; others are converted into
+        ``out`` so that a caller looping over channels reuses one buffer
+        instead of faulting in a fresh image-sized array per channel.
+        """
+        image = self.pixels[channel]
+        if image.dtype == np.float64 and image.flags.c_contiguous:
+            return image
+        if out is None:
+            out = np.empty(image.shape, np.float64)
+        np.copyto(out, image)
+        return out

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from . import DEFAULT_FAMILIES, FeatureParams, _check_inputs, _resolve_params, _table, columns
+from . import DEFAULT_FAMILIES, FeatureParams, _check_inputs, _resolve_params, _table, columns, needs_compiler
 from ._objects import Objects
 
 __all__ = ["extract_crops"]
@@ -168,7 +168,8 @@ def extract_crops(
             continue
         pixels, labels, _, background = _check_inputs(pixels, labels, names, background)
         objects = Objects(pixels, labels, background, tuple(names), row_offset=row_shift[present],
-                          col_offset=col_shift[present], band_labels=band, outside=outside)
+                          col_offset=col_shift[present], band_labels=band, outside=outside,
+                          compiled=needs_compiler(families))
         position = present
         table = _table(objects, families, cols, params)
         out[np.asarray(batch)[position]] = table[[c.name for c in cols]].to_numpy()

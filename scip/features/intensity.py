@@ -130,30 +130,57 @@ def describe(channel_names: Sequence[str], params: FeatureParams) -> list[tuple[
     return [(f, ch, d, u) for ch in channel_names for f, d, u in per_channel]
 
 
-def _edge_mask(labels: np.ndarray, width: int, outside: np.ndarray | None = None) -> np.ndarray:
-    """Labeled pixels removed by ``width`` label-wise erosions with the 4-connected cross.
+@numba.njit(cache=True, nogil=True)
+def _edge_pixels(labels, index, width, outside, use_outside):  # pragma: no cover - compiled
+    """Which of the labeled pixels ``index`` (flat) ``width`` label-wise erosions with the 4-connected cross remove.
 
     A pixel survives an erosion only if each of its in-image 4-neighbours
     carries its (surviving) label; the image border does not erode, and
-    neither do ``outside`` pixels (the margins between packed crops).
+    neither do ``outside`` pixels (the margins between packed crops; read only
+    where ``use_outside``). Only the labeled pixels are visited; erosion ``t``
+    stamps the pixels it removes, so that a neighbour removed by the same
+    erosion still counts as surviving the previous one.
     """
-    current = labels
-    for _ in range(width):
-        keep = current > 0
-        same_v = current[1:] == current[:-1]
-        same_h = current[:, 1:] == current[:, :-1]
-        if outside is None:
-            keep[1:] &= same_v
-            keep[:-1] &= same_v
-            keep[:, 1:] &= same_h
-            keep[:, :-1] &= same_h
-        else:
-            keep[1:] &= same_v | outside[:-1]
-            keep[:-1] &= same_v | outside[1:]
-            keep[:, 1:] &= same_h | outside[:, :-1]
-            keep[:, :-1] &= same_h | outside[:, 1:]
-        current = np.where(keep, current, 0)
-    return (labels > 0) & (current == 0)
+    H, W = labels.shape
+    flat = labels.ravel()
+    out_flat = outside.ravel()
+    # Stamps 1 and 2 alternate: a pixel still there at erosion t has no
+    # same-label 4-neighbour removed before t - 1 (it would have gone at t - 1
+    # itself), so "removed before t" is "stamped, and not with t's stamp".
+    removed = np.zeros(H * W, np.uint8)
+    for t in range(width):
+        now = np.uint8(1 + t % 2)
+        for k in range(index.shape[0]):
+            p = index[k]
+            if removed[p] != 0:
+                continue
+            v = flat[p]
+            r = p // W
+            c = p - r * W
+            # written out per neighbour: a helper function here made the loop ~4x slower
+            erode = False
+            if r > 0:
+                q = p - W
+                if not (use_outside and out_flat[q]):
+                    erode |= flat[q] != v or (removed[q] != 0 and removed[q] != now)
+            if r < H - 1:
+                q = p + W
+                if not (use_outside and out_flat[q]):
+                    erode |= flat[q] != v or (removed[q] != 0 and removed[q] != now)
+            if c > 0:
+                q = p - 1
+                if not (use_outside and out_flat[q]):
+                    erode |= flat[q] != v or (removed[q] != 0 and removed[q] != now)
+            if c < W - 1:
+                q = p + 1
+                if not (use_outside and out_flat[q]):
+                    erode |= flat[q] != v or (removed[q] != 0 and removed[q] != now)
+            if erode:
+                removed[p] = now
+    ring = np.empty(index.shape[0], np.bool_)
+    for k in range(index.shape[0]):
+        ring[k] = removed[index[k]] != 0
+    return ring
 
 
 @numba.njit(cache=True, nogil=True)
@@ -184,10 +211,18 @@ def _region_boundaries(labels):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _band_candidates(labels, usable, lab, rr, cc, starts, counts, width):  # pragma: no cover - compiled
-    """(flat index, region number, squared distance) of usable pixels within ``width`` of each region."""
+def _band_owned(labels, usable, lab, rr, cc, starts, counts, width, region_pos):  # pragma: no cover - compiled
+    """Usable pixels within ``width`` of each region that are nearest to it: (flat index, object position).
+
+    Regions are visited in ascending label order; a pixel goes to the first
+    region at the smallest squared distance, i.e. ties go to the smaller label.
+    ``region_pos`` is the object position of each region, -1 for a region
+    without an object (it still claims its pixels but reports none). The
+    output is grouped by region, so by ascending object position.
+    """
     H, W = labels.shape
     w2 = width * width
+    n_regions = len(starts)
     # Offsets as horizontal spans: row offset dr reaches columns -h[dr] .. h[dr].
     span = np.empty(2 * width + 1, np.int64)
     for dr in range(-width, width + 1):
@@ -195,13 +230,14 @@ def _band_candidates(labels, usable, lab, rr, cc, starts, counts, width):  # pra
         while (h + 1) * (h + 1) + dr * dr <= w2:
             h += 1
         span[dr + width] = h
-    cap = 1024
-    out_flat = np.empty(cap, np.int64)
-    out_lab = np.empty(cap, np.int64)
-    out_d2 = np.empty(cap, np.int64)
-    n_out = 0
+    # Owner (region + 1; 0 none) and its squared distance, per image pixel.
+    # np.zeros maps zero pages lazily: only the pages near regions get touched,
+    # and no sort of the candidates is needed to resolve pixels two regions reach.
+    owner = np.zeros(H * W, np.int32)
+    dist = np.zeros(H * W, np.int32)
+    box = np.empty((n_regions, 4), np.int64)
     best_buf = np.empty(0, np.int64)
-    for i in range(len(starts)):
+    for i in range(n_regions):
         s = starts[i]
         e = s + counts[i]
         r0 = rr[s]
@@ -217,49 +253,65 @@ def _band_candidates(labels, usable, lab, rr, cc, starts, counts, width):  # pra
         c0 = max(c0 - width, 0)
         r1 = min(r1 + width, H - 1)
         c1 = min(c1 + width, W - 1)
+        box[i, 0] = r0
+        box[i, 1] = c0
+        box[i, 2] = r1
+        box[i, 3] = c1
         hh = r1 - r0 + 1
         ww = c1 - c0 + 1
         if hh * ww > len(best_buf):
             best_buf = np.empty(2 * hh * ww, np.int64)
-        best = best_buf[:hh * ww].reshape((hh, ww))
-        best[:, :] = w2 + 1
+        best_buf[:hh * ww] = w2 + 1
         for j in range(s, e):
+            cj = cc[j]
             for dr in range(-width, width + 1):
                 r = rr[j] + dr
                 if r < 0 or r >= H:
                     continue
                 h = span[dr + width]
                 dr2 = dr * dr
-                ca = max(cc[j] - h, 0)
-                cb = min(cc[j] + h, W - 1)
-                row = best[r - r0]
-                cj = cc[j]
-                for c in range(ca - c0, cb - c0 + 1):
-                    dc = c + c0 - cj
-                    row[c] = min(row[c], dr2 + dc * dc)
+                ca = max(cj - h, 0)
+                cb = min(cj + h, W - 1)
+                # flat, unsigned positions in the window: no 2-D view per row
+                # and no negative-index handling in the innermost loop
+                base = (r - r0) * ww - c0
+                for c in range(ca, cb + 1):
+                    dc = c - cj
+                    at = np.uintp(base + c)
+                    best_buf[at] = min(best_buf[at], dr2 + dc * dc)
         for a in range(hh):
             for b in range(ww):
-                d2 = best[a, b]
+                d2 = best_buf[a * ww + b]
                 r = r0 + a
                 c = c0 + b
                 if d2 <= w2 and labels[r, c] == 0 and usable[r, c]:
-                    if n_out == cap:
-                        cap *= 2
-                        out_flat = _grow(out_flat, cap)
-                        out_lab = _grow(out_lab, cap)
-                        out_d2 = _grow(out_d2, cap)
-                    out_flat[n_out] = r * W + c
-                    out_lab[n_out] = i
-                    out_d2[n_out] = d2
-                    n_out += 1
-    return out_flat[:n_out], out_lab[:n_out], out_d2[:n_out]
-
-
-@numba.njit(cache=True, nogil=True)
-def _grow(a, cap):  # pragma: no cover - compiled
-    b = np.empty(cap, a.dtype)
-    b[:len(a)] = a
-    return b
+                    f = r * W + c
+                    # strictly nearer only: on a tie the earlier (smaller) label keeps it
+                    if owner[f] == 0 or d2 < dist[f]:
+                        owner[f] = i + 1
+                        dist[f] = d2
+    n_out = 0
+    for i in range(n_regions):
+        if region_pos[i] < 0:
+            continue
+        for r in range(box[i, 0], box[i, 2] + 1):
+            for c in range(box[i, 1], box[i, 3] + 1):
+                n_out += owner[r * W + c] == i + 1
+    out_flat = np.empty(n_out, np.int64)
+    out_pos = np.empty(n_out, np.int64)
+    k = 0
+    for i in range(n_regions):
+        p = region_pos[i]
+        if p < 0:
+            continue
+        for r in range(box[i, 0], box[i, 2] + 1):
+            for c in range(box[i, 1], box[i, 3] + 1):
+                f = r * W + c
+                if owner[f] == i + 1:
+                    out_flat[k] = f
+                    out_pos[k] = p
+                    k += 1
+    return out_flat, out_pos
 
 
 def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -276,27 +328,16 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
     order = np.argsort(lab, kind="stable")
     lab, rr, cc = lab[order], rr[order], cc[order]
     region_ids, starts, counts = np.unique(lab, return_index=True, return_counts=True)
-    flat, region, d2 = _band_candidates(regions, np.ascontiguousarray(objects.background), lab, rr, cc,
-                                        starts.astype(np.int64), counts.astype(np.int64), int(width))
-    # Each pixel goes to its nearest region; ties to the smaller label (regions
-    # are numbered in label order). One int64 key sorts by pixel, distance, region.
-    n_regions = max(len(region_ids), 1)
-    if (regions.size + 1) * (width * width + 1) * n_regions < 2**62:
-        order = np.argsort((flat * (width * width + 1) + d2) * n_regions + region, kind="stable")
+    # A region whose object is absent (e.g. a cell with an empty nucleus mask)
+    # still takes its pixels from farther regions, but owns no band.
+    ids = objects.ids
+    if len(ids):
+        pos = np.minimum(np.searchsorted(ids, region_ids), len(ids) - 1)
+        region_pos = np.where(ids[pos] == region_ids, pos, -1).astype(np.int64)
     else:
-        order = np.lexsort((region, d2, flat))
-    flat, region = flat[order], region[order]
-    first = np.ones(len(flat), bool)
-    first[1:] = flat[1:] != flat[:-1]
-    flat, owner = flat[first], region_ids[region[first]]
-    # A region whose object is absent (e.g. a cell with an empty nucleus mask) owns no band.
-    if not len(objects.ids):
-        return flat[:0], flat[:0]
-    pos = np.minimum(np.searchsorted(objects.ids, owner), len(objects.ids) - 1)
-    found = objects.ids[pos] == owner
-    flat, pos = flat[found], pos[found]
-    order = np.argsort(pos, kind="stable")
-    return flat[order], pos[order]
+        region_pos = np.full(len(region_ids), -1, np.int64)
+    return _band_owned(regions, np.ascontiguousarray(objects.background), lab, rr, cc,
+                       starts.astype(np.int64), counts.astype(np.int64), int(width), region_pos)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -325,9 +366,10 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     starts, counts = groups.starts, groups.counts
     seg = objects.seg
 
-    edge = _edge_mask(objects.labels, int(params.edge_width), objects.outside).ravel()[groups.index]
+    outside = objects.outside if objects.outside is not None else np.zeros((1, 1), bool)
+    edge = _edge_pixels(objects.labels, groups.index.astype(np.int64, copy=False), int(params.edge_width),
+                        np.ascontiguousarray(outside), objects.outside is not None)
     edge_seg = seg[edge]
-    edge_index = groups.index[edge]
 
     band_index, band_seg = _background_band(objects, int(params.background_width))
     band_starts, band_counts = run_bounds(band_seg, n)
@@ -348,9 +390,9 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     out: dict[tuple[str, str | None], np.ndarray] = {}
     for c, channel in enumerate(objects.channel_names):
         image = np.ravel(objects.pixels[c])
-        values = image[groups.index].astype(np.float64)
+        values = objects.values(c)
         stats = run_stats(values, seg, n)
-        edge_stats = run_stats(image[edge_index], edge_seg, n)
+        edge_stats = run_stats(values[edge], edge_seg, n)
         b = _run_median(image[band_index].astype(np.float64), band_starts, band_counts)
 
         total = stats["sum"]

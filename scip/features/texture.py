@@ -195,8 +195,7 @@ def haralick(objects: Objects, params: FeatureParams) -> np.ndarray:
     """
     g = objects.groups
     n_ch = objects.pixels.shape[0]
-    flat = objects.pixels.reshape(n_ch, -1)
-    values = np.ascontiguousarray(flat[:, g.index], dtype=np.float64)
+    values = objects.channel_values
     ranges = [_range_of(params, c) for c in range(n_ch)]
     lo = np.array([r[0] for r in ranges], dtype=np.float64)
     hi = np.array([r[1] for r in ranges], dtype=np.float64)
@@ -228,6 +227,7 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     mean, rng = _mean_range(feats)     # (n, C, D, 13)
     n = len(objects)
     out: dict[tuple[str, str | None], np.ndarray] = {}
+    buffer = None
     for c, channel in enumerate(objects.channel_names):
         for f, (name, _, _) in enumerate(HARALICK):
             for k, d in enumerate(params.distances):
@@ -236,8 +236,11 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
                 out[(f"{name}_{d}_mean", channel)] = mean[:, c, k, f]
                 out[(f"{name}_{d}_range", channel)] = rng[:, c, k, f]
         # float64 whatever the pixel dtype (the kernel reads each pixel as float64
-        # anyway): one compiled specialization instead of one per dtype.
-        grad = sobel_runs(np.ascontiguousarray(objects.pixels[c], dtype=np.float64), objects.rows, objects.cols)
+        # anyway): one compiled specialization instead of one per dtype. One
+        # buffer serves every channel: a fresh image-sized array per channel
+        # cost more in page faults than the conversion itself.
+        buffer = objects.channel_image(c, buffer)
+        grad = sobel_runs(buffer, objects.rows, objects.cols)
         for stat, values in run_stats(grad, objects.seg, n).items():
             out[(f"sobel_{stat}", channel)] = values
     return out

@@ -64,7 +64,8 @@ class Kernel:
     cost: float
 
 
-_ALL = ("shape", "intensity", "texture", "bbox", "volume")
+# Every family but bbox (which groups pixels with numpy: see scip.features.needs_compiler).
+_COMPILED = ("shape", "intensity", "texture", "volume")
 
 #: The kernels :func:`scip.features.extract` calls, in decreasing compile cost.
 KERNELS: tuple[Kernel, ...] = (
@@ -73,10 +74,12 @@ KERNELS: tuple[Kernel, ...] = (
     Kernel("_stats._run_stats", _stats._run_stats, (_F, _I, _I), ("intensity", "texture", "volume"), 5.0),
     Kernel("_glcm.haralick_runs", _glcm.haralick_runs,
            (_F2, _I, _I, _I, _I, _array(nt.int64, 2), nt.int64, _F, _F, nt.boolean, _F), ("texture",), 4.0),
-    Kernel("intensity._band_candidates", intensity._band_candidates,
-           (_array(nt.int64, 2), _array(nt.boolean, 2), _I, _I, _I, _I, _I, nt.int64), ("intensity",), 2.0),
+    Kernel("intensity._band_owned", intensity._band_owned,
+           (_array(nt.int64, 2), _array(nt.boolean, 2), _I, _I, _I, _I, _I, nt.int64, _I), ("intensity",), 1.5),
+    Kernel("intensity._edge_pixels", intensity._edge_pixels,
+           (_array(nt.int64, 2), _I, nt.int64, _array(nt.boolean, 2), nt.boolean), ("intensity",), 0.8),
     Kernel("intensity._run_median", intensity._run_median, (_F, _I, _I), ("intensity",), 1.5),
-    Kernel("_groups._counting_sort", _groups._counting_sort, (_I, nt.int64), _ALL, 1.0),
+    Kernel("_groups._counting_sort", _groups.counting_sort(), (_I, nt.int64), _COMPILED, 1.0),
     Kernel("_glcm.sobel_runs", _glcm.sobel_runs, (_F2, _I, _I), ("texture",), 0.7),
     Kernel("intensity._region_boundaries", intensity._region_boundaries, (_array(nt.int64, 2),), ("intensity",), 0.5),
     Kernel("_shape_kernels.zernike_scores", _shape_kernels.zernike_scores,

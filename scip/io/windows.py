@@ -17,6 +17,7 @@ refused, since segmentation here is 2-D.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,40 @@ class SlideSource:
         if "c" not in kept:
             return np.broadcast_to(pixels[None], (len(channels), *pixels.shape)).copy()
         return np.moveaxis(pixels, kept.index("c"), 0)
+
+
+    def missing_chunks(self, channels: Sequence[int]) -> list[str]:
+        """Paths of the storage chunks the image's channels ``channels`` need that are not in the store.
+
+        zarr reads such a chunk as the array's fill value, with no sign of
+        it; a run refuses the image instead (``input.missing_chunks: skip``).
+        Costs one listing of the store when every chunk is there (the usual
+        case), one file check per chunk of the image otherwise. TIFF files
+        have no missing chunks (empty): tifffile reads what the file holds.
+        """
+        if self.kind == "tiff":
+            return []
+        arr = _open_array(self)
+        if arr.nchunks_initialized == arr.nchunks:
+            return []
+        grid = arr.shards or arr.chunks
+        fixed = dict(self.fixed)
+        ranges = []
+        for name, size, step in zip(self.axes, arr.shape, grid):
+            if name in ("y", "x"):
+                ranges.append(range(-(-size // step)))
+            elif name == "c":
+                ranges.append(sorted({int(c) // step for c in channels}))
+            else:
+                ranges.append([int(fixed[name]) // step])
+        root = Path(self.path) / (self.array or "")
+        keys = (root / arr.metadata.encode_chunk_key(coords) for coords in itertools.product(*ranges))
+        return [str(key) for key in keys if not key.exists()]
+
+    @property
+    def fill_value(self):
+        """What zarr reads where a chunk is missing (0 for TIFF)."""
+        return 0 if self.kind == "tiff" else _open_array(self).fill_value
 
 
 class ChannelView:

@@ -24,7 +24,7 @@ refused from its metadata, before any chunk is read.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import zarr
@@ -359,11 +359,16 @@ def _read_checked(node, store: _MissingChunks, selection, path: str, missing_chu
     store.missing.clear()
     pixels = np.asarray(node.oindex[selection])
     if store.missing and missing_chunks == "skip":
-        keys = sorted(set(store.missing))
-        more = f" (and {len(keys) - 1} more missing chunk{'s' if len(keys) > 2 else ''})" if len(keys) > 1 else ""
-        raise ChunkMissing(f"chunk missing: {path.rstrip('/')}/{keys[0]}{more}; zarr would read it as the fill "
-                           f"value {node.fill_value} (input.missing_chunks: fill accepts that)")
+        raise ChunkMissing(chunk_missing_message([f"{path.rstrip('/')}/{k}" for k in store.missing], node.fill_value))
     return pixels
+
+
+def chunk_missing_message(keys: Sequence[str], fill_value) -> str:
+    """Why an image is skipped: the first of the chunks ``keys`` (paths) missing from its store, and how many more."""
+    keys = sorted(set(keys))
+    more = f" (and {len(keys) - 1} more missing chunk{'s' if len(keys) > 2 else ''})" if len(keys) > 1 else ""
+    return (f"chunk missing: {keys[0]}{more}; zarr would read it as the fill value {fill_value} "
+            "(input.missing_chunks: fill accepts that)")
 
 
 def read_zarr(source: Source, channel_index: tuple[int, ...], budget: ImageBudget | None = None,

@@ -21,7 +21,6 @@ from typing import Any, Callable
 import numpy as np
 
 from .image_statistics import image_statistic
-from .stitch import stitch3d
 
 __all__ = ["STITCH_THRESHOLD", "segment_stack", "stack_parameters"]
 
@@ -84,6 +83,9 @@ def segment_stack(
             expected = f"{planes[0].shape}, as plane 0" if planes else "2-D (H, W)"
             raise ValueError(f"plane {z}: the segmentation returned labels of shape {labels.shape}; expected {expected}")
         planes.append(labels)
+    # Imported here: stitching is compiled (numba), and a run that never stitches should not load it.
+    from .stitch import stitch3d
+
     objects = stitch3d(np.stack(planes), stitch_threshold, threads=threads)
     if min_planes > 1:
         objects = _drop_thin(objects, int(min_planes))

@@ -10,7 +10,6 @@ from typing import Sequence
 
 from scip.features import FeatureParams, check_3d
 from scip.features.crops import extract_crops
-from scip.features.volume import extract_volumes
 from scip.records import EXPECTED, CellRecord, ImageRecord, Status, failed, skipped
 
 
@@ -22,6 +21,9 @@ def _measure(cells: list[CellRecord], cell_mask: str, masks: Sequence[str], fami
     if crops[0].ndim == 4:
         # 3-D objects of a z stack: no background band or packing, only voxels.
         check_3d(families)
+        # Imported here: the volume family loads numba, which a 2-D run may never need.
+        from scip.features.volume import extract_volumes
+
         for name in masks:
             table = extract_volumes(crops, [c.masks[name] for c in cells], cells[0].channels, name, origins)
             for row, values in zip(rows, table.to_numpy().tolist()):

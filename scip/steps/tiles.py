@@ -32,6 +32,7 @@ from scip.io.dataset import Dataset
 from scip.io.limits import ImageBudget
 from scip.records import CellRecord, Evaluation, ImageRecord, Source, skipped
 from scip.io.windows import SlideSource
+from scip.io.zarr_image import chunk_missing_message
 from scip.steps.cells import split_cells
 from scip.steps.project import _project
 
@@ -76,6 +77,21 @@ class WindowReader:
     planes: tuple[tuple[tuple[SlideSource, tuple[int, ...]], ...], ...]
     z_projection: str | None
     declared_bytes: int
+
+    def missing_chunks(self) -> str | None:
+        """Why the image cannot be read as stored: the zarr chunks it needs that are missing; None if none is.
+
+        A window read would take zarr's fill value there, silently: the run
+        skips the image instead, as it does a whole image (``input.missing_chunks: skip``).
+        """
+        missing, fill = [], 0
+        for pieces in self.planes:
+            for view, positions in pieces:
+                keys = view.missing_chunks(positions)
+                if keys:
+                    missing += keys
+                    fill = view.fill_value
+        return chunk_missing_message(missing, fill) if missing else None
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Pixels ``(C, y1 - y0, x1 - x0)`` of the loaded channels (projected over z for a z stack)."""
