@@ -1,16 +1,64 @@
-"""Timing shared by the small benchmarks (run as scripts from this folder, so importable by name)."""
+"""Timing shared by the benchmarks (run as scripts from this folder, so importable by name).
+
+The project quotes the median of alternated runs: every callable runs once per round, in turn
+(A, B, A, B, ...), so a burst of load from other jobs on a shared machine hits all of them alike
+instead of one; the median then drops the odd disturbed round. The shortest time (best-of) would
+flatter whichever callable happened to run in a quiet moment.
+"""
 
 from __future__ import annotations
 
+import statistics
 import time
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Mapping
 
 
-def best_of(func: Callable[[], object], repeats: int) -> float:
-    """Shortest wall time (s) of ``repeats`` calls of ``func``: the figure with the least noise of other jobs."""
-    times = []
+@dataclass(frozen=True)
+class Timing:
+    """Wall times of one callable over the alternated rounds.
+
+    Attributes
+    ----------
+    times : list of float
+        Seconds of each timed call, in round order (warm-up calls excluded).
+    """
+
+    times: list[float]
+
+    @property
+    def median(self) -> float:
+        """Median of :attr:`times`, in seconds."""
+        return statistics.median(self.times)
+
+
+def alternate(funcs: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, Timing]:
+    """Time each callable ``repeats`` times, taking turns round by round.
+
+    Parameters
+    ----------
+    funcs : mapping of str to callable
+        Name to a callable of no arguments; called in the mapping's order
+        within each round.
+    repeats : int
+        Timed rounds (at least 1; the project quotes medians of at least 3).
+    warmup : int
+        Untimed rounds first (compilation, caches, lazy loading).
+
+    Returns
+    -------
+    dict of str to Timing
+        Same keys as ``funcs``.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for _ in range(warmup):
+        for func in funcs.values():
+            func()
+    times: dict[str, list[float]] = {name: [] for name in funcs}
     for _ in range(repeats):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, func in funcs.items():
+            start = time.perf_counter()
+            func()
+            times[name].append(time.perf_counter() - start)
+    return {name: Timing(t) for name, t in times.items()}

@@ -216,19 +216,14 @@ def unet_variants(image: np.ndarray, model: Path, with_post: bool) -> tuple[dict
 
 
 def tiles_per_second(models: dict[str, Path], n: int = 4, repeats: int = 5) -> dict[str, float]:
-    """512x512 tiles/s of each model's network, best of ``repeats``; the models take turns in each round so that
-    load from other jobs on a shared machine falls on all of them alike."""
+    """512x512 tiles/s of each model's network, median of ``repeats`` alternated runs (``_timing.alternate``): the
+    models take turns in each round so that load from other jobs on a shared machine falls on all of them alike."""
+    from _timing import alternate
+
     predictors = {name: load_predictor(path, device="cpu") for name, path in models.items()}
     batch = np.random.default_rng(0).random((n, 1, 512, 512), dtype=np.float32)
-    best = dict.fromkeys(predictors, float("inf"))
-    for p in predictors.values():
-        p.forward(batch)
-    for _ in range(repeats):
-        for name, p in predictors.items():
-            t0 = time.perf_counter()
-            p.forward(batch)
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return {name: n / t for name, t in best.items()}
+    timing = alternate({name: (lambda p=p: p.forward(batch)) for name, p in predictors.items()}, repeats)
+    return {name: n / t.median for name, t in timing.items()}
 
 
 def main() -> None:
@@ -349,7 +344,7 @@ def markdown(result: dict, names: list[str], methods: list[str], argv: list[str]
         if s:
             lines.append(f"| {fold} | {s['n_true']} | {s['n_pred']} | {s['f1']:.3f} | {s['precision']:.3f} | "
                          f"{s['recall']:.3f} |")
-    lines += ["", f"CPU speed, 512x512 tiles/s, batch 4, {result['threads']} torch thread(s), best of 5 (taking turns): " +
+    lines += ["", f"CPU speed, 512x512 tiles/s, batch 4, {result['threads']} torch thread(s), median of 5 alternated runs: " +
               ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in result["speed_tiles_per_s"].items()), "",
               "Recipe: `" + json.dumps(result["recipe"]) + "`", ""]

@@ -14,8 +14,9 @@ from scip.segment.unet.data import DataSource, find_pairs, normalize, read_image
 from scip.segment.unet.export import export_onnx, onnx_session, run_onnx
 from scip.segment.unet.model import Architecture, UNet, block_names
 from scip.segment.unet.modelfile import ModelFileError
-from scip.segment.unet.predict import (clear_cache, labels_from_probabilities, load_predictor, predict_probabilities,
-                                       segment_image, tta_forward)
+from scip.segment.unet.predict import (Predictor, clean_nuclei, clear_cache, fold_batch_norm, labels_from_probabilities,
+                                       load_predictor, predict_probabilities, resolve_runtime, segment_image,
+                                       tta_forward)
 from scip.segment.unet.train import freeze, loss_fn, train, train_mode
 
 from conftest import DATA, assert_held_out
@@ -226,6 +227,21 @@ def test_tiles_blend_into_the_whole_image_result():
     assert match_labels(a, b).f1 >= 0.95
 
 
+@pytest.mark.parametrize("length, tile, overlap", [(1024, 512, 64), (880, 512, 64), (2048, 512, 64), (512, 512, 64),
+                                                   (384, 128, 48), (528, 16, 64)])
+def test_tiles_are_the_fewest_that_cover_the_axis_with_the_overlap(length, tile, overlap):
+    from scip.segment.unet.predict import _tiling
+
+    side, starts = _tiling(length, tile, overlap, 16)
+    assert side <= tile and side % 16 == 0 and starts[0] == 0 and starts[-1] + side == length
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert all(side - g >= min(overlap, side - 16) for g in gaps)  # neighbours overlap (steps of at least 16 px)
+    step = max(tile - overlap, 16)
+    assert len(starts) == (1 if length <= tile else -(-(length - tile) // step) + 1)
+    if length == 1024:
+        assert (side, starts) == (384, [0, 320, 640])  # not 3 tiles of 512: 1.27x the pixels instead of 2.25x
+
+
 def test_tta_undoes_each_transform():
     # An identity network: any wrongly inverted flip or rotation would move pixels.
     x = torch.rand(2, 1, 32, 48)
@@ -254,8 +270,69 @@ def test_models_are_cached_per_file_device_and_variant(tmp_path):
     first = load_predictor(path, device="cpu")
     assert load_predictor(path, device="cpu") is first
     assert load_predictor(path, device="cpu", quantize="dynamic") is not first
+    assert load_predictor(path, device="cpu", runtime="torch") is not first
+    assert load_predictor(path, device="cpu", runtime="torch") is load_predictor(path, device="cpu", runtime="torch")
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # the file changed
     assert load_predictor(path, device="cpu") is not first
+
+
+def test_folded_and_onnxruntime_networks_keep_the_plain_networks_probabilities_and_labels():
+    # The faster inference paths (batch norm folded at load time; onnxruntime) must not change the result: same
+    # probabilities within 1e-4 on a real held-out image, and the same labels.
+    mf = modelfile.load("nuclei")
+    image = normalize(_image(CROP)[None].astype(np.float32))
+    cpu = torch.device("cpu")
+    plain = Predictor(mf, mf.network().to(memory_format=torch.channels_last), cpu, None, "fp32")
+    folded = load_predictor(mf, device="cpu", runtime="torch")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.net.modules())
+    ort = load_predictor(mf, device="cpu", runtime="onnxruntime")
+    assert ort.runtime == "onnxruntime" and folded.runtime == "torch"
+    post = mf.meta["postprocess"]
+
+    def labels(probs):
+        lab = labels_from_probabilities(probs, post["threshold"], post["seed_threshold"], 20, post.get("seed_h"))
+        return clean_nuclei(lab, probs, mf)
+
+    reference = predict_probabilities(image, plain)
+    expected = labels(reference)
+    assert expected.max() > 10
+    for predictor in (folded, ort):
+        probs = predict_probabilities(image, predictor)
+        np.testing.assert_allclose(probs, reference, atol=1e-4)
+        np.testing.assert_array_equal(labels(probs), expected)
+
+
+def test_batch_norm_folding_matches_on_a_network_with_its_own_statistics():
+    net = tiny_net(3)
+    x = torch.rand(2, 1, 32, 48) * 3
+    with torch.inference_mode():
+        torch.testing.assert_close(fold_batch_norm(net)(x), net(x), atol=1e-5, rtol=1e-5)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is left as it was
+
+
+def test_runtime_choice():
+    cpu = torch.device("cpu")
+    assert resolve_runtime("auto", cpu, "fp32") == "onnxruntime"  # installed with the test extra
+    assert resolve_runtime("auto", cpu, "int8-static") == "torch"
+    assert resolve_runtime("auto", cpu, "bf16") == "torch"
+    assert resolve_runtime("torch", cpu, "fp32") == "torch"
+    with pytest.raises(ValueError, match="runs FP32 on the CPU"):
+        resolve_runtime("onnxruntime", cpu, "int8-static")
+    with pytest.raises(ValueError, match="runtime must be"):
+        resolve_runtime("tensorrt", cpu, "fp32")
+    with pytest.raises(ValueError, match="runtime 'onnxruntime' runs FP32"):
+        from scip.config.sections import UnetConfig
+        UnetConfig(method="unet", runtime="onnxruntime", quantize="static")
+
+
+def test_runtime_without_onnxruntime(monkeypatch):
+    import scip.segment.unet.predict as predict
+
+    monkeypatch.setattr(predict, "_onnx_installed", lambda: False)
+    cpu = torch.device("cpu")
+    assert resolve_runtime("auto", cpu, "fp32") == "torch"
+    with pytest.raises(ImportError, match=r"pip install 'scip\[onnx\]'"):
+        resolve_runtime("onnxruntime", cpu, "fp32")
 
 
 def test_inference_options_that_do_not_go_together():

@@ -196,6 +196,7 @@ class UnetConfig(_SegmentBase):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     quantize: Literal["none", "static", "dynamic"] = "none"
+    runtime: Literal["auto", "torch", "onnxruntime"] = "auto"
     tta: bool = False
     tile: Annotated[int, Field(ge=16)] = 512
     overlap: Annotated[int, Field(ge=0)] = 64
@@ -217,6 +218,10 @@ class UnetConfig(_SegmentBase):
                              "quantize: none and precision: auto/fp16/bf16")
         if self.precision == "fp16" and self.device == "cpu":
             raise ValueError("precision 'fp16' needs CUDA; with device 'cpu' use fp32, bf16 or quantize: static")
+        if self.runtime == "onnxruntime" and (self.device == "cuda" or self.quantize != "none"
+                                              or self.precision not in ("auto", "fp32")):
+            raise ValueError("runtime 'onnxruntime' runs FP32 on the CPU; with CUDA, bf16 or INT8 use runtime: "
+                             "auto or torch")
         return self
 
 

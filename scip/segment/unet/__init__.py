@@ -43,6 +43,7 @@ def unet(
     device: str = "auto",
     precision: str = "auto",
     quantize: str = "none",
+    runtime: str = "auto",
     tta: bool = False,
     tile: int = 512,
     overlap: int = 64,
@@ -71,6 +72,10 @@ def unet(
     quantize : {"none", "static", "dynamic"}, optional
         INT8 on the CPU: ``static`` (calibrated on the crops stored in the
         model file; the fast one) or ``dynamic``.
+    runtime : {"auto", "torch", "onnxruntime"}, optional
+        What runs the network: ``auto`` takes onnxruntime for FP32 on the
+        CPU when it is installed (faster, same probabilities within 1e-5),
+        else PyTorch.
     tta : bool, optional
         Average the outputs over the 8 flips and 90-degree rotations.
     tile, overlap : int, optional
@@ -110,7 +115,8 @@ def unet(
     require_torch()
     from .predict import segment_image
 
-    return segment_image(image, model, device=device, precision=precision, quantize=quantize, tta=tta, tile=tile,
+    return segment_image(image, model, device=device, precision=precision, quantize=quantize, runtime=runtime, tta=tta,
+                         tile=tile,
                          overlap=overlap, batch_size=batch_size, diameter=diameter, threshold=threshold,
                          seed_threshold=seed_threshold, smooth=smooth, min_size=min_size,
                          norm_range=norm_range)

@@ -12,6 +12,7 @@ so another runtime can normalize and post-process as scip does
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -23,9 +24,10 @@ import torch
 from torch import nn
 
 from . import modelfile
+from .model import UNet
 from .modelfile import ModelFile
 
-__all__ = ["ExportCheck", "export_onnx", "onnx_session", "run_onnx"]
+__all__ = ["ExportCheck", "export_onnx", "onnx_bytes", "onnx_session", "run_onnx"]
 
 
 class _Probabilities(nn.Module):
@@ -58,15 +60,54 @@ class ExportCheck:
     max_abs_diff: float
 
 
-def onnx_session(path: str | os.PathLike, threads: int | None = None):
-    """An onnxruntime CPU inference session for ``path``."""
+def onnx_session(model: str | os.PathLike | bytes, threads: int | None = None):
+    """An onnxruntime CPU inference session for an ONNX file or the bytes of one.
+
+    Parameters
+    ----------
+    model : path or bytes
+        The ONNX file, or its contents (:func:`onnx_bytes`).
+    threads : int, optional
+        Threads of one call (onnxruntime's intra-op threads); ``None`` is
+        onnxruntime's default (one per physical core).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Idle threads sleep instead of spinning: spinning threads take the cores of the other tasks of a worker (and
+    # of other jobs on a shared machine); bench_unet measured spinning 1.6x slower on 2 busy cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_bytes(model: ModelFile | UNet, opset: int = 18) -> bytes:
+    """The ONNX graph (network and sigmoid, dynamic batch, height and width) of a model, in memory.
+
+    No metadata and no check: :func:`export_onnx` adds both for a file; this
+    is what :func:`scip.segment.unet.predict.load_predictor` runs with
+    onnxruntime.
+    """
+    net = model.network() if isinstance(model, ModelFile) else model
+    buffer = io.BytesIO()
+    _export(_Probabilities(net).eval(), buffer, net.arch.in_channels, opset)
+    return buffer.getvalue()
+
+
+def _export(wrapped: nn.Module, target, in_channels: int, opset: int) -> None:
+    example = torch.rand(1, in_channels, 64, 64)
+    with warnings.catch_warnings():
+        # The TorchScript exporter is the one that needs no extra packages; it announces its retirement.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        torch.onnx.export(wrapped, (example,), target, input_names=["image"], output_names=["probabilities"],
+                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                                        "probabilities": {0: "batch", 2: "height", 3: "width"}},
+                          opset_version=opset, dynamo=False)
 
 
 def run_onnx(session, batch: np.ndarray) -> np.ndarray:
@@ -110,15 +151,7 @@ def export_onnx(model: str | os.PathLike | ModelFile, out: str | os.PathLike, *,
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     c = mf.in_channels
-    example = torch.rand(1, c, 64, 64)
-    with warnings.catch_warnings():
-        # The TorchScript exporter is the one that needs no extra packages; it announces its retirement.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        torch.onnx.export(wrapped, (example,), str(out), input_names=["image"], output_names=["probabilities"],
-                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                                        "probabilities": {0: "batch", 2: "height", 3: "width"}},
-                          opset_version=opset, dynamo=False)
+    _export(wrapped, str(out), c, opset)
     graph = onnx.load(str(out))
     meta = {**mf.meta, "architecture": mf.arch.to_dict(), "source": str(mf.path) if mf.path else None}
     entry = graph.metadata_props.add()
