@@ -335,6 +335,25 @@ def test_runtime_without_onnxruntime(monkeypatch):
         resolve_runtime("onnxruntime", cpu, "fp32")
 
 
+def test_runtime_auto_falls_back_to_torch_when_the_onnx_export_fails(monkeypatch):
+    # torch announces the retirement of the exporter the fast path uses: a failure must cost speed, not the run.
+    import scip.segment.unet.export as export
+
+    def broken(model, opset=18):
+        raise RuntimeError("no TorchScript exporter in this torch")
+
+    monkeypatch.setattr(export, "onnx_bytes", broken)
+    clear_cache()
+    try:
+        with pytest.warns(RuntimeWarning, match=r"nuclei\.pt: running it through onnxruntime failed.*PyTorch instead"):
+            predictor = load_predictor("nuclei", device="cpu")
+        assert predictor.runtime == "torch"
+        with pytest.raises(RuntimeError, match="no TorchScript exporter"):  # asked for by name: no fallback
+            load_predictor("nuclei", device="cpu", runtime="onnxruntime")
+    finally:
+        clear_cache()
+
+
 def test_inference_options_that_do_not_go_together():
     with pytest.raises(ValueError, match="fp16 needs CUDA"):
         load_predictor("nuclei", device="cpu", precision="fp16")

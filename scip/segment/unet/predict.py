@@ -312,18 +312,20 @@ def load_predictor(model: str | os.PathLike | ModelFile = "nuclei", device: str 
     dtype = None if quantize != "none" else _autocast_dtype(dev, precision)
     variant = f"int8-{quantize}" if quantize != "none" else {None: "fp32", torch.float16: "fp16",
                                                               torch.bfloat16: "bf16"}[dtype]
-    runtime = resolve_runtime(runtime, dev, variant)
+    chosen = resolve_runtime(runtime, dev, variant)
     if isinstance(model, ModelFile):
-        return _build(model, dev, dtype, variant, runtime)
+        return _build_or_fall_back(model, dev, dtype, variant, chosen, runtime == "auto")
     path = modelfile.resolve(model)
-    # onnxruntime fixes its thread count when the session is made, so it is part of the key.
-    threads = torch.get_num_threads() if runtime == "onnxruntime" else None
-    key = (str(path.resolve()), path.stat().st_mtime_ns, str(dev), variant, runtime, threads)
+    # onnxruntime fixes its thread count when the session is made, so it is part of the key; so is what was
+    # asked for, since auto may have fallen back to PyTorch where onnxruntime asked by name must not.
+    threads = torch.get_num_threads() if chosen == "onnxruntime" else None
+    key = (str(path.resolve()), path.stat().st_mtime_ns, str(dev), variant, runtime, chosen, threads)
+    runtime, auto = chosen, runtime == "auto"
     with _LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-        predictor = _build(modelfile.load(path), dev, dtype, variant, runtime)
+        predictor = _build_or_fall_back(modelfile.load(path), dev, dtype, variant, runtime, auto)
         _CACHE[key] = predictor
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
@@ -334,6 +336,25 @@ def clear_cache() -> None:
     """Forget every loaded model (tests; a long-lived process that swaps model files)."""
     with _LOCK:
         _CACHE.clear()
+
+
+def _build_or_fall_back(model: ModelFile, dev: torch.device, dtype: torch.dtype | None, variant: str,
+                        runtime: str, auto: bool) -> Predictor:
+    """:func:`_build`; where ``runtime: auto`` chose onnxruntime and the export or session fails, PyTorch.
+
+    The in-memory export goes through torch's TorchScript exporter, which
+    torch announces it will retire: a torch that no longer has it (or an
+    onnx it does not fit) must cost speed, not the run.
+    """
+    if runtime != "onnxruntime" or not auto:
+        return _build(model, dev, dtype, variant, runtime)
+    try:
+        return _build(model, dev, dtype, variant, runtime)
+    except Exception as e:  # noqa: BLE001 - any failure of the optional fast path falls back to the same network
+        warnings.warn(f"{model.path or 'the model'}: running it through onnxruntime failed ({type(e).__name__}: "
+                      f"{e}); running it with PyTorch instead (same probabilities, slower on the CPU)",
+                      RuntimeWarning, stacklevel=3)
+        return _build(model, dev, dtype, variant, "torch")
 
 
 def _build(model: ModelFile, dev: torch.device, dtype: torch.dtype | None, variant: str,
