@@ -216,21 +216,39 @@ def _take(table, reached):
 
 
 @numba.njit(cache=True, nogil=True)
-def _distinct(values, size):
-    """Distinct values (in order of first occurrence) and each entry's index among them."""
-    slot = np.full(size, -1, np.int64)
-    inverse = np.empty(values.size, np.int64)
-    n = 0
-    for i in range(values.size):
-        v = values[i]
-        if slot[v] < 0:
-            slot[v] = n
-            n += 1
-        inverse[i] = slot[v]
-    distinct = np.empty(n, np.int64)
-    for i in range(values.size):
-        distinct[inverse[i]] = values[i]
-    return distinct, inverse
+def _distinct_starts(reached, ys, xs, w):
+    """The distinct pixels reached, as rows and columns, and each trajectory's index among them.
+
+    Entries are a cell pixel's position among ``(ys, xs)`` or ``-1 - flat
+    index`` of a non-cell pixel (few: a dictionary).
+    """
+    n = reached.size
+    slot = np.full(ys.size, -1, np.int64)
+    off = numba.typed.Dict.empty(key_type=numba.types.int64, value_type=numba.types.int64)
+    inverse = np.empty(n, np.int64)
+    sy = np.empty(n, np.int64)
+    sx = np.empty(n, np.int64)
+    m = 0
+    for i in range(n):
+        r = np.int64(reached[i])
+        if r >= 0:
+            k = slot[r]
+            if k < 0:
+                k = m
+                slot[r] = k
+                sy[k] = ys[r]
+                sx[k] = xs[r]
+                m += 1
+        else:
+            k = off.get(r, -1)
+            if k < 0:
+                k = m
+                off[r] = k
+                sy[k] = (-1 - r) // w
+                sx[k] = (-1 - r) % w
+                m += 1
+        inverse[i] = k
+    return sy[:m].copy(), sx[:m].copy(), inverse
 
 
 class _Threads:
@@ -265,19 +283,11 @@ def _finish(flow: np.ndarray, reached: np.ndarray, ys: np.ndarray, xs: np.ndarra
     """Flat end bin of each trajectory: ``n_steps`` exact steps from the pixel reached, once per pixel.
 
     ``reached`` holds table entries (a cell pixel's position, or ``-1 - flat``
-    for a non-cell pixel); keys over ``len(ys)`` plus the few non-cell
-    pixels keep the bookkeeping the size of the cell pixels, not the tile.
+    for a non-cell pixel); the bookkeeping is the size of the cell pixels,
+    not the tile.
     """
-    w = flow.shape[1]
-    off_cells, rank = np.unique(reached[reached < 0], return_inverse=True)
-    keys = reached.astype(np.int64)
-    keys[reached < 0] = ys.size + rank
-    distinct, inverse = _distinct(keys, ys.size + off_cells.size)
-    on = distinct < ys.size
-    flat = np.empty(distinct.size, np.int64)
-    flat[on] = ys[distinct[on]] * w + xs[distinct[on]]
-    flat[~on] = -1 - off_cells[distinct[~on] - ys.size]
-    return _integrate_ends(flow, flat // w, flat % w, n_steps, pool)[inverse]
+    sy, sx, inverse = _distinct_starts(reached, ys, xs, flow.shape[1])
+    return _integrate_ends(flow, sy, sx, n_steps, pool)[inverse]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -512,8 +522,29 @@ def _boxes(labels, n):
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_holes(labels, box, areas):
-    """Fill each mask's holes, in label order, in place; return the flat positions changed.
+def _has_hole(labels, v, y0, y1, x0, x1):
+    """Whether some row of the box has a pixel not ``v`` between two ``v`` pixels.
+
+    A hole pixel has ``v`` pixels to its left and to its right in its row
+    (walking along the row it cannot reach the box's edge), so a mask
+    without such a gap (the common, convex case) needs no flood fill.
+    """
+    for y in range(y0, y1):
+        seen = False
+        gap = False
+        for x in range(x0, x1):
+            if labels[y, x] == v:
+                if gap:
+                    return True
+                seen = True
+            elif seen:
+                gap = True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_holes(labels, box, order, areas):
+    """Fill the holes of masks ``order`` (in that order), in place; return the flat positions changed.
 
     A hole is a 4-connected set of pixels of other labels (or background)
     inside the mask's bounding box that does not reach the box's edge; it
@@ -524,9 +555,9 @@ def _fill_holes(labels, box, areas):
     w = labels.shape[1]
     changed = np.empty(64, np.int64)
     n_changed = 0
-    for v in range(1, box.shape[0]):
+    for v in order:
         y0, y1, x0, x1 = box[v, 0], box[v, 1], box[v, 2], box[v, 3]
-        if y0 < 0 or y1 - y0 < 3 or x1 - x0 < 3:
+        if y0 < 0 or y1 - y0 < 3 or x1 - x0 < 3 or not _has_hole(labels, v, y0, y1, x0, x1):
             continue
         hh = y1 - y0
         ww = x1 - x0
@@ -566,29 +597,27 @@ def _fill_holes(labels, box, areas):
 
 
 @numba.njit(cache=True, nogil=True)
-def _pixel_labels(painted, end, n):
-    """Label (seed) of each followed pixel, ``painted`` at its end bin, and the pixels per label."""
-    flat = painted.reshape(-1)
+def _pixel_labels(painted, end, ys, xs, labels, n):
+    """Label (seed) of each followed pixel: ``painted`` at its end bin; written to ``labels`` too.
+
+    One pass over the followed pixels (raster order) also gives each
+    label's pixel count, bounding box (as :func:`_boxes`) and first pixel
+    (its position in the list).
+    """
+    src = painted.reshape(-1)
     lab = np.empty(end.size, np.int32)
     areas = np.zeros(n, np.int64)
-    for i in range(end.size):
-        v = flat[end[i]]
-        lab[i] = v
-        areas[v] += 1
-    return lab, areas
-
-
-@numba.njit(cache=True, nogil=True)
-def _list_boxes(ys, xs, lab, drop, n):
-    """Bounding boxes (as :func:`_boxes`) of labels 1..n - 1 not dropped, from pixels in raster order."""
     box = np.full((n, 4), -1, np.int64)
-    for i in range(lab.size):
-        v = lab[i]
-        if v == 0 or drop[v]:
-            continue
+    first = np.full(n, -1, np.int64)
+    for i in range(end.size):
+        v = src[end[i]]
         y = ys[i]
         x = xs[i]
-        if box[v, 0] < 0:
+        lab[i] = v
+        labels[y, x] = v
+        areas[v] += 1
+        if first[v] < 0:
+            first[v] = i
             box[v, 0] = y
             box[v, 2] = x
             box[v, 3] = x + 1
@@ -596,26 +625,9 @@ def _list_boxes(ys, xs, lab, drop, n):
             box[v, 2] = min(box[v, 2], x)
             box[v, 3] = max(box[v, 3], x + 1)
         box[v, 1] = y + 1
-    return box
-
-
-@numba.njit(cache=True, nogil=True)
-def _paint(labels, ys, xs, lab, lut):
-    """``labels[ys[i], xs[i]] = lut[lab[i]]``."""
-    for i in range(lab.size):
-        labels[ys[i], xs[i]] = lut[lab[i]]
-
-
-@numba.njit(cache=True, nogil=True)
-def _raster_numbers(lab, drop):
-    """New numbers 1..N of the labels not dropped, in order of first appearance in ``lab`` (raster order)."""
-    lut = np.zeros(drop.size, np.int32)
-    n = 0
-    for v in lab:
-        if v and not drop[v] and lut[v] == 0:
-            n += 1
-            lut[v] = n
-    return lut
+    box[0] = -1
+    first[0] = -1
+    return areas, box, first
 
 
 @numba.njit(cache=True, nogil=True)
@@ -652,46 +664,48 @@ def _final_numbers(labels, ys, xs, changed, drop):
 
 
 @numba.njit(cache=True, nogil=True)
-def _relabelled(labels, ys, xs, changed, lut):
-    """A new image holding ``lut`` of ``labels`` at the pixels ``(ys, xs)`` and ``changed``, 0 elsewhere."""
-    out = np.zeros(labels.shape, np.int32)
+def _relabel(labels, ys, xs, changed, listed, lut):
+    """``labels = lut[labels]`` at the pixels ``(ys, xs)`` and ``changed`` (each once), in place.
+
+    ``changed`` may repeat pixels and hold listed ones (``listed`` nonzero
+    there), which the first loop has done.
+    """
     w = labels.shape[1]
-    src = labels.reshape(-1)
-    dst = out.reshape(-1)
+    flat = labels.reshape(-1)
     for i in range(ys.size):
         p = ys[i] * w + xs[i]
-        dst[p] = lut[src[p]]
-    for p in changed:
-        dst[p] = lut[src[p]]
-    return out
+        flat[p] = lut[flat[p]]
+    done = listed.reshape(-1)
+    for p in np.unique(changed):
+        if done[p] == 0:
+            flat[p] = lut[flat[p]]
 
 
-def _holes_and_sizes(labels: np.ndarray, ys: np.ndarray, xs: np.ndarray, lab: np.ndarray, areas: np.ndarray,
-                     box: np.ndarray, drop: np.ndarray, min_size: int) -> np.ndarray:
-    """Cellpose's ``fill_holes_and_remove_small_masks`` on masks given by their pixels.
+def _holes_and_sizes(labels: np.ndarray, ys: np.ndarray, xs: np.ndarray, listed: np.ndarray, areas: np.ndarray,
+                     box: np.ndarray, first: np.ndarray, drop: np.ndarray, min_size: int) -> np.ndarray:
+    """Cellpose's ``fill_holes_and_remove_small_masks`` on masks given by their pixels, in place.
 
-    ``(ys, xs)`` (raster order) hold every labelled pixel, ``lab`` its label,
-    ``areas`` and ``box`` (:func:`_boxes`) describe the labels, ``drop``
-    marks labels already removed; ``labels`` holds ``lab`` at the pixels
-    (0 for dropped labels; it is overwritten). Everything runs over the
-    labelled pixels and the masks' boxes, never over the whole image, save
-    for the output's allocation.
+    ``(ys, xs)`` (raster order) hold every labelled pixel (``listed`` is
+    nonzero exactly there); ``areas``, ``box`` (:func:`_boxes`) and
+    ``first`` (position of the first pixel in the list, -1: absent)
+    describe the labels; ``drop`` marks labels already removed, which may
+    still be in ``labels`` (their pixels are not the filled mask's, as
+    background is not). Everything runs over the listed pixels and the
+    masks' boxes, never over the whole image.
     """
     drop = drop.copy()
     if min_size > 0:
         drop |= areas < min_size
-    lut = _raster_numbers(lab, drop)
-    _paint(labels, ys, xs, lab, lut)
-    n = int(lut.max()) + 1
-    kept = np.flatnonzero(lut)
-    new_box = np.full((n, 4), -1, np.int64)
-    new_box[lut[kept]] = box[kept]
-    new_areas = np.zeros(n, np.int64)
-    new_areas[lut[kept]] = areas[kept]
-    changed = _fill_holes(labels, new_box, new_areas)
+    # Holes are filled mask by mask in the order of the masks' numbers
+    # after dropping, i.e. of their first pixels.
+    kept = np.flatnonzero(~drop & (first >= 0))
+    order = kept[np.argsort(first[kept], kind="stable")]
+    areas = areas.copy()
+    changed = _fill_holes(labels, box, order, areas)
     # A mask overwritten whole by another's fill is gone (no pixel, no number).
-    final_drop = new_areas < max(min_size, 1)
-    return _relabelled(labels, ys, xs, changed, _final_numbers(labels, ys, xs, changed, final_drop))
+    drop |= areas < max(min_size, 1)
+    _relabel(labels, ys, xs, changed, listed, _final_numbers(labels, ys, xs, changed, drop))
+    return labels
 
 
 # ---------------------------------------------------------------------------
@@ -700,18 +714,22 @@ def _holes_and_sizes(labels: np.ndarray, ys: np.ndarray, xs: np.ndarray, lab: np
 
 @numba.njit(cache=True, nogil=True)
 def _jacobi(t, out, inside, lx, start, stop):
-    """``out = inside * mean3x3(t)`` on flat indices ``start:stop`` of images ``lx`` wide.
+    """``out = mean3x3(t)`` where ``inside`` (else 0) on flat indices ``start:stop`` of images ``lx`` wide.
 
     One long loop over contiguous memory (whole rows, the padding columns
     included: ``inside`` is 0 there) with unsigned indices, so that it
-    vectorizes; the nine terms are added in Cellpose's order.
+    vectorizes; the nine terms are added in Cellpose's order. ``inside`` is
+    uint8 and selects (rather than multiplies by a 0/1 float, same values):
+    a quarter of the memory keeps a mask's buffers in the L1 cache.
     """
-    ninth = 1 / 9.0
+    ninth = t.dtype.type(1 / 9.0)
+    zero = t.dtype.type(0.0)
     one = np.uint64(1)
     up = np.uint64(lx)
     for i in range(np.uint64(start), np.uint64(stop)):
-        out[i] = inside[i] * (ninth * (t[i] + t[i - up] + t[i + up] + t[i - one] + t[i + one]
-                                       + t[i - up - one] + t[i - up + one] + t[i + up - one] + t[i + up + one]))
+        s = ninth * (t[i] + t[i - up] + t[i + up] + t[i - one] + t[i + one]
+                     + t[i - up - one] + t[i - up + one] + t[i + up - one] + t[i + up + one])
+        out[i] = s if inside[i] else zero
 
 
 @numba.njit(cache=True, nogil=True)
@@ -722,8 +740,10 @@ def _jacobi_separable(t, rows, out, inside, lx, start, stop):
     up = np.uint64(lx)
     for i in range(np.uint64(start) - up, np.uint64(stop) + up):
         rows[i] = t[i - one] + t[i] + t[i + one]
+    zero = t.dtype.type(0.0)
     for i in range(np.uint64(start), np.uint64(stop)):
-        out[i] = inside[i] * (ninth * (rows[i - up] + rows[i] + rows[i + up]))
+        s = ninth * (rows[i - up] + rows[i] + rows[i + up])
+        out[i] = s if inside[i] else zero
 
 
 @numba.njit(cache=True, nogil=True)
@@ -746,14 +766,14 @@ def _diffuse(labels, v, y0, y1, x0, x1, out_y, out_x, work, separable):
     """
     ly = y1 - y0 + 2
     lx = x1 - x0 + 2
-    inside = np.zeros(ly * lx, work.dtype)
+    inside = np.zeros(ly * lx, np.uint8)
     n = 0
     sy = 0
     sx = 0
     for y in range(y0, y1):
         for x in range(x0, x1):
             if labels[y, x] == v:
-                inside[(y - y0 + 1) * lx + x - x0 + 1] = 1.0
+                inside[(y - y0 + 1) * lx + x - x0 + 1] = 1
                 n += 1
                 sy += y - y0 + 1
                 sx += x - x0 + 1
@@ -989,7 +1009,7 @@ def _compute(dP, cellprob, niter, cellprob_threshold, flow_threshold, min_size, 
     flow, index, ys, xs = _prepared(dP, cell)
     del cell
     end = _follow(flow, index, ys, xs, int(niter), jump, pool)
-    del flow, index
+    del flow
     hist = _histogram(end, h * w).reshape(h, w)
     sy, sx, counts = _seeds(hist, end)
     if sy.size == 0:
@@ -999,18 +1019,18 @@ def _compute(dP, cellprob, niter, cellprob_threshold, flow_threshold, min_size, 
     _grow(hist, sy[order], sx[order], painted)
     del hist
     # From here on the masks are handled as lists of their pixels (the
-    # followed pixels, raster order) and the image is only written there
-    # and read inside masks' boxes: no pass over the whole tile.
-    lab, areas = _pixel_labels(painted, end, sy.size + 1)
-    del painted, end
+    # followed pixels, raster order): the image is only written there and
+    # read inside masks' boxes, no pass over the whole tile. Dropped masks
+    # stay in the image until the last relabelling (the flow check and the
+    # hole filling only ask whether a pixel is the mask's own).
+    labels = np.zeros((h, w), np.int32)
+    areas, box, first = _pixel_labels(painted, end, ys, xs, labels, sy.size + 1)
+    del end, painted
     drop = areas > h * w * max_size_fraction
     drop[0] = False
-    box = _list_boxes(ys, xs, lab, drop, areas.size)
-    labels = np.zeros((h, w), np.int32)
-    _paint(labels, ys, xs, lab, np.where(drop, 0, np.arange(areas.size)).astype(np.int32))
-    if flow_threshold is not None and flow_threshold > 0 and (box[:, 0] >= 0).any():
-        drop |= _box_errors(labels, box, dP, pool) > flow_threshold
-    return _holes_and_sizes(labels, ys, xs, lab, areas, box, drop, min_size)
+    if flow_threshold is not None and flow_threshold > 0 and not drop[first >= 0].all():
+        drop |= _box_errors(labels, np.where(drop[:, None], -1, box), dP, pool) > flow_threshold
+    return _holes_and_sizes(labels, ys, xs, index, areas, box, first, drop, min_size)
 
 
 def fill_holes_and_remove_small(labels: np.ndarray, min_size: int = 15) -> np.ndarray:
@@ -1031,10 +1051,8 @@ def fill_holes_and_remove_small(labels: np.ndarray, min_size: int = 15) -> np.nd
     labels = np.ascontiguousarray(labels, np.int32)
     if labels.max() == 0:
         return labels
+    listed = labels.copy()
     ys, xs = np.nonzero(labels)
-    lab = labels[ys, xs]
-    n = int(lab.max()) + 1
-    areas = np.bincount(lab, minlength=n).astype(np.int64)
-    drop = np.zeros(n, bool)
-    return _holes_and_sizes(labels, ys.astype(np.int64), xs.astype(np.int64), lab, areas,
-                            _list_boxes(ys, xs, lab, drop, n), drop, min_size)
+    n = int(labels.max()) + 1
+    areas, box, first = _pixel_labels(labels, ys * labels.shape[1] + xs, ys, xs, labels, n)
+    return _holes_and_sizes(labels, ys, xs, listed, areas, box, first, np.zeros(n, bool), min_size)
