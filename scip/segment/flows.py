@@ -73,6 +73,7 @@ Where results can differ from Cellpose
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -254,14 +255,25 @@ def _distinct_starts(reached, ys, xs, w):
 class _Threads:
     """A pool of ``n`` threads that runs work in contiguous chunks (none for ``n == 1``).
 
-    The kernels release the GIL, so the chunks run in parallel.
+    The kernels release the GIL, so the chunks run in parallel. With a
+    ``stages`` dict, :meth:`lap` adds the wall time since the previous lap
+    to ``stages[name]`` (``benchmarks/bench_flows.py --stages``); without,
+    it does nothing.
     """
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, stages: dict | None = None):
         if n < 1:
             raise ValueError(f"threads must be >= 1, got {n}")
         self.n = n
         self.pool = ThreadPoolExecutor(n) if n > 1 else None
+        self.stages = stages
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.stages is not None:
+            now = time.perf_counter()
+            self.stages[name] = self.stages.get(name, 0.0) + now - self.last
+            self.last = now
 
     def chunks(self, size: int, work) -> list:
         """``work(start, stop)`` over ``range(size)``, one contiguous chunk per thread."""
@@ -387,6 +399,7 @@ def _follow(flow: np.ndarray, index: np.ndarray, ys: np.ndarray, xs: np.ndarray,
     itype = index.dtype
     table = np.empty(ys.size, itype)
     pool.chunks(ys.size, lambda a, b: _successors(flow, index, ys, xs, jump, table, a, b))
+    pool.lap("follow: first jump of every pixel (successor table)")
     # A pixel handed back to itself moved less than half a pixel in a jump:
     # as a fixed point of the table it would stop for good, whereas its
     # sub-pixel drift adds up in Cellpose. Such pixels (cell borders with
@@ -405,8 +418,11 @@ def _follow(flow: np.ndarray, index: np.ndarray, ys: np.ndarray, xs: np.ndarray,
             break
         pool.chunks(power.size, lambda a, b: _square(power, scratch, a, b))
         power, scratch = scratch, power
+    pool.lap("follow: pointer jumping")
     end = _finish(flow, reached, ys, xs, niter - jumps * jump, pool)
+    pool.lap("follow: last steps from the pixels reached")
     end[stuck] = _integrate_ends(flow, ys[stuck], xs[stuck], niter, pool)
+    pool.lap("follow: pixels that do not move, exactly")
     return end
 
 
@@ -1003,11 +1019,13 @@ def compute_masks(
 
 def _compute(dP, cellprob, niter, cellprob_threshold, flow_threshold, min_size, max_size_fraction, jump, pool):
     h, w = cellprob.shape
+    pool.lap("start")
     cell = cellprob > cellprob_threshold
     if not cell.any():
         return np.zeros((h, w), np.int32)
     flow, index, ys, xs = _prepared(dP, cell)
     del cell
+    pool.lap("threshold, step field, list of pixels")
     end = _follow(flow, index, ys, xs, int(niter), jump, pool)
     del flow
     hist = _histogram(end, h * w).reshape(h, w)
@@ -1018,6 +1036,7 @@ def _compute(dP, cellprob, niter, cellprob_threshold, flow_threshold, min_size, 
     painted = np.zeros((h, w), np.int32)
     _grow(hist, sy[order], sx[order], painted)
     del hist
+    pool.lap("histogram, seeds, seed growth")
     # From here on the masks are handled as lists of their pixels (the
     # followed pixels, raster order): the image is only written there and
     # read inside masks' boxes, no pass over the whole tile. Dropped masks
@@ -1028,9 +1047,13 @@ def _compute(dP, cellprob, niter, cellprob_threshold, flow_threshold, min_size, 
     del end, painted
     drop = areas > h * w * max_size_fraction
     drop[0] = False
+    pool.lap("labels of the pixels, size filter")
     if flow_threshold is not None and flow_threshold > 0 and not drop[first >= 0].all():
         drop |= _box_errors(labels, np.where(drop[:, None], -1, box), dP, pool) > flow_threshold
-    return _holes_and_sizes(labels, ys, xs, index, areas, box, first, drop, min_size)
+    pool.lap("flow check")
+    labels = _holes_and_sizes(labels, ys, xs, index, areas, box, first, drop, min_size)
+    pool.lap("holes, min size, numbering")
+    return labels
 
 
 def fill_holes_and_remove_small(labels: np.ndarray, min_size: int = 15) -> np.ndarray:
