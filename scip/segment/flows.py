@@ -175,6 +175,7 @@ def _successors(flow, index, ys, xs, n_steps, table, start, stop):
     h = flow.shape[0]
     w = flow.shape[1]
     end = _integrate(flow, ys[start:stop], xs[start:stop], n_steps)
+    flat_index = index.reshape(-1)
     for i in range(stop - start):
         y = end[0, i]
         x = end[1, i]
@@ -182,19 +183,42 @@ def _successors(flow, index, ys, xs, n_steps, table, start, stop):
         x0 = int(x)
         fy = y - y0
         fx = x - x0
-        best = -1
-        best_d = np.inf
-        for a in range(2):
-            for b in range(2):
-                yy = min(h - 1, y0 + a)
-                xx = min(w - 1, x0 + b)
-                d = (fy - a) ** 2 + (fx - b) ** 2
-                if index[yy, xx] == 0:
-                    d += 4.0  # farther than any cell pixel of the four
-                if d < best_d:
-                    best_d = d
-                    best = yy * w + xx
-        k = index.reshape(-1)[best]
+        # Usually the nearest of the four pixels is a cell pixel: then it is
+        # the answer (a non-cell pixel's distance is 4 more than any cell
+        # pixel's), found with one look-up of the index. The distances, the
+        # order of the four and the strict comparisons are those of the
+        # full search below, so ties go the same way.
+        best_d = (fy - 0) ** 2 + (fx - 0) ** 2
+        a = 0
+        b = 0
+        d = (fy - 0) ** 2 + (fx - 1) ** 2
+        if d < best_d:
+            best_d = d
+            b = 1
+        d = (fy - 1) ** 2 + (fx - 0) ** 2
+        if d < best_d:
+            best_d = d
+            a = 1
+            b = 0
+        d = (fy - 1) ** 2 + (fx - 1) ** 2
+        if d < best_d:
+            a = 1
+            b = 1
+        best = min(h - 1, y0 + a) * w + min(w - 1, x0 + b)
+        k = flat_index[best]
+        if k == 0:
+            best_d = np.inf
+            for a in range(2):
+                for b in range(2):
+                    yy = min(h - 1, y0 + a)
+                    xx = min(w - 1, x0 + b)
+                    d = (fy - a) ** 2 + (fx - b) ** 2
+                    if index[yy, xx] == 0:
+                        d += 4.0  # farther than any cell pixel of the four
+                    if d < best_d:
+                        best_d = d
+                        best = yy * w + xx
+            k = flat_index[best]
         table[start + i] = k - 1 if k > 0 else -1 - best
 
 
