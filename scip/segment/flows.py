@@ -328,16 +328,16 @@ def _finish(flow: np.ndarray, reached: np.ndarray, ys: np.ndarray, xs: np.ndarra
 
 @numba.njit(cache=True, nogil=True)
 def _prepare(dP, cell, flow, index, ys, xs):
-    """One pass over the tile: the step field on the cell pixels, the cell pixels and their index.
+    """One pass over the tile: the step field, the cell pixels and their index.
 
-    ``flow`` and ``index`` come in zeroed; ``flow[y, x]`` becomes Cellpose's
-    step ``dP[:, y, x] / 5`` (float32, (H, W, 2)) on cell pixels, ``(ys,
-    xs)`` the cell pixels in raster order (as ``np.nonzero``) and
-    ``index[y, x]`` a cell pixel's position among them plus one. Only cell
-    pixels are written: zeroed arrays from ``np.zeros`` are mapped lazily,
-    so a sparse tile touches only the memory near its cells.
+    ``flow[y, x]`` becomes Cellpose's step ``dP[:, y, x] * cell / 5``
+    (float32, (H, W, 2)); ``(ys, xs)`` the cell pixels in raster order (as
+    ``np.nonzero``) and ``index[y, x]`` a cell pixel's position among them
+    plus one, 0 off cells. Every pixel is written (the arrays come from
+    ``np.empty``): the pages are touched once, not zeroed first.
     """
     five = np.float32(5.0)
+    zero = np.float32(0.0)
     k = 0
     for y in range(cell.shape[0]):
         for x in range(cell.shape[1]):
@@ -348,6 +348,10 @@ def _prepare(dP, cell, flow, index, ys, xs):
                 xs[k] = x
                 k += 1
                 index[y, x] = k
+            else:
+                flow[y, x, 0] = zero
+                flow[y, x, 1] = zero
+                index[y, x] = 0
 
 
 def _index_type(h: int, w: int) -> type:
@@ -359,8 +363,8 @@ def _prepared(dP: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, ...]:
     """``(flow, index, ys, xs)`` of :func:`_prepare` for float32 ``dP`` (2, H, W) and boolean ``cell``."""
     h, w = cell.shape
     n = int(np.count_nonzero(cell))
-    flow = np.zeros((h, w, 2), np.float32)
-    index = np.zeros((h, w), _index_type(h, w))
+    flow = np.empty((h, w, 2), np.float32)
+    index = np.empty((h, w), _index_type(h, w))
     ys = np.empty(n, np.int64)
     xs = np.empty(n, np.int64)
     _prepare(np.ascontiguousarray(dP, np.float32), np.ascontiguousarray(cell), flow, index, ys, xs)
@@ -455,11 +459,31 @@ def _follow(flow: np.ndarray, index: np.ndarray, ys: np.ndarray, xs: np.ndarray,
 
 
 @numba.njit(cache=True, nogil=True)
-def _histogram(end, size):
-    counts = np.zeros(size, np.int32)
+def _histogram(end, counts):
+    """End points per bin, added to ``counts`` (a zeroed tile, flat)."""
     for e in end:
         counts[e] += 1
-    return counts
+
+
+@numba.njit(cache=True, nogil=True)
+def _zero_cells(tile, ys, xs):
+    """``tile`` with the cell pixels zeroed: the buffers of :func:`_prepare` are 0 elsewhere.
+
+    Reusing them for the histogram and the grown seeds spares allocating
+    (and having the allocator zero) two more tiles.
+    """
+    for i in range(ys.size):
+        tile[ys[i], xs[i]] = 0
+    return tile
+
+
+@numba.njit(cache=True, nogil=True)
+def _cleared(hist, end):
+    """``hist`` zeroed where end points fell (everywhere it is not 0), for reuse as the label image."""
+    flat = hist.reshape(-1)
+    for e in end:
+        flat[e] = 0
+    return hist
 
 
 @numba.njit(cache=True, nogil=True)
@@ -638,14 +662,13 @@ def _fill_holes(labels, box, order, areas):
 
 @numba.njit(cache=True, nogil=True)
 def _pixel_labels(painted, end, ys, xs, labels, n):
-    """Label (seed) of each followed pixel: ``painted`` at its end bin; written to ``labels`` too.
+    """Label (seed) of each followed pixel, ``painted`` at its end bin, written to ``labels``.
 
     One pass over the followed pixels (raster order) also gives each
     label's pixel count, bounding box (as :func:`_boxes`) and first pixel
     (its position in the list).
     """
     src = painted.reshape(-1)
-    lab = np.empty(end.size, np.int32)
     areas = np.zeros(n, np.int64)
     box = np.full((n, 4), -1, np.int64)
     first = np.full(n, -1, np.int64)
@@ -653,7 +676,6 @@ def _pixel_labels(painted, end, ys, xs, labels, n):
         v = src[end[i]]
         y = ys[i]
         x = xs[i]
-        lab[i] = v
         labels[y, x] = v
         areas[v] += 1
         if first[v] < 0:
@@ -704,29 +726,41 @@ def _final_numbers(labels, ys, xs, changed, drop):
 
 
 @numba.njit(cache=True, nogil=True)
-def _relabel(labels, ys, xs, changed, listed, lut):
+def _listed(ys, xs, y, x):
+    """Whether pixel (y, x) is among ``(ys, xs)`` (raster order): binary search."""
+    lo = 0
+    hi = ys.size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ys[mid] < y or (ys[mid] == y and xs[mid] < x):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < ys.size and ys[lo] == y and xs[lo] == x
+
+
+@numba.njit(cache=True, nogil=True)
+def _relabel(labels, ys, xs, changed, lut):
     """``labels = lut[labels]`` at the pixels ``(ys, xs)`` and ``changed`` (each once), in place.
 
-    ``changed`` may repeat pixels and hold listed ones (``listed`` nonzero
-    there), which the first loop has done.
+    ``changed`` may repeat pixels and hold listed ones, which the first
+    loop has done.
     """
     w = labels.shape[1]
     flat = labels.reshape(-1)
     for i in range(ys.size):
         p = ys[i] * w + xs[i]
         flat[p] = lut[flat[p]]
-    done = listed.reshape(-1)
     for p in np.unique(changed):
-        if done[p] == 0:
+        if not _listed(ys, xs, p // w, p % w):
             flat[p] = lut[flat[p]]
 
 
-def _holes_and_sizes(labels: np.ndarray, ys: np.ndarray, xs: np.ndarray, listed: np.ndarray, areas: np.ndarray,
-                     box: np.ndarray, first: np.ndarray, drop: np.ndarray, min_size: int) -> np.ndarray:
+def _holes_and_sizes(labels: np.ndarray, ys: np.ndarray, xs: np.ndarray, areas: np.ndarray, box: np.ndarray,
+                     first: np.ndarray, drop: np.ndarray, min_size: int) -> np.ndarray:
     """Cellpose's ``fill_holes_and_remove_small_masks`` on masks given by their pixels, in place.
 
-    ``(ys, xs)`` (raster order) hold every labelled pixel (``listed`` is
-    nonzero exactly there); ``areas``, ``box`` (:func:`_boxes`) and
+    ``(ys, xs)`` (raster order) hold every labelled pixel; ``areas``, ``box`` (:func:`_boxes`) and
     ``first`` (position of the first pixel in the list, -1: absent)
     describe the labels; ``drop`` marks labels already removed, which may
     still be in ``labels`` (their pixels are not the filled mask's, as
@@ -744,7 +778,7 @@ def _holes_and_sizes(labels: np.ndarray, ys: np.ndarray, xs: np.ndarray, listed:
     changed = _fill_holes(labels, box, order, areas)
     # A mask overwritten whole by another's fill is gone (no pixel, no number).
     drop |= areas < max(min_size, 1)
-    _relabel(labels, ys, xs, changed, listed, _final_numbers(labels, ys, xs, changed, drop))
+    _relabel(labels, ys, xs, changed, _final_numbers(labels, ys, xs, changed, drop))
     return labels
 
 
@@ -1051,22 +1085,26 @@ def _compute(dP, cellprob, niter, cellprob_threshold, flow_threshold, min_size, 
     del cell
     pool.lap("threshold, step field, list of pixels")
     end = _follow(flow, index, ys, xs, int(niter), jump, pool)
-    del flow
-    hist = _histogram(end, h * w).reshape(h, w)
+    hist = _zero_cells(index, ys, xs)
+    del index
+    _histogram(end, hist.reshape(-1))
     sy, sx, counts = _seeds(hist, end)
     if sy.size == 0:
         return np.zeros((h, w), np.int32)
     order = np.lexsort((sy * w + sx, counts))  # fewer end points first: the larger seed paints last
-    painted = np.zeros((h, w), np.int32)
+    # flow's buffer zeroed (both components) is a zeroed int32 tile, twice over.
+    painted = _zero_cells(flow, ys, xs).view(np.int32).reshape(-1)[: h * w].reshape(h, w)
+    del flow
     _grow(hist, sy[order], sx[order], painted)
-    del hist
     pool.lap("histogram, seeds, seed growth")
     # From here on the masks are handled as lists of their pixels (the
     # followed pixels, raster order): the image is only written there and
     # read inside masks' boxes, no pass over the whole tile. Dropped masks
     # stay in the image until the last relabelling (the flow check and the
     # hole filling only ask whether a pixel is the mask's own).
-    labels = np.zeros((h, w), np.int32)
+    # hist zeroed again is the label image (int32 unless the tile has 2**31 pixels or more).
+    labels = _cleared(hist, end) if hist.dtype == np.int32 else np.zeros((h, w), np.int32)
+    del hist
     areas, box, first = _pixel_labels(painted, end, ys, xs, labels, sy.size + 1)
     del end, painted
     drop = areas > h * w * max_size_fraction
@@ -1075,7 +1113,7 @@ def _compute(dP, cellprob, niter, cellprob_threshold, flow_threshold, min_size, 
     if flow_threshold is not None and flow_threshold > 0 and not drop[first >= 0].all():
         drop |= _box_errors(labels, np.where(drop[:, None], -1, box), dP, pool) > flow_threshold
     pool.lap("flow check")
-    labels = _holes_and_sizes(labels, ys, xs, index, areas, box, first, drop, min_size)
+    labels = _holes_and_sizes(labels, ys, xs, areas, box, first, drop, min_size)
     pool.lap("holes, min size, numbering")
     return labels
 
@@ -1098,8 +1136,7 @@ def fill_holes_and_remove_small(labels: np.ndarray, min_size: int = 15) -> np.nd
     labels = np.ascontiguousarray(labels, np.int32)
     if labels.max() == 0:
         return labels
-    listed = labels.copy()
     ys, xs = np.nonzero(labels)
     n = int(labels.max()) + 1
     areas, box, first = _pixel_labels(labels, ys * labels.shape[1] + xs, ys, xs, labels, n)
-    return _holes_and_sizes(labels, ys, xs, listed, areas, box, first, np.zeros(n, bool), min_size)
+    return _holes_and_sizes(labels, ys, xs, areas, box, first, np.zeros(n, bool), min_size)
