@@ -14,12 +14,14 @@ Two sources of flows, both fed unchanged to both implementations:
 
 For each, Cellpose's ``dynamics.resize_and_compute_masks`` (what
 ``CellposeModel.eval`` runs, on the CPU) and ``scip.segment.flows.compute_masks``
-run on the same inputs, alternately, ``--repeats`` times; the best wall time
-of each is reported with the agreement of the masks (matched at IoU >= 0.5:
-mean IoU of matched pairs over max(count), counts).
+run on the same inputs, alternately (scip, Cellpose, scip, ...), ``--repeats``
+times each; the median wall time of each is reported (the speed-up is the
+ratio of the medians) with the agreement of the masks (matched at IoU >= 0.5:
+mean IoU of matched pairs over max(count), counts). ``--stages`` adds the
+median wall time of each step of scip on one thread (as many extra runs).
 
-    python benchmarks/bench_flows.py --make-model ~/.cache/scip/cellpose_mnfinder.pth --epochs 40
-    python benchmarks/bench_flows.py --sizes 512 1024 2048 --jumps 4 2 8 --threads 1 2 \\
+    python benchmarks/bench_flows.py --make-model ~/.cache/scip/cellpose_mnfinder.pth --epochs 30
+    python benchmarks/bench_flows.py --sizes 512 1024 2048 --jumps 4 --threads 1 2 --stages \\
         --model ~/.cache/scip/cellpose_mnfinder.pth --out benchmarks/results/flows.json
 """
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -44,7 +47,8 @@ from scip.metrics import match_labels  # noqa: E402
 from scip.segment import flows  # noqa: E402
 from scip.segment._flows_synthetic import cell_labels  # noqa: E402
 
-MNFINDER = ROOT.parent / "shared" / "data" / "mnfinder"
+DATA = ROOT.parent / "shared" / "data"
+MNFINDER = DATA / "mnfinder"
 
 
 def synthetic_flows(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
@@ -82,7 +86,7 @@ def make_model(path: Path, epochs: int) -> None:
     from cellpose import models, train
 
     pairs = _mnfinder_images()
-    model = models.CellposeModel(pretrained_model=False, device=torch.device("cpu"))
+    model = models.CellposeModel(pretrained_model=False, device=torch.device("cpu"))  # random weights
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     saved = train.train_seg(model.net, train_data=[p[0] for p in pairs], train_labels=[p[1] for p in pairs],
@@ -111,7 +115,7 @@ def model_flows(model_path: Path, size: int) -> tuple[np.ndarray, np.ndarray, in
     mosaic = mosaic[:size, :size]
     model = models.CellposeModel(pretrained_model=str(model_path), device=torch.device("cpu"))
     _, out, _ = model.eval(mosaic, channels=[0, 0], compute_masks=False)
-    return out[1].astype(np.float32), out[2].astype(np.float32), -1
+    return np.ascontiguousarray(out[1], np.float32), np.ascontiguousarray(out[2], np.float32), -1
 
 
 def agreement(ref: np.ndarray, ours: np.ndarray) -> dict:
@@ -123,7 +127,20 @@ def agreement(ref: np.ndarray, ours: np.ndarray) -> dict:
             "identical_pixels_pct": 100.0 * float(np.mean((ref > 0) == (ours > 0)))}
 
 
-def run_case(name: str, dP: np.ndarray, cellprob: np.ndarray, repeats: int, jumps: list, threads: list) -> dict:
+def stage_times(dP: np.ndarray, cellprob: np.ndarray, jump: int | None, repeats: int) -> dict:
+    """Median wall time (s) of each step of ``compute_masks`` on one thread (the laps it records)."""
+    runs = []
+    for _ in range(repeats):
+        stages = {}
+        with flows._Threads(1, stages) as pool:
+            flows._compute(*flows._check_inputs(dP, cellprob), 200, 0.0, 0.4, 15, 0.4, jump, pool)
+        stages.pop("start", None)
+        runs.append(stages)
+    return {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
+
+
+def run_case(name: str, dP: np.ndarray, cellprob: np.ndarray, repeats: int, jumps: list, threads: list,
+             stages: bool = False) -> dict:
     import torch
     from cellpose import dynamics
 
@@ -131,27 +148,38 @@ def run_case(name: str, dP: np.ndarray, cellprob: np.ndarray, repeats: int, jump
         return dynamics.resize_and_compute_masks(dP, cellprob, niter=200, cellprob_threshold=0.0,
                                                  flow_threshold=0.4, min_size=15, device=torch.device("cpu"))
 
-    result = {"case": name, "shape": list(cellprob.shape), "cell_pixels": int((cellprob > 0).sum())}
+    result = {"case": name, "shape": list(cellprob.shape), "cell_pixels": int((cellprob > 0).sum()),
+              "repeats": repeats, "load_before": os.getloadavg()}
     variants = [(jump, 1) for jump in jumps] + [(jumps[0], n) for n in threads if n != 1]
     times = {"cellpose": []}
     ref = None
     masks = {}
+    # One untimed run of each first (compilation for these arrays' layouts),
+    # then alternated: each scip variant, then Cellpose, repeats times; medians.
+    for jump, n in variants:
+        flows.compute_masks(dP, cellprob, jump=jump, threads=n)
+    cellpose_masks()
     for _ in range(repeats):
-        t = time.perf_counter()
-        ref = cellpose_masks()
-        times["cellpose"].append(time.perf_counter() - t)
         for jump, n in variants:
             t = time.perf_counter()
             masks[jump, n] = flows.compute_masks(dP, cellprob, jump=jump, threads=n)
             times.setdefault((jump, n), []).append(time.perf_counter() - t)
+        t = time.perf_counter()
+        ref = cellpose_masks()
+        times["cellpose"].append(time.perf_counter() - t)
     ref = ref.astype(np.int32)
-    result["cellpose_s"] = min(times["cellpose"])
+    result["cellpose_s"] = float(np.median(times["cellpose"]))
+    result["cellpose_runs_s"] = times["cellpose"]
     result["scip"] = []
     for jump, n in variants:
-        best = min(times[jump, n])
-        result["scip"].append({"jump": jump, "threads": n, "s": best, "speedup": result["cellpose_s"] / best,
+        median = float(np.median(times[jump, n]))
+        result["scip"].append({"jump": jump, "threads": n, "s": median, "runs_s": times[jump, n],
+                               "speedup": result["cellpose_s"] / median,
                                "identical": bool(np.array_equal(ref, masks[jump, n])),
                                **agreement(ref, masks[jump, n])})
+    if stages:
+        result["stages_1_thread_s"] = stage_times(dP, cellprob, jumps[0], repeats)
+    result["load_after"] = os.getloadavg()
     return result
 
 
@@ -166,10 +194,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, help="a local Cellpose 3 model file for the 'model' case")
     parser.add_argument("--make-model", type=Path, help="train a model to this file and exit")
     parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads for training and the network")
+    parser.add_argument("--stages", action="store_true", help="also time each step of scip (one thread)")
+    parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (holds mnfinder/)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
+    global MNFINDER
+    MNFINDER = args.data / "mnfinder"
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
     if args.make_model:
         make_model(args.make_model.expanduser(), args.epochs)
         return
@@ -180,13 +216,13 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for size in args.sizes:
         dP, cellprob, n = synthetic_flows(size)
-        r = run_case("synthetic", dP, cellprob, args.repeats, jumps, args.threads)
+        r = run_case("synthetic", dP, cellprob, args.repeats, jumps, args.threads, args.stages)
         r["cells_drawn"] = n
         results.append(r)
         print(json.dumps(r), flush=True)
         if args.model:
             dP, cellprob, _ = model_flows(args.model.expanduser(), size)
-            r = run_case("model", dP, cellprob, args.repeats, jumps, args.threads)
+            r = run_case("model", dP, cellprob, args.repeats, jumps, args.threads, args.stages)
             results.append(r)
             print(json.dumps(r), flush=True)
     if args.out:
@@ -194,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         import numba
 
         meta = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
-                "cellpose": cellpose.version, "machine": platform.machine(), "cpus": __import__("os").cpu_count(),
+                "cellpose": cellpose.version, "machine": platform.machine(), "cpus": os.cpu_count(),
                 "command": "python benchmarks/bench_flows.py " + " ".join(argv if argv is not None else sys.argv[1:])}
         args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
 

@@ -3,12 +3,15 @@
 Stacks of per-slice labels of ellipsoidal cells, each slice numbered on its
 own (``scip.segment._flows_synthetic.cell_stack``), stored as raw int32 files.
 
-(a) ``--small``: Z slices of 2048² with about 2,000 labels each, in memory.
-    Best of ``--repeats`` wall times of Cellpose's stitch3D (on a copy) and
-    of stitch3d (1 and ``--threads`` threads), the labels compared (identical up to
-    renumbering, and with these inputs even the numbers), and the floor:
-    reading the int32 stack once (``np.load`` of the ``.npy`` file, page
-    cache warm).
+(a) ``--small``: Z slices of 2048² with about 2,000 labels each, in memory,
+    one stack per ``--depths`` value (the cells' mean semi-axis along Z, in
+    slices): deep cells persist through many slices, so few new objects
+    appear per slice (Cellpose's dense IoU matrix is then small); shallow
+    ones give many. Median of ``--repeats`` alternated wall times (stitch3d
+    on 1 thread, Cellpose's stitch3D on a copy, stitch3d on ``--threads``
+    threads, again ...), the labels compared (identical up to renumbering,
+    and with these inputs even the numbers), and the floor: reading the
+    int32 stack once (``np.load`` of the ``.npy`` file, page cache warm).
 (b) ``--big``: Z slices of 16384² with about 150,000 labels each, on disk.
     Each tool runs in its own process (peak RSS from ``getrusage``); Cellpose
     gets the stack in memory (its stitch3D needs an array) under an address
@@ -16,7 +19,7 @@ own (``scip.segment._flows_synthetic.cell_stack``), stored as raw int32 files.
     stitch3d reads slices from the file and writes to a raw file, so its
     memory is a few slices whatever Z is.
 
-    python benchmarks/bench_stitch.py --small --threads 2 --out benchmarks/results/stitch.json
+    python benchmarks/bench_stitch.py --small --depths 12 4 1.5 --threads 2 --out benchmarks/results/stitch.json
     python benchmarks/bench_stitch.py --big --big-slices 4 --threads 2 --out benchmarks/results/stitch.json
 """
 
@@ -53,37 +56,67 @@ def renumbered(labels: np.ndarray) -> np.ndarray:
     return rank[inverse].reshape(labels.shape)
 
 
-def small(args: argparse.Namespace, work: Path) -> dict:
+def small(args: argparse.Namespace, work: Path, depth: float) -> dict:
     from cellpose import utils
 
     shape = (args.slices, 2048, 2048)
-    stack = cell_stack(shape, 1500, seed=0)
+    stack = cell_stack(shape, 1500, seed=0, depth=depth)
     path = work / "stack.npy"
     np.save(path, stack)
     del stack
+    stack = np.load(path)
+    ref = utils.stitch3D(stack.copy(), stitch_threshold=0.25)  # untimed: compilation, page cache
+    ours = stitch3d(stack, 0.25, threads=1)
+    load_before = os.getloadavg()
     floor, t_cp = [], []
     t_ours = {n: [] for n in sorted({1, args.threads})}
-    ref = ours = None
+    t_out = []
+    same_out = True
     for _ in range(args.repeats):
         t = time.perf_counter()
         stack = np.load(path)
         floor.append(time.perf_counter() - t)
         copy = stack.copy()
+        # Alternated: scip (1 thread), Cellpose, scip (more threads), scip
+        # (1 thread) into an output allocated and touched outside the timing:
+        # Cellpose overwrites its (copied) input, no allocation; a fresh
+        # 336 MB output's first-touch page faults took from 0.05 to 0.5 s here.
+        for n in sorted(t_ours)[:1]:
+            t = time.perf_counter()
+            ours = stitch3d(stack, 0.25, threads=n)
+            t_ours[n].append(time.perf_counter() - t)
         t = time.perf_counter()
         ref = utils.stitch3D(copy, stitch_threshold=0.25)
         t_cp.append(time.perf_counter() - t)
-        for n in t_ours:
+        out = np.zeros(stack.shape, np.int32)
+        out[:] = 1
+        t = time.perf_counter()
+        stitch3d(stack, 0.25, threads=1, out=out)
+        t_out.append(time.perf_counter() - t)
+        same_out = same_out and bool(np.array_equal(out, ours))
+        del out
+        for n in sorted(t_ours)[1:]:
             t = time.perf_counter()
             ours = stitch3d(stack, 0.25, threads=n)
             t_ours[n].append(time.perf_counter() - t)
     labels_per_slice = [len(np.unique(s)) - 1 for s in stack]
     same_numbers = bool(np.array_equal(ref, ours))
     same_objects = same_numbers or bool(np.array_equal(renumbered(ref), renumbered(ours)))
-    return {"case": "small", "shape": list(shape), "labels_per_slice_mean": float(np.mean(labels_per_slice)),
+    cellpose = float(np.median(t_cp))
+    return {"case": f"small, depth {depth:g}", "shape": list(shape), "depth": depth,
+            "labels_per_slice_mean": float(np.mean(labels_per_slice)),
             "labels_per_slice_range": [min(labels_per_slice), max(labels_per_slice)],
-            "objects": int(ours.max()), "read_stack_s": min(floor), "cellpose_s": min(t_cp),
-            "scip": [{"threads": n, "s": min(v), "speedup": min(t_cp) / min(v)} for n, v in t_ours.items()],
-            "identical_up_to_renumbering": same_objects, "identical_numbers": same_numbers}
+            "objects": int(ours.max()),
+            "new_objects_per_slice_mean": (int(ours.max()) - labels_per_slice[0]) / max(1, shape[0] - 1),
+            "repeats": args.repeats, "read_stack_s": float(np.median(floor)), "cellpose_s": cellpose,
+            "cellpose_runs_s": t_cp,
+            "scip": [{"threads": n, "s": float(np.median(v)), "runs_s": v, "speedup": cellpose / float(np.median(v))}
+                     for n, v in t_ours.items()],
+            "scip_preallocated_out_1_thread": {"s": float(np.median(t_out)), "runs_s": t_out,
+                                               "speedup": cellpose / float(np.median(t_out)),
+                                               "identical_to_default": same_out},
+            "identical_up_to_renumbering": same_objects, "identical_numbers": same_numbers,
+            "load_before": load_before, "load_after": os.getloadavg()}
 
 
 class RawSlices:
@@ -173,6 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--big", action="store_true")
     parser.add_argument("--slices", type=int, default=20)
+    parser.add_argument("--depths", type=float, nargs="+", default=[4.0],
+                        help="--small: one stack per value of the cells' mean semi-axis along Z (slices)")
     parser.add_argument("--big-slices", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -188,8 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         if args.small:
-            results.append(small(args, Path(tmp)))
-            print(json.dumps(results[-1]), flush=True)
+            for depth in args.depths:
+                results.append(small(args, Path(tmp), depth))
+                print(json.dumps(results[-1]), flush=True)
         if args.big:
             results.append(big(args, Path(tmp)))
     if args.out:

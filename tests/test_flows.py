@@ -175,3 +175,20 @@ def test_min_size_drops_exactly_the_small_masks():
     out = flows.fill_holes_and_remove_small(labels, min_size=10)
     assert sorted(np.bincount(out.ravel())[1:].tolist()) == [64, 64]
     assert out[1, 1] == 1 and out[20, 20] == 2
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fill_holes_matches_cellpose_on_masks_with_many_holes(seed):
+    """Holes of background and of other masks, masks inside others' holes, small masks: as Cellpose."""
+    utils = require("cellpose.utils")
+    rng = np.random.default_rng(seed)
+    labels = cell_labels((160, 160), 30, seed=seed)
+    holes = ndi.binary_dilation(rng.random(labels.shape) < 0.01, iterations=1) & (labels > 0)
+    labels[holes] = 0
+    for y, x in rng.integers(5, 155, (10, 2)):
+        labels[y - 1:y + 2, x - 1:x + 2] = labels.max() + 1  # 3 x 3 masks, some inside others (overwritten)
+    ours = flows.fill_holes_and_remove_small(labels.copy(), min_size=5)
+    ref = utils.fill_holes_and_remove_small_masks(labels.copy(), min_size=5).astype(np.int32)
+    np.testing.assert_array_equal(ours, ref)
+    assert (ours > 0).sum() > (labels > 0).sum()  # holes were filled
+    assert ours.max() < len(np.unique(labels)) - 1  # masks inside others' holes are gone

@@ -51,6 +51,15 @@ agree with Cellpose's to about 1e-6. A trajectory's first step, from a
 pixel's own position, is the flow there, without interpolation. ``threads``
 shares the per-pixel work and the masks of the flow check out to threads.
 
+Memory and passes: one pass over the tile builds the step field (H, W, 2:
+a pixel's two components in one cache line), the list of cell pixels and
+their index; everything after the following works on that list and on the
+masks' boxes (labels, sizes, boxes, hole filling, renumbering), never on
+the whole tile again, and the two buffers of that first pass, zeroed at the
+cell pixels, serve as histogram, grown seeds and label image. Seeds are
+looked for only among the bins end points fell in; a mask with no gap in
+any row of its box has no hole and is not flood-filled.
+
 Where results can differ from Cellpose
 --------------------------------------
 - Handing a trajectory to a pixel after each jump moves it by under a
@@ -73,6 +82,7 @@ Where results can differ from Cellpose
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -100,28 +110,31 @@ _SEED_WINDOW = 5  # seeds are maxima of this square neighbourhood
 def _step(flow, y, x):
     """One Euler step from float32 position (y, x), with Cellpose's arithmetic.
 
+    ``flow`` is (H, W, 2): a pixel's two components share a cache line, so
+    an interpolation touches two lines (rows y0 and y1) instead of four.
     Bilinear weights and the interpolated step are float64 and the step is
     rounded to float32 before it is added, as ``cellpose.dynamics`` does, so
     that exactly followed trajectories match Cellpose bit for bit. Indices
     are unsigned: positions are clamped to the image, and it spares numba's
     negative-index checks.
     """
-    h = flow.shape[1]
-    w = flow.shape[2]
+    h = flow.shape[0]
+    w = flow.shape[1]
     y0 = np.uint64(y)
     x0 = np.uint64(x)
     fy = np.float64(y) - np.float64(y0)
     fx = np.float64(x) - np.float64(x0)
     y1 = y0 + np.uint64(1) if y0 < h - 1 else y0
     x1 = x0 + np.uint64(1) if x0 < w - 1 else x0
-    dy = np.float32(np.float64(flow[0, y0, x0]) * (1 - fy) * (1 - fx)
-                    + np.float64(flow[0, y0, x1]) * (1 - fy) * fx
-                    + np.float64(flow[0, y1, x0]) * fy * (1 - fx)
-                    + np.float64(flow[0, y1, x1]) * fy * fx)
-    dx = np.float32(np.float64(flow[1, y0, x0]) * (1 - fy) * (1 - fx)
-                    + np.float64(flow[1, y0, x1]) * (1 - fy) * fx
-                    + np.float64(flow[1, y1, x0]) * fy * (1 - fx)
-                    + np.float64(flow[1, y1, x1]) * fy * fx)
+    # (f * a) * b, left to right as Cellpose's expression: not f * (a * b).
+    dy = np.float32(np.float64(flow[y0, x0, 0]) * (1 - fy) * (1 - fx)
+                    + np.float64(flow[y0, x1, 0]) * (1 - fy) * fx
+                    + np.float64(flow[y1, x0, 0]) * fy * (1 - fx)
+                    + np.float64(flow[y1, x1, 0]) * fy * fx)
+    dx = np.float32(np.float64(flow[y0, x0, 1]) * (1 - fy) * (1 - fx)
+                    + np.float64(flow[y0, x1, 1]) * (1 - fy) * fx
+                    + np.float64(flow[y1, x0, 1]) * fy * (1 - fx)
+                    + np.float64(flow[y1, x1, 1]) * fy * fx)
     zero = np.float32(0.0)
     return (min(np.float32(h - 1), max(zero, np.float32(y + dy))),
             min(np.float32(w - 1), max(zero, np.float32(x + dx))))
@@ -137,8 +150,8 @@ _BATCH = 64
 def _integrate(flow, ys, xs, n_steps):
     """Exact end positions (float32, shape (2, n)) of the pixels ``(ys, xs)`` after ``n_steps``."""
     out = np.empty((2, ys.size), np.float32)
-    h = np.float32(flow.shape[1] - 1)
-    w = np.float32(flow.shape[2] - 1)
+    h = np.float32(flow.shape[0] - 1)
+    w = np.float32(flow.shape[1] - 1)
     zero = np.float32(0.0)
     for s in range(0, ys.size, _BATCH):
         e = min(ys.size, s + _BATCH)
@@ -148,8 +161,8 @@ def _integrate(flow, ys, xs, n_steps):
             if n_steps:
                 # From a pixel's own position the bilinear weights are 1, 0, 0, 0: the
                 # step is the flow there, bit for bit what _step computes, at a quarter of the loads.
-                out[0, i] = min(h, max(zero, np.float32(out[0, i] + flow[0, ys[i], xs[i]])))
-                out[1, i] = min(w, max(zero, np.float32(out[1, i] + flow[1, ys[i], xs[i]])))
+                out[0, i] = min(h, max(zero, np.float32(out[0, i] + flow[ys[i], xs[i], 0])))
+                out[1, i] = min(w, max(zero, np.float32(out[1, i] + flow[ys[i], xs[i], 1])))
         for _ in range(n_steps - 1):
             for i in range(s, e):
                 out[0, i], out[1, i] = _step(flow, out[0, i], out[1, i])
@@ -164,13 +177,14 @@ def _successors(flow, index, ys, xs, n_steps, table, start, stop):
     cell pixel, or the nearest of the four if none is: a non-cell pixel has
     zero flow, so handing a trajectory to one would stop it, whereas at its
     sub-pixel position it still feels the flow of the cell pixels around
-    it. ``index`` gives each cell pixel's position among ``(ys, xs)`` (-1
-    off cells); ``table[i]`` becomes that position for a cell pixel, or
+    it. ``index`` gives each cell pixel's position among ``(ys, xs)`` plus
+    one (0 off cells); ``table[i]`` becomes that position for a cell pixel, or
     ``-1 - flat index`` for a non-cell pixel (where a trajectory stays).
     """
-    h = flow.shape[1]
-    w = flow.shape[2]
+    h = flow.shape[0]
+    w = flow.shape[1]
     end = _integrate(flow, ys[start:stop], xs[start:stop], n_steps)
+    flat_index = index.reshape(-1)
     for i in range(stop - start):
         y = end[0, i]
         x = end[1, i]
@@ -178,20 +192,43 @@ def _successors(flow, index, ys, xs, n_steps, table, start, stop):
         x0 = int(x)
         fy = y - y0
         fx = x - x0
-        best = -1
-        best_d = np.inf
-        for a in range(2):
-            for b in range(2):
-                yy = min(h - 1, y0 + a)
-                xx = min(w - 1, x0 + b)
-                d = (fy - a) ** 2 + (fx - b) ** 2
-                if index[yy, xx] < 0:
-                    d += 4.0  # farther than any cell pixel of the four
-                if d < best_d:
-                    best_d = d
-                    best = yy * w + xx
-        k = index.reshape(-1)[best]
-        table[start + i] = k if k >= 0 else -1 - best
+        # Usually the nearest of the four pixels is a cell pixel: then it is
+        # the answer (a non-cell pixel's distance is 4 more than any cell
+        # pixel's), found with one look-up of the index. The distances, the
+        # order of the four and the strict comparisons are those of the
+        # full search below, so ties go the same way.
+        best_d = (fy - 0) ** 2 + (fx - 0) ** 2
+        a = 0
+        b = 0
+        d = (fy - 0) ** 2 + (fx - 1) ** 2
+        if d < best_d:
+            best_d = d
+            b = 1
+        d = (fy - 1) ** 2 + (fx - 0) ** 2
+        if d < best_d:
+            best_d = d
+            a = 1
+            b = 0
+        d = (fy - 1) ** 2 + (fx - 1) ** 2
+        if d < best_d:
+            a = 1
+            b = 1
+        best = min(h - 1, y0 + a) * w + min(w - 1, x0 + b)
+        k = flat_index[best]
+        if k == 0:
+            best_d = np.inf
+            for a in range(2):
+                for b in range(2):
+                    yy = min(h - 1, y0 + a)
+                    xx = min(w - 1, x0 + b)
+                    d = (fy - a) ** 2 + (fx - b) ** 2
+                    if index[yy, xx] == 0:
+                        d += 4.0  # farther than any cell pixel of the four
+                    if d < best_d:
+                        best_d = d
+                        best = yy * w + xx
+            k = flat_index[best]
+        table[start + i] = k - 1 if k > 0 else -1 - best
 
 
 @numba.njit(cache=True, nogil=True)
@@ -213,34 +250,63 @@ def _take(table, reached):
 
 
 @numba.njit(cache=True, nogil=True)
-def _distinct(values, size):
-    """Distinct values (in order of first occurrence) and each entry's index among them."""
-    slot = np.full(size, -1, np.int64)
-    inverse = np.empty(values.size, np.int64)
-    n = 0
-    for i in range(values.size):
-        v = values[i]
-        if slot[v] < 0:
-            slot[v] = n
-            n += 1
-        inverse[i] = slot[v]
-    distinct = np.empty(n, np.int64)
-    for i in range(values.size):
-        distinct[inverse[i]] = values[i]
-    return distinct, inverse
+def _distinct_starts(reached, ys, xs, w):
+    """The distinct pixels reached, as rows and columns, and each trajectory's index among them.
+
+    Entries are a cell pixel's position among ``(ys, xs)`` or ``-1 - flat
+    index`` of a non-cell pixel (few: a dictionary).
+    """
+    n = reached.size
+    slot = np.full(ys.size, -1, np.int64)
+    off = numba.typed.Dict.empty(key_type=numba.types.int64, value_type=numba.types.int64)
+    inverse = np.empty(n, np.int64)
+    sy = np.empty(n, np.int64)
+    sx = np.empty(n, np.int64)
+    m = 0
+    for i in range(n):
+        r = np.int64(reached[i])
+        if r >= 0:
+            k = slot[r]
+            if k < 0:
+                k = m
+                slot[r] = k
+                sy[k] = ys[r]
+                sx[k] = xs[r]
+                m += 1
+        else:
+            k = off.get(r, -1)
+            if k < 0:
+                k = m
+                off[r] = k
+                sy[k] = (-1 - r) // w
+                sx[k] = (-1 - r) % w
+                m += 1
+        inverse[i] = k
+    return sy[:m].copy(), sx[:m].copy(), inverse
 
 
 class _Threads:
     """A pool of ``n`` threads that runs work in contiguous chunks (none for ``n == 1``).
 
-    The kernels release the GIL, so the chunks run in parallel.
+    The kernels release the GIL, so the chunks run in parallel. With a
+    ``stages`` dict, :meth:`lap` adds the wall time since the previous lap
+    to ``stages[name]`` (``benchmarks/bench_flows.py --stages``); without,
+    it does nothing.
     """
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, stages: dict | None = None):
         if n < 1:
             raise ValueError(f"threads must be >= 1, got {n}")
         self.n = n
         self.pool = ThreadPoolExecutor(n) if n > 1 else None
+        self.stages = stages
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.stages is not None:
+            now = time.perf_counter()
+            self.stages[name] = self.stages.get(name, 0.0) + now - self.last
+            self.last = now
 
     def chunks(self, size: int, work) -> list:
         """``work(start, stop)`` over ``range(size)``, one contiguous chunk per thread."""
@@ -262,36 +328,56 @@ def _finish(flow: np.ndarray, reached: np.ndarray, ys: np.ndarray, xs: np.ndarra
     """Flat end bin of each trajectory: ``n_steps`` exact steps from the pixel reached, once per pixel.
 
     ``reached`` holds table entries (a cell pixel's position, or ``-1 - flat``
-    for a non-cell pixel); keys over ``len(ys)`` plus the few non-cell
-    pixels keep the bookkeeping the size of the cell pixels, not the tile.
+    for a non-cell pixel); the bookkeeping is the size of the cell pixels,
+    not the tile.
     """
-    w = flow.shape[2]
-    off_cells, rank = np.unique(reached[reached < 0], return_inverse=True)
-    keys = reached.astype(np.int64)
-    keys[reached < 0] = ys.size + rank
-    distinct, inverse = _distinct(keys, ys.size + off_cells.size)
-    on = distinct < ys.size
-    flat = np.empty(distinct.size, np.int64)
-    flat[on] = ys[distinct[on]] * w + xs[distinct[on]]
-    flat[~on] = -1 - off_cells[distinct[~on] - ys.size]
-    return _integrate_ends(flow, flat // w, flat % w, n_steps, pool)[inverse]
+    sy, sx, inverse = _distinct_starts(reached, ys, xs, flow.shape[1])
+    return _integrate_ends(flow, sy, sx, n_steps, pool)[inverse]
 
 
 @numba.njit(cache=True, nogil=True)
-def _masked(dP, cell):
-    out = np.zeros(dP.shape, np.float32)
+def _prepare(dP, cell, flow, index, ys, xs):
+    """One pass over the tile: the step field, the cell pixels and their index.
+
+    ``flow[y, x]`` becomes Cellpose's step ``dP[:, y, x] * cell / 5``
+    (float32, (H, W, 2)); ``(ys, xs)`` the cell pixels in raster order (as
+    ``np.nonzero``) and ``index[y, x]`` a cell pixel's position among them
+    plus one, 0 off cells. Every pixel is written (the arrays come from
+    ``np.empty``): the pages are touched once, not zeroed first.
+    """
     five = np.float32(5.0)
+    zero = np.float32(0.0)
+    k = 0
     for y in range(cell.shape[0]):
         for x in range(cell.shape[1]):
             if cell[y, x]:
-                out[0, y, x] = dP[0, y, x] / five
-                out[1, y, x] = dP[1, y, x] / five
-    return out
+                flow[y, x, 0] = dP[0, y, x] / five
+                flow[y, x, 1] = dP[1, y, x] / five
+                ys[k] = y
+                xs[k] = x
+                k += 1
+                index[y, x] = k
+            else:
+                flow[y, x, 0] = zero
+                flow[y, x, 1] = zero
+                index[y, x] = 0
 
 
-def _masked_flow(dP: np.ndarray, cell: np.ndarray) -> np.ndarray:
-    """Cellpose's step field ``dP * cell / 5`` (float32), in one pass."""
-    return _masked(np.ascontiguousarray(dP, np.float32), np.ascontiguousarray(cell))
+def _index_type(h: int, w: int) -> type:
+    # int32 halves the memory traffic of the table's squarings wherever indices fit.
+    return np.int32 if h * w < 2**31 - 1 else np.int64
+
+
+def _prepared(dP: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(flow, index, ys, xs)`` of :func:`_prepare` for float32 ``dP`` (2, H, W) and boolean ``cell``."""
+    h, w = cell.shape
+    n = int(np.count_nonzero(cell))
+    flow = np.empty((h, w, 2), np.float32)
+    index = np.empty((h, w), _index_type(h, w))
+    ys = np.empty(n, np.int64)
+    xs = np.empty(n, np.int64)
+    _prepare(np.ascontiguousarray(dP, np.float32), np.ascontiguousarray(cell), flow, index, ys, xs)
+    return flow, index, ys, xs
 
 
 def follow_flows(flow: np.ndarray, cell: np.ndarray, niter: int,
@@ -320,35 +406,37 @@ def follow_flows(flow: np.ndarray, cell: np.ndarray, niter: int,
         the pixel its end point falls in (positions truncated, as Cellpose
         does).
     """
+    cell = np.asarray(cell, bool)
+    ys, xs = np.nonzero(cell)
+    index = np.zeros(cell.shape, _index_type(*cell.shape))
+    index[ys, xs] = np.arange(1, ys.size + 1)
+    interleaved = np.ascontiguousarray(np.moveaxis(np.asarray(flow, np.float32), 0, -1))
     with _Threads(threads) as pool:
-        return _follow(flow, cell, niter, jump, pool)
+        return _follow(interleaved, index, ys, xs, niter, jump, pool)
 
 
 def _integrate_ends(flow: np.ndarray, ys: np.ndarray, xs: np.ndarray, n_steps: int,
                     pool: _Threads) -> np.ndarray:
     """Flat end bins of exact trajectories from pixels ``(ys, xs)``."""
-    w = flow.shape[2]
+    w = flow.shape[1]
     parts = pool.chunks(ys.size, lambda a, b: _integrate(flow, ys[a:b], xs[a:b], n_steps))
     end = np.concatenate(parts, axis=1) if parts else np.empty((2, 0), np.float32)
     return end[0].astype(np.int64) * w + end[1].astype(np.int64)
 
 
-def _follow(flow: np.ndarray, cell: np.ndarray, niter: int, jump: int | None,
-            pool: _Threads) -> np.ndarray:
-    h, w = flow.shape[1:]
-    ys, xs = np.nonzero(cell)
+def _follow(flow: np.ndarray, index: np.ndarray, ys: np.ndarray, xs: np.ndarray, niter: int,
+            jump: int | None, pool: _Threads) -> np.ndarray:
+    """End bins of the cell pixels ``(ys, xs)``; ``flow`` (H, W, 2) and ``index`` as :func:`_prepare` makes them."""
     if jump is not None and jump < 1:
         raise ValueError(f"jump must be >= 1 or None, got {jump}")
     jumps = 0 if jump is None else max(0, niter // jump - 1)
     if jumps == 0:
         return _integrate_ends(flow, ys, xs, niter, pool)
-    # The table is over cell pixels only (sparse images are cheap); int32
-    # halves the memory traffic of the squarings wherever indices fit.
-    itype = np.int32 if h * w < 2**31 else np.int64
-    index = np.full((h, w), -1, itype)
-    index[ys, xs] = np.arange(ys.size, dtype=itype)
+    # The table is over cell pixels only (sparse images are cheap).
+    itype = index.dtype
     table = np.empty(ys.size, itype)
     pool.chunks(ys.size, lambda a, b: _successors(flow, index, ys, xs, jump, table, a, b))
+    pool.lap("follow: first jump of every pixel (successor table)")
     # A pixel handed back to itself moved less than half a pixel in a jump:
     # as a fixed point of the table it would stop for good, whereas its
     # sub-pixel drift adds up in Cellpose. Such pixels (cell borders with
@@ -367,8 +455,11 @@ def _follow(flow: np.ndarray, cell: np.ndarray, niter: int, jump: int | None,
             break
         pool.chunks(power.size, lambda a, b: _square(power, scratch, a, b))
         power, scratch = scratch, power
+    pool.lap("follow: pointer jumping")
     end = _finish(flow, reached, ys, xs, niter - jumps * jump, pool)
+    pool.lap("follow: last steps from the pixels reached")
     end[stuck] = _integrate_ends(flow, ys[stuck], xs[stuck], niter, pool)
+    pool.lap("follow: pixels that do not move, exactly")
     return end
 
 
@@ -377,99 +468,108 @@ def _follow(flow: np.ndarray, cell: np.ndarray, niter: int, jump: int | None,
 
 
 @numba.njit(cache=True, nogil=True)
-def _histogram(end, size):
-    counts = np.zeros(size, np.int32)
+def _histogram(end, counts):
+    """End points per bin, added to ``counts`` (a zeroed tile, flat)."""
     for e in end:
         counts[e] += 1
-    return counts
 
 
 @numba.njit(cache=True, nogil=True)
-def _seeds(hist):
-    """Bins with more than 10 end points that are the maximum of their 5 × 5 window, as (y, x, count)."""
+def _zero_cells(tile, ys, xs):
+    """``tile`` with the cell pixels zeroed: the buffers of :func:`_prepare` are 0 elsewhere.
+
+    Reusing them for the histogram and the grown seeds spares allocating
+    (and having the allocator zero) two more tiles.
+    """
+    for i in range(ys.size):
+        tile[ys[i], xs[i]] = 0
+    return tile
+
+
+@numba.njit(cache=True, nogil=True)
+def _cleared(hist, end):
+    """``hist`` zeroed where end points fell (everywhere it is not 0), for reuse as the label image."""
+    flat = hist.reshape(-1)
+    for e in end:
+        flat[e] = 0
+    return hist
+
+
+@numba.njit(cache=True, nogil=True)
+def _seeds(hist, end):
+    """Bins with more than 10 end points that are the maximum of their 5 × 5 window, as (y, x, count).
+
+    Only bins some end point fell in can hold a count, so those are visited
+    (each once: a visited bin is marked by negating its count, and restored
+    afterwards) instead of the whole tile; the order is that of ``end``.
+    """
     h, w = hist.shape
+    flat = hist.reshape(-1)
     r = _SEED_WINDOW // 2
+    marked = []
     ys = []
     xs = []
     ns = []
-    for y in range(h):
-        for x in range(w):
-            v = hist[y, x]
-            if v <= _SEED_MIN_COUNT:
-                continue
-            top = True
-            for yy in range(max(0, y - r), min(h, y + r + 1)):
-                for xx in range(max(0, x - r), min(w, x + r + 1)):
-                    if hist[yy, xx] > v:
-                        top = False
-            if top:
-                ys.append(y)
-                xs.append(x)
-                ns.append(v)
+    for e in end:
+        v = flat[e]
+        if v <= _SEED_MIN_COUNT:
+            continue  # also a marked bin (negative)
+        flat[e] = -v
+        marked.append(e)
+        y = e // w
+        x = e % w
+        top = True
+        for yy in range(max(0, y - r), min(h, y + r + 1)):
+            for xx in range(max(0, x - r), min(w, x + r + 1)):
+                if abs(hist[yy, xx]) > v:
+                    top = False
+        if top:
+            ys.append(y)
+            xs.append(x)
+            ns.append(v)
+    for e in marked:
+        flat[e] = -flat[e]
     return np.array(ys, np.int64), np.array(xs, np.int64), np.array(ns, np.int64)
 
 
 @numba.njit(cache=True, nogil=True)
 def _grow(hist, ys, xs, out):
-    """Grow each seed (in the given order, later ones overwrite) and paint ``out`` with 1 + its index."""
+    """Grow each seed (in the given order, later ones overwrite) and paint ``out`` with 1 + its index.
+
+    A step of 8-connected dilation restricted to the bins holding more than
+    2 end points is a 3-wide OR along rows, then along columns, then the
+    restriction.
+    """
     h, w = hist.shape
     size = 2 * _GROW_STEPS + 1
-    region = np.zeros((size, size), np.bool_)
-    grown = np.zeros((size, size), np.bool_)
+    region = np.zeros((size + 2, size + 2), np.bool_)  # a false border spares bounds tests
+    rows = np.zeros((size + 2, size + 2), np.bool_)
+    allowed = np.zeros((size, size), np.bool_)
     for k in range(ys.size):
-        region[:] = False
-        region[_GROW_STEPS, _GROW_STEPS] = True
         y0 = ys[k] - _GROW_STEPS
         x0 = xs[k] - _GROW_STEPS
-        for _ in range(_GROW_STEPS):
-            for i in range(size):
-                for j in range(size):
-                    hit = False
-                    for di in range(max(0, i - 1), min(size, i + 2)):
-                        for dj in range(max(0, j - 1), min(size, j + 2)):
-                            if region[di, dj]:
-                                hit = True
-                    yy = y0 + i
-                    xx = x0 + j
-                    grown[i, j] = hit and 0 <= yy < h and 0 <= xx < w and hist[yy, xx] > _GROW_MIN_COUNT
-            region[:] = grown
         for i in range(size):
             for j in range(size):
-                if region[i, j]:
+                yy = y0 + i
+                xx = x0 + j
+                allowed[i, j] = 0 <= yy < h and 0 <= xx < w and hist[yy, xx] > _GROW_MIN_COUNT
+        region[:] = False
+        region[_GROW_STEPS + 1, _GROW_STEPS + 1] = True
+        for _ in range(_GROW_STEPS):
+            for i in range(1, size + 1):
+                for j in range(1, size + 1):
+                    rows[i, j] = region[i, j - 1] | region[i, j] | region[i, j + 1]
+            for i in range(1, size + 1):
+                for j in range(1, size + 1):
+                    region[i, j] = (rows[i - 1, j] | rows[i, j] | rows[i + 1, j]) & allowed[i - 1, j - 1]
+        for i in range(size):
+            for j in range(size):
+                if region[i + 1, j + 1]:
                     out[y0 + i, x0 + j] = k + 1
 
 
 # ---------------------------------------------------------------------------
 # Label bookkeeping
-
-
-@numba.njit(cache=True, nogil=True)
-def _renumber(labels, drop):
-    """Labels 1..N in raster order of first pixel, in place; labels with ``drop[label]`` become 0."""
-    new = np.zeros(drop.size, labels.dtype)
-    n = 0
-    flat = labels.reshape(-1)
-    for p in range(flat.size):
-        v = flat[p]
-        if v == 0:
-            continue
-        if drop[v]:
-            flat[p] = 0
-            continue
-        if new[v] == 0:
-            n += 1
-            new[v] = n
-        flat[p] = new[v]
-    return n
-
-
-def _drop_and_renumber(labels: np.ndarray, drop: np.ndarray) -> np.ndarray:
-    _renumber(labels, drop)
-    return labels
-
-
-def _areas(labels: np.ndarray) -> np.ndarray:
-    return np.bincount(labels.ravel(), minlength=int(labels.max()) + 1)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -495,17 +595,42 @@ def _boxes(labels, n):
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_holes(labels, box):
-    """Fill each mask's holes, in label order, in place.
+def _has_hole(labels, v, y0, y1, x0, x1):
+    """Whether some row of the box has a pixel not ``v`` between two ``v`` pixels.
+
+    A hole pixel has ``v`` pixels to its left and to its right in its row
+    (walking along the row it cannot reach the box's edge), so a mask
+    without such a gap (the common, convex case) needs no flood fill.
+    """
+    for y in range(y0, y1):
+        seen = False
+        gap = False
+        for x in range(x0, x1):
+            if labels[y, x] == v:
+                if gap:
+                    return True
+                seen = True
+            elif seen:
+                gap = True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_holes(labels, box, order, areas):
+    """Fill the holes of masks ``order`` (in that order), in place; return the flat positions changed.
 
     A hole is a 4-connected set of pixels of other labels (or background)
     inside the mask's bounding box that does not reach the box's edge; it
     takes the mask's label, as in Cellpose (which fills each mask's box
-    with ``fill_voids``, overwriting whatever lies in the hole).
+    with ``fill_voids``, overwriting whatever lies in the hole). ``areas``
+    (pixels per label) is kept up to date.
     """
-    for v in range(1, box.shape[0]):
+    w = labels.shape[1]
+    changed = np.empty(64, np.int64)
+    n_changed = 0
+    for v in order:
         y0, y1, x0, x1 = box[v, 0], box[v, 1], box[v, 2], box[v, 3]
-        if y0 < 0 or y1 - y0 < 3 or x1 - x0 < 3:
+        if y0 < 0 or y1 - y0 < 3 or x1 - x0 < 3 or not _has_hole(labels, v, y0, y1, x0, x1):
             continue
         hh = y1 - y0
         ww = x1 - x0
@@ -532,8 +657,138 @@ def _fill_holes(labels, box):
                     top += 1
         for i in range(hh):
             for j in range(ww):
-                if not outside[i, j]:
+                old = labels[y0 + i, x0 + j]
+                if not outside[i, j] and old != v:
                     labels[y0 + i, x0 + j] = v
+                    areas[old] -= 1
+                    areas[v] += 1
+                    if n_changed == changed.size:
+                        changed = np.concatenate((changed, np.empty(changed.size, np.int64)))
+                    changed[n_changed] = (y0 + i) * w + x0 + j
+                    n_changed += 1
+    return changed[:n_changed]
+
+
+@numba.njit(cache=True, nogil=True)
+def _pixel_labels(painted, end, ys, xs, labels, n):
+    """Label (seed) of each followed pixel, ``painted`` at its end bin, written to ``labels``.
+
+    One pass over the followed pixels (raster order) also gives each
+    label's pixel count, bounding box (as :func:`_boxes`) and first pixel
+    (its position in the list).
+    """
+    src = painted.reshape(-1)
+    areas = np.zeros(n, np.int64)
+    box = np.full((n, 4), -1, np.int64)
+    first = np.full(n, -1, np.int64)
+    for i in range(end.size):
+        v = src[end[i]]
+        y = ys[i]
+        x = xs[i]
+        labels[y, x] = v
+        areas[v] += 1
+        if first[v] < 0:
+            first[v] = i
+            box[v, 0] = y
+            box[v, 2] = x
+            box[v, 3] = x + 1
+        else:
+            box[v, 2] = min(box[v, 2], x)
+            box[v, 3] = max(box[v, 3], x + 1)
+        box[v, 1] = y + 1
+    box[0] = -1
+    first[0] = -1
+    return areas, box, first
+
+
+@numba.njit(cache=True, nogil=True)
+def _final_numbers(labels, ys, xs, changed, drop):
+    """Numbers 1..N of the labels not dropped, by first pixel among the pixels ``(ys, xs)`` and ``changed``.
+
+    After hole filling a label's pixels are among the followed pixels
+    (raster order) and the pixels the fill changed, so its first pixel is
+    the smaller of its first in each.
+    """
+    w = labels.shape[1]
+    flat = labels.reshape(-1)
+    big = np.iinfo(np.int64).max
+    first = np.full(drop.size, big, np.int64)
+    for i in range(ys.size):
+        p = ys[i] * w + xs[i]
+        v = flat[p]
+        if first[v] == big:
+            first[v] = p
+    for p in changed:
+        v = flat[p]
+        first[v] = min(first[v], p)
+    first[0] = big
+    for v in range(drop.size):
+        if drop[v]:
+            first[v] = big
+    order = np.argsort(first, kind="mergesort")
+    lut = np.zeros(drop.size, np.int32)
+    for k in range(order.size):
+        if first[order[k]] == big:
+            break
+        lut[order[k]] = k + 1
+    return lut
+
+
+@numba.njit(cache=True, nogil=True)
+def _listed(ys, xs, y, x):
+    """Whether pixel (y, x) is among ``(ys, xs)`` (raster order): binary search."""
+    lo = 0
+    hi = ys.size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ys[mid] < y or (ys[mid] == y and xs[mid] < x):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < ys.size and ys[lo] == y and xs[lo] == x
+
+
+@numba.njit(cache=True, nogil=True)
+def _relabel(labels, ys, xs, changed, lut):
+    """``labels = lut[labels]`` at the pixels ``(ys, xs)`` and ``changed`` (each once), in place.
+
+    ``changed`` may repeat pixels and hold listed ones, which the first
+    loop has done.
+    """
+    w = labels.shape[1]
+    flat = labels.reshape(-1)
+    for i in range(ys.size):
+        p = ys[i] * w + xs[i]
+        flat[p] = lut[flat[p]]
+    for p in np.unique(changed):
+        if not _listed(ys, xs, p // w, p % w):
+            flat[p] = lut[flat[p]]
+
+
+def _holes_and_sizes(labels: np.ndarray, ys: np.ndarray, xs: np.ndarray, areas: np.ndarray, box: np.ndarray,
+                     first: np.ndarray, drop: np.ndarray, min_size: int) -> np.ndarray:
+    """Cellpose's ``fill_holes_and_remove_small_masks`` on masks given by their pixels, in place.
+
+    ``(ys, xs)`` (raster order) hold every labelled pixel; ``areas``, ``box`` (:func:`_boxes`) and
+    ``first`` (position of the first pixel in the list, -1: absent)
+    describe the labels; ``drop`` marks labels already removed, which may
+    still be in ``labels`` (their pixels are not the filled mask's, as
+    background is not). Everything runs over the listed pixels and the
+    masks' boxes, never over the whole image.
+    """
+    drop = drop.copy()
+    if min_size > 0:
+        drop |= areas < min_size
+    # Holes are filled mask by mask in the order of the masks' numbers
+    # after dropping, i.e. of their first pixels.
+    kept = np.flatnonzero(~drop & (first >= 0))
+    order = kept[np.argsort(first[kept], kind="stable")]
+    areas = areas.copy()
+    changed = _fill_holes(labels, box, order, areas)
+    # A mask overwritten whole by another's fill is gone (no pixel, no number).
+    drop |= areas < max(min_size, 1)
+    _relabel(labels, ys, xs, changed, _final_numbers(labels, ys, xs, changed, drop))
+    return labels
 
 
 # ---------------------------------------------------------------------------
@@ -542,18 +797,22 @@ def _fill_holes(labels, box):
 
 @numba.njit(cache=True, nogil=True)
 def _jacobi(t, out, inside, lx, start, stop):
-    """``out = inside * mean3x3(t)`` on flat indices ``start:stop`` of images ``lx`` wide.
+    """``out = mean3x3(t)`` where ``inside`` (else 0) on flat indices ``start:stop`` of images ``lx`` wide.
 
     One long loop over contiguous memory (whole rows, the padding columns
     included: ``inside`` is 0 there) with unsigned indices, so that it
-    vectorizes; the nine terms are added in Cellpose's order.
+    vectorizes; the nine terms are added in Cellpose's order. ``inside`` is
+    uint8 and selects (rather than multiplies by a 0/1 float, same values):
+    a quarter of the memory keeps a mask's buffers in the L1 cache.
     """
-    ninth = 1 / 9.0
+    ninth = t.dtype.type(1 / 9.0)
+    zero = t.dtype.type(0.0)
     one = np.uint64(1)
     up = np.uint64(lx)
     for i in range(np.uint64(start), np.uint64(stop)):
-        out[i] = inside[i] * (ninth * (t[i] + t[i - up] + t[i + up] + t[i - one] + t[i + one]
-                                       + t[i - up - one] + t[i - up + one] + t[i + up - one] + t[i + up + one]))
+        s = ninth * (t[i] + t[i - up] + t[i + up] + t[i - one] + t[i + one]
+                     + t[i - up - one] + t[i - up + one] + t[i + up - one] + t[i + up + one])
+        out[i] = s if inside[i] else zero
 
 
 @numba.njit(cache=True, nogil=True)
@@ -564,8 +823,10 @@ def _jacobi_separable(t, rows, out, inside, lx, start, stop):
     up = np.uint64(lx)
     for i in range(np.uint64(start) - up, np.uint64(stop) + up):
         rows[i] = t[i - one] + t[i] + t[i + one]
+    zero = t.dtype.type(0.0)
     for i in range(np.uint64(start), np.uint64(stop)):
-        out[i] = inside[i] * (ninth * (rows[i - up] + rows[i] + rows[i + up]))
+        s = ninth * (rows[i - up] + rows[i] + rows[i + up])
+        out[i] = s if inside[i] else zero
 
 
 @numba.njit(cache=True, nogil=True)
@@ -588,14 +849,14 @@ def _diffuse(labels, v, y0, y1, x0, x1, out_y, out_x, work, separable):
     """
     ly = y1 - y0 + 2
     lx = x1 - x0 + 2
-    inside = np.zeros(ly * lx, work.dtype)
+    inside = np.zeros(ly * lx, np.uint8)
     n = 0
     sy = 0
     sx = 0
     for y in range(y0, y1):
         for x in range(x0, x1):
             if labels[y, x] == v:
-                inside[(y - y0 + 1) * lx + x - x0 + 1] = 1.0
+                inside[(y - y0 + 1) * lx + x - x0 + 1] = 1
                 n += 1
                 sy += y - y0 + 1
                 sx += x - x0 + 1
@@ -742,7 +1003,11 @@ def _errors(labels: np.ndarray, dP: np.ndarray, pool: _Threads) -> np.ndarray:
     labels = np.ascontiguousarray(labels)
     if not labels.size or labels.max() == 0:
         return np.zeros(1)
-    box = _boxes(labels, int(labels.max()))
+    return _box_errors(labels, _boxes(labels, int(labels.max())), dP, pool)
+
+
+def _box_errors(labels: np.ndarray, box: np.ndarray, dP: np.ndarray, pool: _Threads) -> np.ndarray:
+    """Flow errors of the labels whose boxes (:func:`_boxes`) are given; 0 for absent ones."""
     dP = np.asarray(dP, np.float32)
     return sum(pool.chunks(box.shape[0], lambda a, b: _flow_errors(labels, box, dP, a, b)))
 
@@ -821,30 +1086,45 @@ def compute_masks(
 
 def _compute(dP, cellprob, niter, cellprob_threshold, flow_threshold, min_size, max_size_fraction, jump, pool):
     h, w = cellprob.shape
+    pool.lap("start")
     cell = cellprob > cellprob_threshold
-    labels = np.zeros((h, w), np.int32)
     if not cell.any():
-        return labels
-    flow = _masked_flow(dP, cell)
-    end = _follow(flow, cell, int(niter), jump, pool)
-    del flow
-    hist = _histogram(end, h * w).reshape(h, w)
-    sy, sx, counts = _seeds(hist)
+        return np.zeros((h, w), np.int32)
+    flow, index, ys, xs = _prepared(dP, cell)
+    del cell
+    pool.lap("threshold, step field, list of pixels")
+    end = _follow(flow, index, ys, xs, int(niter), jump, pool)
+    hist = _zero_cells(index, ys, xs)
+    del index
+    _histogram(end, hist.reshape(-1))
+    sy, sx, counts = _seeds(hist, end)
     if sy.size == 0:
-        return labels
+        return np.zeros((h, w), np.int32)
     order = np.lexsort((sy * w + sx, counts))  # fewer end points first: the larger seed paints last
-    painted = np.zeros((h, w), np.int32)
+    # flow's buffer zeroed (both components) is a zeroed int32 tile, twice over.
+    painted = _zero_cells(flow, ys, xs).view(np.int32).reshape(-1)[: h * w].reshape(h, w)
+    del flow
     _grow(hist, sy[order], sx[order], painted)
+    pool.lap("histogram, seeds, seed growth")
+    # From here on the masks are handled as lists of their pixels (the
+    # followed pixels, raster order): the image is only written there and
+    # read inside masks' boxes, no pass over the whole tile. Dropped masks
+    # stay in the image until the last relabelling (the flow check and the
+    # hole filling only ask whether a pixel is the mask's own).
+    # hist zeroed again is the label image (int32 unless the tile has 2**31 pixels or more).
+    labels = _cleared(hist, end) if hist.dtype == np.int32 else np.zeros((h, w), np.int32)
     del hist
-    labels[cell] = painted.reshape(-1)[end]
-    del painted, end
-    areas = _areas(labels)
-    big = areas > h * w * max_size_fraction
-    big[0] = False
-    labels = _drop_and_renumber(labels, big)
-    if flow_threshold is not None and flow_threshold > 0 and labels.max() > 0:
-        labels = _drop_and_renumber(labels, _errors(labels, dP, pool) > flow_threshold)
-    return fill_holes_and_remove_small(labels, min_size)
+    areas, box, first = _pixel_labels(painted, end, ys, xs, labels, sy.size + 1)
+    del end, painted
+    drop = areas > h * w * max_size_fraction
+    drop[0] = False
+    pool.lap("labels of the pixels, size filter")
+    if flow_threshold is not None and flow_threshold > 0 and not drop[first >= 0].all():
+        drop |= _box_errors(labels, np.where(drop[:, None], -1, box), dP, pool) > flow_threshold
+    pool.lap("flow check")
+    labels = _holes_and_sizes(labels, ys, xs, areas, box, first, drop, min_size)
+    pool.lap("holes, min size, numbering")
+    return labels
 
 
 def fill_holes_and_remove_small(labels: np.ndarray, min_size: int = 15) -> np.ndarray:
@@ -853,20 +1133,19 @@ def fill_holes_and_remove_small(labels: np.ndarray, min_size: int = 15) -> np.nd
     Parameters
     ----------
     labels : ndarray of int32, shape (H, W)
-        Modified in place.
+        Masks (gaps allowed); overwritten (used as scratch).
     min_size : int, optional
         Smallest mask kept, in pixels; 0 or less keeps all.
 
     Returns
     -------
     ndarray of int32
-        ``labels``, masks 1..N in raster order of first pixel.
+        Masks 1..N in raster order of first pixel.
     """
+    labels = np.ascontiguousarray(labels, np.int32)
     if labels.max() == 0:
         return labels
-    if min_size > 0:
-        labels = _drop_and_renumber(labels, _areas(labels) < min_size)
-    if labels.max() > 0:
-        _fill_holes(labels, _boxes(labels, int(labels.max())))
-    drop = _areas(labels) < min_size if min_size > 0 else np.zeros(int(labels.max()) + 1, bool)
-    return _drop_and_renumber(labels, drop)
+    ys, xs = np.nonzero(labels)
+    n = int(labels.max()) + 1
+    areas, box, first = _pixel_labels(labels, ys * labels.shape[1] + xs, ys, xs, labels, n)
+    return _holes_and_sizes(labels, ys, xs, areas, box, first, np.zeros(n, bool), min_size)

@@ -153,15 +153,36 @@ def _apply(labels, lut, out):
         dst[p] = lut[flat[p]]
 
 
-def _read(stack: Any, z: int) -> np.ndarray:
+@numba.njit(cache=True, nogil=True)
+def _min_max(labels):
+    flat = labels.reshape(-1)
+    lo = flat[0]
+    hi = flat[0]
+    for p in range(1, flat.size):
+        lo = min(lo, flat[p])
+        hi = max(hi, flat[p])
+    return lo, hi
+
+
+def _read(stack: Any, z: int, check: bool = True) -> tuple[np.ndarray, int]:
+    """Slice ``z`` as a contiguous array and its number of labels plus one (largest + 1).
+
+    ``check`` validates it (one pass over the slice, which gives the
+    largest label as well); without, the count is not computed (0).
+    """
     labels = np.ascontiguousarray(np.asarray(stack[z]))
+    if not check:
+        return labels, 0
     if labels.ndim != 2:
         raise ValueError(f"slice {z} has shape {labels.shape}; expected a 2-D label image")
     if not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(f"labels must be integers, got {labels.dtype} in slice {z}")
-    if labels.size and labels.min() < 0:
-        raise ValueError(f"labels must be >= 0; slice {z} has {labels.min()}")
-    return labels
+    if not labels.size:
+        return labels, 1
+    lo, hi = _min_max(labels)
+    if lo < 0:
+        raise ValueError(f"labels must be >= 0; slice {z} has {lo}")
+    return labels, int(hi) + 1
 
 
 def slice_overlaps(upper: np.ndarray, lower: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -178,14 +199,16 @@ def slice_overlaps(upper: np.ndarray, lower: np.ndarray) -> tuple[np.ndarray, np
         One entry per pair of non-zero labels sharing at least one pixel,
         in no particular order.
     """
-    return _pair_counts(np.ascontiguousarray(upper), np.ascontiguousarray(lower))[:3]
-
-
-def _pair_counts(upper: np.ndarray, lower: np.ndarray) -> tuple[np.ndarray, ...]:
-    if upper.shape != lower.shape:
-        raise ValueError(f"slices differ in shape: {upper.shape} and {lower.shape}")
+    upper = np.ascontiguousarray(upper)
+    lower = np.ascontiguousarray(lower)
     n_upper = int(upper.max()) + 1 if upper.size else 1
     n_lower = int(lower.max()) + 1 if lower.size else 1
+    return _pair_counts(upper, lower, n_upper, n_lower)[:3]
+
+
+def _pair_counts(upper: np.ndarray, lower: np.ndarray, n_upper: int, n_lower: int) -> tuple[np.ndarray, ...]:
+    if upper.shape != lower.shape:
+        raise ValueError(f"slices differ in shape: {upper.shape} and {lower.shape}")
     return _overlaps(upper, lower, n_upper, n_lower)
 
 
@@ -207,19 +230,19 @@ def _measure(stack: Any, first: int, stop: int) -> list[_Pair]:
     Each slice is read once; for ``first > 0`` slice ``first - 1`` is read too.
     """
     pairs = []
-    below = _read(stack, first - 1) if first > 0 else None
+    below, n_below = _read(stack, first - 1) if first > 0 else (None, 0)
     for z in range(first, stop):
-        here = _read(stack, z)
+        here, n_here = _read(stack, z)
         if below is None:
             empty = np.empty(0, np.int64)
-            pairs.append(_Pair(_areas(here, int(here.max()) + 1 if here.size else 1), empty, empty, empty))
+            pairs.append(_Pair(_areas(here, n_here), empty, empty, empty))
         else:
             try:
-                upper, lower, pixels, areas = _pair_counts(here, below)
+                upper, lower, pixels, areas = _pair_counts(here, below, n_here, n_below)
             except ValueError as err:
                 raise ValueError(f"slices {z - 1} and {z}: {err}") from None
             pairs.append(_Pair(areas, upper, lower, pixels))
-        below = here
+        below, n_below = here, n_here
     return pairs
 
 
@@ -312,7 +335,7 @@ def stitch3d(stack: Any, stitch_threshold: float = 0.25, *, out: Any = None, thr
             raise ValueError(f"out has shape {tuple(out.shape)}; expected {shape}")
 
         def write(z: int) -> None:
-            labels = _read(stack, z)
+            labels = _read(stack, z, check=False)[0]  # checked when measured
             lut = luts[z].astype(out.dtype)
             if isinstance(out, np.ndarray) and out[z].flags.c_contiguous:
                 _apply(labels, lut, out[z])
