@@ -39,6 +39,8 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import yaml  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -54,11 +56,14 @@ OVERHEAD_BUDGET = 0.05
 
 
 def run_once(config_path: Path, data: Path, out: Path, workers: int) -> dict:
-    cfg = load_config(config_path, overrides={"output": {"path": str(out), "overwrite": True}})
-    raw = cfg.model_dump()
-    raw["input"]["path"] = str(data / Path(cfg.input.path).name)
-    if cfg.evaluate is not None:
-        raw["evaluate"]["labels"] = str(data / Path(cfg.evaluate.labels).relative_to(config_path.parent / "data"))
+    # The demo's config names examples/data/..., which a clean clone does not have: its paths point into
+    # the data written here before the config is validated.
+    raw = yaml.safe_load(config_path.read_text())
+    raw["input"]["path"] = str(data / Path(raw["input"]["path"]).name)
+    if raw.get("evaluate"):
+        raw["evaluate"]["labels"] = str(data / Path(raw["evaluate"]["labels"]).relative_to("data"))
+    raw = load_config(raw, base_dir=config_path.parent,
+                      overrides={"output": {"path": str(out), "overwrite": True}}).model_dump()
     with cluster.connect(ClusterConfig(workers=workers, threads=1, dashboard_address=":0")) as session:
         start = time.perf_counter()
         result = scip.run(raw, client=session.client, progress=False)

@@ -290,6 +290,7 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
             computed, stopped = compute_partitions(p, session, tasks, todo, parts, reductions, samples, cells_dir,
                                                     out / "progress", progress)
         if p.tiled and not stopped:
+            tiles.write_mask_labels(config, p.tiled, out, session, progress)
             tiles.write_pyramids(config, p.tiled, out, session, progress, p.dataset.format == "ome_zarr")
         where = session.describe()
         names = cluster.worker_names(session.client) if session.client is not None else {}

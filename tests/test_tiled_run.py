@@ -357,3 +357,30 @@ def test_a_tiled_image_with_a_chunk_missing_from_its_store_is_skipped_naming_the
     else:  # the user accepted zeros there: the rest of the image is measured
         assert missing.empty and "failure" not in image
         assert result.summary["counts"]["cells"]["exported"] > 0
+
+
+def test_extra_masks_of_a_tiled_image_are_label_images_equal_to_the_whole_images(tmp_path):
+    # A cell's extra mask may cross into a neighbour tile's chunk, which another task writes.
+    path = write_synthetic_slide(tmp_path / "slide.zarr", SIZE, chunk=256, seed=3)
+    masks = [{"name": "bright", "channel": "DNA", "method": "otsu"}]
+    runs = {}
+    for mode in ("always", "never"):
+        config = _config(path, tmp_path / mode, mode, features={"families": ["bbox"]})
+        runs[mode] = scip.run({**config, "masks": masks}, progress=False)
+    tiled, whole = runs["always"], runs["never"]
+    cells_t, cells_w = _labels(tiled.output), _labels(whole.output)
+    mask_t, mask_w = _labels(tiled.output, name="bright"), _labels(whole.output, name="bright")
+    # The tiled run's label numbers, turned into the whole run's through the cell label images (the same objects).
+    fg = cells_t > 0
+    lut = np.zeros(cells_t.max() + 1, np.int64)
+    lut[cells_t[fg]] = cells_w[fg]
+    assert np.array_equal(lut[cells_t], cells_w)
+    assert mask_w.max() > 0 and np.array_equal(lut[mask_t], mask_w)
+    assert np.all(cells_t[mask_t > 0] == mask_t[mask_t > 0])  # each mask lies in its own cell
+    # Some masks cross a tile edge: the case a per-partition write would lose.
+    edge = TILE
+    crossing = set(np.unique(mask_t[:, edge - 1])) & set(np.unique(mask_t[:, edge])) - {0}
+    assert crossing
+    group = zarr.open_group(str(tiled.output / "labels.zarr" / "slide" / "labels" / "bright"), mode="r")
+    assert [d["path"] for d in group.attrs["multiscales"][0]["datasets"]] == ["0", "1", "2"]
+    assert not (tiled.output / ".tiles").exists()

@@ -213,7 +213,10 @@ def labels_root(config: Config) -> Path:
     return Path(config.output.path).resolve() / LABELS
 
 
-def _labels(records: list[ImageRecord | CellRecord], config: Config, physical: bool) -> list[ImageRecord | CellRecord]:
+def _labels(records: list[ImageRecord | CellRecord], config: Config, physical: bool,
+            owners: dict | None = None) -> list[ImageRecord | CellRecord]:
+    if owners:  # cells of images read in tiles: their extra masks are assembled chunk by chunk at the end
+        tiles.stash_tile_masks(records, owners, tuple(config.mask_names[1:]))
     return write_image_labels(records, labels_root(config), config.segment.name, config.mask_names[1:],
                               chunk=config.tiles.size, pyramid_levels=config.output.pyramid_levels,
                               physical=physical_size if physical else None,
@@ -302,7 +305,8 @@ def build_cells(p: Plan, correction: tuple[dict, list[str]] | None = None, routi
         if config.masks:
             bag = bag.map_partitions(_masks, config)
         if config.output.labels:
-            bag = bag.map_partitions(_labels, config, dataset.format == "ome_zarr")
+            owners = tiles.mask_owners(p.tiled) if config.masks else {}
+            bag = bag.map_partitions(_labels, config, dataset.format == "ome_zarr", owners)
         if config.filters:
             bag = bag.map_partitions(_measure, config)
     return bag

@@ -46,7 +46,7 @@ import zarr
 
 from scip.config import Config, ConfigError
 from scip.failures import RunFailed
-from scip.records import EXPECTED, Source, failed, skipped
+from scip.records import EXPECTED, CellRecord, Source, failed, skipped
 from scip.segment.image_statistics import image_statistic
 from scip.engine.tasks import task as _task
 from scip.io import labels as labels_io
@@ -60,7 +60,7 @@ from scip.steps.tiles import (WindowReader, choose_tiled, tile_partitions, tile_
                               window_reader)
 
 __all__ = ["TileJob", "TiledImage", "plan_tiles", "run_statistics", "run_pass1", "build_tile_bag", "partitions",
-           "write_pyramids", "to_json", "from_json", "report", "known_early", "decide", "recorded", "all_partitions",
+           "write_pyramids", "write_mask_labels", "mask_owners", "stash_tile_masks", "to_json", "from_json", "report", "known_early", "decide", "recorded", "all_partitions",
            "segment", "remove_scratch", "SCRATCH", "TILES_PER_PARTITION", "STEPS"]
 
 log = logging.getLogger("scip")
@@ -71,7 +71,7 @@ SCRATCH = ".tiles"
 TILES_PER_PARTITION = 4
 #: Steps of the tile tasks, by function name (with :data:`scip.graph.STEPS`).
 STEPS = {"tile_statistics": "segment", "tile_merge": "segment", "tile_segment": "segment", "tile_cells": "cells",
-         "tile_pyramid": "labels"}
+         "tile_pyramid": "labels", "tile_mask_chunk": "labels"}
 
 
 @dataclass(frozen=True)
@@ -420,17 +420,18 @@ def create_label_arrays(config: Config, tiled: tuple[TiledImage, ...], out: Path
     """Level 0 (and the empty levels above) of each tiled image's label image; ``keep`` existing ones (resume)."""
     if not config.output.labels:
         return
-    name = config.segment.name
     for t in tiled:
         if t.failure:
             continue
-        path = labels_array_path(out, t.job.key, name)
-        if keep and path.exists():
-            continue
-        group = _label_group(out, t.job)
-        size = t.job.tiling.size
-        for k, shape in enumerate(ngff.level_shapes(t.job.tiling.shape, size, config.output.pyramid_levels)):
-            ngff.create_level(group, name, k, shape, size, t.dtype)
+        # The segmentation's label image, then one per extra mask (each mask painted with its cell's label).
+        for name in config.mask_names:
+            path = labels_array_path(out, t.job.key, name)
+            if keep and path.exists():
+                continue
+            group = _label_group(out, t.job)
+            size = t.job.tiling.size
+            for k, shape in enumerate(ngff.level_shapes(t.job.tiling.shape, size, config.output.pyramid_levels)):
+                ngff.create_level(group, name, k, shape, size, t.dtype)
 
 
 def build_tile_bag(config: Config, tiled: tuple[TiledImage, ...], out: Path | None, routing, sources=None):
@@ -474,7 +475,7 @@ def write_pyramids(config: Config, tiled: tuple[TiledImage, ...], out: Path, ses
 
     if not config.output.labels:
         return
-    name = config.segment.name
+    names = config.mask_names
     todo = [t for t in tiled if not t.failure]
     shapes = {t.job.key: ngff.level_shapes(t.job.tiling.shape, t.job.tiling.size, config.output.pyramid_levels)
               for t in todo}
@@ -485,17 +486,105 @@ def write_pyramids(config: Config, tiled: tuple[TiledImage, ...], out: Path, ses
                 continue
             size = t.job.tiling.size
             rows, cols = (-(-n // size) for n in shapes[t.job.key][k])
-            below, level = (str(labels_array_path(out, t.job.key, name, j)) for j in (k - 1, k))
-            tasks += [_task(tile_pyramid, f"tile_pyramid-{t.job.source.index}-{k}-{r}-{c}", session.routing.cpu, below, level,
-                            r, c) for r in range(rows) for c in range(cols)]
+            for m, name in enumerate(names):
+                below, level = (str(labels_array_path(out, t.job.key, name, j)) for j in (k - 1, k))
+                tasks += [_task(tile_pyramid, f"tile_pyramid-{t.job.source.index}-{m}-{k}-{r}-{c}", session.routing.cpu,
+                                below, level, r, c) for r in range(rows) for c in range(cols)]
         compute(tasks, session, progress, label=f"pyramid level {k}")
     for t in todo:
         # As a whole image's (scip.io.labels.write_labels): scaled by the input's pixel size when it is OME-Zarr.
         sizes = physical_size(t.job.source) if physical else {}
-        ngff.write_label_metadata(_label_group(out, t.job), name, len(shapes[t.job.key]),
-                                  tuple(sizes.get(a, (1.0, None))[0] for a in "yx"),
-                                  tuple(sizes.get(a, (1.0, None))[1] for a in "yx"), version="0.4",
-                                  method=labels_io.DOWNSAMPLING)
+        for name in names:
+            ngff.write_label_metadata(_label_group(out, t.job), name, len(shapes[t.job.key]),
+                                      tuple(sizes.get(a, (1.0, None))[0] for a in "yx"),
+                                      tuple(sizes.get(a, (1.0, None))[1] for a in "yx"), version="0.4",
+                                      method=labels_io.DOWNSAMPLING)
+
+
+# ---- extra masks as label images ----------------------------------------------------------------------------------
+# A cell's extra mask may cross into a neighbour tile's core, whose chunk another task writes: each partition
+# saves its cells' masks per owning tile (one writer per file), and once every partition is done one task per
+# chunk paints the masks of the tiles whose windows reach it, as pass 2 assembles the cell labels.
+
+def _masks_folder(job: TileJob) -> Path:
+    return Path(job.scratch).with_name(f"{job.key}-masks")
+
+
+def mask_owners(tiled: tuple[TiledImage, ...]) -> dict[int, tuple[str, np.ndarray, list]]:
+    """Per tiled image (``Source.index``): its masks folder, each tile's label offset (sorted) and the tiles."""
+    out = {}
+    for t in tiled:
+        if t.failure or t.owned is None:
+            continue
+        offsets = t.offsets()
+        tiles = list(offsets)
+        out[t.job.source.index] = (str(_masks_folder(t.job)), np.array([offsets[k] for k in tiles]), tiles)
+    return out
+
+
+def stash_tile_masks(records: list, owners: dict[int, tuple[str, np.ndarray, list]], masks: tuple[str, ...]) -> None:
+    """Save the extra masks of a partition's cells of tiled images, one file per owning tile."""
+    by_tile: dict[tuple[str, tuple[int, int]], list] = {}
+    for r in records:
+        if not isinstance(r, CellRecord) or r.source.index not in owners or not r.status or not r.masks:
+            continue
+        folder, offsets, tiles = owners[r.source.index]
+        # Tile k owns labels offsets[k] + 1 ...; a tile that owns nothing shares its offset with the next one.
+        tile = tiles[int(np.searchsorted(offsets, r.label - 1, side="right")) - 1]
+        by_tile.setdefault((folder, tile), []).append(r)
+    for (folder, (row, col)), cells in by_tile.items():
+        arrays = {}
+        for name in masks:
+            have = [c for c in cells if c.masks.get(name) is not None]
+            arrays[f"{name}_labels"] = np.array([c.label for c in have], np.int64)
+            arrays[f"{name}_origins"] = np.array([c.origin for c in have], np.int64).reshape(-1, 2)
+            arrays[f"{name}_shapes"] = np.array([c.masks[name].shape for c in have], np.int64).reshape(-1, 2)
+            arrays[f"{name}_pixels"] = (np.concatenate([np.ravel(c.masks[name]) for c in have]).astype(bool)
+                                        if have else np.zeros(0, bool))
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        partial = Path(folder) / f"{row}-{col}.partial.npz"
+        np.savez(partial, **arrays)
+        partial.replace(Path(folder) / f"{row}-{col}.npz")  # a file with the final name is complete
+
+
+def tile_mask_chunk(folder: str, path: str, tiling: Tiling, row: int, col: int, name: str, dtype: str) -> None:
+    """Chunk ``(row, col)`` of mask ``name``'s label image, from the masks saved by the tiles reaching it."""
+    y0, y1, x0, x1 = tiling.core(row, col)
+    chunk = np.zeros((y1 - y0, x1 - x0), np.dtype(dtype))
+    for r, c in tiling.neighbours(row, col):
+        saved = Path(folder) / f"{r}-{c}.npz"
+        if not saved.exists():
+            continue
+        with np.load(saved) as z:
+            labels, origins, shapes, pixels = (z[f"{name}_{k}"] for k in ("labels", "origins", "shapes", "pixels"))
+        starts = np.concatenate([[0], np.cumsum(shapes[:, 0] * shapes[:, 1])])
+        for label, (oy, ox), (h, w), start in zip(labels, origins, shapes, starts):
+            ya, yb, xa, xb = max(oy, y0), min(oy + h, y1), max(ox, x0), min(ox + w, x1)
+            if ya >= yb or xa >= xb:
+                continue
+            mask = pixels[start:start + h * w].reshape(h, w)[ya - oy:yb - oy, xa - ox:xb - ox]
+            chunk[ya - y0:yb - y0, xa - x0:xb - x0][mask] = label
+    zarr.open_array(path, mode="r+")[y0:y1, x0:x1] = chunk
+
+
+def write_mask_labels(config: Config, tiled: tuple[TiledImage, ...], out: Path, session, progress: bool) -> None:
+    """Level 0 of every tiled image's extra-mask label images, chunk by chunk (after the last partition)."""
+    from scip.engine.cluster import compute
+
+    masks = config.mask_names[1:]
+    if not config.output.labels or not masks:
+        return
+    tasks = []
+    for t in tiled:
+        if t.failure:
+            continue
+        folder = str(_masks_folder(t.job))
+        for name in masks:
+            path = str(labels_array_path(out, t.job.key, name))
+            tasks += [_task(tile_mask_chunk, f"tile_mask_chunk-{t.job.source.index}-{name}-{r}-{c}", session.routing.cpu,
+                            folder, path, t.job.tiling, r, c, name, t.dtype) for r, c in t.job.tiling.tiles()]
+    if tasks:
+        compute(tasks, session, progress, label="mask label images")
 
 
 def remove_scratch(out: Path) -> None:
