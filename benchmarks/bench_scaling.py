@@ -110,6 +110,43 @@ def extrapolate(run: dict, overhead: float) -> dict:
     return out
 
 
+def check_model(path: Path, data: Path, tmp: Path, workers: tuple[int, ...], repeat: int, overhead: float,
+                cores: int) -> dict:
+    """Measured wall time at each worker count against what the overhead model predicts from the 1-worker run.
+
+    The model: a run is a serial part ``S`` (planning, the filters' barrier, the report: what the 1-worker run
+    spends outside its tasks) plus its task seconds ``C`` spread over ``min(W, cores)`` workers, unless the
+    scheduler, dispatching ``N`` tasks at ``overhead`` seconds each, is slower:
+    ``wall(W) = S + max(C / min(W, cores), N * overhead)``.
+    """
+    runs: dict[int, list[dict]] = {w: [] for w in workers}
+    for _ in range(repeat):
+        for w in workers:  # taking turns, so other load falls on every worker count alike
+            runs[w].append(run_once(path, data, tmp / f"model-{w}", w))
+    median = {w: sorted(r, key=lambda x: x["wall_s"])[(len(r) - 1) // 2] for w, r in runs.items()}
+    one = median[min(workers)]
+    busy = sum(v for k, v in one["task_seconds"].items() if k != "other")
+    tasks = sum(v for k, v in one["tasks"].items() if k != "other")
+    serial = one["wall_s"] - busy
+
+    def predict(w: int, scale: float = 1.0, cores_: int | None = None) -> float:
+        c = cores if cores_ is None else cores_
+        return serial + max(busy * scale / min(w, c), tasks * scale * overhead)
+
+    out = {"serial_s": serial, "task_seconds": busy, "tasks": tasks, "overhead_s_per_task": overhead,
+           "cores": cores, "measured": {}, "at_scale": {}}
+    for w in workers:
+        out["measured"][w] = {"wall_s": median[w]["wall_s"], "all_walls_s": [round(r["wall_s"], 3) for r in runs[w]],
+                              "predicted_s": predict(w)}
+    # A cluster where every worker has its own core: the same run, and one 200 times larger.
+    for scale in (1, 200):
+        for w in (64, 512):
+            bound = "scheduler" if tasks * scale * overhead > busy * scale / w else "workers"
+            out["at_scale"][f"{scale}x-{w}"] = {"events": scale * one["images"], "workers": w,
+                                               "predicted_s": predict(w, scale, cores_=w), "bound": bound}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3,
@@ -117,7 +154,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--events", type=int, default=2000, help="imaging-flow-cytometry events (default 2000)")
     parser.add_argument("--fields", type=int, default=16, help="fields of view (default 16)")
+    parser.add_argument("--check-model", type=int, nargs="+", metavar="W",
+                        help="instead: the IFC run at these worker counts (e.g. 1 2 4) against the overhead model")
     args = parser.parse_args()
+    if args.check_model:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "data"
+            write_example(data, n_events=args.events, n_fields=1, seed=0)
+            load = os.getloadavg()[0]
+            overhead = scheduler_overhead()
+            result = check_model(CONFIGS["ifc"], data, Path(tmp), tuple(args.check_model), args.repeat, overhead,
+                                 os.cpu_count() or 1)
+        result.update(events=args.events, load_average_at_start=load, load_average_at_end=os.getloadavg()[0])
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "scaling_model.json").write_text(json.dumps(result, indent=2, default=float))
+        (args.out / "scaling_model.md").write_text(model_markdown(result))
+        print(model_markdown(result))
+        return
 
     # Another busy process on the machine changes the 1-vs-2 ratio most: record the load.
     results: dict = {"machine": {"python": platform.python_version(), "cores": os.cpu_count(),
@@ -184,6 +237,27 @@ def markdown(results: dict) -> str:
             lines.append(f"| {name} | {ex['tasks_per_partition']:.1f} | {ex['task_seconds_per_image'] * 1e3:.2f} ms | "
                          f"{w} | {e['tasks_per_s_needed']:.0f} | {e['scheduler_busy_fraction'] * 100:.1f} % | "
                          f"{e['min_images_per_partition_for_5pct']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def model_markdown(r: dict) -> str:
+    lines = ["# Scaling model against runs of 1, 2, 4 local workers", "",
+             f"`python benchmarks/bench_scaling.py --events {r['events']} --repeat 3 --check-model "
+             f"{' '.join(str(w) for w in r['measured'])}` on {r['cores']} cores; load average (1 min) "
+             f"{r['load_average_at_start']:.2f} at the start, {r['load_average_at_end']:.2f} at the end. One thread per "
+             "worker; wall time after the cluster is up, median of the runs, worker counts taking turns.", "",
+             "Model: `wall(W) = S + max(C / min(W, cores), N × o)`, from the 1-worker run: serial part "
+             f"S = {r['serial_s']:.2f} s (wall minus task seconds), task seconds C = {r['task_seconds']:.2f} s, "
+             f"N = {r['tasks']} tasks, scheduler overhead o = {r['overhead_s_per_task'] * 1e3:.2f} ms per task "
+             "(no-op tasks, median of 3).", "",
+             "| workers | measured (s) | predicted (s) | measured / predicted | runs (s) |", "|---:|---:|---:|---:|---|"]
+    for w, m in r["measured"].items():
+        lines.append(f"| {w} | {m['wall_s']:.2f} | {m['predicted_s']:.2f} | {m['wall_s'] / m['predicted_s']:.2f} | "
+                     f"{', '.join(f'{t:.2f}' for t in m['all_walls_s'])} |")
+    lines += ["", "Predictions for a cluster with a core per worker (same partitions of 64 events):", "",
+              "| events | workers | predicted wall (s) | limited by |", "|---:|---:|---:|---|"]
+    for p in r["at_scale"].values():
+        lines.append(f"| {p['events']:,} | {p['workers']} | {p['predicted_s']:.1f} | {p['bound']} |")
     return "\n".join(lines) + "\n"
 
 
