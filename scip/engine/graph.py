@@ -375,6 +375,9 @@ def build_writes(p: Plan, directory: str | Path, cells: db.Bag | None = None, bo
     """
     bag = build_features(p, cells, bounds, ranges, samples, routing)
     progress = str(progress) if progress is not None else None
+    # The column list (hundreds of entries) goes into the graph once, untraversed: passed as it is to each
+    # write, Dask walked and hashed it again for every partition, seconds of driver time before the pass.
+    columns = delayed(p.columns, traverse=False)
     with annotate(routing.cpu):
-        return [delayed(_write, pure=True)(part, i, str(directory), p.columns, progress)
+        return [delayed(_write, pure=False)(part, i, str(directory), columns, progress)
                 for i, part in enumerate(bag.to_delayed(optimize_graph=False))]
