@@ -29,22 +29,21 @@ from ._columns import MICROMETRE_SUFFIX, FeatureColumn, column_name, micrometre_
 from ._objects import FeatureParams, Objects
 
 __all__ = ["FAMILIES", "DEFAULT_FAMILIES", "FAMILIES_3D", "FeatureColumn", "FeatureParams", "MICROMETRE_SUFFIX",
-           "check_3d", "column_name", "columns", "extract", "micrometre_columns", "needs_compiler"]
+           "check_3d", "column_name", "columns", "extract", "micrometre_columns", "needs_compiler", "COMPILED_FAMILIES"]
 
-# Each family is the module of its name, imported on first use: a run that
-# measures only `bbox` never imports the compiled families, and so never numba.
-_REGISTRY = ("shape", "intensity", "texture", "bbox", "volume")
+# Each family of FAMILIES is the module of its name, imported on first use: a run
+# that measures only `bbox` never imports the compiled families, and so never numba.
 
-# Families whose compute calls numba kernels. Loading numba (its LLVM
-# library) adds about 120 MiB to a process's resident memory, which a
-# whole-slide run with bounding boxes only pays in every worker otherwise.
-_COMPILED = frozenset({"shape", "intensity", "texture", "volume"})
+#: Families whose compute calls numba kernels (all but ``bbox``). Loading numba (its
+#: LLVM library) adds about 120 MiB to a process's resident memory, which a
+#: whole-slide run with bounding boxes only would pay in every worker otherwise.
+COMPILED_FAMILIES: tuple[str, ...] = tuple(f for f in FAMILIES if f != "bbox")
 
 
 def needs_compiler(families: Sequence[str]) -> bool:
     """Whether measuring ``families`` runs compiled (numba) kernels; False for ``bbox`` alone."""
     flat = (families,) if isinstance(families, str) else tuple(families)
-    return any(f in _COMPILED for f in flat)
+    return any(f in COMPILED_FAMILIES for f in flat)
 
 _PARAM_NAMES = tuple(f.name for f in dataclass_fields(FeatureParams))
 
@@ -56,7 +55,7 @@ def _resolve_families(families: Sequence[str]) -> list[ModuleType]:
     seen: set[str] = set()
     modules = []
     for name in families:
-        if name not in _REGISTRY:
+        if name not in FAMILIES:
             allowed = ", ".join(repr(f) for f in FAMILIES)
             raise ValueError(f"unknown feature family {name!r}; available families: {allowed}"
                              + did_you_mean(name, FAMILIES))

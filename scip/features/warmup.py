@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 from numba import types as nt
 
-from . import _glcm, _groups, _shape_kernels, _stats, intensity
+from . import COMPILED_FAMILIES, _glcm, _groups, _shape_kernels, _stats, intensity
 
 __all__ = ["KERNELS", "Kernel", "assign", "compile_kernels", "kernels_for"]
 
@@ -64,8 +64,6 @@ class Kernel:
     cost: float
 
 
-# Every family but bbox (which groups pixels with numpy: see scip.features.needs_compiler).
-_COMPILED = ("shape", "intensity", "texture", "volume")
 
 #: The kernels :func:`scip.features.extract` calls, in decreasing compile cost.
 KERNELS: tuple[Kernel, ...] = (
@@ -79,7 +77,7 @@ KERNELS: tuple[Kernel, ...] = (
     Kernel("intensity._edge_pixels", intensity._edge_pixels,
            (_array(nt.int64, 2), _I, nt.int64, _array(nt.boolean, 2), nt.boolean), ("intensity",), 0.8),
     Kernel("intensity._run_median", intensity._run_median, (_F, _I, _I), ("intensity",), 1.5),
-    Kernel("_groups._counting_sort", _groups.counting_sort(), (_I, nt.int64), _COMPILED, 1.0),
+    Kernel("_groups._counting_sort", _groups.counting_sort(), (_I, nt.int64), COMPILED_FAMILIES, 1.0),
     Kernel("_glcm.sobel_runs", _glcm.sobel_runs, (_F2, _I, _I), ("texture",), 0.7),
     Kernel("intensity._region_boundaries", intensity._region_boundaries, (_array(nt.int64, 2),), ("intensity",), 0.5),
     Kernel("_shape_kernels.zernike_scores", _shape_kernels.zernike_scores,

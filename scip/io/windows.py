@@ -115,21 +115,25 @@ class SlideSource:
             return np.broadcast_to(pixels[None], (len(channels), *pixels.shape)).copy()
         return np.moveaxis(pixels, kept.index("c"), 0)
 
+    def complete(self) -> bool:
+        """Whether the store holds every chunk of the array (one listing of it); TIFF files always do."""
+        if self.kind == "tiff":
+            return True
+        arr = _open_array(self)
+        return arr.nchunks_initialized == arr.nchunks
 
     def missing_chunks(self, channels: Sequence[int]) -> list[str]:
         """Paths of the storage chunks the image's channels ``channels`` need that are not in the store.
 
         zarr reads such a chunk as the array's fill value, with no sign of
         it; a run refuses the image instead (``input.missing_chunks: skip``).
-        Costs one listing of the store when every chunk is there (the usual
-        case), one file check per chunk of the image otherwise. TIFF files
-        have no missing chunks (empty): tifffile reads what the file holds.
+        One file check per chunk of the image: ask :meth:`complete` first,
+        which answers the usual case with one listing. TIFF files have no
+        missing chunks (empty): tifffile reads what the file holds.
         """
         if self.kind == "tiff":
             return []
         arr = _open_array(self)
-        if arr.nchunks_initialized == arr.nchunks:
-            return []
         grid = arr.shards or arr.chunks
         fixed = dict(self.fixed)
         ranges = []

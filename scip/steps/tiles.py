@@ -84,6 +84,10 @@ class WindowReader:
         A window read would take zarr's fill value there, silently: the run
         skips the image instead, as it does a whole image (``input.missing_chunks: skip``).
         """
+        # The planes of a z stack are views of one array: list each store once.
+        views = {(view.path, view.array, view.series): view for pieces in self.planes for view, _ in pieces}
+        if all(view.complete() for view in views.values()):
+            return None
         missing, fill = [], 0
         for pieces in self.planes:
             for view, positions in pieces:
