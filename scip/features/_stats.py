@@ -119,7 +119,7 @@ def _heapsort(a, lo, hi):  # pragma: no cover - compiled
 @numba.njit(cache=True, nogil=True)
 def _sort_nan_last(a, c):  # pragma: no cover - compiled
     """Sort a[:c] in place as np.sort does (NaN last); the number of values that are not NaN."""
-    k = 0
+    k = np.intp(0)  # a literal 0 costs one more compiled specialization of _heapsort
     for j in range(c):
         v = a[j]
         if v == v:
