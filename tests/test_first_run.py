@@ -142,24 +142,33 @@ def test_configure_sets_the_variable_and_numbas_config(monkeypatch, tmp_path):
     assert _numbacache.configure() is None and "NUMBA_CACHE_DIR" not in os.environ
 
 
-class _FakeClient:
-    """What warm_workers uses of a distributed Client: workers with resources, submit pinned, gather."""
+class _FakeFuture:
+    def __init__(self, status, value=None):
+        self.status, self.value = status, value
 
-    def __init__(self, workers: dict[str, dict], fail: bool = False):
-        self.workers, self.fail, self.submitted = workers, fail, []
+    def result(self):
+        return self.value
+
+    def exception(self):
+        return self.value
+
+
+class _FakeClient:
+    """What start_warming uses of a distributed Client: workers with resources, submit with a preferred worker."""
+
+    def __init__(self, workers: dict[str, dict], outcomes: tuple = ()):
+        self.workers, self.outcomes, self.submitted = workers, list(outcomes), []
 
     def scheduler_info(self, n_workers=-1):
         return {"workers": {a: {"resources": r} for a, r in self.workers.items()}}
 
     def submit(self, func, names, workers, allow_other_workers, pure):
-        assert allow_other_workers is False and len(workers) == 1
+        # a preference: a share must not wait forever for a worker that died
+        assert allow_other_workers is True and len(workers) == 1
         self.submitted.append((workers[0], names))
-        return func(names)
-
-    def gather(self, futures):
-        if self.fail:
-            raise OSError("worker gone")
-        return futures
+        if self.outcomes:
+            return self.outcomes.pop(0)
+        return _FakeFuture("finished", func(names))
 
 
 def test_warm_workers_gives_each_feature_worker_its_own_share(monkeypatch, caplog):
@@ -175,12 +184,41 @@ def test_warm_workers_gives_each_feature_worker_its_own_share(monkeypatch, caplo
     assert {w for w, _ in client.submitted} == {"tcp://a", "tcp://b"}  # not the GPU worker: it runs no features
     shares = [set(names) for _, names in client.submitted]
     assert not shares[0] & shares[1] and shares[0] | shares[1] == wanted
+    assert warm.warm_workers(Session(None), ["texture"]) is None
 
-    client = _FakeClient({"tcp://a": {}}, fail=True)
+
+def test_a_share_whose_worker_died_is_not_waited_for(caplog):
+    from scip.engine import warm
+    from scip.engine.cluster import CPU, Routing, Session
+
+    class KilledWorker(Exception):
+        pass
+
+    class Later(_FakeFuture):  # finishes on the third look
+        looks = 0
+
+        @property
+        def status(self):
+            Later.looks += 1
+            return "finished" if Later.looks >= 3 else "pending"
+
+        @status.setter
+        def status(self, value):
+            pass
+
+    workers = {"tcp://a": {CPU: 1}, "tcp://b": {CPU: 1}, "tcp://c": {CPU: 1}, "tcp://d": {CPU: 1}}
+    outcomes = (_FakeFuture("lost"), _FakeFuture("error", KilledWorker("died")), Later(None, {"k": 1.5}),
+                _FakeFuture("error", OSError("disk gone")))
+    client = _FakeClient(workers, outcomes)
+    with caplog.at_level("INFO", logger="scip"):
+        seconds = warm.start_warming(Session(client, Routing(None, {CPU: 1})), ["shape", "intensity", "texture"]).wait(poll=0)
+    assert seconds == {"k": 1.5} and Later.looks >= 3
+    levels = {r.getMessage().split("(")[1].split(")")[0]: r.levelname for r in caplog.records if "share" in r.getMessage()}
+    assert levels == {"lost": "INFO", "KilledWorker: died": "INFO", "OSError: disk gone": "WARNING"}
+    client = _FakeClient({"tcp://a": {}}, (_FakeFuture("error", OSError("worker gone")),))
     with caplog.at_level("WARNING", logger="scip"):
         assert warm.warm_workers(Session(client, Routing()), ["texture"]) is None
     assert "compile on first use" in caplog.text and "worker gone" in caplog.text
-    assert warm.warm_workers(Session(None), ["texture"]) is None
 
 
 @pytest.mark.parametrize("labels", [_labels(), _labels((57, 33), np.uint16), np.zeros((5, 5), np.int32),

@@ -57,23 +57,50 @@ class Warming:
     futures: list
     started: float
 
-    def wait(self) -> dict[str, float] | None:
-        """Wait until every share is compiled.
+    def wait(self, poll: float = 0.1) -> dict[str, float] | None:
+        """Wait until no share is still compiling.
+
+        A share whose worker died (an image that kills workers, while the
+        shares compile beside the segmentation pass) is not waited for: its
+        kernels compile where they are first used, as without a warm-up. A
+        share that finished on a worker that died afterwards is lost to Dask,
+        which may never compute it again, but its kernels are in the cache.
+
+        Parameters
+        ----------
+        poll : float, optional
+            Seconds between looks at the shares' states.
 
         Returns
         -------
         dict of str to float or None
-            Wall seconds per kernel on the worker that compiled it; None when
-            the warm-up failed (the kernels then compile where they are first
-            used, as before).
+            Wall seconds per kernel on the worker that compiled it, for the
+            shares whose result came back; None when none did.
         """
-        try:
-            results = self.client.gather(self.futures)
-        except Exception as e:  # noqa: BLE001 - a speed-up only: the run compiles lazily without it
-            log.warning("scip: compiling the feature kernels ahead failed (%s: %s); they compile on first use",
-                        type(e).__name__, e)
+        # Polled, not gathered: gathering a lost future waits for a recomputation that may never come.
+        pending = list(self.futures)
+        seconds: dict[str, float] = {}
+        while pending:
+            still = []
+            for future in pending:
+                if future.status == "pending":
+                    still.append(future)
+                elif future.status == "finished":
+                    seconds.update(future.result())
+                elif future.status == "error":
+                    e = future.exception()
+                    # A worker killed by an image is a data problem reported elsewhere; anything else is a bug.
+                    level = logging.INFO if type(e).__name__ == "KilledWorker" else logging.WARNING
+                    log.log(level, "scip: compiling a share of the feature kernels ahead failed (%s: %s); "
+                            "they compile on first use", type(e).__name__, e)
+                else:  # lost, cancelled: its worker left
+                    log.info("scip: the worker compiling a share of the feature kernels left (%s); "
+                             "they load from the cache or compile on first use", future.status)
+            pending = still
+            if pending:
+                time.sleep(poll)
+        if not seconds:
             return None
-        seconds = {name: s for result in results for name, s in result.items()}
         log.info("scip: %d feature kernels ready on %d workers, %.1f s after starting", len(seconds),
                  len(self.futures), time.perf_counter() - self.started)
         return seconds
@@ -115,8 +142,10 @@ def start_warming(session: Session, families: Sequence[str]) -> Warming | None:
     start = time.perf_counter()
     shares = assign(kernels, len(addresses))
     try:
+        # A preference, not a restriction: a share pinned to a worker that dies (an image that kills
+        # it, while the shares compile beside the segmentation pass) would wait forever for it.
         futures = [session.client.submit(_compile_share, [k.name for k in share], workers=[address],
-                                         allow_other_workers=False, pure=False)
+                                         allow_other_workers=True, pure=False)
                    for address, share in zip(addresses, shares) if share]
     except Exception as e:  # noqa: BLE001 - a speed-up only: the run compiles lazily without it
         log.warning("scip: compiling the feature kernels ahead failed (%s: %s); they compile on first use",
