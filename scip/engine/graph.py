@@ -32,6 +32,7 @@ import math
 import time
 import zlib
 from dataclasses import dataclass, replace
+from typing import Sequence
 from pathlib import Path
 
 import dask.bag as db
@@ -48,7 +49,7 @@ from scip.io import Dataset, ReadSpec, open_dataset, read_images
 from scip.io.ground_truth import attach_truth
 from scip.io.limits import ImageBudget, image_budget
 from scip.io.manifest import save_partition, summary_name
-from scip.io.parquet import arrow_schema, write_part
+from scip.io.parquet import arrow_schema, part_table, write_part
 from scip.records import CellRecord, ImageRecord, Source, skipped
 from scip.steps.cells import split_cells
 from scip.steps.check import check_image
@@ -349,11 +350,15 @@ def summary_path(directory: str | Path, index: int) -> Path:
 
 
 def _write(records: list, index: int, directory: str, columns: dict[str, str],
-           progress: str | None) -> PartitionSummary:
+           progress: str | None, report_columns: tuple[str, ...] = ()) -> PartitionSummary:
     start = time.perf_counter()
     frame = cells_frame(records, columns)
     part = write_part(frame, Path(directory) / f"part-{index:05d}.parquet", arrow_schema(columns))
     summary = summarize(records)
+    kept = {c: columns[c] for c in report_columns if c in columns}
+    if kept:
+        # The few columns the report draws travel back with the summary: the driver need not open every part again.
+        summary.report_table = part_table(frame, arrow_schema(kept))
     summary.timings["export"] += time.perf_counter() - start
     if progress is not None:
         # After the part, with its size and checksum: what --resume verifies before trusting the part.
@@ -363,14 +368,16 @@ def _write(records: list, index: int, directory: str, columns: dict[str, str],
 
 def build_writes(p: Plan, directory: str | Path, cells: db.Bag | None = None, bounds: list | None = None,
                  ranges: dict | None = None, samples: int = 0, routing: Routing = Routing(),
-                 progress: str | Path | None = None) -> list:
+                 progress: str | Path | None = None, report_columns: Sequence[str] = ()) -> list:
     """One delayed task per partition that writes its parquet part and returns its summary.
 
     ``samples``: cells per partition whose crops travel back in the summary,
     for the report. ``progress``: a folder where each partition's summary is
     also saved (after its part, as JSON with the part's row count, size and
     SHA-256; the sampled crops beside it in ``.npz``), which is what
-    ``--resume`` reads and verifies. Compute
+    ``--resume`` reads and verifies. ``report_columns``: table columns whose
+    values travel back in the summary too (its ``report_table``; those not in
+    the table are left out). Compute
     only the tasks of the partitions you need: the others are not computed.
     """
     bag = build_features(p, cells, bounds, ranges, samples, routing)
@@ -379,5 +386,5 @@ def build_writes(p: Plan, directory: str | Path, cells: db.Bag | None = None, bo
     # write, Dask walked and hashed it again for every partition, seconds of driver time before the pass.
     columns = delayed(p.columns, traverse=False)
     with annotate(routing.cpu):
-        return [delayed(_write, pure=False)(part, i, str(directory), columns, progress)
+        return [delayed(_write, pure=False)(part, i, str(directory), columns, progress, tuple(report_columns))
                 for i, part in enumerate(bag.to_delayed(optimize_graph=False))]
