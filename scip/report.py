@@ -48,6 +48,7 @@ import json
 import math
 import os
 import re
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -671,7 +672,8 @@ def _distributions(summary: dict, table: _Table, features: Sequence[str] | None,
         if ok.size:
             bins = np.histogram_bin_edges(ok, bins=int(np.clip(np.sqrt(ok.size) * 1.5, 8, 50)))
             if groups is None:
-                ax.hist(ok, bins=bins, color="#4878a8")
+                # One filled outline, not one bar patch per bin: a fifth of the figure's drawing time.
+                ax.stairs(np.histogram(ok, bins=bins)[0], bins, fill=True, color="#4878a8")
             else:
                 for g in _group_order(groups):
                     ax.hist(values[finite & (groups == g)], bins=bins, histtype="step", linewidth=1.4, label=g)
@@ -1220,6 +1222,32 @@ def _micronuclei(summary: dict, table: _Table, samples: list[dict], max_cells: i
                    f'<div class="montage">{"".join(figures)}</div>')
     return _section("micronuclei", "Micronuclei", intro + chart + histogram
                     + _table(["micronuclei", "count"], rows, id_="micronuclei-counts") + montage)
+
+
+#: What drawing the report imports; :func:`import_in_background` imports it ahead.
+_PLOT_MODULES = ("matplotlib.figure", "matplotlib.backends.backend_agg", "PIL.Image", "skimage.segmentation",
+                 "skimage.transform")
+
+
+def _import_plot_modules() -> None:
+    import importlib
+
+    for name in _PLOT_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - only ahead of time: write_report imports them again and says what fails
+            return
+
+
+def import_in_background() -> threading.Thread:
+    """Start importing the plotting libraries the report needs, in a daemon thread, and return the thread.
+
+    A run calls this while its workers compute the last pass and the driver
+    only waits: matplotlib and the rest then cost no wall time at the end.
+    """
+    thread = threading.Thread(target=_import_plot_modules, name="scip-report-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def run_columns(mask: str, channels: Sequence[str], plate_feature: str | None = None,

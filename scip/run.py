@@ -290,6 +290,8 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
                                        report_columns=report.run_columns(config.segment.name, p.dataset.channels,
                                                                          config.output.plate_feature,
                                                                          config.output.labels))
+            if session.client is not None:  # the driver only waits for the workers: the report's imports are free
+                report.import_in_background()
             computed, stopped = compute_partitions(p, session, tasks, todo, parts, reductions, samples, cells_dir,
                                                     out / "progress", progress)
         if p.tiled and not stopped:
