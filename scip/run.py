@@ -257,8 +257,8 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
     with cluster.connect(config.cluster, client) as session, cluster.task_stream(session) as stream:
         if session.client is not None:
             print(f"scip: dashboard at {session.client.dashboard_link}", file=sys.stderr)
-        if todo:  # each worker compiles a share of the feature kernels before the first partition
-            warm.warm_workers(session, config.features.families)
+        # Each worker compiles a share of the feature kernels while the segmentation pass runs.
+        warming = warm.start_warming(session, config.features.families) if todo else None
         if config.input.max_image_bytes == "auto":
             # Known only now: an image decoding to more than a share of the smallest worker's memory is read in
             # tiles (or skipped, with tiles.mode: never).
@@ -290,6 +290,8 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
                                        report_columns=report.run_columns(config.segment.name, p.dataset.channels,
                                                                          config.output.plate_feature,
                                                                          config.output.labels))
+            if warming is not None:  # before any feature task, so no worker compiles what another still does
+                warming.wait()
             if session.client is not None:  # the driver only waits for the workers: the report's imports are free
                 report.import_in_background()
             computed, stopped = compute_partitions(p, session, tasks, todo, parts, reductions, samples, cells_dir,

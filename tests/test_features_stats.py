@@ -85,3 +85,31 @@ def test_nan_runs_follow_the_sorted_path():
     assert stats["median"][1] == 4.0 and stats["mad"][1] == 1.0
     x = np.array([2.0, 5.0, 4.0])
     assert stats["skewness"][1] == pytest.approx(scipy.stats.skew(x), rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["ties", "counts", "floats"])
+def test_own_sorts_and_searches_equal_numpys(kind):
+    # The kernels sort, search and take medians with their own code (numba's
+    # np.sort and np.median compile anew in every process); numpy is the reference.
+    from scip.features._stats import _first_not_before, _heapsort, _sort_nan_last
+    from scip.features.intensity import _run_median
+
+    rng = np.random.default_rng(5)
+    lengths = list(rng.integers(0, 300, 40)) + [0, 1, 2, 3]
+    values, _ = _runs(rng, lengths, kind)
+    values[rng.random(values.size) < 0.01] = np.nan
+    counts = np.array(lengths, np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    medians = _run_median(values, starts, counts)
+    for i, (s, c) in enumerate(zip(starts, counts)):
+        run = values[s:s + c]
+        expected = np.median(run) if c else np.nan
+        assert medians[i] == expected or (np.isnan(expected) and np.isnan(medians[i]))
+        clean = run[~np.isnan(run)].copy()
+        _heapsort(clean, 0, clean.size)
+        assert np.array_equal(clean, np.sort(run[~np.isnan(run)]))
+        mixed = run.copy()
+        assert _sort_nan_last(mixed, mixed.size) == clean.size
+        assert np.array_equal(mixed, np.sort(run), equal_nan=True)
+        for probe in (*run[:3], -1e9, 1e9, np.nan):
+            assert _first_not_before(mixed, probe) == np.searchsorted(mixed, probe)

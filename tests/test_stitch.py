@@ -127,6 +127,27 @@ def test_any_labels_array_like_and_out():
     np.testing.assert_array_equal(stitch3d(stack, threads=1), expected)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_stitching_in_place_gives_the_allocated_result(threads):
+    stack = cell_stack((9, 96, 96), 20, seed=5)
+    expected = stitch3d(stack, threads=threads)
+    same = stack.copy()
+    assert stitch3d(same, out=same, threads=threads) is same
+    np.testing.assert_array_equal(same, expected)
+    np.testing.assert_array_equal(same, cellpose_stitch(stack))
+
+
+def test_an_out_too_narrow_for_the_objects_is_refused_before_writing():
+    stack = np.zeros((300, 2, 2), np.int32)
+    stack[:, 0, 0] = 1  # a new object on every other slice: 150 objects
+    stack[1::2, 0, 0] = 0
+    out = np.full(stack.shape, 7, np.int8)
+    with pytest.raises(ValueError, match="int8, which cannot hold the 150 objects"):
+        stitch3d(stack, out=out)
+    assert (out == 7).all()
+    assert stitch3d(stack, out=np.zeros(stack.shape, np.uint8)).max() == 150
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="Z, H, W"):
         stitch3d(np.zeros((4, 4), np.int32))

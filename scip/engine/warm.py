@@ -3,29 +3,41 @@
 With an empty numba cache every worker process compiled every kernel by
 itself when its first partition reached the features step, all workers at
 the same time: the cluster paid the ~30 CPU seconds of compiling once per
-worker. :func:`warm_workers` gives each worker a different share of
+worker. :func:`start_warming` gives each worker a different share of
 :data:`scip.features.warmup.KERNELS` to compile and write to the cache
-before the graph starts; a worker then loads the other shares from the
-cache when it first needs them. With a warm cache each worker only loads
-its share (milliseconds).
+while the segmentation pass runs (the shares compile outside the workers'
+thread pools); the run waits for them before its first feature task, and
+a worker then loads the other shares from the cache when it first needs
+them. With a warm cache each worker only loads its share (milliseconds).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 from scip.engine.cluster import Session
 
 log = logging.getLogger("scip")
 
-__all__ = ["warm_workers"]
+__all__ = ["Warming", "start_warming", "warm_workers"]
 
 
 def _compile_share(names: list[str]) -> dict[str, float]:
     from scip.features.warmup import compile_kernels
 
+    try:
+        from distributed import get_worker, secede
+
+        get_worker()
+    except (ImportError, ValueError):  # not on a dask worker: nothing to leave
+        pass
+    else:
+        # Out of the worker's thread pool: its task slot runs the segmentation
+        # pass meanwhile, which needs none of these kernels.
+        secede()
     return compile_kernels(names)
 
 
@@ -37,8 +49,44 @@ def _feature_workers(session: Session) -> list[str]:
                   if all((w.get("resources") or {}).get(k, 0) >= v for k, v in need.items()))
 
 
-def warm_workers(session: Session, families: Sequence[str]) -> dict[str, float] | None:
-    """Compile the kernels of ``families`` on the session's workers, a share each; wait for them.
+@dataclass
+class Warming:
+    """Kernels compiling on the workers, started by :func:`start_warming`; :meth:`wait` for them."""
+
+    client: Any
+    futures: list
+    started: float
+
+    def wait(self) -> dict[str, float] | None:
+        """Wait until every share is compiled.
+
+        Returns
+        -------
+        dict of str to float or None
+            Wall seconds per kernel on the worker that compiled it; None when
+            the warm-up failed (the kernels then compile where they are first
+            used, as before).
+        """
+        try:
+            results = self.client.gather(self.futures)
+        except Exception as e:  # noqa: BLE001 - a speed-up only: the run compiles lazily without it
+            log.warning("scip: compiling the feature kernels ahead failed (%s: %s); they compile on first use",
+                        type(e).__name__, e)
+            return None
+        seconds = {name: s for result in results for name, s in result.items()}
+        log.info("scip: %d feature kernels ready on %d workers, %.1f s after starting", len(seconds),
+                 len(self.futures), time.perf_counter() - self.started)
+        return seconds
+
+
+def start_warming(session: Session, families: Sequence[str]) -> Warming | None:
+    """Start compiling the kernels of ``families`` on the session's workers, a share each.
+
+    Each share compiles outside its worker's thread pool, so the tasks
+    submitted meanwhile (loading, segmenting: nothing that measures
+    features) run beside it instead of queueing behind it. Call
+    :meth:`Warming.wait` before the first feature task is submitted, so
+    that no worker compiles a kernel that another is still compiling.
 
     Parameters
     ----------
@@ -50,10 +98,9 @@ def warm_workers(session: Session, families: Sequence[str]) -> dict[str, float] 
 
     Returns
     -------
-    dict of str to float or None
-        Wall seconds per kernel on the worker that compiled it; None when
-        nothing ran (in-process, no worker, or the warm-up failed: the
-        kernels then compile where they are first used, as before).
+    Warming or None
+        None when nothing was started (in-process, no worker, no kernel to
+        compile, or submitting failed).
     """
     from scip.features import needs_compiler
 
@@ -71,12 +118,23 @@ def warm_workers(session: Session, families: Sequence[str]) -> dict[str, float] 
         futures = [session.client.submit(_compile_share, [k.name for k in share], workers=[address],
                                          allow_other_workers=False, pure=False)
                    for address, share in zip(addresses, shares) if share]
-        results = session.client.gather(futures)
     except Exception as e:  # noqa: BLE001 - a speed-up only: the run compiles lazily without it
         log.warning("scip: compiling the feature kernels ahead failed (%s: %s); they compile on first use",
                     type(e).__name__, e)
         return None
-    seconds = {name: s for result in results for name, s in result.items()}
-    log.info("scip: %d feature kernels ready on %d workers in %.1f s", len(seconds), len(futures),
-             time.perf_counter() - start)
-    return seconds
+    return Warming(session.client, futures, start)
+
+
+def warm_workers(session: Session, families: Sequence[str]) -> dict[str, float] | None:
+    """Compile the kernels of ``families`` on the session's workers, a share each; wait for them.
+
+    :func:`start_warming` then :meth:`Warming.wait`.
+
+    Returns
+    -------
+    dict of str to float or None
+        Wall seconds per kernel on the worker that compiled it; None when
+        nothing ran (in-process, no worker, or the warm-up failed).
+    """
+    warming = start_warming(session, families)
+    return warming.wait() if warming is not None else None

@@ -48,11 +48,31 @@ def _quantile_sorted(x, q):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def _before(a, b):  # pragma: no cover - compiled
+    # numpy's sort order: NaN after every number.
+    return a < b or (b != b and a == a)
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_not_before(x, m):  # pragma: no cover - compiled
+    # np.searchsorted(x, m) for sorted x (NaN last), without compiling numba's searchsorted.
+    lo = 0
+    hi = len(x)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if _before(x[mid], m):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(cache=True, nogil=True)
 def _kth_abs_dev(x, m, k):  # pragma: no cover - compiled
     # |x - m| for sorted x is the merge of two sorted sequences (walking left
     # from the median and right from it); its k-th smallest needs no sort.
     n = len(x)
-    right = np.searchsorted(x, m)
+    right = _first_not_before(x, m)
     left = right - 1
     value = 0.0
     for _ in range(k + 1):
@@ -63,6 +83,51 @@ def _kth_abs_dev(x, m, k):  # pragma: no cover - compiled
             value = x[right] - m
             right += 1
     return value
+
+
+@numba.njit(cache=True, nogil=True)
+def _heapsort(a, lo, hi):  # pragma: no cover - compiled
+    # Sorts a[lo:hi] (no NaN) in place. Ours rather than ndarray.sort: numba
+    # compiles its quicksort anew in every process, about 1.5 CPU seconds of
+    # a fresh cache, for a path that only ties and NaN reach.
+    n = hi - lo
+    start = n // 2 - 1
+    end = n
+    while end > 1:
+        if start >= 0:
+            root = start
+            start -= 1
+        else:
+            end -= 1
+            v = a[lo]
+            a[lo] = a[lo + end]
+            a[lo + end] = v
+            root = 0
+        while 2 * root + 1 < end:
+            child = 2 * root + 1
+            if child + 1 < end and a[lo + child] < a[lo + child + 1]:
+                child += 1
+            if a[lo + root] < a[lo + child]:
+                v = a[lo + root]
+                a[lo + root] = a[lo + child]
+                a[lo + child] = v
+                root = child
+            else:
+                break
+
+
+@numba.njit(cache=True, nogil=True)
+def _sort_nan_last(a, c):  # pragma: no cover - compiled
+    """Sort a[:c] in place as np.sort does (NaN last); the number of values that are not NaN."""
+    k = np.intp(0)  # a literal 0 costs one more compiled specialization of _heapsort
+    for j in range(c):
+        v = a[j]
+        if v == v:
+            a[j] = a[k]
+            a[k] = v
+            k += 1
+    _heapsort(a, np.intp(0), k)
+    return k
 
 
 @numba.njit(cache=True, nogil=True)
@@ -80,7 +145,7 @@ def _select(a, lo, hi, k):  # pragma: no cover - compiled
         t >>= 1
     while hi - lo > 16:
         if budget == 0:
-            a[lo:hi].sort()
+            _heapsort(a, lo, hi)
             return
         budget -= 1
         x0 = a[lo]
@@ -265,7 +330,8 @@ def _run_stats(values, starts, counts):  # pragma: no cover - compiled
                     has_nan = True
                     break
             if has_nan:
-                _run_stats_sorted(np.sort(buf[:c]), out, i)
+                _sort_nan_last(buf, c)
+                _run_stats_sorted(buf[:c], out, i)
                 continue
         mean = total / c
         m2 = 0.0

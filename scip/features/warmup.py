@@ -68,21 +68,22 @@ class Kernel:
 #: The kernels :func:`scip.features.extract` calls, in decreasing compile cost.
 KERNELS: tuple[Kernel, ...] = (
     Kernel("_shape_kernels.shape_kernel", _shape_kernels.shape_kernel,
-           (_I,) * 10 + (nt.int64, _F, _F, _F, _F2, _F2), ("shape",), 7.0),
-    Kernel("_stats._run_stats", _stats._run_stats, (_F, _I, _I), ("intensity", "texture", "volume"), 5.0),
+           (_I,) * 10 + (nt.int64, _F, _F, _F, _F2, _F2), ("shape",), 6.2),
+    Kernel("_stats._run_stats", _stats._run_stats, (_F, _I, _I), ("intensity", "texture", "volume"), 3.1),
     Kernel("_glcm.haralick_runs", _glcm.haralick_runs,
-           (_F2, _I, _I, _I, _I, _array(nt.int64, 2), nt.int64, _F, _F, nt.boolean, _F), ("texture",), 4.0),
+           (_F2, _I, _I, _I, _I, _array(nt.int64, 2), nt.int64, _F, _F, nt.boolean, _F), ("texture",), 2.8),
     Kernel("intensity._band_owned", intensity._band_owned,
-           (_array(nt.int64, 2), _array(nt.boolean, 2), _I, _I, _I, _I, _I, nt.int64, _I), ("intensity",), 1.5),
+           (_array(nt.int64, 2), _array(nt.boolean, 2), _I, _I, _I, _I, _I, nt.int64, _I), ("intensity",), 1.0),
     Kernel("intensity._edge_pixels", intensity._edge_pixels,
-           (_array(nt.int64, 2), _I, nt.int64, _array(nt.boolean, 2), nt.boolean), ("intensity",), 0.8),
-    Kernel("intensity._run_median", intensity._run_median, (_F, _I, _I), ("intensity",), 1.5),
-    Kernel("_groups._counting_sort", _groups.counting_sort(), (_I, nt.int64), COMPILED_FAMILIES, 1.0),
-    Kernel("_glcm.sobel_runs", _glcm.sobel_runs, (_F2, _I, _I), ("texture",), 0.7),
+           (_array(nt.int64, 2), _I, nt.int64, _array(nt.boolean, 2), nt.boolean), ("intensity",), 0.6),
+    Kernel("intensity._run_median", intensity._run_median, (_F, _I, _I), ("intensity",), 0.7),
+    Kernel("_groups._counting_sort", _groups.counting_sort(), (_I, nt.int64), COMPILED_FAMILIES, 0.3),
+    Kernel("_glcm.sobel_runs", _glcm.sobel_runs, (_F2, _I, _I), ("texture",), 0.3),
     Kernel("intensity._region_boundaries", intensity._region_boundaries, (_array(nt.int64, 2),), ("intensity",), 0.5),
     Kernel("_shape_kernels.zernike_scores", _shape_kernels.zernike_scores,
            (_F2, _array(nt.float64, 2, readonly=True), _array(nt.float64, 2, readonly=True), _F, _F2),
-           ("shape",), 0.3),
+           ("shape",), 0.2),
+
 )
 
 

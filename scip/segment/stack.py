@@ -86,7 +86,10 @@ def segment_stack(
     # Imported here: stitching is compiled (numba), and a run that never stitches should not load it.
     from .stitch import stitch3d
 
-    objects = stitch3d(np.stack(planes), stitch_threshold, threads=threads)
+    merged = np.stack(planes)
+    del planes
+    # In place, as Cellpose does, when the planes' type is the one stitch3d would allocate: no second stack.
+    objects = stitch3d(merged, stitch_threshold, threads=threads, out=merged if merged.dtype == np.int32 else None)
     if min_planes > 1:
         objects = _drop_thin(objects, int(min_planes))
     return objects

@@ -298,8 +298,10 @@ def stitch3d(stack: Any, stitch_threshold: float = 0.25, *, out: Any = None, thr
     out : array-like, optional
         Where to write the result, slice by slice (``out[z] = labels``);
         shape (Z, H, W) and an integer dtype wide enough for the number of
-        objects. ``None`` allocates a numpy int32 array (int64 past 2**31 - 1
-        objects).
+        objects. It may be ``stack`` itself, to stitch in place as
+        Cellpose's ``stitch3D`` does: no output to allocate, and each slice
+        is read before it is overwritten. ``None`` allocates a numpy int32
+        array (int64 past 2**31 - 1 objects).
     threads : int, optional
         Threads for reading and counting overlaps; default: the CPU count.
 
@@ -308,6 +310,15 @@ def stitch3d(stack: Any, stitch_threshold: float = 0.25, *, out: Any = None, thr
     array-like, shape (Z, H, W)
         ``out``: 0 background, objects numbered 1..N in Cellpose's order
         of creation.
+
+    Raises
+    ------
+    ValueError
+        For a stack that is not 3-D or holds negative labels, a threshold
+        outside [0, 1], or an ``out`` of another shape or too narrow an
+        integer type for the objects found (nothing is written then).
+    TypeError
+        For labels that are not integers.
     """
     shape = tuple(stack.shape)
     if len(shape) != 3:
@@ -333,6 +344,9 @@ def stitch3d(stack: Any, stitch_threshold: float = 0.25, *, out: Any = None, thr
             out = np.empty(shape, np.int32 if next_label - 1 <= np.iinfo(np.int32).max else np.int64)
         elif tuple(out.shape) != shape:
             raise ValueError(f"out has shape {tuple(out.shape)}; expected {shape}")
+        elif not np.issubdtype(out.dtype, np.integer) or np.iinfo(out.dtype).max < next_label - 1:
+            # Checked before writing: a narrower type would wrap the numbers silently.
+            raise ValueError(f"out has dtype {out.dtype}, which cannot hold the {next_label - 1} objects found")
 
         def write(z: int) -> None:
             labels = _read(stack, z, check=False)[0]  # checked when measured
