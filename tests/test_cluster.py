@@ -108,6 +108,12 @@ def test_gpu_worker_runs_every_segmentation_and_no_texture(fields, tmp_path):
         fields_config(fields, tmp_path / "x"))))
     assert {"load", "segment", "filter", "features", "export"} <= set(ts["seconds"])
     assert all(v >= 0 for v in ts["seconds"].values())
+    # each worker's first task of a step against its later ones, for the steps it ran
+    assert set(ts["first"]["segment"]) == {names[a] for a in gpu}
+    for step, per_worker in ts["first"].items():
+        assert set(per_worker) == set(ts["workers"][step]), step
+        for first, rest in per_worker.values():
+            assert first >= 0 and (rest is None or rest >= 0)
 
 
 def test_without_gpu_workers_segmentation_runs_on_cpu_workers(fields, tmp_path, caplog):
@@ -412,3 +418,16 @@ def test_a_worker_paused_for_long_is_named_in_a_warning_and_its_pause_is_recorde
         watch.check([worker("running")], now=131.0)
         assert "runs tasks again after 131 s" in caplog.records[-1].message
     assert watch.paused_seconds() == {"w0": 131.0}
+
+
+def test_task_stream_steps_gives_each_workers_first_task_against_its_later_ones():
+    def rec(key, worker, start, seconds):
+        return {"key": key, "worker": worker, "startstops": [{"action": "compute", "start": start,
+                                                                "stop": start + seconds}]}
+
+    records = [rec("features-1", "tcp://a", 5.0, 0.5), rec("features-0", "tcp://a", 1.0, 9.0),
+               rec("features-2", "tcp://a", 7.0, 0.7), rec("features-3", "tcp://b", 2.0, 0.4),
+               rec("other-0", "tcp://b", 0.0, 1.0)]
+    ts = cluster.task_stream_steps(records, {"features": "features"}, {"tcp://a": "0", "tcp://b": "1"})
+    assert ts["first"] == {"features": {"0": [9.0, 0.6], "1": [0.4, None]}, "other": {"1": [1.0, None]}}
+    assert ts["seconds"]["features"] == pytest.approx(10.6) and ts["tasks"] == {"features": 4, "other": 1}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 import sys
 import threading
 import time
@@ -905,6 +906,10 @@ def task_stream_steps(records: list[dict], steps: dict[str, str], names: dict[st
     its key) to the step it belongs to; other tasks count under ``other``.
     ``names`` maps worker addresses to names. Tasks that ran twice (a worker
     died, a retry) count twice: this is the time the cluster spent.
+    ``first`` gives, per step and worker, the seconds of the worker's first
+    task of the step and the median of its later ones (``null`` with one
+    task): a first task much longer than the rest paid a start-up cost
+    (compiling, loading a model).
     """
     from dask.utils import key_split
 
@@ -912,16 +917,25 @@ def task_stream_steps(records: list[dict], steps: dict[str, str], names: dict[st
     seconds: Counter = Counter()
     tasks: Counter = Counter()
     workers: dict[str, Counter] = {}
+    runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for rec in records:
         step = steps.get(key_split(rec["key"]), "other")
-        for ss in rec.get("startstops", ()):
-            if ss.get("action") == "compute":
-                seconds[step] += ss["stop"] - ss["start"]
+        worker = str(names.get(rec.get("worker"), rec.get("worker")))
+        computed = [(ss["start"], ss["stop"] - ss["start"]) for ss in rec.get("startstops", ())
+                    if ss.get("action") == "compute"]
+        seconds[step] += sum(d for _, d in computed)
+        runs.setdefault((step, worker), []).extend(computed)
         tasks[step] += 1
-        worker = rec.get("worker")
-        workers.setdefault(step, Counter())[str(names.get(worker, worker))] += 1
+        workers.setdefault(step, Counter())[worker] += 1
+    first: dict[str, dict[str, list]] = {}
+    for (step, worker), timed in sorted(runs.items()):
+        if not timed:
+            continue
+        durations = [d for _, d in sorted(timed)]
+        rest = round(statistics.median(durations[1:]), 3) if len(durations) > 1 else None
+        first.setdefault(step, {})[worker] = [round(durations[0], 3), rest]
     return {"seconds": {k: round(v, 3) for k, v in sorted(seconds.items())}, "tasks": dict(sorted(tasks.items())),
-            "workers": {k: dict(sorted(v.items())) for k, v in sorted(workers.items())}}
+            "workers": {k: dict(sorted(v.items())) for k, v in sorted(workers.items())}, "first": first}
 
 
 def worker_memory(session: Session, cfg: ClusterConfig | None = None) -> tuple[int | None, str]:
