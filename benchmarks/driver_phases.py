@@ -145,7 +145,8 @@ def run_once(raw: dict, workers: int, rec: Recorder) -> dict:
     phases: dict[str, float] = {}
     for label, a, b in rec.spans:
         phases[label] = phases.get(label, 0.0) + (b - a)
-    return {"workers": workers, "wall_s": wall, "task_seconds": busy, "other_task_seconds": seconds.get("other", 0.0),
+    return {"workers": workers, "wall_s": wall, "task_seconds": busy, "task_seconds_by_step": dict(seconds),
+            "other_task_seconds": seconds.get("other", 0.0),
             "serial_s": wall - busy / workers, "phases_s": phases,
             "idle": idle(rec.streams[0] if rec.streams else [], t0, t1)}
 
