@@ -58,9 +58,10 @@ OVERHEAD_BUDGET = 0.05
 
 class RssSampler:
     """Peak resident memory while a run goes: of this process and all its descendants together (the tree), and of
-    each worker process on its own; sampled in a thread every ``interval`` seconds."""
+    each worker process on its own; sampled in a thread every ``interval`` seconds (a sample costs a few
+    milliseconds in this process, which also runs the scheduler: not more often)."""
 
-    def __init__(self, worker_pids: list[int], interval: float = 0.2):
+    def __init__(self, worker_pids: list[int], interval: float = 0.5):
         import psutil
 
         self.root, self.worker_pids, self.interval = psutil.Process(), worker_pids, interval
