@@ -352,7 +352,7 @@ def build_dataframe(p: Plan, cells: db.Bag | None = None, bounds: list | None = 
                     ranges: dict | None = None):
     """Lazy Dask DataFrame of the exported cells, one partition per image partition."""
     # Imported here, not with the module: the workers unpickle every task function from this module, and
-    # dask.dataframe (with dask.array) took 0.7 s of each new worker's start, before its first partition.
+    # dask.dataframe (with dask.array) took about 0.5 s of each new worker's start, before its first partition.
     import dask.dataframe as dd
 
     meta = cells_frame([], p.columns)
