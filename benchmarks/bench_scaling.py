@@ -259,7 +259,8 @@ def main() -> None:
 def markdown(results: dict) -> str:
     lines = ["# Scaling: 1 vs 2 local workers", "",
              f"`python benchmarks/bench_scaling.py --events {results['data']['events']} --fields "
-             f"{results['data']['fields']} --repeat {results['data'].get('repeat', '?')}` on {results['machine']['cores']} cores "
+             f"{results['data']['fields']} --repeat {results['data'].get('repeat', '?')}` on "
+             f"{results['machine']['cores']} cores "
              f"({results['machine']['processor']}), Python {results['machine']['python']}; "
              f"{results['data']['events']} events (`examples/config.yml`) and {results['data']['fields']} fields "
              "(`examples/fields.yml`) from `scip example-data`. Wall time excludes starting the cluster; "
@@ -268,7 +269,8 @@ def markdown(results: dict) -> str:
              f"{results['machine'].get('load_average_at_end', float('nan')):.2f}.", "",
              "Peak resident memory of the median run: the tree (this process with the scheduler, the nannies and the "
              "workers) and the largest worker process.", "",
-             "| data | workers | cells | wall (s) | cells/s | 2 vs 1 | runs (s) | tree RSS (MiB) | per worker RSS (MiB) |",
+             "| data | workers | cells | wall (s) | cells/s | 2 vs 1 | runs (s) | tree RSS (MiB) | "
+             "per worker RSS (MiB) |",
              "|---|---:|---:|---:|---:|---:|---|---:|---:|"]
     for name, runs in results["runs"].items():
         for w in (1, 2):

@@ -105,7 +105,8 @@ class Recorder:
             return original(data, *args, **kwargs)
 
         for other in list(sys.modules.values()):
-            if getattr(other, "__name__", "").startswith("scip") and getattr(other, "task_stream_steps", None) is original:
+            if (getattr(other, "__name__", "").startswith("scip")
+                    and getattr(other, "task_stream_steps", None) is original):
                 other.task_stream_steps = keep
 
 
