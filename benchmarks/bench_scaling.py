@@ -36,6 +36,7 @@ import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -55,6 +56,46 @@ TARGET_WORKERS = (16, 64, 256)
 OVERHEAD_BUDGET = 0.05
 
 
+class RssSampler:
+    """Peak resident memory while a run goes: of this process and all its descendants together (the tree), and of
+    each worker process on its own; sampled in a thread every ``interval`` seconds (a sample costs a few
+    milliseconds in this process, which also runs the scheduler: not more often)."""
+
+    def __init__(self, worker_pids: list[int], interval: float = 0.5):
+        import psutil
+
+        self.root, self.worker_pids, self.interval = psutil.Process(), worker_pids, interval
+        self.tree_peak = 0
+        self.worker_peak = dict.fromkeys(worker_pids, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            total = 0
+            for proc in [self.root, *self.root.children(recursive=True)]:
+                try:
+                    rss = proc.memory_info().rss
+                except psutil.Error:
+                    continue
+                total += rss
+                if proc.pid in self.worker_peak:
+                    self.worker_peak[proc.pid] = max(self.worker_peak[proc.pid], rss)
+            self.tree_peak = max(self.tree_peak, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._stop.set()
+        self._thread.join()
+        return False
+
+
 def run_once(config_path: Path, data: Path, out: Path, workers: int) -> dict:
     # The demo's config names examples/data/..., which a clean clone does not have: its paths point into
     # the data written here before the config is validated.
@@ -65,14 +106,19 @@ def run_once(config_path: Path, data: Path, out: Path, workers: int) -> dict:
     raw = load_config(raw, base_dir=config_path.parent,
                       overrides={"output": {"path": str(out), "overwrite": True}}).model_dump()
     with cluster.connect(ClusterConfig(workers=workers, threads=1, dashboard_address=":0")) as session:
-        start = time.perf_counter()
-        result = scip.run(raw, client=session.client, progress=False)
-        wall = time.perf_counter() - start
+        pids = list(session.client.run(os.getpid).values())
+        with RssSampler(pids) as rss:
+            start = time.perf_counter()
+            result = scip.run(raw, client=session.client, progress=False)
+            wall = time.perf_counter() - start
     summary = result.summary
     stream = summary["timings_s"]["task_stream"]
     return {"workers": workers, "wall_s": wall, "cells": summary["counts"]["cells"]["found"],
             "images": summary["counts"]["images"]["total"], "partitions": summary["partitions"]["total"],
-            "task_seconds": stream["seconds"], "tasks": stream["tasks"]}
+            "task_seconds": stream["seconds"], "tasks": stream["tasks"],
+            # Memory: the whole tree (driver with the scheduler, nannies, workers) and the largest worker.
+            "tree_rss_peak_mib": rss.tree_peak / 2**20,
+            "worker_rss_peak_mib": max(rss.worker_peak.values()) / 2**20 if rss.worker_peak else float("nan")}
 
 
 def scheduler_overhead(n: int = 4000) -> float:
@@ -137,7 +183,8 @@ def check_model(path: Path, data: Path, tmp: Path, workers: tuple[int, ...], rep
            "cores": cores, "measured": {}, "at_scale": {}}
     for w in workers:
         out["measured"][w] = {"wall_s": median[w]["wall_s"], "all_walls_s": [round(r["wall_s"], 3) for r in runs[w]],
-                              "predicted_s": predict(w)}
+                              "predicted_s": predict(w), "worker_rss_peak_mib": median[w]["worker_rss_peak_mib"],
+                              "tree_rss_peak_mib": median[w]["tree_rss_peak_mib"]}
     # A cluster where every worker has its own core: the same run, and one 200 times larger.
     for scale in (1, 200):
         for w in (64, 512):
@@ -179,7 +226,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         write_example(data, n_events=args.events, n_fields=args.fields, seed=0)
-        results["data"] = {"events": args.events, "fields": args.fields}
+        results["data"] = {"events": args.events, "fields": args.fields, "repeat": args.repeat}
         for name, path in CONFIGS.items():
             results["runs"][name] = {}
             # 1 and 2 workers take turns, so load from other jobs falls on both alike; the median run is kept.
@@ -211,19 +258,27 @@ def main() -> None:
 
 def markdown(results: dict) -> str:
     lines = ["# Scaling: 1 vs 2 local workers", "",
-             f"`python benchmarks/bench_scaling.py` on {results['machine']['cores']} cores "
+             f"`python benchmarks/bench_scaling.py --events {results['data']['events']} --fields "
+             f"{results['data']['fields']} --repeat {results['data'].get('repeat', '?')}` on "
+             f"{results['machine']['cores']} cores "
              f"({results['machine']['processor']}), Python {results['machine']['python']}; "
              f"{results['data']['events']} events (`examples/config.yml`) and {results['data']['fields']} fields "
              "(`examples/fields.yml`) from `scip example-data`. Wall time excludes starting the cluster; "
              "median of the runs, 1 and 2 workers taking turns. Load average (1 min) at start "
              f"{results['machine'].get('load_average_at_start', float('nan')):.2f}, at end "
              f"{results['machine'].get('load_average_at_end', float('nan')):.2f}.", "",
-             "| data | workers | cells | wall (s) | cells/s | 2 vs 1 |", "|---|---:|---:|---:|---:|---:|"]
+             "Peak resident memory of the median run: the tree (this process with the scheduler, the nannies and the "
+             "workers) and the largest worker process.", "",
+             "| data | workers | cells | wall (s) | cells/s | 2 vs 1 | runs (s) | tree RSS (MiB) | "
+             "per worker RSS (MiB) |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---:|"]
     for name, runs in results["runs"].items():
         for w in (1, 2):
             r = runs[w]
             ratio = f"{runs['speedup_2_vs_1']:.2f}×" if w == 2 else ""
-            lines.append(f"| {name} | {w} | {r['cells']} | {r['wall_s']:.2f} | {r['cells_per_s']:.0f} | {ratio} |")
+            walls = ", ".join(f"{t:.2f}" for t in r["all_walls_s"])
+            lines.append(f"| {name} | {w} | {r['cells']} | {r['wall_s']:.2f} | {r['cells_per_s']:.0f} | {ratio} | "
+                         f"{walls} | {r['tree_rss_peak_mib']:.0f} | {r['worker_rss_peak_mib']:.0f} |")
     lines += ["", f"Scheduler overhead: **{results['scheduler_overhead_s_per_task'] * 1e3:.3f} ms per task** "
               "(4,000 no-op tasks on 2 workers, median of 3).", "", "Per-step task time (2 workers, seconds summed over tasks):", ""]
     for name, runs in results["runs"].items():
@@ -250,10 +305,12 @@ def model_markdown(r: dict) -> str:
              f"S = {r['serial_s']:.2f} s (wall minus task seconds), task seconds C = {r['task_seconds']:.2f} s, "
              f"N = {r['tasks']} tasks, scheduler overhead o = {r['overhead_s_per_task'] * 1e3:.2f} ms per task "
              "(no-op tasks, median of 3).", "",
-             "| workers | measured (s) | predicted (s) | measured / predicted | runs (s) |", "|---:|---:|---:|---:|---|"]
+             "| workers | measured (s) | predicted (s) | measured / predicted | runs (s) | tree RSS (MiB) | "
+             "per worker RSS (MiB) |", "|---:|---:|---:|---:|---|---:|---:|"]
     for w, m in r["measured"].items():
         lines.append(f"| {w} | {m['wall_s']:.2f} | {m['predicted_s']:.2f} | {m['wall_s'] / m['predicted_s']:.2f} | "
-                     f"{', '.join(f'{t:.2f}' for t in m['all_walls_s'])} |")
+                     f"{', '.join(f'{t:.2f}' for t in m['all_walls_s'])} | {m['tree_rss_peak_mib']:.0f} | "
+                     f"{m['worker_rss_peak_mib']:.0f} |")
     lines += ["", "Predictions for a cluster with a core per worker (same partitions of 64 events):", "",
               "| events | workers | predicted wall (s) | limited by |", "|---:|---:|---:|---|"]
     for p in r["at_scale"].values():

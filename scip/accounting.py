@@ -60,6 +60,11 @@ class PartitionSummary:
     #: Micronuclei (``micronuclei:``): ``found``, ``kept``, ``no_nucleus``, ``assigned`` (to exported cells)
     #: and ``dropped: <reason>``.
     micronuclei: Counter = field(default_factory=Counter)
+    #: This partition's exported cells, only the table columns the run's report draws (a ``pyarrow.Table``, as
+    #: written to its part), so that the driver does not read every part again for the report. Per partition:
+    #: a sum has None (the run concatenates the partitions' tables in order); None too where unknown (a summary
+    #: read back by ``--resume``, a partition computed image by image), and the report then reads the parts.
+    report_table: Any = None
 
     def __add__(self, other: "PartitionSummary") -> "PartitionSummary":
         return PartitionSummary(
@@ -79,6 +84,7 @@ class PartitionSummary:
             evaluation_images=self.evaluation_images + other.evaluation_images,
             matched_exported_by_image=self.matched_exported_by_image + other.matched_exported_by_image,
             micronuclei=self.micronuclei + other.micronuclei,
+            report_table=None,
         )
 
 
@@ -161,8 +167,9 @@ def summarize(records: Iterable[ImageRecord | CellRecord]) -> PartitionSummary:
     return s
 
 
-#: Fields that hold arrays and are saved apart (``report.save_samples``), not in the JSON.
-ARRAY_FIELDS = ("samples",)
+#: Fields that are not in the JSON: the samples hold arrays and are saved apart (``report.save_samples``);
+#: the report's table is in the partition's part already.
+ARRAY_FIELDS = ("samples", "report_table")
 
 
 def summary_to_json(summary: PartitionSummary) -> dict[str, Any]:
@@ -230,8 +237,9 @@ def summary_from_json(data: Any) -> PartitionSummary:
     Returns
     -------
     PartitionSummary
-        With :data:`ARRAY_FIELDS` empty; fields missing from ``data`` keep
-        their defaults (a summary saved before a field was added).
+        With :data:`ARRAY_FIELDS` at their defaults (no samples, no report
+        table); fields missing from ``data`` keep their defaults (a summary
+        saved before a field was added).
 
     Raises
     ------

@@ -286,9 +286,14 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
                 write_manifest(out, manifest)
             samples = math.ceil(REPORT_CELLS / max(len(parts), 1))
             tasks = graph.build_writes(p, cells_dir, reductions.cells, reductions.bounds, reductions.ranges,
-                                       samples=samples, routing=session.routing, progress=out / "progress")
+                                       samples=samples, routing=session.routing, progress=out / "progress",
+                                       report_columns=report.run_columns(config.segment.name, p.dataset.channels,
+                                                                         config.output.plate_feature,
+                                                                         config.output.labels))
             if warming is not None:  # before any feature task, so no worker compiles what another still does
                 warming.wait()
+            if session.client is not None:  # the driver only waits for the workers: the report's imports are free
+                report.import_in_background()
             computed, stopped = compute_partitions(p, session, tasks, todo, parts, reductions, samples, cells_dir,
                                                     out / "progress", progress)
         if p.tiled and not stopped:
@@ -327,10 +332,21 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
     write_manifest(out, manifest)
     tiles.remove_scratch(out)
     try:
-        report.write_report(out)
+        report.write_report(out, table=_report_table([summaries[i] for i in range(len(parts))]))
     except Exception as e:  # noqa: BLE001 - the table is written; a failed report must not hide it
         log.warning("scip: could not write report.html (%s: %s); the results are complete", type(e).__name__, e)
     return RunResult(output=out, table=cells_dir, summary=summary)
+
+
+def _report_table(summaries: list[PartitionSummary]):
+    """The report's columns of the whole table, from the partitions' summaries in order; None unless every one has
+    them (a resumed run, a partition computed image by image: the report then reads the parts)."""
+    tables = [s.report_table for s in summaries]
+    if not tables or any(t is None for t in tables):
+        return None
+    import pyarrow as pa
+
+    return pa.concat_tables(tables)
 
 
 def _stop(p: graph.Plan, out: Path, summaries: dict[int, PartitionSummary], n_parts: int, wall: float) -> None:

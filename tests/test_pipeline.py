@@ -154,6 +154,27 @@ def test_partitions_align_to_storage_chunks():
     assert graph.partition_size(3, 64) == 64
 
 
+def test_the_sources_bag_is_dasks_from_sequence_with_a_cheaper_name():
+    """The partitions of images are those of ``dask.bag.from_sequence``; the name follows the content."""
+    import dask
+    import dask.bag as db
+
+    from scip.records import Source
+
+    sources = [Source(str(i), i, ("a.zarr",), {"object_number": str(i)}, (i,)) for i in range(10)]
+    for size in (1, 3, 4, 10, 64):
+        ours, theirs = graph._source_bag(sources, size), db.from_sequence(sources, partition_size=size)
+        assert ours.npartitions == theirs.npartitions
+        assert [d.compute(scheduler="sync") for d in ours.to_delayed()] == \
+            [d.compute(scheduler="sync") for d in theirs.to_delayed()]
+    empty = graph._source_bag([], 4)
+    assert empty.npartitions == 1 and dask.compute(empty, scheduler="sync")[0] == []
+    assert graph._source_bag(sources, 4).name == graph._source_bag(list(sources), 4).name
+    other = [*sources[:-1], Source("9", 9, ("b.zarr",), {"object_number": "9"}, (9,))]
+    assert graph._source_bag(other, 4).name != graph._source_bag(sources, 4).name
+    assert graph._source_bag(sources, 5).name != graph._source_bag(sources, 4).name
+
+
 def test_local_cluster_gives_the_same_table(bad_folder, tmp_path):
     """Two worker processes, as `scip run` starts by default, match the in-process result."""
     config = {"input": {"path": str(bad_folder), "channels": ["DNA", "GFP"], "images_per_partition": 2},

@@ -343,3 +343,63 @@ def test_label_images_section_needs_a_large_or_tiled_image(tmp_path):
     page = report.write_report(out).read_text()
     assert re.findall(r'data-label-image="([^"]+)"', page) == [image_id]
     assert _data(page, "label-tiles") == {image_id: "9"}
+
+
+def test_run_report_draws_the_workers_columns_and_equals_the_report_from_the_parts(tmp_path, monkeypatch):
+    """A run's report takes its columns from what the workers returned, not from the parts, and shows the same.
+
+    The page the run wrote, from the columns carried back with the partitions'
+    summaries, is the page written afterwards from the parts on disk: the
+    same histogram images (so the same counts over the same bins), the same
+    numbers in the features table, the same plate of cells per well.
+    """
+    import pyarrow as pa
+
+    example = write_example(tmp_path / "data", n_events=40, n_fields=1)
+    config = {
+        "input": {"path": str(example["ifc"]), "channels": ["DNA", "cyto", "marker"], "images_per_partition": 8},
+        "segment": {"method": "watershed", "channel": "cyto", "min_distance": 5},
+        "filters": [SIGNAL_FILTER],
+        "features": {"families": ["shape", "intensity"]},
+        "output": {"path": str(tmp_path / "out"), "overwrite": True},
+        "cluster": {"scheduler": "synchronous"},
+    }
+    reads = []
+    read_parquet = pd.read_parquet
+
+    def counting(path, *args, **kwargs):
+        reads.append(Path(path))
+        return read_parquet(path, *args, **kwargs)
+
+    monkeypatch.setattr(pd, "read_parquet", counting)
+    result = scip.run(config, progress=False)
+    assert not [r for r in reads if r.parent == result.table], "the run's report read the parts again"
+    written = (result.output / report.REPORT_FILE).read_text()
+    from_parts = report.write_report(result.output).read_text()
+    assert len([r for r in reads if r.parent == result.table]) == len(list(result.table.glob("part-*.parquet")))
+
+    def without_time(page: str) -> str:
+        return re.sub(r'<td data-header="written">[^<]*</td>', "", page)
+
+    assert 'id="features-table"' in written and "feature histograms" in written
+    assert without_time(written) == without_time(from_parts)
+    # What travels back is a few columns per partition, and only in the partition's own summary.
+    table = pa.table({"feat_cell_shape_area": [1.0, 2.0]})
+    assert (PartitionSummary(report_table=table) + PartitionSummary(report_table=table)).report_table is None
+    # A partition without it (read back by --resume, or computed image by image): the report reads the parts.
+    run_module = sys.modules["scip.run"]
+    assert run_module._report_table([PartitionSummary(report_table=table), PartitionSummary()]) is None
+    assert run_module._report_table([PartitionSummary(report_table=table)] * 2).num_rows == 4
+
+
+def test_report_reads_the_parts_for_columns_not_carried(run_output, tmp_path):
+    """A carried table without the columns a section draws (or with none at all) leaves the page as it was."""
+    import pyarrow as pa
+
+    out = tmp_path / "copy"
+    shutil.copytree(run_output, out)
+    baseline = report.write_report(out).read_text()
+    for carried in (pa.table({"meta_row": pa.array([], pa.string())}), None):
+        page = report.write_report(out, table=carried).read_text()
+        strip = re.compile(r'<td data-header="written">[^<]*</td>')
+        assert strip.sub("", page) == strip.sub("", baseline)

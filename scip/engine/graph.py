@@ -28,15 +28,16 @@ no second read of the input).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 import zlib
 from dataclasses import dataclass, replace
+from typing import Sequence
 from pathlib import Path
 
 import dask.bag as db
 import numpy as np
-import dask.dataframe as dd
 from dask import delayed
 
 from scip.accounting import PartitionSummary, summarize
@@ -48,7 +49,7 @@ from scip.io import Dataset, ReadSpec, open_dataset, read_images
 from scip.io.ground_truth import attach_truth
 from scip.io.limits import ImageBudget, image_budget
 from scip.io.manifest import save_partition, summary_name
-from scip.io.parquet import arrow_schema, write_part
+from scip.io.parquet import arrow_schema, part_table, write_part
 from scip.records import CellRecord, ImageRecord, Source, skipped
 from scip.steps.cells import split_cells
 from scip.steps.check import check_image
@@ -174,11 +175,24 @@ def _illumination_sums(sources: list[Source], reader: ReadSpec, z: str | int | N
     return illumination.sums_by_group(records, group_by)
 
 
+def _source_bag(sources: list[Source], size: int) -> db.Bag:
+    """``dask.bag.from_sequence(sources, partition_size=size)``, named by a hash of the sources' text.
+
+    Dask's own name tokenized every Source dataclass field by field: 0.3 s of
+    driver time for 5,000 images before the first task could start. The
+    name still follows the content (a dataclass's repr shows every field), so
+    equal sources give equal keys and different ones different keys.
+    """
+    name = "from_sequence-" + hashlib.sha1(repr((size, list(sources))).encode()).hexdigest()
+    parts = [list(sources[i:i + size]) for i in range(0, len(sources), size)] or [[]]
+    return db.Bag({(name, i): part for i, part in enumerate(parts)}, name, len(parts))
+
+
 def build_illumination_sums(p: Plan) -> list:
     """One delayed task per partition: the per-group sum images (pass 1 over the input)."""
     config, dataset = p.config, p.dataset
     size = partition_size(config.input.images_per_partition, dataset.chunk_size)
-    bag = db.from_sequence(dataset.sources, partition_size=size)
+    bag = _source_bag(list(dataset.sources), size)
     group_by = tuple(config.illumination.group_by)
     return [delayed(_illumination_sums)(part, _reader(p), config.input.z, group_by, p.excluded)
             for part in bag.to_delayed(optimize_graph=False)]
@@ -292,7 +306,7 @@ def build_cells(p: Plan, correction: tuple[dict, list[str]] | None = None, routi
     group_by = tuple(config.illumination.group_by) if config.illumination is not None else ()
     whole = _whole(p)
     tiled = tiles.build_tile_bag(config, p.tiled, Path(config.output.path), routing, dataset.sources)
-    bag = db.from_sequence(whole, partition_size=size) if whole or tiled is None else None
+    bag = _source_bag(whole, size) if whole or tiled is None else None
     if bag is not None:
         bag = bag.map_partitions(_load, _reader(p), truth, config.input.z, correction, group_by, p.excluded)
         with annotate(routing.segment):
@@ -335,8 +349,12 @@ def build_features(p: Plan, cells: db.Bag | None = None, bounds: list | None = N
 
 
 def build_dataframe(p: Plan, cells: db.Bag | None = None, bounds: list | None = None,
-                    ranges: dict | None = None) -> dd.DataFrame:
+                    ranges: dict | None = None):
     """Lazy Dask DataFrame of the exported cells, one partition per image partition."""
+    # Imported here, not with the module: the workers unpickle every task function from this module, and
+    # dask.dataframe (with dask.array) took about 0.5 s of each new worker's start, before its first partition.
+    import dask.dataframe as dd
+
     meta = cells_frame([], p.columns)
     parts = [delayed(cells_frame)(part, p.columns)
              for part in build_features(p, cells, bounds, ranges).to_delayed(optimize_graph=False)]
@@ -349,11 +367,15 @@ def summary_path(directory: str | Path, index: int) -> Path:
 
 
 def _write(records: list, index: int, directory: str, columns: dict[str, str],
-           progress: str | None) -> PartitionSummary:
+           progress: str | None, report_columns: tuple[str, ...] = ()) -> PartitionSummary:
     start = time.perf_counter()
     frame = cells_frame(records, columns)
     part = write_part(frame, Path(directory) / f"part-{index:05d}.parquet", arrow_schema(columns))
     summary = summarize(records)
+    kept = {c: columns[c] for c in report_columns if c in columns}
+    if kept:
+        # The few columns the report draws travel back with the summary: the driver need not open every part again.
+        summary.report_table = part_table(frame, arrow_schema(kept))
     summary.timings["export"] += time.perf_counter() - start
     if progress is not None:
         # After the part, with its size and checksum: what --resume verifies before trusting the part.
@@ -363,14 +385,16 @@ def _write(records: list, index: int, directory: str, columns: dict[str, str],
 
 def build_writes(p: Plan, directory: str | Path, cells: db.Bag | None = None, bounds: list | None = None,
                  ranges: dict | None = None, samples: int = 0, routing: Routing = Routing(),
-                 progress: str | Path | None = None) -> list:
+                 progress: str | Path | None = None, report_columns: Sequence[str] = ()) -> list:
     """One delayed task per partition that writes its parquet part and returns its summary.
 
     ``samples``: cells per partition whose crops travel back in the summary,
     for the report. ``progress``: a folder where each partition's summary is
     also saved (after its part, as JSON with the part's row count, size and
     SHA-256; the sampled crops beside it in ``.npz``), which is what
-    ``--resume`` reads and verifies. Compute
+    ``--resume`` reads and verifies. ``report_columns``: table columns whose
+    values travel back in the summary too (its ``report_table``; those not in
+    the table are left out). Compute
     only the tasks of the partitions you need: the others are not computed.
     """
     bag = build_features(p, cells, bounds, ranges, samples, routing)
@@ -379,5 +403,5 @@ def build_writes(p: Plan, directory: str | Path, cells: db.Bag | None = None, bo
     # write, Dask walked and hashed it again for every partition, seconds of driver time before the pass.
     columns = delayed(p.columns, traverse=False)
     with annotate(routing.cpu):
-        return [delayed(_write, pure=False)(part, i, str(directory), columns, progress)
+        return [delayed(_write, pure=False)(part, i, str(directory), columns, progress, tuple(report_columns))
                 for i, part in enumerate(bag.to_delayed(optimize_graph=False))]

@@ -31,6 +31,35 @@ def arrow_schema(columns: dict[str, str]) -> pa.Schema:
     return schema
 
 
+def part_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """``frame``'s columns of ``schema`` as the Arrow table :func:`write_part` writes.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The rows, with at least the schema's columns.
+    schema : pyarrow.Schema
+        The columns wanted and their types (:func:`arrow_schema`, or a part of it).
+
+    Returns
+    -------
+    pyarrow.Table
+        NaN in a float column becomes null, as in the written part; reading
+        the table back (``to_pandas``) gives what ``pandas.read_parquet``
+        gives of the part.
+    """
+    # pyarrow's pandas conversion, and even pulling a thousand feature columns out of
+    # the frame one by one, cost more than the write itself: the float columns leave
+    # the frame as one block, transposed once so that each column is contiguous.
+    floats = [field.name for field in schema if pa.types.is_floating(field.type)]
+    block = np.ascontiguousarray(frame[floats].to_numpy(dtype=np.float64).T) if floats else None
+    row = {name: j for j, name in enumerate(floats)}
+    arrays = [pa.array(block[row[field.name]], type=field.type, from_pandas=True) if field.name in row
+              else pa.array(frame[field.name], type=field.type, from_pandas=True)
+              for field in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
 def write_part(frame: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema) -> dict:
     """Write ``frame`` to ``path`` atomically and durably (temporary name, fsync, rename).
 
@@ -55,16 +84,7 @@ def write_part(frame: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema) 
         resumed run checks before it trusts the part.
     """
     path = Path(path)
-    # pyarrow's pandas conversion, and even pulling a thousand feature columns out of
-    # the frame one by one, cost more than the write itself: the float columns leave
-    # the frame as one block, transposed once so that each column is contiguous.
-    floats = [field.name for field in schema if pa.types.is_floating(field.type)]
-    block = np.ascontiguousarray(frame[floats].to_numpy(dtype=np.float64).T) if floats else None
-    row = {name: j for j, name in enumerate(floats)}
-    arrays = [pa.array(block[row[field.name]], type=field.type, from_pandas=True) if field.name in row
-              else pa.array(frame[field.name], type=field.type, from_pandas=True)
-              for field in schema]
-    table = pa.Table.from_arrays(arrays, schema=schema)
+    table = part_table(frame, schema)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
         record = {"rows": table.num_rows, "bytes": tmp.stat().st_size, "sha256": sha256_file(tmp)}
