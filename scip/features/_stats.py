@@ -117,6 +117,14 @@ def _heapsort(a, lo, hi):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def _holds_nan(a, c):  # pragma: no cover - compiled
+    for j in range(c):
+        if np.isnan(a[j]):
+            return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
 def _sort_nan_last(a, c):  # pragma: no cover - compiled
     """Sort a[:c] in place as np.sort does (NaN last); the number of values that are not NaN."""
     k = np.intp(0)  # a literal 0 costs one more compiled specialization of _heapsort
@@ -323,16 +331,10 @@ def _run_stats(values, starts, counts):  # pragma: no cover - compiled
                 lo = v
             if v > hi:
                 hi = v
-        if np.isnan(total):
-            has_nan = False
-            for j in range(c):
-                if np.isnan(buf[j]):
-                    has_nan = True
-                    break
-            if has_nan:
-                _sort_nan_last(buf, c)
-                _run_stats_sorted(buf[:c], out, i)
-                continue
+        if np.isnan(total) and _holds_nan(buf, c):  # a NaN sum can also be inf - inf
+            _sort_nan_last(buf, c)
+            _run_stats_sorted(buf[:c], out, i)
+            continue
         mean = total / c
         m2 = 0.0
         m3 = 0.0

@@ -76,7 +76,7 @@ import numba
 import numpy as np
 
 from ._objects import FeatureParams, Objects
-from ._stats import STATISTICS, _range_max, _select, run_bounds, run_stats
+from ._stats import STATISTICS, _holds_nan, _range_max, _select, run_bounds, run_stats
 
 __all__ = ["NAME", "describe", "compute"]
 
@@ -362,14 +362,8 @@ def _run_median(values, starts, counts):  # pragma: no cover - compiled
             v = values[s + j]
             buf[j] = v
             total += v
-        if np.isnan(total):
-            has_nan = False
-            for j in range(c):
-                if np.isnan(buf[j]):
-                    has_nan = True
-                    break
-            if has_nan:
-                continue
+        if np.isnan(total) and _holds_nan(buf, c):
+            continue
         half = c // 2
         _select(buf, np.intp(0), c, half)
         if c % 2 == 1:
