@@ -83,7 +83,6 @@ KERNELS: tuple[Kernel, ...] = (
     Kernel("_shape_kernels.zernike_scores", _shape_kernels.zernike_scores,
            (_F2, _array(nt.float64, 2, readonly=True), _array(nt.float64, 2, readonly=True), _F, _F2),
            ("shape",), 0.2),
-
 )
 
 
