@@ -1,10 +1,34 @@
 """Selection-based run statistics against numpy/scipy on awkward runs."""
 
+import numba
 import numpy as np
 import pytest
 import scipy.stats
 
-from scip.features._stats import _run_stats_sorted, run_stats
+from scip.features import _stats
+from scip.features._stats import run_stats
+
+
+# The helpers have no Python wrapper (scip.features._jit); these compiled calls reach them.
+@numba.njit
+def _run_stats_sorted(x, out, row):
+    _stats._run_stats_sorted(x, out, row)
+
+
+@numba.njit
+def _heapsort(a, lo, hi):
+    _stats._heapsort(a, lo, hi)
+
+
+@numba.njit
+def _sort_nan_last(a, n):
+    return _stats._sort_nan_last(a, n)
+
+
+@numba.njit
+def _first_not_before(x, m):
+    return _stats._first_not_before(x, m)
+
 
 
 def _runs(rng, lengths, kind):
@@ -91,7 +115,6 @@ def test_nan_runs_follow_the_sorted_path():
 def test_own_sorts_and_searches_equal_numpys(kind):
     # The kernels sort, search and take medians with their own code (numba's
     # np.sort and np.median compile anew in every process); numpy is the reference.
-    from scip.features._stats import _first_not_before, _heapsort, _sort_nan_last
     from scip.features.intensity import _run_median
 
     rng = np.random.default_rng(5)

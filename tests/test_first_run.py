@@ -91,6 +91,42 @@ def test_kernels_for_and_assign():
     assert [len(s) for s in warmup.assign(warmup.KERNELS[:2], 4)].count(0) == 2
     with pytest.raises(ValueError, match="at least one"):
         warmup.assign(warmup.KERNELS, 0)
+    for n in (2, 3, 4):
+        share_of = {k.name: i for i, s in enumerate(warmup.assign(warmup.KERNELS, n)) for k in s}
+        bundled = [k.name for k in warmup.KERNELS if k.bundle == "selection"]
+        assert len(bundled) == 2 and len({share_of[b] for b in bundled}) == 1
+
+
+def _compiled_callees(dispatcher) -> set[str]:
+    """Every function compiled on its own that ``dispatcher``'s code reaches through module globals.
+
+    Functions inlined into their callers (``inline="always"``) are not compiled on their own.
+    """
+    from numba.core.dispatcher import Dispatcher
+
+    seen: set[str] = set()
+    todo = [dispatcher]
+    while todo:
+        fn = todo.pop().py_func
+        for name in fn.__code__.co_names:
+            target = fn.__globals__.get(name)
+            if isinstance(target, Dispatcher) and target.targetoptions.get("inline") != "always":
+                key = f"{target.py_func.__module__}.{target.py_func.__qualname__}"
+                if key not in seen:
+                    seen.add(key)
+                    todo.append(target)
+    return seen
+
+
+def test_kernels_that_share_compiled_helpers_are_bundled():
+    # Two kernels in different shares that call one helper each compile it: the bundles must say so.
+    callees = {k.name: _compiled_callees(k.dispatcher) for k in warmup.KERNELS}
+    assert callees["intensity._run_median"] & callees["_stats._run_stats"]
+    for a in warmup.KERNELS:
+        for b in warmup.KERNELS:
+            shared = callees[a.name] & callees[b.name]
+            if a.name < b.name and shared:
+                assert a.bundle is not None and a.bundle == b.bundle, (a.name, b.name, sorted(shared))
 
 
 def test_compile_kernels_names_an_unknown_kernel():

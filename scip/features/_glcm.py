@@ -32,6 +32,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._jit import helper, kernel
+
 __all__ = ["N_HARALICK", "haralick_runs", "log2_table", "quantize_runs", "sobel_runs"]
 
 #: Number of Haralick features per co-occurrence matrix.
@@ -59,7 +61,7 @@ def _lg(n, table):  # pragma: no cover - compiled
     return np.log2(float(n))
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _quantize_run(x, n_levels, lo, hi, use_range, out):  # pragma: no cover - compiled
     """Levels 1..n_levels of the values ``x`` of one object into ``out``.
 
@@ -95,7 +97,7 @@ def _quantize_run(x, n_levels, lo, hi, use_range, out):  # pragma: no cover - co
     return True
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def quantize_runs(values, starts, counts, n_levels, lo, hi, use_range):  # pragma: no cover - compiled
     """Gray levels (uint8, 1..n_levels) of grouped ``values``; 0 for the pixels
     of an object that has a non-finite value."""
@@ -108,7 +110,7 @@ def quantize_runs(values, starts, counts, n_levels, lo, hi, use_range):  # pragm
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _haralick13(cnt, m, lv, npairs, table, rsum, pp, pm, out):  # pragma: no cover - compiled
     """The 13 features of one symmetric co-occurrence matrix, as mahotas.
 
@@ -236,7 +238,7 @@ def _haralick13(cnt, m, lv, npairs, table, rsum, pp, pm, out):  # pragma: no cov
     out[12] = np.sqrt(arg if arg > 0.0 else 0.0)
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def haralick_runs(values, starts, counts, rows, cols, offsets, n_levels, lo, hi, use_range, table):  # pragma: no cover - compiled
     """Haralick features of every object, channel and offset.
 
@@ -357,7 +359,7 @@ def haralick_runs(values, starts, counts, rows, cols, offsets, n_levels, lo, hi,
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def sobel_runs(image, rows, cols):  # pragma: no cover - compiled
     """Sobel gradient magnitude of ``image`` (H, W) at the pixels ``(rows, cols)``.
 

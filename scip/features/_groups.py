@@ -82,9 +82,9 @@ def counting_sort():
     compiled kernels (``bbox``) never imports numba: its LLVM library alone
     adds about 100 MiB to every such process's resident memory.
     """
-    import numba
+    from ._jit import kernel
 
-    return numba.njit(cache=True, nogil=True)(_counting_sort)
+    return kernel(_counting_sort)
 
 
 def group_pixels(labels: np.ndarray, compiled: bool = True) -> Groups:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
+
+from ._jit import helper, kernel
 
 __all__ = ["shape_kernel", "zernike_scores", "N_SCALARS", "SCALAR_COLUMNS"]
 
@@ -62,12 +63,12 @@ _CROFTON_COEFS = np.array([
 _EULER_COEFS = np.array([0, 0, 0, 0, 0, 0, -1, 0, 1, 0, 0, 0, 0, 0, -1, 0], dtype=np.float64)
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _cross(oy, ox, ay, ax, by, bx):
     return (ay - oy) * (bx - ox) - (ax - ox) * (by - oy)
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _envelope(ys, xs, n, lower, out_y, out_x):
     """Convex envelope of points sorted by strictly increasing ``ys``.
 
@@ -93,17 +94,17 @@ def _envelope(ys, xs, n, lower, out_y, out_x):
     return k
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _floor_div(a, b):
     return a // b
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _ceil_div(a, b):
     return -((-a) // b)
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _convex_rows(first, last, h, w, ys, xs, cy, cx, lo, hi):
     """Rows ``[lo[r], hi[r]]`` of skimage's convex image, and its pixel count.
 
@@ -194,7 +195,7 @@ def _convex_rows(first, last, h, w, ys, xs, cy, cx, lo, hi):
     return area
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _feret_max(lo, hi, h, ys, xs, cy, cx, vy, vx):
     """skimage's ``feret_diameter_max`` of the convex image rows ``[lo, hi]``.
 
@@ -269,7 +270,7 @@ def _feret_max(lo, hi, h, ys, xs, cy, cx, vy, vx):
     return math.sqrt(best) / 2.0
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _cp_convex(ai, aj, bi, bj, ci, cj):
     # centrosome _convex_hull.pyx CONVEX: does a->b->c turn left (x is j, y is i)?
     cross = (bj - aj) * (ci - bi) - (cj - bj) * (bi - ai)
@@ -280,7 +281,7 @@ def _cp_convex(ai, aj, bi, bj, ci, cj):
     return (bj > aj) and (bj > cj)
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _cp_hull(top, bottom, w, hi_, hj):
     """CellProfiler's convex hull of the pixel centers (centrosome ``convex_hull_ijv``).
 
@@ -324,7 +325,7 @@ def _cp_hull(top, bottom, w, hi_, hj):
     return k
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _min_width(hi_, hj, k):
     """Smallest distance between two parallel support lines of a convex polygon.
 
@@ -360,7 +361,7 @@ def _min_width(hi_, hj, k):
     return best
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _cp_enclosing_circle(hi_, hj, k, out):
     """centrosome ``minimum_enclosing_circle`` (Chrystal's algorithm) on one hull.
 
@@ -384,7 +385,7 @@ def _cp_enclosing_circle(hi_, hj, k, out):
         out[2] = math.sqrt(di * di + dj * dj)
         return
     within = np.arange(k)
-    proxy = np.empty(k)
+    proxy = np.empty(k, np.float64)
     s0 = 0
     s1 = 1
     for _ in range(4 * k + 16):
@@ -467,7 +468,7 @@ def _cp_enclosing_circle(hi_, hj, k, out):
     out[2] = math.sqrt(float((hi_[s0] - hi_[s1]) ** 2 + (hj[s0] - hj[s1]) ** 2)) / 2
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _filled_area(mask, stack, ph, pw):
     """Cells of the padded box not 8-connected to its padding ring (object + holes).
 
@@ -499,7 +500,7 @@ def _filled_area(mask, stack, ph, pw):
     return ph * pw - reached
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, row_shift, col_shift, degree,
                  perimeter_weights, crofton_coefs, euler_coefs, out, zsums):
     """Per-object shape geometry; see the module docstring.
@@ -556,12 +557,12 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, r
     vx = np.empty(2 * npts, dtype=np.int64)
     hull_i = np.empty(2 * max_w + 4, dtype=np.int64)
     hull_j = np.empty(2 * max_w + 4, dtype=np.int64)
-    circle = np.empty(3)
+    circle = np.empty(3, np.float64)
     hist = np.zeros(16, dtype=np.int64)
-    rowsum = np.zeros(4)
-    rowpow = np.empty((max_h, 4))
-    ypow = np.empty(degree + 1)
-    spow = np.zeros(degree + 1)
+    rowsum = np.zeros(4, np.float64)
+    rowpow = np.empty((max_h, 4), np.float64)
+    ypow = np.empty(degree + 1, np.float64)
+    spow = np.zeros(degree + 1, np.float64)
     mono_start = np.empty(degree + 1, dtype=np.int64)
     m = 0
     for a in range(degree + 1):
@@ -736,7 +737,7 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, r
                     z[base + b] += sa * ypow[b]
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def zernike_scores(zsums, real, imag, radius, out):
     """Zernike scores from the monomial sums, one object at a time.
 

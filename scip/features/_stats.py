@@ -9,8 +9,9 @@ lists them.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from ._jit import helper, kernel
 
 __all__ = ["STATISTICS", "run_bounds", "run_stats"]
 
@@ -38,7 +39,7 @@ def run_bounds(seg: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return starts, counts
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _quantile_sorted(x, q):  # pragma: no cover - compiled
     virtual = q * (len(x) - 1)
     below = int(np.floor(virtual))
@@ -47,13 +48,13 @@ def _quantile_sorted(x, q):  # pragma: no cover - compiled
     return x[below] + (x[above] - x[below]) * frac
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _before(a, b):  # pragma: no cover - compiled
     # numpy's sort order: NaN after every number.
     return a < b or (b != b and a == a)
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _first_not_before(x, m):  # pragma: no cover - compiled
     # np.searchsorted(x, m) for sorted x (NaN last), without compiling numba's searchsorted.
     lo = 0
@@ -67,7 +68,7 @@ def _first_not_before(x, m):  # pragma: no cover - compiled
     return lo
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _kth_abs_dev(x, m, k):  # pragma: no cover - compiled
     # |x - m| for sorted x is the merge of two sorted sequences (walking left
     # from the median and right from it); its k-th smallest needs no sort.
@@ -85,7 +86,7 @@ def _kth_abs_dev(x, m, k):  # pragma: no cover - compiled
     return value
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _heapsort(a, lo, hi):  # pragma: no cover - compiled
     # Sorts a[lo:hi] (no NaN) in place. Ours rather than ndarray.sort: numba
     # compiles its quicksort anew in every process, about 1.5 CPU seconds of
@@ -116,7 +117,7 @@ def _heapsort(a, lo, hi):  # pragma: no cover - compiled
                 break
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _holds_nan(a, c):  # pragma: no cover - compiled
     for j in range(c):
         if np.isnan(a[j]):
@@ -124,7 +125,7 @@ def _holds_nan(a, c):  # pragma: no cover - compiled
     return False
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _sort_nan_last(a, c):  # pragma: no cover - compiled
     """Sort a[:c] in place as np.sort does (NaN last); the number of values that are not NaN."""
     k = np.intp(0)  # a literal 0 costs one more compiled specialization of _heapsort
@@ -138,7 +139,7 @@ def _sort_nan_last(a, c):  # pragma: no cover - compiled
     return k
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _select(a, lo, hi, k):  # pragma: no cover - compiled
     # Rearrange a[lo:hi] so that a[k] holds the value it would have in sorted
     # order, everything before it in the range no larger and everything after
@@ -195,7 +196,7 @@ def _select(a, lo, hi, k):  # pragma: no cover - compiled
         a[j + 1] = v
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _range_min(a, lo, hi):  # pragma: no cover - compiled
     m = a[lo]
     for j in range(lo + 1, hi):
@@ -204,7 +205,7 @@ def _range_min(a, lo, hi):  # pragma: no cover - compiled
     return m
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _range_max(a, lo, hi):  # pragma: no cover - compiled
     m = a[lo]
     for j in range(lo + 1, hi):
@@ -213,12 +214,12 @@ def _range_max(a, lo, hi):  # pragma: no cover - compiled
     return m
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _lerp(below, above, frac):  # pragma: no cover - compiled
     return below + (above - below) * frac
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _successor(a, b, c, nb, at_nb, after_nb):  # pragma: no cover - compiled
     """Order statistic b + 1 of a[:c], given that b and the next selected position nb >= b are in place.
 
@@ -234,7 +235,7 @@ def _successor(a, b, c, nb, at_nb, after_nb):  # pragma: no cover - compiled
     return _range_min(a, b + 1, nb)
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _quartiles(a, c):  # pragma: no cover - compiled
     """Linear 25th, 50th and 75th percentiles (as numpy) of a[:c] by selection; reorders a[:c]."""
     v_m = 0.5 * (c - 1)
@@ -259,7 +260,7 @@ def _quartiles(a, c):  # pragma: no cover - compiled
     return (_lerp(lq_b, lq_a, v_l - bl), _lerp(med_b, med_a, v_m - bm), _lerp(uq_b, uq_a, v_u - bu))
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _run_stats_sorted(x, out, i):  # pragma: no cover - compiled
     # The reference path on a sorted copy; used for runs holding a NaN, whose
     # order statistics follow numpy's sort (NaN last).
@@ -297,7 +298,7 @@ def _run_stats_sorted(x, out, i):  # pragma: no cover - compiled
     _shape_moments(out, i, mean, m2, m3, m4)
 
 
-@numba.njit(cache=True, nogil=True)
+@helper
 def _shape_moments(out, i, mean, m2, m3, m4):  # pragma: no cover - compiled
     # scipy.stats' test for "all values equal" (current scipy uses eps;
     # older releases used the coarser finfo resolution, 1e-15).
@@ -306,15 +307,15 @@ def _shape_moments(out, i, mean, m2, m3, m4):  # pragma: no cover - compiled
         out[i, 10] = m4 / m2**2 - 3.0
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _run_stats(values, starts, counts):  # pragma: no cover - compiled
     n = len(starts)
     out = np.full((n, 11), np.nan)
     longest = 0
     for i in range(n):
         longest = max(longest, counts[i])
-    buf = np.empty(longest)
-    dev = np.empty(longest)
+    buf = np.empty(longest, np.float64)
+    dev = np.empty(longest, np.float64)
     for i in range(n):
         c = counts[i]
         if c == 0:

@@ -72,9 +72,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numba
 import numpy as np
 
+from ._jit import kernel
 from ._objects import FeatureParams, Objects
 from ._stats import STATISTICS, _holds_nan, _range_max, _select, run_bounds, run_stats
 
@@ -130,7 +130,7 @@ def describe(channel_names: Sequence[str], params: FeatureParams) -> list[tuple[
     return [(f, ch, d, u) for ch in channel_names for f, d, u in per_channel]
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _edge_pixels(labels, index, width, outside, use_outside):  # pragma: no cover - compiled
     """Which of the labeled pixels ``index`` (flat) ``width`` label-wise erosions with the 4-connected cross remove.
 
@@ -183,7 +183,7 @@ def _edge_pixels(labels, index, width, outside, use_outside):  # pragma: no cove
     return ring
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _region_boundaries(labels):  # pragma: no cover - compiled
     # The labeled pixel of a region nearest to an outside pixel always has a
     # 4-neighbour outside the region, so only those pixels need to spread.
@@ -191,7 +191,7 @@ def _region_boundaries(labels):  # pragma: no cover - compiled
     count = 0
     for stage in range(2):
         if stage == 1:
-            lab = np.empty(count, labels.dtype)
+            lab = np.empty(count, np.int64)  # labels are int64 (warmup.KERNELS)
             rr = np.empty(count, np.int64)
             cc = np.empty(count, np.int64)
             count = 0
@@ -210,7 +210,7 @@ def _region_boundaries(labels):  # pragma: no cover - compiled
     return lab, rr, cc
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _band_owned(labels, usable, lab, rr, cc, starts, counts, width, region_pos):  # pragma: no cover - compiled
     """Usable pixels within ``width`` of each region that are nearest to it: (flat index, object position).
 
@@ -340,7 +340,7 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
                        starts.astype(np.int64), counts.astype(np.int64), int(width), region_pos)
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel
 def _run_median(values, starts, counts):  # pragma: no cover - compiled
     # Selection instead of run_stats' full sort: the background needs the
     # median only. NaN as np.median gives it (numba's np.median leaves the
@@ -351,7 +351,7 @@ def _run_median(values, starts, counts):  # pragma: no cover - compiled
     longest = 0
     for i in range(len(starts)):
         longest = max(longest, counts[i])
-    buf = np.empty(longest)
+    buf = np.empty(longest, np.float64)
     for i in range(len(starts)):
         c = counts[i]
         if c == 0:

@@ -55,6 +55,10 @@ class Kernel:
         Rough compile CPU seconds on a fresh cache (this kernel and the
         helpers it calls), for balancing :func:`assign`; measured by
         ``benchmarks/bench_first_run.py``.
+    bundle : str, optional
+        Kernels with the same bundle call the same compiled helpers;
+        :func:`assign` keeps them in one share, or each share holding one
+        would compile those helpers again.
     """
 
     name: str
@@ -62,21 +66,23 @@ class Kernel:
     signature: tuple
     families: tuple[str, ...]
     cost: float
-
+    bundle: str | None = None
 
 
 #: The kernels :func:`scip.features.extract` calls, in decreasing compile cost.
 KERNELS: tuple[Kernel, ...] = (
     Kernel("_shape_kernels.shape_kernel", _shape_kernels.shape_kernel,
            (_I,) * 10 + (nt.int64, _F, _F, _F, _F2, _F2), ("shape",), 6.2),
-    Kernel("_stats._run_stats", _stats._run_stats, (_F, _I, _I), ("intensity", "texture", "volume"), 3.1),
+    Kernel("_stats._run_stats", _stats._run_stats, (_F, _I, _I), ("intensity", "texture", "volume"), 3.1,
+           bundle="selection"),
     Kernel("_glcm.haralick_runs", _glcm.haralick_runs,
            (_F2, _I, _I, _I, _I, _array(nt.int64, 2), nt.int64, _F, _F, nt.boolean, _F), ("texture",), 2.8),
     Kernel("intensity._band_owned", intensity._band_owned,
            (_array(nt.int64, 2), _array(nt.boolean, 2), _I, _I, _I, _I, _I, nt.int64, _I), ("intensity",), 1.0),
     Kernel("intensity._edge_pixels", intensity._edge_pixels,
            (_array(nt.int64, 2), _I, nt.int64, _array(nt.boolean, 2), nt.boolean), ("intensity",), 0.6),
-    Kernel("intensity._run_median", intensity._run_median, (_F, _I, _I), ("intensity",), 0.7),
+    Kernel("intensity._run_median", intensity._run_median, (_F, _I, _I), ("intensity",), 0.7,
+           bundle="selection"),
     Kernel("_groups._counting_sort", _groups.counting_sort(), (_I, nt.int64), COMPILED_FAMILIES, 0.3),
     Kernel("_glcm.sobel_runs", _glcm.sobel_runs, (_F2, _I, _I), ("texture",), 0.3),
     Kernel("intensity._region_boundaries", intensity._region_boundaries, (_array(nt.int64, 2),), ("intensity",), 0.5),
@@ -93,15 +99,21 @@ def kernels_for(families: Sequence[str]) -> list[Kernel]:
 
 
 def assign(kernels: Sequence[Kernel], n: int) -> list[list[Kernel]]:
-    """Split ``kernels`` into ``n`` shares of similar compile cost (longest first, onto the lightest share)."""
+    """Split ``kernels`` into ``n`` shares of similar compile cost (longest first, onto the lightest share).
+
+    Kernels of one :attr:`Kernel.bundle` go to the same share.
+    """
     if n < 1:
         raise ValueError(f"need at least one share, got n = {n}")
+    units: dict[object, list[Kernel]] = {}
+    for kernel in kernels:
+        units.setdefault(kernel.bundle or kernel.name, []).append(kernel)
     shares: list[list[Kernel]] = [[] for _ in range(n)]
     load = [0.0] * n
-    for kernel in sorted(kernels, key=lambda k: -k.cost):
+    for unit in sorted(units.values(), key=lambda u: -sum(k.cost for k in u)):
         i = load.index(min(load))
-        shares[i].append(kernel)
-        load[i] += kernel.cost
+        shares[i].extend(unit)
+        load[i] += sum(k.cost for k in unit)
     return shares
 
 

@@ -1,0 +1,19 @@
+"""The two ways the feature kernels are compiled.
+
+:data:`kernel` is for functions called from Python; :data:`helper` for
+those only other compiled functions call. A helper needs no wrapper that
+converts Python objects to native arguments (nor a C callback), and
+generating and optimizing those wrappers was about an eighth of compiling
+every kernel on an empty cache (``benchmarks/bench_first_run.py --only kernels``).
+Calling a helper from Python crashes the interpreter (there is no entry
+point to call); tests reach helpers through a compiled function.
+"""
+
+from __future__ import annotations
+
+import numba
+
+__all__ = ["helper", "kernel"]
+
+kernel = numba.njit(cache=True, nogil=True)
+helper = numba.njit(cache=True, nogil=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)
