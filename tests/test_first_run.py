@@ -198,29 +198,43 @@ class _FakeClient:
     def scheduler_info(self, n_workers=-1):
         return {"workers": {a: {"resources": r} for a, r in self.workers.items()}}
 
-    def submit(self, func, names, workers, allow_other_workers, pure):
+    def submit(self, func, names, rest, workers, allow_other_workers, pure):
         # a preference: a share must not wait forever for a worker that died
         assert allow_other_workers is True and len(workers) == 1
-        self.submitted.append((workers[0], names))
+        self.submitted.append((workers[0], names, rest))
         if self.outcomes:
             return self.outcomes.pop(0)
-        return _FakeFuture("finished", func(names))
+        return _FakeFuture("finished", func(names, rest))
 
 
 def test_warm_workers_gives_each_feature_worker_its_own_share(monkeypatch, caplog):
     from scip.engine import warm
     from scip.engine.cluster import CPU, GPU, Routing, Session
 
-    monkeypatch.setattr(warm, "_compile_share", lambda names: {n: 0.0 for n in names})
+    monkeypatch.setattr(warm, "_compile_share", lambda names, rest: {n: 0.0 for n in names})
     client = _FakeClient({"tcp://a": {CPU: 1}, "tcp://b": {CPU: 2}, "tcp://g": {GPU: 1}})
     session = Session(client, Routing({GPU: 1}, {CPU: 1}))
     seconds = warm.warm_workers(session, ["shape", "texture"])
     wanted = {k.name for k in warmup.kernels_for(["shape", "texture"])}
     assert set(seconds) == wanted
-    assert {w for w, _ in client.submitted} == {"tcp://a", "tcp://b"}  # not the GPU worker: it runs no features
-    shares = [set(names) for _, names in client.submitted]
+    assert {w for w, _, _ in client.submitted} == {"tcp://a", "tcp://b"}  # not the GPU worker: it runs no features
+    shares = [set(names) for _, names, _ in client.submitted]
     assert not shares[0] & shares[1] and shares[0] | shares[1] == wanted
+    # after its own share, each worker goes through the other's from its end
+    (_, first, first_rest), (_, second, second_rest) = client.submitted
+    assert first_rest == second[::-1] and second_rest == first[::-1]
     assert warm.warm_workers(Session(None), ["texture"]) is None
+
+
+def test_a_share_goes_on_through_the_others_kernels_it_has_not_done(monkeypatch):
+    from scip.engine import warm
+    from scip.features import warmup as wu
+
+    calls = []
+    monkeypatch.setattr(wu, "compile_kernels", lambda names: calls.append(list(names)) or {n: len(calls) for n in names})
+    seconds = warm._compile_share(["a", "b"], ["d", "c", "b"])  # not on a worker: nothing to secede from
+    assert calls == [["a", "b"], ["d", "c"]]
+    assert seconds == {"a": 1, "b": 1, "d": 2, "c": 2}
 
 
 def test_a_share_whose_worker_died_is_not_waited_for(caplog):

@@ -6,9 +6,11 @@ the same time: the cluster paid the ~30 CPU seconds of compiling once per
 worker. :func:`start_warming` gives each worker a different share of
 :data:`scip.features.warmup.KERNELS` to compile and write to the cache
 while the segmentation pass runs (the shares compile outside the workers'
-thread pools); the run waits for them before its first feature task, and
-a worker then loads the other shares from the cache when it first needs
-them. With a warm cache each worker only loads its share (milliseconds).
+thread pools); the run waits for them before its first feature task. A
+worker that is through its share goes on through the others' backwards,
+loading what another worker compiled and compiling what none has reached
+yet, so the shares end together however the segmentation pass loaded the
+workers. With a warm cache each worker only loads the kernels (milliseconds).
 """
 
 from __future__ import annotations
@@ -25,7 +27,15 @@ log = logging.getLogger("scip")
 __all__ = ["Warming", "start_warming", "warm_workers"]
 
 
-def _compile_share(names: list[str]) -> dict[str, float]:
+def _compile_share(names: list[str], rest: Sequence[str] = ()) -> dict[str, float]:
+    """Compile the kernels ``names``, then go through ``rest``: the other shares, each backwards.
+
+    A kernel another worker compiled meanwhile is loaded from the cache
+    (milliseconds), one it has not reached yet is compiled here: a worker
+    that finishes its share early takes the last kernels of a slower one
+    instead of waiting for it, and every worker ends with every kernel
+    loaded.
+    """
     from scip.features.warmup import compile_kernels
 
     try:
@@ -38,7 +48,10 @@ def _compile_share(names: list[str]) -> dict[str, float]:
         # Out of the worker's thread pool: its task slot runs the segmentation
         # pass meanwhile, which needs none of these kernels.
         secede()
-    return compile_kernels(names)
+    seconds = compile_kernels(names)
+    for name, took in compile_kernels([n for n in rest if n not in seconds]).items():
+        seconds.setdefault(name, took)
+    return seconds
 
 
 def _feature_workers(session: Session) -> list[str]:
@@ -106,6 +119,11 @@ class Warming:
         return seconds
 
 
+def _rest(shares: list[list], i: int) -> list[str]:
+    """The kernels of every share but the ``i``-th, each share's backwards (its last kernel first)."""
+    return [k.name for j, share in enumerate(shares) if j != i for k in reversed(share)]
+
+
 def start_warming(session: Session, families: Sequence[str]) -> Warming | None:
     """Start compiling the kernels of ``families`` on the session's workers, a share each.
 
@@ -144,9 +162,9 @@ def start_warming(session: Session, families: Sequence[str]) -> Warming | None:
     try:
         # A preference, not a restriction: a share pinned to a worker that dies (an image that kills
         # it, while the shares compile beside the segmentation pass) would wait forever for it.
-        futures = [session.client.submit(_compile_share, [k.name for k in share], workers=[address],
-                                         allow_other_workers=True, pure=False)
-                   for address, share in zip(addresses, shares) if share]
+        futures = [session.client.submit(_compile_share, [k.name for k in share], _rest(shares, i),
+                                         workers=[address], allow_other_workers=True, pure=False)
+                   for i, (address, share) in enumerate(zip(addresses, shares)) if share]
     except Exception as e:  # noqa: BLE001 - a speed-up only: the run compiles lazily without it
         log.warning("scip: compiling the feature kernels ahead failed (%s: %s); they compile on first use",
                     type(e).__name__, e)
