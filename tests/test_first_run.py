@@ -235,6 +235,13 @@ def test_a_share_goes_on_through_the_others_kernels_it_has_not_done(monkeypatch)
     seconds = warm._compile_share(["a", "b"], ["d", "c", "b"])  # not on a worker: nothing to secede from
     assert calls == [["a", "b"], ["d", "c"]]
     assert seconds == {"a": 1, "b": 1, "d": 2, "c": 2}
+    shares = [[_Named("a"), _Named("b")], [_Named("c")], [_Named("d"), _Named("e")]]
+    assert warm._rest(shares, 0) == ["c", "e", "d"] and warm._rest(shares, 1) == ["e", "d", "b", "a"]
+
+
+class _Named:
+    def __init__(self, name):
+        self.name = name
 
 
 def test_a_share_whose_worker_died_is_not_waited_for(caplog):

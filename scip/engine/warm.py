@@ -120,8 +120,12 @@ class Warming:
 
 
 def _rest(shares: list[list], i: int) -> list[str]:
-    """The kernels of every share but the ``i``-th, each share's backwards (its last kernel first)."""
-    return [k.name for j, share in enumerate(shares) if j != i for k in reversed(share)]
+    """The kernels of every share but the ``i``-th, each share's backwards (its last kernel first).
+
+    Share ``i + 1`` first, then ``i + 2``, ...: workers done early start on different shares.
+    """
+    n = len(shares)
+    return [k.name for j in range(i + 1, i + n) for k in reversed(shares[j % n])]
 
 
 def start_warming(session: Session, families: Sequence[str]) -> Warming | None:
