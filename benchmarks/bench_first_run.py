@@ -195,6 +195,13 @@ def _summarize(rows: list[dict]) -> dict:
     if out["cold"]["wall_s"] and out["warm"]["wall_s"]:
         out["cold_over_warm_wall"] = round(out["cold"]["wall_s"] / out["warm"]["wall_s"], 2)
         out["cold_over_warm_cpu"] = round(out["cold"]["cpu_s"] / out["warm"]["cpu_s"], 2)
+    # Each cold run against the warm run right after it: a host that slows down for minutes
+    # moves both runs of a pair, where it moves the medians of all cold and all warm runs apart.
+    pairs = [(c["wall_s"] / w["wall_s"]) for c, w in zip(rows[::2], rows[1::2])
+             if c["kind"] == "cold" and w["kind"] == "warm" and not c["returncode"] and not w["returncode"]]
+    if pairs:
+        out["pair_ratios_wall"] = [round(r, 2) for r in pairs]
+        out["median_pair_ratio_wall"] = round(statistics.median(pairs), 2)
     return out
 
 
@@ -322,6 +329,8 @@ def write_md(result: dict) -> str:
                       *(f"| {kind} | {d[kind]['wall_s']} | {d[kind]['cpu_s']} | {d[kind].get('features_task_s')} "
                         f"| {d[kind].get('features_first_over_rest_s')} |" for kind in ("cold", "warm")),
                       "", f"cold / warm: wall {d.get('cold_over_warm_wall')}x, CPU {d.get('cold_over_warm_cpu')}x; "
+                      f"each cold run over the warm run after it: {d.get('pair_ratios_wall')} "
+                      f"(median {d.get('median_pair_ratio_wall')}x); "
                       f"specializations in the cache after the runs: "
                       f"{[r.get('specializations') for r in d['runs'] if 'specializations' in r]}", ""]
         for name, title in (("worker", "(b) fresh process: first extract against steady state (400 cells)"),
