@@ -73,6 +73,39 @@ def test_exact_following_equals_cellpose(tissue):
     np.testing.assert_array_equal(flows.follow_flows(flow, cell, 200, jump=None), ref_bins)
 
 
+def euler_steps(flow, ys, xs, n):
+    """Cellpose's Euler steps (float64 bilinear interpolation, float32 positions), all pixels at once in numpy."""
+    h, w = flow.shape[1:]
+    y, x = ys.astype(np.float32), xs.astype(np.float32)
+    for step in range(n):
+        if step == 0:  # from the pixel itself: the flow there
+            dy, dx = flow[0, ys, xs], flow[1, ys, xs]
+        else:
+            y0, x0 = y.astype(np.int64), x.astype(np.int64)
+            fy, fx = y.astype(np.float64) - y0, x.astype(np.float64) - x0
+            y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+            dy, dx = [(f[y0, x0].astype(np.float64) * (1 - fy) * (1 - fx) + f[y0, x1] * (1 - fy) * fx
+                       + f[y1, x0] * fy * (1 - fx) + f[y1, x1] * fy * fx).astype(np.float32) for f in flow]
+        y = np.clip(y + dy, np.float32(0), np.float32(h - 1))
+        x = np.clip(x + dx, np.float32(0), np.float32(w - 1))
+    return np.stack([y, x])
+
+
+@pytest.mark.parametrize("drift", [(-2.0, 2.5), (3.0, -1.0), (0.0, -3.0)])
+def test_batched_steps_follow_the_arithmetic_at_the_borders(drift):
+    """Trajectories pushed against the image's edges (clamped, the last row and column interpolated)
+    and a pixel count that is no multiple of the batch: the same positions, bit for bit, as the steps
+    written out in numpy."""
+    rng = np.random.default_rng(3)
+    shape = (37, 53)
+    flow = (rng.normal(0, 1.5, (2, *shape)) + np.array(drift)[:, None, None]).astype(np.float32)
+    ys, xs = np.nonzero(np.ones(shape, bool))
+    ours = flows._integrate(np.ascontiguousarray(np.moveaxis(flow, 0, -1)), ys, xs, 30)
+    edge = (ours[0] == 0) | (ours[0] == shape[0] - 1) | (ours[1] == 0) | (ours[1] == shape[1] - 1)
+    assert edge.sum() > ys.size // 2
+    np.testing.assert_array_equal(ours.view(np.uint32), euler_steps(flow, ys, xs, 30).view(np.uint32))
+
+
 def test_exact_mode_gives_cellposes_masks(tissue):
     _, dP, cellprob = tissue
     ref = cellpose_masks(dP, cellprob)

@@ -184,3 +184,30 @@ def test_slice_overlaps_is_the_contingency_table():
     dense[:, 0] = 0
     np.testing.assert_array_equal(sparse, dense)
     assert (n > 0).all() and len(set(zip(a.tolist(), b.tolist()))) == a.size
+
+
+def dense_overlaps(upper, lower):
+    dense = np.zeros((upper.max() + 1, lower.max() + 1), np.int64)
+    np.add.at(dense, (upper.ravel(), lower.ravel()), 1)
+    dense[0, :] = 0
+    dense[:, 0] = 0
+    return dense
+
+
+# The scan works on blocks of 64 * 32 pixels, 64 to a word of change bits:
+# sizes around those, runs shorter and longer than a word or a block, and
+# more overlapping pairs than the hash table starts with (it grows).
+@pytest.mark.parametrize("shape", [(1, 1), (1, 2), (3, 5), (1, 64), (1, 65), (32, 64), (33, 64), (64, 97), (300, 301)])
+@pytest.mark.parametrize("run", [1, 5, 70, 3000])
+def test_slice_overlaps_on_block_and_word_edges(shape, run):
+    rng = np.random.default_rng(run)
+    size = shape[0] * shape[1]
+    starts = np.arange(0, size, run)
+    upper = np.repeat(rng.integers(0, 4, starts.size), run)[:size].reshape(shape)
+    lower = np.repeat(rng.integers(0, 5000, starts.size), run)[:size].reshape(shape)
+    lower.ravel()[rng.integers(0, size, size // 7)] = 0  # and runs of another length
+    a, b, n = slice_overlaps(upper, lower)
+    sparse = np.zeros((upper.max() + 1, lower.max() + 1), np.int64)
+    sparse[a, b] = n
+    np.testing.assert_array_equal(sparse, dense_overlaps(upper, lower))
+    assert (n > 0).all() and len(set(zip(a.tolist(), b.tolist()))) == a.size

@@ -14,8 +14,9 @@ number of objects.
 same objects, but:
 
 - only overlapping pairs are counted: one pass over the two slices' pixels
-  (runs of equal label pairs along rows, summed in a hash table) gives the
-  sparse contingency table, whose size is the number of overlapping pairs;
+  (runs of equal label pairs along rows, found with vector compares and
+  summed in a hash table) gives the sparse contingency table, whose size is
+  the number of overlapping pairs;
 - these tables depend only on the input labels, so they are computed for all
   pairs of slices in parallel (threads; the kernels release the GIL); only
   the cheap resolution, label by label, runs in slice order, on the sparse
@@ -44,10 +45,16 @@ from typing import Any
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 __all__ = ["stitch3d", "slice_overlaps"]
 
 _EMPTY = -1
+# Pixels per block of the overlap scan, in words of 64 change bits: a block
+# of each slice (8 KiB of int32) stays in the L1 cache between the two steps.
+_BLOCK_WORDS = 32
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -73,18 +80,54 @@ def _grow_table(keys, counts):
     return new_keys, new_counts
 
 
+@intrinsic
+def _trailing_zeros(typingctx, word):
+    """Count of trailing zero bits of a non-zero uint64 (LLVM's ``cttz``: one instruction)."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+
+    return sig, codegen
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _changes(a, b, first, count):
+    """Bit k set where pixel ``first + k`` differs from the one before in ``a`` or ``b`` (k < count <= 64).
+
+    A fixed-length loop of compares without branches, which LLVM turns into
+    vector compares: the runs are found at the speed of reading the pixels.
+    """
+    word = np.uint64(0)
+    # Unsigned indices: numba wraps negative signed ones, a select per load
+    # that stops the vectorisation (first >= 1 here).
+    start = np.uint64(first)
+    for k in range(count):
+        i = start + np.uint64(k)
+        word |= np.uint64((a[i] != a[i - np.uint64(1)]) | (b[i] != b[i - np.uint64(1)])) << np.uint64(k)
+    return word
+
+
 @numba.njit(cache=True, nogil=True)
 def _overlaps(upper, lower, n_upper, n_lower):
     """Sparse contingency of two label slices, and the areas of the upper one.
 
-    Pixels are scanned in raster order; a run of pixels with the same pair
-    of labels is added to an open-addressing hash table (keyed ``upper *
-    n_lower + lower``) once, so the per-pixel work is two comparisons.
+    Pixels are scanned in raster order, a block of ``64 * _BLOCK_WORDS`` at
+    a time: first a bit mask of where either label changes (vectorised),
+    then one step per run of pixels with the same pair of labels (a trailing
+    zero count finds the next change), which adds the run to an
+    open-addressing hash table keyed ``upper * n_lower + lower``.
+
     Returns (upper label, lower label, pixels) of the overlapping pairs, and
     the pixel count of each upper label (size ``n_upper``).
     """
-    keys = np.full(1 << 12, _EMPTY, np.int64)
-    counts = np.zeros(1 << 12, np.int64)
+    # Room for a block's worth of new pairs (see below), and for about two
+    # overlapping pairs per upper label, so that the table seldom grows.
+    size = 1 << 13
+    while size < 4 * n_upper:
+        size *= 2
+    keys = np.full(size, _EMPTY, np.int64)
+    counts = np.zeros(size, np.int64)
     areas = np.zeros(n_upper, np.int64)
     # The same pair recurs row after row: each upper label remembers its
     # last lower label and slot, which spares most hash look-ups.
@@ -93,47 +136,69 @@ def _overlaps(upper, lower, n_upper, n_lower):
     used = 0
     a = upper.reshape(-1)
     b = lower.reshape(-1)
-    n = np.uint64(a.size)
-    one = np.uint64(1)
-    p = np.uint64(0)
-    while p < n:
-        pa = a[p]
-        pb = b[p]
-        q = p + one
-        while q < n and a[q] == pa and b[q] == pb:
-            q += one
-        run = np.int64(q - p)
-        p = q
-        areas[pa] += run
-        if pa > 0 and pb > 0:
-            if last_lower[pa] == pb:
-                counts[last_slot[pa]] += run
-                continue
-            key = np.int64(pa) * n_lower + np.int64(pb)
-            mask = keys.size - 1
-            s = _slot(key, mask)
-            while keys[s] != _EMPTY and keys[s] != key:
-                s = (s + 1) & mask
-            if keys[s] == _EMPTY:
-                keys[s] = key
-                used += 1
-            counts[s] += run
-            last_lower[pa] = pb
-            last_slot[pa] = s
-            if 2 * used > keys.size:
-                keys, counts = _grow_table(keys, counts)
-                last_lower[:] = 0  # slots moved
+    n = a.size
+    masks = np.zeros(_BLOCK_WORDS + 1, np.uint64)
+    pa = a[0] if n else a.dtype.type(0)
+    pb = b[0] if n else b.dtype.type(0)
+    start = 0  # the current run: pixels start.., labels (pa, pb)
+    first = 1  # this block: pixels first..stop - 1 (pixel 0 starts the first run)
+    while first <= n and n:
+        stop = min(first + 64 * _BLOCK_WORDS, n)
+        # Room for as many new pairs as the block has pixels, so that the
+        # table (at most half full) is never replaced within the loop below:
+        # rebinding its arrays there slows every step of that loop.
+        while 2 * (used + stop - first + 1) > keys.size:
+            keys, counts = _grow_table(keys, counts)
+            last_lower[:] = 0  # slots moved
+        words = (stop - first) // 64
+        for j in range(words):
+            masks[j] = _changes(a, b, first + 64 * j, 64)
+        rest = stop - first - 64 * words
+        if rest or stop == n:
+            masks[words] = _changes(a, b, first + 64 * words, rest)
+            if stop == n:
+                masks[words] |= np.uint64(1) << np.uint64(rest)  # the last run ends at n
+            words += 1
+        for j in range(words):
+            m = masks[j]
+            while m:
+                pos = first + 64 * j + np.int64(_trailing_zeros(m))
+                m &= m - np.uint64(1)
+                run = pos - start
+                areas[pa] += run
+                if pa > 0 and pb > 0:
+                    if last_lower[pa] == pb:
+                        counts[last_slot[pa]] += run
+                    else:
+                        key = np.int64(pa) * n_lower + np.int64(pb)
+                        mask = keys.size - 1
+                        s = _slot(key, mask)
+                        while keys[s] != _EMPTY and keys[s] != key:
+                            s = (s + 1) & mask
+                        if keys[s] == _EMPTY:
+                            keys[s] = key
+                            used += 1
+                        counts[s] += run
+                        last_lower[pa] = pb
+                        last_slot[pa] = s
+                start = pos
+                if pos < n:
+                    pa = a[pos]
+                    pb = b[pos]
+        if stop == n:
+            break
+        first = stop
     ua = np.empty(used, np.int64)
     lb = np.empty(used, np.int64)
-    n = np.empty(used, np.int64)
+    pixels = np.empty(used, np.int64)
     j = 0
     for i in range(keys.size):
         if keys[i] != _EMPTY:
             ua[j] = keys[i] // n_lower
             lb[j] = keys[i] % n_lower
-            n[j] = counts[i]
+            pixels[j] = counts[i]
             j += 1
-    return ua, lb, n, areas
+    return ua, lb, pixels, areas
 
 
 @numba.njit(cache=True, nogil=True)
