@@ -182,15 +182,21 @@ def _integrate(flow, ys, xs, n_steps):
             for k in range(m):
                 ay = fy[k]
                 ax = fx[k]
-                # (f * a) * b, left to right as Cellpose's expression: not f * (a * b).
+                # The fractions are exact in float32 too (a float32 minus its floor).
+                ay32 = np.float32(ay)
+                ax32 = np.float32(ax)
+                # Cellpose's expression, (f * a) * b left to right, in the precisions numba gives it
+                # there (cellpose.dynamics.map_coordinates, float32 fractions): a float32 flow times
+                # (1 - fraction) is float64, times a float32 fraction stays float32, so the third
+                # term's first product and the whole fourth term are float32 products.
                 dy = np.float32(np.float64(v[0, k]) * (1 - ay) * (1 - ax)
                                 + np.float64(v[1, k]) * (1 - ay) * ax
-                                + np.float64(v[2, k]) * ay * (1 - ax)
-                                + np.float64(v[3, k]) * ay * ax)
+                                + np.float64(v[2, k] * ay32) * (1 - ax)
+                                + np.float64(v[3, k] * ay32 * ax32))
                 dx = np.float32(np.float64(v[4, k]) * (1 - ay) * (1 - ax)
                                 + np.float64(v[5, k]) * (1 - ay) * ax
-                                + np.float64(v[6, k]) * ay * (1 - ax)
-                                + np.float64(v[7, k]) * ay * ax)
+                                + np.float64(v[6, k] * ay32) * (1 - ax)
+                                + np.float64(v[7, k] * ay32 * ax32))
                 py[k] = min(hm, max(zero, np.float32(py[k] + dy)))
                 px[k] = min(wm, max(zero, np.float32(px[k] + dx)))
         for k in range(m):
