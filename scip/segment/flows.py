@@ -117,9 +117,10 @@ _BATCH = 64
 def _integrate(flow, ys, xs, n_steps):
     """Exact end positions (float32, shape (2, n)) of the pixels ``(ys, xs)`` after ``n_steps``.
 
-    Each Euler step has Cellpose's arithmetic: bilinear weights and the
-    interpolated step are float64 and the step is rounded to float32 before
-    it is added, as ``cellpose.dynamics`` does, so that exactly followed
+    Each Euler step has Cellpose's arithmetic: the bilinear interpolation in
+    the precisions of ``cellpose.dynamics.map_coordinates`` (float32
+    fractions: some products float32, the rest float64, see below) and the
+    step rounded to float32 before it is added, so that exactly followed
     trajectories match Cellpose bit for bit; positions are clamped to the
     image. ``flow`` is (H, W, 2): a pixel's two components share a cache
     line, so an interpolation touches two lines (rows y0 and y1) instead of
