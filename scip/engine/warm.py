@@ -49,8 +49,7 @@ def _compile_share(names: list[str], rest: Sequence[str] = ()) -> dict[str, floa
         # pass meanwhile, which needs none of these kernels.
         secede()
     seconds = compile_kernels(names)
-    for name, took in compile_kernels([n for n in rest if n not in seconds]).items():
-        seconds.setdefault(name, took)
+    seconds.update(compile_kernels([n for n in rest if n not in seconds]))
     return seconds
 
 
