@@ -2,7 +2,7 @@
 
 One stack of ``bench_stitch.py --small`` (20 slices of 2048², ``--depth``
 12: few new objects per slice, where Cellpose is fastest), one thread, the
-median of ``--repeats`` runs of each stage over the whole stack: validating
+median of ``--repeats`` alternated runs of each stage over the whole stack: validating
 the slices (the pass that also gives each slice's label count), counting the
 overlaps of each pair of slices, resolving the labels slice by slice, writing
 the relabelled slices (into another array: each run reads the input
@@ -23,17 +23,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _timing import alternate  # noqa: E402
+
 from scip.segment import stitch  # noqa: E402
 from scip.segment._flows_synthetic import cell_stack  # noqa: E402
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,8 +68,8 @@ def main(argv: list[str] | None = None) -> None:
         "resolve": resolve,
         "write": lambda: [stitch._apply(stack[z], luts[z], work[z]) for z in range(nz)],
     }
-    for name, fn in stages.items():
-        print(f"{name:9s} {median_time(fn, args.repeats):.3f} s")
+    for name, timing in alternate(stages, args.repeats).items():
+        print(f"{name:9s} {timing.median:.3f} s")
     for _ in range(args.repeats):
         whole()
     print(f"{'in place':9s} {np.median(whole.times):.3f} s  (whole call; runs {np.round(whole.times, 3).tolist()})")
