@@ -118,7 +118,8 @@ def folds(data: Path) -> dict[str, list[str]]:
     return out
 
 
-def train_config(data: Path, held_out: list[str], output: Path, recipe: dict, threads: int) -> dict:
+def train_config(data: Path, held_out: list[str], output: Path, recipe: dict, threads: int,
+                 device: str = "cpu") -> dict:
     """Training config of one fold: all training-data images except the held-out ones, plus DSB unless held out."""
     exclude = ["*_nuclei.tif", "*_micronuclei.tif"] + ["/".join(Path(i).parts[-2:]) for i in held_out
                                                        if i.startswith("mnfinder/training-data/")]
@@ -128,21 +129,26 @@ def train_config(data: Path, held_out: list[str], output: Path, recipe: dict, th
         sources.append({"path": str(data / "stardist-dsb2018"), "images": "image.tif", "labels": "labels"})
     keys = ("crop", "batch_size", "epochs", "steps_per_epoch", "lr", "augment", "seed")
     return {"data": sources, "validation": [], "channels": ["nuclei"], "output": str(output), "monitor": "loss",
-            "tune_thresholds": False, "threads": threads, "device": "cpu", "patience": 1000,
+            "tune_thresholds": False, "threads": threads, "device": device, "patience": 1000,
             **{k: recipe[k] for k in keys if k in recipe}}
 
 
 def train_fold(data: Path, fold: str, held_out: list[str], cache: Path, recipe: dict, threads: int,
-               allow_train: bool) -> Path | None:
+               allow_train: bool, device: str = "cpu") -> Path | None:
     model = cache / fold / "model.pt"
-    if model.is_file():
+    # train() saves model.pt at every epoch's end but records the training images only when it finishes: a
+    # file without them is an interrupted training (a killed fold process), not a fold model.
+    complete = model.is_file() and bool(seen_ids(modelfile.load(model).meta))
+    if complete:
         return model
     if not allow_train:
         return None
     from scip.segment.unet.train import train
 
     t0 = time.perf_counter()
-    train(train_config(data, held_out, cache / fold, recipe, threads), base_dir=ROOT)
+    if model.is_file():
+        print(f"  {model}: an interrupted training (no training images recorded); resuming it", flush=True)
+    train(train_config(data, held_out, cache / fold, recipe, threads, device), base_dir=ROOT, resume=model.is_file())
     print(f"  trained fold {fold} in {time.perf_counter() - t0:.0f} s", flush=True)
     return model
 
@@ -237,6 +243,10 @@ def main() -> None:
     parser.add_argument("--reuse-scores", action="store_true",
                         help="reuse <cache>/<fold>/scores.json written by an earlier run (same model file)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where fold models train (scoring always runs on the CPU)")
+    parser.add_argument("--no-speed", action="store_true",
+                        help="skip the CPU tiles/s comparison (a fold run in parallel with others)")
     parser.add_argument("--post", action="store_true", help="also score post-processing variants of the new models")
     parser.add_argument("--recipe", type=Path, default=None, help="JSON file overriding RECIPE keys (experiments)")
     parser.add_argument("--shipped", default="nuclei", help="the new shipped model, for the speed comparison")
@@ -261,13 +271,14 @@ def main() -> None:
         held = all_folds[fold]
         print(f"fold {fold}: {len(held)} image(s)", flush=True)
         t0 = time.perf_counter()
-        model = train_fold(data, fold, held, args.cache, recipe, args.threads, not args.no_train)
+        model = train_fold(data, fold, held, args.cache, recipe, args.threads, not args.no_train, args.device)
         timing[fold] = time.perf_counter() - t0
         if args.train_only:
             continue
         if model is not None:
             new_seen = seen_ids(modelfile.load(model).meta)
-            assert new_seen and not new_seen & set(held), f"fold {fold}: the model trained on {new_seen & set(held)}"
+            assert new_seen, f"fold {fold}: {model} records no training images (an interrupted training?)"
+            assert not new_seen & set(held), f"fold {fold}: the model trained on {new_seen & set(held)}"
         saved = args.cache / fold / "scores.json"
         if args.reuse_scores and model is not None and saved.is_file():
             cached = json.loads(saved.read_text())
@@ -312,9 +323,10 @@ def main() -> None:
         mn_rows = [r["mn"]["new recipe"] for r in rows if "new recipe" in r["mn"]]
         if mn_rows:
             table[fold]["micronuclei (new recipe)"] = point_scores(mn_rows)
-    speed = tiles_per_second({"old model (v1)": OLD_MODEL, f"new shipped ({args.shipped})": modelfile.resolve(args.shipped)})
+    speed = {} if args.no_speed else tiles_per_second(
+        {"old model (v1)": OLD_MODEL, f"new shipped ({args.shipped})": modelfile.resolve(args.shipped)})
     result = {"folds": {n: all_folds[n] for n in names}, "recipe": recipe, "table": table, "per_image": per_image,
-              "fold_seconds": timing, "cellpose": cellpose, "speed_tiles_per_s": speed,
+              "fold_seconds": timing, "cellpose": cellpose, "speed_tiles_per_s": speed, "device": args.device,
               "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=float))
@@ -344,10 +356,11 @@ def markdown(result: dict, names: list[str], methods: list[str], argv: list[str]
         if s:
             lines.append(f"| {fold} | {s['n_true']} | {s['n_pred']} | {s['f1']:.3f} | {s['precision']:.3f} | "
                          f"{s['recall']:.3f} |")
-    lines += ["", f"CPU speed, 512x512 tiles/s, batch 4, {result['threads']} torch thread(s), median of 5 alternated runs: " +
-              ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
-                        for k, v in result["speed_tiles_per_s"].items()), "",
-              "Recipe: `" + json.dumps(result["recipe"]) + "`", ""]
+    if result["speed_tiles_per_s"]:
+        lines += ["", f"CPU speed, 512x512 tiles/s, batch 4, {result['threads']} torch thread(s), median of 5 alternated "
+                  "runs: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                                       for k, v in result["speed_tiles_per_s"].items())]
+    lines += ["", f"Fold models trained on: {result['device']}.", "", "Recipe: `" + json.dumps(result["recipe"]) + "`", ""]
     return "\n".join(lines)
 
 
