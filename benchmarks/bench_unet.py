@@ -162,6 +162,37 @@ def accuracy(images, segment_fn) -> tuple[dict, dict, float]:
     return {k: pool(v) for k, v in per_set.items()}, pool(scores), seconds
 
 
+def cuda_comparison(mf: modelfile.ModelFile, batch: np.ndarray, images, repeats: int) -> tuple[str, dict | None]:
+    """FP32 against FP16 autocast on CUDA: network tiles/s (batches of 2, 4x and 16x ``batch``, alternated) and
+    the validation images segmented whole with each (accuracy, s/image). A line and a dict; no GPU: a reason."""
+    if not torch.cuda.is_available():
+        return "skipped: torch.cuda.is_available() is False (no GPU on this machine)", None
+    p32 = load_predictor(mf.path, device="cuda", precision="fp32")
+    p16 = load_predictor(mf.path, device="cuda", precision="fp16")
+    out: dict = {"device": torch.cuda.get_device_name(0), "batches": {}}
+    for k in (2, 4, 16):
+        big = np.concatenate([batch] * k)
+
+        def synced(p, big=big):
+            p.forward(big)
+            torch.cuda.synchronize()
+
+        synced(p32), synced(p16)  # warm-up: cuDNN picks its algorithms on the first call of a shape
+        t = alternate({"fp32": lambda: synced(p32), "fp16": lambda: synced(p16)}, repeats)
+        out["batches"][len(big)] = {"fp32_tiles_per_s": len(big) / t["fp32"].median,
+                                    "fp16_tiles_per_s": len(big) / t["fp16"].median}
+    for name, p in (("fp32", p32), ("fp16", p16)):
+        _, total, seconds = accuracy(images, unet_segmenter(p))
+        out[name] = {"total": total, "seconds_per_image": seconds}
+    rates = "; ".join(f"batch {n}: FP32 {r['fp32_tiles_per_s']:.0f}, FP16 {r['fp16_tiles_per_s']:.0f} tiles/s of "
+                      f"{TILE}² ({r['fp16_tiles_per_s'] / r['fp32_tiles_per_s']:.2f}x)" for n, r in out["batches"].items())
+    line = (f"{out['device']}, median of {repeats} alternated runs: {rates}. Whole validation images (pipeline step, "
+            f"tiles of the pipeline's default size): FP32 F1@0.5 {out['fp32']['total']['f1']:.3f} at "
+            f"{out['fp32']['seconds_per_image']:.2f} s/image, FP16 {out['fp16']['total']['f1']:.3f} at "
+            f"{out['fp16']['seconds_per_image']:.2f} s/image")
+    return line, out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="nuclei")
@@ -171,12 +202,23 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=1024, help="side of the whole image run as each tool runs it")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "unet.md")
+    parser.add_argument("--cuda-only", action="store_true",
+                        help="only the CUDA FP32/FP16 comparison (no Cellpose needed), written to --out")
     args = parser.parse_args()
     load_start = os.getloadavg()
     torch.set_num_threads(args.threads)
     images = validation_images(args.data)
     mf = modelfile.load(args.model)
     batch = tiles(images, args.batch, mf.meta)
+    if args.cuda_only:
+        line, res = cuda_comparison(mf, batch, images, args.repeats)
+        print(f"CUDA FP32 vs FP16: {line}")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(f"# U-Net on CUDA: FP32 against FP16\n\nCommand: `python benchmarks/bench_unet.py --cuda-only "
+                            f"--repeats {args.repeats}`; torch {torch.__version__}, model `{args.model}` "
+                            f"({mf.describe()}).\n\n{line}.\n")
+        args.out.with_suffix(".json").write_text(json.dumps(res, indent=2))
+        return
     check = export_onnx(mf, Path(tempfile.mkdtemp()) / "model.onnx")
     cp_net = cellpose_network(args.threads)
     from cellpose import core as cp_core
@@ -249,22 +291,7 @@ def main() -> None:
     rows.append(("Otsu+watershed (classical)", None, seconds, total, per_set))
     print(f"Otsu+watershed: {seconds:.2f} s/image, F1 {total['f1']:.3f}", flush=True)
 
-    cuda = "skipped: torch.cuda.is_available() is False (no GPU on this machine)"
-    if torch.cuda.is_available():
-        big = np.concatenate([batch] * 2)
-        p32 = load_predictor(mf.path, device="cuda", precision="fp32")
-        p16 = load_predictor(mf.path, device="cuda", precision="fp16")
-
-        def synced(p):
-            p.forward(big)
-            torch.cuda.synchronize()
-
-        t = alternate({"fp32": lambda: synced(p32), "fp16": lambda: synced(p16)}, args.repeats)
-        r32, r16 = len(big) / t["fp32"].median, len(big) / t["fp16"].median
-        _, t16, _ = accuracy(images, unet_segmenter(p16))
-        cuda = (f"{torch.cuda.get_device_name(0)}, batches of {len(big)}: FP32 {r32:.1f} tiles/s, FP16 autocast "
-                f"{r16:.1f} tiles/s ({r16 / r32:.2f}x); FP16 F1@0.5 {t16['f1']:.3f}")
-        results["cuda"] = {"fp32_tiles_per_s": r32, "fp16_tiles_per_s": r16, "fp16_total": t16}
+    cuda, results["cuda"] = cuda_comparison(mf, batch, images, args.repeats)
     print(f"CUDA FP32 vs FP16: {cuda}")
     load_end = os.getloadavg()
     results["load_average_1_5_15"] = {"start": load_start, "end": load_end}
