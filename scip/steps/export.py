@@ -18,6 +18,9 @@ from scip.steps.micronuclei import COLUMNS as MICRONUCLEUS_COLUMNS
 
 #: The column of the cells' outlines (``output.polygons``).
 GEOMETRY = "geometry"
+# pandas 2 copies the float block in concat unless told not to; pandas 3 copies lazily (copy-on-write) and
+# warns that the keyword is deprecated.
+_CONCAT_NO_COPY = {"copy": False} if int(pd.__version__.split(".")[0]) < 3 else {}
 
 
 def add_polygons(records: list[ImageRecord | CellRecord], mask: str) -> list[ImageRecord | CellRecord]:
@@ -126,4 +129,4 @@ def cells_frame(records: Iterable[ImageRecord | CellRecord], columns: dict[str, 
     dtypes = {"str": "string", "int": "Int64", "wkb": object}
     others = pd.DataFrame({name: pd.array(values, dtype=dtypes[columns[name]])
                            for name, values in other.items()}, index=floats.index)
-    return pd.concat([others, floats], axis=1, copy=False)[list(columns)]
+    return pd.concat([others, floats], axis=1, **_CONCAT_NO_COPY)[list(columns)]
