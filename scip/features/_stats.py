@@ -291,11 +291,16 @@ def _run_stats_sorted(x, out, i):  # pragma: no cover - compiled
     _shape_moments(out, i, mean, m2, m3, m4)
 
 
+# A module constant, which numba freezes into the code: np.finfo inside a
+# compiled function is two more numba overloads to compile on an empty cache.
+_EPS = float(np.finfo(np.float64).eps)
+
+
 @helper
 def _shape_moments(out, i, mean, m2, m3, m4):  # pragma: no cover - compiled
     # scipy.stats' test for "all values equal" (current scipy uses eps;
     # older releases used the coarser finfo resolution, 1e-15).
-    if m2 > (np.finfo(np.float64).eps * mean) ** 2:
+    if m2 > (_EPS * mean) ** 2:
         out[i, 9] = m3 / m2**1.5
         out[i, 10] = m4 / m2**2 - 3.0
 
