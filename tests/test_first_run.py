@@ -129,6 +129,28 @@ def test_kernels_that_share_compiled_helpers_are_bundled():
                 assert a.bundle is not None and a.bundle == b.bundle, (a.name, b.name, sorted(shared))
 
 
+def test_kernels_call_no_numba_overloads_that_cost_compile_time():
+    """Issue 18: on an empty cache numba compiles each overload it meets once per argument types and flag
+    set (kernels and helpers differ), and types an ``inline="always"`` function again at every call site.
+    The kernels and the helpers they reach allocate with np.empty only and compare instead of min/max."""
+    from numba.core.dispatcher import Dispatcher
+
+    costly = {"min", "max", "zeros", "full", "ones", "arange", "finfo", "zeros_like", "full_like"}
+    for kernel in warmup.KERNELS:
+        reached = [kernel.dispatcher]
+        for key in _compiled_callees(kernel.dispatcher):
+            module, name = key.rsplit(".", 1)
+            reached.append(getattr(importlib.import_module(module), name))
+        for dispatcher in reached:
+            fn = dispatcher.py_func
+            called = costly & set(fn.__code__.co_names)
+            assert not called, (fn.__qualname__, sorted(called))
+            for name in fn.__code__.co_names:
+                target = fn.__globals__.get(name)
+                if isinstance(target, Dispatcher):
+                    assert target.targetoptions.get("inline") != "always", (fn.__qualname__, name)
+
+
 def test_compile_kernels_names_an_unknown_kernel():
     with pytest.raises(ValueError, match="'nope'.*_glcm.haralick_runs"):
         warmup.compile_kernels(["nope"])

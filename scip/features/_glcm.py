@@ -29,7 +29,6 @@ How the Haralick kernel saves work, per object and channel:
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from ._jit import helper, kernel
@@ -47,17 +46,14 @@ def log2_table(n: int) -> np.ndarray:
     return table
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _u(i):  # pragma: no cover - compiled
-    # An unsigned index spares numba's negative-index wraparound on every
-    # access whose index it cannot prove non-negative (~2x in the loops below).
-    return np.uintp(i)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
+@helper
 def _lg(n, table):  # pragma: no cover - compiled
+    # A helper, not ``inline="always"``: numba inlines such a function into
+    # the IR of every call site (eight here) and types each copy again, which
+    # cost compile time on an empty cache; LLVM inlines this small function
+    # into its callers anyway.
     if n < table.shape[0]:
-        return table[_u(n)]
+        return table[np.uintp(n)]
     return np.log2(float(n))
 
 
@@ -92,8 +88,13 @@ def _quantize_run(x, n_levels, lo, hi, use_range, out):  # pragma: no cover - co
     scale = n_levels / span
     for k in range(n):
         # clipped, so v - vmin >= 0 and int() is floor()
-        q = int((min(max(x[k], vmin), vmax) - vmin) * scale) + 1
-        out[k] = min(q, n_levels)
+        v = x[k]
+        if vmin > v:  # max(v, vmin), min(., vmax) as Python's builtins
+            v = vmin
+        if vmax < v:
+            v = vmax
+        q = int((v - vmin) * scale) + 1
+        out[k] = n_levels if n_levels < q else q
     return True
 
 
@@ -141,41 +142,41 @@ def _haralick13(cnt, m, lv, npairs, table, rsum, pp, pm, out):  # pragma: no cov
         # all levels of the range present: p_{x+y}, p_{x-y} are contiguous in b
         for a in range(m):
             base = a * m
-            s = 2 * cnt[_u(base + a)]
+            s = 2 * cnt[np.uintp(base + a)]
             ra = s
-            pp[_u(2 * a)] += s
+            pp[np.uintp(2 * a)] += s
             pm[0] += s
             asq += s * s
             e_diag += s * (lgT - _lg(s, table))
             for b in range(a + 1, m):
-                s = cnt[_u(base + b)]
+                s = cnt[np.uintp(base + b)]
                 ra += s
-                rsum[_u(b)] += s
-                pp[_u(a + b)] += 2 * s
-                pm[_u(b - a)] += 2 * s
+                rsum[np.uintp(b)] += s
+                pp[np.uintp(a + b)] += 2 * s
+                pm[np.uintp(b - a)] += 2 * s
                 asq += 2 * s * s
-                e_off += s * (lgT - _lg(s, table))
-            rsum[_u(a)] += ra
+                e_off += s * (lgT - _lg(np.int64(s), table))  # int64 as elsewhere: one specialization
+            rsum[np.uintp(a)] += ra
     else:
         for a in range(m):
             base = a * m
-            la = lv[_u(a)] - l0
-            s = 2 * cnt[_u(base + a)]
+            la = lv[np.uintp(a)] - l0
+            s = 2 * cnt[np.uintp(base + a)]
             ra = s
-            pp[_u(2 * la)] += s
+            pp[np.uintp(2 * la)] += s
             pm[0] += s
             asq += s * s
             e_diag += s * (lgT - _lg(s, table))
             for b in range(a + 1, m):
-                s = cnt[_u(base + b)]
-                lb = lv[_u(b)] - l0
+                s = cnt[np.uintp(base + b)]
+                lb = lv[np.uintp(b)] - l0
                 ra += s
-                rsum[_u(b)] += s
-                pp[_u(la + lb)] += 2 * s
-                pm[_u(lb - la)] += 2 * s
+                rsum[np.uintp(b)] += s
+                pp[np.uintp(la + lb)] += 2 * s
+                pm[np.uintp(lb - la)] += 2 * s
                 asq += 2 * s * s
-                e_off += s * (lgT - _lg(s, table))
-            rsum[_u(a)] += ra
+                e_off += s * (lgT - _lg(np.int64(s), table))  # int64 as elsewhere: one specialization
+            rsum[np.uintp(a)] += ra
     entropy = (e_diag + 2.0 * e_off) / Tf
     # marginal p_x (== p_y): moments and entropy
     sx1 = 0
@@ -268,36 +269,45 @@ def haralick_runs(values, starts, counts, rows, cols, offsets, n_levels, lo, hi,
     n_obj = starts.shape[0]
     n_ch = values.shape[0]
     n_off = offsets.shape[0]
-    out = np.full((n_obj, n_ch, n_off, 13), np.nan)
+    out = np.empty((n_obj, n_ch, n_off, 13), np.float64)
+    out[:] = np.nan
     L = n_levels
     LL = L * L
     dmax = 0
     for o in range(n_off):
-        dmax = max(dmax, offsets[o, 0], abs(offsets[o, 1]))
-    cnt = np.zeros(LL, np.int32)   # upper triangle, stride m
-    lev = np.zeros(0, np.uint8)
-    crop = np.zeros(0, np.uint8)
-    pos = np.zeros(0, np.intp)
-    lv = np.zeros(L, np.int64)
-    compact = np.zeros(L + 1, np.uint8)
-    rsum = np.zeros(L, np.int64)
-    pp = np.zeros(2 * L, np.int64)
-    pm = np.zeros(L, np.int64)
+        if offsets[o, 0] > dmax:
+            dmax = offsets[o, 0]
+        if abs(offsets[o, 1]) > dmax:
+            dmax = abs(offsets[o, 1])
+    # Scratch buffers, each set before it is read (cnt, compact and crop
+    # below, rsum, pp and pm in _haralick13): np.empty only, for numba has one
+    # overload fewer to compile when no np.zeros is called (issue 18).
+    cnt = np.empty(LL, np.int32)   # upper triangle, stride m
+    lev = np.empty(0, np.uint8)
+    crop = np.empty(0, np.uint8)
+    pos = np.empty(0, np.intp)
+    lv = np.empty(L, np.int64)
+    compact = np.empty(L + 1, np.uint8)
+    rsum = np.empty(L, np.int64)
+    pp = np.empty(2 * L, np.int64)
+    pm = np.empty(L, np.int64)
     for i in range(n_obj):
         s0 = starts[i]
         n = counts[i]
         if n == 0:
             continue
         if lev.shape[0] < n:
-            lev = np.zeros(n, np.uint8)
-            pos = np.zeros(n, np.intp)
+            lev = np.empty(n, np.uint8)
+            pos = np.empty(n, np.intp)
         r0 = rows[s0]  # raster order: first and last pixel hold the lowest and highest row
         h = rows[s0 + n - 1] - r0 + 1
         c0 = cols[s0]
         c1 = c0
         for k in range(s0, s0 + n):
-            c0 = min(c0, cols[k])
-            c1 = max(c1, cols[k])
+            if cols[k] < c0:
+                c0 = cols[k]
+            if cols[k] > c1:
+                c1 = cols[k]
         w = c1 - c0 + 1
         # Bounding-box crop padded by dmax columns on both sides and dmax rows
         # below, so that p + offset (d_row >= 0) is always inside it; per pixel
@@ -305,7 +315,7 @@ def haralick_runs(values, starts, counts, rows, cols, offsets, n_levels, lo, hi,
         wp = w + 2 * dmax
         size = (h + dmax) * wp
         if crop.shape[0] < size:
-            crop = np.zeros(max(size, 2 * crop.shape[0]), np.uint8)
+            crop = np.empty(size if size > 2 * crop.shape[0] else 2 * crop.shape[0], np.uint8)
         for k in range(n):
             pos[k] = (rows[s0 + k] - r0) * wp + cols[s0 + k] - c0 + dmax
         for ch in range(n_ch):
@@ -321,7 +331,8 @@ def haralick_runs(values, starts, counts, rows, cols, offsets, n_levels, lo, hi,
             for q in range(1, L + 1):
                 if compact[q]:
                     m += 1
-                    lmin = min(lmin, q)
+                    if q < lmin:
+                        lmin = q
                     lmax = q
             if (lmax - lmin + 1) ** 2 <= 2 * m * m:
                 # few levels missing: keep the whole range (the rows and
@@ -339,7 +350,7 @@ def haralick_runs(values, starts, counts, rows, cols, offsets, n_levels, lo, hi,
                         compact[q] = m
             crop[:size] = 0
             for k in range(n):
-                crop[_u(pos[k])] = compact[lev[k]]
+                crop[np.uintp(pos[k])] = compact[lev[k]]
             for o in range(n_off):
                 if offsets[o, 0] >= h or abs(offsets[o, 1]) >= w:
                     continue  # no pair fits in the bounding box: stays NaN
@@ -348,12 +359,14 @@ def haralick_runs(values, starts, counts, rows, cols, offsets, n_levels, lo, hi,
                 step = offsets[o, 0] * wp + offsets[o, 1]
                 for k in range(n):
                     pa = pos[k]
-                    y = crop[_u(pa + step)]
+                    y = crop[np.uintp(pa + step)]
                     if y == 0:
                         continue
-                    x = crop[_u(pa)]
+                    x = crop[np.uintp(pa)]
                     npairs += 1
-                    cnt[_u((min(x, y) - 1) * m + max(x, y) - 1)] += 1
+                    if y < x:  # pairs counted in the upper triangle: (min - 1) * m + max - 1
+                        x, y = y, x
+                    cnt[np.uintp((x - 1) * m + y - 1)] += 1
                 if npairs:
                     _haralick13(cnt, m, lv, npairs, table, rsum, pp, pm, out[i, ch, o])
     return out
@@ -373,12 +386,12 @@ def sobel_runs(image, rows, cols):  # pragma: no cover - compiled
     for k in range(rows.shape[0]):
         r = rows[k]
         c = cols[k]
-        ru = _u(r - 1 if r > 0 else 0)
-        rd = _u(r + 1 if r < H - 1 else H - 1)
-        cl = _u(c - 1 if c > 0 else 0)
-        cr = _u(c + 1 if c < W - 1 else W - 1)
-        r_ = _u(r)
-        c_ = _u(c)
+        ru = np.uintp(r - 1 if r > 0 else 0)
+        rd = np.uintp(r + 1 if r < H - 1 else H - 1)
+        cl = np.uintp(c - 1 if c > 0 else 0)
+        cr = np.uintp(c + 1 if c < W - 1 else W - 1)
+        r_ = np.uintp(r)
+        c_ = np.uintp(c)
         # float64 before subtracting: unsigned pixels would wrap around.
         a = np.float64(image[ru, cl])
         b = np.float64(image[ru, c_])

@@ -44,7 +44,8 @@ class Groups:
 def _counting_sort(flat, max_label):  # pragma: no cover - compiled
     # Two passes over the image, no comparison sort: raster order within a
     # label comes for free.
-    counts = np.zeros(max_label + 1, np.int64)
+    counts = np.empty(max_label + 1, np.int64)
+    counts[:] = 0
     for v in flat:
         counts[v] += 1
     n_labels = 0
@@ -54,7 +55,7 @@ def _counting_sort(flat, max_label):  # pragma: no cover - compiled
     ids = np.empty(n_labels, np.int64)
     starts = np.empty(n_labels, np.int64)
     sizes = np.empty(n_labels, np.int64)
-    cursor = np.zeros(max_label + 1, np.int64)
+    cursor = np.empty(max_label + 1, np.int64)  # set below for every label present, read only for those
     k = 0
     total = 0
     for v in range(1, max_label + 1):

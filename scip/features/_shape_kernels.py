@@ -64,11 +64,6 @@ _EULER_COEFS = np.array([0, 0, 0, 0, 0, 0, -1, 0, 1, 0, 0, 0, 0, 0, -1, 0], dtyp
 
 
 @helper
-def _cross(oy, ox, ay, ax, by, bx):
-    return (ay - oy) * (bx - ox) - (ax - ox) * (by - oy)
-
-
-@helper
 def _envelope(ys, xs, n, lower, out_y, out_x):
     """Convex envelope of points sorted by strictly increasing ``ys``.
 
@@ -81,7 +76,10 @@ def _envelope(ys, xs, n, lower, out_y, out_x):
         y = ys[t]
         x = xs[t]
         while k >= 2:
-            c = _cross(out_y[k - 2], out_x[k - 2], out_y[k - 1], out_x[k - 1], y, x)
+            # cross product (a - o) x (b - o), o and a the last two points, b the new
+            oy = out_y[k - 2]
+            ox = out_x[k - 2]
+            c = (out_y[k - 1] - oy) * (x - ox) - (out_x[k - 1] - ox) * (y - oy)
             # Andrew's monotone chain with y as the abscissa: the lower chain
             # (left boundary) needs strictly positive turns, the upper negative.
             if (lower and c <= 0) or ((not lower) and c >= 0):
@@ -92,16 +90,6 @@ def _envelope(ys, xs, n, lower, out_y, out_x):
         out_x[k] = x
         k += 1
     return k
-
-
-@helper
-def _floor_div(a, b):
-    return a // b
-
-
-@helper
-def _ceil_div(a, b):
-    return -((-a) // b)
 
 
 @helper
@@ -131,10 +119,10 @@ def _convex_rows(first, last, h, w, ys, xs, cy, cx, lo, hi):
             best = 1 << 40
             ra = (Y - 1) // 2
             rb = (Y + 1) // 2
-            if ra >= 0 and last[ra] >= 0:
-                best = min(best, 2 * first[ra])
-            if rb < h and last[rb] >= 0:
-                best = min(best, 2 * first[rb])
+            if ra >= 0 and last[ra] >= 0 and 2 * first[ra] < best:
+                best = 2 * first[ra]
+            if rb < h and last[rb] >= 0 and 2 * first[rb] < best:
+                best = 2 * first[rb]
             if best < (1 << 40):
                 ys[n] = Y
                 xs[n] = best
@@ -146,11 +134,11 @@ def _convex_rows(first, last, h, w, ys, xs, cy, cx, lo, hi):
         while t + 1 < nl and cy[t + 1] < Y:
             t += 1
         if cy[t] == Y or t + 1 >= nl:
-            lo[r] = _ceil_div(cx[t], np.int64(2))
+            lo[r] = -((-cx[t]) // 2)  # ceiling division
         else:
             den = cy[t + 1] - cy[t]
             num = cx[t] * den + (Y - cy[t]) * (cx[t + 1] - cx[t])
-            lo[r] = _ceil_div(num, 2 * den)
+            lo[r] = -((-num) // (2 * den))
     # Right boundary.
     n = np.intp(0)
     for Y in range(-1, 2 * h):
@@ -165,10 +153,10 @@ def _convex_rows(first, last, h, w, ys, xs, cy, cx, lo, hi):
             best = -(1 << 40)
             ra = (Y - 1) // 2
             rb = (Y + 1) // 2
-            if ra >= 0 and last[ra] >= 0:
-                best = max(best, 2 * last[ra])
-            if rb < h and last[rb] >= 0:
-                best = max(best, 2 * last[rb])
+            if ra >= 0 and last[ra] >= 0 and 2 * last[ra] > best:
+                best = 2 * last[ra]
+            if rb < h and last[rb] >= 0 and 2 * last[rb] > best:
+                best = 2 * last[rb]
             if best > -(1 << 40):
                 ys[n] = Y
                 xs[n] = best
@@ -181,11 +169,11 @@ def _convex_rows(first, last, h, w, ys, xs, cy, cx, lo, hi):
         while t + 1 < nr and cy[t + 1] < Y:
             t += 1
         if cy[t] == Y or t + 1 >= nr:
-            hi[r] = _floor_div(cx[t], np.int64(2))
+            hi[r] = cx[t] // 2
         else:
             den = cy[t + 1] - cy[t]
             num = cx[t] * den + (Y - cy[t]) * (cx[t + 1] - cx[t])
-            hi[r] = _floor_div(num, 2 * den)
+            hi[r] = num // (2 * den)
         if lo[r] < 0:
             lo[r] = 0
         if hi[r] > w - 1:
@@ -242,15 +230,15 @@ def _feret_max(lo, hi, h, ys, xs, cy, cx, vy, vx):
                     mx = b1
                 else:
                     if a1 != a2:
-                        mn = min(a1, a2)
+                        mn = a2 if a2 < a1 else a1
                     elif b1 != b2:
-                        mn = min(b1, b2) + 1
+                        mn = (b2 if b2 < b1 else b1) + 1
                     else:
                         continue
                     if b1 != b2:
-                        mx = max(b1, b2)
+                        mx = b2 if b2 > b1 else b1
                     else:
-                        mx = max(a1, a2) - 1
+                        mx = (a2 if a2 > a1 else a1) - 1
                 ys[n] = Y
                 xs[n] = 2 * mn if side == 0 else 2 * mx
                 n += 1
@@ -362,12 +350,16 @@ def _min_width(hi_, hj, k):
 
 
 @helper
-def _cp_enclosing_circle(hi_, hj, k, out):
+def _cp_enclosing_circle(hi_, hj, k, within, proxy, out):
     """centrosome ``minimum_enclosing_circle`` (Chrystal's algorithm) on one hull.
 
     ``hi_``, ``hj`` are the hull vertices in image coordinates and in
     centrosome's order; the arithmetic is centrosome's, operation for
     operation, so the circle comes out with the same floating-point values.
+    ``within`` (int64) and ``proxy`` (float64), of length ``k`` at least, are
+    scratch space the caller allocates once for all objects: allocating here
+    cost time per object, and compiling numba's ``np.arange`` / ``np.empty``
+    once more for this helper's flags cost compile time on an empty cache.
     Writes ``(center_i, center_j, radius)`` into ``out``.
     """
     if k == 1:
@@ -384,8 +376,8 @@ def _cp_enclosing_circle(hi_, hj, k, out):
         out[1] = cj
         out[2] = math.sqrt(di * di + dj * dj)
         return
-    within = np.arange(k)
-    proxy = np.empty(k, np.float64)
+    for v in range(k):
+        within[v] = v
     s0 = 0
     s1 = 1
     for _ in range(4 * k + 16):
@@ -539,31 +531,36 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, r
             max_h = height[k]
         if bwidth[k] > max_w:
             max_w = bwidth[k]
-    mask = np.zeros(max_box, dtype=np.uint8)
-    border = np.zeros(max_box, dtype=np.uint8)
-    stack = np.empty(max_box, dtype=np.int32)
-    first = np.empty(max_h, dtype=np.int64)
-    last = np.empty(max_h, dtype=np.int64)
-    lo = np.empty(max_h, dtype=np.int64)
-    hi = np.empty(max_h, dtype=np.int64)
-    top = np.empty(max_w, dtype=np.int64)
-    bottom = np.empty(max_w, dtype=np.int64)
+    # Scratch buffers, each set before it is read (mask, border and hist per
+    # object below): np.empty only, for numba has one overload fewer to
+    # compile when no np.zeros is called (issue 18).
+    mask = np.empty(max_box, np.uint8)
+    border = np.empty(max_box, np.uint8)
+    stack = np.empty(max_box, np.int32)
+    first = np.empty(max_h, np.int64)
+    last = np.empty(max_h, np.int64)
+    lo = np.empty(max_h, np.int64)
+    hi = np.empty(max_h, np.int64)
+    top = np.empty(max_w, np.int64)
+    bottom = np.empty(max_w, np.int64)
     npts = 2 * max_h + 4
-    ys = np.empty(npts, dtype=np.int64)
-    xs = np.empty(npts, dtype=np.int64)
-    cy = np.empty(npts, dtype=np.int64)
-    cx = np.empty(npts, dtype=np.int64)
-    vy = np.empty(2 * npts, dtype=np.int64)
-    vx = np.empty(2 * npts, dtype=np.int64)
-    hull_i = np.empty(2 * max_w + 4, dtype=np.int64)
-    hull_j = np.empty(2 * max_w + 4, dtype=np.int64)
+    ys = np.empty(npts, np.int64)
+    xs = np.empty(npts, np.int64)
+    cy = np.empty(npts, np.int64)
+    cx = np.empty(npts, np.int64)
+    vy = np.empty(2 * npts, np.int64)
+    vx = np.empty(2 * npts, np.int64)
+    hull_i = np.empty(2 * max_w + 4, np.int64)
+    hull_j = np.empty(2 * max_w + 4, np.int64)
     circle = np.empty(3, np.float64)
-    hist = np.zeros(16, dtype=np.int64)
-    rowsum = np.zeros(4, np.float64)
+    within = np.empty(2 * max_w + 4, np.int64)
+    proxy = np.empty(2 * max_w + 4, np.float64)
+    hist = np.empty(16, np.int64)
+    rowsum = np.empty(4, np.float64)
     rowpow = np.empty((max_h, 4), np.float64)
     ypow = np.empty(degree + 1, np.float64)
-    spow = np.zeros(degree + 1, np.float64)
-    mono_start = np.empty(degree + 1, dtype=np.int64)
+    spow = np.empty(degree + 1, np.float64)
+    mono_start = np.empty(degree + 1, np.int64)
     m = 0
     for a in range(degree + 1):
         mono_start[a] = m
@@ -699,7 +696,7 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, r
             hull_i[t] += ri
             hull_j[t] += cj0
         out[k, 6] = _min_width(hull_i, hull_j, nh)
-        _cp_enclosing_circle(hull_i, hull_j, nh, circle)
+        _cp_enclosing_circle(hull_i, hull_j, nh, within, proxy, circle)
         ci = circle[0]
         cj = circle[1]
         rad = circle[2]

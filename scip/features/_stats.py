@@ -44,14 +44,8 @@ def _quantile_sorted(x, q):  # pragma: no cover - compiled
     virtual = q * (len(x) - 1)
     below = int(np.floor(virtual))
     frac = virtual - below
-    above = min(below + 1, len(x) - 1)
+    above = below + 1 if below + 1 < len(x) - 1 else len(x) - 1
     return x[below] + (x[above] - x[below]) * frac
-
-
-@helper
-def _before(a, b):  # pragma: no cover - compiled
-    # numpy's sort order: NaN after every number.
-    return a < b or (b != b and a == a)
 
 
 @helper
@@ -61,7 +55,8 @@ def _first_not_before(x, m):  # pragma: no cover - compiled
     hi = len(x)
     while lo < hi:
         mid = (lo + hi) >> 1
-        if _before(x[mid], m):
+        xm = x[mid]
+        if xm < m or (m != m and xm == xm):  # xm before m in numpy's sort order (NaN after every number)
             lo = mid + 1
         else:
             hi = mid
@@ -215,11 +210,6 @@ def _range_max(a, lo, hi):  # pragma: no cover - compiled
 
 
 @helper
-def _lerp(below, above, frac):  # pragma: no cover - compiled
-    return below + (above - below) * frac
-
-
-@helper
 def _successor(a, b, c, nb, at_nb, after_nb):  # pragma: no cover - compiled
     """Order statistic b + 1 of a[:c], given that b and the next selected position nb >= b are in place.
 
@@ -257,7 +247,10 @@ def _quartiles(a, c):  # pragma: no cover - compiled
         _select(a, np.intp(0), bm, bl)
     lq_b = a[bl]
     lq_a = _successor(a, bl, c, bm, med_b, med_a)
-    return (_lerp(lq_b, lq_a, v_l - bl), _lerp(med_b, med_a, v_m - bm), _lerp(uq_b, uq_a, v_u - bu))
+    # linear interpolation below + (above - below) * fraction, written out
+    # (each small helper is one more function to compile on an empty cache)
+    return (lq_b + (lq_a - lq_b) * (v_l - bl), med_b + (med_a - med_b) * (v_m - bm),
+            uq_b + (uq_a - uq_b) * (v_u - bu))
 
 
 @helper
@@ -298,11 +291,16 @@ def _run_stats_sorted(x, out, i):  # pragma: no cover - compiled
     _shape_moments(out, i, mean, m2, m3, m4)
 
 
+# A module constant, which numba freezes into the code: np.finfo inside a
+# compiled function is two more numba overloads to compile on an empty cache.
+_EPS = float(np.finfo(np.float64).eps)
+
+
 @helper
 def _shape_moments(out, i, mean, m2, m3, m4):  # pragma: no cover - compiled
     # scipy.stats' test for "all values equal" (current scipy uses eps;
     # older releases used the coarser finfo resolution, 1e-15).
-    if m2 > (np.finfo(np.float64).eps * mean) ** 2:
+    if m2 > (_EPS * mean) ** 2:
         out[i, 9] = m3 / m2**1.5
         out[i, 10] = m4 / m2**2 - 3.0
 
@@ -310,10 +308,12 @@ def _shape_moments(out, i, mean, m2, m3, m4):  # pragma: no cover - compiled
 @kernel
 def _run_stats(values, starts, counts):  # pragma: no cover - compiled
     n = len(starts)
-    out = np.full((n, 11), np.nan)
+    out = np.empty((n, 11), np.float64)
+    out[:] = np.nan
     longest = 0
     for i in range(n):
-        longest = max(longest, counts[i])
+        if counts[i] > longest:
+            longest = counts[i]
     buf = np.empty(longest, np.float64)
     dev = np.empty(longest, np.float64)
     for i in range(n):
@@ -356,7 +356,10 @@ def _run_stats(values, starts, counts):  # pragma: no cover - compiled
         # ``reach`` of the median, so the deviations up to the middle one are
         # among those no larger than ``reach``: only they need selecting.
         half = c // 2
-        reach = max(median - buf[int(np.floor(0.25 * (c - 1)))], buf[int(np.floor(0.75 * (c - 1)))] - median)
+        reach = median - buf[int(np.floor(0.25 * (c - 1)))]
+        upper = buf[int(np.floor(0.75 * (c - 1)))] - median
+        if upper > reach:  # as max(): the second only when it is greater
+            reach = upper
         m = 0
         for j in range(c):
             d = abs(buf[j] - median)

@@ -147,7 +147,8 @@ def _edge_pixels(labels, index, width, outside, use_outside):  # pragma: no cove
     # Stamps 1 and 2 alternate: a pixel still there at erosion t has no
     # same-label 4-neighbour removed before t - 1 (it would have gone at t - 1
     # itself), so "removed before t" is "stamped, and not with t's stamp".
-    removed = np.zeros(H * W, np.uint8)
+    removed = np.empty(H * W, np.uint8)
+    removed[:] = 0
     for t in range(width):
         now = np.uint8(1 + t % 2)
         for k in range(index.shape[0]):
@@ -231,10 +232,13 @@ def _band_owned(labels, usable, lab, rr, cc, starts, counts, width, region_pos):
             h += 1
         span[dr + width] = h
     # Owner (region + 1; 0 none) and its squared distance, per image pixel.
-    # np.zeros maps zero pages lazily: only the pages near regions get touched,
-    # and no sort of the candidates is needed to resolve pixels two regions reach.
-    owner = np.zeros(H * W, np.int32)
-    dist = np.zeros(H * W, np.int32)
+    # Whole-image arrays: no sort of the candidates is needed to resolve pixels
+    # two regions reach. Zeroed by slice assignment, not np.zeros, which is one
+    # more numba overload to compile on an empty cache (both end in a memset).
+    owner = np.empty(H * W, np.int32)
+    owner[:] = 0
+    dist = np.empty(H * W, np.int32)
+    dist[:] = 0
     box = np.empty((n_regions, 4), np.int64)
     best_buf = np.empty(0, np.int64)
     for i in range(n_regions):
@@ -245,14 +249,18 @@ def _band_owned(labels, usable, lab, rr, cc, starts, counts, width, region_pos):
         c0 = cc[s]
         c1 = cc[s]
         for j in range(s, e):
-            r0 = min(r0, rr[j])
-            r1 = max(r1, rr[j])
-            c0 = min(c0, cc[j])
-            c1 = max(c1, cc[j])
-        r0 = max(r0 - width, 0)
-        c0 = max(c0 - width, 0)
-        r1 = min(r1 + width, H - 1)
-        c1 = min(c1 + width, W - 1)
+            if rr[j] < r0:
+                r0 = rr[j]
+            if rr[j] > r1:
+                r1 = rr[j]
+            if cc[j] < c0:
+                c0 = cc[j]
+            if cc[j] > c1:
+                c1 = cc[j]
+        r0 = r0 - width if r0 - width > 0 else 0
+        c0 = c0 - width if c0 - width > 0 else 0
+        r1 = r1 + width if r1 + width < H - 1 else H - 1
+        c1 = c1 + width if c1 + width < W - 1 else W - 1
         box[i, 0] = r0
         box[i, 1] = c0
         box[i, 2] = r1
@@ -270,15 +278,17 @@ def _band_owned(labels, usable, lab, rr, cc, starts, counts, width, region_pos):
                     continue
                 h = span[dr + width]
                 dr2 = dr * dr
-                ca = max(cj - h, 0)
-                cb = min(cj + h, W - 1)
+                ca = cj - h if cj - h > 0 else 0
+                cb = cj + h if cj + h < W - 1 else W - 1
                 # flat, unsigned positions in the window: no 2-D view per row
                 # and no negative-index handling in the innermost loop
                 base = (r - r0) * ww - c0
                 for c in range(ca, cb + 1):
                     dc = c - cj
                     at = np.uintp(base + c)
-                    best_buf[at] = min(best_buf[at], dr2 + dc * dc)
+                    cand = dr2 + dc * dc
+                    if cand < best_buf[at]:
+                        best_buf[at] = cand
         for a in range(hh):
             for b in range(ww):
                 d2 = best_buf[a * ww + b]
@@ -347,10 +357,12 @@ def _run_median(values, starts, counts):  # pragma: no cover - compiled
     # result to where a NaN lands); ours rather than numba's np.median, which
     # compiles its selection and quicksort in every process (about 1.5 CPU
     # seconds of a fresh cache).
-    out = np.full(len(starts), np.nan)
+    out = np.empty(len(starts), np.float64)
+    out[:] = np.nan
     longest = 0
     for i in range(len(starts)):
-        longest = max(longest, counts[i])
+        if counts[i] > longest:
+            longest = counts[i]
     buf = np.empty(longest, np.float64)
     for i in range(len(starts)):
         c = counts[i]
