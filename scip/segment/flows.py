@@ -53,7 +53,8 @@ shares the per-pixel work and the masks of the flow check out to threads.
 
 Memory and passes: one pass over the tile builds the step field (H, W, 2:
 a pixel's two components in one cache line), the list of cell pixels and
-their index; everything after the following works on that list and on the
+their index (on one thread in bands of rows, each band's successor table
+made while its rows are cached: :func:`_prepare_successors`); everything after the following works on that list and on the
 masks' boxes (labels, sizes, boxes, hole filling, renumbering), never on
 the whole tile again, and the two buffers of that first pass, zeroed at the
 cell pixels, serve as histogram, grown seeds and label image. Seeds are
