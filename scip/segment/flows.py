@@ -383,22 +383,7 @@ def _prepare(dP, cell, flow, index, ys, xs):
     plus one, 0 off cells. Every pixel is written (the arrays come from
     ``np.empty``): the pages are touched once, not zeroed first.
     """
-    five = np.float32(5.0)
-    zero = np.float32(0.0)
-    k = 0
-    for y in range(cell.shape[0]):
-        for x in range(cell.shape[1]):
-            if cell[y, x]:
-                flow[y, x, 0] = dP[0, y, x] / five
-                flow[y, x, 1] = dP[1, y, x] / five
-                ys[k] = y
-                xs[k] = x
-                k += 1
-                index[y, x] = k
-            else:
-                flow[y, x, 0] = zero
-                flow[y, x, 1] = zero
-                index[y, x] = 0
+    _prepare_rows(dP, cell, flow, index, ys, xs, 0, cell.shape[0], 0)
 
 
 @numba.njit(cache=True, nogil=True)
