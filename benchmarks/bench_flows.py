@@ -76,15 +76,20 @@ def _mnfinder_images() -> list[tuple[np.ndarray, np.ndarray]]:
     return pairs
 
 
-def make_model(path: Path, epochs: int) -> None:
+def make_model(path: Path, epochs: int, seed: int = 0) -> None:
     """Train a Cellpose 3 network from random weights on the mnfinder training nuclei (CPU).
 
     112-pixel crops instead of Cellpose's 224 keep a CPU epoch short; the
     model only has to give realistic, imperfect flows, not good masks.
+    ``seed`` seeds torch (initial weights, batches) and numpy (Cellpose's
+    augmentation): unseeded, two runs gave models far apart (one whose masks
+    all failed the flow check).
     """
     import torch
     from cellpose import models, train
 
+    torch.manual_seed(seed)
+    np.random.seed(seed)
     pairs = _mnfinder_images()
     model = models.CellposeModel(pretrained_model=False, device=torch.device("cpu"))  # random weights
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,6 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, help="a local Cellpose 3 model file for the 'model' case")
     parser.add_argument("--make-model", type=Path, help="train a model to this file and exit")
     parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0, help="seed of --make-model's training")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads for training and the network")
     parser.add_argument("--stages", action="store_true", help="also time each step of scip (one thread)")
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (holds mnfinder/)")
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.torch_threads)
     if args.make_model:
-        make_model(args.make_model.expanduser(), args.epochs)
+        make_model(args.make_model.expanduser(), args.epochs, args.seed)
         return
     jumps = [None if j == "None" else int(j) for j in args.jumps]
     # Compile the numba kernels (both implementations) outside the timings.

@@ -125,6 +125,27 @@ def test_batched_steps_follow_the_arithmetic_at_the_borders(drift):
     np.testing.assert_array_equal(ours.view(np.uint32), euler_steps(flow, ys, xs, 30).view(np.uint32))
 
 
+@pytest.mark.parametrize("drift", [(0.5, 0.0), (6.0, 1.0), (-6.0, -2.0), (40.0, 0.0), (500.0, 3.0)])
+def test_banded_successor_table_equals_the_whole_tiles(drift):
+    """The table made band by band as the tile is prepared (one thread) is the one made after the whole
+    tile, with fields fast enough that a jump crosses several bands (up to 20 rows at 6 px per step,
+    more than the tile at 500), on a tile whose height is no multiple of the band."""
+    rng = np.random.default_rng(5)
+    shape = (3 * flows._BAND + 17, 61)
+    dP = (5 * (rng.normal(0, 1.0, (2, *shape)) + np.array(drift)[:, None, None])).astype(np.float32)
+    cell = ndi.gaussian_filter(rng.normal(size=shape), 2) > -0.05
+    flow, index, ys, xs = flows._prepared(dP, cell)
+    ref = np.empty(ys.size, index.dtype)
+    flows._successors(flow, index, ys, xs, 4, ref, 0, ys.size)
+    got = [np.empty_like(flow), np.empty_like(index), np.empty_like(ys), np.empty_like(xs), np.empty_like(ref)]
+    flows._prepare_successors(dP, cell, *got[:4], 4, got[4])
+    for a, b in zip(got, (flow, index, ys, xs, ref)):
+        np.testing.assert_array_equal(a, b)
+    # The fast fields hand trajectories to pixels rows away, across band boundaries.
+    moved = np.abs(ys[np.maximum(ref, 0)] - ys)[ref >= 0]
+    assert moved.max() >= (20 if abs(drift[0]) >= 6 else 0)
+
+
 def test_exact_mode_gives_cellposes_masks(tissue):
     _, dP, cellprob = tissue
     ref = cellpose_masks(dP, cellprob)

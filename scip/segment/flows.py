@@ -53,7 +53,8 @@ shares the per-pixel work and the masks of the flow check out to threads.
 
 Memory and passes: one pass over the tile builds the step field (H, W, 2:
 a pixel's two components in one cache line), the list of cell pixels and
-their index; everything after the following works on that list and on the
+their index (on one thread in bands of rows, each band's successor table
+made while its rows are cached: :func:`_prepare_successors`); everything after the following works on that list and on the
 masks' boxes (labels, sizes, boxes, hole filling, renumbering), never on
 the whole tile again, and the two buffers of that first pass, zeroed at the
 cell pixels, serve as histogram, grown seeds and label image. Seeds are
@@ -382,14 +383,26 @@ def _prepare(dP, cell, flow, index, ys, xs):
     plus one, 0 off cells. Every pixel is written (the arrays come from
     ``np.empty``): the pages are touched once, not zeroed first.
     """
+    _prepare_rows(dP, cell, flow, index, ys, xs, 0, cell.shape[0], 0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _prepare_rows(dP, cell, flow, index, ys, xs, y0, y1, k):
+    """:func:`_prepare` on rows ``y0:y1``, the cell pixels numbered from ``k``.
+
+    Returns the new count of cell pixels and the largest ``|flow[y, x, 0]|``
+    written (the fastest a trajectory can move along the rows there).
+    """
     five = np.float32(5.0)
     zero = np.float32(0.0)
-    k = 0
-    for y in range(cell.shape[0]):
+    fastest = zero
+    for y in range(y0, y1):
         for x in range(cell.shape[1]):
             if cell[y, x]:
-                flow[y, x, 0] = dP[0, y, x] / five
+                fy = dP[0, y, x] / five
+                flow[y, x, 0] = fy
                 flow[y, x, 1] = dP[1, y, x] / five
+                fastest = max(fastest, abs(fy))
                 ys[k] = y
                 xs[k] = x
                 k += 1
@@ -398,6 +411,54 @@ def _prepare(dP, cell, flow, index, ys, xs):
                 flow[y, x, 0] = zero
                 flow[y, x, 1] = zero
                 index[y, x] = 0
+    return k, fastest
+
+
+# Rows prepared per band in _prepare_successors: with the rows a jump can
+# reach below them, a few hundred KB of step field and index for 2048-wide
+# tiles, so that the successor search finds them in the cache.
+_BAND = 32
+
+
+@numba.njit(cache=True, nogil=True)
+def _prepare_successors(dP, cell, flow, index, ys, xs, jump, table):
+    """:func:`_prepare` and :func:`_successors` of every cell pixel, in bands of rows.
+
+    One pass over the whole tile writes ``flow`` and ``index`` (48 MB for
+    2048² tiles), so a successor search after it finds them evicted from the
+    cache. Here each band of rows is prepared, then the successors of the
+    pixels whose trajectories cannot leave the rows prepared so far are
+    found while those rows are still cached. Exactly the same table: a
+    step moves a position by at most the largest ``|flow[..., 0]|`` of the
+    rows it interpolates in (a convex combination), so ``jump`` steps from
+    row ``y`` stay above row ``y + jump * fastest + 1``, and the
+    interpolation and the nearest-pixel search read one row further; with
+    ``fastest`` taken over the rows prepared, a trajectory that stays in
+    them moves no faster (induction over the steps). Non-finite flows defer
+    everything to the end.
+    """
+    h = cell.shape[0]
+    k = 0
+    done = 0
+    fastest = np.float32(0.0)
+    for y0 in range(0, h, _BAND):
+        y1 = min(h, y0 + _BAND)
+        k, band_fastest = _prepare_rows(dP, cell, flow, index, ys, xs, y0, y1, k)
+        fastest = max(fastest, band_fastest)
+        if y1 == h:
+            limit = h
+        else:
+            reach = jump * np.float64(fastest)
+            if not reach < h:  # also NaN
+                continue
+            # Start rows below limit reach at most row y1 - 2 (+ rounding), read up to y1 - 1.
+            limit = y1 - np.int64(np.ceil(reach)) - 2
+        stop = done
+        while stop < k and ys[stop] < limit:
+            stop += 1
+        if stop > done:
+            _successors(flow, index, ys, xs, jump, table, done, stop)
+            done = stop
 
 
 def _index_type(h: int, w: int) -> type:
@@ -461,19 +522,28 @@ def _integrate_ends(flow: np.ndarray, ys: np.ndarray, xs: np.ndarray, n_steps: i
     return end[0].astype(np.int64) * w + end[1].astype(np.int64)
 
 
-def _follow(flow: np.ndarray, index: np.ndarray, ys: np.ndarray, xs: np.ndarray, niter: int,
-            jump: int | None, pool: _Threads) -> np.ndarray:
-    """End bins of the cell pixels ``(ys, xs)``; ``flow`` (H, W, 2) and ``index`` as :func:`_prepare` makes them."""
+def _jumps(niter: int, jump: int | None) -> int:
+    """Pointer jumps of :func:`_follow` (0: every pixel is followed exactly)."""
     if jump is not None and jump < 1:
         raise ValueError(f"jump must be >= 1 or None, got {jump}")
-    jumps = 0 if jump is None else max(0, niter // jump - 1)
+    return 0 if jump is None else max(0, niter // jump - 1)
+
+
+def _follow(flow: np.ndarray, index: np.ndarray, ys: np.ndarray, xs: np.ndarray, niter: int,
+            jump: int | None, pool: _Threads, table: np.ndarray | None = None) -> np.ndarray:
+    """End bins of the cell pixels ``(ys, xs)``; ``flow`` (H, W, 2) and ``index`` as :func:`_prepare` makes them.
+
+    ``table``: the successor table if already made (:func:`_prepare_successors`).
+    """
+    jumps = _jumps(niter, jump)
     if jumps == 0:
         return _integrate_ends(flow, ys, xs, niter, pool)
     # The table is over cell pixels only (sparse images are cheap).
     itype = index.dtype
-    table = np.empty(ys.size, itype)
-    pool.chunks(ys.size, lambda a, b: _successors(flow, index, ys, xs, jump, table, a, b))
-    pool.lap("follow: first jump of every pixel (successor table)")
+    if table is None:
+        table = np.empty(ys.size, itype)
+        pool.chunks(ys.size, lambda a, b: _successors(flow, index, ys, xs, jump, table, a, b))
+        pool.lap("follow: first jump of every pixel (successor table)")
     # A pixel handed back to itself moved less than half a pixel in a jump:
     # as a fixed point of the table it would stop for good, whereas its
     # sub-pixel drift adds up in Cellpose. Such pixels (cell borders with
@@ -1127,10 +1197,23 @@ def _compute(dP, cellprob, niter, cellprob_threshold, flow_threshold, min_size, 
     cell = cellprob > cellprob_threshold
     if not cell.any():
         return np.zeros((h, w), np.int32)
-    flow, index, ys, xs = _prepared(dP, cell)
+    niter = int(niter)
+    table = None
+    if pool.n == 1 and _jumps(niter, jump) > 0:
+        # One thread: the successor table is made band by band as the tile is prepared (cache).
+        n = int(np.count_nonzero(cell))
+        flow = np.empty((h, w, 2), np.float32)
+        index = np.empty((h, w), _index_type(h, w))
+        ys = np.empty(n, np.int64)
+        xs = np.empty(n, np.int64)
+        table = np.empty(n, index.dtype)
+        _prepare_successors(np.ascontiguousarray(dP), np.ascontiguousarray(cell), flow, index, ys, xs, jump, table)
+        pool.lap("threshold, step field, list of pixels, successor table (banded)")
+    else:
+        flow, index, ys, xs = _prepared(dP, cell)
+        pool.lap("threshold, step field, list of pixels")
     del cell
-    pool.lap("threshold, step field, list of pixels")
-    end = _follow(flow, index, ys, xs, int(niter), jump, pool)
+    end = _follow(flow, index, ys, xs, niter, jump, pool, table)
     hist = _zero_cells(index, ys, xs)
     del index
     _histogram(end, hist.reshape(-1))
