@@ -73,6 +73,18 @@ RECIPE = {
 }
 
 
+def load_recipe(path: Path | None) -> dict:
+    """:data:`RECIPE` with the keys of the JSON file ``path`` over it (``None``: the recipe itself)."""
+    if path is None:
+        return dict(RECIPE)
+    if not path.is_file():
+        raise SystemExit(f"recipe file not found: {path}")
+    try:
+        return {**RECIPE, **json.loads(path.read_text())}
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"{path}: not a JSON recipe ({e})") from None
+
+
 def find_data() -> Path:
     for cand in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data"):
         if (cand / "mnfinder").is_dir():
@@ -254,7 +266,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = args.data or find_data()
-    recipe = {**RECIPE, **(json.loads(args.recipe.read_text()) if args.recipe else {})}
+    recipe = load_recipe(args.recipe)
     all_folds = folds(data)
     names = FOLD_ORDER if args.folds == "all" else [f.strip() for f in args.folds.split(",")]
     unknown = [n for n in names if n not in all_folds]

@@ -83,7 +83,12 @@ def main() -> None:
                         help="seconds: then start nothing new and stop what runs (the tables hold the folds done)")
     args = parser.parse_args()
     data = args.data or bg.find_data()
+    known = bg.folds(data)
     names = bg.FOLD_ORDER if args.folds == "all" else [f.strip() for f in args.folds.split(",")]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown fold(s) {unknown}; folds: {', '.join(bg.FOLD_ORDER)}")
+    recipes = {spec: bg.load_recipe(None if spec == "shipped" else Path(spec)) for spec in args.recipes}
     out = args.out or args.cache
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
@@ -95,12 +100,13 @@ def main() -> None:
     jobs: list[tuple[str, list[str]]] = []
     if args.final:  # first: a shipped model's training is the longest job
         for spec in args.recipes:
-            recipe = {**bg.RECIPE, **(json.loads(Path(spec).read_text()) if spec != "shipped" else {})}
-            final = args.cache / _recipe_name(spec) / "final"
-            config = bg.train_config(data, [], final, recipe, 1, args.device)
-            code = ("import json, sys; from scip.segment.unet.train import train; "
-                    f"train(json.loads(sys.argv[1]), base_dir={str(bg.ROOT)!r})")
-            jobs.append((f"{_recipe_name(spec)}/final", [sys.executable, "-c", code, json.dumps(config)]))
+            # train_fold with nothing held out: every training image, resumed if a run was stopped
+            code = ("import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[2]); "
+                    "import bench_generalization as bg; a = json.loads(sys.argv[1]); "
+                    "bg.train_fold(Path(a['data']), 'final', [], Path(a['cache']), a['recipe'], 1, True, a['device'])")
+            job = {"data": str(data), "cache": str(args.cache / _recipe_name(spec)), "recipe": recipes[spec],
+                   "device": args.device}
+            jobs.append((f"{_recipe_name(spec)}/final", [sys.executable, "-c", code, json.dumps(job), str(HERE)]))
     # Then the folds, interleaved over the recipes, so that a run cut short still has every recipe's first folds.
     for fold in names:
         for spec in args.recipes:
