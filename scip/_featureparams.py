@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FAMILIES", "DEFAULT_FAMILIES", "FAMILIES_3D", "FeatureParams"]
+from typing import Sequence
+
+__all__ = ["COMPILED_FAMILIES", "FAMILIES", "DEFAULT_FAMILIES", "FAMILIES_3D", "FeatureParams", "needs_compiler"]
 
 #: Names of the available feature families (the registry of :mod:`scip.features`, in its order).
 FAMILIES: tuple[str, ...] = ("shape", "intensity", "texture", "bbox", "volume")
@@ -22,6 +24,17 @@ DEFAULT_FAMILIES: tuple[str, ...] = ("shape", "intensity", "texture", "bbox")
 #: Families that measure objects of 3-D ``(Z, H, W)`` labels; the others
 #: need a plane (edge rings, outlines, co-occurrences in 2-D).
 FAMILIES_3D: tuple[str, ...] = ("volume",)
+
+#: Families whose compute calls numba kernels (all but ``bbox``). Loading numba (its
+#: LLVM library) adds about 120 MiB to a process's resident memory, which a
+#: whole-slide run with bounding boxes only would pay in every worker otherwise.
+COMPILED_FAMILIES: tuple[str, ...] = tuple(f for f in FAMILIES if f != "bbox")
+
+
+def needs_compiler(families: Sequence[str]) -> bool:
+    """Whether measuring ``families`` runs compiled (numba) kernels; False for ``bbox`` alone."""
+    flat = (families,) if isinstance(families, str) else tuple(families)
+    return any(f in COMPILED_FAMILIES for f in flat)
 
 
 @dataclass(frozen=True)

@@ -180,10 +180,19 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from scip.config import load_config
-    from scip.run import run
+    from scip.engine.warm import start_early
 
     config = load_config(args.config, overrides=_overrides(args))
-    result = run(config, progress=not args.no_progress, resume=args.resume)
+    # Before the imports below (a second or more): compiling the largest feature kernel meanwhile uses the core
+    # they leave idle on a small machine.
+    early = start_early(config)
+    try:
+        from scip.run import run
+
+        result = run(config, progress=not args.no_progress, resume=args.resume, early=early)
+    finally:
+        if early is not None:
+            early.stop()
     cells = result.summary["counts"]["cells"]
     images = result.summary["counts"]["images"]
     print(f"scip: {images['total']} images, {cells['found']} cells found, {cells['exported']} exported, "

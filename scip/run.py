@@ -168,7 +168,8 @@ def _check_group_by(group_by: list[str], p: graph.Plan) -> None:
 
 
 @_disk_full_is_one_message
-def run(config: Config | str | Path | dict, client=None, progress: bool = True, resume: bool = False) -> RunResult:
+def run(config: Config | str | Path | dict, client=None, progress: bool = True, resume: bool = False,
+        early: warm.EarlyCompile | None = None) -> RunResult:
     """Run the whole pipeline and write the results.
 
     Parameters
@@ -190,6 +191,12 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         may differ only in its ``cluster`` and ``output`` sections; the input
         files, as fingerprinted by ``output.verify``, and the scip version must
         be the same, else :class:`~scip.config.ConfigError` names what changed.
+    early : EarlyCompile, optional
+        Feature kernels already compiling in a process of their own
+        (:func:`scip.engine.warm.start_early`, which ``scip run`` calls
+        before its imports); the local cluster's workers compile the others.
+        Waited for before the first feature task; stopped when the run has
+        no feature task or computes elsewhere than on a local cluster.
 
     Returns
     -------
@@ -257,8 +264,11 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
     with cluster.connect(config.cluster, client) as session, cluster.task_stream(session) as stream:
         if session.client is not None:
             print(f"scip: dashboard at {session.client.dashboard_link}", file=sys.stderr)
+        if early is not None and (not todo or session.kind != "local"):
+            early.stop()  # nothing to measure, or workers that may not share this machine's numba cache
+            early = None
         # Each worker compiles a share of the feature kernels while the segmentation pass runs.
-        warming = warm.start_warming(session, config.features.families) if todo else None
+        warming = warm.start_warming(session, config.features.families, early) if todo else None
         if config.input.max_image_bytes == "auto":
             # Known only now: an image decoding to more than a share of the smallest worker's memory is read in
             # tiles (or skipped, with tiles.mode: never).
@@ -292,6 +302,8 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
                                                                          config.output.labels))
             if warming is not None:  # before any feature task, so no worker compiles what another still does
                 warming.wait()
+            if early is not None:
+                early.wait()
             if session.client is not None:  # the driver only waits for the workers: the report's imports are free
                 report.import_in_background()
             computed, stopped = compute_partitions(p, session, tasks, todo, parts, reductions, samples, cells_dir,

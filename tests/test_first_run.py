@@ -311,3 +311,75 @@ def test_grouping_pixels_with_numpy_gives_the_compiled_groups(labels):
     with_intensity = extract(pixels, labels, families=["bbox", "intensity"])
     alone = extract(pixels, labels, families=["bbox"])
     assert with_intensity[alone.columns].equals(alone)
+
+
+def _early(tmp_path, code: str, families=("texture",), workers: int = 3):
+    """An EarlyCompile whose process runs ``code`` (instead of compiling), as start_early would build it."""
+    import subprocess
+    import sys
+    import time
+
+    from scip.engine import warm
+
+    err = tmp_path / "early.log"
+    with open(err, "w") as f:
+        process = subprocess.Popen([sys.executable, "-c", code], stderr=f)
+    return warm.EarlyCompile(process, tuple(families), workers, err, time.perf_counter())
+
+
+def test_early_compile_takes_the_largest_share_and_the_workers_the_others(tmp_path, monkeypatch):
+    from scip.engine import warm
+    from scip.engine.cluster import CPU, Routing, Session
+
+    families = ["shape", "intensity", "texture"]
+    kernels = warmup.kernels_for(families)
+    share = warm.early_share(families, 2)
+    assert share == [k.name for k in warmup.assign(kernels, 3)[0]] == ["_shape_kernels.shape_kernel"]
+    monkeypatch.setattr(warm, "_compile_share", lambda names, rest: {n: 0.0 for n in names})
+    client = _FakeClient({"tcp://a": {CPU: 1}, "tcp://b": {CPU: 1}})
+    early = _early(tmp_path, "pass", families, 2)
+    seconds = warm.start_warming(Session(client, Routing(None, {CPU: 1})), families, early).wait(poll=0)
+    assert early.wait()
+    assert set(seconds) == {k.name for k in kernels} - set(share)  # the workers leave the early share alone
+    assert not {n for _, names, rest in client.submitted for n in names + rest} & set(share)
+
+
+def test_start_early_compiles_its_share_into_the_cache(tmp_path, monkeypatch, caplog):
+    from scip.config import load_config
+    from scip.engine import warm
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    config = load_config({"input": {"path": str(tmp_path)}, "features": {"families": ["texture", "bbox"]},
+                          "cluster": {"workers": 3}})
+    early = warm.start_early(config)
+    assert early.names == warm.early_share(["texture", "bbox"], 3) == ["_glcm.haralick_runs"]
+    assert early.process.args[-1].endswith("_compile_early('texture,bbox', '3')")
+    with caplog.at_level("INFO", logger="scip"):
+        assert early.wait()
+    assert "1 feature kernel(s) compiled beside the driver" in caplog.text
+    cached = {p.name.split("-")[0] for p in (tmp_path / "cache").rglob("*.nbi")}
+    assert "_glcm.haralick_runs" in cached and "_shape_kernels.shape_kernel" not in cached
+    assert not early.stderr.exists()
+    # nothing to start where the workers may not share this machine's cache, or nothing is compiled
+    for cluster, families in (({"scheduler": "tcp://127.0.0.1:8786"}, ["texture"]), ({}, ["bbox"])):
+        config = load_config({"input": {"path": str(tmp_path)}, "features": {"families": families},
+                              "cluster": cluster})
+        assert warm.start_early(config) is None
+
+
+def test_a_failed_early_compile_is_logged_and_left_to_first_use(tmp_path, caplog):
+    early = _early(tmp_path, "raise SystemExit('no compiler here')")
+    with caplog.at_level("WARNING", logger="scip"):
+        assert early.wait() is False
+    assert "exit code 1: no compiler here" in caplog.text and "compile on first use" in caplog.text
+
+
+def test_run_stops_an_early_compile_it_cannot_use(tmp_path, blobs_tiff):
+    from scip.run import run
+
+    early = _early(tmp_path, "import time; time.sleep(60)")
+    config = {"input": {"path": str(blobs_tiff)}, "cluster": {"scheduler": "synchronous"},
+              "output": {"path": str(tmp_path / "out")}}
+    run(config, progress=False, early=early)  # computed in this process: no workers share the early share
+    assert early.process.poll() is not None and not early.stderr.exists()
+

@@ -11,20 +11,34 @@ worker that is through its share goes on through the others' backwards,
 loading what another worker compiled and compiling what none has reached
 yet, so the shares end together however the segmentation pass loaded the
 workers. With a warm cache each worker only loads the kernels (milliseconds).
+
+``scip run`` starts one more compiler before it imports Dask
+(:func:`start_early`): a process of its own that compiles the largest share
+while the driver imports and starts the local cluster, when one of the two
+cores of a laptop is otherwise idle; the workers then split the other
+kernels.
 """
 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
-from scip.engine.cluster import Session
+from scip._featureparams import needs_compiler
+
+if TYPE_CHECKING:  # type hints only: start_early runs before the driver's imports
+    from scip.config import Config
+    from scip.engine.cluster import Session
 
 log = logging.getLogger("scip")
 
-__all__ = ["Warming", "start_warming", "warm_workers"]
+__all__ = ["EarlyCompile", "Warming", "early_share", "start_early", "start_warming", "warm_workers"]
 
 
 def _compile_share(names: list[str], rest: Sequence[str] = ()) -> dict[str, float]:
@@ -59,6 +73,119 @@ def _feature_workers(session: Session) -> list[str]:
     workers = session.client.scheduler_info(n_workers=-1)["workers"]
     return sorted(a for a, w in workers.items()
                   if all((w.get("resources") or {}).get(k, 0) >= v for k, v in need.items()))
+
+
+def early_share(families: Sequence[str], workers: int) -> list[str]:
+    """The kernels :func:`start_early`'s process compiles: the first share of ``workers + 1``, the largest kernel."""
+    from scip.features.warmup import assign, kernels_for
+
+    return [k.name for k in assign(kernels_for(families), workers + 1)[0]]
+
+
+def _compile_early(families: str, workers: str) -> None:
+    """The early process's body: ``families`` comma-separated, ``workers`` the local cluster's CPU workers."""
+    from scip.features.warmup import compile_kernels
+
+    compile_kernels(early_share(families.split(","), int(workers)))
+
+
+@dataclass
+class EarlyCompile:
+    """A share of the feature kernels compiling in a process of its own, started by :func:`start_early`.
+
+    Attributes
+    ----------
+    process : subprocess.Popen
+        The compiling process.
+    families : tuple of str
+        The run's feature families.
+    workers : int
+        The local cluster's CPU workers it was sized for.
+    stderr : Path
+        The process's standard error, for the log when it fails.
+    started : float
+        ``time.perf_counter()`` at its start.
+    """
+
+    process: subprocess.Popen
+    families: tuple[str, ...]
+    workers: int
+    stderr: Path
+    started: float
+
+    @property
+    def names(self) -> list[str]:
+        """The kernels it compiles."""
+        return early_share(self.families, self.workers)
+
+    def wait(self) -> bool:
+        """Wait for it to end; True when it compiled its share, else the log says why (they compile on first use)."""
+        code = self.process.wait()
+        tail = self._close()
+        if code:
+            log.warning("scip: compiling feature kernels ahead in a process of their own failed (exit code %s%s); "
+                        "they compile on first use", code, f": {tail}" if tail else "")
+            return False
+        log.info("scip: %d feature kernel(s) compiled beside the driver, %.1f s after starting", len(self.names),
+                 time.perf_counter() - self.started)
+        return True
+
+    def stop(self) -> None:
+        """End it now if it is still running (the run stopped before its features), and clean up."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._close()
+
+    def _close(self) -> str:
+        try:
+            text = self.stderr.read_text(errors="replace").strip()
+            self.stderr.unlink()
+        except OSError:
+            return ""
+        return text.splitlines()[-1] if text else ""
+
+
+def start_early(config: Config) -> EarlyCompile | None:
+    """Start compiling the largest share of the run's feature kernels in a new process, before the driver's imports.
+
+    ``scip run`` calls this as soon as the config is read: the process
+    compiles (or, with a warm cache, loads) :func:`early_share` while the
+    driver imports Dask and starts the local cluster, which keeps one core
+    of a small machine busy for seconds; :func:`start_warming` then leaves
+    that share to it. Only for a local cluster (workers on this machine,
+    sharing its numba cache); the process inherits the environment, so
+    ``NUMBA_CACHE_DIR`` as :mod:`scip._numbacache` set it.
+
+    Parameters
+    ----------
+    config : Config
+        The run's config.
+
+    Returns
+    -------
+    EarlyCompile or None
+        None for another cluster, families without compiled kernels, or a
+        process that could not start (the workers then compile every kernel).
+    """
+    cluster = config.cluster
+    families = tuple(config.features.families)
+    if cluster.scheduler or cluster.slurm is not None or not needs_compiler(families):
+        return None
+    from scip.engine.cluster import default_workers
+
+    workers = cluster.workers if cluster.workers is not None else default_workers()
+    fd, name = tempfile.mkstemp(prefix="scip-early-", suffix=".log")
+    code = f"from scip.engine.warm import _compile_early; _compile_early({','.join(families)!r}, {str(workers)!r})"
+    try:
+        with open(fd, "w") as err:
+            process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=err)
+    except OSError as e:
+        Path(name).unlink(missing_ok=True)
+        log.warning("scip: could not start compiling feature kernels ahead (%s); the workers compile them", e)
+        return None
+    return EarlyCompile(process, families, workers, Path(name), time.perf_counter())
 
 
 @dataclass
@@ -127,7 +254,7 @@ def _rest(shares: list[list], i: int) -> list[str]:
     return [k.name for j in range(i + 1, i + n) for k in reversed(shares[j % n])]
 
 
-def start_warming(session: Session, families: Sequence[str]) -> Warming | None:
+def start_warming(session: Session, families: Sequence[str], early: EarlyCompile | None = None) -> Warming | None:
     """Start compiling the kernels of ``families`` on the session's workers, a share each.
 
     Each share compiles outside its worker's thread pool, so the tasks
@@ -143,6 +270,10 @@ def start_warming(session: Session, families: Sequence[str]) -> Warming | None:
         is None), where kernels compile on first use as before.
     families : sequence of str
         Feature families of the run; only their kernels are compiled.
+    early : EarlyCompile, optional
+        A process compiling :attr:`EarlyCompile.names` already
+        (:func:`start_early`); the workers leave those kernels to it and
+        load them when a feature task first calls them.
 
     Returns
     -------
@@ -150,14 +281,13 @@ def start_warming(session: Session, families: Sequence[str]) -> Warming | None:
         None when nothing was started (in-process, no worker, no kernel to
         compile, or submitting failed).
     """
-    from scip.features import needs_compiler
-
     if session.client is None or not needs_compiler(families):
         return None
     from scip.features.warmup import assign, kernels_for
 
     addresses = _feature_workers(session)
-    kernels = kernels_for(families)
+    left = set(early.names) if early is not None else set()
+    kernels = [k for k in kernels_for(families) if k.name not in left]
     if not addresses or not kernels:
         return None
     start = time.perf_counter()

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from scip._featureparams import DEFAULT_FAMILIES, FAMILIES, FAMILIES_3D
+from scip._featureparams import COMPILED_FAMILIES, DEFAULT_FAMILIES, FAMILIES, FAMILIES_3D, needs_compiler
 from scip._hints import did_you_mean
 
 from ._columns import MICROMETRE_SUFFIX, FeatureColumn, column_name, micrometre_columns
@@ -34,16 +34,6 @@ __all__ = ["FAMILIES", "DEFAULT_FAMILIES", "FAMILIES_3D", "FeatureColumn", "Feat
 # Each family of FAMILIES is the module of its name, imported on first use: a run
 # that measures only `bbox` never imports the compiled families, and so never numba.
 
-#: Families whose compute calls numba kernels (all but ``bbox``). Loading numba (its
-#: LLVM library) adds about 120 MiB to a process's resident memory, which a
-#: whole-slide run with bounding boxes only would pay in every worker otherwise.
-COMPILED_FAMILIES: tuple[str, ...] = tuple(f for f in FAMILIES if f != "bbox")
-
-
-def needs_compiler(families: Sequence[str]) -> bool:
-    """Whether measuring ``families`` runs compiled (numba) kernels; False for ``bbox`` alone."""
-    flat = (families,) if isinstance(families, str) else tuple(families)
-    return any(f in COMPILED_FAMILIES for f in flat)
 
 _PARAM_NAMES = tuple(f.name for f in dataclass_fields(FeatureParams))
 
