@@ -14,6 +14,7 @@ from dask.base import collections_to_expr
 from dask.utils import key_split
 
 import scip
+from scip import _numbacache
 from scip.engine import cluster, graph
 from scip.engine.cluster import CPU, GPU, Routing, routing_for
 from scip.config import ClusterConfig, ConfigError, load_config
@@ -246,11 +247,14 @@ def test_local_cluster_listens_on_loopback_only():
         sockets = _listening(_cluster_pids())
         link = session.client.dashboard_link
         summary = session.describe()
+        numba_opt = set(session.client.run(lambda: os.environ.get("NUMBA_OPT")).values())
     port = int(re.search(r":(\d+)/", link).group(1))
     assert link.startswith("http://127.0.0.1:") and ("127.0.0.1", port) in sockets
     assert summary["scheduler"].startswith("tcp://127.0.0.1:")
     # scheduler + dashboard + (nanny + worker) x 2
     assert len(sockets) >= 6 and {ip for ip, _ in sockets} == {"127.0.0.1"}, sockets
+    # both kinds of worker compile the feature kernels at scip's level, unless the user chose one
+    assert numba_opt == {os.environ.get("NUMBA_OPT") or _numbacache.COMPILE_OPT}
 
 
 def _tls_files(folder) -> dict:

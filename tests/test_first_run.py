@@ -351,6 +351,7 @@ def test_start_early_compiles_its_share_into_the_cache(tmp_path, monkeypatch, ca
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
     config = load_config({"input": {"path": str(tmp_path)}, "features": {"families": ["texture", "bbox"]},
                           "cluster": {"workers": 3}})
+    monkeypatch.delenv("NUMBA_OPT", raising=False)
     early = warm.start_early(config)
     assert early.names == warm.early_share(["texture", "bbox"], 3) == ["_glcm.haralick_runs"]
     assert early.process.args[-1].endswith("_compile_early('texture,bbox', '3')")
@@ -383,3 +384,7 @@ def test_run_stops_an_early_compile_it_cannot_use(tmp_path, blobs_tiff):
     run(config, progress=False, early=early)  # computed in this process: no workers share the early share
     assert early.process.poll() is not None and not early.stderr.exists()
 
+
+def test_compiler_environment_keeps_the_users_level():
+    assert _numbacache.compiler_environment({}) == {"NUMBA_OPT": _numbacache.COMPILE_OPT}
+    assert _numbacache.compiler_environment({"NUMBA_OPT": "3"}) == {}

@@ -289,6 +289,8 @@ def _local_cluster(cfg: ClusterConfig):
     """
     from distributed import LocalCluster, Nanny
 
+    from scip._numbacache import compiler_environment
+
     # Scheduler, workers and dashboard listen on loopback only; TLS on top is opt-in
     # (cluster.security: true), for machines shared with other users.
     sec = security_for(cfg.security, default_tls=False)
@@ -297,6 +299,7 @@ def _local_cluster(cfg: ClusterConfig):
     gpu_workers = cfg.gpu_workers if cfg.gpu_workers is not None else n_gpus
     cpu_workers = cfg.workers if cfg.workers is not None else default_workers()
     offered = [{CPU: cfg.threads}] * cpu_workers + [{GPU: 1}] * gpu_workers
+    env = compiler_environment()  # the CPU workers compile the feature kernels
     if gpu_workers and n_gpus:
         from dask_cuda import LocalCUDACluster
 
@@ -306,6 +309,7 @@ def _local_cluster(cfg: ClusterConfig):
                                    resources={GPU: 1}, memory_limit=cfg.memory_limit, **network)
         extra = {f"cpu-{i}": {"cls": Nanny, "options": {"nthreads": cfg.threads, "memory_limit": cfg.memory_limit,
                                                           "resources": {CPU: cfg.threads}, "dashboard": False,
+                                                          "env": env,
                                                           "host": LOOPBACK, "silence_logs": logging.WARNING,
                                                           "security": cluster.security,
                                                           "protocol": cluster.scheduler_address.split("://")[0] + "://"}}
@@ -315,7 +319,7 @@ def _local_cluster(cfg: ClusterConfig):
         if gpu_workers and not n_gpus:
             log.info("scip: no GPU found: %d worker(s) carry the GPU resource but compute on the CPU", gpu_workers)
         cluster = LocalCluster(n_workers=cpu_workers, threads_per_worker=cfg.threads, memory_limit=cfg.memory_limit,
-                               processes=True, resources={CPU: cfg.threads}, **network)
+                               processes=True, resources={CPU: cfg.threads}, env=env, **network)
         options = {**cluster.new_spec["options"], "nthreads": 1, "resources": {GPU: 1}}
         extra = {f"gpu-{i}": {"cls": cluster.new_spec["cls"], "options": options} for i in range(gpu_workers)}
     if extra:

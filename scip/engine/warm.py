@@ -22,6 +22,7 @@ kernels.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -172,6 +173,7 @@ def start_early(config: Config) -> EarlyCompile | None:
     families = tuple(config.features.families)
     if cluster.scheduler or cluster.slurm is not None or not needs_compiler(families):
         return None
+    from scip._numbacache import compiler_environment
     from scip.engine.cluster import default_workers
 
     workers = cluster.workers if cluster.workers is not None else default_workers()
@@ -180,7 +182,8 @@ def start_early(config: Config) -> EarlyCompile | None:
     try:
         with open(fd, "w") as err:
             process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.DEVNULL, stderr=err)
+                                       stdout=subprocess.DEVNULL, stderr=err,
+                                       env={**os.environ, **compiler_environment()})
     except OSError as e:
         Path(name).unlink(missing_ok=True)
         log.warning("scip: could not start compiling feature kernels ahead (%s); the workers compile them", e)
