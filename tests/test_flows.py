@@ -63,6 +63,54 @@ def test_flow_errors_equal_cellpose(tissue):
     np.testing.assert_allclose(flows.flow_errors(labels, dP)[1:], ref, rtol=0, atol=2e-6)
 
 
+def two_pass_flow(labels, v):
+    """The flow check's diffusion of mask ``v`` done plainly on the whole padded box, two passes a step
+    (row sums of three, then sums of three row sums), in float32: what ``flows._diffuse`` computes."""
+    ys, xs = np.nonzero(labels == v)
+    y0, x0 = ys.min(), xs.min()
+    ly, lx = ys.max() - y0 + 3, xs.max() - x0 + 3
+    inside = np.zeros((ly, lx), bool)
+    inside[ys - y0 + 1, xs - x0 + 1] = True
+    py, px = np.nonzero(inside)
+    c = np.argmin((px - px.mean()) ** 2 + (py - py.mean()) ** 2)  # first in raster order on ties
+    t = np.zeros((ly, lx), np.float32)
+    for _ in range(2 * (ly + lx)):
+        t[py[c], px[c]] += np.float32(1)
+        rows = np.zeros_like(t)
+        rows[:, 1:-1] = t[:, :-2] + t[:, 1:-1] + t[:, 2:]
+        total = np.zeros_like(t)
+        total[1:-1] = rows[:-2] + rows[1:-1] + rows[2:]
+        t = np.where(inside, np.float32(1 / 9.0) * total, np.float32(0))
+    t = t.astype(np.float64)
+    dy = t[py + 1, px] - t[py - 1, px]
+    dx = t[py, px + 1] - t[py, px - 1]
+    norm = 1e-60 + np.sqrt(dy * dy + dx * dx)
+    return py + y0 - 1, px + x0 - 1, dy / norm, dx / norm
+
+
+def test_flow_check_diffusion_equals_two_passes_a_step():
+    """The flow check sweeps only the rows the heat has reached and makes the next step's row sums while
+    it sweeps (``_jacobi_fused``); its flows are those of two plain passes a step over the whole box, bit for
+    bit, on masks of all sizes and shapes: with holes, one pixel high or wide, at the image's edges, with
+    the source at the box's edge (an L)."""
+    labels = cell_labels((120, 150), 14, seed=7)
+    n = int(labels.max())
+    labels[labels == n] = 0
+    labels[60, 3:40] = n  # one pixel high
+    labels[70:110, 146] = n + 1  # one pixel wide, at the right edge
+    labels[0:30, 100:103] = n + 2  # an L: the mask pixel nearest its mean is at its box's edge
+    labels[27:30, 103:140] = n + 2
+    labels[80:118, 40:80] = n + 3
+    labels[90:100, 50:70] = 0  # a hole
+    box = flows._boxes(labels, n + 3)
+    for v in range(1, n + 4):
+        if box[v, 0] < 0:
+            continue
+        got = flows._mask_flow(labels, box, v, np.zeros(0, np.float32), True)
+        for a, b in zip(got, two_pass_flow(labels, v)):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_exact_following_equals_cellpose(tissue):
     dynamics = require("cellpose.dynamics")
     _, dP, cellprob = tissue
