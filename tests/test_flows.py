@@ -111,6 +111,25 @@ def test_flow_check_diffusion_equals_two_passes_a_step():
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_flow_errors_are_those_of_the_masks_flows(tissue, threads):
+    """The flow check computes each mask's error in the loop that finishes its flow, masks in raster order
+    of their boxes: the errors are, bit for bit, the mean squared differences of the masks' flows
+    (``_mask_flow``) to ``dP / 5`` summed pixel by pixel in raster order."""
+    labels, dP, _ = tissue
+    dP = dP.astype(np.float32)
+    box = flows._boxes(labels, int(labels.max()))
+    ref = np.zeros(int(labels.max()) + 1)
+    for v in range(1, ref.size):
+        py, px, fy, fx = flows._mask_flow(labels, box, v, np.zeros(0, np.float32), True)
+        ey = ex = 0.0
+        for k in range(py.size):
+            ey += (fy[k] - dP[0, py[k], px[k]] / np.float32(5)) ** 2
+            ex += (fx[k] - dP[1, py[k], px[k]] / np.float32(5)) ** 2
+        ref[v] = ey / py.size + ex / py.size
+    np.testing.assert_array_equal(flows.flow_errors(labels, dP, threads=threads), ref)
+
+
 def test_exact_following_equals_cellpose(tissue):
     dynamics = require("cellpose.dynamics")
     _, dP, cellprob = tissue

@@ -957,26 +957,23 @@ def _jacobi_fused(rows, out, following, inside, lx, start, stop):
 
 
 @numba.njit(cache=True, nogil=True)
-def _diffuse(labels, v, y0, y1, x0, x1, out_y, out_x, work, separable):
-    """Cellpose's flow of mask ``v``: heat diffusion from its central pixel, normalized gradient.
+def _heat(labels, v, y0, y1, x0, x1, inside, work, separable):
+    """Cellpose's heat diffusion over mask ``v`` (box ``y0:y1, x0:x1``): the heat, flat over the padded box.
 
     As ``masks_to_flows_cpu``: the box padded by one pixel, the source at
     the mask pixel nearest to the mean position (first in raster order on
     ties), ``2 * (box height + box width + 4)`` Jacobi steps of the 3 × 3
-    mean over mask pixels (everything else stays 0), central differences,
-    unit length. Cellpose updates the mask's pixels from a list; here the
-    padded box is swept whole (vectorized). With float64 ``work`` (its
-    dtype is that of the heat) and not ``separable``, the nine terms are
-    added in Cellpose's order, so flows match Cellpose's bit for bit
-    (:func:`masks_to_flows`); the flow check uses float32 and ``separable``
-    sums, about 3.5 times faster, its errors agreeing with Cellpose's to
-    about 1e-6. Writes the flow of the
-    mask's pixels (raster order) to ``out_y``, ``out_x`` and returns their
-    rows and columns.
+    mean over mask pixels (everything else stays 0). Cellpose updates the
+    mask's pixels from a list; here the padded box is swept whole
+    (vectorized). With float64 ``work`` (its dtype is that of the heat) and
+    not ``separable``, the nine terms are added in Cellpose's order, so
+    flows match Cellpose's bit for bit (:func:`masks_to_flows`); the flow
+    check uses float32 and ``separable`` sums, about 3.5 times faster, its
+    errors agreeing with Cellpose's to about 1e-6. ``inside`` (zeros, the
+    padded box's size) becomes 1 at the mask's pixels.
     """
     ly = y1 - y0 + 2
     lx = x1 - x0 + 2
-    inside = np.zeros(ly * lx, np.uint8)
     n = 0
     sy = 0
     sx = 0
@@ -1022,8 +1019,23 @@ def _diffuse(labels, v, y0, y1, x0, x1, out_y, out_x, work, separable):
         else:
             _jacobi(a, b, inside, lx, ya * lx + 1, (yb - 1) * lx + lx - 1)
         a, b = b, a
+    return a, n
+
+
+@numba.njit(cache=True, nogil=True)
+def _diffuse(labels, v, y0, y1, x0, x1, work, separable):
+    """Cellpose's flow of mask ``v`` (:func:`_heat`, then central differences of unit length).
+
+    Returns the rows, columns and flow (y, x) of the mask's pixels, in raster order.
+    """
+    ly = y1 - y0 + 2
+    lx = x1 - x0 + 2
+    inside = np.zeros(ly * lx, np.uint8)
+    a, n = _heat(labels, v, y0, y1, x0, x1, inside, work, separable)
     py = np.empty(n, np.int64)
     px = np.empty(n, np.int64)
+    out_y = np.empty(n, np.float64)
+    out_x = np.empty(n, np.float64)
     k = 0
     for y in range(1, ly - 1):
         for x in range(1, lx - 1):
@@ -1037,27 +1049,53 @@ def _diffuse(labels, v, y0, y1, x0, x1, out_y, out_x, work, separable):
                 py[k] = y + y0 - 1
                 px[k] = x + x0 - 1
                 k += 1
-    return py, px
-
-
-@numba.njit(cache=True, nogil=True)
-def _count(labels, v, box):
-    n = 0
-    for y in range(box[0], box[1]):
-        for x in range(box[2], box[3]):
-            if labels[y, x] == v:
-                n += 1
-    return n
+    return py, px, out_y, out_x
 
 
 @numba.njit(cache=True, nogil=True)
 def _mask_flow(labels, box, v, work, separable):
     """Rows, columns and flow (y, x) of mask ``v``'s pixels (:func:`_diffuse` on its box)."""
-    n = _count(labels, v, box[v])
-    fy = np.empty(n, np.float64)
-    fx = np.empty(n, np.float64)
-    py, px = _diffuse(labels, v, box[v, 0], box[v, 1], box[v, 2], box[v, 3], fy, fx, work, separable)
-    return py, px, fy, fx
+    return _diffuse(labels, v, box[v, 0], box[v, 1], box[v, 2], box[v, 3], work, separable)
+
+
+@numba.njit(cache=True, nogil=True)
+def _mask_error(labels, v, y0, y1, x0, x1, dP, sink):
+    """Flow error of mask ``v``: its flow (:func:`_heat`, float32, separable) against ``dP / 5``.
+
+    The same values, in the same order (raster), as computing the mask's
+    flow first and comparing after, but in one loop, without lists of the
+    mask's pixels. Before the diffusion, one value per cache line of the
+    box's rows of ``dP`` and ``labels`` is read (into ``sink``, so that the
+    reads are kept): independent loads the processor overlaps, where the
+    scan of the labels and the loop at the end would each wait on a miss
+    per row (tens of MB of tile, cold by now).
+    """
+    ly = y1 - y0 + 2
+    lx = x1 - x0 + 2
+    touched = np.float32(0.0)
+    seen = 0
+    for y in range(y0, y1):
+        for x in range(x0, x1 + 15, 16):
+            xx = min(x, x1 - 1)
+            touched += dP[0, y, xx] + dP[1, y, xx]
+            seen += labels[y, xx]
+    sink[0] = touched
+    sink[1] = seen
+    inside = np.zeros(ly * lx, np.uint8)
+    a, n = _heat(labels, v, y0, y1, x0, x1, inside, np.zeros(0, np.float32), True)
+    five = np.float32(5.0)
+    ey = 0.0
+    ex = 0.0
+    for y in range(1, ly - 1):
+        for x in range(1, lx - 1):
+            i = y * lx + x
+            if inside[i] > 0:
+                dy = np.float64(a[i + lx]) - np.float64(a[i - lx])
+                dx = np.float64(a[i + 1]) - np.float64(a[i - 1])
+                norm = 1e-60 + (dy * dy + dx * dx) ** 0.5
+                ey += (dy / norm - dP[0, y + y0 - 1, x + x0 - 1] / five) ** 2
+                ex += (dx / norm - dP[1, y + y0 - 1, x + x0 - 1] / five) ** 2
+    return ey / n + ex / n
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1073,20 +1111,24 @@ def _masks_to_flows(labels, box, mu):
 
 @numba.njit(cache=True, nogil=True)
 def _flow_errors(labels, box, dP, first, stop):
-    """Flow error of masks ``first .. stop - 1`` (0 elsewhere)."""
+    """Flow error of masks ``first .. stop - 1`` (0 elsewhere).
+
+    The masks are taken in raster order of their boxes' corners, not by
+    label (labels follow the seeds' counts, all over the tile): neighbours
+    in turn share rows of ``labels`` and ``dP`` in the cache.
+    """
     err = np.zeros(box.shape[0], np.float64)
-    five = np.float32(5.0)
-    for v in range(max(1, first), stop):
+    first = max(1, first)
+    w = labels.shape[1]
+    sink = np.zeros(2, dP.dtype)
+    corner = np.empty(max(0, stop - first), np.int64)
+    for v in range(first, stop):
+        corner[v - first] = box[v, 0] * w + box[v, 2]
+    for k in np.argsort(corner):
+        v = first + k
         if box[v, 0] < 0:
             continue
-        py, px, fy, fx = _mask_flow(labels, box, v, np.zeros(0, np.float32), True)
-        n = py.size
-        ey = 0.0
-        ex = 0.0
-        for k in range(n):
-            ey += (fy[k] - dP[0, py[k], px[k]] / five) ** 2
-            ex += (fx[k] - dP[1, py[k], px[k]] / five) ** 2
-        err[v] = ey / n + ex / n
+        err[v] = _mask_error(labels, v, box[v, 0], box[v, 1], box[v, 2], box[v, 3], dP, sink)
     return err
 
 
