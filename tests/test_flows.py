@@ -192,6 +192,37 @@ def test_batched_steps_follow_the_arithmetic_at_the_borders(drift):
     np.testing.assert_array_equal(ours.view(np.uint32), euler_steps(flow, ys, xs, 30).view(np.uint32))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pointer_jumping_follows_the_table(tissue, threads):
+    """``follow_flows`` with jumps is: the successor table applied ``niter / jump - 1`` times, then the
+    remaining steps exact from the pixel reached; pixels the table hands back to themselves exact for all
+    ``niter`` steps. Checked against that done plainly in numpy (the table, its powers and the scratch
+    buffers that ``_follow`` reuses are bookkeeping only)."""
+    _, dP, cellprob = tissue
+    cell = cellprob > 0
+    flow = (dP * cell / 5.0).astype(np.float32)
+    ys, xs = np.nonzero(cell)
+    niter, jump = 200, 4
+    interleaved = np.ascontiguousarray(np.moveaxis(flow, 0, -1))
+    index = np.zeros(cell.shape, np.int32)
+    index[ys, xs] = np.arange(1, ys.size + 1)
+    table = np.empty(ys.size, np.int32)
+    flows._successors(interleaved, index, ys, xs, jump, table, 0, ys.size)
+    reached = np.arange(ys.size)
+    for _ in range(niter // jump - 1):
+        reached = np.where(reached >= 0, table[np.maximum(reached, 0)], reached)
+    w = cell.shape[1]
+    sy = np.where(reached >= 0, ys[np.maximum(reached, 0)], (-1 - reached) // w)
+    sx = np.where(reached >= 0, xs[np.maximum(reached, 0)], (-1 - reached) % w)
+    last = niter - (niter // jump - 1) * jump
+    ends = euler_steps(flow, sy, sx, last)
+    stuck = table == np.arange(ys.size)
+    assert 0 < stuck.sum() < ys.size
+    ends[:, stuck] = euler_steps(flow, ys[stuck], xs[stuck], niter)
+    ref = ends[0].astype(np.int64) * w + ends[1].astype(np.int64)
+    np.testing.assert_array_equal(flows.follow_flows(flow, cell, niter, jump=jump, threads=threads), ref)
+
+
 @pytest.mark.parametrize("drift", [(0.5, 0.0), (6.0, 1.0), (-6.0, -2.0), (40.0, 0.0), (500.0, 3.0)])
 def test_banded_successor_table_equals_the_whole_tiles(drift):
     """The table made band by band as the tile is prepared (one thread) is the one made after the whole

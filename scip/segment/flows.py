@@ -278,26 +278,38 @@ def _square(table, out, start, stop):
 
 
 @numba.njit(cache=True, nogil=True)
-def _take(table, reached):
-    """One more application of ``table`` to each trajectory's current entry."""
-    out = np.empty_like(reached)
+def _advance(table, reached):
+    """One more application of ``table`` to each trajectory's current entry, in place.
+
+    In place, not into a new array: fresh memory costs a page fault per 4 KB
+    on first touch, which on this path cost more than the reads.
+    """
     for i in range(reached.size):
         r = reached[i]
-        out[i] = table[r] if r >= 0 else r
+        reached[i] = table[r] if r >= 0 else r
+
+
+@numba.njit(cache=True, nogil=True)
+def _fixed_points(table):
+    """Whether each entry of the table points to itself."""
+    out = np.empty(table.size, np.bool_)
+    for i in range(table.size):
+        out[i] = table[i] == i
     return out
 
 
 @numba.njit(cache=True, nogil=True)
-def _distinct_starts(reached, ys, xs, w):
-    """The distinct pixels reached, as rows and columns, and each trajectory's index among them.
+def _distinct_starts(reached, ys, xs, w, slot, inverse):
+    """The distinct pixels reached, as rows and columns; each trajectory's index among them into ``inverse``.
 
     Entries are a cell pixel's position among ``(ys, xs)`` or ``-1 - flat
-    index`` of a non-cell pixel (few: a dictionary).
+    index`` of a non-cell pixel (few: a dictionary). ``slot`` (one entry
+    per cell pixel) and ``inverse`` (one per trajectory) are scratch
+    buffers the caller has already touched (see :func:`_advance`).
     """
     n = reached.size
-    slot = np.full(ys.size, -1, np.int64)
+    slot[:] = -1
     off = numba.typed.Dict.empty(key_type=numba.types.int64, value_type=numba.types.int64)
-    inverse = np.empty(n, np.int64)
     sy = np.empty(n, np.int64)
     sx = np.empty(n, np.int64)
     m = 0
@@ -320,7 +332,7 @@ def _distinct_starts(reached, ys, xs, w):
                 sx[k] = (-1 - r) % w
                 m += 1
         inverse[i] = k
-    return sy[:m].copy(), sx[:m].copy(), inverse
+    return sy[:m].copy(), sx[:m].copy()
 
 
 class _Threads:
@@ -362,14 +374,15 @@ class _Threads:
 
 
 def _finish(flow: np.ndarray, reached: np.ndarray, ys: np.ndarray, xs: np.ndarray, n_steps: int,
-            pool: _Threads) -> np.ndarray:
+            pool: _Threads, slot: np.ndarray, inverse: np.ndarray) -> np.ndarray:
     """Flat end bin of each trajectory: ``n_steps`` exact steps from the pixel reached, once per pixel.
 
     ``reached`` holds table entries (a cell pixel's position, or ``-1 - flat``
     for a non-cell pixel); the bookkeeping is the size of the cell pixels,
-    not the tile.
+    not the tile. ``slot`` and ``inverse``: scratch of ``reached``'s size and
+    an integer type that holds its entries.
     """
-    sy, sx, inverse = _distinct_starts(reached, ys, xs, flow.shape[1])
+    sy, sx = _distinct_starts(reached, ys, xs, flow.shape[1], slot, inverse)
     return _integrate_ends(flow, sy, sx, n_steps, pool)[inverse]
 
 
@@ -548,7 +561,7 @@ def _follow(flow: np.ndarray, index: np.ndarray, ys: np.ndarray, xs: np.ndarray,
     # as a fixed point of the table it would stop for good, whereas its
     # sub-pixel drift adds up in Cellpose. Such pixels (cell borders with
     # weak flow, and the few around each cell's sink) are followed exactly.
-    stuck = table == np.arange(ys.size, dtype=itype)
+    stuck = _fixed_points(table)
     # table^jumps by repeated squaring (pointer jumping), applied to each start.
     reached = np.arange(ys.size, dtype=itype)
     power = table
@@ -556,14 +569,15 @@ def _follow(flow: np.ndarray, index: np.ndarray, ys: np.ndarray, xs: np.ndarray,
     remaining = jumps
     while True:
         if remaining & 1:
-            reached = _take(power, reached)
+            _advance(power, reached)
         remaining >>= 1
         if not remaining:
             break
         pool.chunks(power.size, lambda a, b: _square(power, scratch, a, b))
         power, scratch = scratch, power
     pool.lap("follow: pointer jumping")
-    end = _finish(flow, reached, ys, xs, niter - jumps * jump, pool)
+    # The two tables are scratch now (memory already paged in).
+    end = _finish(flow, reached, ys, xs, niter - jumps * jump, pool, power, scratch)
     pool.lap("follow: last steps from the pixels reached")
     end[stuck] = _integrate_ends(flow, ys[stuck], xs[stuck], niter, pool)
     pool.lap("follow: pixels that do not move, exactly")
