@@ -63,6 +63,73 @@ def test_flow_errors_equal_cellpose(tissue):
     np.testing.assert_allclose(flows.flow_errors(labels, dP)[1:], ref, rtol=0, atol=2e-6)
 
 
+def two_pass_flow(labels, v):
+    """The flow check's diffusion of mask ``v`` done plainly on the whole padded box, two passes a step
+    (row sums of three, then sums of three row sums), in float32: what ``flows._diffuse`` computes."""
+    ys, xs = np.nonzero(labels == v)
+    y0, x0 = ys.min(), xs.min()
+    ly, lx = ys.max() - y0 + 3, xs.max() - x0 + 3
+    inside = np.zeros((ly, lx), bool)
+    inside[ys - y0 + 1, xs - x0 + 1] = True
+    py, px = np.nonzero(inside)
+    c = np.argmin((px - px.mean()) ** 2 + (py - py.mean()) ** 2)  # first in raster order on ties
+    t = np.zeros((ly, lx), np.float32)
+    for _ in range(2 * (ly + lx)):
+        t[py[c], px[c]] += np.float32(1)
+        rows = np.zeros_like(t)
+        rows[:, 1:-1] = t[:, :-2] + t[:, 1:-1] + t[:, 2:]
+        total = np.zeros_like(t)
+        total[1:-1] = rows[:-2] + rows[1:-1] + rows[2:]
+        t = np.where(inside, np.float32(1 / 9.0) * total, np.float32(0))
+    t = t.astype(np.float64)
+    dy = t[py + 1, px] - t[py - 1, px]
+    dx = t[py, px + 1] - t[py, px - 1]
+    norm = 1e-60 + np.sqrt(dy * dy + dx * dx)
+    return py + y0 - 1, px + x0 - 1, dy / norm, dx / norm
+
+
+def test_flow_check_diffusion_equals_two_passes_a_step():
+    """The flow check sweeps only the rows the heat has reached and makes the next step's row sums while
+    it sweeps (``_jacobi_fused``); its flows are those of two plain passes a step over the whole box, bit for
+    bit, on masks of all sizes and shapes: with holes, one pixel high or wide, at the image's edges, with
+    the source at the box's edge (an L)."""
+    labels = cell_labels((120, 150), 14, seed=7)
+    n = int(labels.max())
+    labels[labels == n] = 0
+    labels[60, 3:40] = n  # one pixel high
+    labels[70:110, 146] = n + 1  # one pixel wide, at the right edge
+    labels[0:30, 100:103] = n + 2  # an L: the mask pixel nearest its mean is at its box's edge
+    labels[27:30, 103:140] = n + 2
+    labels[80:118, 40:80] = n + 3
+    labels[90:100, 50:70] = 0  # a hole
+    box = flows._boxes(labels, n + 3)
+    for v in range(1, n + 4):
+        if box[v, 0] < 0:
+            continue
+        got = flows._mask_flow(labels, box, v, np.zeros(0, np.float32), True)
+        for a, b in zip(got, two_pass_flow(labels, v)):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_flow_errors_are_those_of_the_masks_flows(tissue, threads):
+    """The flow check computes each mask's error in the loop that finishes its flow, masks in raster order
+    of their boxes: the errors are, bit for bit, the mean squared differences of the masks' flows
+    (``_mask_flow``) to ``dP / 5`` summed pixel by pixel in raster order."""
+    labels, dP, _ = tissue
+    dP = dP.astype(np.float32)
+    box = flows._boxes(labels, int(labels.max()))
+    ref = np.zeros(int(labels.max()) + 1)
+    for v in range(1, ref.size):
+        py, px, fy, fx = flows._mask_flow(labels, box, v, np.zeros(0, np.float32), True)
+        ey = ex = 0.0
+        for k in range(py.size):
+            ey += (fy[k] - dP[0, py[k], px[k]] / np.float32(5)) ** 2
+            ex += (fx[k] - dP[1, py[k], px[k]] / np.float32(5)) ** 2
+        ref[v] = ey / py.size + ex / py.size
+    np.testing.assert_array_equal(flows.flow_errors(labels, dP, threads=threads), ref)
+
+
 def test_exact_following_equals_cellpose(tissue):
     dynamics = require("cellpose.dynamics")
     _, dP, cellprob = tissue
@@ -123,6 +190,37 @@ def test_batched_steps_follow_the_arithmetic_at_the_borders(drift):
     edge = (ours[0] == 0) | (ours[0] == shape[0] - 1) | (ours[1] == 0) | (ours[1] == shape[1] - 1)
     assert edge.sum() > ys.size // 2
     np.testing.assert_array_equal(ours.view(np.uint32), euler_steps(flow, ys, xs, 30).view(np.uint32))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pointer_jumping_follows_the_table(tissue, threads):
+    """``follow_flows`` with jumps is: the successor table applied ``niter / jump - 1`` times, then the
+    remaining steps exact from the pixel reached; pixels the table hands back to themselves exact for all
+    ``niter`` steps. Checked against that done plainly in numpy (the table, its powers and the scratch
+    buffers that ``_follow`` reuses are bookkeeping only)."""
+    _, dP, cellprob = tissue
+    cell = cellprob > 0
+    flow = (dP * cell / 5.0).astype(np.float32)
+    ys, xs = np.nonzero(cell)
+    niter, jump = 200, 4
+    interleaved = np.ascontiguousarray(np.moveaxis(flow, 0, -1))
+    index = np.zeros(cell.shape, np.int32)
+    index[ys, xs] = np.arange(1, ys.size + 1)
+    table = np.empty(ys.size, np.int32)
+    flows._successors(interleaved, index, ys, xs, jump, table, 0, ys.size)
+    reached = np.arange(ys.size)
+    for _ in range(niter // jump - 1):
+        reached = np.where(reached >= 0, table[np.maximum(reached, 0)], reached)
+    w = cell.shape[1]
+    sy = np.where(reached >= 0, ys[np.maximum(reached, 0)], (-1 - reached) // w)
+    sx = np.where(reached >= 0, xs[np.maximum(reached, 0)], (-1 - reached) % w)
+    last = niter - (niter // jump - 1) * jump
+    ends = euler_steps(flow, sy, sx, last)
+    stuck = table == np.arange(ys.size)
+    assert 0 < stuck.sum() < ys.size
+    ends[:, stuck] = euler_steps(flow, ys[stuck], xs[stuck], niter)
+    ref = ends[0].astype(np.int64) * w + ends[1].astype(np.int64)
+    np.testing.assert_array_equal(flows.follow_flows(flow, cell, niter, jump=jump, threads=threads), ref)
 
 
 @pytest.mark.parametrize("drift", [(0.5, 0.0), (6.0, 1.0), (-6.0, -2.0), (40.0, 0.0), (500.0, 3.0)])
