@@ -59,6 +59,7 @@ from scip.segment._modelfiles import check_channels
 from .data import normalize, normalize_range
 from .model import ConvBN
 from .modelfile import ModelFile, ModelFileError
+from .shape import split_merge
 
 __all__ = ["Predictor", "load_predictor", "resolve_device", "resolve_runtime", "fold_batch_norm",
            "predict_probabilities", "labels_from_probabilities", "micronucleus_labels", "clean_nuclei", "segment_image", "segment_micronuclei", "tta_forward", "clear_cache"]
@@ -547,6 +548,12 @@ def clean_nuclei(labels: np.ndarray, probs: np.ndarray, model: ModelFile, diamet
     - ``drop_micronuclei`` (models with a ``micronuclei`` output): objects
       whose mean micronucleus probability exceeds 0.5 are dropped, since
       micronuclei are not nuclei.
+    - ``split_area`` / ``merge_solidity`` (and ``split_h``,
+      ``split_solidity``, ``merge_area``, ``merge_boundary``): after the
+      drops, objects far above the image's median size are split at the
+      necks of their distance transform and touching pieces whose union is
+      convex are joined (:func:`scip.segment.unet.shape.split_merge`); a
+      split may not leave a part below the ``min_area_fraction`` size.
 
     Returns
     -------
@@ -563,12 +570,15 @@ def clean_nuclei(labels: np.ndarray, probs: np.ndarray, model: ModelFile, diamet
         counts = np.bincount(labels.ravel(), minlength=drop.size)
         drop |= sums > 0.5 * np.maximum(counts, 1)
     fraction, d = post.get("min_area_fraction"), diameter or model.meta.get("diameter")
-    if fraction and d:
-        drop |= np.bincount(labels.ravel(), minlength=drop.size) < fraction * np.pi * (d / 2) ** 2
+    min_area = fraction * np.pi * (d / 2) ** 2 if fraction and d else 0.0
+    if min_area:
+        drop |= np.bincount(labels.ravel(), minlength=drop.size) < min_area
     drop[0] = False
-    if not drop[1:].any():
-        return labels
-    return remove_small_and_relabel(np.where(drop[labels], 0, labels).astype(np.int32), 1)
+    if drop[1:].any():
+        labels = remove_small_and_relabel(np.where(drop[labels], 0, labels).astype(np.int32), 1)
+    if post.get("split_area") or post.get("merge_solidity"):
+        labels = split_merge(labels, post, min_area)
+    return labels
 
 
 def _probabilities(image: np.ndarray, predictor: Predictor, *, tta: bool, tile: int, overlap: int, batch_size: int,
