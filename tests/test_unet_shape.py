@@ -8,6 +8,8 @@ pytest.importorskip("torch")
 from scip.segment.unet import modelfile  # noqa: E402
 from scip.segment.unet.model import Architecture  # noqa: E402
 from scip.segment.unet.predict import clean_nuclei, labels_from_probabilities  # noqa: E402
+from scip.config.sections import UnetConfig  # noqa: E402
+from scip.segment.unet import shape  # noqa: E402
 from scip.segment.unet.shape import merge_convex, split_concave  # noqa: E402
 
 SHAPE = {"split_area": 1.5, "split_h": 1.0, "merge_solidity": 0.93, "merge_area": 5.0, "merge_boundary": 1.5}
@@ -25,10 +27,24 @@ def bump(centre, sigma):
 
 
 def model(**post):
+    """A model file whose postprocess has the split/merge keys ``post`` only (none: no split/merge)."""
     meta = modelfile.default_meta(["nuclei"])
     meta["diameter"] = 24.0
+    meta["postprocess"] = {k: v for k, v in meta["postprocess"].items() if not k.startswith(("split_", "merge_"))}
     meta["postprocess"].update(post)
     return modelfile.ModelFile(Architecture(), {}, meta)
+
+
+def test_the_switch_overrides_the_model_file():
+    # split_merge=True applies the selected settings to a file without them; False turns a file's own off.
+    pair = [((100, 90), 12), ((100, 110), 12)]
+    probs = probabilities(SINGLES + pair, [(c, 5) for c, _ in SINGLES] + [((100, 100), 8)])
+    labels = labels_from_probabilities(probs, 0.5, 0.5, 20, 0.2)
+    assert SHAPE == shape.DEFAULTS
+    assert clean_nuclei(labels, probs, model()).max() == 4
+    assert clean_nuclei(labels, probs, model(), split_merge=True).max() == 5
+    assert clean_nuclei(labels, probs, model(**SHAPE), split_merge=False).max() == 4
+    assert UnetConfig(method="unet", split_merge=True).split_merge is True
 
 
 def probabilities(objects, peaks):

@@ -59,7 +59,7 @@ from scip.segment._modelfiles import check_channels
 from .data import normalize, normalize_range
 from .model import ConvBN
 from .modelfile import ModelFile, ModelFileError
-from .shape import split_merge
+from . import shape
 
 __all__ = ["Predictor", "load_predictor", "resolve_device", "resolve_runtime", "fold_batch_norm",
            "predict_probabilities", "labels_from_probabilities", "micronucleus_labels", "clean_nuclei", "segment_image", "segment_micronuclei", "tta_forward", "clear_cache"]
@@ -517,7 +517,7 @@ def segment_image(image: np.ndarray, model: str | os.PathLike | ModelFile = "nuc
                   overlap: int = 64, batch_size: int = 4, diameter: float | None = None,
                   threshold: float | None = None, seed_threshold: float | None = None, smooth: float = 0.0,
                   min_size: int = 20, norm_range: list | None = None, return_probabilities: bool = False,
-                  runtime: str = "auto"):
+                  runtime: str = "auto", split_merge: bool | None = None):
     """Label the objects of ``image`` with a U-Net model (see :func:`scip.segment.unet.unet`).
 
     Returns
@@ -534,11 +534,12 @@ def segment_image(image: np.ndarray, model: str | os.PathLike | ModelFile = "nuc
     threshold = post["threshold"] if threshold is None else threshold
     seed_threshold = post["seed_threshold"] if seed_threshold is None else seed_threshold
     labels = labels_from_probabilities(probs, threshold, seed_threshold, min_size, post.get("seed_h"))
-    labels = clean_nuclei(labels, probs, predictor.model, diameter)
+    labels = clean_nuclei(labels, probs, predictor.model, diameter, split_merge)
     return (labels, probs) if return_probabilities else labels
 
 
-def clean_nuclei(labels: np.ndarray, probs: np.ndarray, model: ModelFile, diameter: float | None = None) -> np.ndarray:
+def clean_nuclei(labels: np.ndarray, probs: np.ndarray, model: ModelFile, diameter: float | None = None,
+                 split_merge: bool | None = None) -> np.ndarray:
     """The model file's own clean-up of nucleus labels (``meta.postprocess``; older files have none).
 
     - ``min_area_fraction``: objects smaller than this fraction of the area
@@ -555,12 +556,20 @@ def clean_nuclei(labels: np.ndarray, probs: np.ndarray, model: ModelFile, diamet
       convex are joined (:func:`scip.segment.unet.shape.split_merge`); a
       split may not leave a part below the ``min_area_fraction`` size.
 
+    ``split_merge`` overrides the file for the last step: ``None`` does what
+    the file asks, ``True`` applies :data:`scip.segment.unet.shape.DEFAULTS`
+    under the file's own split/merge keys, ``False`` skips it.
+
     Returns
     -------
     ndarray of int32
         Relabelled 1..N.
     """
     post = model.meta.get("postprocess", {})
+    if split_merge is not None:
+        own = {k: v for k, v in post.items() if k in shape.KEYS}
+        post = {**{k: v for k, v in post.items() if k not in shape.KEYS},
+                **({**shape.DEFAULTS, **own} if split_merge else {})}
     if labels.max() == 0:
         return labels
     drop = np.zeros(int(labels.max()) + 1, bool)
@@ -577,7 +586,7 @@ def clean_nuclei(labels: np.ndarray, probs: np.ndarray, model: ModelFile, diamet
     if drop[1:].any():
         labels = remove_small_and_relabel(np.where(drop[labels], 0, labels).astype(np.int32), 1)
     if post.get("split_area") or post.get("merge_solidity"):
-        labels = split_merge(labels, post, min_area)
+        labels = shape.split_merge(labels, post, min_area)
     return labels
 
 

@@ -42,6 +42,11 @@ from skimage import measure, morphology, segmentation
 
 from .._util import CONNECTIVITY, remove_small_and_relabel
 
+#: The settings the leave-one-set-out selection chose (``benchmarks/results/shape_postprocess.md``): what
+#: ``split_merge: true`` of the ``unet`` method applies when the model file does not set them.
+DEFAULTS = {"split_area": 1.5, "split_h": 1.0, "merge_solidity": 0.93, "merge_area": 5.0, "merge_boundary": 1.5}
+KEYS = ("split_area", "split_h", "split_solidity", "merge_solidity", "merge_area", "merge_boundary")
+
 
 def _median_area(labels: np.ndarray) -> float:
     areas = np.bincount(labels.ravel())[1:]
