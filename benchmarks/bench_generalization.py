@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scip.segment import segment  # noqa: E402
-from scip.segment.unet import modelfile  # noqa: E402
+from scip.segment.unet import modelfile, shape  # noqa: E402
 from scip.segment.unet.predict import (clean_nuclei, labels_from_probabilities, load_predictor,  # noqa: E402
                                        micronucleus_labels, segment_image)
 from scip.segment.unet.score import pool, score_image  # noqa: E402
@@ -62,8 +62,21 @@ MISC = "2023-05-31_misc"
 FOLD_ORDER = ["misc-HeLa", "misc-MCC13", "misc-other", "U2OS", "DSB"] + RPE1
 OLD_MODEL = ROOT / "benchmarks" / "models" / "nuclei_v1.pt"
 MN_DISTANCE = 3.0
-#: The nucleus clean-up the shipped model's file carries (scip.segment.unet.predict.clean_nuclei).
-SHIPPED_POST = {"seed_h": 0.2, "min_area_fraction": 0.25, "drop_micronuclei": True}
+#: Shape-gated split and merge (scip.segment.unet.shape): chosen by leave-one-fold-out over SHAPE_GRID, the same
+#: entry for every held-out set (benchmarks/results/shape_postprocess.md). The shipped model file does not ask for
+#: it (the ``unet`` method's ``split_merge: true`` does); the benchmark scores it as the recommended clean-up.
+SHAPE_POST = dict(shape.DEFAULTS)
+#: The nucleus clean-up of the shipped post-processing (scip.segment.unet.predict.clean_nuclei).
+SHIPPED_POST = {"seed_h": 0.2, "min_area_fraction": 0.25, "drop_micronuclei": True, **SHAPE_POST}
+_SHAPE_KEYS = shape.KEYS
+#: What ``--post`` scores to choose the split/merge settings for each held-out set on the other sets (nested).
+_SPLITS = {"split off": {}, "split >1.5x": {"split_area": 1.5, "split_h": 1.0}, "split >2x": {"split_area": 2.0, "split_h": 1.0},
+           "split >1.5x & solidity <0.9": {"split_area": 1.5, "split_h": 1.0, "split_solidity": 0.9},
+           "split >2x & solidity <0.9": {"split_area": 2.0, "split_h": 1.0, "split_solidity": 0.9}}
+_MERGES = {"merge off": {}, "merge convex": {"merge_solidity": 0.93, "merge_area": 5.0},
+           "merge convex or border 1.5": {"merge_solidity": 0.93, "merge_area": 5.0, "merge_boundary": 1.5}}
+SHAPE_GRID = {f"{s} / {m}": {**sv, **mv} for s, sv in _SPLITS.items() for m, mv in _MERGES.items()}
+SHAPE_VARIANT = "new recipe, shape: "
 
 #: The new training recipe (fold models and the shipped model); see docs/segmentation.md.
 RECIPE = {
@@ -206,8 +219,9 @@ def unet_variants(image: np.ndarray, model: Path, with_post: bool) -> tuple[dict
 
     The main entry (``""``) is what the shipped model does: :func:`clean_nuclei` with the shipped
     ``postprocess`` (fold models may predate those keys, so they are set here). With ``with_post`` the
-    levers one by one: threshold seeds (as v1) without and with clean-up, size filter only, micronucleus
-    filter only (both on threshold seeds), h-maxima seeds without clean-up.
+    :data:`SHAPE_GRID` entries (h-maxima seeds and the clean-up, then each split/merge setting), and the
+    levers one by one without split/merge: threshold seeds (as v1) without and with clean-up, size filter
+    only, micronucleus filter only (both on threshold seeds), h-maxima seeds without clean-up.
     """
     mf = load_predictor(model, device="cpu").model
     _, probs = segment_image(image, model, device="cpu", return_probabilities=True, min_size=20)
@@ -222,13 +236,20 @@ def unet_variants(image: np.ndarray, model: Path, with_post: bool) -> tuple[dict
         mn = micronucleus_labels(probs, mf.outputs.index(modelfile.MICRONUCLEI), post.get("micronucleus_threshold", 0.5),
                                  post.get("micronucleus_min_size", 3))
     if with_post:
+        # The split/merge candidates of the nested selection, on the same seeds and clean-up.
+        unshaped = {k: v for k, v in post.items() if k not in _SHAPE_KEYS}
+        for name, setting in SHAPE_GRID.items():
+            out[SHAPE_VARIANT[len("new recipe"):] + name] = clean_nuclei(seeded, probs, replace(mf, meta={
+                **mf.meta, "postprocess": {**unshaped, **setting}}))
+        # The earlier levers, without split/merge, so that they compare with the results before it.
         out[" no clean-up"] = raw
         out[" size filter only"] = clean_nuclei(raw, probs, replace(mf, meta={**mf.meta, "postprocess": {
-            **post, "drop_micronuclei": False}}))
+            **unshaped, "drop_micronuclei": False}}))
         if has_mn:
             out[" micronucleus filter only"] = clean_nuclei(raw, probs, replace(mf, meta={**mf.meta, "postprocess": {
-                **post, "min_area_fraction": None}}))
-        out[" threshold seeds + clean-up"] = clean_nuclei(raw, probs, shipped)
+                **unshaped, "min_area_fraction": None}}))
+        out[" threshold seeds + clean-up"] = clean_nuclei(raw, probs, replace(mf, meta={**mf.meta,
+                                                                                      "postprocess": unshaped}))
         out[" h-maxima seeds, no clean-up"] = seeded
     return out, mn
 
@@ -335,15 +356,40 @@ def main() -> None:
         mn_rows = [r["mn"]["new recipe"] for r in rows if "new recipe" in r["mn"]]
         if mn_rows:
             table[fold]["micronuclei (new recipe)"] = point_scores(mn_rows)
+    nested = nested_shape(per_image, names) if args.post else {}
     speed = {} if args.no_speed else tiles_per_second(
         {"old model (v1)": OLD_MODEL, f"new shipped ({args.shipped})": modelfile.resolve(args.shipped)})
     result = {"folds": {n: all_folds[n] for n in names}, "recipe": recipe, "table": table, "per_image": per_image,
-              "fold_seconds": timing, "cellpose": cellpose, "speed_tiles_per_s": speed, "device": args.device,
+              "fold_seconds": timing, "nested_shape": nested, "cellpose": cellpose, "speed_tiles_per_s": speed, "device": args.device,
               "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=float))
-    args.out.write_text(markdown(result, names, methods, sys.argv[1:]))
+    # The split/merge grid goes into its own (nested) table, not 15 more columns.
+    args.out.write_text(markdown(result, names, [m for m in methods if not m.startswith(SHAPE_VARIANT)], sys.argv[1:]))
     print(args.out.read_text())
+
+
+def nested_shape(per_image: list[dict], names: list[str]) -> dict:
+    """Split/merge settings chosen for each held-out set on the *other* sets (leave-one-fold-out), and the F1 they give.
+
+    For held-out set F, the :data:`SHAPE_GRID` entry with the highest F1 pooled over the other folds' images (each
+    scored with its own fold model, which never saw it) is applied to F; ties go to the earlier entry. ``pooled``
+    pools every set's images under its own choice.
+    """
+    cands = [SHAPE_VARIANT + k for k in SHAPE_GRID]
+    rows = [r for r in per_image if all(c in r["scores"] for c in cands)]
+    out, chosen_scores = {}, []
+    for fold in names:
+        held = [r for r in rows if r["fold"] == fold]
+        if not held:
+            continue
+        others = [r for r in rows if r["fold"] != fold]
+        best = max(cands, key=lambda c: (round(pool(r["scores"][c] for r in others)["f1"], 6), -cands.index(c)))
+        chosen_scores += [r["scores"][best] for r in held]
+        out[fold] = {"chosen": best[len(SHAPE_VARIANT):], **pool(r["scores"][best] for r in held)}
+    if out:
+        out["pooled"] = {"chosen": "", **pool(chosen_scores)}
+    return out
 
 
 def markdown(result: dict, names: list[str], methods: list[str], argv: list[str]) -> str:
@@ -361,6 +407,18 @@ def markdown(result: dict, names: list[str], methods: list[str], argv: list[str]
             cells.append("–" if not s["images"] else f"{s['f1']:.3f} (P {s['precision']:.2f} R {s['recall']:.2f} "
                                                          f"J {s['object_jaccard']:.2f}; {s['images']} img)")
         lines.append(f"| {'**pooled**' if fold == 'pooled' else fold} | " + " | ".join(cells) + " |")
+    nested = result.get("nested_shape")
+    if nested:
+        off = SHAPE_VARIANT + "split off / merge off"
+        lines += ["", "Shape-gated split/merge (`SHAPE_GRID`), chosen for each held-out set on the other sets' held-out "
+                  "images (each scored by its own fold model): F1 at IoU 0.5.", "",
+                  "| held out | otsu | watershed | new recipe without split/merge | new recipe (shipped: `SHAPE_POST`) "
+                  "| nested choice | chosen on the other sets |", "|---|---:|---:|---:|---:|---:|---|"]
+        for fold in [n for n in names if n in nested] + ["pooled"]:
+            f1 = [table[fold][m]["f1"] if table[fold][m]["images"] else float("nan")
+                  for m in ("otsu", "watershed", off, "new recipe")]
+            lines.append(f"| {'**pooled**' if fold == 'pooled' else fold} | " + " | ".join(f"{v:.3f}" for v in f1)
+                         + f" | {nested[fold]['f1']:.3f} | {nested[fold]['chosen']} |")
     lines += ["", "Micronuclei (new recipe): one-to-one matching of centroids within 3 px.", "",
               "| held out | true | predicted | F1 | precision | recall |", "|---|---:|---:|---:|---:|---:|"]
     for fold in names + ["pooled"]:

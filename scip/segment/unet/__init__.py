@@ -54,6 +54,7 @@ def unet(
     smooth: float = 0.0,
     min_size: int = 20,
     norm_range: list | None = None,
+    split_merge: bool | None = None,
 ) -> np.ndarray:
     """Label objects with a U-Net model.
 
@@ -98,6 +99,14 @@ def unet(
         instead of this image's percentiles: how windows of a large image
         share the whole image's normalization
         (:mod:`scip.segment.image_statistics`).
+    split_merge : bool, optional
+        Shape-gated split and merge of the nuclei after the clean-up
+        (:mod:`scip.segment.unet.shape`): objects far above the image's
+        median size split at the necks of their distance transform,
+        touching pieces with a convex union or a long shared border joined.
+        ``None`` does what the model file asks (the shipped ``nuclei``:
+        nothing), ``True`` applies the measured settings, ``False`` none.
+        The median is the image's, or in a tiled run the window's.
 
     Returns
     -------
@@ -119,7 +128,7 @@ def unet(
                          tile=tile,
                          overlap=overlap, batch_size=batch_size, diameter=diameter, threshold=threshold,
                          seed_threshold=seed_threshold, smooth=smooth, min_size=min_size,
-                         norm_range=norm_range)
+                         norm_range=norm_range, split_merge=split_merge)
 
 
 def micronuclei(

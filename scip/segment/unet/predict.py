@@ -59,6 +59,7 @@ from scip.segment._modelfiles import check_channels
 from .data import normalize, normalize_range
 from .model import ConvBN
 from .modelfile import ModelFile, ModelFileError
+from . import shape
 
 __all__ = ["Predictor", "load_predictor", "resolve_device", "resolve_runtime", "fold_batch_norm",
            "predict_probabilities", "labels_from_probabilities", "micronucleus_labels", "clean_nuclei", "segment_image", "segment_micronuclei", "tta_forward", "clear_cache"]
@@ -516,7 +517,7 @@ def segment_image(image: np.ndarray, model: str | os.PathLike | ModelFile = "nuc
                   overlap: int = 64, batch_size: int = 4, diameter: float | None = None,
                   threshold: float | None = None, seed_threshold: float | None = None, smooth: float = 0.0,
                   min_size: int = 20, norm_range: list | None = None, return_probabilities: bool = False,
-                  runtime: str = "auto"):
+                  runtime: str = "auto", split_merge: bool | None = None):
     """Label the objects of ``image`` with a U-Net model (see :func:`scip.segment.unet.unet`).
 
     Returns
@@ -533,11 +534,12 @@ def segment_image(image: np.ndarray, model: str | os.PathLike | ModelFile = "nuc
     threshold = post["threshold"] if threshold is None else threshold
     seed_threshold = post["seed_threshold"] if seed_threshold is None else seed_threshold
     labels = labels_from_probabilities(probs, threshold, seed_threshold, min_size, post.get("seed_h"))
-    labels = clean_nuclei(labels, probs, predictor.model, diameter)
+    labels = clean_nuclei(labels, probs, predictor.model, diameter, split_merge)
     return (labels, probs) if return_probabilities else labels
 
 
-def clean_nuclei(labels: np.ndarray, probs: np.ndarray, model: ModelFile, diameter: float | None = None) -> np.ndarray:
+def clean_nuclei(labels: np.ndarray, probs: np.ndarray, model: ModelFile, diameter: float | None = None,
+                 split_merge: bool | None = None) -> np.ndarray:
     """The model file's own clean-up of nucleus labels (``meta.postprocess``; older files have none).
 
     - ``min_area_fraction``: objects smaller than this fraction of the area
@@ -547,6 +549,16 @@ def clean_nuclei(labels: np.ndarray, probs: np.ndarray, model: ModelFile, diamet
     - ``drop_micronuclei`` (models with a ``micronuclei`` output): objects
       whose mean micronucleus probability exceeds 0.5 are dropped, since
       micronuclei are not nuclei.
+    - ``split_area`` / ``merge_solidity`` (and ``split_h``,
+      ``split_solidity``, ``merge_area``, ``merge_boundary``): after the
+      drops, objects far above the image's median size are split at the
+      necks of their distance transform and touching pieces whose union is
+      convex are joined (:func:`scip.segment.unet.shape.split_merge`); a
+      split may not leave a part below the ``min_area_fraction`` size.
+
+    ``split_merge`` overrides the file for the last step: ``None`` does what
+    the file asks, ``True`` applies :data:`scip.segment.unet.shape.DEFAULTS`
+    under the file's own split/merge keys, ``False`` skips it.
 
     Returns
     -------
@@ -554,6 +566,10 @@ def clean_nuclei(labels: np.ndarray, probs: np.ndarray, model: ModelFile, diamet
         Relabelled 1..N.
     """
     post = model.meta.get("postprocess", {})
+    if split_merge is not None:
+        own = {k: v for k, v in post.items() if k in shape.KEYS}
+        post = {**{k: v for k, v in post.items() if k not in shape.KEYS},
+                **({**shape.DEFAULTS, **own} if split_merge else {})}
     if labels.max() == 0:
         return labels
     drop = np.zeros(int(labels.max()) + 1, bool)
@@ -563,12 +579,15 @@ def clean_nuclei(labels: np.ndarray, probs: np.ndarray, model: ModelFile, diamet
         counts = np.bincount(labels.ravel(), minlength=drop.size)
         drop |= sums > 0.5 * np.maximum(counts, 1)
     fraction, d = post.get("min_area_fraction"), diameter or model.meta.get("diameter")
-    if fraction and d:
-        drop |= np.bincount(labels.ravel(), minlength=drop.size) < fraction * np.pi * (d / 2) ** 2
+    min_area = fraction * np.pi * (d / 2) ** 2 if fraction and d else 0.0
+    if min_area:
+        drop |= np.bincount(labels.ravel(), minlength=drop.size) < min_area
     drop[0] = False
-    if not drop[1:].any():
-        return labels
-    return remove_small_and_relabel(np.where(drop[labels], 0, labels).astype(np.int32), 1)
+    if drop[1:].any():
+        labels = remove_small_and_relabel(np.where(drop[labels], 0, labels).astype(np.int32), 1)
+    if post.get("split_area") or post.get("merge_solidity"):
+        labels = shape.split_merge(labels, post, min_area)
+    return labels
 
 
 def _probabilities(image: np.ndarray, predictor: Predictor, *, tta: bool, tile: int, overlap: int, batch_size: int,
