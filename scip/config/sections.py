@@ -205,7 +205,7 @@ class UnetConfig(_SegmentBase):
     threshold: Annotated[float, Field(gt=0, lt=1)] | None = None
     seed_threshold: Annotated[float, Field(gt=0, lt=1)] | None = None
     smooth: Annotated[float, Field(ge=0)] = 0.0
-    #: Shape-gated split/merge of the nuclei (scip.segment.unet.shape); None: as the model file asks.
+    #: Shape-gated split/merge of the nuclei (scip.segment.unet.split_merge); None: as the model file asks.
     split_merge: bool | None = None
 
     @field_validator("model")

@@ -101,7 +101,7 @@ def unet(
         (:mod:`scip.segment.image_statistics`).
     split_merge : bool, optional
         Shape-gated split and merge of the nuclei after the clean-up
-        (:mod:`scip.segment.unet.shape`): objects far above the image's
+        (:mod:`scip.segment.unet.split_merge`): objects far above the image's
         median size split at the necks of their distance transform,
         touching pieces with a convex union or a long shared border joined.
         ``None`` does what the model file asks (the shipped ``nuclei``:

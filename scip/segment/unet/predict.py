@@ -59,7 +59,7 @@ from scip.segment._modelfiles import check_channels
 from .data import normalize, normalize_range
 from .model import ConvBN
 from .modelfile import ModelFile, ModelFileError
-from . import shape
+from . import split_merge as shape_rules
 
 __all__ = ["Predictor", "load_predictor", "resolve_device", "resolve_runtime", "fold_batch_norm",
            "predict_probabilities", "labels_from_probabilities", "micronucleus_labels", "clean_nuclei", "segment_image", "segment_micronuclei", "tta_forward", "clear_cache"]
@@ -553,11 +553,11 @@ def clean_nuclei(labels: np.ndarray, probs: np.ndarray, model: ModelFile, diamet
       ``split_solidity``, ``merge_area``, ``merge_boundary``): after the
       drops, objects far above the image's median size are split at the
       necks of their distance transform and touching pieces whose union is
-      convex are joined (:func:`scip.segment.unet.shape.split_merge`); a
+      convex are joined (:func:`scip.segment.unet.split_merge.split_merge`); a
       split may not leave a part below the ``min_area_fraction`` size.
 
     ``split_merge`` overrides the file for the last step: ``None`` does what
-    the file asks, ``True`` applies :data:`scip.segment.unet.shape.DEFAULTS`
+    the file asks, ``True`` applies :data:`scip.segment.unet.split_merge.DEFAULTS`
     under the file's own split/merge keys, ``False`` skips it.
 
     Returns
@@ -567,9 +567,9 @@ def clean_nuclei(labels: np.ndarray, probs: np.ndarray, model: ModelFile, diamet
     """
     post = model.meta.get("postprocess", {})
     if split_merge is not None:
-        own = {k: v for k, v in post.items() if k in shape.KEYS}
-        post = {**{k: v for k, v in post.items() if k not in shape.KEYS},
-                **({**shape.DEFAULTS, **own} if split_merge else {})}
+        own = {k: v for k, v in post.items() if k in shape_rules.KEYS}
+        post = {**{k: v for k, v in post.items() if k not in shape_rules.KEYS},
+                **({**shape_rules.DEFAULTS, **own} if split_merge else {})}
     if labels.max() == 0:
         return labels
     drop = np.zeros(int(labels.max()) + 1, bool)
@@ -586,7 +586,7 @@ def clean_nuclei(labels: np.ndarray, probs: np.ndarray, model: ModelFile, diamet
     if drop[1:].any():
         labels = remove_small_and_relabel(np.where(drop[labels], 0, labels).astype(np.int32), 1)
     if post.get("split_area") or post.get("merge_solidity"):
-        labels = shape.split_merge(labels, post, min_area)
+        labels = shape_rules.split_merge(labels, post, min_area)
     return labels
 
 

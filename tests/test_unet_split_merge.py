@@ -1,4 +1,4 @@
-"""Shape-gated split and merge of U-Net nucleus instances (scip.segment.unet.shape, via clean_nuclei)."""
+"""Shape-gated split and merge of U-Net nucleus instances (scip.segment.unet.split_merge, via clean_nuclei)."""
 
 import numpy as np
 import pytest
@@ -9,8 +9,8 @@ from scip.segment.unet import modelfile  # noqa: E402
 from scip.segment.unet.model import Architecture  # noqa: E402
 from scip.segment.unet.predict import clean_nuclei, labels_from_probabilities  # noqa: E402
 from scip.config.sections import UnetConfig  # noqa: E402
-from scip.segment.unet import shape  # noqa: E402
-from scip.segment.unet.shape import merge_convex, split_concave  # noqa: E402
+from scip.segment.unet import split_merge as shape  # noqa: E402
+from scip.segment.unet.split_merge import merge_convex, split_concave  # noqa: E402
 
 SHAPE = {"split_area": 1.5, "split_h": 1.0, "merge_solidity": 0.93, "merge_area": 5.0, "merge_boundary": 1.5}
 SIZE = 160
