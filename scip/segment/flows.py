@@ -115,7 +115,7 @@ _BATCH = 64
 
 
 @numba.njit(cache=True, nogil=True)
-def _integrate(flow, ys, xs, n_steps):
+def _integrate(steps, index, ys, xs, n_steps):
     """Exact end positions (float32, shape (2, n)) of the pixels ``(ys, xs)`` after ``n_steps``.
 
     Each Euler step has Cellpose's arithmetic: the bilinear interpolation in
@@ -123,25 +123,30 @@ def _integrate(flow, ys, xs, n_steps):
     fractions: some products float32, the rest float64, see below) and the
     step rounded to float32 before it is added, so that exactly followed
     trajectories match Cellpose bit for bit; positions are clamped to the
-    image. ``flow`` is (H, W, 2): a pixel's two components share a cache
-    line, so an interpolation touches two lines (rows y0 and y1) instead of
-    four. A step of a batch of trajectories is three loops: positions to
+    image. The step field is ``steps[index[y, x]]``: ``steps`` (n + 1, 2)
+    holds the steps of the cell pixels that ``index`` (H, W) numbers 1..n,
+    and zeros in row 0, where ``index`` sends the pixels off cells (whose
+    step is 0). A tile-sized step field would be 8 bytes a pixel (33.5 MB at
+    2048²) written and, over glibc's mmap ceiling, faulted in afresh on
+    every call; the index is read here anyway (the pixel of the next hand-over),
+    and ``steps`` is the size of the cell pixels. A step of a batch of trajectories is three loops: positions to
     offsets and weights, the eight loads, the arithmetic. The first and last
     vectorize (the same IEEE operations in the same order on each lane, no
     fused multiply-add), which one loop doing all three did not.
     """
     out = np.empty((2, ys.size), np.float32)
-    h = flow.shape[0]
-    w = flow.shape[1]
+    h = index.shape[0]
+    w = index.shape[1]
     hm = np.float32(h - 1)
     wm = np.float32(w - 1)
     zero = np.float32(0.0)
-    values = flow.reshape(-1)
+    values = steps.reshape(-1)
+    flat = index.reshape(-1)
     py = np.empty(_BATCH, np.float32)
     px = np.empty(_BATCH, np.float32)
     fy = np.empty(_BATCH, np.float64)
     fx = np.empty(_BATCH, np.float64)
-    # Offsets (into values) of the four pixels around each position, and their flows.
+    # Flat indices of the four pixels around each position, and their flows.
     o00 = np.empty(_BATCH, np.uint64)
     o01 = np.empty(_BATCH, np.uint64)
     o10 = np.empty(_BATCH, np.uint64)
@@ -156,8 +161,9 @@ def _integrate(flow, ys, xs, n_steps):
             if n_steps:
                 # From a pixel's own position the bilinear weights are 1, 0, 0, 0: the
                 # step is the flow there, bit for bit what a full step computes, at a quarter of the loads.
-                py[k] = min(hm, max(zero, np.float32(py[k] + flow[ys[i], xs[i], 0])))
-                px[k] = min(wm, max(zero, np.float32(px[k] + flow[ys[i], xs[i], 1])))
+                own = flat[ys[i] * w + xs[i]]
+                py[k] = min(hm, max(zero, np.float32(py[k] + steps[own, 0])))
+                px[k] = min(wm, max(zero, np.float32(px[k] + steps[own, 1])))
         for _ in range(n_steps - 1):
             for k in range(m):
                 # Positions are >= 0 (clamped): truncation is the floor.
@@ -167,20 +173,26 @@ def _integrate(flow, ys, xs, n_steps):
                 fx[k] = np.float64(px[k]) - np.float64(x0)
                 y1 = min(y0 + 1, h - 1)
                 x1 = min(x0 + 1, w - 1)
-                o00[k] = np.uint64((y0 * w + x0) * 2)
-                o01[k] = np.uint64((y0 * w + x1) * 2)
-                o10[k] = np.uint64((y1 * w + x0) * 2)
-                o11[k] = np.uint64((y1 * w + x1) * 2)
+                o00[k] = np.uint64(y0 * w + x0)
+                o01[k] = np.uint64(y0 * w + x1)
+                o10[k] = np.uint64(y1 * w + x0)
+                o11[k] = np.uint64(y1 * w + x1)
             one = np.uint64(1)
+            two = np.uint64(2)
             for k in range(m):
-                v[0, k] = values[o00[k]]
-                v[1, k] = values[o01[k]]
-                v[2, k] = values[o10[k]]
-                v[3, k] = values[o11[k]]
-                v[4, k] = values[o00[k] + one]
-                v[5, k] = values[o01[k] + one]
-                v[6, k] = values[o10[k] + one]
-                v[7, k] = values[o11[k] + one]
+                # Offsets into values: the four pixels' rows of steps (indices are >= 0).
+                a00 = np.uint64(flat[o00[k]]) * two
+                a01 = np.uint64(flat[o01[k]]) * two
+                a10 = np.uint64(flat[o10[k]]) * two
+                a11 = np.uint64(flat[o11[k]]) * two
+                v[0, k] = values[a00]
+                v[1, k] = values[a01]
+                v[2, k] = values[a10]
+                v[3, k] = values[a11]
+                v[4, k] = values[a00 + one]
+                v[5, k] = values[a01 + one]
+                v[6, k] = values[a10 + one]
+                v[7, k] = values[a11 + one]
             for k in range(m):
                 ay = fy[k]
                 ax = fx[k]
@@ -208,7 +220,7 @@ def _integrate(flow, ys, xs, n_steps):
 
 
 @numba.njit(cache=True, nogil=True)
-def _successors(flow, index, ys, xs, n_steps, table, start, stop):
+def _successors(steps, index, ys, xs, n_steps, table, start, stop):
     """Where the trajectories from cell pixels ``start:stop`` are handed after ``n_steps``.
 
     That is the nearest of the four pixels around the end point that is a
@@ -219,9 +231,9 @@ def _successors(flow, index, ys, xs, n_steps, table, start, stop):
     one (0 off cells); ``table[i]`` becomes that position for a cell pixel, or
     ``-1 - flat index`` for a non-cell pixel (where a trajectory stays).
     """
-    h = flow.shape[0]
-    w = flow.shape[1]
-    end = _integrate(flow, ys[start:stop], xs[start:stop], n_steps)
+    h = index.shape[0]
+    w = index.shape[1]
+    end = _integrate(steps, index, ys[start:stop], xs[start:stop], n_steps)
     flat_index = index.reshape(-1)
     for i in range(stop - start):
         y = end[0, i]
@@ -373,7 +385,7 @@ class _Threads:
             self.pool.shutdown()
 
 
-def _finish(flow: np.ndarray, reached: np.ndarray, ys: np.ndarray, xs: np.ndarray, n_steps: int,
+def _finish(steps: np.ndarray, index: np.ndarray, reached: np.ndarray, ys: np.ndarray, xs: np.ndarray, n_steps: int,
             pool: _Threads, slot: np.ndarray, inverse: np.ndarray) -> np.ndarray:
     """Flat end bin of each trajectory: ``n_steps`` exact steps from the pixel reached, once per pixel.
 
@@ -382,30 +394,33 @@ def _finish(flow: np.ndarray, reached: np.ndarray, ys: np.ndarray, xs: np.ndarra
     not the tile. ``slot`` and ``inverse``: scratch of ``reached``'s size and
     an integer type that holds its entries.
     """
-    sy, sx = _distinct_starts(reached, ys, xs, flow.shape[1], slot, inverse)
-    return _integrate_ends(flow, sy, sx, n_steps, pool)[inverse]
+    sy, sx = _distinct_starts(reached, ys, xs, index.shape[1], slot, inverse)
+    return _integrate_ends(steps, index, sy, sx, n_steps, pool)[inverse]
 
 
 @numba.njit(cache=True, nogil=True)
-def _prepare(dP, cell, flow, index, ys, xs):
-    """One pass over the tile: the step field, the cell pixels and their index.
+def _prepare(dP, cell, steps, index, ys, xs):
+    """One pass over the tile: the cell pixels, their index and their steps.
 
-    ``flow[y, x]`` becomes Cellpose's step ``dP[:, y, x] * cell / 5``
-    (float32, (H, W, 2)); ``(ys, xs)`` the cell pixels in raster order (as
-    ``np.nonzero``) and ``index[y, x]`` a cell pixel's position among them
-    plus one, 0 off cells. Every pixel is written (the arrays come from
-    ``np.empty``): the pages are touched once, not zeroed first.
+    ``(ys, xs)`` become the cell pixels in raster order (as ``np.nonzero``),
+    ``index[y, x]`` a cell pixel's position among them plus one, 0 off cells
+    (every pixel is written: the array comes from ``np.empty``), and
+    ``steps[index[y, x]]`` Cellpose's step ``dP[:, y, x] * cell / 5``
+    (float32, ``steps`` (n + 1, 2), row 0 zeros: the step off cells).
     """
-    _prepare_rows(dP, cell, flow, index, ys, xs, 0, cell.shape[0], 0)
+    _prepare_rows(dP, cell, steps, index, ys, xs, 0, cell.shape[0], 0)
 
 
 @numba.njit(cache=True, nogil=True)
-def _prepare_rows(dP, cell, flow, index, ys, xs, y0, y1, k):
+def _prepare_rows(dP, cell, steps, index, ys, xs, y0, y1, k):
     """:func:`_prepare` on rows ``y0:y1``, the cell pixels numbered from ``k``.
 
-    Returns the new count of cell pixels and the largest ``|flow[y, x, 0]|``
+    Returns the new count of cell pixels and the largest ``|steps[i, 0]|``
     written (the fastest a trajectory can move along the rows there).
     """
+    if k == 0:
+        steps[0, 0] = 0
+        steps[0, 1] = 0
     five = np.float32(5.0)
     zero = np.float32(0.0)
     fastest = zero
@@ -413,16 +428,14 @@ def _prepare_rows(dP, cell, flow, index, ys, xs, y0, y1, k):
         for x in range(cell.shape[1]):
             if cell[y, x]:
                 fy = dP[0, y, x] / five
-                flow[y, x, 0] = fy
-                flow[y, x, 1] = dP[1, y, x] / five
-                fastest = max(fastest, abs(fy))
                 ys[k] = y
                 xs[k] = x
                 k += 1
                 index[y, x] = k
+                steps[k, 0] = fy
+                steps[k, 1] = dP[1, y, x] / five
+                fastest = max(fastest, abs(fy))
             else:
-                flow[y, x, 0] = zero
-                flow[y, x, 1] = zero
                 index[y, x] = 0
     return k, fastest
 
@@ -434,15 +447,15 @@ _BAND = 32
 
 
 @numba.njit(cache=True, nogil=True)
-def _prepare_successors(dP, cell, flow, index, ys, xs, jump, table):
+def _prepare_successors(dP, cell, steps, index, ys, xs, jump, table):
     """:func:`_prepare` and :func:`_successors` of every cell pixel, in bands of rows.
 
-    One pass over the whole tile writes ``flow`` and ``index`` (48 MB for
-    2048² tiles), so a successor search after it finds them evicted from the
+    One pass over the whole tile writes ``index`` (17 MB for 2048² tiles),
+    so a successor search after it finds them evicted from the
     cache. Here each band of rows is prepared, then the successors of the
     pixels whose trajectories cannot leave the rows prepared so far are
     found while those rows are still cached. Exactly the same table: a
-    step moves a position by at most the largest ``|flow[..., 0]|`` of the
+    step moves a position by at most the largest ``|steps[..., 0]|`` of the
     rows it interpolates in (a convex combination), so ``jump`` steps from
     row ``y`` stay above row ``y + jump * fastest + 1``, and the
     interpolation and the nearest-pixel search read one row further; with
@@ -456,7 +469,7 @@ def _prepare_successors(dP, cell, flow, index, ys, xs, jump, table):
     fastest = np.float32(0.0)
     for y0 in range(0, h, _BAND):
         y1 = min(h, y0 + _BAND)
-        k, band_fastest = _prepare_rows(dP, cell, flow, index, ys, xs, y0, y1, k)
+        k, band_fastest = _prepare_rows(dP, cell, steps, index, ys, xs, y0, y1, k)
         fastest = max(fastest, band_fastest)
         if y1 == h:
             limit = h
@@ -470,7 +483,7 @@ def _prepare_successors(dP, cell, flow, index, ys, xs, jump, table):
         while stop < k and ys[stop] < limit:
             stop += 1
         if stop > done:
-            _successors(flow, index, ys, xs, jump, table, done, stop)
+            _successors(steps, index, ys, xs, jump, table, done, stop)
             done = stop
 
 
@@ -480,15 +493,15 @@ def _index_type(h: int, w: int) -> type:
 
 
 def _prepared(dP: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, ...]:
-    """``(flow, index, ys, xs)`` of :func:`_prepare` for float32 ``dP`` (2, H, W) and boolean ``cell``."""
+    """``(steps, index, ys, xs)`` of :func:`_prepare` for float32 ``dP`` (2, H, W) and boolean ``cell``."""
     h, w = cell.shape
     n = int(np.count_nonzero(cell))
-    flow = np.empty((h, w, 2), np.float32)
+    steps = np.empty((n + 1, 2), np.float32)
     index = np.empty((h, w), _index_type(h, w))
     ys = np.empty(n, np.int64)
     xs = np.empty(n, np.int64)
-    _prepare(np.ascontiguousarray(dP, np.float32), np.ascontiguousarray(cell), flow, index, ys, xs)
-    return flow, index, ys, xs
+    _prepare(np.ascontiguousarray(dP, np.float32), np.ascontiguousarray(cell), steps, index, ys, xs)
+    return steps, index, ys, xs
 
 
 def follow_flows(flow: np.ndarray, cell: np.ndarray, niter: int,
@@ -498,7 +511,8 @@ def follow_flows(flow: np.ndarray, cell: np.ndarray, niter: int,
     Parameters
     ----------
     flow : ndarray of float32, shape (2, H, W)
-        The step field: Cellpose's ``dP * cell / 5`` (zero off cell pixels).
+        The step field: Cellpose's ``dP * cell / 5`` (zero off cell pixels;
+        it is read at the cell pixels only).
     cell : ndarray of bool, shape (H, W)
         The cell pixels: where trajectories start.
     niter : int
@@ -521,16 +535,17 @@ def follow_flows(flow: np.ndarray, cell: np.ndarray, niter: int,
     ys, xs = np.nonzero(cell)
     index = np.zeros(cell.shape, _index_type(*cell.shape))
     index[ys, xs] = np.arange(1, ys.size + 1)
-    interleaved = np.ascontiguousarray(np.moveaxis(np.asarray(flow, np.float32), 0, -1))
+    steps = np.zeros((ys.size + 1, 2), np.float32)
+    steps[1:] = np.asarray(flow, np.float32)[:, ys, xs].T
     with _Threads(threads) as pool:
-        return _follow(interleaved, index, ys, xs, niter, jump, pool)
+        return _follow(steps, index, ys, xs, niter, jump, pool)
 
 
-def _integrate_ends(flow: np.ndarray, ys: np.ndarray, xs: np.ndarray, n_steps: int,
+def _integrate_ends(steps: np.ndarray, index: np.ndarray, ys: np.ndarray, xs: np.ndarray, n_steps: int,
                     pool: _Threads) -> np.ndarray:
     """Flat end bins of exact trajectories from pixels ``(ys, xs)``."""
-    w = flow.shape[1]
-    parts = pool.chunks(ys.size, lambda a, b: _integrate(flow, ys[a:b], xs[a:b], n_steps))
+    w = index.shape[1]
+    parts = pool.chunks(ys.size, lambda a, b: _integrate(steps, index, ys[a:b], xs[a:b], n_steps))
     end = np.concatenate(parts, axis=1) if parts else np.empty((2, 0), np.float32)
     return end[0].astype(np.int64) * w + end[1].astype(np.int64)
 
@@ -542,20 +557,20 @@ def _jumps(niter: int, jump: int | None) -> int:
     return 0 if jump is None else max(0, niter // jump - 1)
 
 
-def _follow(flow: np.ndarray, index: np.ndarray, ys: np.ndarray, xs: np.ndarray, niter: int,
+def _follow(steps: np.ndarray, index: np.ndarray, ys: np.ndarray, xs: np.ndarray, niter: int,
             jump: int | None, pool: _Threads, table: np.ndarray | None = None) -> np.ndarray:
-    """End bins of the cell pixels ``(ys, xs)``; ``flow`` (H, W, 2) and ``index`` as :func:`_prepare` makes them.
+    """End bins of the cell pixels ``(ys, xs)``; ``steps`` and ``index`` as :func:`_prepare` makes them.
 
     ``table``: the successor table if already made (:func:`_prepare_successors`).
     """
     jumps = _jumps(niter, jump)
     if jumps == 0:
-        return _integrate_ends(flow, ys, xs, niter, pool)
+        return _integrate_ends(steps, index, ys, xs, niter, pool)
     # The table is over cell pixels only (sparse images are cheap).
     itype = index.dtype
     if table is None:
         table = np.empty(ys.size, itype)
-        pool.chunks(ys.size, lambda a, b: _successors(flow, index, ys, xs, jump, table, a, b))
+        pool.chunks(ys.size, lambda a, b: _successors(steps, index, ys, xs, jump, table, a, b))
         pool.lap("follow: first jump of every pixel (successor table)")
     # A pixel handed back to itself moved less than half a pixel in a jump:
     # as a fixed point of the table it would stop for good, whereas its
@@ -577,9 +592,9 @@ def _follow(flow: np.ndarray, index: np.ndarray, ys: np.ndarray, xs: np.ndarray,
         power, scratch = scratch, power
     pool.lap("follow: pointer jumping")
     # The two tables are scratch now (memory already paged in).
-    end = _finish(flow, reached, ys, xs, niter - jumps * jump, pool, power, scratch)
+    end = _finish(steps, index, reached, ys, xs, niter - jumps * jump, pool, power, scratch)
     pool.lap("follow: last steps from the pixels reached")
-    end[stuck] = _integrate_ends(flow, ys[stuck], xs[stuck], niter, pool)
+    end[stuck] = _integrate_ends(steps, index, ys[stuck], xs[stuck], niter, pool)
     pool.lap("follow: pixels that do not move, exactly")
     return end
 
@@ -597,10 +612,10 @@ def _histogram(end, counts):
 
 @numba.njit(cache=True, nogil=True)
 def _zero_cells(tile, ys, xs):
-    """``tile`` with the cell pixels zeroed: the buffers of :func:`_prepare` are 0 elsewhere.
+    """``tile`` with the cell pixels zeroed: :func:`_prepare`'s index is 0 elsewhere.
 
-    Reusing them for the histogram and the grown seeds spares allocating
-    (and having the allocator zero) two more tiles.
+    Reusing it for the histogram spares allocating (and having the
+    allocator zero) another tile.
     """
     for i in range(ys.size):
         tile[ys[i], xs[i]] = 0
@@ -1286,18 +1301,18 @@ def _compute(dP, cellprob, niter, cellprob_threshold, flow_threshold, min_size, 
     if pool.n == 1 and _jumps(niter, jump) > 0:
         # One thread: the successor table is made band by band as the tile is prepared (cache).
         n = int(np.count_nonzero(cell))
-        flow = np.empty((h, w, 2), np.float32)
+        steps = np.empty((n + 1, 2), np.float32)
         index = np.empty((h, w), _index_type(h, w))
         ys = np.empty(n, np.int64)
         xs = np.empty(n, np.int64)
         table = np.empty(n, index.dtype)
-        _prepare_successors(np.ascontiguousarray(dP), np.ascontiguousarray(cell), flow, index, ys, xs, jump, table)
+        _prepare_successors(np.ascontiguousarray(dP), np.ascontiguousarray(cell), steps, index, ys, xs, jump, table)
         pool.lap("threshold, step field, list of pixels, successor table (banded)")
     else:
-        flow, index, ys, xs = _prepared(dP, cell)
+        steps, index, ys, xs = _prepared(dP, cell)
         pool.lap("threshold, step field, list of pixels")
     del cell
-    end = _follow(flow, index, ys, xs, niter, jump, pool, table)
+    end = _follow(steps, index, ys, xs, niter, jump, pool, table)
     hist = _zero_cells(index, ys, xs)
     del index
     _histogram(end, hist.reshape(-1))
@@ -1305,9 +1320,10 @@ def _compute(dP, cellprob, niter, cellprob_threshold, flow_threshold, min_size, 
     if sy.size == 0:
         return np.zeros((h, w), np.int32)
     order = np.lexsort((sy * w + sx, counts))  # fewer end points first: the larger seed paints last
-    # flow's buffer zeroed (both components) is a zeroed int32 tile, twice over.
-    painted = _zero_cells(flow, ys, xs).view(np.int32).reshape(-1)[: h * w].reshape(h, w)
-    del flow
+    del steps
+    # Painted seeds are read at the end bins only (_pixel_labels), and the
+    # seeds grow over end bins only: zeroed there, a fresh tile will do.
+    painted = _cleared(np.empty((h, w), np.int32), end)
     _grow(hist, sy[order], sx[order], painted)
     pool.lap("histogram, seeds, seed growth")
     # From here on the masks are handled as lists of their pixels (the
