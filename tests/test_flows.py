@@ -252,6 +252,38 @@ def test_banded_successor_table_equals_the_whole_tiles(drift):
     assert moved.max() >= (20 if abs(drift[0]) >= 6 else 0)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_int64_indices_give_the_int32_masks(tissue, monkeypatch, threads):
+    """Tiles of 2**31 pixels or more number their pixels in int64 (the index, the successor table and
+    the tables of the pointer jumping); smaller ones in int32. Forced to int64 on a small tile, the
+    compiled code's other specialization gives the same masks, with and without pointer jumping."""
+    _, dP, cellprob = tissue
+    int32 = {jump: flows.compute_masks(dP, cellprob, jump=jump, threads=threads) for jump in (4, None)}
+    assert flows._index_type(*cellprob.shape) is np.int32
+    used = []
+
+    def int64(h, w):
+        used.append((h, w))
+        return np.int64
+
+    monkeypatch.setattr(flows, "_index_type", int64)
+    for jump, ref in int32.items():
+        assert ref.max() > 20
+        np.testing.assert_array_equal(flows.compute_masks(dP, cellprob, jump=jump, threads=threads), ref)
+    assert used
+
+
+def test_following_reads_the_step_field_at_cell_pixels_only(tissue):
+    """``follow_flows`` takes the step field as zero off the cell pixels, whatever it holds there."""
+    _, dP, cellprob = tissue
+    cell = cellprob > 0
+    flow = (dP * cell / 5.0).astype(np.float32)
+    noisy = np.where(cell, flow, np.random.default_rng(0).normal(0, 3, flow.shape)).astype(np.float32)
+    for jump in (4, None):
+        np.testing.assert_array_equal(flows.follow_flows(noisy, cell, 200, jump=jump),
+                                      flows.follow_flows(flow, cell, 200, jump=jump))
+
+
 def test_exact_mode_gives_cellposes_masks(tissue):
     _, dP, cellprob = tissue
     ref = cellpose_masks(dP, cellprob)
