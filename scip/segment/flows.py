@@ -317,13 +317,15 @@ def _distinct_starts(reached, ys, xs, w, slot, inverse):
     Entries are a cell pixel's position among ``(ys, xs)`` or ``-1 - flat
     index`` of a non-cell pixel (few: a dictionary). ``slot`` (one entry
     per cell pixel) and ``inverse`` (one per trajectory) are scratch
-    buffers the caller has already touched (see :func:`_advance`).
+    buffers the caller has already touched (see :func:`_advance`). Two
+    passes, numbering then the rows and columns of the distinct pixels (a
+    few per cell), so that no list the size of ``reached`` is allocated:
+    it would grow the heap past the point where glibc hands its top back
+    to the kernel after the call, and the next call would fault it in again.
     """
     n = reached.size
     slot[:] = -1
     off = numba.typed.Dict.empty(key_type=numba.types.int64, value_type=numba.types.int64)
-    sy = np.empty(n, np.int64)
-    sx = np.empty(n, np.int64)
     m = 0
     for i in range(n):
         r = np.int64(reached[i])
@@ -332,19 +334,29 @@ def _distinct_starts(reached, ys, xs, w, slot, inverse):
             if k < 0:
                 k = m
                 slot[r] = k
-                sy[k] = ys[r]
-                sx[k] = xs[r]
                 m += 1
         else:
             k = off.get(r, -1)
             if k < 0:
                 k = m
                 off[r] = k
-                sy[k] = (-1 - r) // w
-                sx[k] = (-1 - r) % w
                 m += 1
         inverse[i] = k
-    return sy[:m].copy(), sx[:m].copy()
+    sy = np.empty(m, np.int64)
+    sx = np.empty(m, np.int64)
+    # Numbers were given in order of first occurrence: the next new one is the next number.
+    k = 0
+    for i in range(n):
+        if inverse[i] == k:
+            r = np.int64(reached[i])
+            if r >= 0:
+                sy[k] = ys[r]
+                sx[k] = xs[r]
+            else:
+                sy[k] = (-1 - r) // w
+                sx[k] = (-1 - r) % w
+            k += 1
+    return sy, sx
 
 
 class _Threads:
@@ -623,15 +635,6 @@ def _zero_cells(tile, ys, xs):
 
 
 @numba.njit(cache=True, nogil=True)
-def _cleared(hist, end):
-    """``hist`` zeroed where end points fell (everywhere it is not 0), for reuse as the label image."""
-    flat = hist.reshape(-1)
-    for e in end:
-        flat[e] = 0
-    return hist
-
-
-@numba.njit(cache=True, nogil=True)
 def _seeds(hist, end):
     """Bins with more than 10 end points that are the maximum of their 5 × 5 window, as (y, x, count).
 
@@ -669,12 +672,13 @@ def _seeds(hist, end):
 
 
 @numba.njit(cache=True, nogil=True)
-def _grow(hist, ys, xs, out):
-    """Grow each seed (in the given order, later ones overwrite) and paint ``out`` with 1 + its index.
+def _grow(hist, ys, xs):
+    """Grow each seed (in the given order, later ones overwrite) and paint ``hist`` with -(1 + its index).
 
     A step of 8-connected dilation restricted to the bins holding more than
     2 end points is a 3-wide OR along rows, then along columns, then the
-    restriction.
+    restriction. Painted in place (no tile more to allocate): a painted bin
+    (negative) held more than 2 end points, so it stays allowed.
     """
     h, w = hist.shape
     size = 2 * _GROW_STEPS + 1
@@ -688,7 +692,7 @@ def _grow(hist, ys, xs, out):
             for j in range(size):
                 yy = y0 + i
                 xx = x0 + j
-                allowed[i, j] = 0 <= yy < h and 0 <= xx < w and hist[yy, xx] > _GROW_MIN_COUNT
+                allowed[i, j] = 0 <= yy < h and 0 <= xx < w and (hist[yy, xx] > _GROW_MIN_COUNT or hist[yy, xx] < 0)
         region[:] = False
         region[_GROW_STEPS + 1, _GROW_STEPS + 1] = True
         for _ in range(_GROW_STEPS):
@@ -701,7 +705,24 @@ def _grow(hist, ys, xs, out):
         for i in range(size):
             for j in range(size):
                 if region[i + 1, j + 1]:
-                    out[y0 + i, x0 + j] = k + 1
+                    hist[y0 + i, x0 + j] = -(k + 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _end_seeds(hist, end):
+    """Seed painted (:func:`_grow`) at each end bin, 0 where none; then ``hist`` zeroed at the end bins.
+
+    All are read before any is zeroed: many trajectories share a bin.
+    Zeroed at the end bins, which are all its non-zero entries, ``hist``
+    is a zeroed tile again.
+    """
+    out = np.empty(end.size, np.int32)
+    flat = hist.reshape(-1)
+    for i in range(end.size):
+        out[i] = max(0, -flat[end[i]])
+    for e in end:
+        flat[e] = 0
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -806,19 +827,18 @@ def _fill_holes(labels, box, order, areas):
 
 
 @numba.njit(cache=True, nogil=True)
-def _pixel_labels(painted, end, ys, xs, labels, n):
-    """Label (seed) of each followed pixel, ``painted`` at its end bin, written to ``labels``.
+def _pixel_labels(values, ys, xs, labels, n):
+    """Label of each followed pixel, ``values`` (one per pixel), written to ``labels``.
 
     One pass over the followed pixels (raster order) also gives each
     label's pixel count, bounding box (as :func:`_boxes`) and first pixel
     (its position in the list).
     """
-    src = painted.reshape(-1)
     areas = np.zeros(n, np.int64)
     box = np.full((n, 4), -1, np.int64)
     first = np.full(n, -1, np.int64)
-    for i in range(end.size):
-        v = src[end[i]]
+    for i in range(values.size):
+        v = values[i]
         y = ys[i]
         x = xs[i]
         labels[y, x] = v
@@ -1321,21 +1341,20 @@ def _compute(dP, cellprob, niter, cellprob_threshold, flow_threshold, min_size, 
         return np.zeros((h, w), np.int32)
     order = np.lexsort((sy * w + sx, counts))  # fewer end points first: the larger seed paints last
     del steps
-    # Painted seeds are read at the end bins only (_pixel_labels), and the
-    # seeds grow over end bins only: zeroed there, a fresh tile will do.
-    painted = _cleared(np.empty((h, w), np.int32), end)
-    _grow(hist, sy[order], sx[order], painted)
+    _grow(hist, sy[order], sx[order])
     pool.lap("histogram, seeds, seed growth")
     # From here on the masks are handled as lists of their pixels (the
     # followed pixels, raster order): the image is only written there and
     # read inside masks' boxes, no pass over the whole tile. Dropped masks
     # stay in the image until the last relabelling (the flow check and the
     # hole filling only ask whether a pixel is the mask's own).
+    seed = _end_seeds(hist, end)
+    del end
     # hist zeroed again is the label image (int32 unless the tile has 2**31 pixels or more).
-    labels = _cleared(hist, end) if hist.dtype == np.int32 else np.zeros((h, w), np.int32)
+    labels = hist if hist.dtype == np.int32 else np.zeros((h, w), np.int32)
     del hist
-    areas, box, first = _pixel_labels(painted, end, ys, xs, labels, sy.size + 1)
-    del end, painted
+    areas, box, first = _pixel_labels(seed, ys, xs, labels, sy.size + 1)
+    del seed
     drop = areas > h * w * max_size_fraction
     drop[0] = False
     pool.lap("labels of the pixels, size filter")
@@ -1367,5 +1386,5 @@ def fill_holes_and_remove_small(labels: np.ndarray, min_size: int = 15) -> np.nd
         return labels
     ys, xs = np.nonzero(labels)
     n = int(labels.max()) + 1
-    areas, box, first = _pixel_labels(labels, ys * labels.shape[1] + xs, ys, xs, labels, n)
+    areas, box, first = _pixel_labels(labels[ys, xs], ys, xs, labels, n)
     return _holes_and_sizes(labels, ys, xs, areas, box, first, np.zeros(n, bool), min_size)
