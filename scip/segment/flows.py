@@ -51,13 +51,14 @@ agree with Cellpose's to about 1e-6. A trajectory's first step, from a
 pixel's own position, is the flow there, without interpolation. ``threads``
 shares the per-pixel work and the masks of the flow check out to threads.
 
-Memory and passes: one pass over the tile builds the step field (H, W, 2:
-a pixel's two components in one cache line), the list of cell pixels and
-their index (on one thread in bands of rows, each band's successor table
-made while its rows are cached: :func:`_prepare_successors`); everything after the following works on that list and on the
+Memory and passes: one pass over the tile builds the list of cell pixels,
+their index (the one tile-sized array) and their steps (a table over the
+cell pixels, read through the index: a pixel's two components in one cache
+line), on one thread in bands of rows, each band's successor table made
+while its rows are cached (:func:`_prepare_successors`); everything after the following works on that list and on the
 masks' boxes (labels, sizes, boxes, hole filling, renumbering), never on
-the whole tile again, and the two buffers of that first pass, zeroed at the
-cell pixels, serve as histogram, grown seeds and label image. Seeds are
+the whole tile again, and the index, zeroed at the cell pixels, serves as
+histogram, grown seeds (painted into it) and label image. Seeds are
 looked for only among the bins end points fell in; a mask with no gap in
 any row of its box has no hole and is not flood-filled.
 
