@@ -254,8 +254,8 @@ def test_banded_successor_table_equals_the_whole_tiles(drift):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_int64_indices_give_the_int32_masks(tissue, monkeypatch, threads):
-    """Tiles of 2**31 pixels or more number their pixels in int64 (the index, the successor table and
-    the tables of the pointer jumping); smaller ones in int32. Forced to int64 on a small tile, the
+    """Tiles of 2**31 pixels or more number their pixels in int64 (the index, the list of cell pixels,
+    the successor table and the tables of the pointer jumping); smaller ones in int32. Forced to int64 on a small tile, the
     compiled code's other specialization gives the same masks, with and without pointer jumping."""
     _, dP, cellprob = tissue
     int32 = {jump: flows.compute_masks(dP, cellprob, jump=jump, threads=threads) for jump in (4, None)}

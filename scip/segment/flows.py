@@ -511,8 +511,8 @@ def _prepared(dP: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, ...]:
     n = int(np.count_nonzero(cell))
     steps = np.empty((n + 1, 2), np.float32)
     index = np.empty((h, w), _index_type(h, w))
-    ys = np.empty(n, np.int64)
-    xs = np.empty(n, np.int64)
+    ys = np.empty(n, index.dtype)
+    xs = np.empty(n, index.dtype)
     _prepare(np.ascontiguousarray(dP, np.float32), np.ascontiguousarray(cell), steps, index, ys, xs)
     return steps, index, ys, xs
 
@@ -1324,8 +1324,8 @@ def _compute(dP, cellprob, niter, cellprob_threshold, flow_threshold, min_size, 
         n = int(np.count_nonzero(cell))
         steps = np.empty((n + 1, 2), np.float32)
         index = np.empty((h, w), _index_type(h, w))
-        ys = np.empty(n, np.int64)
-        xs = np.empty(n, np.int64)
+        ys = np.empty(n, index.dtype)
+        xs = np.empty(n, index.dtype)
         table = np.empty(n, index.dtype)
         _prepare_successors(np.ascontiguousarray(dP), np.ascontiguousarray(cell), steps, index, ys, xs, jump, table)
         pool.lap("threshold, step field, list of pixels, successor table (banded)")
