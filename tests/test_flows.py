@@ -162,6 +162,14 @@ def euler_steps(flow, ys, xs, n):
     return np.stack([y, x])
 
 
+def integrate(flow, ys, xs, n):
+    """``flows._integrate`` on the whole field ``flow`` (2, H, W): every pixel numbered in the index."""
+    h, w = flow.shape[1:]
+    index = np.arange(1, h * w + 1, dtype=np.int32).reshape(h, w)
+    steps = np.ascontiguousarray(np.concatenate([np.zeros((1, 2), np.float32), flow.reshape(2, -1).T]))
+    return flows._integrate(steps, index, ys, xs, n)
+
+
 @pytest.mark.parametrize("drift", [(-2.0, 2.5), (3.0, -1.0), (-1.0, -3.0), (0.0, 3.0), (3.0, 0.0)])
 def test_exact_steps_equal_cellposes_on_any_field(drift):
     """Noisy fields pushing trajectories in every direction, 30 steps: the positions of Cellpose 3's
@@ -173,7 +181,7 @@ def test_exact_steps_equal_cellposes_on_any_field(drift):
     flow = (rng.normal(0, 1.5, (2, *shape)) + np.array(drift)[:, None, None]).astype(np.float32)
     ys, xs = np.nonzero(np.ones(shape, bool))
     ref = dynamics.follow_flows(flow, (ys, xs), niter=30)
-    ours = flows._integrate(np.ascontiguousarray(np.moveaxis(flow, 0, -1)), ys, xs, 30)
+    ours = integrate(flow, ys, xs, 30)
     np.testing.assert_array_equal(ours.view(np.uint32), np.asarray(ref, np.float32).view(np.uint32))
 
 
@@ -186,7 +194,7 @@ def test_batched_steps_follow_the_arithmetic_at_the_borders(drift):
     shape = (37, 53)
     flow = (rng.normal(0, 1.5, (2, *shape)) + np.array(drift)[:, None, None]).astype(np.float32)
     ys, xs = np.nonzero(np.ones(shape, bool))
-    ours = flows._integrate(np.ascontiguousarray(np.moveaxis(flow, 0, -1)), ys, xs, 30)
+    ours = integrate(flow, ys, xs, 30)
     edge = (ours[0] == 0) | (ours[0] == shape[0] - 1) | (ours[1] == 0) | (ours[1] == shape[1] - 1)
     assert edge.sum() > ys.size // 2
     np.testing.assert_array_equal(ours.view(np.uint32), euler_steps(flow, ys, xs, 30).view(np.uint32))
@@ -203,11 +211,11 @@ def test_pointer_jumping_follows_the_table(tissue, threads):
     flow = (dP * cell / 5.0).astype(np.float32)
     ys, xs = np.nonzero(cell)
     niter, jump = 200, 4
-    interleaved = np.ascontiguousarray(np.moveaxis(flow, 0, -1))
     index = np.zeros(cell.shape, np.int32)
     index[ys, xs] = np.arange(1, ys.size + 1)
+    steps = np.ascontiguousarray(np.concatenate([np.zeros((1, 2), np.float32), flow[:, ys, xs].T]))
     table = np.empty(ys.size, np.int32)
-    flows._successors(interleaved, index, ys, xs, jump, table, 0, ys.size)
+    flows._successors(steps, index, ys, xs, jump, table, 0, ys.size)
     reached = np.arange(ys.size)
     for _ in range(niter // jump - 1):
         reached = np.where(reached >= 0, table[np.maximum(reached, 0)], reached)
@@ -232,16 +240,48 @@ def test_banded_successor_table_equals_the_whole_tiles(drift):
     shape = (3 * flows._BAND + 17, 61)
     dP = (5 * (rng.normal(0, 1.0, (2, *shape)) + np.array(drift)[:, None, None])).astype(np.float32)
     cell = ndi.gaussian_filter(rng.normal(size=shape), 2) > -0.05
-    flow, index, ys, xs = flows._prepared(dP, cell)
+    steps, index, ys, xs = flows._prepared(dP, cell)
     ref = np.empty(ys.size, index.dtype)
-    flows._successors(flow, index, ys, xs, 4, ref, 0, ys.size)
-    got = [np.empty_like(flow), np.empty_like(index), np.empty_like(ys), np.empty_like(xs), np.empty_like(ref)]
+    flows._successors(steps, index, ys, xs, 4, ref, 0, ys.size)
+    got = [np.empty_like(steps), np.empty_like(index), np.empty_like(ys), np.empty_like(xs), np.empty_like(ref)]
     flows._prepare_successors(dP, cell, *got[:4], 4, got[4])
-    for a, b in zip(got, (flow, index, ys, xs, ref)):
+    for a, b in zip(got, (steps, index, ys, xs, ref)):
         np.testing.assert_array_equal(a, b)
     # The fast fields hand trajectories to pixels rows away, across band boundaries.
     moved = np.abs(ys[np.maximum(ref, 0)] - ys)[ref >= 0]
     assert moved.max() >= (20 if abs(drift[0]) >= 6 else 0)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_int64_indices_give_the_int32_masks(tissue, monkeypatch, threads):
+    """Tiles of 2**31 pixels or more number their pixels in int64 (the index, the list of cell pixels,
+    the successor table and the tables of the pointer jumping); smaller ones in int32. Forced to int64 on a small tile, the
+    compiled code's other specialization gives the same masks, with and without pointer jumping."""
+    _, dP, cellprob = tissue
+    int32 = {jump: flows.compute_masks(dP, cellprob, jump=jump, threads=threads) for jump in (4, None)}
+    assert flows._index_type(*cellprob.shape) is np.int32
+    used = []
+
+    def int64(h, w):
+        used.append((h, w))
+        return np.int64
+
+    monkeypatch.setattr(flows, "_index_type", int64)
+    for jump, ref in int32.items():
+        assert ref.max() > 20
+        np.testing.assert_array_equal(flows.compute_masks(dP, cellprob, jump=jump, threads=threads), ref)
+    assert used
+
+
+def test_following_reads_the_step_field_at_cell_pixels_only(tissue):
+    """``follow_flows`` takes the step field as zero off the cell pixels, whatever it holds there."""
+    _, dP, cellprob = tissue
+    cell = cellprob > 0
+    flow = (dP * cell / 5.0).astype(np.float32)
+    noisy = np.where(cell, flow, np.random.default_rng(0).normal(0, 3, flow.shape)).astype(np.float32)
+    for jump in (4, None):
+        np.testing.assert_array_equal(flows.follow_flows(noisy, cell, 200, jump=jump),
+                                      flows.follow_flows(flow, cell, 200, jump=jump))
 
 
 def test_exact_mode_gives_cellposes_masks(tissue):

@@ -51,13 +51,14 @@ agree with Cellpose's to about 1e-6. A trajectory's first step, from a
 pixel's own position, is the flow there, without interpolation. ``threads``
 shares the per-pixel work and the masks of the flow check out to threads.
 
-Memory and passes: one pass over the tile builds the step field (H, W, 2:
-a pixel's two components in one cache line), the list of cell pixels and
-their index (on one thread in bands of rows, each band's successor table
-made while its rows are cached: :func:`_prepare_successors`); everything after the following works on that list and on the
+Memory and passes: one pass over the tile builds the list of cell pixels,
+their index (the one tile-sized array) and their steps (a table over the
+cell pixels, read through the index: a pixel's two components in one cache
+line), on one thread in bands of rows, each band's successor table made
+while its rows are cached (:func:`_prepare_successors`); everything after the following works on that list and on the
 masks' boxes (labels, sizes, boxes, hole filling, renumbering), never on
-the whole tile again, and the two buffers of that first pass, zeroed at the
-cell pixels, serve as histogram, grown seeds and label image. Seeds are
+the whole tile again, and the index, zeroed at the cell pixels, serves as
+histogram, grown seeds (painted into it) and label image. Seeds are
 looked for only among the bins end points fell in; a mask with no gap in
 any row of its box has no hole and is not flood-filled.
 
@@ -115,7 +116,7 @@ _BATCH = 64
 
 
 @numba.njit(cache=True, nogil=True)
-def _integrate(flow, ys, xs, n_steps):
+def _integrate(steps, index, ys, xs, n_steps):
     """Exact end positions (float32, shape (2, n)) of the pixels ``(ys, xs)`` after ``n_steps``.
 
     Each Euler step has Cellpose's arithmetic: the bilinear interpolation in
@@ -123,25 +124,30 @@ def _integrate(flow, ys, xs, n_steps):
     fractions: some products float32, the rest float64, see below) and the
     step rounded to float32 before it is added, so that exactly followed
     trajectories match Cellpose bit for bit; positions are clamped to the
-    image. ``flow`` is (H, W, 2): a pixel's two components share a cache
-    line, so an interpolation touches two lines (rows y0 and y1) instead of
-    four. A step of a batch of trajectories is three loops: positions to
+    image. The step field is ``steps[index[y, x]]``: ``steps`` (n + 1, 2)
+    holds the steps of the cell pixels that ``index`` (H, W) numbers 1..n,
+    and zeros in row 0, where ``index`` sends the pixels off cells (whose
+    step is 0). A tile-sized step field would be 8 bytes a pixel (33.5 MB at
+    2048²) written and, over glibc's mmap ceiling, faulted in afresh on
+    every call; the index is read here anyway (the pixel of the next hand-over),
+    and ``steps`` is the size of the cell pixels. A step of a batch of trajectories is three loops: positions to
     offsets and weights, the eight loads, the arithmetic. The first and last
     vectorize (the same IEEE operations in the same order on each lane, no
     fused multiply-add), which one loop doing all three did not.
     """
     out = np.empty((2, ys.size), np.float32)
-    h = flow.shape[0]
-    w = flow.shape[1]
+    h = index.shape[0]
+    w = index.shape[1]
     hm = np.float32(h - 1)
     wm = np.float32(w - 1)
     zero = np.float32(0.0)
-    values = flow.reshape(-1)
+    values = steps.reshape(-1)
+    flat = index.reshape(-1)
     py = np.empty(_BATCH, np.float32)
     px = np.empty(_BATCH, np.float32)
     fy = np.empty(_BATCH, np.float64)
     fx = np.empty(_BATCH, np.float64)
-    # Offsets (into values) of the four pixels around each position, and their flows.
+    # Flat indices of the four pixels around each position, and their flows.
     o00 = np.empty(_BATCH, np.uint64)
     o01 = np.empty(_BATCH, np.uint64)
     o10 = np.empty(_BATCH, np.uint64)
@@ -156,8 +162,9 @@ def _integrate(flow, ys, xs, n_steps):
             if n_steps:
                 # From a pixel's own position the bilinear weights are 1, 0, 0, 0: the
                 # step is the flow there, bit for bit what a full step computes, at a quarter of the loads.
-                py[k] = min(hm, max(zero, np.float32(py[k] + flow[ys[i], xs[i], 0])))
-                px[k] = min(wm, max(zero, np.float32(px[k] + flow[ys[i], xs[i], 1])))
+                own = flat[ys[i] * w + xs[i]]
+                py[k] = min(hm, max(zero, np.float32(py[k] + steps[own, 0])))
+                px[k] = min(wm, max(zero, np.float32(px[k] + steps[own, 1])))
         for _ in range(n_steps - 1):
             for k in range(m):
                 # Positions are >= 0 (clamped): truncation is the floor.
@@ -167,20 +174,26 @@ def _integrate(flow, ys, xs, n_steps):
                 fx[k] = np.float64(px[k]) - np.float64(x0)
                 y1 = min(y0 + 1, h - 1)
                 x1 = min(x0 + 1, w - 1)
-                o00[k] = np.uint64((y0 * w + x0) * 2)
-                o01[k] = np.uint64((y0 * w + x1) * 2)
-                o10[k] = np.uint64((y1 * w + x0) * 2)
-                o11[k] = np.uint64((y1 * w + x1) * 2)
+                o00[k] = np.uint64(y0 * w + x0)
+                o01[k] = np.uint64(y0 * w + x1)
+                o10[k] = np.uint64(y1 * w + x0)
+                o11[k] = np.uint64(y1 * w + x1)
             one = np.uint64(1)
+            two = np.uint64(2)
             for k in range(m):
-                v[0, k] = values[o00[k]]
-                v[1, k] = values[o01[k]]
-                v[2, k] = values[o10[k]]
-                v[3, k] = values[o11[k]]
-                v[4, k] = values[o00[k] + one]
-                v[5, k] = values[o01[k] + one]
-                v[6, k] = values[o10[k] + one]
-                v[7, k] = values[o11[k] + one]
+                # Offsets into values: the four pixels' rows of steps (indices are >= 0).
+                a00 = np.uint64(flat[o00[k]]) * two
+                a01 = np.uint64(flat[o01[k]]) * two
+                a10 = np.uint64(flat[o10[k]]) * two
+                a11 = np.uint64(flat[o11[k]]) * two
+                v[0, k] = values[a00]
+                v[1, k] = values[a01]
+                v[2, k] = values[a10]
+                v[3, k] = values[a11]
+                v[4, k] = values[a00 + one]
+                v[5, k] = values[a01 + one]
+                v[6, k] = values[a10 + one]
+                v[7, k] = values[a11 + one]
             for k in range(m):
                 ay = fy[k]
                 ax = fx[k]
@@ -208,7 +221,7 @@ def _integrate(flow, ys, xs, n_steps):
 
 
 @numba.njit(cache=True, nogil=True)
-def _successors(flow, index, ys, xs, n_steps, table, start, stop):
+def _successors(steps, index, ys, xs, n_steps, table, start, stop):
     """Where the trajectories from cell pixels ``start:stop`` are handed after ``n_steps``.
 
     That is the nearest of the four pixels around the end point that is a
@@ -219,9 +232,9 @@ def _successors(flow, index, ys, xs, n_steps, table, start, stop):
     one (0 off cells); ``table[i]`` becomes that position for a cell pixel, or
     ``-1 - flat index`` for a non-cell pixel (where a trajectory stays).
     """
-    h = flow.shape[0]
-    w = flow.shape[1]
-    end = _integrate(flow, ys[start:stop], xs[start:stop], n_steps)
+    h = index.shape[0]
+    w = index.shape[1]
+    end = _integrate(steps, index, ys[start:stop], xs[start:stop], n_steps)
     flat_index = index.reshape(-1)
     for i in range(stop - start):
         y = end[0, i]
@@ -305,13 +318,15 @@ def _distinct_starts(reached, ys, xs, w, slot, inverse):
     Entries are a cell pixel's position among ``(ys, xs)`` or ``-1 - flat
     index`` of a non-cell pixel (few: a dictionary). ``slot`` (one entry
     per cell pixel) and ``inverse`` (one per trajectory) are scratch
-    buffers the caller has already touched (see :func:`_advance`).
+    buffers the caller has already touched (see :func:`_advance`). Two
+    passes, numbering then the rows and columns of the distinct pixels (a
+    few per cell), so that no list the size of ``reached`` is allocated:
+    it would grow the heap past the point where glibc hands its top back
+    to the kernel after the call, and the next call would fault it in again.
     """
     n = reached.size
     slot[:] = -1
     off = numba.typed.Dict.empty(key_type=numba.types.int64, value_type=numba.types.int64)
-    sy = np.empty(n, np.int64)
-    sx = np.empty(n, np.int64)
     m = 0
     for i in range(n):
         r = np.int64(reached[i])
@@ -320,19 +335,29 @@ def _distinct_starts(reached, ys, xs, w, slot, inverse):
             if k < 0:
                 k = m
                 slot[r] = k
-                sy[k] = ys[r]
-                sx[k] = xs[r]
                 m += 1
         else:
             k = off.get(r, -1)
             if k < 0:
                 k = m
                 off[r] = k
-                sy[k] = (-1 - r) // w
-                sx[k] = (-1 - r) % w
                 m += 1
         inverse[i] = k
-    return sy[:m].copy(), sx[:m].copy()
+    sy = np.empty(m, np.int64)
+    sx = np.empty(m, np.int64)
+    # Numbers were given in order of first occurrence: the next new one is the next number.
+    k = 0
+    for i in range(n):
+        if inverse[i] == k:
+            r = np.int64(reached[i])
+            if r >= 0:
+                sy[k] = ys[r]
+                sx[k] = xs[r]
+            else:
+                sy[k] = (-1 - r) // w
+                sx[k] = (-1 - r) % w
+            k += 1
+    return sy, sx
 
 
 class _Threads:
@@ -373,7 +398,7 @@ class _Threads:
             self.pool.shutdown()
 
 
-def _finish(flow: np.ndarray, reached: np.ndarray, ys: np.ndarray, xs: np.ndarray, n_steps: int,
+def _finish(steps: np.ndarray, index: np.ndarray, reached: np.ndarray, ys: np.ndarray, xs: np.ndarray, n_steps: int,
             pool: _Threads, slot: np.ndarray, inverse: np.ndarray) -> np.ndarray:
     """Flat end bin of each trajectory: ``n_steps`` exact steps from the pixel reached, once per pixel.
 
@@ -382,30 +407,33 @@ def _finish(flow: np.ndarray, reached: np.ndarray, ys: np.ndarray, xs: np.ndarra
     not the tile. ``slot`` and ``inverse``: scratch of ``reached``'s size and
     an integer type that holds its entries.
     """
-    sy, sx = _distinct_starts(reached, ys, xs, flow.shape[1], slot, inverse)
-    return _integrate_ends(flow, sy, sx, n_steps, pool)[inverse]
+    sy, sx = _distinct_starts(reached, ys, xs, index.shape[1], slot, inverse)
+    return _integrate_ends(steps, index, sy, sx, n_steps, pool)[inverse]
 
 
 @numba.njit(cache=True, nogil=True)
-def _prepare(dP, cell, flow, index, ys, xs):
-    """One pass over the tile: the step field, the cell pixels and their index.
+def _prepare(dP, cell, steps, index, ys, xs):
+    """One pass over the tile: the cell pixels, their index and their steps.
 
-    ``flow[y, x]`` becomes Cellpose's step ``dP[:, y, x] * cell / 5``
-    (float32, (H, W, 2)); ``(ys, xs)`` the cell pixels in raster order (as
-    ``np.nonzero``) and ``index[y, x]`` a cell pixel's position among them
-    plus one, 0 off cells. Every pixel is written (the arrays come from
-    ``np.empty``): the pages are touched once, not zeroed first.
+    ``(ys, xs)`` become the cell pixels in raster order (as ``np.nonzero``),
+    ``index[y, x]`` a cell pixel's position among them plus one, 0 off cells
+    (every pixel is written: the array comes from ``np.empty``), and
+    ``steps[index[y, x]]`` Cellpose's step ``dP[:, y, x] * cell / 5``
+    (float32, ``steps`` (n + 1, 2), row 0 zeros: the step off cells).
     """
-    _prepare_rows(dP, cell, flow, index, ys, xs, 0, cell.shape[0], 0)
+    _prepare_rows(dP, cell, steps, index, ys, xs, 0, cell.shape[0], 0)
 
 
 @numba.njit(cache=True, nogil=True)
-def _prepare_rows(dP, cell, flow, index, ys, xs, y0, y1, k):
+def _prepare_rows(dP, cell, steps, index, ys, xs, y0, y1, k):
     """:func:`_prepare` on rows ``y0:y1``, the cell pixels numbered from ``k``.
 
-    Returns the new count of cell pixels and the largest ``|flow[y, x, 0]|``
+    Returns the new count of cell pixels and the largest ``|steps[i, 0]|``
     written (the fastest a trajectory can move along the rows there).
     """
+    if k == 0:
+        steps[0, 0] = 0
+        steps[0, 1] = 0
     five = np.float32(5.0)
     zero = np.float32(0.0)
     fastest = zero
@@ -413,16 +441,14 @@ def _prepare_rows(dP, cell, flow, index, ys, xs, y0, y1, k):
         for x in range(cell.shape[1]):
             if cell[y, x]:
                 fy = dP[0, y, x] / five
-                flow[y, x, 0] = fy
-                flow[y, x, 1] = dP[1, y, x] / five
-                fastest = max(fastest, abs(fy))
                 ys[k] = y
                 xs[k] = x
                 k += 1
                 index[y, x] = k
+                steps[k, 0] = fy
+                steps[k, 1] = dP[1, y, x] / five
+                fastest = max(fastest, abs(fy))
             else:
-                flow[y, x, 0] = zero
-                flow[y, x, 1] = zero
                 index[y, x] = 0
     return k, fastest
 
@@ -434,15 +460,15 @@ _BAND = 32
 
 
 @numba.njit(cache=True, nogil=True)
-def _prepare_successors(dP, cell, flow, index, ys, xs, jump, table):
+def _prepare_successors(dP, cell, steps, index, ys, xs, jump, table):
     """:func:`_prepare` and :func:`_successors` of every cell pixel, in bands of rows.
 
-    One pass over the whole tile writes ``flow`` and ``index`` (48 MB for
-    2048² tiles), so a successor search after it finds them evicted from the
+    One pass over the whole tile writes ``index`` (17 MB for 2048² tiles),
+    so a successor search after it finds them evicted from the
     cache. Here each band of rows is prepared, then the successors of the
     pixels whose trajectories cannot leave the rows prepared so far are
     found while those rows are still cached. Exactly the same table: a
-    step moves a position by at most the largest ``|flow[..., 0]|`` of the
+    step moves a position by at most the largest ``|steps[..., 0]|`` of the
     rows it interpolates in (a convex combination), so ``jump`` steps from
     row ``y`` stay above row ``y + jump * fastest + 1``, and the
     interpolation and the nearest-pixel search read one row further; with
@@ -456,7 +482,7 @@ def _prepare_successors(dP, cell, flow, index, ys, xs, jump, table):
     fastest = np.float32(0.0)
     for y0 in range(0, h, _BAND):
         y1 = min(h, y0 + _BAND)
-        k, band_fastest = _prepare_rows(dP, cell, flow, index, ys, xs, y0, y1, k)
+        k, band_fastest = _prepare_rows(dP, cell, steps, index, ys, xs, y0, y1, k)
         fastest = max(fastest, band_fastest)
         if y1 == h:
             limit = h
@@ -470,7 +496,7 @@ def _prepare_successors(dP, cell, flow, index, ys, xs, jump, table):
         while stop < k and ys[stop] < limit:
             stop += 1
         if stop > done:
-            _successors(flow, index, ys, xs, jump, table, done, stop)
+            _successors(steps, index, ys, xs, jump, table, done, stop)
             done = stop
 
 
@@ -480,15 +506,15 @@ def _index_type(h: int, w: int) -> type:
 
 
 def _prepared(dP: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, ...]:
-    """``(flow, index, ys, xs)`` of :func:`_prepare` for float32 ``dP`` (2, H, W) and boolean ``cell``."""
+    """``(steps, index, ys, xs)`` of :func:`_prepare` for float32 ``dP`` (2, H, W) and boolean ``cell``."""
     h, w = cell.shape
     n = int(np.count_nonzero(cell))
-    flow = np.empty((h, w, 2), np.float32)
+    steps = np.empty((n + 1, 2), np.float32)
     index = np.empty((h, w), _index_type(h, w))
-    ys = np.empty(n, np.int64)
-    xs = np.empty(n, np.int64)
-    _prepare(np.ascontiguousarray(dP, np.float32), np.ascontiguousarray(cell), flow, index, ys, xs)
-    return flow, index, ys, xs
+    ys = np.empty(n, index.dtype)
+    xs = np.empty(n, index.dtype)
+    _prepare(np.ascontiguousarray(dP, np.float32), np.ascontiguousarray(cell), steps, index, ys, xs)
+    return steps, index, ys, xs
 
 
 def follow_flows(flow: np.ndarray, cell: np.ndarray, niter: int,
@@ -498,7 +524,8 @@ def follow_flows(flow: np.ndarray, cell: np.ndarray, niter: int,
     Parameters
     ----------
     flow : ndarray of float32, shape (2, H, W)
-        The step field: Cellpose's ``dP * cell / 5`` (zero off cell pixels).
+        The step field: Cellpose's ``dP * cell / 5`` (zero off cell pixels;
+        it is read at the cell pixels only).
     cell : ndarray of bool, shape (H, W)
         The cell pixels: where trajectories start.
     niter : int
@@ -521,16 +548,17 @@ def follow_flows(flow: np.ndarray, cell: np.ndarray, niter: int,
     ys, xs = np.nonzero(cell)
     index = np.zeros(cell.shape, _index_type(*cell.shape))
     index[ys, xs] = np.arange(1, ys.size + 1)
-    interleaved = np.ascontiguousarray(np.moveaxis(np.asarray(flow, np.float32), 0, -1))
+    steps = np.zeros((ys.size + 1, 2), np.float32)
+    steps[1:] = np.asarray(flow, np.float32)[:, ys, xs].T
     with _Threads(threads) as pool:
-        return _follow(interleaved, index, ys, xs, niter, jump, pool)
+        return _follow(steps, index, ys, xs, niter, jump, pool)
 
 
-def _integrate_ends(flow: np.ndarray, ys: np.ndarray, xs: np.ndarray, n_steps: int,
+def _integrate_ends(steps: np.ndarray, index: np.ndarray, ys: np.ndarray, xs: np.ndarray, n_steps: int,
                     pool: _Threads) -> np.ndarray:
     """Flat end bins of exact trajectories from pixels ``(ys, xs)``."""
-    w = flow.shape[1]
-    parts = pool.chunks(ys.size, lambda a, b: _integrate(flow, ys[a:b], xs[a:b], n_steps))
+    w = index.shape[1]
+    parts = pool.chunks(ys.size, lambda a, b: _integrate(steps, index, ys[a:b], xs[a:b], n_steps))
     end = np.concatenate(parts, axis=1) if parts else np.empty((2, 0), np.float32)
     return end[0].astype(np.int64) * w + end[1].astype(np.int64)
 
@@ -542,20 +570,20 @@ def _jumps(niter: int, jump: int | None) -> int:
     return 0 if jump is None else max(0, niter // jump - 1)
 
 
-def _follow(flow: np.ndarray, index: np.ndarray, ys: np.ndarray, xs: np.ndarray, niter: int,
+def _follow(steps: np.ndarray, index: np.ndarray, ys: np.ndarray, xs: np.ndarray, niter: int,
             jump: int | None, pool: _Threads, table: np.ndarray | None = None) -> np.ndarray:
-    """End bins of the cell pixels ``(ys, xs)``; ``flow`` (H, W, 2) and ``index`` as :func:`_prepare` makes them.
+    """End bins of the cell pixels ``(ys, xs)``; ``steps`` and ``index`` as :func:`_prepare` makes them.
 
     ``table``: the successor table if already made (:func:`_prepare_successors`).
     """
     jumps = _jumps(niter, jump)
     if jumps == 0:
-        return _integrate_ends(flow, ys, xs, niter, pool)
+        return _integrate_ends(steps, index, ys, xs, niter, pool)
     # The table is over cell pixels only (sparse images are cheap).
     itype = index.dtype
     if table is None:
         table = np.empty(ys.size, itype)
-        pool.chunks(ys.size, lambda a, b: _successors(flow, index, ys, xs, jump, table, a, b))
+        pool.chunks(ys.size, lambda a, b: _successors(steps, index, ys, xs, jump, table, a, b))
         pool.lap("follow: first jump of every pixel (successor table)")
     # A pixel handed back to itself moved less than half a pixel in a jump:
     # as a fixed point of the table it would stop for good, whereas its
@@ -577,9 +605,9 @@ def _follow(flow: np.ndarray, index: np.ndarray, ys: np.ndarray, xs: np.ndarray,
         power, scratch = scratch, power
     pool.lap("follow: pointer jumping")
     # The two tables are scratch now (memory already paged in).
-    end = _finish(flow, reached, ys, xs, niter - jumps * jump, pool, power, scratch)
+    end = _finish(steps, index, reached, ys, xs, niter - jumps * jump, pool, power, scratch)
     pool.lap("follow: last steps from the pixels reached")
-    end[stuck] = _integrate_ends(flow, ys[stuck], xs[stuck], niter, pool)
+    end[stuck] = _integrate_ends(steps, index, ys[stuck], xs[stuck], niter, pool)
     pool.lap("follow: pixels that do not move, exactly")
     return end
 
@@ -597,23 +625,14 @@ def _histogram(end, counts):
 
 @numba.njit(cache=True, nogil=True)
 def _zero_cells(tile, ys, xs):
-    """``tile`` with the cell pixels zeroed: the buffers of :func:`_prepare` are 0 elsewhere.
+    """``tile`` with the cell pixels zeroed: :func:`_prepare`'s index is 0 elsewhere.
 
-    Reusing them for the histogram and the grown seeds spares allocating
-    (and having the allocator zero) two more tiles.
+    Reusing it for the histogram spares allocating (and having the
+    allocator zero) another tile.
     """
     for i in range(ys.size):
         tile[ys[i], xs[i]] = 0
     return tile
-
-
-@numba.njit(cache=True, nogil=True)
-def _cleared(hist, end):
-    """``hist`` zeroed where end points fell (everywhere it is not 0), for reuse as the label image."""
-    flat = hist.reshape(-1)
-    for e in end:
-        flat[e] = 0
-    return hist
 
 
 @numba.njit(cache=True, nogil=True)
@@ -654,12 +673,13 @@ def _seeds(hist, end):
 
 
 @numba.njit(cache=True, nogil=True)
-def _grow(hist, ys, xs, out):
-    """Grow each seed (in the given order, later ones overwrite) and paint ``out`` with 1 + its index.
+def _grow(hist, ys, xs):
+    """Grow each seed (in the given order, later ones overwrite) and paint ``hist`` with -(1 + its index).
 
     A step of 8-connected dilation restricted to the bins holding more than
     2 end points is a 3-wide OR along rows, then along columns, then the
-    restriction.
+    restriction. Painted in place (no tile more to allocate): a painted bin
+    (negative) held more than 2 end points, so it stays allowed.
     """
     h, w = hist.shape
     size = 2 * _GROW_STEPS + 1
@@ -673,7 +693,7 @@ def _grow(hist, ys, xs, out):
             for j in range(size):
                 yy = y0 + i
                 xx = x0 + j
-                allowed[i, j] = 0 <= yy < h and 0 <= xx < w and hist[yy, xx] > _GROW_MIN_COUNT
+                allowed[i, j] = 0 <= yy < h and 0 <= xx < w and (hist[yy, xx] > _GROW_MIN_COUNT or hist[yy, xx] < 0)
         region[:] = False
         region[_GROW_STEPS + 1, _GROW_STEPS + 1] = True
         for _ in range(_GROW_STEPS):
@@ -686,7 +706,24 @@ def _grow(hist, ys, xs, out):
         for i in range(size):
             for j in range(size):
                 if region[i + 1, j + 1]:
-                    out[y0 + i, x0 + j] = k + 1
+                    hist[y0 + i, x0 + j] = -(k + 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _end_seeds(hist, end):
+    """Seed painted (:func:`_grow`) at each end bin, 0 where none; then ``hist`` zeroed at the end bins.
+
+    All are read before any is zeroed: many trajectories share a bin.
+    Zeroed at the end bins, which are all its non-zero entries, ``hist``
+    is a zeroed tile again.
+    """
+    out = np.empty(end.size, np.int32)
+    flat = hist.reshape(-1)
+    for i in range(end.size):
+        out[i] = max(0, -flat[end[i]])
+    for e in end:
+        flat[e] = 0
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -791,19 +828,18 @@ def _fill_holes(labels, box, order, areas):
 
 
 @numba.njit(cache=True, nogil=True)
-def _pixel_labels(painted, end, ys, xs, labels, n):
-    """Label (seed) of each followed pixel, ``painted`` at its end bin, written to ``labels``.
+def _pixel_labels(values, ys, xs, labels, n):
+    """Label of each followed pixel, ``values`` (one per pixel), written to ``labels``.
 
     One pass over the followed pixels (raster order) also gives each
     label's pixel count, bounding box (as :func:`_boxes`) and first pixel
     (its position in the list).
     """
-    src = painted.reshape(-1)
     areas = np.zeros(n, np.int64)
     box = np.full((n, 4), -1, np.int64)
     first = np.full(n, -1, np.int64)
-    for i in range(end.size):
-        v = src[end[i]]
+    for i in range(values.size):
+        v = values[i]
         y = ys[i]
         x = xs[i]
         labels[y, x] = v
@@ -1286,18 +1322,18 @@ def _compute(dP, cellprob, niter, cellprob_threshold, flow_threshold, min_size, 
     if pool.n == 1 and _jumps(niter, jump) > 0:
         # One thread: the successor table is made band by band as the tile is prepared (cache).
         n = int(np.count_nonzero(cell))
-        flow = np.empty((h, w, 2), np.float32)
+        steps = np.empty((n + 1, 2), np.float32)
         index = np.empty((h, w), _index_type(h, w))
-        ys = np.empty(n, np.int64)
-        xs = np.empty(n, np.int64)
+        ys = np.empty(n, index.dtype)
+        xs = np.empty(n, index.dtype)
         table = np.empty(n, index.dtype)
-        _prepare_successors(np.ascontiguousarray(dP), np.ascontiguousarray(cell), flow, index, ys, xs, jump, table)
+        _prepare_successors(np.ascontiguousarray(dP), np.ascontiguousarray(cell), steps, index, ys, xs, jump, table)
         pool.lap("threshold, step field, list of pixels, successor table (banded)")
     else:
-        flow, index, ys, xs = _prepared(dP, cell)
+        steps, index, ys, xs = _prepared(dP, cell)
         pool.lap("threshold, step field, list of pixels")
     del cell
-    end = _follow(flow, index, ys, xs, niter, jump, pool, table)
+    end = _follow(steps, index, ys, xs, niter, jump, pool, table)
     hist = _zero_cells(index, ys, xs)
     del index
     _histogram(end, hist.reshape(-1))
@@ -1305,21 +1341,21 @@ def _compute(dP, cellprob, niter, cellprob_threshold, flow_threshold, min_size, 
     if sy.size == 0:
         return np.zeros((h, w), np.int32)
     order = np.lexsort((sy * w + sx, counts))  # fewer end points first: the larger seed paints last
-    # flow's buffer zeroed (both components) is a zeroed int32 tile, twice over.
-    painted = _zero_cells(flow, ys, xs).view(np.int32).reshape(-1)[: h * w].reshape(h, w)
-    del flow
-    _grow(hist, sy[order], sx[order], painted)
+    del steps
+    _grow(hist, sy[order], sx[order])
     pool.lap("histogram, seeds, seed growth")
     # From here on the masks are handled as lists of their pixels (the
     # followed pixels, raster order): the image is only written there and
     # read inside masks' boxes, no pass over the whole tile. Dropped masks
     # stay in the image until the last relabelling (the flow check and the
     # hole filling only ask whether a pixel is the mask's own).
+    seed = _end_seeds(hist, end)
+    del end
     # hist zeroed again is the label image (int32 unless the tile has 2**31 pixels or more).
-    labels = _cleared(hist, end) if hist.dtype == np.int32 else np.zeros((h, w), np.int32)
+    labels = hist if hist.dtype == np.int32 else np.zeros((h, w), np.int32)
     del hist
-    areas, box, first = _pixel_labels(painted, end, ys, xs, labels, sy.size + 1)
-    del end, painted
+    areas, box, first = _pixel_labels(seed, ys, xs, labels, sy.size + 1)
+    del seed
     drop = areas > h * w * max_size_fraction
     drop[0] = False
     pool.lap("labels of the pixels, size filter")
@@ -1351,5 +1387,5 @@ def fill_holes_and_remove_small(labels: np.ndarray, min_size: int = 15) -> np.nd
         return labels
     ys, xs = np.nonzero(labels)
     n = int(labels.max()) + 1
-    areas, box, first = _pixel_labels(labels, ys * labels.shape[1] + xs, ys, xs, labels, n)
+    areas, box, first = _pixel_labels(labels[ys, xs], ys, xs, labels, n)
     return _holes_and_sizes(labels, ys, xs, areas, box, first, np.zeros(n, bool), min_size)
