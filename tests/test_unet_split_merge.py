@@ -1,16 +1,13 @@
 """Shape-gated split and merge of U-Net nucleus instances (scip.segment.unet.split_merge, via clean_nuclei)."""
 
 import numpy as np
-import pytest
 
-pytest.importorskip("torch")
-
-from scip.segment.unet import modelfile  # noqa: E402
-from scip.segment.unet.model import Architecture  # noqa: E402
-from scip.segment.unet.predict import clean_nuclei, labels_from_probabilities  # noqa: E402
-from scip.config.sections import UnetConfig  # noqa: E402
-from scip.segment.unet import split_merge as shape  # noqa: E402
-from scip.segment.unet.split_merge import merge_convex, split_concave  # noqa: E402
+from scip.segment.unet import modelfile
+from scip.segment.unet.model import Architecture
+from scip.segment.unet.predict import clean_nuclei, labels_from_probabilities
+from scip.config.sections import UnetConfig
+from scip.segment.unet import split_merge as shape
+from scip.segment.unet.split_merge import merge_convex, split_concave
 
 SHAPE = {"split_area": 1.5, "split_h": 1.0, "merge_solidity": 0.93, "merge_area": 5.0, "merge_boundary": 1.5}
 SIZE = 160
