@@ -1073,6 +1073,18 @@ def _heat(labels, v, y0, y1, x0, x1, inside, work, separable):
 
 
 @numba.njit(cache=True, nogil=True)
+def _unit_gradient(a, i, lx):
+    """The unit vector (y, x) of the central differences of the heat ``a`` at flat index ``i`` (row length ``lx``).
+
+    Cellpose's normalization: float64 differences of the float32 heat, ``1e-60`` added to the norm.
+    """
+    dy = np.float64(a[i + lx]) - np.float64(a[i - lx])
+    dx = np.float64(a[i + 1]) - np.float64(a[i - 1])
+    norm = 1e-60 + (dy * dy + dx * dx) ** 0.5
+    return dy / norm, dx / norm
+
+
+@numba.njit(cache=True, nogil=True)
 def _diffuse(labels, v, y0, y1, x0, x1, work, separable):
     """Cellpose's flow of mask ``v`` (:func:`_heat`, then central differences of unit length).
 
@@ -1091,11 +1103,7 @@ def _diffuse(labels, v, y0, y1, x0, x1, work, separable):
         for x in range(1, lx - 1):
             i = y * lx + x
             if inside[i] > 0:
-                dy = np.float64(a[i + lx]) - np.float64(a[i - lx])
-                dx = np.float64(a[i + 1]) - np.float64(a[i - 1])
-                norm = 1e-60 + (dy * dy + dx * dx) ** 0.5
-                out_y[k] = dy / norm
-                out_x[k] = dx / norm
+                out_y[k], out_x[k] = _unit_gradient(a, i, lx)
                 py[k] = y + y0 - 1
                 px[k] = x + x0 - 1
                 k += 1
@@ -1140,11 +1148,9 @@ def _mask_error(labels, v, y0, y1, x0, x1, dP, sink):
         for x in range(1, lx - 1):
             i = y * lx + x
             if inside[i] > 0:
-                dy = np.float64(a[i + lx]) - np.float64(a[i - lx])
-                dx = np.float64(a[i + 1]) - np.float64(a[i - 1])
-                norm = 1e-60 + (dy * dy + dx * dx) ** 0.5
-                ey += (dy / norm - dP[0, y + y0 - 1, x + x0 - 1] / five) ** 2
-                ex += (dx / norm - dP[1, y + y0 - 1, x + x0 - 1] / five) ** 2
+                uy, ux = _unit_gradient(a, i, lx)
+                ey += (uy - dP[0, y + y0 - 1, x + x0 - 1] / five) ** 2
+                ex += (ux - dP[1, y + y0 - 1, x + x0 - 1] / five) ** 2
     return ey / n + ex / n
 
 
