@@ -505,14 +505,18 @@ def _index_type(h: int, w: int) -> type:
     return np.int32 if h * w < 2**31 - 1 else np.int64
 
 
-def _prepared(dP: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, ...]:
-    """``(steps, index, ys, xs)`` of :func:`_prepare` for float32 ``dP`` (2, H, W) and boolean ``cell``."""
+def _buffers(cell: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Empty ``(steps, index, ys, xs)`` for the cell pixels of boolean ``cell``, as :func:`_prepare` fills them."""
     h, w = cell.shape
     n = int(np.count_nonzero(cell))
     steps = np.empty((n + 1, 2), np.float32)
     index = np.empty((h, w), _index_type(h, w))
-    ys = np.empty(n, index.dtype)
-    xs = np.empty(n, index.dtype)
+    return steps, index, np.empty(n, index.dtype), np.empty(n, index.dtype)
+
+
+def _prepared(dP: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(steps, index, ys, xs)`` of :func:`_prepare` for float32 ``dP`` (2, H, W) and boolean ``cell``."""
+    steps, index, ys, xs = _buffers(cell)
     _prepare(np.ascontiguousarray(dP, np.float32), np.ascontiguousarray(cell), steps, index, ys, xs)
     return steps, index, ys, xs
 
@@ -1076,7 +1080,8 @@ def _heat(labels, v, y0, y1, x0, x1, inside, work, separable):
 def _unit_gradient(a, i, lx):
     """The unit vector (y, x) of the central differences of the heat ``a`` at flat index ``i`` (row length ``lx``).
 
-    Cellpose's normalization: float64 differences of the float32 heat, ``1e-60`` added to the norm.
+    Cellpose's normalization: differences taken in float64 (the heat is float32 in the flow check, float64
+    for exact flows), ``1e-60`` added to the norm.
     """
     dy = np.float64(a[i + lx]) - np.float64(a[i - lx])
     dx = np.float64(a[i + 1]) - np.float64(a[i - 1])
@@ -1327,12 +1332,8 @@ def _compute(dP, cellprob, niter, cellprob_threshold, flow_threshold, min_size, 
     table = None
     if pool.n == 1 and _jumps(niter, jump) > 0:
         # One thread: the successor table is made band by band as the tile is prepared (cache).
-        n = int(np.count_nonzero(cell))
-        steps = np.empty((n + 1, 2), np.float32)
-        index = np.empty((h, w), _index_type(h, w))
-        ys = np.empty(n, index.dtype)
-        xs = np.empty(n, index.dtype)
-        table = np.empty(n, index.dtype)
+        steps, index, ys, xs = _buffers(cell)
+        table = np.empty(ys.size, index.dtype)
         _prepare_successors(np.ascontiguousarray(dP), np.ascontiguousarray(cell), steps, index, ys, xs, jump, table)
         pool.lap("threshold, step field, list of pixels, successor table (banded)")
     else:
