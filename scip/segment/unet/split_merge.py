@@ -186,6 +186,6 @@ def split_merge(labels: np.ndarray, post: dict, min_area: float = 0) -> np.ndarr
         return labels
     if post.get("split_area"):
         labels = split_concave(labels, post["split_area"], post.get("split_h", 1.0), min_area, post.get("split_solidity"))
-    if post.get("merge_solidity"):
-        labels = merge_convex(labels, post["merge_solidity"], post.get("merge_area", 5.0), post.get("merge_boundary"))
+    if post.get("merge_solidity"):  # relabels itself
+        return merge_convex(labels, post["merge_solidity"], post.get("merge_area", 5.0), post.get("merge_boundary"))
     return remove_small_and_relabel(labels, 1)
