@@ -10,7 +10,6 @@ A test checks that :data:`FAMILIES` lists exactly the families
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import Sequence
 
 __all__ = ["COMPILED_FAMILIES", "FAMILIES", "DEFAULT_FAMILIES", "FAMILIES_3D", "FeatureParams", "needs_compiler"]

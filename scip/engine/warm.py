@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -114,9 +115,9 @@ class EarlyCompile:
     stderr: Path
     started: float
 
-    @property
+    @cached_property
     def names(self) -> list[str]:
-        """The kernels it compiles."""
+        """The kernels it compiles (derived as the process derives them: :func:`early_share`)."""
         return early_share(self.families, self.workers)
 
     def wait(self) -> bool:

@@ -34,7 +34,6 @@ __all__ = ["FAMILIES", "DEFAULT_FAMILIES", "FAMILIES_3D", "FeatureColumn", "Feat
 # Each family of FAMILIES is the module of its name, imported on first use: a run
 # that measures only `bbox` never imports the compiled families, and so never numba.
 
-
 _PARAM_NAMES = tuple(f.name for f in dataclass_fields(FeatureParams))
 
 
