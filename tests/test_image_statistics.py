@@ -171,8 +171,30 @@ def test_unet_windows_get_the_slide_normalization_and_one_forward_pass_each(tmp_
     params = result.summary["tiles"]["images"][0]["params"]
     assert params["tile"] == 512   # the window, 256 + 2 x 128
     np.testing.assert_array_equal(params["norm_range"], [np.percentile(image, [1, 99.8])])
+    # The shipped model splits and merges by the median object area: every window is given the whole image's,
+    # taken before the split (here every tile's objects: 3 x 3 tiles <= AREA_TILES).
+    from scip.segment.unet.split_merge import median_area
+
+    stats = result.summary["tiles"]["images"][0]["statistics"]
+    before = segment(image, "unet", tile=1024, split_merge=False)
+    assert stats["median_area"] == params["median_area"] == median_area(before)
+    assert stats["median_area_objects"] == before.max() and stats["median_area_tiles"] == 9
     whole = segment(image, "unet", tile=1024)
+    assert not np.array_equal(whole, before)  # the split/merge changed something, so the test checks it
     c = compare_segmentations(whole, _labels(result), iou=0.95)
     assert c["reference"] > 30
     assert c["matched"] >= 0.99 * c["reference"], c
     assert c["split"] == c["merged"] == c["missing"] == c["extra"] == 0, c
+
+
+def test_the_median_area_comes_from_every_tile_or_an_even_sample():
+    from scip.engine.tiles import AREA_TILES, area_tiles
+
+    small = Tiling((4 * 256, 4 * 256), 256, 64)
+    assert area_tiles(small) == small.tiles()
+    big = Tiling((40 * 256, 30 * 256), 256, 64)
+    sample = area_tiles(big)
+    assert len(sample) == len(set(sample)) == AREA_TILES
+    assert sample[0] == (0, 0) and sample[-1] == (39, 29)
+    rows = {r for r, _ in sample}
+    assert len(rows) >= AREA_TILES - 1  # spread over the image, not its first rows

@@ -481,3 +481,5 @@ def test_diameter_rescales_to_the_training_size():
     assert match_labels(truth, labels[::2, ::2]).f1 >= HELD_OUT[CROP]
     with pytest.raises(ValueError, match="diameter must be > 0"):
         segment_image(image, "nuclei", diameter=0)
+    with pytest.raises(ValueError, match="median_area must be > 0"):
+        segment_image(image, "nuclei", median_area=-1.0)

@@ -72,6 +72,10 @@ def test_two_touching_disks_grown_from_one_seed_become_two():
     assert left and right and left != right
     # Without the keys the clean-up keeps the merged pair.
     assert clean_nuclei(labels, probs, model()).max() == 4
+    # A median area given from outside (a window gets the whole image's) replaces the image's own: against a
+    # median 4x this image's the pair is an ordinary object and stays one.
+    assert clean_nuclei(labels, probs, model(**SHAPE), median_area=shape.median_area(labels)).max() == 5
+    assert clean_nuclei(labels, probs, model(**SHAPE), median_area=4 * shape.median_area(labels)).max() == 4
 
 
 def test_one_big_convex_disk_cut_by_two_seeds_becomes_one():

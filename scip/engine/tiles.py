@@ -7,7 +7,9 @@ Per tiled image, in bounded memory per task (a window, never the image):
    statistic of the whole image): per tile, a summary of the core's values,
    merged in a tree, turned into a fixed ``level`` / ``norm_range``
    (:mod:`scip.segment.image_statistics`), so tiles agree with a whole-image
-   segmentation;
+   segmentation; then, for ``unet`` with its shape-gated split/merge, the
+   median area of the objects of up to :data:`AREA_TILES` windows segmented
+   without it (``median_area``);
 1. **segment** (pass 1, on ``routing.segment``): segment a tile's window,
    decide which objects the tile owns (:func:`scip.segment.tiling.segment_window`),
    store the window's labels in a scratch zarr under the output folder
@@ -69,8 +71,13 @@ log = logging.getLogger("scip")
 SCRATCH = ".tiles"
 #: Tiles per Bag partition (and per ``part-N.parquet``) of a tiled image.
 TILES_PER_PARTITION = 4
+#: Most windows whose objects give a tiled image's median object area (``unet``'s split/merge): every window of
+#: an image with at most this many tiles, so the figure equals the whole image's; else this many spread over it,
+#: each segmented twice (here without split/merge, then in pass 1).
+AREA_TILES = 16
 #: Steps of the tile tasks, by function name (with :data:`scip.graph.STEPS`).
-STEPS = {"tile_statistics": "segment", "tile_merge": "segment", "tile_segment": "segment", "tile_cells": "cells",
+STEPS = {"tile_statistics": "segment", "tile_merge": "segment", "tile_areas": "segment", "tile_concat": "segment",
+         "tile_segment": "segment", "tile_cells": "cells",
          "tile_pyramid": "labels", "tile_mask_chunk": "labels"}
 
 
@@ -220,10 +227,51 @@ def tile_merge(*summaries):
     return merged
 
 
-def _tree(tasks: list, name: str, resources, fan_in: int = 16):
+def tile_areas(job: TileJob, row: int, col: int) -> np.ndarray:
+    """Areas of the objects one tile owns, segmented without split/merge: what the median area is taken over."""
+    from functools import partial
+
+    from scip.segment import METHODS
+
+    tiling = job.tiling
+    wy0, wy1, wx0, wx1 = tiling.window(row, col)
+    try:
+        image = _segment_input(job, job.reader.read(wy0, wy1, wx0, wx1))
+        result = segment_window(image, tiling, row, col,
+                                partial(METHODS[job.method], **{**job.params, "split_merge": False}), False)
+    except Exception:  # noqa: BLE001 - pass 1 segments this window again and reports the failure with its record
+        return np.zeros(0, np.int64)
+    # segment_window numbers the owned objects first.
+    return np.bincount(result.labels.ravel(), minlength=result.owned + 1)[1:result.owned + 1].astype(np.int64)
+
+
+def tile_concat(*areas):
+    """Join tiles' object areas (associative)."""
+    return np.concatenate(areas)
+
+
+def area_tiles(tiling: Tiling) -> list[tuple[int, int]]:
+    """The tiles whose objects give the median area: all, or :data:`AREA_TILES` evenly spaced in raster order."""
+    tiles = list(tiling.tiles())
+    if len(tiles) <= AREA_TILES:
+        return tiles
+    return [tiles[round(k * (len(tiles) - 1) / (AREA_TILES - 1))] for k in range(AREA_TILES)]
+
+
+def _needs_median_area(job: TileJob) -> bool:
+    if job.method != "unet" or job.params.get("median_area") is not None:
+        return False
+    from scip.segment.unet import modelfile
+    from scip.segment.unet.predict import postprocess, splits_and_merges
+
+    model = modelfile.load(job.params.get("model", "nuclei"))
+    return splits_and_merges(postprocess(model, job.params.get("split_merge")))
+
+
+def _tree(tasks: list, name: str, resources, fan_in: int = 16, merge=tile_merge):
     level = 0
     while len(tasks) > 1:
-        tasks = [_task(tile_merge, f"tile_merge-{name}-{level}-{i}", resources, *tasks[i:i + fan_in])
+        tasks = [_task(merge, f"{merge.__name__}-{name}-{level}-{i}", resources, *tasks[i:i + fan_in])
                  for i in range(0, len(tasks), fan_in)]
         level += 1
     return tasks[0]
@@ -238,7 +286,7 @@ def run_statistics(config: Config, tiled: tuple[TiledImage, ...], session, progr
     stats = [image_statistic(t.job.method, t.job.params) for t in tiled]
     todo = [i for i, s in enumerate(stats) if s is not None and not tiled[i].failure]
     if not todo:
-        return tiled
+        return _median_areas(tiled, session, progress)
     cpu = session.routing.cpu
     for i in todo:
         if stats[i].reach > tiled[i].job.tiling.margin:
@@ -263,6 +311,39 @@ def run_statistics(config: Config, tiled: tuple[TiledImage, ...], session, progr
         out[i] = dataclasses.replace(tiled[i], job=job, statistics={"statistic": stats[i].kind, **fixed})
         log.info("scip: %s: image-wide %s statistic over %d tiles: %s", job.source.image_id, stats[i].kind,
                  len(job.tiling.tiles()), fixed)
+    return _median_areas(tuple(out), session, progress)
+
+
+def _median_areas(tiled: tuple[TiledImage, ...], session, progress: bool) -> tuple[TiledImage, ...]:
+    """The median object area of each tiled ``unet`` image with split/merge, fixed as ``median_area``.
+
+    After the pixel statistics, since the windows are segmented with the image-wide normalization.
+    """
+    from scip.engine.cluster import compute
+
+    todo = [i for i, t in enumerate(tiled) if not t.failure and _needs_median_area(t.job)]
+    if not todo:
+        return tiled
+    seg = session.routing.segment
+    areas = compute([_tree([_task(tile_areas, f"tile_areas-{tiled[i].job.source.index}-{r}-{c}", seg,
+                                  tiled[i].job, r, c) for r, c in area_tiles(tiled[i].job.tiling)],
+                           f"areas-{tiled[i].job.source.index}", seg, merge=tile_concat)
+                     for i in todo], session, progress, label="statistics (object areas)")
+    out = list(tiled)
+    for i, found in zip(todo, areas):
+        job = tiled[i].job
+        n_tiles = len(area_tiles(job.tiling))
+        if not found.size:
+            log.warning("scip: %s: no object in the %d window(s) sampled for the median object area: each window "
+                        "of the unet split/merge uses its own", job.source.image_id, n_tiles)
+            continue
+        median = float(np.median(found))
+        out[i] = dataclasses.replace(
+            tiled[i], job=dataclasses.replace(job, params={**job.params, "median_area": median}),
+            statistics={**tiled[i].statistics, "median_area": median, "median_area_objects": int(found.size),
+                        "median_area_tiles": n_tiles})
+        log.info("scip: %s: median object area %.1f px over %d objects of %d of %d tiles (unet split/merge)",
+                 job.source.image_id, median, found.size, n_tiles, len(job.tiling.tiles()))
     return tuple(out)
 
 

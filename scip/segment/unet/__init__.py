@@ -55,6 +55,7 @@ def unet(
     min_size: int = 20,
     norm_range: list | None = None,
     split_merge: bool | None = None,
+    median_area: float | None = None,
 ) -> np.ndarray:
     """Label objects with a U-Net model.
 
@@ -105,8 +106,12 @@ def unet(
         median size split at the necks of their distance transform,
         touching pieces with a convex union or a long shared border joined.
         ``None`` does what the model file asks (the shipped ``nuclei``:
-        nothing), ``True`` applies the measured settings, ``False`` none.
-        The median is the image's, or in a tiled run the window's.
+        the measured settings), ``True`` applies the measured settings
+        under the file's own, ``False`` none.
+    median_area : float, optional
+        The object area in pixels that split/merge compares sizes with,
+        instead of the median area of this image's objects: how windows of
+        a large image share the whole image's (the tile engine computes it).
 
     Returns
     -------
@@ -128,7 +133,7 @@ def unet(
                          tile=tile,
                          overlap=overlap, batch_size=batch_size, diameter=diameter, threshold=threshold,
                          seed_threshold=seed_threshold, smooth=smooth, min_size=min_size,
-                         norm_range=norm_range, split_merge=split_merge)
+                         norm_range=norm_range, split_merge=split_merge, median_area=median_area)
 
 
 def micronuclei(

@@ -517,7 +517,7 @@ def segment_image(image: np.ndarray, model: str | os.PathLike | ModelFile = "nuc
                   overlap: int = 64, batch_size: int = 4, diameter: float | None = None,
                   threshold: float | None = None, seed_threshold: float | None = None, smooth: float = 0.0,
                   min_size: int = 20, norm_range: list | None = None, return_probabilities: bool = False,
-                  runtime: str = "auto", split_merge: bool | None = None):
+                  runtime: str = "auto", split_merge: bool | None = None, median_area: float | None = None):
     """Label the objects of ``image`` with a U-Net model (see :func:`scip.segment.unet.unet`).
 
     Returns
@@ -526,6 +526,8 @@ def segment_image(image: np.ndarray, model: str | os.PathLike | ModelFile = "nuc
     probabilities : ndarray of float32, shape (2, H, W)
         Only with ``return_probabilities``.
     """
+    if median_area is not None and not median_area > 0:
+        raise ValueError(f"median_area must be > 0 (pixels), got {median_area}")
     predictor = load_predictor(model, device=device, precision=precision, quantize=quantize, runtime=runtime)
     probs = _probabilities(image, predictor, tta=tta, tile=tile, overlap=overlap, batch_size=batch_size,
                            diameter=diameter, smooth=smooth, norm_range=norm_range)
@@ -534,12 +536,32 @@ def segment_image(image: np.ndarray, model: str | os.PathLike | ModelFile = "nuc
     threshold = post["threshold"] if threshold is None else threshold
     seed_threshold = post["seed_threshold"] if seed_threshold is None else seed_threshold
     labels = labels_from_probabilities(probs, threshold, seed_threshold, min_size, post.get("seed_h"))
-    labels = clean_nuclei(labels, probs, predictor.model, diameter, split_merge)
+    labels = clean_nuclei(labels, probs, predictor.model, diameter, split_merge, median_area)
     return (labels, probs) if return_probabilities else labels
 
 
+def postprocess(model: ModelFile, split_merge: bool | None = None) -> dict:
+    """The clean-up keys of ``model``'s ``meta.postprocess`` with the ``split_merge`` switch applied.
+
+    ``None`` keeps the file's own split/merge keys, ``True`` puts
+    :data:`scip.segment.unet.split_merge.DEFAULTS` under them, ``False``
+    removes them.
+    """
+    post = model.meta.get("postprocess", {})
+    if split_merge is None:
+        return post
+    own = {k: v for k, v in post.items() if k in shape_rules.KEYS}
+    return {**{k: v for k, v in post.items() if k not in shape_rules.KEYS},
+            **({**shape_rules.DEFAULTS, **own} if split_merge else {})}
+
+
+def splits_and_merges(post: dict) -> bool:
+    """Whether the clean-up ``post`` (:func:`postprocess`) ends with the shape-gated split/merge."""
+    return bool(post.get("split_area") or post.get("merge_solidity"))
+
+
 def clean_nuclei(labels: np.ndarray, probs: np.ndarray, model: ModelFile, diameter: float | None = None,
-                 split_merge: bool | None = None) -> np.ndarray:
+                 split_merge: bool | None = None, median_area: float | None = None) -> np.ndarray:
     """The model file's own clean-up of nucleus labels (``meta.postprocess``; older files have none).
 
     - ``min_area_fraction``: objects smaller than this fraction of the area
@@ -558,18 +580,17 @@ def clean_nuclei(labels: np.ndarray, probs: np.ndarray, model: ModelFile, diamet
 
     ``split_merge`` overrides the file for the last step: ``None`` does what
     the file asks, ``True`` applies :data:`scip.segment.unet.split_merge.DEFAULTS`
-    under the file's own split/merge keys, ``False`` skips it.
+    under the file's own split/merge keys, ``False`` skips it (:func:`postprocess`).
+    ``median_area`` is the object area it compares sizes with; ``None``
+    takes the median of these labels after the drops (a window of a large
+    image is given the whole image's).
 
     Returns
     -------
     ndarray of int32
         Relabelled 1..N.
     """
-    post = model.meta.get("postprocess", {})
-    if split_merge is not None:
-        own = {k: v for k, v in post.items() if k in shape_rules.KEYS}
-        post = {**{k: v for k, v in post.items() if k not in shape_rules.KEYS},
-                **({**shape_rules.DEFAULTS, **own} if split_merge else {})}
+    post = postprocess(model, split_merge)
     if labels.max() == 0:
         return labels
     drop = np.zeros(int(labels.max()) + 1, bool)
@@ -585,8 +606,8 @@ def clean_nuclei(labels: np.ndarray, probs: np.ndarray, model: ModelFile, diamet
     drop[0] = False
     if drop[1:].any():
         labels = remove_small_and_relabel(np.where(drop[labels], 0, labels).astype(np.int32), 1)
-    if post.get("split_area") or post.get("merge_solidity"):
-        labels = shape_rules.split_merge(labels, post, min_area)
+    if splits_and_merges(post):
+        labels = shape_rules.split_merge(labels, post, min_area, median_area)
     return labels
 
 

@@ -29,9 +29,12 @@ the objects' shapes instead, after the seeded watershed:
   pairs are looked at again after each join. Pairs only: three sectors of
   one disk stay three, since no two of them make a convex union.
 
-The median area is the image's own (after the clean-up of
-:func:`scip.segment.unet.predict.clean_nuclei`), so the step follows the
-nucleus size of the image rather than of the training data.
+The median area is the image's own, taken once before the split (after the
+drops of :func:`scip.segment.unet.predict.clean_nuclei`), so the step follows
+the nucleus size of the image rather than of the training data. Windows of a
+large image are given the whole image's (``median_area``; the tile engine
+computes it, :func:`scip.engine.tiles.run_statistics`), so that a tiled run
+splits and joins what a whole-image run does.
 """
 
 from __future__ import annotations
@@ -48,14 +51,15 @@ DEFAULTS = {"split_area": 1.5, "split_h": 1.0, "merge_solidity": 0.93, "merge_ar
 KEYS = ("split_area", "split_h", "split_solidity", "merge_solidity", "merge_area", "merge_boundary")
 
 
-def _median_area(labels: np.ndarray) -> float:
+def median_area(labels: np.ndarray) -> float:
+    """Median area in pixels of the objects of ``labels`` (0 when there are none): the size split/merge compares to."""
     areas = np.bincount(labels.ravel())[1:]
     areas = areas[areas > 0]
     return float(np.median(areas)) if areas.size else 0.0
 
 
 def split_concave(labels: np.ndarray, area: float, h: float = 1.0, min_area: float = 0,
-                  solidity: float | None = None) -> np.ndarray:
+                  solidity: float | None = None, median: float | None = None) -> np.ndarray:
     """Split large objects at the necks of their distance transform.
 
     Parameters
@@ -72,6 +76,8 @@ def split_concave(labels: np.ndarray, area: float, h: float = 1.0, min_area: flo
         A split is kept only if every part has at least this many pixels.
     solidity : float, optional
         Also require area / convex hull area below this.
+    median : float, optional
+        The median object area to compare with; ``None``: that of ``labels``.
 
     Returns
     -------
@@ -80,7 +86,7 @@ def split_concave(labels: np.ndarray, area: float, h: float = 1.0, min_area: flo
         relabelled).
     """
     out = labels.astype(np.int32, copy=True)
-    median = _median_area(labels)
+    median = median_area(labels) if median is None else median
     if not median:
         return out
     nxt = int(labels.max()) + 1
@@ -118,7 +124,8 @@ def _borders(labels: np.ndarray) -> dict[tuple[int, int], int]:
     return {(int(a), int(b)): int(n) for (a, b), n in zip(keys, counts)}
 
 
-def merge_convex(labels: np.ndarray, solidity: float, area: float, boundary: float | None = None) -> np.ndarray:
+def merge_convex(labels: np.ndarray, solidity: float, area: float, boundary: float | None = None,
+                 median: float | None = None) -> np.ndarray:
     """Join touching objects whose union is convex (or that share a long border), most convex first.
 
     Parameters
@@ -134,6 +141,8 @@ def merge_convex(labels: np.ndarray, solidity: float, area: float, boundary: flo
     boundary : float, optional
         Also join when the shared border (pixel edges) is at least
         ``boundary`` times the square root of the smaller object's area.
+    median : float, optional
+        The median object area to compare with; ``None``: that of ``labels``.
 
     Returns
     -------
@@ -141,7 +150,7 @@ def merge_convex(labels: np.ndarray, solidity: float, area: float, boundary: flo
         Relabelled 1..N.
     """
     out = labels.astype(np.int32, copy=True)
-    cap = area * _median_area(labels)
+    cap = area * (median_area(labels) if median is None else median)
     while True:
         areas = np.bincount(out.ravel())
         boxes = ndi.find_objects(out)
@@ -162,7 +171,7 @@ def merge_convex(labels: np.ndarray, solidity: float, area: float, boundary: flo
     return remove_small_and_relabel(out, 1)
 
 
-def split_merge(labels: np.ndarray, post: dict, min_area: float = 0) -> np.ndarray:
+def split_merge(labels: np.ndarray, post: dict, min_area: float = 0, median: float | None = None) -> np.ndarray:
     """The split, then the merge, as the keys of a model's ``meta.postprocess`` ask.
 
     Parameters
@@ -176,6 +185,9 @@ def split_merge(labels: np.ndarray, post: dict, min_area: float = 0) -> np.ndarr
         see :func:`split_concave` and :func:`merge_convex`.
     min_area : float, optional
         Smallest part a split may leave.
+    median : float, optional
+        The median object area both steps compare with; ``None``: that of
+        ``labels`` (before the split).
 
     Returns
     -------
@@ -184,8 +196,12 @@ def split_merge(labels: np.ndarray, post: dict, min_area: float = 0) -> np.ndarr
     """
     if labels.max() == 0:
         return labels
+    # One median for both steps, taken before the split: the figure a window is given by the tile engine.
+    median = median_area(labels) if median is None else float(median)
     if post.get("split_area"):
-        labels = split_concave(labels, post["split_area"], post.get("split_h", 1.0), min_area, post.get("split_solidity"))
+        labels = split_concave(labels, post["split_area"], post.get("split_h", 1.0), min_area, post.get("split_solidity"),
+                               median)
     if post.get("merge_solidity"):  # relabels itself
-        return merge_convex(labels, post["merge_solidity"], post.get("merge_area", 5.0), post.get("merge_boundary"))
+        return merge_convex(labels, post["merge_solidity"], post.get("merge_area", 5.0), post.get("merge_boundary"),
+                            median)
     return remove_small_and_relabel(labels, 1)
