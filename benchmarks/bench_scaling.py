@@ -137,6 +137,33 @@ def scheduler_overhead(n: int = 4000) -> float:
     return statistics.median(times)
 
 
+def ceiling(data: Path, tmp: Path, repeat: int) -> dict:
+    """What this machine gives two copies of the 1-worker run: each copy's wall alone and with another at once.
+
+    Two independent ``scip run``s, each with its own 1-worker cluster and scheduler, share nothing but the
+    machine (cores, caches, memory bandwidth), so ``2 x alone / together`` is the throughput two workers could
+    reach with no cost of working together; the 1-vs-2-worker ratio is below it by what the shared run costs.
+    Alone and together take turns, ``repeat`` times; each wall is measured inside its process, as in ``run_once``.
+    """
+    import subprocess
+
+    def walls(copies: int, turn: int) -> list[float]:
+        procs = [subprocess.Popen([sys.executable, __file__, "--one-run", str(data),
+                                   str(tmp / f"ceiling-{turn}-{copies}-{k}")], stdout=subprocess.PIPE, text=True)
+                 for k in range(copies)]
+        out = [p.communicate()[0] for p in procs]
+        if any(p.returncode for p in procs):
+            raise SystemExit(f"a ceiling run failed: {out}")
+        return [json.loads(o.strip().splitlines()[-1])["wall_s"] for o in out]
+
+    alone, together = [], []
+    for turn in range(repeat):
+        alone += walls(1, turn)
+        together += walls(2, turn)
+    a, t = statistics.median(alone), statistics.median(together)
+    return {"alone_s": alone, "together_s": together, "alone_median_s": a, "together_median_s": t, "ceiling": 2 * a / t}
+
+
 def extrapolate(run: dict, overhead: float) -> dict:
     """What a cluster of W workers needs from the scheduler, from one run's per-task costs."""
     step_tasks = {k: v for k, v in run["tasks"].items() if k != "other"}
@@ -203,7 +230,32 @@ def main() -> None:
     parser.add_argument("--fields", type=int, default=16, help="fields of view (default 16)")
     parser.add_argument("--check-model", type=int, nargs="+", metavar="W",
                         help="instead: the IFC run at these worker counts (e.g. 1 2 4) against the overhead model")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="instead: two 1-worker IFC runs at once against one alone (what the machine allows)")
+    parser.add_argument("--one-run", nargs=2, type=Path, metavar=("DATA", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one_run:  # a child of --ceiling: one 1-worker IFC run, its result as the last line of stdout
+        print(json.dumps(run_once(CONFIGS["ifc"], args.one_run[0], args.one_run[1], 1), default=float))
+        return
+    if args.ceiling:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "data"
+            write_example(data, n_events=args.events, n_fields=1, seed=0)
+            load = os.getloadavg()[0]
+            result = ceiling(data, Path(tmp), args.repeat)
+        result.update(events=args.events, repeat=args.repeat, load_average_at_start=load,
+                      load_average_at_end=os.getloadavg()[0])
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "scaling_ceiling.json").write_text(json.dumps(result, indent=2, default=float))
+        text = (f"`python benchmarks/bench_scaling.py --events {args.events} --repeat {args.repeat} --ceiling`: "
+                f"one 1-worker IFC run alone {result['alone_median_s']:.2f} s (runs "
+                f"{', '.join(f'{w:.2f}' for w in result['alone_s'])}), two at once "
+                f"{result['together_median_s']:.2f} s each (runs {', '.join(f'{w:.2f}' for w in result['together_s'])}): "
+                f"ceiling **{result['ceiling']:.2f}×** (2 × alone / together, medians). Load average "
+                f"{load:.2f} → {result['load_average_at_end']:.2f}.\n")
+        (args.out / "scaling_ceiling.md").write_text(text)
+        print(text)
+        return
     if args.check_model:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "data"
