@@ -221,6 +221,24 @@ def check_model(path: Path, data: Path, tmp: Path, workers: tuple[int, ...], rep
     return out
 
 
+def _on_ifc_data(args, measure) -> dict:
+    """``measure(data, tmp)`` on ``args.events`` IFC events written to a temporary folder, with the load around it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        write_example(data, n_events=args.events, n_fields=1, seed=0)
+        load = os.getloadavg()[0]
+        result = measure(data, Path(tmp))
+    result.update(events=args.events, load_average_at_start=load, load_average_at_end=os.getloadavg()[0])
+    return result
+
+
+def _write(out: Path, name: str, result: dict, text: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=float))
+    (out / f"{name}.md").write_text(text)
+    print(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3,
@@ -238,37 +256,20 @@ def main() -> None:
         print(json.dumps(run_once(CONFIGS["ifc"], args.one_run[0], args.one_run[1], 1), default=float))
         return
     if args.ceiling:
-        with tempfile.TemporaryDirectory() as tmp:
-            data = Path(tmp) / "data"
-            write_example(data, n_events=args.events, n_fields=1, seed=0)
-            load = os.getloadavg()[0]
-            result = ceiling(data, Path(tmp), args.repeat)
-        result.update(events=args.events, repeat=args.repeat, load_average_at_start=load,
-                      load_average_at_end=os.getloadavg()[0])
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "scaling_ceiling.json").write_text(json.dumps(result, indent=2, default=float))
+        result = _on_ifc_data(args, lambda data, tmp: ceiling(data, tmp, args.repeat))
+        result["repeat"] = args.repeat
         text = (f"`python benchmarks/bench_scaling.py --events {args.events} --repeat {args.repeat} --ceiling`: "
                 f"one 1-worker IFC run alone {result['alone_median_s']:.2f} s (runs "
                 f"{', '.join(f'{w:.2f}' for w in result['alone_s'])}), two at once "
                 f"{result['together_median_s']:.2f} s each (runs {', '.join(f'{w:.2f}' for w in result['together_s'])}): "
                 f"ceiling **{result['ceiling']:.2f}×** (2 × alone / together, medians). Load average "
-                f"{load:.2f} → {result['load_average_at_end']:.2f}.\n")
-        (args.out / "scaling_ceiling.md").write_text(text)
-        print(text)
+                f"{result['load_average_at_start']:.2f} → {result['load_average_at_end']:.2f}.\n")
+        _write(args.out, "scaling_ceiling", result, text)
         return
     if args.check_model:
-        with tempfile.TemporaryDirectory() as tmp:
-            data = Path(tmp) / "data"
-            write_example(data, n_events=args.events, n_fields=1, seed=0)
-            load = os.getloadavg()[0]
-            overhead = scheduler_overhead()
-            result = check_model(CONFIGS["ifc"], data, Path(tmp), tuple(args.check_model), args.repeat, overhead,
-                                 os.cpu_count() or 1)
-        result.update(events=args.events, load_average_at_start=load, load_average_at_end=os.getloadavg()[0])
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "scaling_model.json").write_text(json.dumps(result, indent=2, default=float))
-        (args.out / "scaling_model.md").write_text(model_markdown(result))
-        print(model_markdown(result))
+        result = _on_ifc_data(args, lambda data, tmp: check_model(
+            CONFIGS["ifc"], data, tmp, tuple(args.check_model), args.repeat, scheduler_overhead(), os.cpu_count() or 1))
+        _write(args.out, "scaling_model", result, model_markdown(result))
         return
 
     # Another busy process on the machine changes the 1-vs-2 ratio most: record the load.
