@@ -74,11 +74,13 @@ def test_every_task_carries_its_steps_resources(fields):
     for key in expr.__dask_graph__():
         steps.setdefault(graph.STEPS.get(key_split(key), "other"), []).append(resources.get(key))
     assert steps["segment"] and all(r == {GPU: 1} for r in steps["segment"])
-    for step in ("cells", "masks", "filter", "features", "export"):
+    for step in ("cells", "features", "export"):
         assert steps[step] and all(r == {CPU: 1} for r in steps[step]), step
     assert all(r is None for r in steps["load"])
+    # One task per partition and kind of worker: reading with segmenting; masks and filter measures with the
+    # cells; the filters with the features.
     n = len(graph.partitions(p))
-    assert len(steps["segment"]) == n and len(steps["features"]) == n
+    assert len(steps["segment"]) == len(steps["cells"]) == len(steps["features"]) == len(steps["export"]) == n
 
 
 def test_gpu_worker_runs_every_segmentation_and_no_texture(fields, tmp_path):
@@ -99,7 +101,7 @@ def test_gpu_worker_runs_every_segmentation_and_no_texture(fields, tmp_path):
         where.setdefault(graph.STEPS.get(key_split(rec["key"]), "other"), set()).add(rec["worker"])
     gpu = {a for a, r in resources.items() if r.get(GPU)}
     assert where["segment"] == gpu
-    for step in ("features", "filter", "masks", "cells", "export"):
+    for step in ("features", "cells", "export"):
         assert where[step] and not where[step] & gpu, step
     pd.testing.assert_frame_equal(sorted_table(reference), sorted_table(result))
     summary = json.loads((result.output / "run.json").read_text())
@@ -107,7 +109,7 @@ def test_gpu_worker_runs_every_segmentation_and_no_texture(fields, tmp_path):
     assert ts["workers"]["segment"] == {names[a]: ts["tasks"]["segment"] for a in gpu}
     assert ts["tasks"]["segment"] == ts["tasks"]["features"] == len(graph.partitions(prepare(
         fields_config(fields, tmp_path / "x"))))
-    assert {"load", "segment", "filter", "features", "export"} <= set(ts["seconds"])
+    assert {"segment", "cells", "features", "export"} <= set(ts["seconds"])
     assert all(v >= 0 for v in ts["seconds"].values())
     # each worker's first task of a step against its later ones, for the steps it ran
     assert set(ts["first"]["segment"]) == {names[a] for a in gpu}

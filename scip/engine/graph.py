@@ -10,12 +10,15 @@ The flow of one partition::
     sources ─ load (+ ground truth) ─ [project z] ─ [illumination] ─ check ─ segment (+ evaluate)
             ─ cells ─ [masks] ─ [filter measures] ══ [persist; reductions] ══ [filters] ─ features ─ write
 
-Each step of each partition is one task, named for its step (the
-task-stream timings of ``run.json`` rest on these names: :data:`STEPS`), and
-tasks carry the resources of :class:`scip.engine.cluster.Routing`: segmentation asks
-for a GPU worker, the steps after it for a CPU worker. The graph is computed
-unoptimized, because Dask's fusing would merge the steps and drop those
-annotations.
+The steps of a partition that run on the same kind of worker share one
+task, named for its main step (the task-stream timings of ``run.json`` rest
+on these names: :data:`STEPS`): ``segment`` (read, segment), ``cells``
+(split into cells, masks, label images, filter measures), ``featurize``
+(filters, features) and ``write``. Fewer tasks cost the scheduler less, and
+no intermediate result waits in a worker's memory between steps. Tasks carry
+the resources of :class:`scip.engine.cluster.Routing`: segmentation asks for
+a GPU worker, the steps after it for a CPU worker. The graph is computed
+unoptimized, because Dask's fusing would drop those annotations.
 
 Dataset-wide reductions split the work into passes, which :mod:`scip.run`
 drives: illumination correction needs the mean image of every group before
@@ -33,7 +36,7 @@ import math
 import time
 import zlib
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Callable, Sequence
 from pathlib import Path
 
 import dask.bag as db
@@ -70,9 +73,10 @@ __all__ = ["Plan", "plan", "build_illumination_sums", "build_cells", "build_feat
            "build_writes", "partition_size", "partitions", "STEPS", "summary_path", "labels_root"]
 
 #: The step each task belongs to, by its function name (``dask.utils.key_split`` of its key).
-STEPS = {**tiles.STEPS, "from_sequence": "load", "load": "load", "illumination_sums": "illumination", "segment": "segment", "cells": "cells",
-         "masks": "masks", "labels": "labels", "measure": "filter", "filter": "filter", "featurize": "features",
-         "write": "export", "cells_frame": "export"}
+#: A task may hold several steps (:func:`build_cells`): ``segment`` also reads the images, ``cells`` also makes
+#: the masks, writes the label images and takes the filter measures, ``featurize`` also applies the filters.
+STEPS = {**tiles.STEPS, "from_sequence": "load", "illumination_sums": "illumination", "segment": "segment",
+         "cells": "cells", "featurize": "features", "write": "export", "cells_frame": "export"}
 
 
 @dataclass(frozen=True)
@@ -307,23 +311,32 @@ def build_cells(p: Plan, correction: tuple[dict, list[str]] | None = None, routi
     whole = _whole(p)
     tiled = tiles.build_tile_bag(config, p.tiled, Path(config.output.path), routing, dataset.sources)
     bag = _source_bag(whole, size) if whole or tiled is None else None
+    after: list[tuple] = []   # the steps after the split into cells, for whole and tiled images alike
+    if config.masks:
+        after.append((_masks, (config,)))
+    if config.output.labels:
+        owners = tiles.mask_owners(p.tiled) if config.masks else {}
+        after.append((_labels, (config, dataset.format == "ome_zarr", owners)))
+    if config.filters:
+        after.append((_measure, (config,)))
     if bag is not None:
-        bag = bag.map_partitions(_load, _reader(p), truth, config.input.z, correction, group_by, p.excluded)
+        load = (_load, (_reader(p), truth, config.input.z, correction, group_by, p.excluded))
         with annotate(routing.segment):
-            bag = bag.map_partitions(_segment, config)
+            bag = bag.map_partitions(_steps, (load, (_segment, (config,))), token="segment")
     with annotate(routing.cpu):
         if bag is not None:
-            bag = bag.map_partitions(_cells, config)
-        # Tiled images' partitions come segmented and split into cells; from here on the steps are the same.
-        bag = tiled if bag is None else bag if tiled is None else db.concat([bag, tiled])
-        if config.masks:
-            bag = bag.map_partitions(_masks, config)
-        if config.output.labels:
-            owners = tiles.mask_owners(p.tiled) if config.masks else {}
-            bag = bag.map_partitions(_labels, config, dataset.format == "ome_zarr", owners)
-        if config.filters:
-            bag = bag.map_partitions(_measure, config)
-    return bag
+            bag = bag.map_partitions(_steps, ((_cells, (config,)), *after), token="cells")
+        if tiled is not None and after:
+            # Tiled images' partitions come segmented and split into cells; the steps after are the same.
+            tiled = tiled.map_partitions(_steps, tuple(after), token="cells")
+    return tiled if bag is None else bag if tiled is None else db.concat([bag, tiled])
+
+
+def _steps(records: list, steps: tuple[tuple[Callable, tuple], ...]) -> list:
+    """``steps`` (each a function of the records and its arguments) applied in turn to one partition, in one task."""
+    for func, args in steps:
+        records = func(records, *args)
+    return records
 
 
 def build_features(p: Plan, cells: db.Bag | None = None, bounds: list | None = None,
@@ -342,10 +355,9 @@ def build_features(p: Plan, cells: db.Bag | None = None, bounds: list | None = N
         raise ValueError("normalize needs quantiles over the whole dataset: use scip.run, or "
                          "scip.engine.reduce.reduce(plan) for the ranges to pass here")
     cells = build_cells(p, routing=routing) if cells is None else cells
+    steps = ((_filter, (config, bounds)),) if config.filters else ()
     with annotate(routing.cpu):
-        if config.filters:
-            cells = cells.map_partitions(_filter, config, bounds)
-        return cells.map_partitions(_featurize, config, ranges, samples)
+        return cells.map_partitions(_steps, (*steps, (_featurize, (config, ranges, samples))), token="featurize")
 
 
 def build_dataframe(p: Plan, cells: db.Bag | None = None, bounds: list | None = None,
