@@ -19,6 +19,15 @@ How the Haralick kernel saves work, per object and channel:
 * each pair is counted once, in the upper-triangle cell ``(min, max)``; this
   is the symmetric matrix ``S = C + C^T`` (halved on the diagonal) without
   counting twice or visiting the lower triangle;
+* the pair loop has no branch: a pair whose second pixel is outside the
+  object (crop entry 0) is counted too, in row 0 of a matrix of stride
+  ``m + 1`` that the features never read (the number of valid pairs is the
+  pixel count less that row's sum). A branch there was mispredicted at every
+  row end of the object, for every offset;
+* the entropy of the off-diagonal entries is summed in a loop of its own,
+  over the non-zero entries gathered by the main loop (in the same order, so
+  the sum is the same): in the main loop, with its many live values, the
+  running sum was kept in memory and every addition waited for the last;
 * all marginals (``p_x``, ``p_{x+y}``, ``p_{x-y}``) are integer counts, every
   ``p log2 p`` is ``(n / T) (log2 T - log2 n)`` with ``log2 n`` read from a
   table (no logarithm in the loops, and exactly 0 for ``n == T``), and
@@ -112,16 +121,17 @@ def quantize_runs(values, starts, counts, n_levels, lo, hi, use_range):  # pragm
 
 
 @helper
-def _haralick13(cnt, m, lv, npairs, table, rsum, pp, pm, out):  # pragma: no cover - compiled
+def _haralick13(cnt, m, st, lv, npairs, table, rsum, pp, pm, nzs, out):  # pragma: no cover - compiled
     """The 13 features of one symmetric co-occurrence matrix, as mahotas.
 
     ``cnt`` holds the symmetric counts on and above the diagonal (flat,
-    stride ``m``) of the compact levels ``0 .. m-1``, whose gray levels are
+    stride ``st >= m``) of the compact levels ``0 .. m-1``, whose gray levels are
     ``lv``: ``cnt[a, b] = S[a, b]`` for ``a < b`` and ``cnt[a, a] = S[a, a] / 2``,
     where ``S`` is mahotas' symmetric matrix with total ``T = 2 * npairs``.
     mahotas' matrix has size ``fm1 = max level + 1``, which matters for the
     difference variance (variance of the ``fm1`` entries of ``p_{x-y}``).
-    ``pp`` and ``pm`` are indexed relative to ``2 * lv[0]`` and 0.
+    ``pp`` and ``pm`` are indexed relative to ``2 * lv[0]`` and 0. ``nzs``
+    is scratch for the non-zero off-diagonal counts (``m (m - 1) / 2``).
     """
     l0 = lv[0]
     R = lv[m - 1] - l0 + 1   # range of levels; == m when they are contiguous
@@ -138,10 +148,11 @@ def _haralick13(cnt, m, lv, npairs, table, rsum, pp, pm, out):  # pragma: no cov
     asq = 0
     e_diag = 0.0
     e_off = 0.0
+    k = 0  # non-zero off-diagonal counts gathered in nzs
     if R == m:
         # all levels of the range present: p_{x+y}, p_{x-y} are contiguous in b
         for a in range(m):
-            base = a * m
+            base = a * st
             s = 2 * cnt[np.uintp(base + a)]
             ra = s
             pp[np.uintp(2 * a)] += s
@@ -155,11 +166,12 @@ def _haralick13(cnt, m, lv, npairs, table, rsum, pp, pm, out):  # pragma: no cov
                 pp[np.uintp(a + b)] += 2 * s
                 pm[np.uintp(b - a)] += 2 * s
                 asq += 2 * s * s
-                e_off += s * (lgT - _lg(np.int64(s), table))  # int64 as elsewhere: one specialization
+                nzs[np.uintp(k)] = s  # branch-free: kept only if non-zero
+                k += s != 0
             rsum[np.uintp(a)] += ra
     else:
         for a in range(m):
-            base = a * m
+            base = a * st
             la = lv[np.uintp(a)] - l0
             s = 2 * cnt[np.uintp(base + a)]
             ra = s
@@ -175,8 +187,15 @@ def _haralick13(cnt, m, lv, npairs, table, rsum, pp, pm, out):  # pragma: no cov
                 pp[np.uintp(la + lb)] += 2 * s
                 pm[np.uintp(lb - la)] += 2 * s
                 asq += 2 * s * s
-                e_off += s * (lgT - _lg(np.int64(s), table))  # int64 as elsewhere: one specialization
+                nzs[np.uintp(k)] = s  # branch-free: kept only if non-zero
+                k += s != 0
             rsum[np.uintp(a)] += ra
+    # Entropy of the off-diagonal entries, in the order of the loops above
+    # (a zero entry adds exactly 0). A loop of its own with few live values:
+    # its running sum stays in a register (see the module docstring).
+    for j in range(k):
+        s = np.int64(nzs[np.uintp(j)])  # int64 as elsewhere: one specialization of _lg
+        e_off += s * (lgT - _lg(s, table))
     entropy = (e_diag + 2.0 * e_off) / Tf
     # marginal p_x (== p_y): moments and entropy
     sx1 = 0
@@ -282,7 +301,7 @@ def haralick_runs(values, starts, counts, rows, cols, offsets, n_levels, lo, hi,
     # Scratch buffers, each set before it is read (cnt, compact and crop
     # below, rsum, pp and pm in _haralick13): np.empty only, for numba has one
     # overload fewer to compile when no np.zeros is called (issue 18).
-    cnt = np.empty(LL, np.int32)   # upper triangle, stride m
+    cnt = np.empty((L + 1) * (L + 1), np.int32)   # upper triangle, stride m + 1, row 0 for invalid pairs
     lev = np.empty(0, np.uint8)
     crop = np.empty(0, np.uint8)
     pos = np.empty(0, np.intp)
@@ -291,6 +310,7 @@ def haralick_runs(values, starts, counts, rows, cols, offsets, n_levels, lo, hi,
     rsum = np.empty(L, np.int64)
     pp = np.empty(2 * L, np.int64)
     pm = np.empty(L, np.int64)
+    nzs = np.empty(LL, np.int32)
     for i in range(n_obj):
         s0 = starts[i]
         n = counts[i]
@@ -354,21 +374,24 @@ def haralick_runs(values, starts, counts, rows, cols, offsets, n_levels, lo, hi,
             for o in range(n_off):
                 if offsets[o, 0] >= h or abs(offsets[o, 1]) >= w:
                     continue  # no pair fits in the bounding box: stays NaN
-                cnt[:m * m] = 0
-                npairs = np.intp(0)  # not a literal, which would compile _haralick13 twice
+                M = m + 1
+                cnt[:M * M] = 0
                 step = offsets[o, 0] * wp + offsets[o, 1]
                 for k in range(n):
                     pa = pos[k]
                     y = crop[np.uintp(pa + step)]
-                    if y == 0:
-                        continue
-                    x = crop[np.uintp(pa)]
-                    npairs += 1
-                    if y < x:  # pairs counted in the upper triangle: (min - 1) * m + max - 1
-                        x, y = y, x
-                    cnt[np.uintp((x - 1) * m + y - 1)] += 1
+                    x = crop[np.uintp(pa)]  # >= 1: an object pixel
+                    # Upper triangle (min, max) of the crop entries (compact
+                    # level + 1), stride M, no branch: a pair leaving the
+                    # object (y == 0) lands in row 0, which is not a level.
+                    cnt[np.uintp(min(x, y) * M + max(x, y))] += 1
+                invalid = 0
+                for b in range(M):
+                    invalid += cnt[b]
+                npairs = np.intp(n - invalid)  # intp as before: one specialization of _haralick13
                 if npairs:
-                    _haralick13(cnt, m, lv, npairs, table, rsum, pp, pm, out[i, ch, o])
+                    # the matrix of the levels starts at row 1, column 1
+                    _haralick13(cnt[M + 1:], m, M, lv, npairs, table, rsum, pp, pm, nzs, out[i, ch, o])
     return out
 
 
