@@ -259,7 +259,7 @@ def _haralick13(cnt, m, st, lv, npairs, table, rsum, pp, pm, nzs, out):  # pragm
 
 
 @kernel
-def haralick_runs(values, starts, counts, rows, cols, offsets, n_levels, lo, hi, use_range, table):  # pragma: no cover - compiled
+def haralick_runs(values, starts, counts, index, width, offsets, n_levels, lo, hi, use_range, table):  # pragma: no cover - compiled
     """Haralick features of every object, channel and offset.
 
     Parameters
@@ -268,8 +268,13 @@ def haralick_runs(values, starts, counts, rows, cols, offsets, n_levels, lo, hi,
         Channel values of the grouped pixels.
     starts, counts : intp
         Run of each object in the grouped pixels (see :class:`~._groups.Groups`).
-    rows, cols : intp (N,)
-        Row and column of each grouped pixel, in raster order within an object.
+    index : intp (N,)
+        Flat index of each grouped pixel in the label image, in raster order
+        within an object (:attr:`~._groups.Groups.index`).
+    width : int
+        Columns of the label image. Rows and columns come from ``index`` here
+        (an object's row only grows along its run) rather than from
+        ``index // width`` and ``index % width`` over all pixels in numpy.
     offsets : int64 (K, 2)
         ``(d_row, d_col)`` of each co-occurrence offset, ``d_row >= 0``.
     n_levels : int
@@ -305,6 +310,7 @@ def haralick_runs(values, starts, counts, rows, cols, offsets, n_levels, lo, hi,
     lev = np.empty(0, np.uint8)
     crop = np.empty(0, np.uint8)
     pos = np.empty(0, np.intp)
+    prow = np.empty(0, np.intp)
     lv = np.empty(L, np.int64)
     compact = np.empty(L + 1, np.uint8)
     rsum = np.empty(L, np.int64)
@@ -319,15 +325,27 @@ def haralick_runs(values, starts, counts, rows, cols, offsets, n_levels, lo, hi,
         if lev.shape[0] < n:
             lev = np.empty(n, np.uint8)
             pos = np.empty(n, np.intp)
-        r0 = rows[s0]  # raster order: first and last pixel hold the lowest and highest row
-        h = rows[s0 + n - 1] - r0 + 1
-        c0 = cols[s0]
-        c1 = c0
-        for k in range(s0, s0 + n):
-            if cols[k] < c0:
-                c0 = cols[k]
-            if cols[k] > c1:
-                c1 = cols[k]
+            prow = np.empty(n, np.intp)
+        # Raster order: the first and last pixel hold the lowest and highest
+        # row, and the row of the pixels only grows: found by stepping, with
+        # no division per pixel. pos holds the column for now.
+        row_start = (index[s0] // width) * width
+        r = 0   # row relative to the first
+        c0 = width
+        c1 = 0
+        for k in range(n):
+            f = index[s0 + k]
+            while f >= row_start + width:
+                row_start += width
+                r += 1
+            c = f - row_start
+            prow[k] = r
+            pos[k] = c
+            if c < c0:  # comparisons, not min/max: numba compiles those overloads anew (issue 18)
+                c0 = c
+            if c > c1:
+                c1 = c
+        h = r + 1
         w = c1 - c0 + 1
         # Bounding-box crop padded by dmax columns on both sides and dmax rows
         # below, so that p + offset (d_row >= 0) is always inside it; per pixel
@@ -337,7 +355,7 @@ def haralick_runs(values, starts, counts, rows, cols, offsets, n_levels, lo, hi,
         if crop.shape[0] < size:
             crop = np.empty(size if size > 2 * crop.shape[0] else 2 * crop.shape[0], np.uint8)
         for k in range(n):
-            pos[k] = (rows[s0 + k] - r0) * wp + cols[s0 + k] - c0 + dmax
+            pos[k] = prow[k] * wp + pos[k] - c0 + dmax
         for ch in range(n_ch):
             ok = _quantize_run(values[ch, s0:s0 + n], L, lo[ch], hi[ch], use_range, lev)
             if not ok:
@@ -382,9 +400,12 @@ def haralick_runs(values, starts, counts, rows, cols, offsets, n_levels, lo, hi,
                     y = crop[np.uintp(pa + step)]
                     x = crop[np.uintp(pa)]  # >= 1: an object pixel
                     # Upper triangle (min, max) of the crop entries (compact
-                    # level + 1), stride M, no branch: a pair leaving the
-                    # object (y == 0) lands in row 0, which is not a level.
-                    cnt[np.uintp(min(x, y) * M + max(x, y))] += 1
+                    # level + 1), stride M, no branch (the selects compile to
+                    # conditional moves): a pair leaving the object (y == 0)
+                    # lands in row 0, which is not a level.
+                    lo_xy = y if y < x else x
+                    hi_xy = x if y < x else y
+                    cnt[np.uintp(lo_xy * M + hi_xy)] += 1
                 invalid = 0
                 for b in range(M):
                     invalid += cnt[b]
