@@ -16,14 +16,17 @@ How the Haralick kernel saves work, per object and channel:
   no neighbour lookup needs a bounds check) holding the compact level + 1,
   0 outside the object: a pair is valid iff both entries are non-zero, so
   pixels of touching objects or the background never count;
-* each pair is counted once, in the upper-triangle cell ``(min, max)``; this
-  is the symmetric matrix ``S = C + C^T`` (halved on the diagonal) without
-  counting twice or visiting the lower triangle;
+* each pair is counted once, in the cell ``(first, second)`` of the
+  directed matrix ``C``; the features read the symmetric matrix
+  ``S = C + C^T`` (halved on the diagonal) as ``C[a, b] + C[b, a]`` on and
+  above the diagonal only, so nothing is counted twice and the pair loop
+  does no min/max (counting in the cell ``(min, max)`` instead took 5 %
+  more time on the 3-channel cells);
 * the pair loop has no branch: a pair whose second pixel is outside the
-  object (crop entry 0) is counted too, in row 0 of a matrix of stride
+  object (crop entry 0) is counted too, in column 0 of a matrix of stride
   ``m + 1`` that the features never read (the number of valid pairs is the
-  pixel count less that row's sum). A branch there was mispredicted at every
-  row end of the object, for every offset;
+  pixel count less that column's sum). A branch there was mispredicted at
+  every row end of the object, for every offset;
 * the entropy of the off-diagonal entries is summed in a loop of its own,
   over the non-zero entries gathered by the main loop (in the same order, so
   the sum is the same): in the main loop, with its many live values, the
@@ -124,9 +127,9 @@ def quantize_runs(values, starts, counts, n_levels, lo, hi, use_range):  # pragm
 def _haralick13(cnt, m, st, lv, npairs, table, rsum, pp, pm, nzs, out):  # pragma: no cover - compiled
     """The 13 features of one symmetric co-occurrence matrix, as mahotas.
 
-    ``cnt`` holds the symmetric counts on and above the diagonal (flat,
-    stride ``st >= m``) of the compact levels ``0 .. m-1``, whose gray levels are
-    ``lv``: ``cnt[a, b] = S[a, b]`` for ``a < b`` and ``cnt[a, a] = S[a, a] / 2``,
+    ``cnt`` holds the directed pair counts ``C`` (flat, stride ``st >= m``)
+    of the compact levels ``0 .. m-1``, whose gray levels are ``lv``:
+    ``C[a, b] + C[b, a] = S[a, b]`` for ``a < b`` and ``C[a, a] = S[a, a] / 2``,
     where ``S`` is mahotas' symmetric matrix with total ``T = 2 * npairs``.
     mahotas' matrix has size ``fm1 = max level + 1``, which matters for the
     difference variance (variance of the ``fm1`` entries of ``p_{x-y}``).
@@ -160,7 +163,7 @@ def _haralick13(cnt, m, st, lv, npairs, table, rsum, pp, pm, nzs, out):  # pragm
             asq += s * s
             e_diag += s * (lgT - _lg(s, table))
             for b in range(a + 1, m):
-                s = cnt[np.uintp(base + b)]
+                s = cnt[np.uintp(base + b)] + cnt[np.uintp(b * st + a)]  # S[a, b]
                 ra += s
                 rsum[np.uintp(b)] += s
                 pp[np.uintp(a + b)] += 2 * s
@@ -180,7 +183,7 @@ def _haralick13(cnt, m, st, lv, npairs, table, rsum, pp, pm, nzs, out):  # pragm
             asq += s * s
             e_diag += s * (lgT - _lg(s, table))
             for b in range(a + 1, m):
-                s = cnt[np.uintp(base + b)]
+                s = cnt[np.uintp(base + b)] + cnt[np.uintp(b * st + a)]  # S[a, b]
                 lb = lv[np.uintp(b)] - l0
                 ra += s
                 rsum[np.uintp(b)] += s
@@ -306,7 +309,7 @@ def haralick_runs(values, starts, counts, index, width, offsets, n_levels, lo, h
     # Scratch buffers, each set before it is read (cnt, compact and crop
     # below, rsum, pp and pm in _haralick13): np.empty only, for numba has one
     # overload fewer to compile when no np.zeros is called (issue 18).
-    cnt = np.empty((L + 1) * (L + 1), np.int32)   # upper triangle, stride m + 1, row 0 for invalid pairs
+    cnt = np.empty((L + 1) * (L + 1), np.int32)   # directed pair counts, stride m + 1, column 0 for invalid pairs
     lev = np.empty(0, np.uint8)
     crop = np.empty(0, np.uint8)
     pos = np.empty(0, np.intp)
@@ -399,16 +402,13 @@ def haralick_runs(values, starts, counts, index, width, offsets, n_levels, lo, h
                     pa = pos[k]
                     y = crop[np.uintp(pa + step)]
                     x = crop[np.uintp(pa)]  # >= 1: an object pixel
-                    # Upper triangle (min, max) of the crop entries (compact
-                    # level + 1), stride M, no branch (the selects compile to
-                    # conditional moves): a pair leaving the object (y == 0)
-                    # lands in row 0, which is not a level.
-                    lo_xy = y if y < x else x
-                    hi_xy = x if y < x else y
-                    cnt[np.uintp(lo_xy * M + hi_xy)] += 1
+                    # Cell (x, y) of the crop entries (compact level + 1),
+                    # stride M, no branch: a pair leaving the object (y == 0)
+                    # lands in column 0, which is not a level.
+                    cnt[np.uintp(x * M + y)] += 1
                 invalid = 0
-                for b in range(M):
-                    invalid += cnt[b]
+                for b in range(1, M):
+                    invalid += cnt[np.uintp(b * M)]
                 npairs = np.intp(n - invalid)  # intp as before: one specialization of _haralick13
                 if npairs:
                     # the matrix of the levels starts at row 1, column 1
