@@ -204,12 +204,27 @@ def _haralick13(cnt, m, st, lv, npairs, table, rsum, pp, pm, nzs, out):  # pragm
     sx1 = 0
     sx2 = 0
     hx = 0.0
-    for a in range(m):
-        r = rsum[a]
-        la = lv[a]
-        sx1 += la * r
-        sx2 += la * la * r
-        hx += r * (lgT - _lg(r, table))
+    d2 = 0
+    idm = 0.0
+    diff_ent = 0.0
+    dmean = 1.0 / fm1   # p_{x-y} sums to 1 over its fm1 entries ...
+    dvar = (fm1 - R) * dmean * dmean   # ... of which those from R on are 0
+    # p_x and p_{x-y} in one loop (m <= R): two short loops of dependent
+    # additions ran one after the other; here they overlap (each sum still
+    # runs in index order, so the values are the same)
+    for j in range(R):
+        if j < m:
+            r = rsum[j]
+            la = lv[j]
+            sx1 += la * r
+            sx2 += la * la * r
+            hx += r * (lgT - _lg(r, table))
+        n = pm[j]
+        d2 += j * j * n
+        idm += n / (1.0 + j * j)
+        diff_ent += n * (lgT - _lg(n, table))
+        dd = n / Tf - dmean
+        dvar += dd * dd
     hx /= Tf
     ux = sx1 / Tf
     vx = sx2 / Tf - ux * ux
@@ -222,18 +237,6 @@ def _haralick13(cnt, m, st, lv, npairs, table, rsum, pp, pm, nzs, out):  # pragm
         s1 += s * n
         s2 += s * s * n
         sum_ent += n * (lgT - _lg(n, table))
-    d2 = 0
-    idm = 0.0
-    diff_ent = 0.0
-    dmean = 1.0 / fm1   # p_{x-y} sums to 1 over its fm1 entries ...
-    dvar = (fm1 - R) * dmean * dmean   # ... of which those from R on are 0
-    for j in range(R):
-        n = pm[j]
-        d2 += j * j * n
-        idm += n / (1.0 + j * j)
-        diff_ent += n * (lgT - _lg(n, table))
-        dd = n / Tf - dmean
-        dvar += dd * dd
     sum_avg = s1 / Tf
     out[0] = asq / (Tf * Tf)
     out[1] = d2 / Tf
