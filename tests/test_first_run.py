@@ -300,8 +300,17 @@ def test_a_share_whose_worker_died_is_not_waited_for(caplog):
     assert "compile on first use" in caplog.text and "worker gone" in caplog.text
 
 
+def _scattered_labels() -> np.ndarray:
+    # 143 pixels: 17 blocks of 8 that the compiled sort skips or scans, then 7 it takes one by one;
+    # labels in all of them, the last pixel's a label of its own
+    rng = np.random.default_rng(3)
+    labels = rng.integers(1, 6, (13, 11)) * (rng.random((13, 11)) < 0.3)
+    labels[-1, -1] = 9
+    return labels
+
+
 @pytest.mark.parametrize("labels", [_labels(), _labels((57, 33), np.uint16), np.zeros((5, 5), np.int32),
-                                    np.array([[0, 7, 7], [3, 0, 7]], np.int64)])
+                                    np.array([[0, 7, 7], [3, 0, 7]], np.int64), _scattered_labels()])
 def test_grouping_pixels_with_numpy_gives_the_compiled_groups(labels):
     # bbox-only extraction groups with numpy (never loading numba); the table must not depend on it.
     compiled, plain = _groups.group_pixels(labels), _groups.group_pixels(labels, compiled=False)

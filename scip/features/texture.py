@@ -203,7 +203,7 @@ def haralick(objects: Objects, params: FeatureParams) -> np.ndarray:
     max_count = int(g.counts.max()) if len(g) else 0
     # T = 2 * pairs <= 2 * pixels; larger counts fall back to np.log2
     table = log2_table(min(2 * max_count + 1, 1 << 22))
-    out = haralick_runs(values, g.starts, g.counts, objects.rows, objects.cols,
+    out = haralick_runs(values, g.starts, g.counts, g.index, int(objects.labels.shape[-1]),
                         offsets(params.distances), int(params.gray_levels), lo, hi, use_range, table)
     return out.reshape(len(g), n_ch, len(params.distances), len(ANGLES), N_HARALICK)
 

@@ -74,7 +74,7 @@ KERNELS: tuple[Kernel, ...] = (
     Kernel("_shape_kernels.shape_kernel", _shape_kernels.shape_kernel,
            (_I,) * 10 + (nt.int64, _F, _F, _F, _F2, _F2), ("shape",), 5.5),
     Kernel("_glcm.haralick_runs", _glcm.haralick_runs,
-           (_F2, _I, _I, _I, _I, _array(nt.int64, 2), nt.int64, _F, _F, nt.boolean, _F), ("texture",), 2.2),
+           (_F2, _I, _I, _I, nt.int64, _array(nt.int64, 2), nt.int64, _F, _F, nt.boolean, _F), ("texture",), 2.2),
     Kernel("_stats._run_stats", _stats._run_stats, (_F, _I, _I), ("intensity", "texture", "volume"), 2.2,
            bundle="selection"),
     Kernel("intensity._band_owned", intensity._band_owned,
