@@ -198,3 +198,21 @@ def test_the_median_area_comes_from_every_tile_or_an_even_sample():
     assert sample[0] == (0, 0) and sample[-1] == (39, 29)
     rows = {r for r, _ in sample}
     assert len(rows) >= AREA_TILES - 1  # spread over the image, not its first rows
+
+
+def test_unet_windows_without_objects_keep_their_own_median_and_say_so(tmp_path, caplog):
+    """No object in the sampled windows: no image-wide median area, a warning, and the run goes on."""
+    require("torch")
+    caplog.set_level("WARNING", logger="scip")
+    image = np.full((300, 300), 100, np.uint16)
+    image[::7] = 101  # not constant (the statistics need a range), but nothing a nucleus model finds
+    path = tmp_path / "blank.zarr"
+    zarr.create_array(str(path), shape=image.shape, chunks=(128, 128), dtype=image.dtype)[...] = image
+    config = {"input": {"path": str(path)}, "segment": {"method": "unet", "channel": 0},
+              "tiles": {"mode": "always", "size": 128, "margin": 64}, "features": {"families": ["bbox"]},
+              "output": {"path": str(tmp_path / "out")}, "cluster": {"scheduler": "synchronous"}}
+    result = scip.run(config, progress=False)
+    entry = result.summary["tiles"]["images"][0]
+    assert "median_area" not in entry["statistics"] and "median_area" not in entry["params"]
+    assert "no object in the 9 window(s) sampled for the median object area" in caplog.text
+    assert result.summary["counts"]["cells"]["found"] == 0
