@@ -227,8 +227,9 @@ def tile_merge(*summaries):
     return merged
 
 
-def tile_areas(job: TileJob, row: int, col: int) -> np.ndarray:
-    """Areas of the objects one tile owns, segmented without split/merge: what the median area is taken over."""
+def tile_areas(job: TileJob, row: int, col: int) -> tuple[np.ndarray, int]:
+    """Areas of the objects one tile owns, segmented without split/merge (what the median area is taken over),
+    and 1 if the window could not be segmented (else 0)."""
     from functools import partial
 
     from scip.segment import METHODS
@@ -240,14 +241,14 @@ def tile_areas(job: TileJob, row: int, col: int) -> np.ndarray:
         result = segment_window(image, tiling, row, col,
                                 partial(METHODS[job.method], **{**job.params, "split_merge": False}), False)
     except Exception:  # noqa: BLE001 - pass 1 segments this window again and reports the failure with its record
-        return np.zeros(0, np.int64)
+        return np.zeros(0, np.int64), 1
     # segment_window numbers the owned objects first.
-    return np.bincount(result.labels.ravel(), minlength=result.owned + 1)[1:result.owned + 1].astype(np.int64)
+    return np.bincount(result.labels.ravel(), minlength=result.owned + 1)[1:result.owned + 1].astype(np.int64), 0
 
 
-def tile_concat(*areas):
-    """Join tiles' object areas (associative)."""
-    return np.concatenate(areas)
+def tile_concat(*found):
+    """Join tiles' object areas and failure counts (associative)."""
+    return np.concatenate([areas for areas, _ in found]), sum(n for _, n in found)
 
 
 def area_tiles(tiling: Tiling) -> list[tuple[int, int]]:
@@ -330,20 +331,22 @@ def _median_areas(tiled: tuple[TiledImage, ...], session, progress: bool) -> tup
                            f"areas-{tiled[i].job.source.index}", seg, merge=tile_concat)
                      for i in todo], session, progress, label="statistics (object areas)")
     out = list(tiled)
-    for i, found in zip(todo, areas):
+    for i, (found, unsegmented) in zip(todo, areas):
         job = tiled[i].job
         n_tiles = len(area_tiles(job.tiling))
         if not found.size:
-            log.warning("scip: %s: no object in the %d window(s) sampled for the median object area: each window "
-                        "of the unet split/merge uses its own", job.source.image_id, n_tiles)
+            why = (f"{unsegmented} of them could not be segmented (pass 1 reports why)" if unsegmented
+                   else "no object in them")
+            log.warning("scip: %s: no median object area from the %d window(s) sampled, %s: each window of the unet "
+                        "split/merge uses its own", job.source.image_id, n_tiles, why)
             continue
         median = float(np.median(found))
         out[i] = dataclasses.replace(
             tiled[i], job=dataclasses.replace(job, params={**job.params, "median_area": median}),
             statistics={**tiled[i].statistics, "median_area": median, "median_area_objects": int(found.size),
-                        "median_area_tiles": n_tiles})
+                        "median_area_tiles": n_tiles - unsegmented})
         log.info("scip: %s: median object area %.1f px over %d objects of %d of %d tiles (unet split/merge)",
-                 job.source.image_id, median, found.size, n_tiles, len(job.tiling.tiles()))
+                 job.source.image_id, median, found.size, n_tiles - unsegmented, len(job.tiling.tiles()))
     return tuple(out)
 
 
