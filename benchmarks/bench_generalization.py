@@ -27,6 +27,7 @@ Usage::
     python benchmarks/bench_generalization.py                       # every fold
     python benchmarks/bench_generalization.py --folds misc-HeLa,DSB --cache /tmp/loso
     python benchmarks/bench_generalization.py --no-train            # reuse cached fold models only
+    python benchmarks/bench_generalization.py --validation          # the shipped model on the validation split
 
 Results: ``benchmarks/results/generalization.{json,md}``.
 """
@@ -64,8 +65,8 @@ FOLD_ORDER = ["misc-HeLa", "misc-MCC13", "misc-other", "U2OS", "DSB"] + RPE1
 OLD_MODEL = ROOT / "benchmarks" / "models" / "nuclei_v1.pt"
 MN_DISTANCE = 3.0
 #: Shape-gated split and merge (scip.segment.unet.split_merge): chosen by leave-one-fold-out over SHAPE_GRID, the same
-#: entry for every held-out set (benchmarks/results/shape_postprocess.md). The shipped model file does not ask for
-#: it (the ``unet`` method's ``split_merge: true`` does); the benchmark scores it as the recommended clean-up.
+#: entry for every held-out set (benchmarks/results/shape_postprocess.md). The shipped model file asks for it
+#: (since session 11; ``split_merge: false`` turns it off).
 SHAPE_POST = dict(shape.DEFAULTS)
 #: The nucleus clean-up of the shipped post-processing (scip.segment.unet.predict.clean_nuclei).
 SHIPPED_POST = {"seed_h": 0.2, "min_area_fraction": 0.25, "drop_micronuclei": True, **SHAPE_POST}
@@ -114,6 +115,36 @@ def image_id(path: str | os.PathLike) -> str:
             i = len(parts) - 1 - parts[::-1].index(root)
             return "/".join(parts[i:])
     return Path(path).as_posix()
+
+
+def shipped_validation(data: Path, model: str) -> str:
+    """The shipped model as a user runs it (``unet(image)``) and without split/merge, on the mnfinder validation split.
+
+    Every image is asserted absent from the model's training images. Returns the markdown table.
+    """
+    from scip.segment.unet import unet
+
+    seen = seen_ids(modelfile.load(model).meta)
+    files = sorted(f for f in (data / "mnfinder" / "validation-data").glob("*/*.tif")
+                   if not f.name.endswith(("_nuclei.tif", "_micronuclei.tif")))
+    variants = {"default (split/merge on)": {}, "split_merge=False": {"split_merge": False}}
+    scores: dict[str, list] = {v: [] for v in variants}
+    rows = []
+    for f in files:
+        iid = image_id(f)
+        if iid in seen:
+            raise SystemExit(f"{iid} is one of {model}'s training images")
+        image, truth, _ = read(data, iid)
+        for name, kwargs in variants.items():
+            scores[name].append(score_image(truth, unet(image, model=model, device="cpu", **kwargs)))
+        rows.append(f"| {iid} | " + " | ".join(f"{scores[v][-1]['f1']:.3f}" for v in variants) + " |")
+        print(rows[-1], flush=True)
+    return "\n".join([
+        f"# The shipped `{model}` model on the mnfinder validation split", "",
+        f"Command: `python benchmarks/bench_generalization.py --validation` ({len(files)} images, none among the "
+        "model's training images). F1 at IoU 0.5; `unet(image)` as a user calls it, and with `split_merge=False`.", "",
+        "| image | " + " | ".join(variants) + " |", "|---|" + "---:|" * len(variants), *rows,
+        "| **pooled** | " + " | ".join(f"**{pool(scores[v])['f1']:.3f}**" for v in variants) + " |", ""])
 
 
 def seen_ids(meta: dict) -> set[str]:
@@ -285,9 +316,17 @@ def main() -> None:
     parser.add_argument("--recipe", type=Path, default=None, help="JSON file overriding RECIPE keys (experiments)")
     parser.add_argument("--shipped", default="nuclei", help="the new shipped model, for the speed comparison")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "generalization.md")
+    parser.add_argument("--validation", action="store_true",
+                        help="instead: the shipped model on the mnfinder validation split, with and without split/merge "
+                             "(writes shipped_validation.md beside --out)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = args.data or find_data()
+    if args.validation:
+        text = shipped_validation(data, args.shipped)
+        (args.out.parent / "shipped_validation.md").write_text(text)
+        print(text)
+        return
     recipe = load_recipe(args.recipe)
     all_folds = folds(data)
     names = FOLD_ORDER if args.folds == "all" else [f.strip() for f in args.folds.split(",")]
