@@ -227,19 +227,24 @@ def tile_merge(*summaries):
     return merged
 
 
-def tile_areas(job: TileJob, row: int, col: int) -> tuple[np.ndarray, int]:
-    """Areas of the objects one tile owns, segmented without split/merge (what the median area is taken over),
-    and 1 if the window could not be segmented (else 0)."""
+def _segment_tile(job: TileJob, row: int, col: int, **params):
+    """Read and segment one tile's window (the job's parameters, ``params`` over them); which objects it owns."""
     from functools import partial
 
     from scip.segment import METHODS
 
     tiling = job.tiling
     wy0, wy1, wx0, wx1 = tiling.window(row, col)
+    image = _segment_input(job, job.reader.read(wy0, wy1, wx0, wx1))
+    # Objects at the image border stay owned: like a whole image's, they become skipped cell records.
+    return segment_window(image, tiling, row, col, partial(METHODS[job.method], **{**job.params, **params}), False)
+
+
+def tile_areas(job: TileJob, row: int, col: int) -> tuple[np.ndarray, int]:
+    """Areas of the objects one tile owns, segmented without split/merge (what the median area is taken over),
+    and 1 if the window could not be segmented (else 0)."""
     try:
-        image = _segment_input(job, job.reader.read(wy0, wy1, wx0, wx1))
-        result = segment_window(image, tiling, row, col,
-                                partial(METHODS[job.method], **{**job.params, "split_merge": False}), False)
+        result = _segment_tile(job, row, col, split_merge=False)
     except Exception:  # noqa: BLE001 - pass 1 segments this window again and reports the failure with its record
         return np.zeros(0, np.int64), 1
     # segment_window numbers the owned objects first.
@@ -326,14 +331,15 @@ def _median_areas(tiled: tuple[TiledImage, ...], session, progress: bool) -> tup
     if not todo:
         return tiled
     seg = session.routing.segment
+    sampled = {i: area_tiles(tiled[i].job.tiling) for i in todo}
     areas = compute([_tree([_task(tile_areas, f"tile_areas-{tiled[i].job.source.index}-{r}-{c}", seg,
-                                  tiled[i].job, r, c) for r, c in area_tiles(tiled[i].job.tiling)],
+                                  tiled[i].job, r, c) for r, c in sampled[i]],
                            f"areas-{tiled[i].job.source.index}", seg, merge=tile_concat)
                      for i in todo], session, progress, label="statistics (object areas)")
     out = list(tiled)
     for i, (found, unsegmented) in zip(todo, areas):
         job = tiled[i].job
-        n_tiles = len(area_tiles(job.tiling))
+        n_tiles = len(sampled[i])
         if not found.size:
             why = (f"{unsegmented} of them could not be segmented (pass 1 reports why)" if unsegmented
                    else "no object in them")
@@ -354,17 +360,11 @@ def _median_areas(tiled: tuple[TiledImage, ...], session, progress: bool) -> tup
 
 def tile_segment(job: TileJob, row: int, col: int) -> dict:
     """Segment one tile's window, store its labels in the scratch zarr, return counts (or the failure)."""
-    from functools import partial
-
-    from scip.segment import METHODS
-
     start = time.perf_counter()
     tiling = job.tiling
     wy0, wy1, wx0, wx1 = tiling.window(row, col)
     try:
-        image = _segment_input(job, job.reader.read(wy0, wy1, wx0, wx1))
-        # Objects at the image border stay owned: like a whole image's, they become skipped cell records.
-        result = segment_window(image, tiling, row, col, partial(METHODS[job.method], **job.params), False)
+        result = _segment_tile(job, row, col)
     except EXPECTED as e:
         return {"tile": [row, col], "failure": ["skip", f"{job.method} failed on tile ({row}, {col}): "
                                                 f"{type(e).__name__}: {e}", ""]}
