@@ -82,7 +82,7 @@ KERNELS: tuple[Kernel, ...] = (
     Kernel("intensity._edge_pixels", intensity._edge_pixels,
            (_array(nt.int64, 2), _I, nt.int64, _array(nt.boolean, 2), nt.boolean), ("intensity",), 0.6),
     Kernel("intensity._region_boundaries", intensity._region_boundaries, (_array(nt.int64, 2),), ("intensity",), 0.4),
-    Kernel("_glcm.sobel_runs", _glcm.sobel_runs, (_F2, _I, _I), ("texture",), 0.35),
+    Kernel("_glcm.sobel_runs", _glcm.sobel_runs, (_F2, _I, _I, _F), ("texture",), 0.35),
     Kernel("intensity._run_median", intensity._run_median, (_F, _I, _I), ("intensity",), 0.3,
            bundle="selection"),
     Kernel("_groups._counting_sort", _groups.counting_sort(), (_I, nt.int64), COMPILED_FAMILIES, 0.24),
