@@ -212,14 +212,14 @@ def _region_boundaries(labels):  # pragma: no cover - compiled
 
 
 @kernel
-def _band_owned(labels, usable, rr, cc, starts, box, width, region_pos, dist, cand_f, cand_d,
+def _band_owned(labels, usable, region_label, box, width, region_pos, dist, cand_f, cand_d,
                 out_flat, out_pos):  # pragma: no cover - compiled
     """Usable pixels within ``width`` of each region that are nearest to it, written to ``out_flat, out_pos``.
 
-    Region ``i``'s boundary pixels are ``rr, cc`` from ``starts[i]`` to
-    ``starts[i + 1]`` (``starts`` has one entry more than there are
-    regions), its window ``box[i] = (r0, c0, r1, c1)``: their bounding box
-    grown by ``width``, inclusive, inside the image. Regions are visited in
+    Region ``i`` holds the pixels of ``labels`` equal to ``region_label[i]``
+    (ascending); its window ``box[i] = (r0, c0, r1, c1)`` is a box that holds
+    them all (e.g. their bounding box) grown by ``width``, inclusive, inside
+    the image. A larger window changes nothing but the time. Regions are visited in
     ascending label order; a pixel goes to the first region at the smallest
     squared distance, i.e. ties go to the smaller label. ``region_pos`` is the
     object position of each region, -1 for a region without an object (it
@@ -237,7 +237,7 @@ def _band_owned(labels, usable, rr, cc, starts, box, width, region_pos, dist, ca
 
     The squared distance of each pixel of a window to the region is an exact
     separable Euclidean distance transform: the distance to the nearest
-    boundary pixel along each column (two scans, capped at ``width + 1``),
+    region pixel along each column (two scans, capped at ``width + 1``),
     then for each usable pixel the smallest ``dc**2 + dv[c + dc]**2`` over
     ``|dc| <= width``. Squared distances up to ``width**2`` are exact; larger
     ones only need to be larger, so the caps do no harm. (Painting a disk
@@ -272,12 +272,21 @@ def _band_owned(labels, usable, rr, cc, starts, box, width, region_pos, dist, ca
         stride = ww + 2 * width
         if hh * stride > len(dv):
             dv = np.empty(2 * hh * stride, np.int64)
-        dv[:hh * stride] = wv
-        for j in range(starts[i], starts[i + 1]):
-            dv[np.uintp((rr[j] - r0) * stride + width + cc[j] - c0)] = 0
         # Unsigned indices from here: no negative-index handling in the inner loops.
         us = np.uintp(stride)
         uww = np.uintp(ww)
+        # The region's pixels are the zeros. Read from the window of the
+        # label image, which the scan below reads again from cache: no list of
+        # boundary pixels (a scan of the whole label image and a sort) needed.
+        dv[:hh * stride] = wv
+        label = region_label[i]
+        for a in range(hh):
+            row = labels[r0 + a]
+            at = np.uintp(a) * us + uw
+            uc0 = np.uintp(c0)
+            for b in range(uww):
+                if row[uc0 + b] == label:
+                    dv[at + b] = 0
         # column distances: down, then up (row by row: the inner loop runs along memory)
         for a in range(1, hh):
             at = np.uintp(a) * us + uw
@@ -291,7 +300,7 @@ def _band_owned(labels, usable, rr, cc, starts, box, width, region_pos, dist, ca
                 v = dv[at + us + b] + 1
                 x = dv[at + b]
                 dv[at + b] = v if v < x else x
-        # squares, padding included (wv**2 there: no pixel beyond the window is a region pixel)
+        # squares, padding included (wv**2 there: the window holds every region pixel)
         for t in range(np.uintp(hh) * us):
             dv[t] = dv[t] * dv[t]
         for a in range(hh):
@@ -355,26 +364,43 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
     width = int(width)
     regions = np.ascontiguousarray(objects.band_labels)
     usable = np.ascontiguousarray(objects.background)
-    lab, rr, cc = _region_boundaries(regions)
-    order = np.argsort(lab, kind="stable")
-    lab, rr, cc = lab[order], rr[order], cc[order]
-    region_ids, starts = np.unique(lab, return_index=True)
-    # A region whose object is absent (e.g. a cell with an empty nucleus mask)
-    # still takes its pixels from farther regions, but owns no band.
-    ids = objects.ids
-    if len(ids):
-        pos = np.minimum(np.searchsorted(ids, region_ids), len(ids) - 1)
-        region_pos = np.where(ids[pos] == region_ids, pos, -1).astype(np.int64)
-    else:
-        region_pos = np.full(len(region_ids), -1, np.int64)
     H, W = regions.shape
-    # Each region's window: its boundary pixels' bounding box grown by width, inside the image.
+    if objects.band_labels is objects.labels:
+        # The regions are the objects, already grouped (raster order within
+        # each): first and last pixel give the rows of the bounding box.
+        region_ids = objects.ids
+        region_pos = np.arange(len(region_ids), dtype=np.int64)
+        starts = objects.groups.starts
+        rows, cols = objects.rows, objects.cols
+        r0 = rows[starts]
+        r1 = rows[starts + objects.groups.counts - 1]
+        c0 = np.minimum.reduceat(cols, starts) if len(starts) else cols[:0]
+        c1 = np.maximum.reduceat(cols, starts) if len(starts) else cols[:0]
+    else:
+        # The bounding box of a region's boundary pixels: its pixels nearest
+        # to any outside pixel are among them (see _region_boundaries).
+        lab, rr, cc = _region_boundaries(regions)
+        order = np.argsort(lab, kind="stable")
+        lab, rr, cc = lab[order], rr[order], cc[order]
+        region_ids, starts = np.unique(lab, return_index=True)
+        r0 = np.minimum.reduceat(rr, starts) if len(starts) else rr
+        r1 = np.maximum.reduceat(rr, starts) if len(starts) else rr
+        c0 = np.minimum.reduceat(cc, starts) if len(starts) else cc
+        c1 = np.maximum.reduceat(cc, starts) if len(starts) else cc
+        # A region whose object is absent (e.g. a cell with an empty nucleus
+        # mask) still takes its pixels from farther regions, but owns no band.
+        ids = objects.ids
+        if len(ids):
+            pos = np.minimum(np.searchsorted(ids, region_ids), len(ids) - 1)
+            region_pos = np.where(ids[pos] == region_ids, pos, -1).astype(np.int64)
+        else:
+            region_pos = np.full(len(region_ids), -1, np.int64)
+    # Each region's window: the bounding box grown by width, inside the image.
     box = np.empty((len(region_ids), 4), np.int64)
-    if len(region_ids):
-        box[:, 0] = np.maximum(np.minimum.reduceat(rr, starts) - width, 0)
-        box[:, 1] = np.maximum(np.minimum.reduceat(cc, starts) - width, 0)
-        box[:, 2] = np.minimum(np.maximum.reduceat(rr, starts) + width, H - 1)
-        box[:, 3] = np.minimum(np.maximum.reduceat(cc, starts) + width, W - 1)
+    box[:, 0] = np.maximum(r0 - width, 0)
+    box[:, 1] = np.maximum(c0 - width, 0)
+    box[:, 2] = np.minimum(r1 + width, H - 1)
+    box[:, 3] = np.minimum(c1 + width, W - 1)
     n_window = int(np.sum((box[:, 2] - box[:, 0] + 1) * (box[:, 3] - box[:, 1] + 1)))
     # Scratch and outputs of the kernel, allocated here (see _band_owned). The
     # candidate arrays have room for every window pixel and the outputs for
@@ -388,7 +414,7 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
     n_out = min(n_window, int(np.count_nonzero(usable)))
     out_flat = np.empty(n_out, np.int64)
     out_pos = np.empty(n_out, np.int64)
-    k = _band_owned(regions, usable, rr, cc, np.append(starts, len(lab)).astype(np.int64), box, width, region_pos,
+    k = _band_owned(regions, usable, np.asarray(region_ids, np.int64), box, width, region_pos,
                     dist, cand_f, cand_d, out_flat, out_pos)
     return out_flat[:k], out_pos[:k]
 

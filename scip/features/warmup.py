@@ -78,7 +78,7 @@ KERNELS: tuple[Kernel, ...] = (
     Kernel("_stats._run_stats", _stats._run_stats, (_F, _I, _I), ("intensity", "texture", "volume"), 2.2,
            bundle="selection"),
     Kernel("intensity._band_owned", intensity._band_owned,
-           (_array(nt.int64, 2), _array(nt.boolean, 2), _I, _I, _I, _array(nt.int64, 2), nt.int64, _I,
+           (_array(nt.int64, 2), _array(nt.boolean, 2), _I, _array(nt.int64, 2), nt.int64, _I,
             _array(nt.uint16), _I, _array(nt.int32), _I, _I), ("intensity",), 1.2),
     Kernel("intensity._edge_pixels", intensity._edge_pixels,
            (_array(nt.int64, 2), _I, nt.int64, _array(nt.boolean, 2), nt.boolean), ("intensity",), 0.6),
