@@ -211,8 +211,13 @@ def _region_boundaries(labels):  # pragma: no cover - compiled
     return lab, rr, cc
 
 
+def _blocked_size(H: int, W: int) -> int:
+    """Entries of :func:`_band_owned`'s ``dist`` for an ``H x W`` image: whole 8 x 8 blocks."""
+    return (H + 7) // 8 * ((W + 7) // 8) * 64
+
+
 @kernel
-def _band_owned(labels, usable, region_label, box, width, region_pos, dist, cand_f, cand_d,
+def _band_owned(labels, usable, region_label, box, width, region_pos, dist, cand_rc, cand_d,
                 out_flat, out_pos):  # pragma: no cover - compiled
     """Usable pixels within ``width`` of each region that are nearest to it, written to ``out_flat, out_pos``.
 
@@ -228,12 +233,18 @@ def _band_owned(labels, usable, region_label, box, width, region_pos, dist, cand
     (object position), grouped by region, so by ascending object position,
     and in raster order within a region.
 
-    Scratch space, overwritten: ``dist`` one entry per image pixel, of an
-    integer type that holds ``width**2 + 1``; ``cand_f`` (int64) and
-    ``cand_d`` (int32) one entry per window pixel of all regions. The caller
-    allocates them and the outputs (numpy's large arrays get transparent huge
-    pages, numba's do not: an image-sized array allocated here cost more in
-    page faults than the whole transform).
+    Scratch space, overwritten: ``dist``, of an integer type that holds
+    ``width**2 + 1``, at least :func:`_blocked_size` entries; ``cand_rc``
+    (int64) and ``cand_d`` (int32) one entry per window pixel of all
+    regions. The caller allocates them and the outputs (numpy's large arrays
+    get transparent huge pages, numba's do not: an image-sized array
+    allocated here cost more in page faults than the whole transform).
+
+    ``dist`` is laid out in 8 x 8 blocks, not row by row: the rows of a
+    window then lie close together in memory, so a window's reads there are
+    nearly sequential rather than one cache miss per row (119 -> 99 ms for
+    this kernel on the benchmark mosaic). Candidates keep their row and
+    column (``r << 32 | c``), from which both indices follow.
 
     The squared distance of each pixel of a window to the region is an exact
     separable Euclidean distance transform: the distance to the nearest
@@ -253,6 +264,10 @@ def _band_owned(labels, usable, region_label, box, width, region_pos, dist, cand
     w2 = width * width
     cap = w2 + 1
     n_regions = len(region_pos)
+    # blocked index of (r, c): ((r >> 3) * wb + (c >> 3)) << 6 | (r & 7) << 3 | c & 7
+    wb = (W + 7) >> 3
+    if len(dist) < (((H + 7) >> 3) * wb) << 6:
+        raise ValueError("dist is smaller than _blocked_size(H, W)")
     # cap where no region reaches (and, once handed out, where a region took
     # the pixel): cap > w2, so it never equals a reaching distance.
     dist[:] = cap
@@ -306,7 +321,6 @@ def _band_owned(labels, usable, region_label, box, width, region_pos, dist, cand
         for a in range(hh):
             r = r0 + a
             at = np.uintp(a) * us + uw
-            base = r * W + c0
             for b in range(ww):
                 c = c0 + b
                 # usable first: a byte per pixel, and in the usual case (band
@@ -328,12 +342,12 @@ def _band_owned(labels, usable, region_label, box, width, region_pos, dist, cand
                         d2 = m
                 if d2 > w2:
                     continue
-                f = base + b
-                cand_f[n_cand] = f
+                g = (((r >> 3) * wb + (c >> 3)) << 6) | ((r & 7) << 3) | (c & 7)
+                cand_rc[n_cand] = (r << 32) | c
                 cand_d[n_cand] = d2
                 n_cand += 1
-                if d2 < dist[f]:
-                    dist[f] = d2
+                if d2 < dist[g]:
+                    dist[g] = d2
     cand_start[n_regions] = n_cand
     k = 0
     for i in range(n_regions):
@@ -341,12 +355,14 @@ def _band_owned(labels, usable, region_label, box, width, region_pos, dist, cand
         # farther regions, and reports none.
         p = region_pos[i]
         for t in range(cand_start[i], cand_start[i + 1]):
-            f = cand_f[t]
-            if cand_d[t] == dist[f]:
+            r = cand_rc[t] >> 32
+            c = cand_rc[t] & 0xFFFFFFFF
+            g = (((r >> 3) * wb + (c >> 3)) << 6) | ((r & 7) << 3) | (c & 7)
+            if cand_d[t] == dist[g]:
                 # the first region at the smallest distance: ties go to the smaller label
-                dist[f] = cap
+                dist[g] = cap
                 if p >= 0:
-                    out_flat[k] = f
+                    out_flat[k] = r * W + c
                     out_pos[k] = p
                     k += 1
     return k
@@ -408,14 +424,14 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
     # faulted in. dist: uint16 holds width**2 + 1 for any sensible band, so
     # one compiled specialization; a wider band compiles another on first use.
     cap = width * width + 1
-    dist = np.empty(regions.size, np.uint16 if cap <= np.iinfo(np.uint16).max else np.int64)
-    cand_f = np.empty(n_window, np.int64)
+    dist = np.empty(_blocked_size(H, W), np.uint16 if cap <= np.iinfo(np.uint16).max else np.int64)
+    cand_rc = np.empty(n_window, np.int64)
     cand_d = np.empty(n_window, np.int32)
     n_out = min(n_window, int(np.count_nonzero(usable)))
     out_flat = np.empty(n_out, np.int64)
     out_pos = np.empty(n_out, np.int64)
     k = _band_owned(regions, usable, np.asarray(region_ids, np.int64), box, width, region_pos,
-                    dist, cand_f, cand_d, out_flat, out_pos)
+                    dist, cand_rc, cand_d, out_flat, out_pos)
     return out_flat[:k], out_pos[:k]
 
 
