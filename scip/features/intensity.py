@@ -383,15 +383,14 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
     H, W = regions.shape
     if objects.band_labels is objects.labels:
         # The regions are the objects, already grouped (raster order within
-        # each): first and last pixel give the rows of the bounding box.
+        # each): the last pixel gives the bottom row of the bounding box, and
+        # the other families share its top row and first column.
         region_ids = objects.ids
         region_pos = np.arange(len(region_ids), dtype=np.int64)
         starts = objects.groups.starts
-        rows, cols = objects.rows, objects.cols
-        r0 = rows[starts]
-        r1 = rows[starts + objects.groups.counts - 1]
-        c0 = np.minimum.reduceat(cols, starts) if len(starts) else cols[:0]
-        c1 = np.maximum.reduceat(cols, starts) if len(starts) else cols[:0]
+        r0, c0 = objects.box_min_row, objects.box_min_col
+        r1 = objects.rows[starts + objects.groups.counts - 1]
+        c1 = np.maximum.reduceat(objects.cols, starts) if len(starts) else c0
     else:
         # The bounding box of a region's boundary pixels: its pixels nearest
         # to any outside pixel are among them (see _region_boundaries).
