@@ -109,8 +109,13 @@ def main(argv: list[str] | None = None) -> int:
             stage("    Haralick, all channels (quantization, co-occurrence, 13 features)",
                   lambda: texture.haralick(o, params))
             image = np.ascontiguousarray(pxc[0], dtype=np.float64)
-            stage("    Sobel gradient, 1 channel (float64 image given)", lambda: sobel_runs(image, o.rows, o.cols))
-            grad = sobel_runs(image, o.rows, o.cols)
+            # Since session 12 the caller passes the output buffer (one for all channels): time it so,
+            # and the older kernel that allocates its own as before.
+            sobel_args = (image, o.rows, o.cols)
+            if sobel_runs.py_func.__code__.co_argcount == 4:
+                sobel_args += (np.empty(o.rows.shape[0]),)
+            stage("    Sobel gradient, 1 channel (float64 image given)", lambda: sobel_runs(*sobel_args))
+            grad = sobel_runs(*sobel_args)
             stage("    statistics of the Sobel gradient, 1 channel (run_stats)", lambda: run_stats(grad, o.seg, len(o)))
             buf = np.empty(pxc.shape[1:])
             stage("    float64 copy of 1 channel image (into a reused buffer)", lambda: np.copyto(buf, pxc[0]))

@@ -499,6 +499,29 @@ def test_background_band_pixels_equal_brute_force_ties_included(width):
     np.testing.assert_array_equal(got_owner[order], owner.ravel()[want])
 
 
+@pytest.mark.parametrize("width", [1, 3, 8])
+def test_background_band_around_other_regions_equals_brute_force(width):
+    # band_labels other than labels (cells around nuclei): the band is around the cells, usable pixels
+    # inside a cell are no band, a cell without a nucleus takes pixels from farther cells but reports none,
+    # and cells touch the image border (the kernel's windows are clipped there).
+    cells = _touching_objects(seed=7, n=14)
+    cells[cells == cells[20, 20]] = 0  # gaps between cells, so that bands meet and tie
+    rng = np.random.default_rng(4)
+    nuclei = np.where(rng.random(cells.shape) < 0.5, cells, 0)
+    absent = np.unique(cells[cells > 0])[::4]
+    nuclei[np.isin(nuclei, absent)] = 0
+    usable = (nuclei == 0) & (rng.random(cells.shape) < 0.85)  # pixels inside cells too
+    objects = Objects(np.zeros((1, *cells.shape)), nuclei, usable, ("c",), band_labels=cells)
+    flat, pos = intensity._background_band(objects, width)
+    assert np.all(np.diff(pos) >= 0)
+    dist, owner = _nearest_region(cells)
+    want = ((dist <= width) & usable & (cells == 0) & np.isin(owner, objects.ids)).ravel()
+    order = np.lexsort((flat, pos))  # grouped by object, raster order within each
+    np.testing.assert_array_equal(order, np.arange(len(flat)))
+    np.testing.assert_array_equal(np.sort(flat), np.flatnonzero(want))
+    np.testing.assert_array_equal(objects.ids[pos], owner.ravel()[flat])
+
+
 @pytest.mark.parametrize("width", [1, 2, 4])
 @pytest.mark.parametrize("with_outside", [False, True])
 def test_edge_kernel_equals_whole_image_erosion(width, with_outside):

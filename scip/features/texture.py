@@ -228,6 +228,8 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     n = len(objects)
     out: dict[tuple[str, str | None], np.ndarray] = {}
     buffer = None
+    # One gradient buffer for every channel too (see sobel_runs).
+    grad = np.empty(objects.rows.shape[0], np.float64)
     for c, channel in enumerate(objects.channel_names):
         for f, (name, _, _) in enumerate(HARALICK):
             for k, d in enumerate(params.distances):
@@ -240,7 +242,7 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
         # buffer serves every channel: a fresh image-sized array per channel
         # cost more in page faults than the conversion itself.
         buffer = objects.channel_image(c, buffer)
-        grad = sobel_runs(buffer, objects.rows, objects.cols)
+        sobel_runs(buffer, objects.rows, objects.cols, grad)
         for stat, values in run_stats(grad, objects.seg, n).items():
             out[(f"sobel_{stat}", channel)] = values
     return out
