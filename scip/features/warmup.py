@@ -86,6 +86,8 @@ KERNELS: tuple[Kernel, ...] = (
     Kernel("intensity._run_median", intensity._run_median, (_F, _I, _I), ("intensity",), 0.3,
            bundle="selection"),
     Kernel("_groups._counting_sort", _groups.counting_sort(), (_I, nt.int64), COMPILED_FAMILIES, 0.24),
+    Kernel("_groups._pixel_coordinates", _groups.pixel_coordinates(), (_I, _I, _I, nt.int64, nt.int64, _I, _I),
+           COMPILED_FAMILIES, 0.3),
     Kernel("_shape_kernels.zernike_scores", _shape_kernels.zernike_scores,
            (_F2, _array(nt.float64, 2, readonly=True), _array(nt.float64, 2, readonly=True), _F, _F2),
            ("shape",), 0.2),
