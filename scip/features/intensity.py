@@ -144,6 +144,32 @@ def _edge_pixels(labels, index, width, outside, use_outside):  # pragma: no cove
     H, W = labels.shape
     flat = labels.ravel()
     out_flat = outside.ravel()
+    ring = np.empty(index.shape[0], np.bool_)
+    if width == 1:
+        # One erosion (the default) reads no stamps: a pixel's verdict is its
+        # ring entry. No image-sized stamp array to allocate, zero and write
+        # at random (83 -> 42 ms on the benchmark mosaic). Its own loop: the
+        # stamp tests made conditional slowed the general loop by 10 %.
+        for k in range(index.shape[0]):
+            p = index[k]
+            v = flat[p]
+            r = p // W
+            c = p - r * W
+            erode = False
+            if r > 0:
+                q = p - W
+                erode |= flat[q] != v and not (use_outside and out_flat[q])
+            if r < H - 1:
+                q = p + W
+                erode |= flat[q] != v and not (use_outside and out_flat[q])
+            if c > 0:
+                q = p - 1
+                erode |= flat[q] != v and not (use_outside and out_flat[q])
+            if c < W - 1:
+                q = p + 1
+                erode |= flat[q] != v and not (use_outside and out_flat[q])
+            ring[k] = erode
+        return ring
     # Stamps 1 and 2 alternate: a pixel still there at erosion t has no
     # same-label 4-neighbour removed before t - 1 (it would have gone at t - 1
     # itself), so "removed before t" is "stamped, and not with t's stamp".
@@ -178,7 +204,6 @@ def _edge_pixels(labels, index, width, outside, use_outside):  # pragma: no cove
                     erode |= flat[q] != v or (removed[q] != 0 and removed[q] != now)
             if erode:
                 removed[p] = now
-    ring = np.empty(index.shape[0], np.bool_)
     for k in range(index.shape[0]):
         ring[k] = removed[index[k]] != 0
     return ring
