@@ -567,7 +567,7 @@ def test_location_pass_equals_numpy_bit_for_bit(seed):
     intensity._locations(rows, cols, starts, counts, np.full(len(starts), row_off, np.int64),
                          np.full(len(starts), col_off, np.int64), cen_row, cen_col, values, maxima, edge,
                          located, edge_values, edge_counts, np.empty((4, 2000)), np.empty(256, np.int64),
-                         np.empty(256, np.int64))
+                         np.empty(256, np.int64), np.empty(2000, np.int64))
     row_sums, col_sums, max_rows, max_cols = located
     np.testing.assert_array_equal(edge_counts, np.add.reduceat(edge.astype(np.int64), starts))
     for c, (row_sum, col_sum, max_row, max_col, edge_vals) in enumerate(expected):

@@ -483,7 +483,7 @@ def _reduceat_sum(a, n, task_lo, task_n, partial):  # pragma: no cover - compile
 
 @kernel
 def _locations(rows, cols, starts, counts, min_row, min_col, cen_row, cen_col, values, maxima, edge,
-               out, edge_values, edge_counts, scratch, task_lo, task_n):  # pragma: no cover - compiled
+               out, edge_values, edge_counts, scratch, task_lo, task_n, edge_at):  # pragma: no cover - compiled
     """Per channel and object, in one pass over the grouped pixels: center-of-mass sums, first maximum, edge values.
 
     ``values`` is ``(C, N)``, ``maxima`` ``(C, n)`` (each object's maximum);
@@ -494,8 +494,9 @@ def _locations(rows, cols, starts, counts, min_row, min_col, cen_row, cen_col, v
     object's first pixel equal to its maximum (NaN when none is, i.e. the
     maximum is NaN). Writes the edge pixels' values into ``edge_values``
     ``(C, number of edge pixels)``, grouped by object, and how many each
-    object has into ``edge_counts``. ``scratch`` ``(4, longest run)`` and
-    the stacks ``task_lo``, ``task_n`` (256 each) are work space.
+    object has into ``edge_counts``. ``scratch`` ``(4, longest run)``,
+    the stacks ``task_lo``, ``task_n`` (256 each) and ``edge_at`` (int64,
+    longest run) are work space.
 
     Every array comes from the caller: numpy backs large arrays with huge
     pages (numba's own fault in 4 KiB pages), and each ``np.empty`` here
@@ -508,11 +509,14 @@ def _locations(rows, cols, starts, counts, min_row, min_col, cen_row, cen_col, v
     for i in range(n):
         s = starts[i]
         c = counts[i]
+        n_edge = 0
         for j in range(c):
             # as numpy's int64 - float64: the integer converted, then subtracted
             scratch[0, j] = (rows[s + j] - min_row[i]) - cen_row[i]
             scratch[1, j] = (cols[s + j] - min_col[i]) - cen_col[i]
-        k_end = k
+            # the edge pixels' offsets, found once for every channel (a branch per pixel mispredicts)
+            edge_at[n_edge] = j
+            n_edge += edge[s + j]
         for ch in range(n_ch):
             m = maxima[ch, i]
             first = -1
@@ -531,16 +535,10 @@ def _locations(rows, cols, starts, counts, min_row, min_col, cen_row, cen_col, v
             else:
                 out[2, ch, i] = np.nan
                 out[3, ch, i] = np.nan
-            k_end = k
-            for j in range(c):
-                if edge[s + j]:
-                    edge_values[ch, k_end] = values[ch, s + j]
-                    k_end += 1
-        if n_ch == 0:
-            for j in range(c):
-                k_end += edge[s + j]
-        edge_counts[i] = k_end - k
-        k = k_end
+            for e in range(n_edge):
+                edge_values[ch, k + e] = values[ch, s + edge_at[e]]
+        edge_counts[i] = n_edge
+        k += n_edge
 
 
 def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | None], np.ndarray]:
@@ -574,7 +572,8 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     scratch = np.empty((4, max(int(counts.max()) if n else 0, 128)), np.float64)
     _locations(objects.rows, objects.cols, starts.astype(np.int64, copy=False), counts.astype(np.int64, copy=False),
                objects.box_min_row, objects.box_min_col, cen_row, cen_col, objects.channel_values, maxima, edge,
-               located, edge_values, edge_counts, scratch, np.empty(256, np.int64), np.empty(256, np.int64))
+               located, edge_values, edge_counts, scratch, np.empty(256, np.int64), np.empty(256, np.int64),
+               np.empty(scratch.shape[1], np.int64))
     row_sums, col_sums, max_rows, max_cols = located
     edge_starts = np.zeros(n, np.int64)
     np.cumsum(edge_counts[:-1], out=edge_starts[1:])
