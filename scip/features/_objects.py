@@ -222,7 +222,7 @@ class Objects:
         flat = self.pixels.reshape(self.pixels.shape[0], -1)
         out = np.empty((flat.shape[0], self.groups.index.size), np.float64)
         for c in range(flat.shape[0]):
-            out[c] = flat[c][self.groups.index]
+            out[c] = np.take(flat[c], self.groups.index)  # as flat[c][index], a little faster
         return out
 
     def values(self, channel: int) -> np.ndarray:
