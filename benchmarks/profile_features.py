@@ -73,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         return Objects(pxc, labc, bg, tuple(names))
 
     def coordinates(o):
-        o.seg, o.rows, o.cols, o.local_rows, o.local_cols, o.box_min_row, o.box_min_col
+        if hasattr(Objects, "local_centroid"):  # what the default families read: no per-pixel seg or local_rows
+            o.rows, o.cols, o.box_min_row, o.box_min_col, o.box_height, o.local_centroid
+        else:
+            o.seg, o.rows, o.cols, o.local_rows, o.local_cols, o.box_min_row, o.box_min_col
         return o
 
     stage("  pixel grouping (Objects: counting sort by label)", objects)

@@ -278,3 +278,33 @@ def test_crops_object_on_the_crop_edge_equals_extract():
     for i, (pixels, m, origin) in enumerate([(crop, mask, (0, 0)), (crop[:, ::-1, ::-1], mask[::-1, ::-1], (7, 9))]):
         alone = extract(pixels, m.astype(int), ["a", "b"], offset=origin).drop(columns="label")
         np.testing.assert_array_equal(packed.iloc[i].to_numpy(), alone.iloc[0].to_numpy())
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_compiled_pixel_coordinates_equal_numpy(ndim):
+    """Objects' rows, columns and boxes from the compiled pass equal numpy's division and reductions, for
+    objects in pieces far apart (steps of many rows within a run) and 3-D labels (rows modulo the height)."""
+    from scip.features._objects import Objects
+
+    rng = np.random.default_rng(3)
+    shape = (4, 37, 29) if ndim == 3 else (61, 29)
+    labels = rng.integers(0, 9, shape) * (rng.random(shape) < 0.4)
+    labels[..., 0, 0] = 50  # one pixel in the first row, the others in the last: a step of many rows
+    labels[..., -1, 5:9] = 50
+    labels.reshape(-1)[-1] = 51  # the last pixel alone
+    pixels = np.zeros((1, *shape))
+    got = Objects(pixels, labels, labels == 0, ("a",), compiled=True)
+    ref = Objects(pixels, labels, labels == 0, ("a",), compiled=False)
+    for name in ("rows", "cols", "box_min_row", "box_min_col", "box_height", "box_width"):
+        a, b = getattr(got, name), getattr(ref, name)
+        assert a.dtype == np.int64 and np.array_equal(a, b), name
+    height, width = shape[-2:]
+    np.testing.assert_array_equal(got.rows, got.groups.index // width % height)
+    np.testing.assert_array_equal(got.cols, got.groups.index % width)
+    starts = got.groups.starts
+    np.testing.assert_array_equal(got.box_height, np.maximum.reduceat(got.local_rows, starts) + 1)
+    np.testing.assert_array_equal(got.box_width, np.maximum.reduceat(got.local_cols, starts) + 1)
+    for a, local in zip(got.local_centroid, (got.local_rows, got.local_cols)):
+        assert a.tobytes() == (np.add.reduceat(local.astype(np.float64), starts) / got.groups.counts).tobytes()
+    for a, b in zip(got.local_centroid, ref.local_centroid):
+        assert a.tobytes() == b.tobytes()

@@ -533,3 +533,70 @@ def test_edge_kernel_equals_whole_image_erosion(width, with_outside):
         outside[:, 20:23] = True
         labels = np.where(outside, 0, labels)
     np.testing.assert_array_equal(_edge_mask(labels, width, outside), _edge_mask_by_shifts(labels, width, outside))
+
+
+# --------------------------------------------------------------------------- compiled location pass
+
+def _reference_locations(values, starts, counts, local_rows, local_cols, maxima, edge):
+    """The numpy expressions the compiled pass replaces (np.add.reduceat of the products, first maximum)."""
+    seg = np.repeat(np.arange(len(starts)), counts)
+    cen_row = np.add.reduceat(local_rows.astype(np.float64), starts) / counts
+    cen_col = np.add.reduceat(local_cols.astype(np.float64), starts) / counts
+    out = []
+    for c in range(values.shape[0]):
+        v = values[c]
+        row_sum = np.add.reduceat((local_rows - cen_row[seg]) * v, starts)
+        col_sum = np.add.reduceat((local_cols - cen_col[seg]) * v, starts)
+        first = np.minimum.reduceat(np.where(v == maxima[c][seg], np.arange(len(v)), len(v)), starts)
+        found = first < len(v)
+        max_row = np.where(found, local_rows[np.where(found, first, 0)], np.nan)
+        max_col = np.where(found, local_cols[np.where(found, first, 0)], np.nan)
+        out.append((row_sum, col_sum, max_row, max_col, v[edge]))
+    return cen_row, cen_col, out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_location_pass_equals_numpy_bit_for_bit(seed):
+    """The compiled pass sums in numpy's pairwise order: runs of 1 to 2,000 values (below 8, in the
+    8-accumulator blocks, split in halves, several levels deep), magnitudes over 16 decades, ties for the
+    maximum, NaN, -0.0 and zero-sum runs give the same float64 bits as the numpy expressions."""
+    rng = np.random.default_rng(seed)
+    counts = np.array([1, 2, 7, 8, 9, 15, 16, 17, 128, 129, 130, 136, 255, 256, 257, 300, 1000, 1031, 2000, 5],
+                      np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    n_px = int(counts.sum())
+    local_rows = np.concatenate([rng.integers(0, 60, c) for c in counts]).astype(np.int64)
+    local_cols = np.concatenate([rng.integers(0, 40, c) for c in counts]).astype(np.int64)
+    for s, c in zip(starts, counts):  # as Objects: the box corner is 0 in each run
+        local_rows[s] = 0
+        local_cols[s + c - 1] = 0
+    values = rng.standard_normal((3, n_px)) * 10.0 ** rng.uniform(-8, 8, (3, n_px))
+    values[1] = np.round(values[1] / 1e7)                  # many ties of the maximum
+    values[2, starts[3]:starts[3] + counts[3]] = np.nan    # a NaN run: no maximum found
+    values[2, starts[10] + 5] = np.nan                     # one NaN pixel in a long run
+    values[0, starts[4]:starts[4] + counts[4]] = -0.0      # only -0.0
+    values[0, starts[2]:starts[2] + counts[2]] = -0.0      # only -0.0, in one row: every product is -0.0
+    local_rows[starts[2]:starts[2] + counts[2]] = 0
+    values[0, starts[5]:starts[5] + counts[5]] = 0.0       # zero sum
+    maxima = np.stack([np.maximum.reduceat(v, starts) for v in values])
+    edge = rng.random(n_px) < 0.3
+    row_off, col_off = 1000, 77  # absolute positions: the pass subtracts the box corner itself
+    rows = local_rows + row_off
+    cols = local_cols + col_off
+    cen_row, cen_col, expected = _reference_locations(values, starts, counts, local_rows, local_cols, maxima, edge)
+    located = np.empty((4, 3, len(starts)))
+    edge_values = np.empty((3, int(edge.sum())))
+    edge_counts = np.empty(len(starts), np.int64)
+    intensity._locations(rows, cols, starts, counts, np.full(len(starts), row_off, np.int64),
+                         np.full(len(starts), col_off, np.int64), cen_row, cen_col, values, maxima, edge,
+                         located, edge_values, edge_counts, np.empty((4, 2000)), np.empty(256, np.int64),
+                         np.empty(256, np.int64), np.empty(2000, np.int64))
+    row_sums, col_sums, max_rows, max_cols = located
+    np.testing.assert_array_equal(edge_counts, np.add.reduceat(edge.astype(np.int64), starts))
+    for c, (row_sum, col_sum, max_row, max_col, edge_vals) in enumerate(expected):
+        for a, b in ((row_sums[c], row_sum), (col_sums[c], col_sum), (max_rows[c], max_row),
+                     (max_cols[c], max_col), (edge_values[c], edge_vals)):
+            assert a.tobytes() == b.tobytes() or (np.array_equal(a, b, equal_nan=True)
+                                                  and np.array_equal(np.signbit(a), np.signbit(b))), c
+    assert np.isnan(max_rows[2, 3]) and np.isnan(max_rows[2, 10])
+    assert np.signbit(row_sums[0, 2]) and row_sums[0, 4] == 0 and row_sums[0, 5] == 0

@@ -13,7 +13,7 @@ import numpy as np
 
 from ._jit import helper, kernel
 
-__all__ = ["STATISTICS", "run_bounds", "run_stats"]
+__all__ = ["STATISTICS", "run_bounds", "run_stats", "stats_by_run"]
 
 #: ``(name, definition template, unit)``; ``{of}`` is filled with what the values are.
 STATISTICS: tuple[tuple[str, str, str], ...] = (
@@ -404,7 +404,15 @@ def run_stats(values: np.ndarray, seg: np.ndarray, n: int) -> dict[str, np.ndarr
     -------
     dict of str to ndarray of float64, each of length ``n``.
     """
+    return stats_by_run(values, *run_bounds(np.asarray(seg, dtype=np.intp), n))
+
+
+def stats_by_run(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
+    """As :func:`run_stats`, for runs given by their ``starts`` and ``counts`` (intp).
+
+    For callers that know the runs already (the objects' pixel groups): no
+    count of a per-value run index, a pass over every value, each call.
+    """
     values = np.ascontiguousarray(values, dtype=np.float64)
-    starts, counts = run_bounds(np.asarray(seg, dtype=np.intp), n)
     table = _run_stats(values, starts, counts)
     return {name: table[:, k] for k, (name, _, _) in enumerate(STATISTICS)}

@@ -35,16 +35,14 @@ def describe(channel_names: Sequence[str], params: FeatureParams) -> list[tuple[
 
 def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | None], np.ndarray]:
     """Bounding box and centroid of every object, offset into image coordinates."""
-    groups = objects.groups
     # Image coordinates of the box corner are exact integers, and the centroid
     # is taken inside the box: neither depends on where in the label image the
     # object lies (crops packed side by side land anywhere).
     min_row = objects.box_min_row + objects.row_shift
     min_col = objects.box_min_col + objects.col_shift
-    height = np.maximum.reduceat(objects.local_rows, groups.starts) + 1
-    width = np.maximum.reduceat(objects.local_cols, groups.starts) + 1
-    cen_row = np.add.reduceat(objects.local_rows.astype(np.float64), groups.starts) / groups.counts
-    cen_col = np.add.reduceat(objects.local_cols.astype(np.float64), groups.starts) / groups.counts
+    height = objects.box_height
+    width = objects.box_width
+    cen_row, cen_col = objects.local_centroid
     values = {
         "min_row": min_row,
         "min_col": min_col,

@@ -92,7 +92,7 @@ import numpy as np
 
 from ._glcm import N_HARALICK, haralick_runs, log2_table, quantize_runs, sobel_runs
 from ._objects import FeatureParams, Objects
-from ._stats import STATISTICS, run_stats
+from ._stats import STATISTICS, stats_by_run
 
 __all__ = ["NAME", "HARALICK", "ANGLES", "describe", "compute", "quantize", "object_levels", "offsets", "haralick"]
 
@@ -225,7 +225,6 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     """Haralick features and Sobel gradient statistics of every object and channel."""
     feats = haralick(objects, params)  # (n, C, D, 4, 13)
     mean, rng = _mean_range(feats)     # (n, C, D, 13)
-    n = len(objects)
     out: dict[tuple[str, str | None], np.ndarray] = {}
     buffer = None
     # One gradient buffer for every channel too (see sobel_runs).
@@ -243,6 +242,6 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
         # cost more in page faults than the conversion itself.
         buffer = objects.channel_image(c, buffer)
         sobel_runs(buffer, objects.rows, objects.cols, grad)
-        for stat, values in run_stats(grad, objects.seg, n).items():
+        for stat, values in stats_by_run(grad, objects.groups.starts, objects.groups.counts).items():
             out[(f"sobel_{stat}", channel)] = values
     return out
