@@ -281,9 +281,9 @@ def test_crops_object_on_the_crop_edge_equals_extract():
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
-def test_compiled_pixel_coordinates_equal_numpy(ndim):
-    """Objects' rows, columns and boxes from the compiled pass equal numpy's division and reductions, for
-    objects in pieces far apart (steps of many rows within a run) and 3-D labels (rows modulo the height)."""
+def test_pixel_coordinates_and_boxes(ndim):
+    """Objects' rows, columns, boxes and centroids equal their definitions, for objects in pieces far apart
+    (steps of many rows within a run) and 3-D labels (rows modulo the height), with either grouping."""
     from scip.features._objects import Objects
 
     rng = np.random.default_rng(3)

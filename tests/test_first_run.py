@@ -29,7 +29,6 @@ def _dispatchers() -> dict[str, object]:
     # Compiled on first use, so not a module attribute.
     out["_groups._counting_sort"] = _groups.counting_sort()
     out["_groups._label_counts"] = _groups.label_counts()
-    out["_groups._pixel_coordinates"] = _groups.pixel_coordinates()
     return out
 
 

@@ -12,7 +12,7 @@ from functools import cache
 
 import numpy as np
 
-__all__ = ["Groups", "group_pixels", "pixel_coordinates", "segment_ids"]
+__all__ = ["Groups", "group_pixels", "segment_ids"]
 
 
 @dataclass(frozen=True)
@@ -133,84 +133,6 @@ def counting_sort():
     from ._jit import kernel
 
     return kernel(_counting_sort)
-
-
-def _pixel_coordinates(index, starts, counts, height, width, rows, cols):  # pragma: no cover - compiled
-    # One pass over the grouped pixels instead of numpy's division, modulo,
-    # gathers and temporaries (~116 ms of 5.6 M pixels). Within a run pixels
-    # are in raster order, so the column advances by the index step and
-    # carries into the row; only the first pixel of a run, or a step of more
-    # than a row, needs an integer division. ``rows`` and ``cols`` come from
-    # the caller: numpy backs large arrays with huge pages, numba does not,
-    # and faulting in 4 KiB pages cost 4x the writing (two 45 MB arrays:
-    # ~40 ms allocated here, ~10 ms allocated by numpy).
-    n = starts.shape[0]
-    box = np.empty((6, n), np.int64)  # one allocation: each np.empty is one more overload to compile
-    for i in range(n):
-        s = starts[i]
-        e = s + counts[i]
-        p = index[s]
-        q = p // width
-        r = q % height  # rows modulo the plane height: 3-D labels
-        c = p - q * width
-        r0 = r
-        lo_c = c
-        hi_c = c
-        hi_r = r
-        rs = 0
-        for j in range(s, e):
-            if j > s:
-                step = index[j] - p
-                p = index[j]
-                c += step
-                if c >= width:
-                    if c < 2 * width:
-                        c -= width
-                        r += 1
-                    else:
-                        q = c // width
-                        c -= q * width
-                        r += q
-                    if r >= height:
-                        r = r % height
-                if c < lo_c:
-                    lo_c = c
-                if c > hi_c:
-                    hi_c = c
-                if r > hi_r:
-                    hi_r = r
-            rows[j] = r
-            cols[j] = c
-            rs += r
-        # second pass over the run (in cache): column sums need the run's minimum first
-        cs = 0
-        for j in range(s, e):
-            cs += cols[j]
-        box[0, i] = r0
-        box[1, i] = lo_c
-        box[2, i] = hi_r - r0 + 1
-        box[3, i] = hi_c - lo_c + 1
-        box[4, i] = rs - r0 * counts[i]
-        box[5, i] = cs - lo_c * counts[i]
-    return box
-
-
-@cache
-def pixel_coordinates():
-    """The compiled pass that gives each grouped pixel's row and column and each object's box.
-
-    ``pixel_coordinates()(index, starts, counts, height, width, rows, cols)``
-    writes, for the grouped flat ``index`` of a label image whose last two
-    axes are ``(height, width)``, the row (modulo ``height``) and column of
-    each pixel into ``rows`` and ``cols``, and returns an int64 ``(6, n)``
-    array; per object: the row of its first pixel, its minimum column,
-    ``1 +`` the largest row and column relative to those two, and the sums
-    of its rows and columns relative to them. Compiled lazily, as
-    :func:`counting_sort`.
-    """
-    from ._jit import kernel
-
-    return kernel(_pixel_coordinates)
 
 
 def group_pixels(labels: np.ndarray, compiled: bool = True) -> Groups:

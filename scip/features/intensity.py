@@ -74,7 +74,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._jit import helper, kernel
+from ._jit import kernel
 from ._objects import FeatureParams, Objects
 from ._stats import STATISTICS, _holds_nan, _range_max, _select, run_bounds, stats_by_run
 
@@ -144,32 +144,6 @@ def _edge_pixels(labels, index, width, outside, use_outside):  # pragma: no cove
     H, W = labels.shape
     flat = labels.ravel()
     out_flat = outside.ravel()
-    ring = np.empty(index.shape[0], np.bool_)
-    if width == 1:
-        # One erosion (the default) reads no stamps: a pixel's verdict is its
-        # ring entry. No image-sized stamp array to allocate, zero and write
-        # at random (83 -> 42 ms on the benchmark mosaic). Its own loop: the
-        # stamp tests made conditional slowed the general loop by 10 %.
-        for k in range(index.shape[0]):
-            p = index[k]
-            v = flat[p]
-            r = p // W
-            c = p - r * W
-            erode = False
-            if r > 0:
-                q = p - W
-                erode |= flat[q] != v and not (use_outside and out_flat[q])
-            if r < H - 1:
-                q = p + W
-                erode |= flat[q] != v and not (use_outside and out_flat[q])
-            if c > 0:
-                q = p - 1
-                erode |= flat[q] != v and not (use_outside and out_flat[q])
-            if c < W - 1:
-                q = p + 1
-                erode |= flat[q] != v and not (use_outside and out_flat[q])
-            ring[k] = erode
-        return ring
     # Stamps 1 and 2 alternate: a pixel still there at erosion t has no
     # same-label 4-neighbour removed before t - 1 (it would have gone at t - 1
     # itself), so "removed before t" is "stamped, and not with t's stamp".
@@ -204,6 +178,7 @@ def _edge_pixels(labels, index, width, outside, use_outside):  # pragma: no cove
                     erode |= flat[q] != v or (removed[q] != 0 and removed[q] != now)
             if erode:
                 removed[p] = now
+    ring = np.empty(index.shape[0], np.bool_)
     for k in range(index.shape[0]):
         ring[k] = removed[index[k]] != 0
     return ring
@@ -495,135 +470,13 @@ def _run_median(values, starts, counts):  # pragma: no cover - compiled
     return out
 
 
-@helper
-def _reduceat_sum(a, n, task_lo, task_n, partial):  # pragma: no cover - compiled
-    """``np.add.reduceat`` of one run ``a[:n]`` (n >= 1) of float64, bit for bit.
-
-    numpy starts from the run's first value and adds the pairwise sum of
-    the rest: blocks of fewer than 8 values one by one (from -0.0, so a sum
-    of only -0.0 stays -0.0), blocks of up to 128 with 8 interleaved
-    accumulators, and a longer range as the sum of its two halves, split at
-    a multiple of 8 below the middle, left plus right. The same float64
-    operations in the same order give the same result. An explicit stack
-    (``task_lo``, ``task_n``: 256 entries, ``partial``: 128) instead of
-    recursion: numba segfaults loading a recursive function from its cache.
-    """
-    t = 0
-    task_lo[0] = 1
-    task_n[0] = n - 1
-    k = 0
-    while t >= 0:
-        lo = task_lo[t]
-        m = task_n[t]
-        t -= 1
-        if m < 0:  # both halves done: left + right
-            k -= 1
-            partial[k - 1] = partial[k - 1] + partial[k]
-        elif m < 8:
-            res = -0.0
-            for i in range(lo, lo + m):
-                res += a[i]
-            partial[k] = res
-            k += 1
-        elif m <= 128:
-            r0 = a[lo]
-            r1 = a[lo + 1]
-            r2 = a[lo + 2]
-            r3 = a[lo + 3]
-            r4 = a[lo + 4]
-            r5 = a[lo + 5]
-            r6 = a[lo + 6]
-            r7 = a[lo + 7]
-            i = lo + 8
-            stop = lo + m - m % 8
-            while i < stop:
-                r0 += a[i]
-                r1 += a[i + 1]
-                r2 += a[i + 2]
-                r3 += a[i + 3]
-                r4 += a[i + 4]
-                r5 += a[i + 5]
-                r6 += a[i + 6]
-                r7 += a[i + 7]
-                i += 8
-            res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-            while i < lo + m:
-                res += a[i]
-                i += 1
-            partial[k] = res
-            k += 1
-        else:  # popped in the order left, right, combine
-            half = m // 2
-            half -= half % 8
-            task_n[t + 1] = -1
-            task_lo[t + 2] = lo + half
-            task_n[t + 2] = m - half
-            task_lo[t + 3] = lo
-            task_n[t + 3] = half
-            t += 3
-    if n == 1:  # reduceat does not add anything to a lone value
-        return a[0]
-    return a[0] + partial[0]
-
-
-@kernel
-def _locations(rows, cols, starts, counts, min_row, min_col, cen_row, cen_col, values, maxima, edge,
-               out, edge_values, edge_counts, scratch, task_lo, task_n, edge_at):  # pragma: no cover - compiled
-    """Per channel and object, in one pass over the grouped pixels: center-of-mass sums, first maximum, edge values.
-
-    ``values`` is ``(C, N)``, ``maxima`` ``(C, n)`` (each object's maximum);
-    ``edge`` marks the edge-ring pixels. Writes into ``out`` ``(4, C, n)``:
-    the sums over each object of ``(local row - cen_row) * value`` and of
-    ``(local column - cen_col) * value``, equal bit for bit to
-    ``np.add.reduceat`` of those products; the local row and column of the
-    object's first pixel equal to its maximum (NaN when none is, i.e. the
-    maximum is NaN). Writes the edge pixels' values into ``edge_values``
-    ``(C, number of edge pixels)``, grouped by object, and how many each
-    object has into ``edge_counts``. ``scratch`` ``(4, longest run)``,
-    the stacks ``task_lo``, ``task_n`` (256 each) and ``edge_at`` (int64,
-    longest run) are work space.
-
-    Every array comes from the caller: numpy backs large arrays with huge
-    pages (numba's own fault in 4 KiB pages), and each ``np.empty`` here
-    would be one more numba overload to compile on an empty cache.
-    """
-    n_ch = values.shape[0]
-    n = starts.shape[0]
-    partial = scratch[3]  # the pairwise sums' pending halves: at most 64 of them
-    k = 0
-    for i in range(n):
-        s = starts[i]
-        c = counts[i]
-        n_edge = 0
-        for j in range(c):
-            # as numpy's int64 - float64: the integer converted, then subtracted
-            scratch[0, j] = (rows[s + j] - min_row[i]) - cen_row[i]
-            scratch[1, j] = (cols[s + j] - min_col[i]) - cen_col[i]
-            # the edge pixels' offsets, found once for every channel (a branch per pixel mispredicts)
-            edge_at[n_edge] = j
-            n_edge += edge[s + j]
-        for ch in range(n_ch):
-            m = maxima[ch, i]
-            first = -1
-            for j in range(c):
-                v = values[ch, s + j]
-                scratch[2, j] = scratch[0, j] * v
-                if first < 0 and v == m:
-                    first = j
-            out[0, ch, i] = _reduceat_sum(scratch[2], c, task_lo, task_n, partial)
-            for j in range(c):
-                scratch[2, j] = scratch[1, j] * values[ch, s + j]
-            out[1, ch, i] = _reduceat_sum(scratch[2], c, task_lo, task_n, partial)
-            if first >= 0:
-                out[2, ch, i] = rows[s + first] - min_row[i]
-                out[3, ch, i] = cols[s + first] - min_col[i]
-            else:
-                out[2, ch, i] = np.nan
-                out[3, ch, i] = np.nan
-            for e in range(n_edge):
-                edge_values[ch, k + e] = values[ch, s + edge_at[e]]
-        edge_counts[i] = n_edge
-        k += n_edge
+def _first_max(values: np.ndarray, maxima: np.ndarray, seg: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Position in the grouped arrays of each run's first value equal to its maximum; -1 if none (NaN)."""
+    n_total = len(values)
+    candidates = np.where(values == maxima[seg], np.arange(n_total), n_total)
+    first = np.minimum.reduceat(candidates, starts)
+    first[first == n_total] = -1
+    return first
 
 
 def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | None], np.ndarray]:
@@ -639,54 +492,53 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     band_index, band_seg = _background_band(objects, int(params.background_width))
     band_starts, band_counts = run_bounds(band_seg, n)
 
-    stats = [stats_by_run(objects.values(c), starts, counts) for c in range(len(objects.channel_names))]
     # Pixel coordinates relative to the object's centroid: the weighted sums
     # then give the mass displacement directly and stay precise. The
     # centroid is taken inside the bounding box and the box corner (an exact
     # integer in image coordinates) added last, so no value depends on where
     # in the label image the object lies (crops packed side by side land anywhere).
+    # numpy, not a compiled pass: a kernel of its own saved ~0.1 s per 5,000
+    # cells but cost 0.6-0.8 CPU s to compile on an empty cache, which the
+    # first run's 2x budget (issue 18) could not afford.
+    seg = objects.seg
     cen_row, cen_col = objects.local_centroid
-    maxima = np.empty((len(stats), n), np.float64)
-    for c, st in enumerate(stats):
-        maxima[c] = st["max"]
-    n_ch = len(stats)
-    located = np.empty((4, n_ch, n), np.float64)
-    edge_values = np.empty((n_ch, int(np.count_nonzero(edge))), np.float64)
-    edge_counts = np.empty(n, np.int64)
-    # work space: 3 rows of the longest run, and the pairwise sums' pending halves (<= 64 < 128)
-    scratch = np.empty((4, max(int(counts.max()) if n else 0, 128)), np.float64)
-    _locations(objects.rows, objects.cols, starts.astype(np.int64, copy=False), counts.astype(np.int64, copy=False),
-               objects.box_min_row, objects.box_min_col, cen_row, cen_col, objects.channel_values, maxima, edge,
-               located, edge_values, edge_counts, scratch, np.empty(256, np.int64), np.empty(256, np.int64),
-               np.empty(scratch.shape[1], np.int64))
-    row_sums, col_sums, max_rows, max_cols = located
+    d_row = objects.local_rows - cen_row[seg]
+    d_col = objects.local_cols - cen_col[seg]
+    edge_counts = np.add.reduceat(edge.astype(np.int64), starts) if n else np.zeros(0, np.int64)
     edge_starts = np.zeros(n, np.int64)
     np.cumsum(edge_counts[:-1], out=edge_starts[1:])
     row0 = objects.box_min_row + objects.row_shift
     col0 = objects.box_min_col + objects.col_shift
+    local_rows, local_cols = objects.local_rows, objects.local_cols
 
     out: dict[tuple[str, str | None], np.ndarray] = {}
     for c, channel in enumerate(objects.channel_names):
         image = np.ravel(objects.pixels[c])
-        edge_stats = stats_by_run(edge_values[c], edge_starts, edge_counts)
+        values = objects.values(c)
+        stats = stats_by_run(values, starts, counts)
+        edge_stats = stats_by_run(values[edge], edge_starts, edge_counts)
         # np.take: the same gather as fancy indexing, ~4 ms less per channel (7.5 M band pixels on the mosaic)
         b = _run_median(np.take(image, band_index).astype(np.float64), band_starts, band_counts)
 
-        total = stats[c]["sum"]
+        total = stats["sum"]
         with np.errstate(divide="ignore", invalid="ignore"):
-            shift_row = np.where(total != 0, row_sums[c] / total, np.nan)
-            shift_col = np.where(total != 0, col_sums[c] / total, np.nan)
+            shift_row = np.where(total != 0, np.add.reduceat(d_row * values, starts) / total, np.nan)
+            shift_col = np.where(total != 0, np.add.reduceat(d_col * values, starts) / total, np.nan)
+        first = _first_max(values, stats["max"], seg, starts)
+        found = first >= 0
+        max_row = np.where(found, local_rows[first], np.nan) + row0
+        max_col = np.where(found, local_cols[first], np.nan) + col0
 
-        feats: dict[str, np.ndarray] = dict(stats[c])
+        feats: dict[str, np.ndarray] = dict(stats)
         feats.update({f"edge_{k}": v for k, v in edge_stats.items()})
         feats["background"] = b
         for name in _LOCATION_STATS:
-            feats[f"corrected_{name}"] = stats[c][name] - (b * counts if name == "sum" else b)
+            feats[f"corrected_{name}"] = stats[name] - (b * counts if name == "sum" else b)
         feats["center_mass_row"] = cen_row + shift_row + row0
         feats["center_mass_col"] = cen_col + shift_col + col0
         feats["mass_displacement"] = np.hypot(shift_row, shift_col)
-        feats["max_row"] = max_rows[c] + row0
-        feats["max_col"] = max_cols[c] + col0
+        feats["max_row"] = max_row
+        feats["max_col"] = max_col
         for feature, _, _ in _features(params):
             out[(feature, channel)] = np.asarray(feats[feature], dtype=np.float64)
     return out
