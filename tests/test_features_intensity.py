@@ -533,3 +533,16 @@ def test_edge_kernel_equals_whole_image_erosion(width, with_outside):
         outside[:, 20:23] = True
         labels = np.where(outside, 0, labels)
     np.testing.assert_array_equal(_edge_mask(labels, width, outside), _edge_mask_by_shifts(labels, width, outside))
+
+
+def test_first_max_finds_each_runs_first_maximum_and_none_for_nan():
+    """The first position of each run's maximum from the hits alone: ties take the first, a NaN run (no value equals
+    its NaN maximum) gets -1 even when a later run has hits, and runs after the last hit get -1 too."""
+    values = np.array([1.0, 3.0, 3.0, np.nan, np.nan, 2.0, 5.0, 5.0, np.nan, 0.0])
+    starts = np.array([0, 3, 5, 8, 9])
+    counts = np.array([3, 2, 3, 1, 1])
+    maxima = np.array([3.0, np.nan, 5.0, np.nan, 0.0])
+    np.testing.assert_array_equal(intensity._first_max(values, maxima, starts, counts), [1, -1, 6, -1, 9])
+    # the last runs without a hit
+    np.testing.assert_array_equal(intensity._first_max(values[:9], maxima[:4], starts[:4], counts[:4]), [1, -1, 6, -1])
+    assert intensity._first_max(np.zeros(0), np.zeros(0), np.zeros(0, np.intp), np.zeros(0, np.intp)).size == 0

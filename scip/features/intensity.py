@@ -470,13 +470,13 @@ def _run_median(values, starts, counts):  # pragma: no cover - compiled
     return out
 
 
-def _first_max(values: np.ndarray, maxima: np.ndarray, seg: np.ndarray, starts: np.ndarray) -> np.ndarray:
+def _first_max(values: np.ndarray, maxima: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Position in the grouped arrays of each run's first value equal to its maximum; -1 if none (NaN)."""
-    n_total = len(values)
-    candidates = np.where(values == maxima[seg], np.arange(n_total), n_total)
-    first = np.minimum.reduceat(candidates, starts)
-    first[first == n_total] = -1
-    return first
+    # Only the hits are indexed (a few per run), not every pixel: no pixel-sized index arrays to allocate.
+    hits = np.flatnonzero(values == np.repeat(maxima, counts))
+    at = np.searchsorted(hits, starts)
+    first = hits[np.minimum(at, max(len(hits) - 1, 0))] if len(hits) else np.full(len(starts), -1, np.intp)
+    return np.where((at < len(hits)) & (first < starts + counts), first, -1)
 
 
 def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | None], np.ndarray]:
@@ -511,6 +511,7 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     col0 = objects.box_min_col + objects.col_shift
     local_rows, local_cols = objects.local_rows, objects.local_cols
 
+    product = np.empty(len(d_row), np.float64)
     out: dict[tuple[str, str | None], np.ndarray] = {}
     for c, channel in enumerate(objects.channel_names):
         image = np.ravel(objects.pixels[c])
@@ -521,10 +522,15 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
         b = _run_median(np.take(image, band_index).astype(np.float64), band_starts, band_counts)
 
         total = stats["sum"]
+        # One product buffer for both sums and every channel: fresh pixel-sized arrays cost page faults.
+        product = np.multiply(d_row, values, out=product)
+        row_sum = np.add.reduceat(product, starts)
+        product = np.multiply(d_col, values, out=product)
+        col_sum = np.add.reduceat(product, starts)
         with np.errstate(divide="ignore", invalid="ignore"):
-            shift_row = np.where(total != 0, np.add.reduceat(d_row * values, starts) / total, np.nan)
-            shift_col = np.where(total != 0, np.add.reduceat(d_col * values, starts) / total, np.nan)
-        first = _first_max(values, stats["max"], seg, starts)
+            shift_row = np.where(total != 0, row_sum / total, np.nan)
+            shift_col = np.where(total != 0, col_sum / total, np.nan)
+        first = _first_max(values, stats["max"], starts, counts)
         found = first >= 0
         max_row = np.where(found, local_rows[first], np.nan) + row0
         max_col = np.where(found, local_cols[first], np.nan) + col0
