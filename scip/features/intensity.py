@@ -382,15 +382,13 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
     usable = np.ascontiguousarray(objects.background)
     H, W = regions.shape
     if objects.band_labels is objects.labels:
-        # The regions are the objects, already grouped (raster order within
-        # each): the last pixel gives the bottom row of the bounding box, and
-        # the other families share its top row and first column.
+        # The regions are the objects: their bounding boxes are the ones the
+        # other families use (2-D labels here).
         region_ids = objects.ids
         region_pos = np.arange(len(region_ids), dtype=np.int64)
-        starts = objects.groups.starts
         r0, c0 = objects.box_min_row, objects.box_min_col
-        r1 = objects.rows[starts + objects.groups.counts - 1]
-        c1 = np.maximum.reduceat(objects.cols, starts) if len(starts) else c0
+        r1 = r0 + objects.box_height - 1
+        c1 = c0 + objects.box_width - 1
     else:
         # The bounding box of a region's boundary pixels: its pixels nearest
         # to any outside pixel are among them (see _region_boundaries).
@@ -501,15 +499,15 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     # cells but cost 0.6-0.8 CPU s to compile on an empty cache, which the
     # first run's 2x budget (issue 18) could not afford.
     seg = objects.seg
+    local_rows, local_cols = objects.local_rows, objects.local_cols
     cen_row, cen_col = objects.local_centroid
-    d_row = objects.local_rows - cen_row[seg]
-    d_col = objects.local_cols - cen_col[seg]
+    d_row = local_rows - cen_row[seg]
+    d_col = local_cols - cen_col[seg]
     edge_counts = np.add.reduceat(edge.astype(np.int64), starts) if n else np.zeros(0, np.int64)
     edge_starts = np.zeros(n, np.int64)
     np.cumsum(edge_counts[:-1], out=edge_starts[1:])
     row0 = objects.box_min_row + objects.row_shift
     col0 = objects.box_min_col + objects.col_shift
-    local_rows, local_cols = objects.local_rows, objects.local_cols
 
     product = np.empty(len(d_row), np.float64)
     out: dict[tuple[str, str | None], np.ndarray] = {}

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ._objects import FeatureParams, Objects
-from ._stats import STATISTICS, run_stats
+from ._stats import STATISTICS, stats_by_run
 
 __all__ = ["NAME", "describe", "compute", "extract_volumes"]
 
@@ -78,7 +78,6 @@ def _measure(coords: tuple[np.ndarray, np.ndarray, np.ndarray], channels: list[n
     ``coords`` are (plane, row, column) image coordinates of each voxel,
     ``channels`` its values, ``seg`` its object (0 .. n-1).
     """
-    n = len(starts)
     size = counts.astype(np.float64)
     values: dict[tuple[str, str | None], np.ndarray] = {("voxels", None): size}
     planes = coords[0]
@@ -97,7 +96,7 @@ def _measure(coords: tuple[np.ndarray, np.ndarray, np.ndarray], channels: list[n
         values[(f"max_{axis}", None)] = (np.maximum.reduceat(coord, starts) + 1).astype(np.float64)
         values[(f"centroid_{axis}", None)] = local + low
     for channel, v in zip(channel_names, channels):
-        stats = run_stats(v, seg, n)
+        stats = stats_by_run(v, starts, counts)
         values.update({(name, channel): stats[name] for name, _, _ in STATISTICS})
     return values
 
