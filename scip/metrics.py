@@ -86,8 +86,14 @@ def _ranks(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         lut = np.zeros(top + 1, dtype=np.intp)
         lut[present] = np.arange(1, present.size + 1)
         return values, lut[idx], np.concatenate([area[:1], area[present]])
-    values, idx = np.unique(flat, return_inverse=True)
-    idx = idx.ravel()
+    if flat.dtype.kind in "ui":
+        # The inverse np.unique would return, without its argsort of every
+        # pixel: a plain sort and a binary search are ~3x faster.
+        values = np.unique(flat)
+        idx = np.searchsorted(values, flat)
+    else:
+        values, idx = np.unique(flat, return_inverse=True)
+        idx = idx.ravel()
     # Index 0 stays the background so that object areas include pixels that
     # overlap the other image's background.
     if not (values.size > 0 and values[0] == 0):
