@@ -54,6 +54,81 @@ class MatchResult:
     ious: np.ndarray
 
 
+#: A label image's values index lookup tables directly when its largest
+#: label is at most this or its pixel count (whichever is larger); beyond,
+#: labels are ranked by sorting (e.g. labels such as 2**40).
+_DENSE_LABELS = 1 << 16
+#: The contingency table is counted densely (``np.bincount``) when it has at
+#: most this many cells or 4 per pixel; beyond, its non-zero cells are found
+#: by sorting the pairs' codes (many objects in each image).
+_DENSE_TABLE = 1 << 16
+
+
+def _ranks(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rank each pixel's label among the image's labels, 0 being the background.
+
+    Returns the labels (index 0 the background, which need not occur), the
+    rank of each pixel in that list, and the number of pixels of each.
+    """
+    flat = labels.ravel()
+    top = int(flat.max()) if flat.size else 0
+    if (flat.dtype.kind in "ui" and top <= max(_DENSE_LABELS, flat.size)
+            and (flat.dtype.kind == "u" or flat.size == 0 or int(flat.min()) >= 0)):
+        idx = flat.astype(np.intp, copy=False)  # small values: exact, and uint64 would not index
+        area = np.bincount(idx, minlength=top + 1)
+        present = np.flatnonzero(area[1:]) + 1
+        # The list of labels takes the dtype np.unique and a prepended 0 gave
+        # it before, so that iou_matrix returns what it always returned.
+        dtype = flat.dtype if area[0] else np.concatenate([[0], flat[:0]]).dtype
+        values = np.concatenate([[0], present]).astype(dtype, copy=False)
+        if present.size == top:  # labels 1..top, all present: a pixel's label is its rank
+            return values, idx, area
+        lut = np.zeros(top + 1, dtype=np.intp)
+        lut[present] = np.arange(1, present.size + 1)
+        return values, lut[idx], np.concatenate([area[:1], area[present]])
+    if flat.dtype.kind in "ui":
+        # The inverse np.unique would return, without its argsort of every
+        # pixel: a plain sort and a binary search are ~3x faster.
+        values = np.unique(flat)
+        idx = np.searchsorted(values, flat)
+    else:
+        values, idx = np.unique(flat, return_inverse=True)
+        idx = idx.ravel()
+    # Index 0 stays the background so that object areas include pixels that
+    # overlap the other image's background.
+    if not (values.size > 0 and values[0] == 0):
+        values = np.concatenate([[0], values])
+        idx = idx + 1
+    return values, idx, np.bincount(idx, minlength=values.size)
+
+
+def _overlaps(gt: np.ndarray, pred: np.ndarray):
+    """Labels of both images and the IoU of each overlapping pair of objects.
+
+    Returns ``gt_labels``, ``pred_labels`` (background excluded), then the
+    pairs' row and column in them and their IoU, in row-major order.
+    """
+    gt = np.asarray(gt)
+    pred = np.asarray(pred)
+    if gt.shape != pred.shape:
+        raise ValueError(f"gt and pred must have the same shape, got {gt.shape} and {pred.shape}")
+    gt_labels, gt_idx, area_gt = _ranks(gt)
+    pred_labels, pred_idx, area_pred = _ranks(pred)
+    n, m = gt_labels.size, pred_labels.size
+    code = gt_idx * m + pred_idx
+    if n * m <= max(_DENSE_TABLE, 4 * code.size):
+        counts = np.bincount(code, minlength=n * m).reshape(n, m)
+        rows, cols = np.nonzero(counts[1:, 1:])
+        inter = counts[rows + 1, cols + 1]
+    else:
+        pairs, inter = np.unique(code, return_counts=True)
+        rows, cols = np.divmod(pairs, m)
+        keep = (rows > 0) & (cols > 0)
+        rows, cols, inter = rows[keep] - 1, cols[keep] - 1, inter[keep]
+    union = area_gt[rows + 1] + area_pred[cols + 1] - inter
+    return gt_labels[1:], pred_labels[1:], rows, cols, inter / union
+
+
 def iou_matrix(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, sparse.csr_array]:
     """Intersection over union of every overlapping pair of objects.
 
@@ -76,39 +151,19 @@ def iou_matrix(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray
     iou : scipy.sparse.csr_array, shape (n, m)
         IoU of each pair; pairs that do not overlap are absent (0).
     """
-    gt = np.asarray(gt)
-    pred = np.asarray(pred)
-    if gt.shape != pred.shape:
-        raise ValueError(f"gt and pred must have the same shape, got {gt.shape} and {pred.shape}")
-    # Index 0 stays the background so that object areas include pixels that
-    # overlap the other image's background.
-    gt_labels, gt_idx = np.unique(gt.ravel(), return_inverse=True)
-    pred_labels, pred_idx = np.unique(pred.ravel(), return_inverse=True)
-    gt_has_bg = gt_labels.size > 0 and gt_labels[0] == 0
-    pred_has_bg = pred_labels.size > 0 and pred_labels[0] == 0
-    if not gt_has_bg:
-        gt_labels = np.concatenate([[0], gt_labels])
-        gt_idx = gt_idx + 1
-    if not pred_has_bg:
-        pred_labels = np.concatenate([[0], pred_labels])
-        pred_idx = pred_idx + 1
-    n, m = gt_labels.size, pred_labels.size
-    counts = sparse.coo_array(
-        (np.ones(gt_idx.size, dtype=np.int64), (gt_idx.ravel(), pred_idx.ravel())), shape=(n, m)
-    ).tocsr()  # sums duplicate (gt, pred) entries: the contingency table
-    area_gt = np.asarray(counts.sum(axis=1)).ravel()
-    area_pred = np.asarray(counts.sum(axis=0)).ravel()
-    inter = counts[1:, 1:].tocoo()
-    rows, cols = inter.row, inter.col
-    union = area_gt[rows + 1] + area_pred[cols + 1] - inter.data
-    iou = sparse.csr_array((inter.data / union, (rows, cols)), shape=(n - 1, m - 1))
-    return gt_labels[1:], pred_labels[1:], iou
+    gt_labels, pred_labels, rows, cols, iou = _overlaps(gt, pred)
+    return gt_labels, pred_labels, sparse.csr_array((iou, (rows, cols)), shape=(gt_labels.size, pred_labels.size))
 
 
 def _ratio(num: int, den: int, both_empty: bool) -> float:
     if den == 0:
         return 1.0 if both_empty else 0.0
     return num / den
+
+
+def _one_to_one(rows: np.ndarray, cols: np.ndarray, n_cols: int) -> bool:
+    """True when no row and no column holds two of the pairs (rows sorted)."""
+    return bool(np.all(rows[1:] != rows[:-1]) and np.bincount(cols, minlength=n_cols).max() <= 1)
 
 
 def match_labels(gt: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5) -> MatchResult:
@@ -140,14 +195,20 @@ def match_labels(gt: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5) -
     """
     if not 0.0 <= iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
-    gt_labels, pred_labels, iou = iou_matrix(gt, pred)
+    gt_labels, pred_labels, rows, cols, iou = _overlaps(gt, pred)
     n_true, n_pred = int(gt_labels.size), int(pred_labels.size)
 
-    coo = iou.tocoo()
     # IoU 0 pairs never count, even at threshold 0: they do not touch.
-    keep = (coo.data >= iou_threshold) & (coo.data > 0)
-    rows, cols, vals = coo.row[keep], coo.col[keep], coo.data[keep]
-    if vals.size:
+    keep = (iou >= iou_threshold) & (iou > 0)
+    rows, cols, vals = rows[keep], cols[keep], iou[keep]
+    if vals.size and _one_to_one(rows, cols, pred_labels.size):
+        # Each object has at most one candidate: the assignment of largest
+        # total IoU takes them all (any other leaves one out), so the
+        # Hungarian algorithm would return exactly these pairs.
+        matches = np.stack([gt_labels[rows], pred_labels[cols]], axis=1).astype(np.int64)
+        order = np.argsort(matches[:, 0], kind="stable")
+        matches, pair_ious = matches[order], vals[order]
+    elif vals.size:
         # Assign only among objects that have a candidate, which keeps the
         # dense matrix small; 0 marks "not allowed" and is dropped after.
         ur, r_inv = np.unique(rows, return_inverse=True)

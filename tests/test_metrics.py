@@ -128,3 +128,84 @@ def test_result_is_frozen_and_validates_input():
         match_labels(np.zeros((2, 2), int), np.zeros((3, 3), int))
     with pytest.raises(ValueError, match="iou_threshold"):
         match_labels(np.zeros((2, 2), int), np.zeros((2, 2), int), iou_threshold=1.5)
+
+
+def brute_force_match(gt, pred, threshold):
+    """IoU of every pair by masks, and the best total IoU over all one-to-one sets of candidate pairs."""
+    gt_ids = [int(v) for v in np.unique(gt) if v != 0]
+    pred_ids = [int(v) for v in np.unique(pred) if v != 0]
+    iou = {}
+    for g in gt_ids:
+        for p in pred_ids:
+            inter = int(np.sum((gt == g) & (pred == p)))
+            if inter and inter / int(np.sum((gt == g) | (pred == p))) >= threshold:
+                iou[g, p] = inter / int(np.sum((gt == g) | (pred == p)))
+    totals = []  # (total IoU, pairs) of every one-to-one set of candidates
+
+    def extend(i, used, pairs, total):
+        if i == len(gt_ids):
+            totals.append((total, pairs))
+            return
+        extend(i + 1, used, pairs, total)
+        for p in pred_ids:
+            if p not in used and (gt_ids[i], p) in iou:
+                extend(i + 1, used | {p}, pairs + [(gt_ids[i], p)], total + iou[gt_ids[i], p])
+
+    extend(0, frozenset(), [], 0.0)
+    totals.sort(key=lambda t: -t[0])
+    return gt_ids, pred_ids, iou, totals
+
+
+def random_labels(rng, shape, values):
+    out = np.zeros(shape, dtype=np.int64)
+    for v in rng.choice(values, size=rng.integers(0, 5), replace=False):
+        y, x = rng.integers(0, shape[0], size=2)
+        h, w = rng.integers(1, 5, size=2)
+        out[y:y + h, x:x + w] = v
+    return out
+
+
+def test_matches_a_brute_force_reference():
+    """Random pairs, huge and non-consecutive labels, empty images and exact IoU 0.5 ties, at several thresholds."""
+    rng = np.random.default_rng(7)
+    values = np.array([1, 2, 3, 9, 250, 70_000, 2**40, 2**40 + 3])
+    cases = []
+    for _ in range(150):
+        shape = tuple(rng.integers(1, 10, size=2))
+        gt = random_labels(rng, shape, values)
+        pred = random_labels(rng, shape, values) if rng.random() < 0.6 else np.roll(gt, 1, axis=1) * 3
+        cases.append((gt, pred))
+    halves = np.zeros((2, 4), dtype=np.int64)
+    halves[:, :2], halves[:, 2:] = 5, 2**40  # gt 1 split in two halves: IoU exactly 0.5 with each
+    cases += [(np.ones((2, 4), np.int64), halves), (halves, np.ones((2, 4), np.int64)),
+              (np.zeros((3, 3), np.uint16), np.zeros((3, 3), np.uint16)), (np.zeros((0, 4), np.int32),) * 2]
+    for gt, pred in cases:
+        for threshold in (0.0, 0.3, 0.5, 0.7):
+            r = match_labels(gt, pred, iou_threshold=threshold)
+            gt_ids, pred_ids, iou, totals = brute_force_match(gt, pred, threshold)
+            assert (r.n_true, r.n_pred) == (len(gt_ids), len(pred_ids))
+            assert (r.fp, r.fn) == (r.n_pred - r.tp, r.n_true - r.tp)
+            pairs = [tuple(m) for m in r.matches.tolist()]
+            assert r.matches.dtype == np.int64 and len(pairs) == r.tp == len(r.ious)
+            assert len({g for g, _ in pairs}) == len({p for _, p in pairs}) == r.tp
+            assert [g for g, _ in pairs] == sorted(g for g, _ in pairs)
+            assert r.ious.tolist() == [iou[p] for p in pairs]  # exactly the pixel-count ratio
+            best = totals[0][0]
+            assert sum(r.ious) == pytest.approx(best, rel=1e-12, abs=0)
+            if len(totals) == 1 or totals[1][0] < best - 1e-9:  # a unique optimum: exactly its pairs
+                assert sorted(pairs) == sorted(totals[0][1])
+            if not (gt_ids or pred_ids):
+                assert r.precision == r.recall == r.f1 == 1.0
+    # the halves: either half matches at 0.5, none above
+    assert match_labels(np.ones((2, 4), np.int64), halves).tp == 1
+    assert match_labels(np.ones((2, 4), np.int64), halves, iou_threshold=0.51).tp == 0
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.uint64, np.int64, bool])
+def test_iou_matrix_label_dtypes(dtype):
+    gt = np.zeros((4, 5), dtype=dtype)
+    gt[:2, :2] = 1
+    pred = np.ones((4, 5), dtype=dtype)  # no background
+    gt_labels, pred_labels, iou = iou_matrix(gt, pred)
+    assert gt_labels.tolist() == [1] and pred_labels.tolist() == [1]
+    assert iou.toarray().tolist() == [[4 / 20]]

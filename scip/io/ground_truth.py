@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import string
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +93,7 @@ def check_template(template: str, sources: tuple[Source, ...]) -> str | None:
 
 def _check_ifc(template: str, sources: tuple[Source, ...]) -> str | None:
     try:
-        n_events = ifc_zarr.read_ifc_header(template).n_events
+        n_events = _ifc_truth(template).n_events
     except ValueError as e:
         raise InputError(f"evaluate.labels: {e}") from None
     beyond = [s for s in sources if s.index >= n_events]
@@ -107,6 +110,74 @@ def _truth_path(template: str, source: Source) -> str:
     return template.format(image_id=source.image_id, index=source.index, **source.fields)
 
 
+@dataclass(frozen=True)
+class _IfcTruth:
+    """What reading events of an IFC ground-truth store takes: its size, chunking and every event's shape.
+
+    The shapes are kept as one ``(n_events, 3)`` array rather than the
+    header's tuples (unless they differ in length): a worker may hold this
+    for a million events.
+    """
+
+    n_events: int
+    chunk_size: int
+    shapes: np.ndarray | tuple
+
+    def shape(self, index: int) -> tuple[int, ...]:
+        """Event ``index``'s ``(C, H, W)``, as Python ints (they appear in error messages)."""
+        return tuple(int(v) for v in self.shapes[index])
+
+
+#: Parsed IFC ground-truth headers of this process, by store and the state of its metadata files.
+_IFC_TRUTH: OrderedDict[tuple, _IfcTruth] = OrderedDict()
+_IFC_TRUTH_KEPT = 4
+_IFC_TRUTH_LOCK = threading.Lock()
+
+
+def _metadata_state(template: str) -> tuple | None:
+    """``(mtime_ns, size, inode)`` of the store's ``.zarray`` and ``.zattrs``; ``None`` if one cannot be read."""
+    try:
+        return tuple((st.st_mtime_ns, st.st_size, st.st_ino)
+                     for st in (os.stat(os.path.join(template, name)) for name in (".zarray", ".zattrs")))
+    except OSError:
+        return None
+
+
+def _ifc_truth(template: str) -> _IfcTruth:
+    """The header of an IFC ground-truth store, parsed once per process while its metadata files stay the same.
+
+    Every partition's load task needs it, and parsing the whole ``.zattrs``
+    (every event's shape) each time made a run's cost grow with the square
+    of its events. The key holds the metadata files' mtime, size and inode,
+    so a store rewritten in place is read again.
+
+    Raises
+    ------
+    ValueError
+        As :func:`scip.io.ifc_zarr.read_ifc_header`, for a store not in SCIP's layout.
+    """
+    state = _metadata_state(template)
+    key = (os.path.abspath(template), state)
+    if state is not None:
+        with _IFC_TRUTH_LOCK:
+            cached = _IFC_TRUTH.get(key)
+            if cached is not None:
+                _IFC_TRUTH.move_to_end(key)
+                return cached
+    header = ifc_zarr.read_ifc_header(template)
+    try:
+        shapes = np.array(header.shapes, dtype=np.int64)
+    except ValueError:  # shapes of different lengths: kept as they are, each event's read reports its own
+        shapes = header.shapes
+    store = _IfcTruth(header.n_events, header.chunk_size, shapes)
+    if state is not None:  # a missing metadata file has raised above; this is a race with its removal
+        with _IFC_TRUTH_LOCK:
+            _IFC_TRUTH[key] = store
+            while len(_IFC_TRUTH) > _IFC_TRUTH_KEPT:
+                _IFC_TRUTH.popitem(last=False)
+    return store
+
+
 def attach_truth(records: list[ImageRecord], template: str) -> list[ImageRecord]:
     """Read the ground truth of each record into ``record.truth``.
 
@@ -120,11 +191,11 @@ def attach_truth(records: list[ImageRecord], template: str) -> list[ImageRecord]
     if truth_kind(template) != "ifc":
         return [_attach_tiff(r, template) for r in records]
     try:
-        header = ifc_zarr.read_ifc_header(template)
+        store = _ifc_truth(template)
     except ValueError as e:
         return [r.with_(truth=f"cannot read ground truth: {e}") for r in records]
-    wanted = {r.source.index: header.shapes[r.source.index] for r in records if r.source.index < header.n_events}
-    results = dict(ifc_zarr.read_ifc_chunks(template, header.chunk_size, wanted))
+    wanted = {r.source.index: store.shape(r.source.index) for r in records if r.source.index < store.n_events}
+    results = dict(ifc_zarr.read_ifc_chunks(template, store.chunk_size, wanted))
     out = []
     for r in records:
         result = results.get(r.source.index, f"ground truth {template} has no event {r.source.index}")
