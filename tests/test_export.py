@@ -58,3 +58,40 @@ def test_cells_of_several_feature_layouts_land_in_their_columns():
     assert frame["micronucleus_count"].tolist() == [2, pd.NA, 0, pd.NA, pd.NA]
     assert frame["feat_b"].isna().tolist() == [False, True, False, True, True]
     assert np.signbit(frame["feat_b"].iloc[0])
+
+
+def test_part_keeps_values_schema_and_metadata_statistics(tmp_path):
+    # The writer skips dictionaries and statistics on feature and outline columns only: what comes back is the
+    # same, GeoParquet metadata included, and the metadata columns keep the statistics filtered reads prune by.
+    import json
+
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+    from shapely.geometry import box
+
+    from scip.io.parquet import arrow_schema, part_table, write_part
+
+    columns = {**COLUMNS, "geometry": "wkb"}
+    cells = [_cell(i, {"micronucleus_count": i, "feat_a": 0.5 * i, "feat_b": -0.0, "feat_c": np.nan})
+             .with_(geometry=box(0, 0, i + 1, 2).wkb) for i in range(4)]
+    frame = cells_frame(cells, columns)
+    schema = arrow_schema(columns)
+    path = tmp_path / "part-00000.parquet"
+    record = write_part(frame, path, schema)
+    assert record["rows"] == 4
+    assert pq.read_table(path).equals(part_table(frame, schema))
+    plain = tmp_path / "plain.parquet"  # pyarrow's defaults: dictionaries and statistics everywhere
+    pq.write_table(part_table(frame, schema), plain)
+    back = pd.read_parquet(path)
+    pd.testing.assert_frame_equal(back, pd.read_parquet(plain))
+    assert np.array_equal(back["feat_b"].to_numpy().view(np.int64), frame["feat_b"].to_numpy().view(np.int64))
+    assert json.loads(pq.read_schema(path).metadata[b"geo"])["primary_column"] == "geometry"
+    stats = pq.ParquetFile(path).metadata.row_group(0)
+    by_name = {stats.column(j).path_in_schema: stats.column(j) for j in range(stats.num_columns)}
+    assert by_name["meta_index"].statistics.min == 0 and by_name["meta_index"].statistics.max == 3
+    assert by_name["micronucleus_count"].statistics.max == 3
+    assert by_name["meta_image_id"].is_stats_set
+    assert not by_name["feat_a"].is_stats_set and not by_name["geometry"].is_stats_set
+    # A filter on a metadata column prunes the part by its statistics, and on a feature still selects rows.
+    assert ds.dataset(path).to_table(filter=ds.field("meta_index") > 3).num_rows == 0
+    assert ds.dataset(path).to_table(filter=ds.field("feat_a") > 0.6).num_rows == 2
