@@ -42,6 +42,7 @@ def test_cells_of_several_feature_layouts_land_in_their_columns():
         _cell(2, {"micronucleus_count": 0, "feat_a": 1e300, "feat_b": 2.0, "feat_c": -4.0}, label=3),
         _cell(3, {}),
         _cell(4, {"feat_c": 5.0, "feat_a": -1.0, "feat_extra": 1.0}),
+        _cell(6, {"feat_b": 0.25, "feat_a": -3.0}),  # only float columns' names: the values taken as they are
     ]
     image = ImageRecord(source=Source(image_id="x", index=9, paths=("x.tif",)), channels=("a",))
     records = [image, *cells[:2], _cell(5, {"feat_a": 99.0}, ok=False), *cells[2:]]
@@ -55,8 +56,9 @@ def test_cells_of_several_feature_layouts_land_in_their_columns():
             assert np.array_equal(frame[name].to_numpy().view(np.int64), expected[name].to_numpy().view(np.int64)), name
         else:
             pd.testing.assert_series_equal(frame[name], expected[name], check_names=True)
-    assert frame["micronucleus_count"].tolist() == [2, pd.NA, 0, pd.NA, pd.NA]
-    assert frame["feat_b"].isna().tolist() == [False, True, False, True, True]
+    assert frame["micronucleus_count"].tolist() == [2, pd.NA, 0, pd.NA, pd.NA, pd.NA]
+    assert frame["feat_b"].isna().tolist() == [False, True, False, True, True, False]
+    assert frame["feat_a"].iloc[-1] == -3.0 and np.isnan(frame["feat_c"].iloc[-1])
     assert np.signbit(frame["feat_b"].iloc[0])
 
 

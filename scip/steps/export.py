@@ -97,14 +97,16 @@ def _layout(keys: tuple[str, ...], position: dict[str, int],
     Returns
     -------
     tuple
-        The indices in ``keys`` of the float columns' values, their columns
-        in the float block, and ``(index, column)`` of the values that go to
-        the other columns (integer micronucleus counts); keys of neither are
-        not exported.
+        The indices in ``keys`` of the float columns' values (None when that
+        is all of them, in order), their columns in the float block, and
+        ``(index, column)`` of the values that go to the other columns
+        (integer micronucleus counts); keys of neither are not exported.
     """
     picked = [(k, position[name]) for k, name in enumerate(keys) if name in position]
     to_other = [(k, name) for k, name in enumerate(keys) if name not in position and name in other]
-    return [k for k, _ in picked], np.array([j for _, j in picked], dtype=np.intp), to_other
+    # None: every value is a float column's, in order (the usual case), and the values are taken as they are.
+    indices = None if len(picked) == len(keys) else [k for k, _ in picked]
+    return indices, np.array([j for _, j in picked], dtype=np.intp), to_other
 
 
 def cells_frame(records: Iterable[ImageRecord | CellRecord], columns: dict[str, str]) -> pd.DataFrame:
@@ -150,7 +152,7 @@ def cells_frame(records: Iterable[ImageRecord | CellRecord], columns: dict[str, 
         values = list(r.features.values())
         rows, gathered = groups[keys]
         rows.append(i)
-        gathered.append([values[k] for k in layout[0]])
+        gathered.append(values if layout[0] is None else [values[k] for k in layout[0]])
         for k, name in layout[2]:  # integer values (micronucleus counts)
             other[name][i] = values[k]
     # After every row's metadata, as before: a feature of the same name as a metadata column wins.
