@@ -8,8 +8,8 @@ Both writers then take turns on the same partitions in one process
 ``write_part`` and ``arrow_schema`` are loaded from its files and composed as
 its ``_write`` was at the time of writing (session 13). Its parts and
 ``report_table`` must read back equal to this checkout's before anything is
-timed. Besides the whole task, its pieces are timed: ``cells_frame`` (old,
-new), ``part_table``, and ``pq.write_table`` with pyarrow's default options
+timed. Besides the whole task, its pieces are timed: ``cells_frame`` and
+``part_table`` (old, new), and ``pq.write_table`` with pyarrow's default options
 and with :func:`scip.io.parquet.write_options`.
 
 Usage::
@@ -132,7 +132,8 @@ def main() -> None:
             "_write new": every(graph._write, "new"),
             "cells_frame old": lambda: [old_export.cells_frame(r, c) for r, _, c, _ in kept],
             "cells_frame new": lambda: [new_export.cells_frame(r, c) for r, _, c, _ in kept],
-            "part_table": lambda: [new_parquet.part_table(f, s) for f, s in zip(frames, schemas)],
+            "part_table old": lambda: [old_parquet.part_table(f, s) for f, s in zip(frames, schemas)],
+            "part_table new": lambda: [new_parquet.part_table(f, s) for f, s in zip(frames, schemas)],
             "pq.write_table default": lambda: [pq.write_table(t, x) for t in tables],
             "pq.write_table write_options": lambda: [pq.write_table(t, x, **new_parquet.write_options(s))
                                                      for t, s in zip(tables, schemas)],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from scip.records import CellRecord, ImageRecord, Source, skipped
 from scip.steps.export import cells_frame
@@ -97,3 +98,32 @@ def test_part_keeps_values_schema_and_metadata_statistics(tmp_path):
     # A filter on a metadata column prunes the part by its statistics, and on a feature still selects rows.
     assert ds.dataset(path).to_table(filter=ds.field("meta_index") > 3).num_rows == 0
     assert ds.dataset(path).to_table(filter=ds.field("feat_a") > 0.6).num_rows == 2
+
+
+@pytest.mark.parametrize("n_floats", [3, 70])
+def test_part_table_same_arrays_with_few_or_many_float_columns(n_floats, tmp_path):
+    # Few float columns are converted one by one, many sliced out of one array: the table and the part read
+    # back are the same either way (NaN as null, -0.0 and infinities kept, no rows too).
+    import pyarrow as pa
+
+    from scip.io.parquet import arrow_schema, part_table, write_part
+
+    columns = {"meta_image_id": "str", "meta_label": "int", **{f"feat_{j}": "float" for j in range(n_floats)}}
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(5, n_floats))
+    values[0, 0], values[1, -1], values[2, n_floats // 2], values[3, 1] = np.nan, -0.0, np.inf, -np.inf
+    frame = pd.DataFrame({"meta_image_id": pd.array(list("abcde"), dtype="string"),
+                          "meta_label": pd.array([1, 2, None, 4, 5], dtype="Int64"),
+                          **{f"feat_{j}": values[:, j] for j in range(n_floats)}})
+    schema = arrow_schema(columns)
+    for rows in (frame, frame.iloc[:0]):
+        table = part_table(rows, schema)
+        expected = pa.Table.from_arrays([pa.array(rows[f.name], type=f.type, from_pandas=True) for f in schema],
+                                        schema=schema)
+        assert table.equals(expected)
+        assert table.column("feat_0").null_count == (1 if len(rows) else 0)
+        write_part(rows, tmp_path / "part.parquet", schema)
+        back = pd.read_parquet(tmp_path / "part.parquet")
+        assert len(back) == len(rows)
+        for j in range(n_floats):
+            assert np.array_equal(back[f"feat_{j}"].to_numpy().view(np.int64), rows[f"feat_{j}"].to_numpy().view(np.int64))

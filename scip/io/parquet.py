@@ -31,6 +31,10 @@ def arrow_schema(columns: dict[str, str]) -> pa.Schema:
     return schema
 
 
+#: From this many float columns on, :func:`part_table` slices them out of one Arrow array.
+_SLICED = 64
+
+
 def part_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     """``frame``'s columns of ``schema`` as the Arrow table :func:`write_part` writes.
 
@@ -52,11 +56,23 @@ def part_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     # the frame one by one, cost more than the write itself: the float columns leave
     # the frame as one block, transposed once so that each column is contiguous.
     floats = [field.name for field in schema if pa.types.is_floating(field.type)]
+    n = len(frame)
     block = np.ascontiguousarray(frame[floats].to_numpy(dtype=np.float64).T) if floats else None
+    # Many columns (a part's features) become one Arrow array, NaN to null in one pass, of
+    # which each column is a zero-copy slice: ~1 us a column instead of a ~4 us conversion.
+    # A few (the report's table, which travels to the driver) are converted one by one,
+    # so that each column owns its buffers and pickles only its own values.
+    flat = pa.array(block.ravel(), type=pa.float64(), from_pandas=True) if len(floats) >= _SLICED else None
     row = {name: j for j, name in enumerate(floats)}
-    arrays = [pa.array(block[row[field.name]], type=field.type, from_pandas=True) if field.name in row
-              else pa.array(frame[field.name], type=field.type, from_pandas=True)
-              for field in schema]
+    arrays = []
+    for field in schema:
+        if field.name not in row:
+            arrays.append(pa.array(frame[field.name], type=field.type, from_pandas=True))
+        elif flat is None:
+            arrays.append(pa.array(block[row[field.name]], type=field.type, from_pandas=True))
+        else:
+            column = flat.slice(row[field.name] * n, n)
+            arrays.append(column if field.type == column.type else column.cast(field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
