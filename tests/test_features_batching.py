@@ -187,3 +187,25 @@ def test_pipeline_same_table_for_any_images_per_partition(tmp_path):
     assert one["meta_label"].tolist() == four["meta_label"].tolist()
     for col in features:
         np.testing.assert_array_equal(four[col].to_numpy(), one[col].to_numpy(), err_msg=col)
+
+
+def test_feature_values_are_python_floats_and_earlier_values_stay(fields, monkeypatch):
+    # The rows leave the table as Python floats in one conversion, whatever a column's dtype (a boolean column
+    # makes a plain ``to_numpy()`` an object array of bools); a value set before the step (a micronucleus
+    # count) keeps its type.
+    import scip.steps.features as step
+
+    cells = [c.with_(features={"micronucleus_count": 2}) for c in _cells(fields, n_fields=1)[:5]]
+    real = step.extract_crops
+
+    def with_a_boolean_column(*args, **kwargs):
+        table = real(*args, **kwargs)
+        return table.assign(**{table.columns[0]: np.arange(len(table)) % 2 == 1})
+
+    monkeypatch.setattr(step, "extract_crops", with_a_boolean_column)
+    done = featurize_cells(cells, "cell", MASKS, DEFAULT_FAMILIES, FeatureParams())
+    assert all(c.status for c in done)
+    for i, c in enumerate(done):
+        assert type(c.features.pop("micronucleus_count")) is int
+        assert {type(v) for v in c.features.values()} == {float}
+        assert c.features[next(iter(c.features))] == float(i % 2)

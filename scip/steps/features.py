@@ -7,10 +7,16 @@ import time
 from dataclasses import replace
 from typing import Sequence
 
+import numpy as np
 
 from scip.features import FeatureParams, check_3d
 from scip.features.crops import extract_crops
 from scip.records import EXPECTED, CellRecord, ImageRecord, Status, failed, skipped
+
+
+def _values(table) -> list[list[float]]:
+    """The rows of a feature table as lists of Python floats (whatever the columns' dtypes), in one conversion."""
+    return table.to_numpy(dtype=np.float64).tolist()
 
 
 def _measure(cells: list[CellRecord], cell_mask: str, masks: Sequence[str], families: tuple[str, ...],
@@ -26,7 +32,7 @@ def _measure(cells: list[CellRecord], cell_mask: str, masks: Sequence[str], fami
 
         for name in masks:
             table = extract_volumes(crops, [c.masks[name] for c in cells], cells[0].channels, name, origins)
-            for row, values in zip(rows, table.to_numpy().tolist()):
+            for row, values in zip(rows, _values(table)):
                 row.update(zip(table.columns, values))
         return rows
     cell_masks = [c.masks[cell_mask] for c in cells]
@@ -38,7 +44,7 @@ def _measure(cells: list[CellRecord], cell_mask: str, masks: Sequence[str], fami
                               mask_name=name, origins=origins, backgrounds=backgrounds, band_masks=cell_masks,
                               params=params)
         names = list(table.columns)
-        for row, values in zip(rows, table.to_numpy().tolist()):
+        for row, values in zip(rows, _values(table)):
             row.update(zip(names, values))
     return rows
 
@@ -50,8 +56,10 @@ def _finish(cell: CellRecord, row: dict[str, float] | None, error: Status | None
         return cell.with_(status=error, **done)
     if all(math.isnan(v) for v in row.values()):
         return cell.with_(status=skipped("features", "every feature is NaN"), **done)
-    # Values set before this step (micronucleus counts) stay.
-    return cell.with_(features={**cell.features, **{k: float(v) for k, v in row.items()}}, **done)
+    # Values set before this step (micronucleus counts) stay. The row's values are Python floats already
+    # (:func:`_values`), and the row is this cell's own (made by :func:`_measure`): no per-value conversion,
+    # and no copy of its thousand-odd entries when nothing came before.
+    return cell.with_(features={**cell.features, **row} if cell.features else row, **done)
 
 
 def featurize_cells(records: list[ImageRecord | CellRecord], cell_mask: str, masks: Sequence[str],
