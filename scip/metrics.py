@@ -59,8 +59,9 @@ class MatchResult:
 #: labels are ranked by sorting (e.g. labels such as 2**40).
 _DENSE_LABELS = 1 << 16
 #: The contingency table is counted densely (``np.bincount``) when it has at
-#: most this many cells or 4 per pixel; beyond, its non-zero cells are found
-#: by sorting the pairs' codes (many objects in each image).
+#: most this many cells or one per pixel (so it never takes more memory than
+#: the pixels' codes); beyond, its non-zero cells are found by sorting the
+#: pairs' codes (many objects in each image).
 _DENSE_TABLE = 1 << 16
 
 
@@ -116,7 +117,7 @@ def _overlaps(gt: np.ndarray, pred: np.ndarray):
     pred_labels, pred_idx, area_pred = _ranks(pred)
     n, m = gt_labels.size, pred_labels.size
     code = gt_idx * m + pred_idx
-    if n * m <= max(_DENSE_TABLE, 4 * code.size):
+    if n * m <= max(_DENSE_TABLE, code.size):
         counts = np.bincount(code, minlength=n * m).reshape(n, m)
         rows, cols = np.nonzero(counts[1:, 1:])
         inter = counts[rows + 1, cols + 1]

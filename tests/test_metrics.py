@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from scip import metrics
 from scip.metrics import MatchResult, iou_matrix, match_labels
 
 
@@ -165,8 +166,15 @@ def random_labels(rng, shape, values):
     return out
 
 
-def test_matches_a_brute_force_reference():
-    """Random pairs, huge and non-consecutive labels, empty images and exact IoU 0.5 ties, at several thresholds."""
+@pytest.mark.parametrize("dense_table", [None, 0])
+def test_matches_a_brute_force_reference(dense_table, monkeypatch):
+    """Random pairs, huge and non-consecutive labels, empty images and exact IoU 0.5 ties, at several thresholds.
+
+    ``dense_table=0``: most contingency tables here have more cells than pixels, so they are counted by
+    sorting the pairs' codes, the path of large images with many objects.
+    """
+    if dense_table is not None:
+        monkeypatch.setattr(metrics, "_DENSE_TABLE", dense_table)
     rng = np.random.default_rng(7)
     values = np.array([1, 2, 3, 9, 250, 70_000, 2**40, 2**40 + 3])
     cases = []
