@@ -1,4 +1,5 @@
-"""Timing shared by the benchmarks (run as scripts from this folder, so importable by name).
+"""Timing shared by the benchmarks (run as scripts from this folder, so importable by name), and the
+loading of another checkout's module for the A/B benchmarks.
 
 The project quotes the median of alternated runs: every callable runs once per round, in turn
 (A, B, A, B, ...), so a burst of load from other jobs on a shared machine hits all of them alike
@@ -8,9 +9,12 @@ flatter whichever callable happened to run in a quiet moment.
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Mapping
 
 
@@ -62,3 +66,17 @@ def alternate(funcs: Mapping[str, Callable[[], object]], repeats: int, warmup: i
             func()
             times[name].append(time.perf_counter() - start)
     return {name: Timing(t) for name, t in times.items()}
+
+
+def load_module(name: str, path: str | Path):
+    """The Python file ``path`` imported as module ``name`` (e.g. another checkout's version of a scip module).
+
+    The module is registered in ``sys.modules`` before it runs, as an import
+    would: dataclasses (and pickling) look their module up there.
+    """
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+

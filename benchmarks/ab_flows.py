@@ -10,22 +10,18 @@ on one thread, medians of wall time and of the thread's CPU time printed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from _timing import load_module
+
 
 def _load(name: str, checkout: Path):
-    spec = importlib.util.spec_from_file_location(name, checkout / "scip" / "segment" / "flows.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module(name, checkout / "scip" / "segment" / "flows.py")
 
 
 def main(argv: list[str] | None = None) -> None:

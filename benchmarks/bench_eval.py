@@ -25,7 +25,6 @@ medians of ``--repeats`` rounds, and the results are compared field by field.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from _timing import alternate  # noqa: E402
+from _timing import alternate, load_module  # noqa: E402
 
 from scip import metrics  # noqa: E402
 from scip.io import ground_truth, ifc_zarr  # noqa: E402
@@ -53,11 +52,7 @@ def load_before(rev: str, path: str, name: str):
                           capture_output=True, text=True).stdout
     file = Path(tempfile.mkdtemp()) / f"{name}.py"
     file.write_text(text)
-    spec = importlib.util.spec_from_file_location(name, file)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module(name, file)
 
 
 def perturbed(labels: np.ndarray, i: int) -> np.ndarray:

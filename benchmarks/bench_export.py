@@ -21,7 +21,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import pickle
 import shutil
 import sys
@@ -34,7 +33,7 @@ sys.path.insert(0, str(HERE))
 
 import pandas as pd  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from _timing import alternate  # noqa: E402
+from _timing import alternate, load_module  # noqa: E402
 
 import scip  # noqa: E402
 from scip.accounting import summarize  # noqa: E402
@@ -70,13 +69,6 @@ def capture(data: Path, out: Path, n: int) -> None:
     out.write_bytes(pickle.dumps(sorted(kept, key=lambda k: k[1]), protocol=5))
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--old", type=Path, required=True, help="the other checkout (its scip/ folder is read)")
@@ -88,8 +80,8 @@ def main() -> None:
     if not args.records.exists():
         capture(args.data, args.records, args.partitions)
     kept = pickle.loads(args.records.read_bytes())[:args.partitions]
-    old_export = _load("old_export", args.old / "scip" / "steps" / "export.py")
-    old_parquet = _load("old_parquet", args.old / "scip" / "io" / "parquet.py")
+    old_export = load_module("old_export", args.old / "scip" / "steps" / "export.py")
+    old_parquet = load_module("old_parquet", args.old / "scip" / "io" / "parquet.py")
 
     def old_write(records, index, directory, columns, progress, report_columns=()):
         frame = old_export.cells_frame(records, columns)
