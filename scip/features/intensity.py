@@ -468,10 +468,20 @@ def _run_median(values, starts, counts):  # pragma: no cover - compiled
     return out
 
 
-def _first_max(values: np.ndarray, maxima: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Position in the grouped arrays of each run's first value equal to its maximum; -1 if none (NaN)."""
+def _first_max(values: np.ndarray, maxima: np.ndarray, starts: np.ndarray, counts: np.ndarray,
+               seg: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
+    """Position in the grouped arrays of each run's first value equal to its maximum; -1 if none (NaN).
+
+    ``seg`` (the run of each value) and ``scratch`` (float64, one entry per
+    value), when given, spread the maxima over the values in that buffer
+    instead of a fresh pixel-sized array: the caller reuses one across channels.
+    """
+    if seg is not None and scratch is not None:
+        spread = np.take(maxima, seg, out=scratch)
+    else:
+        spread = np.repeat(maxima, counts)
     # Only the hits are indexed (a few per run), not every pixel: no pixel-sized index arrays to allocate.
-    hits = np.flatnonzero(values == np.repeat(maxima, counts))
+    hits = np.flatnonzero(values == spread)
     at = np.searchsorted(hits, starts)
     first = hits[np.minimum(at, max(len(hits) - 1, 0))] if len(hits) else np.full(len(starts), -1, np.intp)
     return np.where((at < len(hits)) & (first < starts + counts), first, -1)
@@ -501,9 +511,14 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     seg = objects.seg
     local_rows, local_cols = objects.local_rows, objects.local_cols
     cen_row, cen_col = objects.local_centroid
-    d_row = local_rows - cen_row[seg]
-    d_col = local_cols - cen_col[seg]
-    edge_counts = np.add.reduceat(edge.astype(np.int64), starts) if n else np.zeros(0, np.int64)
+    # The centroid per pixel, then subtracted in place (as in Objects._coordinates):
+    # ``local_rows - cen_row[seg]`` faulted in a pixel-sized temporary more per axis.
+    d_row = np.take(cen_row, seg)
+    np.subtract(local_rows, d_row, out=d_row)
+    d_col = np.take(cen_col, seg)
+    np.subtract(local_cols, d_col, out=d_col)
+    # Counted as int64 while reducing: no int64 copy of the pixel-sized mask.
+    edge_counts = np.add.reduceat(edge, starts, dtype=np.int64) if n else np.zeros(0, np.int64)
     edge_starts = np.zeros(n, np.int64)
     np.cumsum(edge_counts[:-1], out=edge_starts[1:])
     row0 = objects.box_min_row + objects.row_shift
@@ -528,7 +543,8 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
         with np.errstate(divide="ignore", invalid="ignore"):
             shift_row = np.where(total != 0, row_sum / total, np.nan)
             shift_col = np.where(total != 0, col_sum / total, np.nan)
-        first = _first_max(values, stats["max"], starts, counts)
+        # product is free again: it takes the spread maxima
+        first = _first_max(values, stats["max"], starts, counts, seg, product)
         found = first >= 0
         max_row = np.where(found, local_rows[first], np.nan) + row0
         max_col = np.where(found, local_cols[first], np.nan) + col0
