@@ -14,7 +14,7 @@ import numpy as np
 
 from scip._featureparams import FeatureParams
 
-from ._groups import Groups, group_pixels, segment_ids
+from ._groups import Groups, compact_labels, group_pixels, segment_ids
 
 __all__ = ["FeatureParams", "Objects"]
 
@@ -30,7 +30,9 @@ class Objects:
         W)`` with 3-D labels, for the families that measure 3-D objects
         (:data:`scip.features.FAMILIES_3D`).
     labels : ndarray of int, shape (H, W) or (Z, H, W)
-        0 is background.
+        0 is background. With ``compiled``, held as
+        :func:`._groups.compact_labels` gives it (int32 unless a label needs
+        int64), as is ``band_labels``.
     background : ndarray of bool, shape (H, W)
         Pixels that may serve as local background: by default ``labels == 0``.
         The pipeline also excludes other cells and the padding between packed
@@ -75,6 +77,12 @@ class Objects:
     groups: Groups = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.compiled:
+            # The label dtype the compiled kernels are built for (int32 unless a
+            # label needs more): an int32 image is used as it is, not copied.
+            object.__setattr__(self, "labels", compact_labels(self.labels))
+            if self.band_labels is not None:
+                object.__setattr__(self, "band_labels", compact_labels(self.band_labels))
         object.__setattr__(self, "groups", group_pixels(self.labels, compiled=self.compiled))
         for name in ("row_offset", "col_offset", "z_offset"):
             if type(getattr(self, name)) is int:

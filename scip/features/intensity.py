@@ -192,7 +192,7 @@ def _region_boundaries(labels):  # pragma: no cover - compiled
     count = 0
     for stage in range(2):
         if stage == 1:
-            lab = np.empty(count, np.int64)  # labels are int64 (warmup.KERNELS)
+            lab = np.empty(count, np.int64)  # int64 whatever the label dtype: one return type
             rr = np.empty(count, np.int64)
             cc = np.empty(count, np.int64)
             count = 0
