@@ -508,15 +508,23 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     # numpy, not a compiled pass: a kernel of its own saved ~0.1 s per 5,000
     # cells but cost 0.6-0.8 CPU s to compile on an empty cache, which the
     # first run's 2x budget (issue 18) could not afford.
+    #
+    # Three pixel-sized float64 buffers in all (d_row, d_col and product, a
+    # scratch here and in the channel loop) and no box-relative integer
+    # arrays: each pixel-sized array is a fresh mapping whose pages the
+    # kernel zeroes on first touch (45 MB each on the benchmark mosaic). The
+    # box-relative coordinate is formed in float64, as float(row) -
+    # float(box row), which is float(row - box row) exactly (integers below
+    # 2**53), so the values are those of ``local_rows - cen_row[seg]``.
     seg = objects.seg
-    local_rows, local_cols = objects.local_rows, objects.local_cols
     cen_row, cen_col = objects.local_centroid
-    # The centroid per pixel, then subtracted in place (as in Objects._coordinates):
-    # ``local_rows - cen_row[seg]`` faulted in a pixel-sized temporary more per axis.
-    d_row = np.take(cen_row, seg)
-    np.subtract(local_rows, d_row, out=d_row)
-    d_col = np.take(cen_col, seg)
-    np.subtract(local_cols, d_col, out=d_col)
+    product = np.empty(seg.shape[0], np.float64)
+    d_row = np.take(objects.box_min_row.astype(np.float64), seg)
+    np.subtract(objects.rows, d_row, out=d_row)
+    np.subtract(d_row, np.take(cen_row, seg, out=product), out=d_row)
+    d_col = np.take(objects.box_min_col.astype(np.float64), seg)
+    np.subtract(objects.cols, d_col, out=d_col)
+    np.subtract(d_col, np.take(cen_col, seg, out=product), out=d_col)
     # Counted as int64 while reducing: no int64 copy of the pixel-sized mask.
     edge_counts = np.add.reduceat(edge, starts, dtype=np.int64) if n else np.zeros(0, np.int64)
     edge_starts = np.zeros(n, np.int64)
@@ -524,7 +532,6 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     row0 = objects.box_min_row + objects.row_shift
     col0 = objects.box_min_col + objects.col_shift
 
-    product = np.empty(len(d_row), np.float64)
     out: dict[tuple[str, str | None], np.ndarray] = {}
     for c, channel in enumerate(objects.channel_names):
         image = np.ravel(objects.pixels[c])
@@ -546,8 +553,9 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
         # product is free again: it takes the spread maxima
         first = _first_max(values, stats["max"], starts, counts, seg, product)
         found = first >= 0
-        max_row = np.where(found, local_rows[first], np.nan) + row0
-        max_col = np.where(found, local_cols[first], np.nan) + col0
+        # the box-relative row and column of the maximum, exact integers as local_rows[first]
+        max_row = np.where(found, objects.rows[first] - objects.box_min_row, np.nan) + row0
+        max_col = np.where(found, objects.cols[first] - objects.box_min_col, np.nan) + col0
 
         feats: dict[str, np.ndarray] = dict(stats)
         feats.update({f"edge_{k}": v for k, v in edge_stats.items()})
