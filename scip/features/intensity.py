@@ -477,7 +477,9 @@ def _first_max(values: np.ndarray, maxima: np.ndarray, starts: np.ndarray, count
     instead of a fresh pixel-sized array: the caller reuses one across channels.
     """
     if seg is not None and scratch is not None:
-        spread = np.take(maxima, seg, out=scratch)
+        # mode="clip" (the positions are in range anyway): with the default
+        # "raise", np.take writes to a pixel-sized copy of ``out`` first
+        spread = np.take(maxima, seg, out=scratch, mode="clip")
     else:
         spread = np.repeat(maxima, counts)
     # Only the hits are indexed (a few per run), not every pixel: no pixel-sized index arrays to allocate.
@@ -521,12 +523,16 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     product = np.empty(seg.shape[0], np.float64)
     d_row = np.take(objects.box_min_row.astype(np.float64), seg)
     np.subtract(objects.rows, d_row, out=d_row)
-    np.subtract(d_row, np.take(cen_row, seg, out=product), out=d_row)
+    # mode="clip": with the default "raise", np.take buffers ``out`` in a fresh pixel-sized array
+    np.subtract(d_row, np.take(cen_row, seg, out=product, mode="clip"), out=d_row)
     d_col = np.take(objects.box_min_col.astype(np.float64), seg)
     np.subtract(objects.cols, d_col, out=d_col)
-    np.subtract(d_col, np.take(cen_col, seg, out=product), out=d_col)
-    # Counted as int64 while reducing: no int64 copy of the pixel-sized mask.
-    edge_counts = np.add.reduceat(edge, starts, dtype=np.int64) if n else np.zeros(0, np.int64)
+    np.subtract(d_col, np.take(cen_col, seg, out=product, mode="clip"), out=d_col)
+    # Edge pixels per run from the positions of the edge pixels (a few per
+    # object): reduceat over the mask would first cast all of it to int64, a
+    # pixel-sized copy, even when given dtype=int64.
+    edge_at = np.flatnonzero(edge)
+    edge_counts = (np.searchsorted(edge_at, starts + counts) - np.searchsorted(edge_at, starts)).astype(np.int64)
     edge_starts = np.zeros(n, np.int64)
     np.cumsum(edge_counts[:-1], out=edge_starts[1:])
     row0 = objects.box_min_row + objects.row_shift
