@@ -235,7 +235,7 @@ def _band_owned(labels, usable, region_label, box, width, region_pos, dist, cand
 
     Scratch space, overwritten: ``dist``, of an integer type that holds
     ``width**2 + 1``, at least :func:`_blocked_size` entries; ``cand_rc``
-    (int64) and ``cand_d`` (an integer type that holds ``width**2``) one
+    (int64) and ``cand_d`` (the integer type of ``dist``) one
     entry per window pixel of all regions. The caller allocates them and the outputs (numpy's large arrays
     get transparent huge pages, numba's do not: an image-sized array
     allocated here cost more in page faults than the whole transform).
@@ -418,16 +418,19 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
     # Scratch and outputs of the kernel, allocated here (see _band_owned). The
     # candidate arrays have room for every window pixel and the outputs for
     # every usable pixel, bounds no input reaches: only the pages written are
-    # faulted in. dist uint16 and cand_d int32 hold width**2 + 1 for any
-    # sensible band, so one compiled specialization; a wider band compiles
-    # another on first use.
+    # faulted in, so the narrower their type the fewer pages: dist and cand_d
+    # uint16 hold width**2 + 1 for any sensible band (a wider one compiles
+    # an int64 specialization on first use), and out_pos int32 holds any
+    # object position with int32 labels. One compiled specialization for the
+    # usual case.
     cap = width * width + 1
-    dist = np.empty(_blocked_size(H, W), np.uint16 if cap <= np.iinfo(np.uint16).max else np.int64)
+    distance_type = np.uint16 if cap <= np.iinfo(np.uint16).max else np.int64
+    dist = np.empty(_blocked_size(H, W), distance_type)
     cand_rc = np.empty(n_window, np.int64)
-    cand_d = np.empty(n_window, np.int32 if cap <= np.iinfo(np.int32).max else np.int64)
+    cand_d = np.empty(n_window, distance_type)
     n_out = min(n_window, int(np.count_nonzero(usable)))
     out_flat = np.empty(n_out, np.int64)
-    out_pos = np.empty(n_out, np.int64)
+    out_pos = np.empty(n_out, np.int32 if len(objects) <= np.iinfo(np.int32).max else np.int64)
     k = _band_owned(regions, usable, np.asarray(region_ids, np.int64), box, width, region_pos,
                     dist, cand_rc, cand_d, out_flat, out_pos)
     return out_flat[:k], out_pos[:k]

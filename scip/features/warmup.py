@@ -82,7 +82,7 @@ KERNELS: tuple[Kernel, ...] = (
            bundle="selection"),
     Kernel("intensity._band_owned", intensity._band_owned,
            (_L2, _array(nt.boolean, 2), _I, _array(nt.int64, 2), nt.int64, _I,
-            _array(nt.uint16), _I, _array(nt.int32), _I, _I), ("intensity",), 1.2),
+            _array(nt.uint16), _I, _array(nt.uint16), _I, _array(nt.int32)), ("intensity",), 1.2),
     Kernel("intensity._edge_pixels", intensity._edge_pixels,
            (_L2, _I, nt.int64, _array(nt.boolean, 2), nt.boolean), ("intensity",), 0.6),
     Kernel("intensity._region_boundaries", intensity._region_boundaries, (_L2,), ("intensity",), 0.4),
