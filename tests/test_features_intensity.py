@@ -128,7 +128,8 @@ def _edge_mask(labels: np.ndarray, width: int, outside: np.ndarray | None = None
     ring = np.zeros(labels.shape, bool)
     dummy = np.zeros((1, 1), bool) if outside is None else np.ascontiguousarray(outside)
     ring.ravel()[objects.groups.index] = intensity._edge_pixels(objects.labels, objects.groups.index, int(width),
-                                                                dummy, outside is not None)
+                                                                dummy, outside is not None,
+                                                                np.full(labels.size, 7, np.uint8))  # stale scratch
     return ring
 
 

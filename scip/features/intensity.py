@@ -131,7 +131,7 @@ def describe(channel_names: Sequence[str], params: FeatureParams) -> list[tuple[
 
 
 @kernel
-def _edge_pixels(labels, index, width, outside, use_outside):  # pragma: no cover - compiled
+def _edge_pixels(labels, index, width, outside, use_outside, removed):  # pragma: no cover - compiled
     """Which of the labeled pixels ``index`` (flat) ``width`` label-wise erosions with the 4-connected cross remove.
 
     A pixel survives an erosion only if each of its in-image 4-neighbours
@@ -147,7 +147,9 @@ def _edge_pixels(labels, index, width, outside, use_outside):  # pragma: no cove
     # Stamps 1 and 2 alternate: a pixel still there at erosion t has no
     # same-label 4-neighbour removed before t - 1 (it would have gone at t - 1
     # itself), so "removed before t" is "stamped, and not with t's stamp".
-    removed = np.empty(H * W, np.uint8)
+    # ``removed`` (uint8, H * W entries, scratch) comes from the caller:
+    # numpy backs it with huge pages, numba would fault it in 4 KiB pages
+    # (5,000 faults for the 20.6 MB of the benchmark mosaic).
     removed[:] = 0
     for t in range(width):
         now = np.uint8(1 + t % 2)
@@ -500,7 +502,8 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
 
     outside = objects.outside if objects.outside is not None else np.zeros((1, 1), bool)
     edge = _edge_pixels(objects.labels, groups.index.astype(np.int64, copy=False), int(params.edge_width),
-                        np.ascontiguousarray(outside), objects.outside is not None)
+                        np.ascontiguousarray(outside), objects.outside is not None,
+                        np.empty(objects.labels.size, np.uint8))
 
     band_index, band_seg = _background_band(objects, int(params.background_width))
     band_starts, band_counts = run_bounds(band_seg, n)

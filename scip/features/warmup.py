@@ -84,7 +84,7 @@ KERNELS: tuple[Kernel, ...] = (
            (_L2, _array(nt.boolean, 2), _I, _array(nt.int64, 2), nt.int64, _I,
             _array(nt.uint16), _I, _array(nt.uint16), _I, _array(nt.int32)), ("intensity",), 1.2),
     Kernel("intensity._edge_pixels", intensity._edge_pixels,
-           (_L2, _I, nt.int64, _array(nt.boolean, 2), nt.boolean), ("intensity",), 0.6),
+           (_L2, _I, nt.int64, _array(nt.boolean, 2), nt.boolean, _array(nt.uint8)), ("intensity",), 0.6),
     Kernel("intensity._region_boundaries", intensity._region_boundaries, (_L2,), ("intensity",), 0.4),
     Kernel("_glcm.sobel_runs", _glcm.sobel_runs, (_F2, _I, _I, _F), ("texture",), 0.35),
     Kernel("intensity._run_median", intensity._run_median, (_F, _I, _I), ("intensity",), 0.3,
