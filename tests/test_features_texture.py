@@ -342,10 +342,12 @@ def test_extract_columns_and_count():
 
 @pytest.mark.parametrize("order", ["raster", "shuffled"])
 def test_sobel_in_row_bands_equals_the_whole_image_gradient(order, monkeypatch):
-    """Non-float64 pixels are converted band by band of rows: every object pixel's gradient (top and bottom image
-    rows included) is bit-identical to the kernel's on the whole float64 image. Labels far from raster order fall
-    back to the whole image; with raster-ordered labels there are several bands."""
+    """Non-float64 pixels are converted and reduced band by band of rows: every object's Sobel statistics (objects
+    on the top and bottom image rows included) are bit-identical to those of the kernel's gradient on the whole
+    float64 image. Labels far from raster order fall back to the whole image; raster-ordered labels give several
+    bands."""
     from scip.features._glcm import sobel_runs
+    from scip.features._stats import stats_by_run
 
     rng = np.random.default_rng(5)
     labels = np.zeros((106, 47), np.int32)
@@ -364,9 +366,13 @@ def test_sobel_in_row_bands_equals_the_whole_image_gradient(order, monkeypatch):
     if order == "raster":
         assert bands is not None and len(bands) > 4
         assert bands[0][2] == 0 and bands[-1][3] == labels.shape[0]
-    buffer = None
+    else:
+        assert bands is None
+    buffers = {}
     for c in range(2):
-        grad = np.full(objects.rows.shape[0], np.nan)
-        buffer = texture._sobel(objects, c, bands, grad, buffer)
-        want = sobel_runs(pixels[c].astype(np.float64), objects.rows, objects.cols, np.empty_like(grad))
-        np.testing.assert_array_equal(grad, want)
+        got = texture._sobel_stats(objects, c, bands, buffers)
+        grad = sobel_runs(pixels[c].astype(np.float64), objects.rows, objects.cols, np.empty(objects.rows.shape[0]))
+        want = stats_by_run(grad, objects.groups.starts, objects.groups.counts)
+        assert got.keys() == want.keys()
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)

@@ -264,36 +264,46 @@ def _row_bands(objects: Objects) -> list[tuple[int, int, int, int]] | None:
     return list(zip(first.tolist(), last.tolist(), row0.tolist(), row1.tolist()))
 
 
-def _sobel(objects: Objects, channel: int, bands: list[tuple[int, int, int, int]] | None, grad: np.ndarray,
-           buffer: np.ndarray | None) -> np.ndarray | None:
-    """Sobel gradient magnitude of ``channel`` at every grouped pixel, into ``grad``; returns the float64 buffer.
+def _sobel_stats(objects: Objects, channel: int, bands: list[tuple[int, int, int, int]] | None,
+                 buffers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """:data:`~._stats.STATISTICS` of the Sobel gradient magnitude of ``channel`` over each object's pixels.
 
     ``sobel_runs`` reads a float64 image. Float64 pixels are read where they
-    are; others are converted band by band (see :func:`_row_bands`) into one
-    small buffer rather than as a whole image-sized float64 copy (165 MB on
-    the 4544 x 4544 benchmark mosaic, a fresh mapping whose pages the kernel
-    zeroes every call), each band's pixels then read while still in cache.
-    The gradient of a pixel reads the same float64 values either way. The
-    buffer is returned so that the caller passes it again for the next channel.
+    are, and so is the whole image of other dtypes when ``bands`` is None:
+    converted into one image-sized float64 buffer. Otherwise each band of
+    rows (see :func:`_row_bands`) is converted into one small buffer, and
+    its objects' gradient computed and reduced while both are in cache: no
+    image-sized float64 copy (165 MB on the 4544 x 4544 benchmark mosaic)
+    and no pixel-sized gradient (45 MB), each a fresh mapping whose pages
+    the kernel zeroes every call. A band holds the rows its objects'
+    gradients read, and an object's statistics depend on its own pixels
+    only, so the values are the same either way. ``buffers`` (the caller's,
+    one per call) keeps the buffers for the next channel.
     """
+    g = objects.groups
     image = objects.pixels[channel]
     if bands is None or (image.dtype == np.float64 and image.flags.c_contiguous):
-        buffer = objects.channel_image(channel, buffer)
-        sobel_runs(buffer, objects.rows, objects.cols, grad)
-        return buffer
-    width = image.shape[1]
-    tallest = max(r1 - r0 for _, _, r0, r1 in bands)
-    if buffer is None or buffer.shape[0] < tallest:
-        buffer = np.empty((tallest, width), np.float64)
-    starts, counts = objects.groups.starts, objects.groups.counts
+        if "grad" not in buffers:
+            buffers["grad"] = np.empty(objects.rows.shape[0], np.float64)
+        buffers["image"] = objects.channel_image(channel, buffers.get("image"))
+        grad = sobel_runs(buffers["image"], objects.rows, objects.cols, buffers["grad"])
+        return stats_by_run(grad, g.starts, g.counts)
+    starts, counts = g.starts, g.counts
+    if "band" not in buffers:
+        tallest = max(r1 - r0 for _, _, r0, r1 in bands)
+        most = max(int(starts[end - 1] + counts[end - 1] - starts[start]) for start, end, _, _ in bands)
+        buffers["band"] = np.empty((tallest, image.shape[1]), np.float64)
+        buffers["band_grad"] = np.empty(most, np.float64)
     rows, cols = objects.rows, objects.cols
+    pieces: list[dict[str, np.ndarray]] = []
     for start, end, r0, r1 in bands:
         a = int(starts[start])
         b = int(starts[end - 1] + counts[end - 1])
-        part = buffer[:r1 - r0]
+        part = buffers["band"][:r1 - r0]
         np.copyto(part, image[r0:r1])
-        sobel_runs(part, rows[a:b] - r0, cols[a:b], grad[a:b])
-    return buffer
+        grad = sobel_runs(part, rows[a:b] - r0, cols[a:b], buffers["band_grad"][:b - a])
+        pieces.append(stats_by_run(grad, starts[start:end] - a, counts[start:end]))
+    return {name: np.concatenate([p[name] for p in pieces]) for name in pieces[0]}
 
 
 def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | None], np.ndarray]:
@@ -301,10 +311,9 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     feats = haralick(objects, params)  # (n, C, D, 4, 13)
     mean, rng = _mean_range(feats)     # (n, C, D, 13)
     out: dict[tuple[str, str | None], np.ndarray] = {}
-    buffer = None
     bands = _row_bands(objects)
-    # One gradient buffer for every channel too (see sobel_runs).
-    grad = np.empty(objects.rows.shape[0], np.float64)
+    # One set of buffers for every channel (see sobel_runs).
+    buffers: dict[str, np.ndarray] = {}
     for c, channel in enumerate(objects.channel_names):
         for f, (name, _, _) in enumerate(HARALICK):
             for k, d in enumerate(params.distances):
@@ -316,7 +325,6 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
         # anyway): one compiled specialization instead of one per dtype. One
         # buffer serves every channel: a fresh image-sized array per channel
         # cost more in page faults than the conversion itself.
-        buffer = _sobel(objects, c, bands, grad, buffer)
-        for stat, values in stats_by_run(grad, objects.groups.starts, objects.groups.counts).items():
+        for stat, values in _sobel_stats(objects, c, bands, buffers).items():
             out[(f"sobel_{stat}", channel)] = values
     return out
