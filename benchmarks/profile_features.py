@@ -92,9 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         stage(f"  family {module.NAME}", lambda: module.compute(o, params))
         if module is intensity:
             if hasattr(intensity, "_edge_pixels"):
-                stage("    edge ring", lambda: intensity._edge_pixels(
-                    o.labels, o.groups.index, 1, np.zeros((1, 1), bool), False))
-                edge = intensity._edge_pixels(o.labels, o.groups.index, 1, np.zeros((1, 1), bool), False)
+                # since session 14 the caller passes the scratch image (one more argument)
+                edge_args = (o.labels, o.groups.index, 1, np.zeros((1, 1), bool), False)
+                if intensity._edge_pixels.py_func.__code__.co_argcount == 6:
+                    edge_args += (np.empty(o.labels.size, np.uint8),)
+                stage("    edge ring", lambda: intensity._edge_pixels(*edge_args))
+                edge = intensity._edge_pixels(*edge_args)
             else:
                 stage("    edge ring", lambda: intensity._edge_mask(o.labels, 1, None).ravel()[o.groups.index])
                 edge = intensity._edge_mask(o.labels, 1, None).ravel()[o.groups.index]

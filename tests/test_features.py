@@ -308,3 +308,38 @@ def test_pixel_coordinates_and_boxes(ndim):
         assert a.tobytes() == (np.add.reduceat(local.astype(np.float64), starts) / got.groups.counts).tobytes()
     for a, b in zip(got.local_centroid, ref.local_centroid):
         assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32, np.uint32, np.int64, np.uint64, bool])
+def test_compact_labels_is_int32_when_the_labels_fit(dtype):
+    """The compiled kernels read int32 labels whatever the input dtype, as long as every label fits; an int32
+    C-contiguous image is passed through without a copy."""
+    from scip.features._groups import compact_labels
+
+    labels = (np.arange(24).reshape(4, 6) % 7).astype(dtype)
+    out = compact_labels(labels)
+    assert out.dtype == np.int32 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, labels.astype(np.int64))
+    if dtype is np.int32:
+        assert out is labels
+    assert compact_labels(labels[:, ::2]).flags.c_contiguous
+
+
+@pytest.mark.parametrize("big", [2 ** 31, 2 ** 40])
+def test_labels_beyond_int32_stay_int64_and_measure_as_relabelled(big):
+    """A label beyond int32 is not wrapped around: the labels stay int64, and the features equal those of the
+    same objects numbered 1, 2 (labels only order the rows). Without the intensity family, whose kernels would
+    compile an int64 specialization in this process (test_first_run checks there is one per kernel)."""
+    from scip.features._groups import compact_labels
+
+    small = np.zeros((30, 40), np.int64)
+    small[3:12, 4:15] = 1
+    small[15:27, 20:35] = 2
+    large = np.where(small == 2, big, small)
+    assert compact_labels(large).dtype == np.int64
+    pixels = np.random.default_rng(1).random((2, 30, 40))
+    families = ["shape", "texture", "bbox"]
+    a = extract(pixels, small, families=families)
+    b = extract(pixels, large, families=families)
+    assert b["label"].tolist() == [1, big]
+    np.testing.assert_array_equal(a.drop(columns="label").to_numpy(), b.drop(columns="label").to_numpy())

@@ -338,3 +338,41 @@ def test_extract_columns_and_count():
     assert next(c for c in cols if c.feature == "contrast_3_45").definition.count("(3, -3)") == 1
     assert {c.unit for c in cols if c.feature.startswith("sobel_")} == {"intensity/px", "1"}
     assert df.dtypes.iloc[1:].eq(np.float64).all()
+
+
+@pytest.mark.parametrize("order", ["raster", "shuffled"])
+def test_sobel_in_row_bands_equals_the_whole_image_gradient(order, monkeypatch):
+    """Non-float64 pixels are converted and reduced band by band of rows: every object's Sobel statistics (objects
+    on the top and bottom image rows included) are bit-identical to those of the kernel's gradient on the whole
+    float64 image. Labels far from raster order fall back to the whole image; raster-ordered labels give several
+    bands."""
+    from scip.features._glcm import sobel_runs
+    from scip.features._stats import stats_by_run
+
+    rng = np.random.default_rng(5)
+    labels = np.zeros((106, 47), np.int32)
+    k = 0
+    for r in range(0, 106, 15):
+        for c in range(0, 47, 9):
+            k += 1
+            labels[r:r + 7 + (k % 4), c:c + 6] = k  # the first and last rows of the image hold objects
+    if order == "shuffled":
+        perm = np.concatenate(([0], rng.permutation(k) + 1))
+        labels = perm[labels].astype(np.int32)
+    pixels = (rng.random((2, *labels.shape)) * 4000).astype(np.uint16)
+    objects = Objects(pixels, labels, labels == 0, ("a", "b"))
+    monkeypatch.setattr(texture, "_BAND_PIXELS", 150)  # about half a row of objects
+    bands = texture._row_bands(objects)
+    if order == "raster":
+        assert bands is not None and len(bands) > 4
+        assert bands[0][2] == 0 and bands[-1][3] == labels.shape[0]
+    else:
+        assert bands is None
+    buffers = {}
+    for c in range(2):
+        got = texture._sobel_stats(objects, c, bands, buffers)
+        grad = sobel_runs(pixels[c].astype(np.float64), objects.rows, objects.cols, np.empty(objects.rows.shape[0]))
+        want = stats_by_run(grad, objects.groups.starts, objects.groups.counts)
+        assert got.keys() == want.keys()
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)

@@ -161,7 +161,10 @@ def _check_inputs(pixels: np.ndarray, labels: np.ndarray, channel_names: Sequenc
     # Pixels keep their dtype: families gather the values they need as
     # float64, which for a large image costs far less than converting it.
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8 if pixels.dtype == bool else None)
-    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    # Labels keep their integer dtype here: Objects gives the compiled kernels
+    # the one they are built for (int32 as a rule), without the int64 copy of
+    # the whole image this used to make (165 MB on the benchmark mosaic).
+    labels = np.ascontiguousarray(labels)
     return pixels, labels, channel_names, background
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from scip._featureparams import FeatureParams
 
-from ._groups import Groups, group_pixels, segment_ids
+from ._groups import Groups, compact_labels, group_pixels, segment_ids
 
 __all__ = ["FeatureParams", "Objects"]
 
@@ -30,7 +30,9 @@ class Objects:
         W)`` with 3-D labels, for the families that measure 3-D objects
         (:data:`scip.features.FAMILIES_3D`).
     labels : ndarray of int, shape (H, W) or (Z, H, W)
-        0 is background.
+        0 is background. With ``compiled``, held as
+        :func:`._groups.compact_labels` gives it (int32 unless a label needs
+        int64), as is ``band_labels``.
     background : ndarray of bool, shape (H, W)
         Pixels that may serve as local background: by default ``labels == 0``.
         The pipeline also excludes other cells and the padding between packed
@@ -75,6 +77,12 @@ class Objects:
     groups: Groups = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.compiled:
+            # The label dtype the compiled kernels are built for (int32 unless a
+            # label needs more): an int32 image is used as it is, not copied.
+            object.__setattr__(self, "labels", compact_labels(self.labels))
+            if self.band_labels is not None:
+                object.__setattr__(self, "band_labels", compact_labels(self.band_labels))
         object.__setattr__(self, "groups", group_pixels(self.labels, compiled=self.compiled))
         for name in ("row_offset", "col_offset", "z_offset"):
             if type(getattr(self, name)) is int:
@@ -107,28 +115,31 @@ class Objects:
 
     @cached_property
     def _coordinates(self) -> tuple[np.ndarray, ...]:
-        """``rows, cols, box_min_row, box_min_col, box_height, box_width, local_row_sum, local_col_sum,
-        local_rows, local_cols``.
+        """``rows, cols, box_min_row, box_min_col, box_height, box_width, local_row_sum, local_col_sum``.
 
         numpy, not a compiled pass: one saved ~60 ms per 5,000 cells but cost
         ~0.26 CPU s to compile on an empty cache, more than the first run's 2x
-        budget (issue 18) had left.
+        budget (issue 18) had left. The box sizes and local sums come from
+        ``rows`` and ``cols`` and the box corners (exact integers), so no
+        pixel-sized box-relative array is built unless a family asks for
+        :attr:`local_rows` (45 MB per axis for the 5.6 M pixels of the
+        benchmark mosaic, each one more fresh mapping for the kernel to zero).
         """
         groups = self.groups
         height, width = self.labels.shape[-2], self.labels.shape[-1]
-        rows = groups.index // width
+        rows, cols = np.divmod(groups.index, width)  # one pass for both
         if self.labels.ndim == 3:
-            rows = rows % height
-        cols = groups.index % width
+            np.remainder(rows, height, out=rows)
+        starts = groups.starts
         # Pixels are grouped in raster order: an object's first pixel is in its top row.
-        min_row = rows[groups.starts].astype(np.int64)
-        min_col = np.minimum.reduceat(cols, groups.starts).astype(np.int64)
-        local_rows = rows - min_row[self.seg]
-        local_cols = cols - min_col[self.seg]
+        min_row = rows[starts].astype(np.int64)
+        min_col = np.minimum.reduceat(cols, starts).astype(np.int64)
+        counts = groups.counts
+        # max(rows - min_row) = max(rows) - min_row and sum(rows - min_row) =
+        # sum(rows) - count * min_row, exactly (integers).
         return (rows, cols, min_row, min_col,
-                np.maximum.reduceat(local_rows, groups.starts) + 1, np.maximum.reduceat(local_cols, groups.starts) + 1,
-                np.add.reduceat(local_rows, groups.starts), np.add.reduceat(local_cols, groups.starts),
-                local_rows, local_cols)
+                np.maximum.reduceat(rows, starts) - min_row + 1, np.maximum.reduceat(cols, starts) - min_col + 1,
+                np.add.reduceat(rows, starts) - counts * min_row, np.add.reduceat(cols, starts) - counts * min_col)
 
     @property
     def rows(self) -> np.ndarray:
@@ -192,20 +203,24 @@ class Objects:
         """Whole-plane offset of each object (int64): label image plane + shift = image plane."""
         return np.broadcast_to(np.asarray(self.z_offset), (len(self),)).astype(np.int64)
 
-    @property
+    @cached_property
     def local_rows(self) -> np.ndarray:
         """Row of each grouped pixel relative to its object's bounding box (int64).
 
         Sums over these are the same wherever the object lies in the label
         image; adding :attr:`box_min_row` plus :attr:`row_shift` afterwards (an
         exact integer) gives image coordinates that do not depend on it either.
+        Built on first use: the default families do not need it per pixel.
         """
-        return self._coordinates[8]
+        # The corner per pixel, then subtracted in place: no second pixel-sized temporary.
+        out = np.take(self.box_min_row, self.seg)
+        return np.subtract(self.rows, out, out=out)
 
-    @property
+    @cached_property
     def local_cols(self) -> np.ndarray:
         """Column of each grouped pixel relative to its object's bounding box (int64)."""
-        return self._coordinates[9]
+        out = np.take(self.box_min_col, self.seg)
+        return np.subtract(self.cols, out, out=out)
 
     @cached_property
     def channel_values(self) -> np.ndarray:

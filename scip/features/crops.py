@@ -144,8 +144,9 @@ def extract_crops(
         corners = _layout(shapes, width)
         height = max(r + h for (r, _), (h, _) in zip(corners, shapes))
         pixels = np.zeros((n_channels, height, width), dtype=dtype)
-        labels = np.zeros((height, width), dtype=np.int64)
-        band = np.zeros((height, width), dtype=np.int64)
+        # int32, the label dtype the compiled kernels read (see _groups.compact_labels): no conversion later
+        labels = np.zeros((height, width), dtype=np.int32)
+        band = np.zeros((height, width), dtype=np.int32)
         background = np.zeros((height, width), dtype=bool)
         outside = np.ones((height, width), dtype=bool)
         row_shift = np.zeros(len(batch), dtype=np.int64)

@@ -131,7 +131,7 @@ def describe(channel_names: Sequence[str], params: FeatureParams) -> list[tuple[
 
 
 @kernel
-def _edge_pixels(labels, index, width, outside, use_outside):  # pragma: no cover - compiled
+def _edge_pixels(labels, index, width, outside, use_outside, removed):  # pragma: no cover - compiled
     """Which of the labeled pixels ``index`` (flat) ``width`` label-wise erosions with the 4-connected cross remove.
 
     A pixel survives an erosion only if each of its in-image 4-neighbours
@@ -147,7 +147,9 @@ def _edge_pixels(labels, index, width, outside, use_outside):  # pragma: no cove
     # Stamps 1 and 2 alternate: a pixel still there at erosion t has no
     # same-label 4-neighbour removed before t - 1 (it would have gone at t - 1
     # itself), so "removed before t" is "stamped, and not with t's stamp".
-    removed = np.empty(H * W, np.uint8)
+    # ``removed`` (uint8, H * W entries, scratch) comes from the caller:
+    # numpy backs it with huge pages, numba would fault it in 4 KiB pages
+    # (5,000 faults for the 20.6 MB of the benchmark mosaic).
     removed[:] = 0
     for t in range(width):
         now = np.uint8(1 + t % 2)
@@ -192,7 +194,7 @@ def _region_boundaries(labels):  # pragma: no cover - compiled
     count = 0
     for stage in range(2):
         if stage == 1:
-            lab = np.empty(count, np.int64)  # labels are int64 (warmup.KERNELS)
+            lab = np.empty(count, np.int64)  # int64 whatever the label dtype: one return type
             rr = np.empty(count, np.int64)
             cc = np.empty(count, np.int64)
             count = 0
@@ -235,7 +237,7 @@ def _band_owned(labels, usable, region_label, box, width, region_pos, dist, cand
 
     Scratch space, overwritten: ``dist``, of an integer type that holds
     ``width**2 + 1``, at least :func:`_blocked_size` entries; ``cand_rc``
-    (int64) and ``cand_d`` (an integer type that holds ``width**2``) one
+    (int64) and ``cand_d`` (the integer type of ``dist``) one
     entry per window pixel of all regions. The caller allocates them and the outputs (numpy's large arrays
     get transparent huge pages, numba's do not: an image-sized array
     allocated here cost more in page faults than the whole transform).
@@ -418,16 +420,19 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
     # Scratch and outputs of the kernel, allocated here (see _band_owned). The
     # candidate arrays have room for every window pixel and the outputs for
     # every usable pixel, bounds no input reaches: only the pages written are
-    # faulted in. dist uint16 and cand_d int32 hold width**2 + 1 for any
-    # sensible band, so one compiled specialization; a wider band compiles
-    # another on first use.
+    # faulted in, so the narrower their type the fewer pages: dist and cand_d
+    # uint16 hold width**2 + 1 for any sensible band (a wider one compiles
+    # an int64 specialization on first use), and out_pos int32 holds any
+    # object position with int32 labels. One compiled specialization for the
+    # usual case.
     cap = width * width + 1
-    dist = np.empty(_blocked_size(H, W), np.uint16 if cap <= np.iinfo(np.uint16).max else np.int64)
+    distance_type = np.uint16 if cap <= np.iinfo(np.uint16).max else np.int64
+    dist = np.empty(_blocked_size(H, W), distance_type)
     cand_rc = np.empty(n_window, np.int64)
-    cand_d = np.empty(n_window, np.int32 if cap <= np.iinfo(np.int32).max else np.int64)
+    cand_d = np.empty(n_window, distance_type)
     n_out = min(n_window, int(np.count_nonzero(usable)))
     out_flat = np.empty(n_out, np.int64)
-    out_pos = np.empty(n_out, np.int64)
+    out_pos = np.empty(n_out, np.int32 if len(objects) <= np.iinfo(np.int32).max else np.int64)
     k = _band_owned(regions, usable, np.asarray(region_ids, np.int64), box, width, region_pos,
                     dist, cand_rc, cand_d, out_flat, out_pos)
     return out_flat[:k], out_pos[:k]
@@ -468,10 +473,22 @@ def _run_median(values, starts, counts):  # pragma: no cover - compiled
     return out
 
 
-def _first_max(values: np.ndarray, maxima: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Position in the grouped arrays of each run's first value equal to its maximum; -1 if none (NaN)."""
+def _first_max(values: np.ndarray, maxima: np.ndarray, starts: np.ndarray, counts: np.ndarray,
+               seg: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
+    """Position in the grouped arrays of each run's first value equal to its maximum; -1 if none (NaN).
+
+    ``seg`` (the run of each value) and ``scratch`` (float64, one entry per
+    value), when given, spread the maxima over the values in that buffer
+    instead of a fresh pixel-sized array: the caller reuses one across channels.
+    """
+    if seg is not None and scratch is not None:
+        # mode="clip" (the positions are in range anyway): with the default
+        # "raise", np.take writes to a pixel-sized copy of ``out`` first
+        spread = np.take(maxima, seg, out=scratch, mode="clip")
+    else:
+        spread = np.repeat(maxima, counts)
     # Only the hits are indexed (a few per run), not every pixel: no pixel-sized index arrays to allocate.
-    hits = np.flatnonzero(values == np.repeat(maxima, counts))
+    hits = np.flatnonzero(values == spread)
     at = np.searchsorted(hits, starts)
     first = hits[np.minimum(at, max(len(hits) - 1, 0))] if len(hits) else np.full(len(starts), -1, np.intp)
     return np.where((at < len(hits)) & (first < starts + counts), first, -1)
@@ -485,7 +502,8 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
 
     outside = objects.outside if objects.outside is not None else np.zeros((1, 1), bool)
     edge = _edge_pixels(objects.labels, groups.index.astype(np.int64, copy=False), int(params.edge_width),
-                        np.ascontiguousarray(outside), objects.outside is not None)
+                        np.ascontiguousarray(outside), objects.outside is not None,
+                        np.empty(objects.labels.size, np.uint8))
 
     band_index, band_seg = _background_band(objects, int(params.background_width))
     band_starts, band_counts = run_bounds(band_seg, n)
@@ -498,18 +516,34 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     # numpy, not a compiled pass: a kernel of its own saved ~0.1 s per 5,000
     # cells but cost 0.6-0.8 CPU s to compile on an empty cache, which the
     # first run's 2x budget (issue 18) could not afford.
+    #
+    # Three pixel-sized float64 buffers in all (d_row, d_col and product, a
+    # scratch here and in the channel loop) and no box-relative integer
+    # arrays: each pixel-sized array is a fresh mapping whose pages the
+    # kernel zeroes on first touch (45 MB each on the benchmark mosaic). The
+    # box-relative coordinate is formed in float64, as float(row) -
+    # float(box row), which is float(row - box row) exactly (integers below
+    # 2**53), so the values are those of ``local_rows - cen_row[seg]``.
     seg = objects.seg
-    local_rows, local_cols = objects.local_rows, objects.local_cols
     cen_row, cen_col = objects.local_centroid
-    d_row = local_rows - cen_row[seg]
-    d_col = local_cols - cen_col[seg]
-    edge_counts = np.add.reduceat(edge.astype(np.int64), starts) if n else np.zeros(0, np.int64)
+    product = np.empty(seg.shape[0], np.float64)
+    d_row = np.take(objects.box_min_row.astype(np.float64), seg)
+    np.subtract(objects.rows, d_row, out=d_row)
+    # mode="clip": with the default "raise", np.take buffers ``out`` in a fresh pixel-sized array
+    np.subtract(d_row, np.take(cen_row, seg, out=product, mode="clip"), out=d_row)
+    d_col = np.take(objects.box_min_col.astype(np.float64), seg)
+    np.subtract(objects.cols, d_col, out=d_col)
+    np.subtract(d_col, np.take(cen_col, seg, out=product, mode="clip"), out=d_col)
+    # Edge pixels per run from the positions of the edge pixels (a few per
+    # object): reduceat over the mask would first cast all of it to int64, a
+    # pixel-sized copy, even when given dtype=int64.
+    edge_at = np.flatnonzero(edge)
+    edge_counts = (np.searchsorted(edge_at, starts + counts) - np.searchsorted(edge_at, starts)).astype(np.int64)
     edge_starts = np.zeros(n, np.int64)
     np.cumsum(edge_counts[:-1], out=edge_starts[1:])
     row0 = objects.box_min_row + objects.row_shift
     col0 = objects.box_min_col + objects.col_shift
 
-    product = np.empty(len(d_row), np.float64)
     out: dict[tuple[str, str | None], np.ndarray] = {}
     for c, channel in enumerate(objects.channel_names):
         image = np.ravel(objects.pixels[c])
@@ -528,10 +562,12 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
         with np.errstate(divide="ignore", invalid="ignore"):
             shift_row = np.where(total != 0, row_sum / total, np.nan)
             shift_col = np.where(total != 0, col_sum / total, np.nan)
-        first = _first_max(values, stats["max"], starts, counts)
+        # product is free again: it takes the spread maxima
+        first = _first_max(values, stats["max"], starts, counts, seg, product)
         found = first >= 0
-        max_row = np.where(found, local_rows[first], np.nan) + row0
-        max_col = np.where(found, local_cols[first], np.nan) + col0
+        # the box-relative row and column of the maximum, exact integers as local_rows[first]
+        max_row = np.where(found, objects.rows[first] - objects.box_min_row, np.nan) + row0
+        max_col = np.where(found, objects.cols[first] - objects.box_min_col, np.nan) + col0
 
         feats: dict[str, np.ndarray] = dict(stats)
         feats.update({f"edge_{k}": v for k, v in edge_stats.items()})
