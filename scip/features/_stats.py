@@ -142,6 +142,13 @@ def _select(a, lo, hi, k):  # pragma: no cover - compiled
     # pivot; values equal to the pivot are split off when the pivot is the
     # range's minimum, so ties cannot stall it. A range that keeps
     # partitioning badly is finished with a sort.
+    # The three are taken at a quarter, half and three quarters of the range,
+    # not at its ends: the runs list an object's pixels row by row, so both
+    # ends are rim pixels (dim for intensities, bright for the gradient) and
+    # pivots from the ends split the run unevenly; and a range of
+    # deviations from the median of a sorted run is V-shaped, where the ends
+    # give a pivot near the maximum (session 14: 1.09x on the object pixels,
+    # 1.39x on the Sobel gradient, 1.6x sorted, 2.8x reverse-sorted).
     budget = 8
     t = hi - lo
     while t > 1:
@@ -152,9 +159,10 @@ def _select(a, lo, hi, k):  # pragma: no cover - compiled
             _heapsort(a, lo, hi)
             return
         budget -= 1
-        x0 = a[lo]
+        q = (hi - lo) >> 2
+        x0 = a[lo + q]
         x1 = a[(lo + hi) >> 1]
-        x2 = a[hi - 1]
+        x2 = a[hi - 1 - q]
         if x1 < x0:
             x0, x1 = x1, x0
         if x2 < x1:
