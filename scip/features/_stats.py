@@ -359,29 +359,49 @@ def _run_stats(values, starts, counts):  # pragma: no cover - compiled
         m4 /= c
         lq, median, uq = _quartiles(buf, c)
         # numpy's linear median of the absolute deviations: the mean of the
-        # two middle ones for an even count. The order statistics between the
-        # quartile positions (more than half of the values) all lie within
-        # ``reach`` of the median, so the deviations up to the middle one are
-        # among those no larger than ``reach``: only they need selecting.
+        # two middle ones for an even count (order statistics half - 1 and
+        # half). The order statistics between the quartile positions (more
+        # than half of the values) all lie within ``reach`` of the median, so
+        # the deviations up to the middle one are no larger than ``reach``.
+        # And fewer than half of the values lie strictly between the two
+        # quartile order statistics, where every deviation smaller than
+        # ``inner`` (the nearer quartile's) must lie: so the middle ones are
+        # no smaller than ``inner``. Only the deviations in [inner, reach]
+        # need selecting; for a symmetric run that is a few values instead of
+        # over half of them.
         half = c // 2
-        reach = median - buf[int(np.floor(0.25 * (c - 1)))]
+        lower = median - buf[int(np.floor(0.25 * (c - 1)))]
         upper = buf[int(np.floor(0.75 * (c - 1)))] - median
+        reach = lower
+        inner = upper
         if upper > reach:  # as max(): the second only when it is greater
             reach = upper
+            inner = lower
+        if not np.isfinite(total):
+            # an inf among the values: deviations can be NaN; no lower end, as before
+            inner = -np.inf
         m = 0
+        below = 0
         for j in range(c):
             d = abs(buf[j] - median)
             dev[m] = d
-            m += d <= reach
-        if m <= half:
+            m += (d >= inner) & (d <= reach)
+            below += d < inner
+        k = half - below  # the rank of the middle one among those kept
+        if m <= k or k < (c % 2 == 0):  # not kept after all (NaN): select among all
             m = c
+            k = half
+            inner = -np.inf  # and no shortcut below
             for j in range(c):
                 dev[j] = abs(buf[j] - median)
-        _select(dev, np.intp(0), m, half)
-        if c % 2 == 1:
-            mad = dev[half]
+        if inner == reach:  # every deviation kept equals reach (a constant run, say): nothing to select
+            mad = reach if c % 2 == 1 else 0.5 * (reach + reach)
         else:
-            mad = 0.5 * (_range_max(dev, np.intp(0), half) + dev[half])
+            _select(dev, np.intp(0), m, k)
+            if c % 2 == 1:
+                mad = dev[k]
+            else:
+                mad = 0.5 * (_range_max(dev, np.intp(0), k) + dev[k])
         out[i, 0] = mean
         out[i, 1] = median
         out[i, 2] = np.sqrt(m2)
