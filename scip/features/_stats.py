@@ -234,15 +234,19 @@ def _successor(a, b, c, nb, at_nb, after_nb):  # pragma: no cover - compiled
 
 
 @helper
-def _quartiles(a, c):  # pragma: no cover - compiled
-    """Linear 25th, 50th and 75th percentiles (as numpy) of a[:c] by selection; reorders a[:c]."""
+def _quartiles(a, c, lo, hi):  # pragma: no cover - compiled
+    """Linear 25th, 50th and 75th percentiles (as numpy) of a[:c] by selection; reorders a[:c].
+
+    The median's position lies in a[lo:hi], and no value before lo is larger
+    (nor after hi smaller) than one inside: a partition done already.
+    """
     v_m = 0.5 * (c - 1)
     v_l = 0.25 * (c - 1)
     v_u = 0.75 * (c - 1)
     bm = int(np.floor(v_m))
     bl = int(np.floor(v_l))
     bu = int(np.floor(v_u))
-    _select(a, np.intp(0), c, bm)  # np.intp: a literal 0 costs one more compiled specialization
+    _select(a, lo, hi, bm)
     med_b = a[bm]
     # upper quartile, in the upper part
     if bu > bm:
@@ -348,16 +352,41 @@ def _run_stats(values, starts, counts):  # pragma: no cover - compiled
         m2 = 0.0
         m3 = 0.0
         m4 = 0.0
+        # The pass of the moments is also the median selection's first
+        # partition (as _select's: around the median of three values at a
+        # quarter, half and three quarters). A Lomuto pass reads a[j] before
+        # it writes there, so the moments still sum the values in run order.
+        q = c >> 2
+        x0 = buf[q]
+        x1 = buf[c >> 1]
+        x2 = buf[c - 1 - q]
+        if x1 < x0:
+            x0, x1 = x1, x0
+        if x2 < x1:
+            x1 = x2
+            if x1 < x0:
+                x1 = x0
+        below = 0
         for j in range(c):
-            d = buf[j] - mean
+            v = buf[j]
+            d = v - mean
             d2 = d * d
             m2 += d2
             m3 += d2 * d
             m4 += d2 * d2
+            buf[j] = buf[below]
+            buf[below] = v
+            below += v < x1
         m2 /= c
         m3 /= c
         m4 /= c
-        lq, median, uq = _quartiles(buf, c)
+        first = np.intp(0)
+        last = c
+        if (c - 1) >> 1 < below:
+            last = below
+        elif below > 0:
+            first = below
+        lq, median, uq = _quartiles(buf, c, first, last)
         # numpy's linear median of the absolute deviations: the mean of the
         # two middle ones for an even count (order statistics half - 1 and
         # half). The order statistics between the quartile positions (more
