@@ -52,6 +52,8 @@ def _runs(rng, lengths, kind):
             parts.append(rng.lognormal(0.0, 2.0, n))
         elif kind == "v-shaped":
             parts.append(np.abs(np.sort(rng.normal(size=n))))
+        elif kind == "blank":  # mostly the minimum, as a blank background
+            parts.append(np.where(rng.random(n) < 0.7, 0.0, rng.random(n)))
         else:
             parts.append(rng.normal(size=n) * 10.0 ** rng.integers(-3, 4))
     seg = np.repeat(np.arange(len(lengths)), lengths)
@@ -120,7 +122,7 @@ def test_nan_runs_follow_the_sorted_path():
     assert stats["skewness"][1] == pytest.approx(scipy.stats.skew(x), rel=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["ties", "counts", "floats"])
+@pytest.mark.parametrize("kind", ["ties", "counts", "floats", "constant", "two-valued", "blank", "sorted", "cauchy"])
 def test_own_sorts_and_searches_equal_numpys(kind):
     # The kernels sort, search and take medians with their own code (numba's
     # np.sort and np.median compile anew in every process); numpy is the reference.
