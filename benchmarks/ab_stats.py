@@ -7,7 +7,10 @@ distributions that are hard on selection (heavy-tailed, constant,
 two-valued, few distinct values, sorted, reverse-sorted, lognormal). Each
 set is first checked bit for bit equal between A and B (every statistic,
 NaN included), then timed A, B, A, B, ... (``--rounds``); the ratio is A's
-median over B's.
+median over B's. Then the same for the background median
+(``intensity._run_median``), which uses ``_stats``' selection: each
+checkout's ``intensity.py`` is loaded with its ``_stats`` import pointed at
+that checkout's ``_stats`` (rewritten into a temporary copy).
 
     python benchmarks/ab_stats.py --a /work/main --b . [--n 5000] [--rounds 7]
 """
@@ -81,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     b = load_module("scip.features._stats_b", args.b.resolve() / "scip" / "features" / "_stats.py")
     print("load average", os.getloadavg())
     print(f"{'runs':18s} {'values':>9s} {'A ms':>8s} {'B ms':>8s} {'A/B':>6s}")
-    for name, (values, starts, counts) in _inputs(args.n).items():
+    sets = _inputs(args.n)
+    for name, (values, starts, counts) in sets.items():
         values = np.ascontiguousarray(values, dtype=np.float64)
         starts, counts = starts.astype(np.int64), counts.astype(np.int64)
         out_a, out_b = a._run_stats(values, starts, counts), b._run_stats(values, starts, counts)
@@ -89,6 +93,23 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{name}: the statistics differ")
         t = alternate({"a": lambda: a._run_stats(values, starts, counts),
                        "b": lambda: b._run_stats(values, starts, counts)}, args.rounds)
+        ma, mb = t["a"].median, t["b"].median
+        print(f"{name:18s} {values.size:9d} {ma * 1e3:8.2f} {mb * 1e3:8.2f} {ma / mb:6.2f}", flush=True)
+    medians = {}
+    for key, checkout in (("a", args.a), ("b", args.b)):
+        source = (checkout.resolve() / "scip" / "features" / "intensity.py").read_text()
+        copy = Path(os.environ["NUMBA_CACHE_DIR"]) / f"intensity_{key}.py"
+        copy.write_text(source.replace("from ._stats import", f"from scip.features._stats_{key} import"))
+        medians[key] = load_module(f"scip.features._intensity_{key}", copy)._run_median
+    print("background median (intensity._run_median)")
+    for name, (values, starts, counts) in sets.items():
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        starts, counts = starts.astype(np.int64), counts.astype(np.int64)
+        out_a, out_b = medians["a"](values, starts, counts), medians["b"](values, starts, counts)
+        if not np.array_equal(out_a.view(np.int64), out_b.view(np.int64)):
+            raise SystemExit(f"{name}: the medians differ")
+        t = alternate({"a": lambda: medians["a"](values, starts, counts),
+                       "b": lambda: medians["b"](values, starts, counts)}, args.rounds)
         ma, mb = t["a"].median, t["b"].median
         print(f"{name:18s} {values.size:9d} {ma * 1e3:8.2f} {mb * 1e3:8.2f} {ma / mb:6.2f}", flush=True)
     print("bit for bit equal: every set; load average", os.getloadavg())
