@@ -366,7 +366,7 @@ def _run_stats(values, starts, counts):  # pragma: no cover - compiled
             x1 = x2
             if x1 < x0:
                 x1 = x0
-        below = 0
+        split = 0  # values below the pivot, moved to the front
         for j in range(c):
             v = buf[j]
             d = v - mean
@@ -374,18 +374,18 @@ def _run_stats(values, starts, counts):  # pragma: no cover - compiled
             m2 += d2
             m3 += d2 * d
             m4 += d2 * d2
-            buf[j] = buf[below]
-            buf[below] = v
-            below += v < x1
+            buf[j] = buf[split]
+            buf[split] = v
+            split += v < x1
         m2 /= c
         m3 /= c
         m4 /= c
-        first = np.intp(0)
+        first = np.intp(0)  # the side of the partition holding the median's position (c - 1) // 2
         last = c
-        if (c - 1) >> 1 < below:
-            last = below
-        elif below > 0:
-            first = below
+        if (c - 1) >> 1 < split:
+            last = split
+        elif split > 0:
+            first = split
         lq, median, uq = _quartiles(buf, c, first, last)
         # numpy's linear median of the absolute deviations: the mean of the
         # two middle ones for an even count (order statistics half - 1 and

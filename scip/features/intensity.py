@@ -485,7 +485,7 @@ def _run_median(values, starts, counts):  # pragma: no cover - compiled
             if equal > half:  # the middle order statistics are copies of the pivot
                 out[i] = x1 if c % 2 == 1 else (x1 + x1) / 2
                 continue
-        first = np.intp(0)
+        first = np.intp(0)  # the side of the partition holding the median's position
         last = c
         if half < below:
             last = below
