@@ -132,6 +132,8 @@ def test_own_sorts_and_searches_equal_numpys(kind):
     lengths = list(rng.integers(0, 300, 40)) + [0, 1, 2, 3]
     values, _ = _runs(rng, lengths, kind)
     values[rng.random(values.size) < 0.01] = np.nan
+    values[rng.random(values.size) < 0.01] = np.inf
+    values[rng.random(values.size) < 0.01] = -np.inf
     counts = np.array(lengths, np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     medians = _run_median(values, starts, counts)
