@@ -44,13 +44,24 @@ def _runs(rng, lengths, kind):
             parts.append(np.sort(rng.normal(size=n))[::-1].copy())
         elif kind == "constant":
             parts.append(np.full(n, 3.25))
+        elif kind == "two-valued":
+            parts.append(rng.integers(0, 2, n).astype(np.float64) * 7.5 - 2.0)
+        elif kind == "cauchy":
+            parts.append(rng.standard_cauchy(n))
+        elif kind == "skewed":
+            parts.append(rng.lognormal(0.0, 2.0, n))
+        elif kind == "v-shaped":
+            parts.append(np.abs(np.sort(rng.normal(size=n))))
+        elif kind == "blank":  # mostly the minimum, as a blank background
+            parts.append(np.where(rng.random(n) < 0.7, 0.0, rng.random(n)))
         else:
             parts.append(rng.normal(size=n) * 10.0 ** rng.integers(-3, 4))
     seg = np.repeat(np.arange(len(lengths)), lengths)
     return np.concatenate(parts), seg
 
 
-@pytest.mark.parametrize("kind", ["ties", "counts", "sorted", "reversed", "constant", "floats"])
+@pytest.mark.parametrize("kind", ["ties", "counts", "sorted", "reversed", "constant", "floats", "two-valued", "cauchy",
+                                  "skewed", "v-shaped"])
 def test_order_statistics_match_numpy(kind):
     rng = np.random.default_rng(7)
     lengths = [1, 2, 3, 4, 5, 0, 16, 17, 18, 33, 64, 65, 100, 257, 1000, 1001, 4096]
@@ -111,7 +122,7 @@ def test_nan_runs_follow_the_sorted_path():
     assert stats["skewness"][1] == pytest.approx(scipy.stats.skew(x), rel=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["ties", "counts", "floats"])
+@pytest.mark.parametrize("kind", ["ties", "counts", "floats", "constant", "two-valued", "blank", "sorted", "cauchy"])
 def test_own_sorts_and_searches_equal_numpys(kind):
     # The kernels sort, search and take medians with their own code (numba's
     # np.sort and np.median compile anew in every process); numpy is the reference.
@@ -121,6 +132,8 @@ def test_own_sorts_and_searches_equal_numpys(kind):
     lengths = list(rng.integers(0, 300, 40)) + [0, 1, 2, 3]
     values, _ = _runs(rng, lengths, kind)
     values[rng.random(values.size) < 0.01] = np.nan
+    values[rng.random(values.size) < 0.01] = np.inf
+    values[rng.random(values.size) < 0.01] = -np.inf
     counts = np.array(lengths, np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     medians = _run_median(values, starts, counts)
@@ -136,3 +149,29 @@ def test_own_sorts_and_searches_equal_numpys(kind):
         assert np.array_equal(mixed, np.sort(run), equal_nan=True)
         for probe in (*run[:3], -1e9, 1e9, np.nan):
             assert _first_not_before(mixed, probe) == np.searchsorted(mixed, probe)
+
+
+@pytest.mark.parametrize("kind", ["floats", "ties", "cauchy", "skewed"])
+def test_runs_with_infinities_match_the_sorted_path(kind):
+    # An inf makes the sum infinite (or NaN, with both signs): the MAD's
+    # deviations can then be inf, and the selection keeps no lower end for
+    # them. The order statistics and, with a finite median, the MAD still
+    # equal those of a sort.
+    rng = np.random.default_rng(17)
+    lengths = [1, 2, 3, 4, 7, 8, 33, 64, 257, 1000, 1001] + list(rng.integers(1, 1500, 20))
+    values, seg = _runs(rng, lengths, kind)
+    values[rng.random(values.size) < 0.05] = np.inf
+    values[rng.random(values.size) < 0.05] = -np.inf
+    stats = run_stats(values, seg, len(lengths))
+    start = 0
+    for i, n in enumerate(lengths):
+        x = values[start:start + n]
+        start += n
+        ref = np.full((1, 11), np.nan)
+        _run_stats_sorted(np.sort(x), ref, 0)
+        for k, name in enumerate(stats):
+            if name in ("median", "min", "max", "lower_quartile", "upper_quartile") or (
+                    name == "mad" and np.isfinite(ref[0, 1])):
+                assert stats[name][i] == ref[0, k] or (np.isnan(ref[0, k]) and np.isnan(stats[name][i])), (n, name)
+        if np.isfinite(stats["median"][i]):
+            assert stats["mad"][i] == np.median(np.abs(x - stats["median"][i]))

@@ -457,15 +457,46 @@ def _run_median(values, starts, counts):  # pragma: no cover - compiled
         if c == 0:
             continue
         s = starts[i]
+        # The copy is also the selection's first partition (as _select's:
+        # around the median of three values at a quarter, half and three
+        # quarters): values below the pivot are written from the front, the
+        # others from the back. Each value is stored at both ends; the store
+        # at the wrong end lands on a slot a later value overwrites.
+        q = c >> 2
+        x0 = values[s + q]
+        x1 = values[s + (c >> 1)]
+        x2 = values[s + c - 1 - q]
+        if x1 < x0:
+            x0, x1 = x1, x0
+        if x2 < x1:
+            x1 = x2
+            if x1 < x0:
+                x1 = x0
         total = 0.0
+        below = 0
         for j in range(c):
             v = values[s + j]
-            buf[j] = v
             total += v
+            buf[below] = v
+            buf[c - 1 - j + below] = v
+            below += v < x1
         if np.isnan(total) and _holds_nan(buf, c):
             continue
         half = c // 2
-        _select(buf, np.intp(0), c, half)
+        if below == 0:  # the pivot is the minimum: a run of ties, often one value (a blank background)
+            equal = 0
+            for j in range(c):
+                equal += buf[j] == x1
+            if equal > half:  # the middle order statistics are copies of the pivot
+                out[i] = x1 if c % 2 == 1 else (x1 + x1) / 2
+                continue
+        first = np.intp(0)  # the side of the partition holding the median's position
+        last = c
+        if half < below:
+            last = below
+        elif below > 0:
+            first = below
+        _select(buf, first, last, half)
         if c % 2 == 1:
             out[i] = buf[half]
         else:
