@@ -16,7 +16,21 @@ from scip._featureparams import FeatureParams
 
 from ._groups import Groups, compact_labels, group_pixels, segment_ids
 
-__all__ = ["FeatureParams", "Objects"]
+__all__ = ["FeatureParams", "Objects", "coordinate_dtype"]
+
+_INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+def coordinate_dtype(shape: tuple[int, ...]) -> type:
+    """dtype of :attr:`Objects.rows` and :attr:`Objects.cols` for labels of ``shape``: int32 below 2**31 pixels.
+
+    Half the memory of int64 for the two pixel-sized coordinate arrays (22
+    MB each less on the 5.6 M object pixels of the benchmark mosaic), which
+    the compiled kernels read and numpy writes: the kernels wait on memory.
+    Labels of 2**31 pixels or more keep int64 (the kernels then compile a
+    second specialization on first use, as for int64 labels).
+    """
+    return np.int32 if int(np.prod(shape, dtype=np.int64)) <= _INT32_MAX else np.int64
 
 
 @dataclass(frozen=True)
@@ -127,7 +141,12 @@ class Objects:
         """
         groups = self.groups
         height, width = self.labels.shape[-2], self.labels.shape[-1]
-        rows, cols = np.divmod(groups.index, width)  # one pass for both
+        dtype = coordinate_dtype(self.labels.shape)
+        # One pass for both, written as ``dtype`` (numpy casts int64 index
+        # chunks in its buffers, no pixel-sized int64 temporary).
+        rows = np.empty(groups.index.shape, dtype)
+        cols = np.empty(groups.index.shape, dtype)
+        np.divmod(groups.index, width, out=(rows, cols), casting="same_kind")
         if self.labels.ndim == 3:
             np.remainder(rows, height, out=rows)
         starts = groups.starts
@@ -135,20 +154,26 @@ class Objects:
         min_row = rows[starts].astype(np.int64)
         min_col = np.minimum.reduceat(cols, starts).astype(np.int64)
         counts = groups.counts
+        # Sums in the coordinates' own dtype where no sum can overflow it:
+        # np.add.reduceat would otherwise sum int32 in int64 after casting the
+        # whole array (a pixel-sized copy). Exact integers either way.
+        biggest = int(counts.max()) * max(height, width) if len(counts) else 0
+        sum_dtype = dtype if biggest <= np.iinfo(dtype).max else np.int64
         # max(rows - min_row) = max(rows) - min_row and sum(rows - min_row) =
         # sum(rows) - count * min_row, exactly (integers).
         return (rows, cols, min_row, min_col,
                 np.maximum.reduceat(rows, starts) - min_row + 1, np.maximum.reduceat(cols, starts) - min_col + 1,
-                np.add.reduceat(rows, starts) - counts * min_row, np.add.reduceat(cols, starts) - counts * min_col)
+                np.add.reduceat(rows, starts, dtype=sum_dtype) - counts * min_row,
+                np.add.reduceat(cols, starts, dtype=sum_dtype) - counts * min_col)
 
     @property
     def rows(self) -> np.ndarray:
-        """Row of each grouped pixel (int64); modulo the plane height for 3-D labels."""
+        """Row of each grouped pixel (:func:`coordinate_dtype`); modulo the plane height for 3-D labels."""
         return self._coordinates[0]
 
     @property
     def cols(self) -> np.ndarray:
-        """Column of each grouped pixel (int64)."""
+        """Column of each grouped pixel (:func:`coordinate_dtype`)."""
         return self._coordinates[1]
 
     @cached_property
