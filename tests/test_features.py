@@ -282,15 +282,16 @@ def test_crops_object_on_the_crop_edge_equals_extract():
 
 def test_coordinate_sums_beyond_int32():
     """An object whose column sum passes 2**31 (int32 columns) still gets its exact centroid and box."""
-    from scip.features._objects import Objects, coordinate_dtype
+    from scip.features._groups import index_dtype
+    from scip.features._objects import Objects
 
     width = 70_000  # sum of 0 .. 69,999 = 2,449,965,000 > 2**31 - 1
     labels = np.ones((1, width), np.int32)
     objects = Objects(np.zeros((1, 1, width)), labels, labels == 0, ("a",))
-    assert objects.cols.dtype == np.int32
+    assert objects.cols.dtype == np.int32 and objects.groups.index.dtype == np.int32
     assert objects.local_centroid[1][0] == (width - 1) / 2
     assert objects.box_width[0] == width
-    assert coordinate_dtype((2**16, 2**15)) == np.int64 and coordinate_dtype((2**16, 2**15 - 1)) == np.int32
+    assert index_dtype(2**31) == np.int64 and index_dtype(2**31 - 1) == np.int32
 
 
 @pytest.mark.parametrize("ndim", [2, 3])

@@ -14,23 +14,12 @@ import numpy as np
 
 from scip._featureparams import FeatureParams
 
-from ._groups import Groups, compact_labels, group_pixels, segment_ids
+from ._groups import Groups, compact_labels, group_pixels, index_dtype, segment_ids
 
-__all__ = ["FeatureParams", "Objects", "coordinate_dtype"]
+__all__ = ["FeatureParams", "Objects"]
 
-_INT32_MAX = int(np.iinfo(np.int32).max)
-
-
-def coordinate_dtype(shape: tuple[int, ...]) -> type:
-    """dtype of :attr:`Objects.rows` and :attr:`Objects.cols` for labels of ``shape``: int32 below 2**31 pixels.
-
-    Half the memory of int64 for the two pixel-sized coordinate arrays (22
-    MB each less on the 5.6 M object pixels of the benchmark mosaic), which
-    the compiled kernels read and numpy writes: the kernels wait on memory.
-    Labels of 2**31 pixels or more keep int64 (the kernels then compile a
-    second specialization on first use, as for int64 labels).
-    """
-    return np.int32 if int(np.prod(shape, dtype=np.int64)) <= _INT32_MAX else np.int64
+#: Grouped pixels gathered per step in :attr:`Objects.channel_values`.
+_GATHER_CHUNK = 1 << 15
 
 
 @dataclass(frozen=True)
@@ -141,9 +130,10 @@ class Objects:
         """
         groups = self.groups
         height, width = self.labels.shape[-2], self.labels.shape[-1]
-        dtype = coordinate_dtype(self.labels.shape)
-        # One pass for both, written as ``dtype`` (numpy casts int64 index
-        # chunks in its buffers, no pixel-sized int64 temporary).
+        dtype = index_dtype(self.labels.size)
+        # One pass for both, written as ``dtype`` (an intp index from the
+        # numpy sort is cast chunk by chunk in numpy's buffers, no pixel-sized
+        # temporary).
         rows = np.empty(groups.index.shape, dtype)
         cols = np.empty(groups.index.shape, dtype)
         np.divmod(groups.index, width, out=(rows, cols), casting="same_kind")
@@ -168,12 +158,12 @@ class Objects:
 
     @property
     def rows(self) -> np.ndarray:
-        """Row of each grouped pixel (:func:`coordinate_dtype`); modulo the plane height for 3-D labels."""
+        """Row of each grouped pixel (:func:`._groups.index_dtype`); modulo the plane height for 3-D labels."""
         return self._coordinates[0]
 
     @property
     def cols(self) -> np.ndarray:
-        """Column of each grouped pixel (:func:`coordinate_dtype`)."""
+        """Column of each grouped pixel (:func:`._groups.index_dtype`)."""
         return self._coordinates[1]
 
     @cached_property
@@ -255,9 +245,15 @@ class Objects:
         read every object pixel of every channel).
         """
         flat = self.pixels.reshape(self.pixels.shape[0], -1)
-        out = np.empty((flat.shape[0], self.groups.index.size), np.float64)
-        for c in range(flat.shape[0]):
-            out[c] = np.take(flat[c], self.groups.index)  # as flat[c][index], a little faster
+        index = self.groups.index
+        out = np.empty((flat.shape[0], index.size), np.float64)
+        # In chunks: numpy indexes with intp only and would convert an int32
+        # index into a pixel-sized intp copy first (per channel); a chunk's
+        # copy stays in cache and serves every channel.
+        for a in range(0, index.size, _GATHER_CHUNK):
+            part = index[a:a + _GATHER_CHUNK].astype(np.intp, copy=False)
+            for c in range(flat.shape[0]):
+                out[c, a:a + part.size] = np.take(flat[c], part)  # as flat[c][part], a little faster
         return out
 
     def values(self, channel: int) -> np.ndarray:
