@@ -168,9 +168,9 @@ class Objects:
 
     @cached_property
     def planes(self) -> np.ndarray:
-        """Plane of each grouped pixel (intp); 0 for 2-D labels."""
+        """Plane of each grouped pixel (the dtype of ``groups.index``, as :attr:`rows`); 0 for 2-D labels."""
         if self.labels.ndim == 2:
-            return np.zeros(self.groups.index.size, np.intp)
+            return np.zeros(self.groups.index.size, self.groups.index.dtype)
         return self.groups.index // (self.labels.shape[-1] * self.labels.shape[-2])
 
     @property
