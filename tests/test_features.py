@@ -280,6 +280,20 @@ def test_crops_object_on_the_crop_edge_equals_extract():
         np.testing.assert_array_equal(packed.iloc[i].to_numpy(), alone.iloc[0].to_numpy())
 
 
+def test_coordinate_sums_beyond_int32():
+    """An object whose column sum passes 2**31 (int32 columns) still gets its exact centroid and box."""
+    from scip.features._groups import index_dtype
+    from scip.features._objects import Objects
+
+    width = 70_000  # sum of 0 .. 69,999 = 2,449,965,000 > 2**31 - 1
+    labels = np.ones((1, width), np.int32)
+    objects = Objects(np.zeros((1, 1, width)), labels, labels == 0, ("a",))
+    assert objects.cols.dtype == np.int32 and objects.groups.index.dtype == np.int32
+    assert objects.local_centroid[1][0] == (width - 1) / 2
+    assert objects.box_width[0] == width
+    assert index_dtype(2**31) == np.int64 and index_dtype(2**31 - 1) == np.int32
+
+
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_pixel_coordinates_and_boxes(ndim):
     """Objects' rows, columns, boxes and centroids equal their definitions, for objects in pieces far apart
@@ -297,7 +311,9 @@ def test_pixel_coordinates_and_boxes(ndim):
     ref = Objects(pixels, labels, labels == 0, ("a",), compiled=False)
     for name in ("rows", "cols", "box_min_row", "box_min_col", "box_height", "box_width"):
         a, b = getattr(got, name), getattr(ref, name)
-        assert a.dtype == np.int64 and np.array_equal(a, b), name
+        # pixel-sized coordinates as int32 (below 2**31 pixels), per-object boxes int64
+        expected = np.int32 if name in ("rows", "cols") else np.int64
+        assert a.dtype == expected and b.dtype == expected and np.array_equal(a, b), name
     height, width = shape[-2:]
     np.testing.assert_array_equal(got.rows, got.groups.index // width % height)
     np.testing.assert_array_equal(got.cols, got.groups.index % width)

@@ -232,7 +232,7 @@ def test_sobel_kernel_fills_the_given_buffer_with_skimage_values(dtype):
 
     rng = np.random.default_rng(11)
     image = (rng.random((23, 31)) * 250).astype(dtype)
-    rows, cols = (a.ravel().astype(np.int64) for a in np.indices(image.shape))
+    rows, cols = (a.ravel().astype(np.int32) for a in np.indices(image.shape))  # as Objects gives them
     keep = rng.random(rows.size) < 0.7  # gaps: runs along a row broken anywhere
     rows, cols = rows[keep], cols[keep]
     want = skimage.filters.sobel(image.astype(np.float64))[rows, cols]

@@ -274,7 +274,7 @@ def haralick_runs(values, starts, counts, index, width, offsets, n_levels, lo, h
         Channel values of the grouped pixels.
     starts, counts : intp
         Run of each object in the grouped pixels (see :class:`~._groups.Groups`).
-    index : intp (N,)
+    index : int32 (N,), int64 for labels of 2**31 pixels or more
         Flat index of each grouped pixel in the label image, in raster order
         within an object (:attr:`~._groups.Groups.index`).
     width : int

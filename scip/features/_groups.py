@@ -12,9 +12,21 @@ from functools import cache
 
 import numpy as np
 
-__all__ = ["Groups", "compact_labels", "group_pixels", "segment_ids"]
+__all__ = ["Groups", "compact_labels", "group_pixels", "index_dtype", "segment_ids"]
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+def index_dtype(size: int) -> type:
+    """dtype of the flat pixel positions in an image of ``size`` pixels: int32 below 2**31, else int64.
+
+    The grouped index and the pixel rows and columns derived from it are
+    pixel-sized (5.6 M entries on the 5,000-cell benchmark mosaic); int32
+    halves the memory the sort writes and the kernels read, and they wait on
+    memory. One dtype for every image below 2**31 pixels keeps one compiled
+    specialization per kernel; larger images compile an int64 one on first use.
+    """
+    return np.int32 if int(size) <= _INT32_MAX else np.int64
 
 
 def compact_labels(labels: np.ndarray) -> np.ndarray:
@@ -52,9 +64,10 @@ class Groups:
         Start of each label's run in ``index``.
     counts : ndarray of intp
         Number of pixels of each label.
-    index : ndarray of intp
+    index : ndarray of int32 or int64
         Flat (raveled) pixel indices, grouped by label; within a label, in
-        raster order.
+        raster order. int32 for a label image of fewer than 2**31 pixels
+        (:func:`index_dtype`), else int64.
     """
 
     ids: np.ndarray
@@ -178,16 +191,17 @@ def group_pixels(labels: np.ndarray, compiled: bool = True) -> Groups:
     if compiled and max_label <= 4 * flat.size + 1_000_000:
         flat = compact_labels(flat)
         per_label = label_counts()(flat, max_label)
-        index = np.empty(int(per_label.sum()), np.int64)
+        index = np.empty(int(per_label.sum()), index_dtype(flat.size))
         ids, starts, counts = counting_sort()(flat, per_label, index)
-        # copy=False: int64 is intp on 64-bit platforms, where the index would be copied for nothing
+        # copy=False: int64 is intp on 64-bit platforms, where the runs would be copied for nothing
         return Groups(ids=ids, starts=starts.astype(np.intp, copy=False), counts=counts.astype(np.intp, copy=False),
-                      index=index.astype(np.intp, copy=False))
+                      index=index)
     # Sparse, huge label values (or no compiler): a stable sort keeps raster order within a label.
     fg = np.flatnonzero(flat)
     lab = flat[fg]
     order = np.argsort(lab, kind="stable")
-    index = fg[order]
+    # the index dtype of the compiled sort, so that the kernels see one signature whichever sort ran
+    index = fg[order].astype(index_dtype(flat.size), copy=False)
     ids, starts, counts = np.unique(lab[order], return_index=True, return_counts=True)
     # int64 ids whatever the label dtype, as the compiled sort gives them
     return Groups(ids=ids.astype(np.int64), starts=starts.astype(np.intp), counts=counts.astype(np.intp), index=index)

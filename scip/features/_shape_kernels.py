@@ -499,7 +499,7 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, r
 
     Parameters
     ----------
-    rows, cols : int64 (N,)
+    rows, cols : int32 (N,), int64 for labels of 2**31 pixels or more
         Image row and column of every object pixel, grouped by object, in
         raster order within an object.
     starts, counts : int64 (n,)

@@ -532,7 +532,7 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     starts, counts = groups.starts, groups.counts
 
     outside = objects.outside if objects.outside is not None else np.zeros((1, 1), bool)
-    edge = _edge_pixels(objects.labels, groups.index.astype(np.int64, copy=False), int(params.edge_width),
+    edge = _edge_pixels(objects.labels, groups.index, int(params.edge_width),
                         np.ascontiguousarray(outside), objects.outside is not None,
                         np.empty(objects.labels.size, np.uint8))
 

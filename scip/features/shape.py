@@ -173,8 +173,9 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     groups = objects.groups
     starts = np.ascontiguousarray(groups.starts, dtype=np.int64)
     counts = np.ascontiguousarray(groups.counts, dtype=np.int64)
-    rows = np.ascontiguousarray(objects.rows, dtype=np.int64)
-    cols = np.ascontiguousarray(objects.cols, dtype=np.int64)
+    # As Objects gives them (int32 below 2**31 pixels: one signature, no copy).
+    rows = np.ascontiguousarray(objects.rows)
+    cols = np.ascontiguousarray(objects.cols)
     # Raster order within an object: its first and last pixels hold the row range.
     min_row = rows[starts].astype(np.int64)
     height = rows[starts + counts - 1].astype(np.int64) - min_row + 1

@@ -38,6 +38,9 @@ _F2 = _array(nt.float64, 2)
 # Label images, as _groups.compact_labels gives them to the kernels (int64 only
 # for labels beyond int32, compiled on first use then).
 _L2 = _array(nt.int32, 2)
+# Grouped flat pixel positions, rows and columns, as _groups.index_dtype gives
+# them (int64 only for labels of 2**31 pixels or more, compiled on first use then).
+_R = _array(nt.int32)
 
 
 @dataclass(frozen=True)
@@ -75,22 +78,22 @@ class Kernel:
 #: The kernels :func:`scip.features.extract` calls, in decreasing compile cost.
 KERNELS: tuple[Kernel, ...] = (
     Kernel("_shape_kernels.shape_kernel", _shape_kernels.shape_kernel,
-           (_I,) * 10 + (nt.int64, _F, _F, _F, _F2, _F2), ("shape",), 5.5),
+           (_R, _R) + (_I,) * 8 + (nt.int64, _F, _F, _F, _F2, _F2), ("shape",), 5.5),
     Kernel("_glcm.haralick_runs", _glcm.haralick_runs,
-           (_F2, _I, _I, _I, nt.int64, _array(nt.int64, 2), nt.int64, _F, _F, nt.boolean, _F), ("texture",), 2.2),
+           (_F2, _I, _I, _R, nt.int64, _array(nt.int64, 2), nt.int64, _F, _F, nt.boolean, _F), ("texture",), 2.2),
     Kernel("_stats._run_stats", _stats._run_stats, (_F, _I, _I), ("intensity", "texture", "volume"), 2.2,
            bundle="selection"),
     Kernel("intensity._band_owned", intensity._band_owned,
            (_L2, _array(nt.boolean, 2), _I, _array(nt.int64, 2), nt.int64, _I,
             _array(nt.uint16), _I, _array(nt.uint16), _I, _array(nt.int32)), ("intensity",), 1.2),
     Kernel("intensity._edge_pixels", intensity._edge_pixels,
-           (_L2, _I, nt.int64, _array(nt.boolean, 2), nt.boolean, _array(nt.uint8)), ("intensity",), 0.6),
+           (_L2, _R, nt.int64, _array(nt.boolean, 2), nt.boolean, _array(nt.uint8)), ("intensity",), 0.6),
     Kernel("intensity._region_boundaries", intensity._region_boundaries, (_L2,), ("intensity",), 0.4),
-    Kernel("_glcm.sobel_runs", _glcm.sobel_runs, (_F2, _I, _I, _F), ("texture",), 0.35),
+    Kernel("_glcm.sobel_runs", _glcm.sobel_runs, (_F2, _R, _R, _F), ("texture",), 0.35),
     Kernel("intensity._run_median", intensity._run_median, (_F, _I, _I), ("intensity",), 0.3,
            bundle="selection"),
     Kernel("_groups._label_counts", _groups.label_counts(), (_array(nt.int32), nt.int64), COMPILED_FAMILIES, 0.12),
-    Kernel("_groups._counting_sort", _groups.counting_sort(), (_array(nt.int32), _I, _I), COMPILED_FAMILIES, 0.2),
+    Kernel("_groups._counting_sort", _groups.counting_sort(), (_array(nt.int32), _I, _R), COMPILED_FAMILIES, 0.2),
     Kernel("_shape_kernels.zernike_scores", _shape_kernels.zernike_scores,
            (_F2, _array(nt.float64, 2, readonly=True), _array(nt.float64, 2, readonly=True), _F, _F2),
            ("shape",), 0.2),
