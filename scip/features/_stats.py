@@ -135,6 +135,25 @@ def _sort_nan_last(a, c):  # pragma: no cover - compiled
 
 
 @helper
+def _pivot(a, lo, hi):  # pragma: no cover - compiled
+    # Median of the values at a quarter, half and three quarters of a[lo:hi]:
+    # a run lists an object's pixels row by row, so its ends are rim pixels,
+    # and the deviations of a sorted run are V-shaped (end pivots land near
+    # the maximum).
+    q = (hi - lo) >> 2
+    x0 = a[lo + q]
+    x1 = a[(lo + hi) >> 1]
+    x2 = a[hi - 1 - q]
+    if x1 < x0:
+        x0, x1 = x1, x0
+    if x2 < x1:
+        x1 = x2
+        if x1 < x0:
+            x1 = x0
+    return x1
+
+
+@helper
 def _select(a, lo, hi, k):  # pragma: no cover - compiled
     # Rearrange a[lo:hi] so that a[k] holds the value it would have in sorted
     # order, everything before it in the range no larger and everything after
@@ -159,17 +178,7 @@ def _select(a, lo, hi, k):  # pragma: no cover - compiled
             _heapsort(a, lo, hi)
             return
         budget -= 1
-        q = (hi - lo) >> 2
-        x0 = a[lo + q]
-        x1 = a[(lo + hi) >> 1]
-        x2 = a[hi - 1 - q]
-        if x1 < x0:
-            x0, x1 = x1, x0
-        if x2 < x1:
-            x1 = x2
-            if x1 < x0:
-                x1 = x0
-        pivot = x1
+        pivot = _pivot(a, lo, hi)
         i = lo
         for j in range(lo, hi):
             v = a[j]
@@ -353,19 +362,9 @@ def _run_stats(values, starts, counts):  # pragma: no cover - compiled
         m3 = 0.0
         m4 = 0.0
         # The pass of the moments is also the median selection's first
-        # partition (as _select's: around the median of three values at a
-        # quarter, half and three quarters). A Lomuto pass reads a[j] before
+        # partition (around _select's pivot). A Lomuto pass reads a[j] before
         # it writes there, so the moments still sum the values in run order.
-        q = c >> 2
-        x0 = buf[q]
-        x1 = buf[c >> 1]
-        x2 = buf[c - 1 - q]
-        if x1 < x0:
-            x0, x1 = x1, x0
-        if x2 < x1:
-            x1 = x2
-            if x1 < x0:
-                x1 = x0
+        pivot = _pivot(buf, np.intp(0), c)
         split = 0  # values below the pivot, moved to the front
         for j in range(c):
             v = buf[j]
@@ -376,7 +375,7 @@ def _run_stats(values, starts, counts):  # pragma: no cover - compiled
             m4 += d2 * d2
             buf[j] = buf[split]
             buf[split] = v
-            split += v < x1
+            split += v < pivot
         m2 /= c
         m3 /= c
         m4 /= c

@@ -76,7 +76,7 @@ import numpy as np
 
 from ._jit import kernel
 from ._objects import FeatureParams, Objects
-from ._stats import STATISTICS, _holds_nan, _range_max, _select, run_bounds, stats_by_run
+from ._stats import STATISTICS, _holds_nan, _pivot, _range_max, _select, run_bounds, stats_by_run
 
 __all__ = ["NAME", "describe", "compute"]
 
@@ -457,21 +457,11 @@ def _run_median(values, starts, counts):  # pragma: no cover - compiled
         if c == 0:
             continue
         s = starts[i]
-        # The copy is also the selection's first partition (as _select's:
-        # around the median of three values at a quarter, half and three
-        # quarters): values below the pivot are written from the front, the
+        # The copy is also the selection's first partition (around _select's
+        # pivot): values below the pivot are written from the front, the
         # others from the back. Each value is stored at both ends; the store
         # at the wrong end lands on a slot a later value overwrites.
-        q = c >> 2
-        x0 = values[s + q]
-        x1 = values[s + (c >> 1)]
-        x2 = values[s + c - 1 - q]
-        if x1 < x0:
-            x0, x1 = x1, x0
-        if x2 < x1:
-            x1 = x2
-            if x1 < x0:
-                x1 = x0
+        pivot = _pivot(values, s, s + c)
         total = 0.0
         below = 0
         for j in range(c):
@@ -479,16 +469,16 @@ def _run_median(values, starts, counts):  # pragma: no cover - compiled
             total += v
             buf[below] = v
             buf[c - 1 - j + below] = v
-            below += v < x1
+            below += v < pivot
         if np.isnan(total) and _holds_nan(buf, c):
             continue
         half = c // 2
         if below == 0:  # the pivot is the minimum: a run of ties, often one value (a blank background)
             equal = 0
             for j in range(c):
-                equal += buf[j] == x1
+                equal += buf[j] == pivot
             if equal > half:  # the middle order statistics are copies of the pivot
-                out[i] = x1 if c % 2 == 1 else (x1 + x1) / 2
+                out[i] = pivot if c % 2 == 1 else (pivot + pivot) / 2
                 continue
         first = np.intp(0)  # the side of the partition holding the median's position
         last = c
