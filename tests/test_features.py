@@ -116,6 +116,21 @@ def test_columns_match_extract(label_image, pixels):
         mean_gfp.name = "x"  # frozen
 
 
+
+def test_table_is_writable_and_refuses_a_missing_column(label_image, pixels, monkeypatch):
+    # The table is one float64 block owned by the DataFrame: writing to one
+    # column must not touch another, and a family that leaves a column out
+    # is a bug to report, not a column of uninitialized memory.
+    df = extract(pixels, label_image, families=("bbox",))
+    before = df.iloc[:, 2].to_numpy().copy()
+    df.iloc[:, 1] = -1.0
+    np.testing.assert_array_equal(df.iloc[:, 2].to_numpy(), before)
+    from scip.features import bbox
+    real = bbox.compute
+    monkeypatch.setattr(bbox, "compute", lambda objects, params: dict(list(real(objects, params).items())[1:]))
+    with pytest.raises(RuntimeError, match="computed no values for columns"):
+        extract(pixels, label_image, families=("bbox",))
+
 def test_family_order_and_subset(label_image, pixels):
     df = extract(pixels, label_image, families=("bbox", "shape"))
     assert list(df.columns) == ["label"] + [c.name for c in columns(["ch0", "ch1"], families=("bbox", "shape"))]

@@ -253,10 +253,23 @@ def extract(
 def _table(objects: Objects, families: Sequence[str], cols: list[FeatureColumn], params: FeatureParams) -> pd.DataFrame:
     """Run the families over ``objects`` and assemble the table of :func:`extract`."""
     n = len(objects)
-    data: dict[str, np.ndarray] = {"label": objects.ids.astype(np.int64)}
+    # One column-major float64 block, the DataFrame's own: pandas builds a table
+    # of hundreds of separate columns at about 10 us each, some 7 ms a call,
+    # a quarter of the features' time on a partition's ~70 cells.
+    block = np.empty((n, len(cols)), dtype=np.float64, order="F")
+    position = {(c.family, c.feature, c.channel): k for k, c in enumerate(cols)}
+    filled = np.zeros(len(cols), dtype=bool)
     for module in _resolve_families(families):
-        values = module.compute(objects, params) if n else {}
-        for col in cols:
-            if col.family == module.NAME:
-                data[col.name] = np.asarray(values[(col.feature, col.channel)], dtype=np.float64) if n else np.empty(0)
-    return pd.DataFrame(data, columns=["label", *(c.name for c in cols)])
+        if not n:
+            continue
+        for (feature, channel), values in module.compute(objects, params).items():
+            k = position.get((module.NAME, feature, channel))
+            if k is not None:
+                block[:, k] = values
+                filled[k] = True
+    if n and not filled.all():
+        missing = [cols[k].name for k in np.flatnonzero(~filled)[:5]]
+        raise RuntimeError(f"feature families computed no values for columns {missing}")
+    table = pd.DataFrame(block, columns=[c.name for c in cols], copy=False)
+    table.insert(0, "label", objects.ids.astype(np.int64))
+    return table
