@@ -131,6 +131,21 @@ def test_table_is_writable_and_refuses_a_missing_column(label_image, pixels, mon
     with pytest.raises(RuntimeError, match="computed no values for columns"):
         extract(pixels, label_image, families=("bbox",))
 
+
+def test_columns_remembered_but_each_caller_gets_its_own_list():
+    first = columns(["a", "b"], mask_name="nucleus")
+    first.clear()
+    again = columns(["a", "b"], mask_name="nucleus")
+    assert len(again) > 0 and again == columns(("a", "b"), mask_name="nucleus")
+    assert again is not columns(["a", "b"], mask_name="nucleus")
+    # unhashable parameters (lists) still give the same columns
+    listed = columns(["a", "b"], intensity_range=[[0.0, 1.0], [0.0, 2.0]])
+    assert [c.name for c in listed] == [c.name for c in columns(["a", "b"])]
+    with pytest.raises(ValueError):
+        columns(["GFP 488", "GFP-488"])
+    with pytest.raises(ValueError):  # not remembered as a success either
+        columns(["GFP 488", "GFP-488"])
+
 def test_family_order_and_subset(label_image, pixels):
     df = extract(pixels, label_image, families=("bbox", "shape"))
     assert list(df.columns) == ["label"] + [c.name for c in columns(["ch0", "ch1"], families=("bbox", "shape"))]
