@@ -543,15 +543,20 @@ def test_first_max_finds_each_runs_first_maximum_and_none_for_nan():
     starts = np.array([0, 3, 5, 8, 9])
     counts = np.array([3, 2, 3, 1, 1])
     maxima = np.array([3.0, np.nan, 5.0, np.nan, 0.0])
-    np.testing.assert_array_equal(intensity._first_max(values, maxima, starts, counts), [1, -1, 6, -1, 9])
+
+    def first_max(values, maxima, starts, counts):
+        seg = np.repeat(np.arange(len(counts)), counts)
+        return intensity._first_max(values, maxima, starts, counts, seg, np.empty(len(values)))
+
+    np.testing.assert_array_equal(first_max(values, maxima, starts, counts), [1, -1, 6, -1, 9])
     # the last runs without a hit
-    np.testing.assert_array_equal(intensity._first_max(values[:9], maxima[:4], starts[:4], counts[:4]), [1, -1, 6, -1])
-    assert intensity._first_max(np.zeros(0), np.zeros(0), np.zeros(0, np.intp), np.zeros(0, np.intp)).size == 0
+    np.testing.assert_array_equal(first_max(values[:9], maxima[:4], starts[:4], counts[:4]), [1, -1, 6, -1])
+    assert first_max(np.zeros(0), np.zeros(0), np.zeros(0, np.intp), np.zeros(0, np.intp)).size == 0
 
 
 def test_first_max_with_a_scratch_buffer_gives_the_same_positions():
     """Given each value's run and a float64 buffer (compute reuses one across channels), the maxima are spread into
-    that buffer and the positions are those without it; the buffer's old contents do not matter."""
+    that buffer and the positions are those with a fresh one; the buffer's old contents do not matter."""
     values = np.array([1.0, 3.0, 3.0, np.nan, np.nan, 2.0, 5.0, 5.0, np.nan, 0.0])
     starts = np.array([0, 3, 5, 8, 9])
     counts = np.array([3, 2, 3, 1, 1])
@@ -559,6 +564,7 @@ def test_first_max_with_a_scratch_buffer_gives_the_same_positions():
     seg = np.repeat(np.arange(len(starts)), counts)
     scratch = np.full(len(values), 5.0)  # stale values equal to some maxima: must be overwritten
     first = intensity._first_max(values, maxima, starts, counts, seg, scratch)
-    np.testing.assert_array_equal(first, intensity._first_max(values, maxima, starts, counts))
+    fresh = np.zeros(len(values))
+    np.testing.assert_array_equal(first, intensity._first_max(values, maxima, starts, counts, seg, fresh))
     np.testing.assert_array_equal(first, [1, -1, 6, -1, 9])
     np.testing.assert_array_equal(scratch, np.repeat(maxima, counts))

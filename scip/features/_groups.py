@@ -41,9 +41,7 @@ def compact_labels(labels: np.ndarray) -> np.ndarray:
     their values; wider ones are checked for their largest value first.
     """
     labels = np.asarray(labels)
-    if labels.dtype == np.int32 or (labels.dtype.itemsize <= 2 and np.issubdtype(labels.dtype, np.integer)):
-        return np.ascontiguousarray(labels, dtype=np.int32)
-    if labels.dtype == bool:
+    if labels.dtype in (np.int32, bool) or (labels.dtype.itemsize <= 2 and np.issubdtype(labels.dtype, np.integer)):
         return np.ascontiguousarray(labels, dtype=np.int32)
     # Only the largest label is looked at: labels are >= 0 (extract checks it;
     # the counting sort could not take a negative one either).

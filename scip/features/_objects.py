@@ -124,9 +124,9 @@ class Objects:
         ~0.26 CPU s to compile on an empty cache, more than the first run's 2x
         budget (issue 18) had left. The box sizes and local sums come from
         ``rows`` and ``cols`` and the box corners (exact integers), so no
-        pixel-sized box-relative array is built unless a family asks for
-        :attr:`local_rows` (45 MB per axis for the 5.6 M pixels of the
-        benchmark mosaic, each one more fresh mapping for the kernel to zero).
+        pixel-sized box-relative array is built (45 MB per axis for the 5.6 M
+        pixels of the benchmark mosaic, each one more fresh mapping for the
+        kernel to zero).
         """
         groups = self.groups
         height, width = self.labels.shape[-2], self.labels.shape[-1]
@@ -185,7 +185,7 @@ class Objects:
 
     @property
     def box_height(self) -> np.ndarray:
-        """Largest :attr:`local_rows` of each object plus one (int64): its bounding box's height in 2-D."""
+        """Number of rows of each object's bounding box (int64): its height in 2-D."""
         return self._coordinates[4]
 
     @property
@@ -195,10 +195,13 @@ class Objects:
 
     @cached_property
     def local_centroid(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean :attr:`local_rows` and :attr:`local_cols` of each object (float64).
+        """Mean row and column of each object's pixels relative to its bounding box's corner (float64).
 
         Sums of integers, exact in any order, so they equal the float64
-        reductions of those arrays.
+        reductions of the box-relative coordinates. The same wherever the
+        object lies in the label image; adding :attr:`box_min_row` plus
+        :attr:`row_shift` (exact integers) gives image coordinates that do not
+        depend on it either.
         """
         counts = self.groups.counts
         return (self._coordinates[6].astype(np.float64) / counts, self._coordinates[7].astype(np.float64) / counts)
@@ -217,25 +220,6 @@ class Objects:
     def z_shift(self) -> np.ndarray:
         """Whole-plane offset of each object (int64): label image plane + shift = image plane."""
         return np.broadcast_to(np.asarray(self.z_offset), (len(self),)).astype(np.int64)
-
-    @cached_property
-    def local_rows(self) -> np.ndarray:
-        """Row of each grouped pixel relative to its object's bounding box (int64).
-
-        Sums over these are the same wherever the object lies in the label
-        image; adding :attr:`box_min_row` plus :attr:`row_shift` afterwards (an
-        exact integer) gives image coordinates that do not depend on it either.
-        Built on first use: the default families do not need it per pixel.
-        """
-        # The corner per pixel, then subtracted in place: no second pixel-sized temporary.
-        out = np.take(self.box_min_row, self.seg)
-        return np.subtract(self.rows, out, out=out)
-
-    @cached_property
-    def local_cols(self) -> np.ndarray:
-        """Column of each grouped pixel relative to its object's bounding box (int64)."""
-        out = np.take(self.box_min_col, self.seg)
-        return np.subtract(self.cols, out, out=out)
 
     @cached_property
     def channel_values(self) -> np.ndarray:

@@ -495,19 +495,16 @@ def _run_median(values, starts, counts):  # pragma: no cover - compiled
 
 
 def _first_max(values: np.ndarray, maxima: np.ndarray, starts: np.ndarray, counts: np.ndarray,
-               seg: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
+               seg: np.ndarray, scratch: np.ndarray) -> np.ndarray:
     """Position in the grouped arrays of each run's first value equal to its maximum; -1 if none (NaN).
 
-    ``seg`` (the run of each value) and ``scratch`` (float64, one entry per
-    value), when given, spread the maxima over the values in that buffer
-    instead of a fresh pixel-sized array: the caller reuses one across channels.
+    ``seg`` is the run of each value; the maxima are spread over the values
+    in ``scratch`` (float64, one entry per value) instead of a fresh
+    pixel-sized array: the caller reuses one across channels.
     """
-    if seg is not None and scratch is not None:
-        # mode="clip" (the positions are in range anyway): with the default
-        # "raise", np.take writes to a pixel-sized copy of ``out`` first
-        spread = np.take(maxima, seg, out=scratch, mode="clip")
-    else:
-        spread = np.repeat(maxima, counts)
+    # mode="clip" (the positions are in range anyway): with the default
+    # "raise", np.take writes to a pixel-sized copy of ``out`` first
+    spread = np.take(maxima, seg, out=scratch, mode="clip")
     # Only the hits are indexed (a few per run), not every pixel: no pixel-sized index arrays to allocate.
     hits = np.flatnonzero(values == spread)
     at = np.searchsorted(hits, starts)
@@ -544,17 +541,19 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     # kernel zeroes on first touch (45 MB each on the benchmark mosaic). The
     # box-relative coordinate is formed in float64, as float(row) -
     # float(box row), which is float(row - box row) exactly (integers below
-    # 2**53), so the values are those of ``local_rows - cen_row[seg]``.
+    # 2**53), so the values are those of (row - box row) - centroid row.
     seg = objects.seg
-    cen_row, cen_col = objects.local_centroid
     product = np.empty(seg.shape[0], np.float64)
-    d_row = np.take(objects.box_min_row.astype(np.float64), seg)
-    np.subtract(objects.rows, d_row, out=d_row)
-    # mode="clip": with the default "raise", np.take buffers ``out`` in a fresh pixel-sized array
-    np.subtract(d_row, np.take(cen_row, seg, out=product, mode="clip"), out=d_row)
-    d_col = np.take(objects.box_min_col.astype(np.float64), seg)
-    np.subtract(objects.cols, d_col, out=d_col)
-    np.subtract(d_col, np.take(cen_col, seg, out=product, mode="clip"), out=d_col)
+
+    def from_centroid(coords: np.ndarray, box_min: np.ndarray, centroid: np.ndarray) -> np.ndarray:
+        d = np.take(box_min.astype(np.float64), seg)
+        np.subtract(coords, d, out=d)
+        # mode="clip": with the default "raise", np.take buffers ``out`` in a fresh pixel-sized array
+        return np.subtract(d, np.take(centroid, seg, out=product, mode="clip"), out=d)
+
+    cen_row, cen_col = objects.local_centroid
+    d_row = from_centroid(objects.rows, objects.box_min_row, cen_row)
+    d_col = from_centroid(objects.cols, objects.box_min_col, cen_col)
     # Edge pixels per run from the positions of the edge pixels (a few per
     # object): reduceat over the mask would first cast all of it to int64, a
     # pixel-sized copy, even when given dtype=int64.
@@ -586,7 +585,7 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
         # product is free again: it takes the spread maxima
         first = _first_max(values, stats["max"], starts, counts, seg, product)
         found = first >= 0
-        # the box-relative row and column of the maximum, exact integers as local_rows[first]
+        # the box-relative row and column of the maximum (exact integers)
         max_row = np.where(found, objects.rows[first] - objects.box_min_row, np.nan) + row0
         max_col = np.where(found, objects.cols[first] - objects.box_min_col, np.nan) + col0
 
