@@ -71,6 +71,19 @@ def _inputs(n: int) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     return sets
 
 
+def _compare(fa, fb, sets: dict, rounds: int) -> None:
+    """Per set: A's and B's results checked bit for bit equal, then timed alternated; one line each."""
+    for name, (values, starts, counts) in sets.items():
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        starts, counts = starts.astype(np.int64), counts.astype(np.int64)
+        out_a, out_b = fa(values, starts, counts), fb(values, starts, counts)
+        if not np.array_equal(out_a.view(np.int64), out_b.view(np.int64)):
+            raise SystemExit(f"{name}: A's and B's results differ")
+        t = alternate({"a": lambda: fa(values, starts, counts), "b": lambda: fb(values, starts, counts)}, rounds)
+        ma, mb = t["a"].median, t["b"].median
+        print(f"{name:18s} {values.size:9d} {ma * 1e3:8.2f} {mb * 1e3:8.2f} {ma / mb:6.2f}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--a", type=Path, required=True, help="checkout A (before)")
@@ -86,16 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     print("load average", os.getloadavg())
     print(f"{'runs':18s} {'values':>9s} {'A ms':>8s} {'B ms':>8s} {'A/B':>6s}")
     sets = _inputs(args.n)
-    for name, (values, starts, counts) in sets.items():
-        values = np.ascontiguousarray(values, dtype=np.float64)
-        starts, counts = starts.astype(np.int64), counts.astype(np.int64)
-        out_a, out_b = a._run_stats(values, starts, counts), b._run_stats(values, starts, counts)
-        if not np.array_equal(out_a.view(np.int64), out_b.view(np.int64)):
-            raise SystemExit(f"{name}: the statistics differ")
-        t = alternate({"a": lambda: a._run_stats(values, starts, counts),
-                       "b": lambda: b._run_stats(values, starts, counts)}, args.rounds)
-        ma, mb = t["a"].median, t["b"].median
-        print(f"{name:18s} {values.size:9d} {ma * 1e3:8.2f} {mb * 1e3:8.2f} {ma / mb:6.2f}", flush=True)
+    _compare(a._run_stats, b._run_stats, sets, args.rounds)
     medians = {}
     for key, checkout in (("a", args.a), ("b", args.b)):
         source = (checkout.resolve() / "scip" / "features" / "intensity.py").read_text()
@@ -103,16 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         copy.write_text(source.replace("from ._stats import", f"from scip.features._stats_{key} import"))
         medians[key] = load_module(f"scip.features._intensity_{key}", copy)._run_median
     print("background median (intensity._run_median)")
-    for name, (values, starts, counts) in sets.items():
-        values = np.ascontiguousarray(values, dtype=np.float64)
-        starts, counts = starts.astype(np.int64), counts.astype(np.int64)
-        out_a, out_b = medians["a"](values, starts, counts), medians["b"](values, starts, counts)
-        if not np.array_equal(out_a.view(np.int64), out_b.view(np.int64)):
-            raise SystemExit(f"{name}: the medians differ")
-        t = alternate({"a": lambda: medians["a"](values, starts, counts),
-                       "b": lambda: medians["b"](values, starts, counts)}, args.rounds)
-        ma, mb = t["a"].median, t["b"].median
-        print(f"{name:18s} {values.size:9d} {ma * 1e3:8.2f} {mb * 1e3:8.2f} {ma / mb:6.2f}", flush=True)
+    _compare(medians["a"], medians["b"], sets, args.rounds)
     print("bit for bit equal: every set; load average", os.getloadavg())
 
 
