@@ -109,6 +109,26 @@ def test_crops_same_values_for_any_packed_image_size(fields):
         pd.testing.assert_frame_equal(table, tables[0], check_exact=True)
 
 
+@pytest.mark.parametrize("pad", [0, 1, 2, 5])
+def test_crop_placement_mirrors_as_numpy_symmetric_pad(pad):
+    # The packed image's margin must be exactly np.pad(mode="symmetric") of the crop (the Sobel filter's
+    # boundary), for crops wider and thinner than the margin and at the canvas' own edges.
+    from scip.features.crops import _place
+
+    rng = np.random.default_rng(pad)
+    for h, w in [(1, 1), (1, 7), (pad, pad + 1), (pad + 1, pad), (6, 9), (9, 4)]:
+        if h == 0 or w == 0:
+            continue
+        crop = rng.integers(0, 60_000, (2, h, w)).astype(np.uint16)
+        for row, col in [(0, 0), (3, 1), (0, 4)]:
+            want = np.zeros((2, 30, 30), np.uint16)
+            want[:, row:row + h + 2 * pad, col:col + w + 2 * pad] = np.pad(
+                crop, ((0, 0), (pad, pad), (pad, pad)), mode="symmetric")
+            got = np.zeros_like(want)
+            _place(got, crop, row, col, pad)
+            np.testing.assert_array_equal(got, want, err_msg=f"crop {h}x{w} at ({row}, {col}), pad {pad}")
+
+
 def test_packed_zernike_equals_cellprofiler_on_the_whole_image(fields):
     """Crops measured in the pipeline give CellProfiler's Zernike moments of the whole field."""
     cp_shape = require("cp_measure.core.measureobjectsizeshape")

@@ -33,6 +33,32 @@ __all__ = ["extract_crops"]
 _PAD_MODE = "symmetric"
 
 
+def _place(canvas: np.ndarray, crop: np.ndarray, row: int, col: int, pad: int) -> None:
+    """Write ``crop`` (C, h, w) into ``canvas`` at ``(row + pad, col + pad)`` with a mirrored margin of ``pad``.
+
+    The same values as ``np.pad(crop, ((0, 0), (pad, pad), (pad, pad)),
+    mode="symmetric")`` written at ``(row, col)``, without the padded copy
+    np.pad builds per crop (~55 µs for a 64 x 64 x 3 crop, a tenth of the
+    pipeline's features tasks). A crop thinner than ``pad`` reflects more
+    than once: left to np.pad.
+    """
+    h, w = crop.shape[1:]
+    if pad == 0 or h < pad or w < pad:
+        canvas[:, row:row + h + 2 * pad, col:col + w + 2 * pad] = np.pad(
+            crop, ((0, 0), (pad, pad), (pad, pad)), mode=_PAD_MODE)
+        return
+    top, left = row + pad, col + pad
+    canvas[:, top:top + h, left:left + w] = crop
+    # Rows first (inner columns), then whole columns from the rows just
+    # written, so that the corners mirror both ways. A slice stop of -1 would
+    # mean the last index: a reflection ending at a crop's first row runs to the start.
+    canvas[:, row:top, left:left + w] = crop[:, pad - 1::-1]
+    canvas[:, top + h:top + h + pad, left:left + w] = crop[:, h - 1:h - 1 - pad:-1] if h > pad else crop[:, ::-1]
+    block = canvas[:, row:top + h + pad]
+    block[:, :, col:left] = block[:, :, left + pad - 1:left - 1:-1]  # left - 1 >= 0: pad >= 1
+    block[:, :, left + w:left + w + pad] = block[:, :, left + w - 1:left + w - 1 - pad:-1]  # stop col + w - 1 >= 0
+
+
 def _layout(shapes: list[tuple[int, int]], width: int) -> list[tuple[int, int]]:
     """Top-left corner of each padded crop in shelves of at most ``width`` columns."""
     corners = []
@@ -154,8 +180,7 @@ def extract_crops(
         for k, i in enumerate(batch):
             (r, c), (h, w) = corners[k], shapes[k]
             inner = (slice(r + pad, r + h - pad), slice(c + pad, c + w - pad))
-            pixels[:, r:r + h, c:c + w] = np.pad(np.asarray(crops[i]),
-                                                 ((0, 0), (pad, pad), (pad, pad)), mode=_PAD_MODE)
+            _place(pixels, np.asarray(crops[i]), r, c, pad)
             mask = np.asarray(masks[i], dtype=bool)
             labels[inner][mask] = k + 1
             band[inner][np.asarray(band_masks[i], dtype=bool) if band_masks is not None else mask] = k + 1
