@@ -36,6 +36,7 @@ for v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_N
 root, out, here, n, n_nuclei, nuclei = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 sys.path.insert(0, root)
 import numpy as np
+from scipy import ndimage
 from scip import features  # before bench_features, which puts its own checkout on sys.path
 from scip.features.crops import extract_crops
 from scip.features.volume import extract_volumes
@@ -72,6 +73,12 @@ for k in range(min(60, len(ids))):
     masks.append(lab[r0:r0 + 64, c0:c0 + 64] == lab[r0 + 32, c0 + 32])
     origins.append((int(rng.integers(0, 10**6)), int(rng.integers(0, 10**6))))
 tables["crops"] = extract_crops(crops, masks, ["a", "b", "c"], origins=origins, max_pixels=40_000)
+# as the pipeline measures nuclei: a mask inside each cell, the band around the cell, background outside it
+inner = [ndimage.binary_erosion(m, iterations=4) for m in masks]
+tables["crops_in_cells"] = extract_crops(crops, inner, ["a", "b", "c"], origins=origins, max_pixels=40_000,
+                                         band_masks=masks, backgrounds=[~m for m in masks])
+tables["crops_cells_band"] = extract_crops(crops, masks, ["a", "b", "c"], origins=origins, max_pixels=40_000,
+                                           band_masks=masks, backgrounds=[~m for m in masks])
 vols, vmasks = [], []
 for k in range(20):
     vol = np.zeros((5, 30, 40), bool)
