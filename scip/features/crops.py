@@ -193,8 +193,11 @@ def extract_crops(
         if not len(present):
             continue
         pixels, labels, _, background = _check_inputs(pixels, labels, names, background)
+        # Bands around the objects themselves (the cell mask's own call): saying so spares a scan of the
+        # packed image for the regions' boundaries, and the objects' boxes serve (the same values).
         objects = Objects(pixels, labels, background, tuple(names), row_offset=row_shift[present],
-                          col_offset=col_shift[present], band_labels=band, outside=outside,
+                          col_offset=col_shift[present],
+                          band_labels=None if np.array_equal(band, labels) else band, outside=outside,
                           compiled=needs_compiler(families))
         position = present
         table = _table(objects, families, cols, params)
