@@ -267,8 +267,8 @@ def extract(
     return _table(objects, families, cols, params)
 
 
-def _table(objects: Objects, families: Sequence[str], cols: list[FeatureColumn], params: FeatureParams) -> pd.DataFrame:
-    """Run the families over ``objects`` and assemble the table of :func:`extract`."""
+def _block(objects: Objects, families: Sequence[str], cols: list[FeatureColumn], params: FeatureParams) -> np.ndarray:
+    """Run the families over ``objects``: the values of ``cols``, one row per object (float64, column-major)."""
     n = len(objects)
     # One column-major float64 block, the DataFrame's own: pandas builds a table
     # of hundreds of separate columns at about 10 us each, some 7 ms a call,
@@ -287,6 +287,12 @@ def _table(objects: Objects, families: Sequence[str], cols: list[FeatureColumn],
     if n and not filled.all():
         missing = [cols[k].name for k in np.flatnonzero(~filled)[:5]]
         raise RuntimeError(f"feature families computed no values for columns {missing}")
+    return block
+
+
+def _table(objects: Objects, families: Sequence[str], cols: list[FeatureColumn], params: FeatureParams) -> pd.DataFrame:
+    """Run the families over ``objects`` and assemble the table of :func:`extract`."""
+    block = _block(objects, families, cols, params)
     table = pd.DataFrame(block, columns=[c.name for c in cols], copy=False)
     table.insert(0, "label", objects.ids.astype(np.int64))
     return table

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from . import DEFAULT_FAMILIES, FeatureParams, _check_inputs, _resolve_params, _table, columns, needs_compiler
+from . import DEFAULT_FAMILIES, FeatureParams, _block, _check_inputs, _resolve_params, columns, needs_compiler
 from ._objects import Objects
 
 __all__ = ["extract_crops"]
@@ -199,7 +199,5 @@ def extract_crops(
                           col_offset=col_shift[present],
                           band_labels=None if np.array_equal(band, labels) else band, outside=outside,
                           compiled=needs_compiler(families))
-        position = present
-        table = _table(objects, families, cols, params)
-        out[np.asarray(batch)[position]] = table[[c.name for c in cols]].to_numpy()
+        out[np.asarray(batch)[present]] = _block(objects, families, cols, params)
     return pd.DataFrame(out, columns=[c.name for c in cols])
