@@ -127,9 +127,11 @@ def _edge_mask(labels: np.ndarray, width: int, outside: np.ndarray | None = None
     objects = Objects(np.zeros((1, *labels.shape)), np.asarray(labels, np.int64), labels == 0, ("c",), outside=outside)
     ring = np.zeros(labels.shape, bool)
     dummy = np.zeros((1, 1), bool) if outside is None else np.ascontiguousarray(outside)
-    ring.ravel()[objects.groups.index] = intensity._edge_pixels(objects.labels, objects.groups.index, int(width),
-                                                                dummy, outside is not None,
-                                                                np.full(labels.size, 7, np.uint8))  # stale scratch
+    at = np.full(objects.groups.index.size, -5, np.int64)  # stale output
+    n = intensity._edge_pixels(objects.labels, objects.groups.index, int(width), dummy, outside is not None,
+                               np.full(labels.size, 7, np.uint8), at)  # stale scratch
+    assert np.all(np.diff(at[:n]) > 0)  # ascending positions
+    ring.ravel()[objects.groups.index[at[:n]]] = True
     return ring
 
 
@@ -535,6 +537,21 @@ def test_edge_kernel_equals_whole_image_erosion(width, with_outside):
         labels = np.where(outside, 0, labels)
     np.testing.assert_array_equal(_edge_mask(labels, width, outside), _edge_mask_by_shifts(labels, width, outside))
 
+
+
+def test_edge_kernel_reads_its_scratch_only_for_wider_rings():
+    # Width 1 needs no scratch image (the caller passes an empty one); a wider ring refuses one too small.
+    labels = _touching_objects(seed=9)
+    objects = Objects(np.zeros((1, *labels.shape)), labels, labels == 0, ("c",))
+    index = objects.groups.index
+    at = np.empty(index.size, np.int64)
+    n = intensity._edge_pixels(objects.labels, index, 1, np.zeros((1, 1), bool), False, np.empty(0, np.uint8), at)
+    ring = np.zeros(labels.shape, bool)
+    ring.ravel()[index[at[:n]]] = True
+    np.testing.assert_array_equal(ring, _edge_mask_by_shifts(labels, 1))
+    with pytest.raises(ValueError, match="removed"):
+        intensity._edge_pixels(objects.labels, index, 2, np.zeros((1, 1), bool), False,
+                               np.empty(labels.size - 1, np.uint8), at)
 
 def test_first_max_finds_each_runs_first_maximum_and_none_for_nan():
     """The first position of each run's maximum from the hits alone: ties take the first, a NaN run (no value equals
