@@ -154,59 +154,25 @@ def _edge_pixels(labels, index, width, outside, use_outside, removed, at):  # pr
     if more and removed.shape[0] < H * W:
         raise ValueError("removed needs an entry per image pixel when width > 1")
     n = 0
-    # The first erosion: nothing is removed yet, so a pixel goes if an
-    # in-image neighbour has another label. It also initializes ``removed``
-    # at every labeled pixel, the only entries read later (a neighbour's
-    # entry is read only when it carries the pixel's label), instead of
-    # clearing the whole image.
-    # The row of p is found by division only when p leaves the current row:
-    # an object's pixels come in raster order, ~30 per row on the benchmark
-    # mosaic, and an int64 division per pixel was a third of the kernel.
-    r = 0
-    row_start = 0
-    for k in range(index.shape[0]):
-        p = index[k]
-        c = p - row_start
-        if c < 0 or c >= W:
-            r = p // W
-            row_start = r * W
-            c = p - row_start
-        v = flat[p]
-        # written out per neighbour: a helper function here made the loop ~4x slower
-        erode = False
-        if r > 0:
-            q = p - W
-            if not (use_outside and out_flat[q]):
-                erode |= flat[q] != v
-        if r < H - 1:
-            q = p + W
-            if not (use_outside and out_flat[q]):
-                erode |= flat[q] != v
-        if c > 0:
-            q = p - 1
-            if not (use_outside and out_flat[q]):
-                erode |= flat[q] != v
-        if c < W - 1:
-            q = p + 1
-            if not (use_outside and out_flat[q]):
-                erode |= flat[q] != v
-        if more:
-            removed[p] = np.uint8(erode)
-        elif erode:
-            at[n] = k
-            n += 1
-    if not more:
-        return n
     # Stamps 1 and 2 alternate: a pixel still there at erosion t has no
     # same-label 4-neighbour removed before t - 1 (it would have gone at t - 1
     # itself), so "removed before t" is "stamped, and not with t's stamp".
-    for t in range(1, width):
+    # The first erosion reads no stamp (nothing is removed yet) and writes
+    # one at every labeled pixel, 0 where it stays: those are the only
+    # entries read later (a neighbour's is read only when it carries the
+    # pixel's label), so the image-sized scratch is never cleared.
+    for t in range(width):
         now = np.uint8(1 + t % 2)
+        later = t > 0
+        # The row of p is found by division only when p leaves the current
+        # row: an object's pixels come in raster order, ~30 per row on the
+        # benchmark mosaic, and an int64 division per pixel was a third of
+        # the kernel's time.
         r = 0
         row_start = 0
         for k in range(index.shape[0]):
             p = index[k]
-            if removed[p] != 0:
+            if later and removed[p] != 0:
                 continue
             c = p - row_start
             if c < 0 or c >= W:
@@ -214,29 +180,35 @@ def _edge_pixels(labels, index, width, outside, use_outside, removed, at):  # pr
                 row_start = r * W
                 c = p - row_start
             v = flat[p]
+            # written out per neighbour: a helper function here made the loop ~4x slower
             erode = False
             if r > 0:
                 q = p - W
                 if not (use_outside and out_flat[q]):
-                    erode |= flat[q] != v or (removed[q] != 0 and removed[q] != now)
+                    erode |= flat[q] != v or (later and removed[q] != 0 and removed[q] != now)
             if r < H - 1:
                 q = p + W
                 if not (use_outside and out_flat[q]):
-                    erode |= flat[q] != v or (removed[q] != 0 and removed[q] != now)
+                    erode |= flat[q] != v or (later and removed[q] != 0 and removed[q] != now)
             if c > 0:
                 q = p - 1
                 if not (use_outside and out_flat[q]):
-                    erode |= flat[q] != v or (removed[q] != 0 and removed[q] != now)
+                    erode |= flat[q] != v or (later and removed[q] != 0 and removed[q] != now)
             if c < W - 1:
                 q = p + 1
                 if not (use_outside and out_flat[q]):
-                    erode |= flat[q] != v or (removed[q] != 0 and removed[q] != now)
-            if erode:
-                removed[p] = now
-    for k in range(index.shape[0]):
-        if removed[index[k]] != 0:
-            at[n] = k
-            n += 1
+                    erode |= flat[q] != v or (later and removed[q] != 0 and removed[q] != now)
+            if more:
+                # 0 where the pixel stays: at t = 0 this is the first write; later it is the stamp it had
+                removed[p] = now if erode else np.uint8(0)
+            elif erode:
+                at[n] = k
+                n += 1
+    if more:
+        for k in range(index.shape[0]):
+            if removed[index[k]] != 0:
+                at[n] = k
+                n += 1
     return n
 
 
