@@ -76,7 +76,7 @@ import numpy as np
 
 from ._jit import kernel
 from ._objects import _GATHER_CHUNK, FeatureParams, Objects
-from ._stats import STATISTICS, _holds_nan, _pivot, _range_max, _select, run_bounds, stats_by_run
+from ._stats import STATISTICS, _holds_nan, _pivot, _range_max, _select, stats_by_run
 
 __all__ = ["NAME", "describe", "compute"]
 
@@ -634,7 +634,13 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     edge_at = edge_at[:n_edge]
 
     band_index, band_seg = _background_band(objects, int(params.background_width))
-    band_starts, band_counts = run_bounds(band_seg, n)
+    # The band's runs by binary search in its object positions (ascending),
+    # not run_bounds' bincount, which first copies them to intp: 1.3 instead
+    # of 6.9 ms for the 3.4 M band pixels of the benchmark mosaic. Keys of the
+    # positions' own dtype, or numpy would convert the whole array.
+    band_ends = np.searchsorted(band_seg, np.arange(n, dtype=band_seg.dtype), side="right")
+    band_counts = np.diff(band_ends, prepend=0)
+    band_starts = band_ends - band_counts
 
     # Edge pixels per run from their positions (a few per object), without a pixel-sized pass.
     edge_counts = (np.searchsorted(edge_at, starts + counts) - np.searchsorted(edge_at, starts)).astype(np.int64)
