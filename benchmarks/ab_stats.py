@@ -37,8 +37,10 @@ def _inputs(n: int) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     px, lab = synthetic_mosaic(n, seed=0)
     pxc, labc, names, bg = _check_inputs(px, lab, None, None)
     o = Objects(pxc, labc, bg, tuple(names))
-    edge = intensity._edge_pixels(o.labels, o.groups.index, 1, np.zeros((1, 1), bool), False,
-                                  np.empty(o.labels.size, np.uint8))
+    at = np.empty(o.groups.index.size, np.int64)
+    n_edge = intensity._edge_pixels(o.labels, o.groups.index, 1, np.zeros((1, 1), bool), False,
+                                    np.empty(0, np.uint8), at)
+    edge = at[:n_edge]  # positions: indexing by them picks what the mask did
     values = np.ravel(pxc[0])[o.groups.index].astype(np.float64)
     starts, counts = run_bounds(o.seg, len(o))
     edge_starts, edge_counts = run_bounds(o.seg[edge], len(o))

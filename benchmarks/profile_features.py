@@ -94,10 +94,17 @@ def main(argv: list[str] | None = None) -> int:
             if hasattr(intensity, "_edge_pixels"):
                 # since session 14 the caller passes the scratch image (one more argument)
                 edge_args = (o.labels, o.groups.index, 1, np.zeros((1, 1), bool), False)
-                if intensity._edge_pixels.py_func.__code__.co_argcount == 6:
+                argcount = intensity._edge_pixels.py_func.__code__.co_argcount
+                if argcount >= 6:
                     edge_args += (np.empty(o.labels.size, np.uint8),)
+                if argcount == 7:  # since session 15: writes the edge positions, returns their number
+                    at = np.empty(o.groups.index.size, np.int64)
+                    edge_args += (at,)
                 stage("    edge ring", lambda: intensity._edge_pixels(*edge_args))
                 edge = intensity._edge_pixels(*edge_args)
+                if argcount == 7:
+                    edge = np.zeros(o.groups.index.size, bool)
+                    edge[at[:intensity._edge_pixels(*edge_args)]] = True
             else:
                 stage("    edge ring", lambda: intensity._edge_mask(o.labels, 1, None).ravel()[o.groups.index])
                 edge = intensity._edge_mask(o.labels, 1, None).ravel()[o.groups.index]

@@ -127,9 +127,11 @@ def _edge_mask(labels: np.ndarray, width: int, outside: np.ndarray | None = None
     objects = Objects(np.zeros((1, *labels.shape)), np.asarray(labels, np.int64), labels == 0, ("c",), outside=outside)
     ring = np.zeros(labels.shape, bool)
     dummy = np.zeros((1, 1), bool) if outside is None else np.ascontiguousarray(outside)
-    ring.ravel()[objects.groups.index] = intensity._edge_pixels(objects.labels, objects.groups.index, int(width),
-                                                                dummy, outside is not None,
-                                                                np.full(labels.size, 7, np.uint8))  # stale scratch
+    at = np.full(objects.groups.index.size, -5, np.int64)  # stale output
+    n = intensity._edge_pixels(objects.labels, objects.groups.index, int(width), dummy, outside is not None,
+                               np.full(labels.size, 7, np.uint8), at)  # stale scratch
+    assert np.all(np.diff(at[:n]) > 0)  # ascending positions
+    ring.ravel()[objects.groups.index[at[:n]]] = True
     return ring
 
 
@@ -536,35 +538,74 @@ def test_edge_kernel_equals_whole_image_erosion(width, with_outside):
     np.testing.assert_array_equal(_edge_mask(labels, width, outside), _edge_mask_by_shifts(labels, width, outside))
 
 
-def test_first_max_finds_each_runs_first_maximum_and_none_for_nan():
-    """The first position of each run's maximum from the hits alone: ties take the first, a NaN run (no value equals
-    its NaN maximum) gets -1 even when a later run has hits, and runs after the last hit get -1 too."""
-    values = np.array([1.0, 3.0, 3.0, np.nan, np.nan, 2.0, 5.0, 5.0, np.nan, 0.0])
-    starts = np.array([0, 3, 5, 8, 9])
-    counts = np.array([3, 2, 3, 1, 1])
-    maxima = np.array([3.0, np.nan, 5.0, np.nan, 0.0])
 
-    def first_max(values, maxima, starts, counts):
-        seg = np.repeat(np.arange(len(counts)), counts)
-        return intensity._first_max(values, maxima, starts, counts, seg, np.empty(len(values)))
+def test_edge_kernel_reads_its_scratch_only_for_wider_rings():
+    # Width 1 needs no scratch image (the caller passes an empty one); a wider ring refuses one too small.
+    labels = _touching_objects(seed=9)
+    objects = Objects(np.zeros((1, *labels.shape)), labels, labels == 0, ("c",))
+    index = objects.groups.index
+    at = np.empty(index.size, np.int64)
+    n = intensity._edge_pixels(objects.labels, index, 1, np.zeros((1, 1), bool), False, np.empty(0, np.uint8), at)
+    ring = np.zeros(labels.shape, bool)
+    ring.ravel()[index[at[:n]]] = True
+    np.testing.assert_array_equal(ring, _edge_mask_by_shifts(labels, 1))
+    with pytest.raises(ValueError, match="removed"):
+        intensity._edge_pixels(objects.labels, index, 2, np.zeros((1, 1), bool), False,
+                               np.empty(labels.size - 1, np.uint8), at)
 
-    np.testing.assert_array_equal(first_max(values, maxima, starts, counts), [1, -1, 6, -1, 9])
-    # the last runs without a hit
-    np.testing.assert_array_equal(first_max(values[:9], maxima[:4], starts[:4], counts[:4]), [1, -1, 6, -1])
-    assert first_max(np.zeros(0), np.zeros(0), np.zeros(0, np.intp), np.zeros(0, np.intp)).size == 0
-
-
-def test_first_max_with_a_scratch_buffer_gives_the_same_positions():
-    """Given each value's run and a float64 buffer (compute reuses one across channels), the maxima are spread into
-    that buffer and the positions are those with a fresh one; the buffer's old contents do not matter."""
-    values = np.array([1.0, 3.0, 3.0, np.nan, np.nan, 2.0, 5.0, 5.0, np.nan, 0.0])
-    starts = np.array([0, 3, 5, 8, 9])
-    counts = np.array([3, 2, 3, 1, 1])
-    maxima = np.array([3.0, np.nan, 5.0, np.nan, 0.0])
+def _locations(values, maxima, starts, counts, chunk):
+    """intensity._locations on runs of a 7-column image: each run's pixels in raster order, boxes from its pixels."""
+    size = values.shape[1]
+    rows, cols = np.divmod(np.arange(size) * 3 % 53 + np.arange(size) // 2 * 7, 7)
+    if len(starts):
+        box_row, box_col = np.minimum.reduceat(rows, starts), np.minimum.reduceat(cols, starts)
+    else:
+        box_row = box_col = np.zeros(0, np.int64)
     seg = np.repeat(np.arange(len(starts)), counts)
-    scratch = np.full(len(values), 5.0)  # stale values equal to some maxima: must be overwritten
-    first = intensity._first_max(values, maxima, starts, counts, seg, scratch)
-    fresh = np.zeros(len(values))
-    np.testing.assert_array_equal(first, intensity._first_max(values, maxima, starts, counts, seg, fresh))
-    np.testing.assert_array_equal(first, [1, -1, 6, -1, 9])
-    np.testing.assert_array_equal(scratch, np.repeat(maxima, counts))
+    cen_row = np.bincount(seg, rows - box_row[seg], len(starts)) / np.maximum(counts, 1)
+    cen_col = np.bincount(seg, cols - box_col[seg], len(starts)) / np.maximum(counts, 1)
+    got = intensity._locations(values, maxima, rows, cols, starts, counts, box_row, box_col, cen_row, cen_col, chunk)
+    # The reference: whole-array passes, as compute made them before the steps
+    d_row = (rows.astype(np.float64) - box_row[seg]) - cen_row[seg]
+    d_col = (cols.astype(np.float64) - box_col[seg]) - cen_col[seg]
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = ([np.add.reduceat(d_row * v, starts) for v in values] if len(starts) else np.zeros((len(values), 0)),
+                [np.add.reduceat(d_col * v, starts) for v in values] if len(starts) else np.zeros((len(values), 0)))
+    np.testing.assert_array_equal(got[0], want[0])  # bit for bit, NaN where the reference has NaN
+    np.testing.assert_array_equal(got[1], want[1])
+    return got[2]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 4, 1 << 17])
+def test_locations_find_each_runs_first_maximum_and_none_for_nan(chunk):
+    """The first position of each run's maximum: ties take the first, a NaN run (no value equals its NaN maximum)
+    gets -1 even when a later run has hits, and runs after the last hit get -1 too; the same whether a step holds
+    one run, part of the runs or all of them (a run longer than the step makes a step of its own)."""
+    values = np.array([1.0, 3.0, 3.0, np.nan, np.nan, 2.0, 5.0, 5.0, np.nan, 0.0])
+    starts = np.array([0, 3, 5, 8, 9])
+    counts = np.array([3, 2, 3, 1, 1])
+    maxima = np.array([3.0, np.nan, 5.0, np.nan, 0.0])
+    # a second channel: the same runs, other maxima
+    second = np.array([7.0, 7.0, -1.0, 4.0, 4.0, 2.0, 2.0, 9.0, 1.0, np.nan])
+    both = np.stack([values, second])
+    first = _locations(both, np.stack([maxima, [7.0, 4.0, 9.0, 1.0, np.nan]]), starts, counts, chunk)
+    np.testing.assert_array_equal(first, [[1, -1, 6, -1, 9], [0, 3, 7, 8, -1]])
+    # the last runs without a hit
+    np.testing.assert_array_equal(_locations(values[None, :9], maxima[None, :4], starts[:4], counts[:4], chunk),
+                                  [[1, -1, 6, -1]])
+    assert _locations(np.zeros((1, 0)), np.zeros((1, 0)), np.zeros(0, np.intp), np.zeros(0, np.intp),
+                      chunk).shape == (1, 0)
+
+
+@pytest.mark.parametrize("chunk", [3, 64, 1 << 17])
+def test_locations_sum_each_run_alone_whatever_the_step(chunk):
+    """Random runs (some longer than a step) and values with ties: the weighted sums are those of whole-array
+    reduceat bit for bit and the first maxima those of a loop over the runs."""
+    rng = np.random.default_rng(4)
+    counts = rng.integers(1, 40, 300)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    values = rng.integers(0, 6, (3, counts.sum())).astype(np.float64) * rng.normal(size=3)[:, None]
+    maxima = np.stack([np.maximum.reduceat(v, starts) for v in values])
+    first = _locations(values, maxima, starts, counts, chunk)
+    want = [[s + int(np.argmax(v[s:s + k])) for s, k in zip(starts, counts)] for v in values]
+    np.testing.assert_array_equal(first, want)

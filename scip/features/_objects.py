@@ -131,12 +131,18 @@ class Objects:
         groups = self.groups
         height, width = self.labels.shape[-2], self.labels.shape[-1]
         dtype = index_dtype(self.labels.size)
-        # One pass for both, written as ``dtype`` (an intp index from the
-        # numpy sort is cast chunk by chunk in numpy's buffers, no pixel-sized
-        # temporary).
+        # Written as ``dtype`` (an intp index from the numpy sort is cast
+        # chunk by chunk in numpy's buffers, no pixel-sized temporary).
+        # floor_divide by a scalar is vectorized (numpy divides by a
+        # precomputed multiplier), divmod is not: the quotient, then the
+        # remainder as index - rows * width, took 8.5 instead of 14.5 ms for
+        # the 5.6 M pixels of the benchmark mosaic (fresh outputs). Exact
+        # integers either way.
         rows = np.empty(groups.index.shape, dtype)
         cols = np.empty(groups.index.shape, dtype)
-        np.divmod(groups.index, width, out=(rows, cols), casting="same_kind")
+        np.floor_divide(groups.index, width, out=rows, casting="same_kind")
+        np.multiply(rows, width, out=cols, casting="same_kind")
+        np.subtract(groups.index, cols, out=cols, casting="same_kind")
         if self.labels.ndim == 3:
             np.remainder(rows, height, out=rows)
         starts = groups.starts

@@ -75,8 +75,8 @@ from typing import Sequence
 import numpy as np
 
 from ._jit import kernel
-from ._objects import FeatureParams, Objects
-from ._stats import STATISTICS, _holds_nan, _pivot, _range_max, _select, run_bounds, stats_by_run
+from ._objects import _GATHER_CHUNK, FeatureParams, Objects
+from ._stats import STATISTICS, _holds_nan, _pivot, _range_max, _select, stats_by_run
 
 __all__ = ["NAME", "describe", "compute"]
 
@@ -131,59 +131,91 @@ def describe(channel_names: Sequence[str], params: FeatureParams) -> list[tuple[
 
 
 @kernel
-def _edge_pixels(labels, index, width, outside, use_outside, removed):  # pragma: no cover - compiled
+def _edge_pixels(labels, index, width, outside, use_outside, removed, at):  # pragma: no cover - compiled
     """Which of the labeled pixels ``index`` (flat) ``width`` label-wise erosions with the 4-connected cross remove.
 
     A pixel survives an erosion only if each of its in-image 4-neighbours
     carries its (surviving) label; the image border does not erode, and
     neither do ``outside`` pixels (the margins between packed crops; read only
-    where ``use_outside``). Only the labeled pixels are visited; erosion ``t``
-    stamps the pixels it removes, so that a neighbour removed by the same
-    erosion still counts as surviving the previous one.
+    where ``use_outside``). Only the labeled pixels are visited. Writes the
+    positions ``k`` (ascending) of the removed pixels ``index[k]`` to ``at``
+    (int64, ``len(index)`` entries) and returns how many it wrote.
+
+    ``removed`` (uint8) is scratch for ``width > 1`` only, with an entry per
+    image pixel; it is not read otherwise (the caller may pass an empty
+    array). The caller allocates it and ``at``: numpy backs large arrays with
+    huge pages, numba would fault them in 4 KiB pages, and only the pages
+    written are faulted in at all.
     """
     H, W = labels.shape
     flat = labels.ravel()
     out_flat = outside.ravel()
+    more = width > 1
+    if more and removed.shape[0] < H * W:
+        raise ValueError("removed needs an entry per image pixel when width > 1")
+    n = 0
     # Stamps 1 and 2 alternate: a pixel still there at erosion t has no
     # same-label 4-neighbour removed before t - 1 (it would have gone at t - 1
     # itself), so "removed before t" is "stamped, and not with t's stamp".
-    # ``removed`` (uint8, H * W entries, scratch) comes from the caller:
-    # numpy backs it with huge pages, numba would fault it in 4 KiB pages
-    # (5,000 faults for the 20.6 MB of the benchmark mosaic).
-    removed[:] = 0
+    # The first erosion reads no stamp (nothing is removed yet) and writes
+    # one at every labeled pixel, 0 where it stays: those are the only
+    # entries read later (a neighbour's is read only when it carries the
+    # pixel's label), so the image-sized scratch is never cleared.
     for t in range(width):
         now = np.uint8(1 + t % 2)
+        later = t > 0
+        first_plain = not later and not use_outside
+        # The row of p is found by division only when p leaves the current
+        # row: an object's pixels come in raster order, ~30 per row on the
+        # benchmark mosaic, and an int64 division per pixel was a third of
+        # the kernel's time.
+        r = 0
+        row_start = 0
         for k in range(index.shape[0]):
             p = index[k]
-            if removed[p] != 0:
+            if later and removed[p] != 0:
                 continue
+            c = p - row_start
+            if c < 0 or c >= W:
+                r = p // W
+                row_start = r * W
+                c = p - row_start
             v = flat[p]
-            r = p // W
-            c = p - r * W
-            # written out per neighbour: a helper function here made the loop ~4x slower
-            erode = False
-            if r > 0:
-                q = p - W
-                if not (use_outside and out_flat[q]):
-                    erode |= flat[q] != v or (removed[q] != 0 and removed[q] != now)
-            if r < H - 1:
-                q = p + W
-                if not (use_outside and out_flat[q]):
-                    erode |= flat[q] != v or (removed[q] != 0 and removed[q] != now)
-            if c > 0:
-                q = p - 1
-                if not (use_outside and out_flat[q]):
-                    erode |= flat[q] != v or (removed[q] != 0 and removed[q] != now)
-            if c < W - 1:
-                q = p + 1
-                if not (use_outside and out_flat[q]):
-                    erode |= flat[q] != v or (removed[q] != 0 and removed[q] != now)
-            if erode:
-                removed[p] = now
-    ring = np.empty(index.shape[0], np.bool_)
-    for k in range(index.shape[0]):
-        ring[k] = removed[index[k]] != 0
-    return ring
+            if first_plain and 0 < r < H - 1 and 0 < c < W - 1:
+                # The usual pixel of the first erosion without outside pixels:
+                # no stamps to read, no border, four comparisons without branches.
+                erode = (flat[p - W] != v) | (flat[p + W] != v) | (flat[p - 1] != v) | (flat[p + 1] != v)
+            else:
+                # written out per neighbour: a helper function here made the loop ~4x slower
+                erode = False
+                if r > 0:
+                    q = p - W
+                    if not (use_outside and out_flat[q]):
+                        erode |= flat[q] != v or (later and removed[q] != 0 and removed[q] != now)
+                if r < H - 1:
+                    q = p + W
+                    if not (use_outside and out_flat[q]):
+                        erode |= flat[q] != v or (later and removed[q] != 0 and removed[q] != now)
+                if c > 0:
+                    q = p - 1
+                    if not (use_outside and out_flat[q]):
+                        erode |= flat[q] != v or (later and removed[q] != 0 and removed[q] != now)
+                if c < W - 1:
+                    q = p + 1
+                    if not (use_outside and out_flat[q]):
+                        erode |= flat[q] != v or (later and removed[q] != 0 and removed[q] != now)
+            if more:
+                # 0 where the pixel stays: at t = 0 this is the first write; later it is the stamp it had
+                removed[p] = now if erode else np.uint8(0)
+            elif erode:
+                at[n] = k
+                n += 1
+    if more:
+        for k in range(index.shape[0]):
+            if removed[index[k]] != 0:
+                at[n] = k
+                n += 1
+    return n
 
 
 @kernel
@@ -494,22 +526,101 @@ def _run_median(values, starts, counts):  # pragma: no cover - compiled
     return out
 
 
-def _first_max(values: np.ndarray, maxima: np.ndarray, starts: np.ndarray, counts: np.ndarray,
-               seg: np.ndarray, scratch: np.ndarray) -> np.ndarray:
-    """Position in the grouped arrays of each run's first value equal to its maximum; -1 if none (NaN).
+#: Products (channels x 2 coordinates x values) that :func:`_locations`
+#: forms per step: its buffers then stay in the cache. 2**15 to 2**16 values
+#: per channel were fastest with 3 channels (49 ms for the 5,000-cell mosaic;
+#: 54 at 2**14 and 2**17, 71-74 at 2**13 and 2**18).
+_LOCATION_PRODUCTS = 1 << 18
 
-    ``seg`` is the run of each value; the maxima are spread over the values
-    in ``scratch`` (float64, one entry per value) instead of a fresh
-    pixel-sized array: the caller reuses one across channels.
+
+def _locations(values: np.ndarray, maxima: np.ndarray, rows: np.ndarray, cols: np.ndarray, starts: np.ndarray,
+               counts: np.ndarray, box_min_row: np.ndarray, box_min_col: np.ndarray, cen_row: np.ndarray,
+               cen_col: np.ndarray, chunk: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Intensity-weighted coordinate sums and the first maximum of each run, in every channel.
+
+    Parameters
+    ----------
+    values : ndarray of float64, shape (C, N)
+        Grouped values of each channel (:attr:`~._objects.Objects.channel_values`).
+    maxima : ndarray of float64, shape (C, n)
+        Each run's maximum in each channel (NaN for a run holding a NaN).
+    rows, cols : ndarray of int, shape (N,)
+        Pixel coordinates.
+    starts, counts : ndarray of int, shape (n,)
+        The runs: consecutive, each of at least one value, together all ``N``.
+    box_min_row, box_min_col : ndarray of int, shape (n,)
+        Each run's bounding box corner.
+    cen_row, cen_col : ndarray of float64, shape (n,)
+        Each run's centroid relative to its box corner.
+    chunk : int, optional
+        Values handled per step and channel (whole runs: a step holds at
+        least one); by default ``_LOCATION_PRODUCTS / (2 C)``.
+
+    Returns
+    -------
+    row_sum, col_sum : ndarray of float64, shape (C, n)
+        Sum over the run of ``((row - box row) - centroid row) * value``, and
+        the same for columns, as ``np.add.reduceat`` of the products gives it.
+    first : ndarray of intp, shape (C, n)
+        Position of each run's first value equal to its maximum; -1 if none
+        (a NaN maximum).
+
+    Notes
+    -----
+    A few thousand objects at a time rather than pixel-sized passes: the
+    coordinates relative to the centroid, the products for both sums of
+    every channel and the spread maxima are formed for one step's whole runs
+    in buffers that stay in the cache, instead of pixel-sized arrays (45 MB
+    each on the benchmark mosaic) streamed through memory several times per
+    channel. Each run is reduced alone either way, so the sums are the same
+    bit for bit. The coordinates are formed as ``float(row) - float(box
+    row)``, which is the exact integer ``row - box row``, so no value depends
+    on where in the label image the object lies.
     """
-    # mode="clip" (the positions are in range anyway): with the default
-    # "raise", np.take writes to a pixel-sized copy of ``out`` first
-    spread = np.take(maxima, seg, out=scratch, mode="clip")
-    # Only the hits are indexed (a few per run), not every pixel: no pixel-sized index arrays to allocate.
-    hits = np.flatnonzero(values == spread)
-    at = np.searchsorted(hits, starts)
-    first = hits[np.minimum(at, max(len(hits) - 1, 0))] if len(hits) else np.full(len(starts), -1, np.intp)
-    return np.where((at < len(hits)) & (first < starts + counts), first, -1)
+    n_channels, size = values.shape
+    n = len(starts)
+    row_sum = np.empty((n_channels, n))
+    col_sum = np.empty((n_channels, n))
+    first = np.full((n_channels, n), -1, np.intp)
+    if n == 0:
+        return row_sum, col_sum, first
+    if chunk is None:
+        chunk = max(1 << 12, _LOCATION_PRODUCTS // (2 * max(n_channels, 1)))
+    # Steps of whole runs: each starts at the first run starting at or after a multiple of ``chunk``.
+    cut = np.unique(np.concatenate(([0], np.searchsorted(starts, np.arange(chunk, size, chunk)), [n])))
+    bounds = np.append(starts, size)[cut]
+    longest = int(np.max(np.diff(bounds)))
+    box = np.stack([box_min_row, box_min_col]).astype(np.float64)
+    centroid = np.stack([cen_row, cen_col])
+    relative = np.empty((2, longest))
+    product = np.empty((n_channels, 2, longest))
+    hits: list[list[np.ndarray]] = [[] for _ in range(n_channels)]
+    for i0, i1, a, b in zip(cut[:-1], cut[1:], bounds[:-1], bounds[1:]):
+        m = b - a
+        runs = counts[i0:i1]
+        d = relative[:, :m]
+        np.subtract(rows[a:b], np.repeat(box[0, i0:i1], runs), out=d[0])
+        np.subtract(cols[a:b], np.repeat(box[1, i0:i1], runs), out=d[1])
+        np.subtract(d, np.repeat(centroid[:, i0:i1], runs, axis=1), out=d)
+        v = values[:, a:b]
+        p = product[:, :, :m]
+        np.multiply(d[None, :, :], v[:, None, :], out=p)
+        sums = np.add.reduceat(p, starts[i0:i1] - a, axis=2)
+        row_sum[:, i0:i1] = sums[:, 0]
+        col_sum[:, i0:i1] = sums[:, 1]
+        # Only the hits are kept (a few per run), not a pixel-sized mask.
+        equal = v == np.repeat(maxima[:, i0:i1], runs, axis=1)
+        for c in range(n_channels):
+            hits[c].append(np.flatnonzero(equal[c]) + a)
+    for c in range(n_channels):
+        at_hits = np.concatenate(hits[c])
+        if not len(at_hits):
+            continue
+        # each run's first hit, if it lies inside the run (a NaN run has none)
+        at = np.searchsorted(at_hits, starts)
+        found = at_hits[np.minimum(at, len(at_hits) - 1)]
+        first[c] = np.where((at < len(at_hits)) & (found < starts + counts), found, -1)
+    return row_sum, col_sum, first
 
 
 def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | None], np.ndarray]:
@@ -519,81 +630,83 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     starts, counts = groups.starts, groups.counts
 
     outside = objects.outside if objects.outside is not None else np.zeros((1, 1), bool)
-    edge = _edge_pixels(objects.labels, groups.index, int(params.edge_width),
-                        np.ascontiguousarray(outside), objects.outside is not None,
-                        np.empty(objects.labels.size, np.uint8))
+    width = int(params.edge_width)
+    # Positions of the edge pixels in the grouped arrays (a tenth of the
+    # pixels on the benchmark mosaic): gathered by them, not by a pixel-sized mask.
+    edge_at = np.empty(groups.index.size, np.int64)
+    n_edge = _edge_pixels(objects.labels, groups.index, width, np.ascontiguousarray(outside),
+                          objects.outside is not None, np.empty(objects.labels.size if width > 1 else 0, np.uint8),
+                          edge_at)
+    edge_at = edge_at[:n_edge]
 
     band_index, band_seg = _background_band(objects, int(params.background_width))
-    band_starts, band_counts = run_bounds(band_seg, n)
+    # The band's runs by binary search in its object positions (ascending),
+    # not run_bounds' bincount, which first copies them to intp: 1.3 instead
+    # of 6.9 ms for the 3.4 M band pixels of the benchmark mosaic. Keys of the
+    # positions' own dtype, or numpy would convert the whole array.
+    band_ends = np.searchsorted(band_seg, np.arange(n, dtype=band_seg.dtype), side="right")
+    band_counts = np.diff(band_ends, prepend=0)
+    band_starts = band_ends - band_counts
 
-    # Pixel coordinates relative to the object's centroid: the weighted sums
-    # then give the mass displacement directly and stay precise. The
-    # centroid is taken inside the bounding box and the box corner (an exact
-    # integer in image coordinates) added last, so no value depends on where
-    # in the label image the object lies (crops packed side by side land anywhere).
-    # numpy, not a compiled pass: a kernel of its own saved ~0.1 s per 5,000
-    # cells but cost 0.6-0.8 CPU s to compile on an empty cache, which the
-    # first run's 2x budget (issue 18) could not afford.
-    #
-    # Three pixel-sized float64 buffers in all (d_row, d_col and product, a
-    # scratch here and in the channel loop) and no box-relative integer
-    # arrays: each pixel-sized array is a fresh mapping whose pages the
-    # kernel zeroes on first touch (45 MB each on the benchmark mosaic). The
-    # box-relative coordinate is formed in float64, as float(row) -
-    # float(box row), which is float(row - box row) exactly (integers below
-    # 2**53), so the values are those of (row - box row) - centroid row.
-    seg = objects.seg
-    product = np.empty(seg.shape[0], np.float64)
-
-    def from_centroid(coords: np.ndarray, box_min: np.ndarray, centroid: np.ndarray) -> np.ndarray:
-        d = np.take(box_min.astype(np.float64), seg)
-        np.subtract(coords, d, out=d)
-        # mode="clip": with the default "raise", np.take buffers ``out`` in a fresh pixel-sized array
-        return np.subtract(d, np.take(centroid, seg, out=product, mode="clip"), out=d)
-
-    cen_row, cen_col = objects.local_centroid
-    d_row = from_centroid(objects.rows, objects.box_min_row, cen_row)
-    d_col = from_centroid(objects.cols, objects.box_min_col, cen_col)
-    # Edge pixels per run from the positions of the edge pixels (a few per
-    # object): reduceat over the mask would first cast all of it to int64, a
-    # pixel-sized copy, even when given dtype=int64.
-    edge_at = np.flatnonzero(edge)
+    # Edge pixels per run from their positions (a few per object), without a pixel-sized pass.
     edge_counts = (np.searchsorted(edge_at, starts + counts) - np.searchsorted(edge_at, starts)).astype(np.int64)
     edge_starts = np.zeros(n, np.int64)
     np.cumsum(edge_counts[:-1], out=edge_starts[1:])
+    # Every channel's edge values in one gather.
+    edge_values = np.take(objects.channel_values, edge_at, axis=1)
     row0 = objects.box_min_row + objects.row_shift
     col0 = objects.box_min_col + objects.col_shift
 
+    # The band values of one channel at a time, gathered a chunk at a time
+    # into one float64 buffer for all channels: a chunk of the pixels' own
+    # dtype stays in the cache, where np.take(...).astype(np.float64) wrote
+    # two fresh band-sized arrays per channel.
+    flat = objects.pixels.reshape(objects.pixels.shape[0], -1)
+    band_values = np.empty(band_index.size, np.float64)
+    band_chunk = np.empty(min(band_index.size, _GATHER_CHUNK), flat.dtype)
+
+    stats, edge_stats, background = [], [], []
+    for c in range(len(objects.channel_names)):
+        stats.append(stats_by_run(objects.values(c), starts, counts))
+        edge_stats.append(stats_by_run(edge_values[c], edge_starts, edge_counts))
+        for a in range(0, band_index.size, _GATHER_CHUNK):
+            part = band_index[a:a + _GATHER_CHUNK]
+            # mode="clip" writes into the buffer directly (the positions are in range anyway)
+            got = np.take(flat[c], part, out=band_chunk[:part.size], mode="clip")
+            band_values[a:a + part.size] = got
+        background.append(_run_median(band_values, band_starts, band_counts))
+
+    # The intensity-weighted centroid relative to the object's centroid:
+    # the weighted sums then give the mass displacement directly and stay
+    # precise. The centroid is taken inside the bounding box and the box
+    # corner (an exact integer in image coordinates) added last, so no value
+    # depends on where in the label image the object lies (crops packed side
+    # by side land anywhere). numpy, not a compiled pass: a kernel of its own
+    # saved ~0.1 s per 5,000 cells but cost 0.6-0.8 CPU s to compile on an
+    # empty cache, which the first run's 2x budget (issue 18) could not afford.
+    cen_row, cen_col = objects.local_centroid
+    row_sums, col_sums, firsts = _locations(
+        objects.channel_values, np.stack([s["max"] for s in stats]) if stats else np.empty((0, n)),
+        objects.rows, objects.cols, starts, counts, objects.box_min_row, objects.box_min_col, cen_row, cen_col)
+
     out: dict[tuple[str, str | None], np.ndarray] = {}
     for c, channel in enumerate(objects.channel_names):
-        image = np.ravel(objects.pixels[c])
-        values = objects.values(c)
-        stats = stats_by_run(values, starts, counts)
-        edge_stats = stats_by_run(values[edge], edge_starts, edge_counts)
-        # np.take: the same gather as fancy indexing, ~4 ms less per channel (7.5 M band pixels on the mosaic)
-        b = _run_median(np.take(image, band_index).astype(np.float64), band_starts, band_counts)
-
-        total = stats["sum"]
-        # One product buffer for both sums and every channel: fresh pixel-sized arrays cost page faults.
-        product = np.multiply(d_row, values, out=product)
-        row_sum = np.add.reduceat(product, starts)
-        product = np.multiply(d_col, values, out=product)
-        col_sum = np.add.reduceat(product, starts)
+        b = background[c]
+        total = stats[c]["sum"]
         with np.errstate(divide="ignore", invalid="ignore"):
-            shift_row = np.where(total != 0, row_sum / total, np.nan)
-            shift_col = np.where(total != 0, col_sum / total, np.nan)
-        # product is free again: it takes the spread maxima
-        first = _first_max(values, stats["max"], starts, counts, seg, product)
+            shift_row = np.where(total != 0, row_sums[c] / total, np.nan)
+            shift_col = np.where(total != 0, col_sums[c] / total, np.nan)
+        first = firsts[c]
         found = first >= 0
         # the box-relative row and column of the maximum (exact integers)
         max_row = np.where(found, objects.rows[first] - objects.box_min_row, np.nan) + row0
         max_col = np.where(found, objects.cols[first] - objects.box_min_col, np.nan) + col0
 
-        feats: dict[str, np.ndarray] = dict(stats)
-        feats.update({f"edge_{k}": v for k, v in edge_stats.items()})
+        feats: dict[str, np.ndarray] = dict(stats[c])
+        feats.update({f"edge_{k}": v for k, v in edge_stats[c].items()})
         feats["background"] = b
         for name in _LOCATION_STATS:
-            feats[f"corrected_{name}"] = stats[name] - (b * counts if name == "sum" else b)
+            feats[f"corrected_{name}"] = stats[c][name] - (b * counts if name == "sum" else b)
         feats["center_mass_row"] = cen_row + shift_row + row0
         feats["center_mass_col"] = cen_col + shift_col + col0
         feats["mass_displacement"] = np.hypot(shift_row, shift_col)
