@@ -27,6 +27,13 @@ How the Haralick kernel saves work, per object and channel:
   ``m + 1`` that the features never read (the number of valid pairs is the
   pixel count less that column's sum). A branch there was mispredicted at
   every row end of the object, for every offset;
+* the pair loop takes two pixels per step, one from each half of the
+  object's pixels: neighbouring pixels of a smooth texture often fall in the
+  same cell, and an increment of a cell that the previous step incremented
+  waits for that store to reach the load (3 % of the kernel on the
+  3-channel cells; four quarters instead of two halves gained less, and two
+  count matrices added up at the end, or four offsets counted in one pass
+  over the pixels, gained nothing);
 * the entropy of the off-diagonal entries is summed in a loop of its own,
   over the non-zero entries gathered by the main loop (in the same order, so
   the sum is the same): in the main loop, with its many live values, the
@@ -401,14 +408,25 @@ def haralick_runs(values, starts, counts, index, width, offsets, n_levels, lo, h
                 M = m + 1
                 cnt[:M * M] = 0
                 step = offsets[o, 0] * wp + offsets[o, 1]
-                for k in range(n):
+                # Cell (x, y) of the crop entries (compact level + 1), stride
+                # M, no branch: a pair leaving the object (y == 0) lands in
+                # column 0, which is not a level. Two pixels per step, one
+                # from each half of the object: neighbouring pixels often
+                # share their cell, and each increment of a cell then waited
+                # for the store of the last (see the module docstring).
+                hh = n // 2
+                for k in range(hh):
                     pa = pos[k]
-                    y = crop[np.uintp(pa + step)]
-                    x = crop[np.uintp(pa)]  # >= 1: an object pixel
-                    # Cell (x, y) of the crop entries (compact level + 1),
-                    # stride M, no branch: a pair leaving the object (y == 0)
-                    # lands in column 0, which is not a level.
-                    cnt[np.uintp(x * M + y)] += 1
+                    pb = pos[k + hh]
+                    ya = crop[np.uintp(pa + step)]
+                    xa = crop[np.uintp(pa)]  # >= 1: an object pixel
+                    yb = crop[np.uintp(pb + step)]
+                    xb = crop[np.uintp(pb)]
+                    cnt[np.uintp(xa * M + ya)] += 1
+                    cnt[np.uintp(xb * M + yb)] += 1
+                if n % 2:
+                    pa = pos[n - 1]
+                    cnt[np.uintp(crop[np.uintp(pa)] * M + crop[np.uintp(pa + step)])] += 1
                 invalid = 0
                 for b in range(1, M):
                     invalid += cnt[np.uintp(b * M)]
