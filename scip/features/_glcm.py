@@ -460,10 +460,20 @@ def sobel_runs(image, rows, cols, out):  # pragma: no cover - compiled
     for k in range(rows.shape[0]):
         r = rows[k]
         c = cols[k]
-        ru = np.uintp(r - 1 if r > 0 else 0)
-        rd = np.uintp(r + 1 if r < H - 1 else H - 1)
-        cl = np.uintp(c - 1 if c > 0 else 0)
-        cr = np.uintp(c + 1 if c < W - 1 else W - 1)
+        # 1 <= r <= H - 2 and 1 <= c <= W - 2 (unsigned: r - 1 wraps for r == 0,
+        # and H - 2 for H < 2): away from the border, as nearly every pixel, a
+        # well-predicted branch spares the four clamps (61 -> 57 ms for the 3
+        # channels of the 5,000-cell mosaic, alternated).
+        if np.uintp(r - 1) < np.uintp(H - 2) and np.uintp(c - 1) < np.uintp(W - 2):
+            ru = np.uintp(r - 1)
+            rd = np.uintp(r + 1)
+            cl = np.uintp(c - 1)
+            cr = np.uintp(c + 1)
+        else:
+            ru = np.uintp(r - 1 if r > 0 else 0)
+            rd = np.uintp(r + 1 if r < H - 1 else H - 1)
+            cl = np.uintp(c - 1 if c > 0 else 0)
+            cr = np.uintp(c + 1 if c < W - 1 else W - 1)
         r_ = np.uintp(r)
         c_ = np.uintp(c)
         # float64 before subtracting: unsigned pixels would wrap around.
