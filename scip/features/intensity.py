@@ -164,7 +164,6 @@ def _edge_pixels(labels, index, width, outside, use_outside, removed, at):  # pr
     for t in range(width):
         now = np.uint8(1 + t % 2)
         later = t > 0
-        first_plain = not later and not use_outside
         # The row of p is found by division only when p leaves the current
         # row: an object's pixels come in raster order, ~30 per row on the
         # benchmark mosaic, and an int64 division per pixel was a third of
@@ -181,11 +180,16 @@ def _edge_pixels(labels, index, width, outside, use_outside, removed, at):  # pr
                 row_start = r * W
                 c = p - row_start
             v = flat[p]
-            if first_plain and 0 < r < H - 1 and 0 < c < W - 1:
-                # The usual pixel of the first erosion without outside pixels:
-                # no stamps to read, no border, four comparisons without branches.
+            decided = False
+            if not later and 0 < r < H - 1 and 0 < c < W - 1:
+                # The usual pixel of the first erosion: no stamps to read, no
+                # border, four comparisons without branches. Four neighbours
+                # of its label keep it, with outside pixels or without (those
+                # carry no label); another label erodes it unless that may be
+                # an outside pixel, left to the test below.
                 erode = (flat[p - W] != v) | (flat[p + W] != v) | (flat[p - 1] != v) | (flat[p + 1] != v)
-            else:
+                decided = not (erode and use_outside)
+            if not decided:
                 # written out per neighbour: a helper function here made the loop ~4x slower
                 erode = False
                 if r > 0:
