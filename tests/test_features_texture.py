@@ -200,6 +200,29 @@ def test_mean_and_range_over_directions():
         np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("with_nonfinite", [False, True])
+def test_mean_and_range_equal_the_plain_reduction_over_directions(with_nonfinite):
+    # _mean_range reduces a reordered copy (and skips the masking when every entry is finite): the values
+    # must be those of the plain reduction over axis -2, to the bit.
+    rng = np.random.default_rng(3)
+    per = rng.normal(size=(40, 2, 2, 4, 13)) * 10.0 ** rng.integers(-6, 6, size=(40, 2, 2, 4, 13))
+    per[rng.random(per.shape) < 0.02] = -0.0
+    if with_nonfinite:
+        per[rng.random(per.shape) < 0.1] = np.nan
+        per[rng.random(per.shape) < 0.02] = np.inf
+        per[5] = np.nan
+    finite = np.isfinite(per)
+    n = finite.sum(axis=-2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        want_mean = np.where(n > 0, np.where(finite, per, 0.0).sum(axis=-2) / np.maximum(n, 1), np.nan)
+    want_range = np.where(n > 0, np.where(finite, per, -np.inf).max(axis=-2)
+                          - np.where(finite, per, np.inf).min(axis=-2), np.nan)
+    mean, rng_ = texture._mean_range(per)
+    np.testing.assert_array_equal(mean, want_mean)
+    np.testing.assert_array_equal(rng_, want_range)
+    assert np.array_equal(np.signbit(mean), np.signbit(want_mean))
+
+
 def test_sobel_statistics_match_skimage():
     pixels, labels = _random_scene(4)
     labels[0:3, 0:3] = 77  # in the image corner

@@ -210,11 +210,18 @@ def haralick(objects: Objects, params: FeatureParams) -> np.ndarray:
 
 def _mean_range(per_dir: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and max - min over axis -2 of the finite entries; NaN where none is."""
-    finite = np.isfinite(per_dir)
-    n = finite.sum(axis=-2)
-    total = np.where(finite, per_dir, 0.0).sum(axis=-2)
-    hi = np.where(finite, per_dir, -np.inf).max(axis=-2)
-    lo = np.where(finite, per_dir, np.inf).min(axis=-2)
+    # Reduced over the first axis of a contiguous copy with that axis first:
+    # over axis -2 (4 entries 13 apart) numpy runs short strided loops, twice
+    # as slow. Either way numpy adds so few entries one after the other, in
+    # axis order, so the sums are the same.
+    x = np.ascontiguousarray(np.moveaxis(per_dir, -2, 0))
+    finite = np.isfinite(x)
+    if finite.all():  # nothing to leave out (the usual case): the same sums, divided by the same count
+        return x.sum(axis=0) / len(x), x.max(axis=0) - x.min(axis=0)
+    n = finite.sum(axis=0)
+    total = np.where(finite, x, 0.0).sum(axis=0)
+    hi = np.where(finite, x, -np.inf).max(axis=0)
+    lo = np.where(finite, x, np.inf).min(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(n > 0, total / np.maximum(n, 1), np.nan)
     rng = np.where(n > 0, hi - lo, np.nan)
