@@ -75,6 +75,7 @@ from typing import Sequence
 import numpy as np
 
 from ._jit import kernel
+from ._groups import group_pixels
 from ._objects import _GATHER_CHUNK, FeatureParams, Objects
 from ._stats import STATISTICS, _holds_nan, _pivot, _range_max, _select, stats_by_run
 
@@ -220,33 +221,6 @@ def _edge_pixels(labels, index, width, outside, use_outside, removed, at):  # pr
                 at[n] = k
                 n += 1
     return n
-
-
-@kernel
-def _region_boundaries(labels):  # pragma: no cover - compiled
-    # The labeled pixel of a region nearest to an outside pixel always has a
-    # 4-neighbour outside the region, so only those pixels need to spread.
-    H, W = labels.shape
-    count = 0
-    for stage in range(2):
-        if stage == 1:
-            lab = np.empty(count, np.int64)  # int64 whatever the label dtype: one return type
-            rr = np.empty(count, np.int64)
-            cc = np.empty(count, np.int64)
-            count = 0
-        for r in range(H):
-            for c in range(W):
-                v = labels[r, c]
-                if v == 0:
-                    continue
-                if ((r > 0 and labels[r - 1, c] != v) or (r < H - 1 and labels[r + 1, c] != v)
-                        or (c > 0 and labels[r, c - 1] != v) or (c < W - 1 and labels[r, c + 1] != v)):
-                    if stage == 1:
-                        lab[count] = v
-                        rr[count] = r
-                        cc[count] = c
-                    count += 1
-    return lab, rr, cc
 
 
 def _blocked_size(H: int, W: int) -> int:
@@ -428,16 +402,19 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
         r1 = r0 + objects.box_height - 1
         c1 = c0 + objects.box_width - 1
     else:
-        # The bounding box of a region's boundary pixels: its pixels nearest
-        # to any outside pixel are among them (see _region_boundaries).
-        lab, rr, cc = _region_boundaries(regions)
-        order = np.argsort(lab, kind="stable")
-        lab, rr, cc = lab[order], rr[order], cc[order]
-        region_ids, starts = np.unique(lab, return_index=True)
-        r0 = np.minimum.reduceat(rr, starts) if len(starts) else rr
-        r1 = np.maximum.reduceat(rr, starts) if len(starts) else rr
-        c0 = np.minimum.reduceat(cc, starts) if len(starts) else cc
-        c1 = np.maximum.reduceat(cc, starts) if len(starts) else cc
+        # The regions' bounding boxes from their grouped pixels, by the
+        # kernels that grouped the objects' (no kernel of its own to compile):
+        # a region's pixels come in raster order, so its first and last give
+        # its rows. (The box of a region's pixels nearest to an outside pixel
+        # would do as well; the windows then hold a few more pixels to reject.)
+        g = group_pixels(regions)
+        region_ids = g.ids
+        first = g.index[g.starts]
+        last = g.index[g.starts + g.counts - 1]
+        r0, r1 = first // W, last // W
+        cols = g.index % W
+        c0 = np.minimum.reduceat(cols, g.starts) if len(g) else r0
+        c1 = np.maximum.reduceat(cols, g.starts) if len(g) else r1
         # A region whose object is absent (e.g. a cell with an empty nucleus
         # mask) still takes its pixels from farther regions, but owns no band.
         ids = objects.ids

@@ -89,7 +89,6 @@ KERNELS: tuple[Kernel, ...] = (
     Kernel("intensity._edge_pixels", intensity._edge_pixels,
            (_L2, _R, nt.int64, _array(nt.boolean, 2), nt.boolean, _array(nt.uint8), _I),
            ("intensity",), 0.6),
-    Kernel("intensity._region_boundaries", intensity._region_boundaries, (_L2,), ("intensity",), 0.4),
     Kernel("_glcm.sobel_runs", _glcm.sobel_runs, (_F2, _R, _R, _F), ("texture",), 0.35),
     Kernel("intensity._run_median", intensity._run_median, (_F, _I, _I), ("intensity",), 0.3,
            bundle="selection"),
