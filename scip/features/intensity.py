@@ -310,10 +310,10 @@ def _band_owned(labels, usable, region_label, box, width, region_pos, dist, cand
         # boundary pixels (a scan of the whole label image and a sort) needed.
         dv[:hh * stride] = wv
         label = region_label[i]
+        uc0 = np.uintp(c0)
         for a in range(hh):
             row = labels[r0 + a]
             at = np.uintp(a) * us + uw
-            uc0 = np.uintp(c0)
             for b in range(uww):
                 if row[uc0 + b] == label:
                     dv[at + b] = 0
@@ -355,17 +355,23 @@ def _band_owned(labels, usable, region_label, box, width, region_pos, dist, cand
         for a in range(hh):
             r = r0 + a
             at = np.uintp(a) * us + uw
-            for b in range(ww):
-                c = c0 + b
+            # the row's part of the blocked index and of the candidate (see above)
+            g_row = (((r >> 3) * wb) << 6) | ((r & 7) << 3)
+            rc_row = r << 32
+            usable_row = usable[r]
+            label_row = labels[r]
+            for b in range(uww):
+                uc = uc0 + b
                 # usable first: a byte per pixel, and in the usual case (band
                 # regions are the objects) only background pixels are usable
-                if not usable[r, c] or labels[r, c] != 0:
+                if not usable_row[uc] or label_row[uc] != 0:
                     continue
                 d2 = h2[at + b]
                 if d2 > w2:
                     continue
-                g = (((r >> 3) * wb + (c >> 3)) << 6) | ((r & 7) << 3) | (c & 7)
-                cand_rc[n_cand] = (r << 32) | c
+                c = c0 + np.int64(b)
+                g = np.uintp(g_row + ((c >> 3) << 6) + (c & 7))
+                cand_rc[n_cand] = rc_row | c
                 cand_d[n_cand] = d2
                 n_cand += 1
                 if d2 < dist[g]:
@@ -376,10 +382,10 @@ def _band_owned(labels, usable, region_label, box, width, region_pos, dist, cand
         # A region without an object (p < 0) still takes its pixels from
         # farther regions, and reports none.
         p = region_pos[i]
-        for t in range(cand_start[i], cand_start[i + 1]):
+        for t in range(np.uintp(cand_start[i]), np.uintp(cand_start[i + 1])):
             r = cand_rc[t] >> 32
             c = cand_rc[t] & 0xFFFFFFFF
-            g = (((r >> 3) * wb + (c >> 3)) << 6) | ((r & 7) << 3) | (c & 7)
+            g = np.uintp((((r >> 3) * wb + (c >> 3)) << 6) | ((r & 7) << 3) | (c & 7))
             if cand_d[t] == dist[g]:
                 # the first region at the smallest distance: ties go to the smaller label
                 dist[g] = cap
