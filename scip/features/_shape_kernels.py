@@ -596,29 +596,31 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, r
         # Row by row (the pixels of a row are consecutive): the running sums
         # and extents stay in registers, where updating them in memory made
         # each pixel wait on the previous one.
-        t = s
-        end = s + cnt
+        # Unsigned indices: no negative-index handling per pixel.
+        t = np.uintp(s)
+        end = np.uintp(s + cnt)
         while t < end:
             row = rows[t]
             r = row - r0
             f = first[r]
             la = last[r]
-            p0 = (r + 1) * pw + 1
+            p0 = np.uintp((r + 1) * pw + 1)
             s0 = rowpow[r, 0]
             s1 = rowpow[r, 1]
             s2 = rowpow[r, 2]
             s3 = rowpow[r, 3]
             while t < end and rows[t] == row:
                 c = cols[t] - c0
-                t += 1
-                mask[p0 + c] = 1
+                uc = np.uintp(c)
+                t += np.uintp(1)
+                mask[p0 + uc] = 1
                 if c < f:
                     f = c
                 if c > la:
                     la = c
-                if top[c] < 0:
-                    top[c] = r
-                bottom[c] = r
+                if top[uc] < 0:
+                    top[uc] = r
+                bottom[uc] = r
                 dc = float(c)
                 s0 += 1.0
                 s1 += dc
@@ -820,14 +822,15 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, r
         # and the sum are integers far below 2**53. Converting the two apart
         # lets the loop over a row's pixels below convert and divide as vectors.
         fcs = float(col_shift[k])
-        t = s
-        while t < s + cnt:
+        t = np.uintp(s)  # unsigned: no negative-index handling per pixel
+        end = np.uintp(s + cnt)
+        while t < end:
             r = rows[t]
             ym = (r + row_shift[k] - ci) / rad
             y2 = ym * ym
             t0 = t
-            while t < s + cnt and rows[t] == r:
-                t += 1
+            while t < end and rows[t] == r:
+                t += np.uintp(1)
             nx = t - t0
             for j in range(nx):
                 xm = (float(cols[t0 + j]) + fcs - cj) / rad
