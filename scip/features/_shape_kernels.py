@@ -541,8 +541,6 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, r
     last = np.empty(max_h, np.int64)
     lo = np.empty(max_h, np.int64)
     hi = np.empty(max_h, np.int64)
-    in_lo = np.empty(max_h, np.int64)
-    in_hi = np.empty(max_h, np.int64)
     top = np.empty(max_w, np.int64)
     bottom = np.empty(max_w, np.int64)
     npts = 2 * max_h + 4
@@ -671,27 +669,25 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, r
                 rp *= dr
 
         # Perimeter (skimage, neighborhood 4): border pixels have a 4-neighbour
-        # outside the object; each is weighted by its border neighbours.
-        per = 0.0
+        # outside the object; each is weighted by its border neighbours. The
+        # border pixels are listed in raster order (the pixels' order), then
+        # weighted from that list, so the weights add up in the same order
+        # whichever way the list was made.
+        nb = 0
         if holes_possible:
             for t in range(s, s + cnt):
                 p = (rows[t] - r0 + 1) * pw + cols[t] - c0 + 1
                 if mask[p - 1] == 0 or mask[p + 1] == 0 or mask[p - pw] == 0 or mask[p + pw] == 0:
                     border[p] = 1
-            for t in range(s, s + cnt):
-                p = (rows[t] - r0 + 1) * pw + cols[t] - c0 + 1
-                if border[p]:
-                    n4 = border[p - 1] + border[p + 1] + border[p - pw] + border[p + pw]
-                    nd = border[p - pw - 1] + border[p - pw + 1] + border[p + pw - 1] + border[p + pw + 1]
-                    per += perimeter_weights[1 + 2 * n4 + 10 * nd]
+                    stack[nb] = p
+                    nb += 1
         else:
             # Every row is one run [first, last] (or empty): its pixel at c
             # is inside iff c is strictly inside the run and in the runs of
-            # both neighbour rows, an interval [in_lo, in_hi]. The border is
-            # the run less that interval: at most two pieces, visited in
-            # raster order, so the weights add up in the pixels' order. No
-            # test per pixel (they mispredicted at each change between
-            # inside and border) and no visit of the inside pixels.
+            # both neighbour rows, an interval [a, b]. The border is the run
+            # less that interval: at most two pieces, with no test per pixel
+            # (they mispredicted at each change between inside and border)
+            # and no visit of the inside pixels.
             for r in range(h):
                 a = first[r] + 1
                 b = last[r] - 1
@@ -706,26 +702,21 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, r
                 if r == 0 or r == h - 1 or a > b:
                     a = last[r] + 1  # no inside pixel: the whole run is border
                     b = last[r]
-                in_lo[r] = a
-                in_hi[r] = b
                 p0 = (r + 1) * pw + 1
                 for p in range(p0 + first[r], p0 + a):
                     border[p] = 1
+                    stack[nb] = p
+                    nb += 1
                 for p in range(p0 + b + 1, p0 + last[r] + 1):
                     border[p] = 1
-            for r in range(h):
-                p0 = (r + 1) * pw + 1
-                for piece in range(2):
-                    if piece == 0:
-                        pa = p0 + first[r]
-                        pb = p0 + in_lo[r]
-                    else:
-                        pa = p0 + in_hi[r] + 1
-                        pb = p0 + last[r] + 1
-                    for p in range(pa, pb):
-                        n4 = border[p - 1] + border[p + 1] + border[p - pw] + border[p + pw]
-                        nd = border[p - pw - 1] + border[p - pw + 1] + border[p + pw - 1] + border[p + pw + 1]
-                        per += perimeter_weights[1 + 2 * n4 + 10 * nd]
+                    stack[nb] = p
+                    nb += 1
+        per = 0.0
+        for t in range(nb):
+            p = stack[t]
+            n4 = border[p - 1] + border[p + 1] + border[p - pw] + border[p + pw]
+            nd = border[p - pw - 1] + border[p - pw + 1] + border[p + pw - 1] + border[p + pw + 1]
+            per += perimeter_weights[1 + 2 * n4 + 10 * nd]
         out[k, 0] = per
 
         # Crofton perimeter and Euler number from the 2x2 configurations.
