@@ -86,38 +86,22 @@ def _label_counts(flat, max_label):  # pragma: no cover - compiled
     # mosaic). Background is never counted either (counts[0] stays 0): a run
     # of it incremented one entry again and again, each increment waiting
     # for the last.
-    #
-    # Pixels of one label come in runs (an object's row): a run is counted in
-    # a register and added to its label's count when it ends, not one
-    # increment in memory per pixel, each waiting on the last. Background
-    # runs are counted too, into counts[0], which is reset at the end; a
-    # skipped block does not end a run (the counts are totals).
     n = flat.shape[0]
     counts = np.empty(max_label + 1, np.int64)
     counts[:] = 0
-    cur = 0
-    run = 0
     i = 0
     while i + 8 <= n:
         if (flat[i] | flat[i + 1] | flat[i + 2] | flat[i + 3]
                 | flat[i + 4] | flat[i + 5] | flat[i + 6] | flat[i + 7]):
             for t in range(i, i + 8):
                 v = flat[t]
-                if v != cur:
-                    counts[cur] += run
-                    cur = v
-                    run = 0
-                run += 1
+                if v:
+                    counts[v] += 1
         i += 8
     for t in range(i, n):
         v = flat[t]
-        if v != cur:
-            counts[cur] += run
-            cur = v
-            run = 0
-        run += 1
-    counts[cur] += run
-    counts[0] = 0
+        if v:
+            counts[v] += 1
     return counts
 
 
@@ -148,9 +132,12 @@ def _counting_sort(flat, counts, index):  # pragma: no cover - compiled
             cursor[v] = total
             total += counts[v]
             k += 1
-    # The current label's slot stays in a register for its run (see
-    # _label_counts) and goes back to cursor when the run ends; cursor[0] is
-    # the background's, written and read but never used.
+    # Pixels of one label come in runs (an object's row): the current
+    # label's next slot stays in a register for its run and goes back to
+    # cursor when the run ends, not one read-modify-write of cursor per
+    # pixel, each waiting on the last (17.6 -> 12.4 ms on the benchmark
+    # mosaic). cursor[0] is the background's, written and read but never
+    # used; a skipped block does not end a run (its label's slots follow on).
     cursor[0] = 0
     cur = 0
     pos = 0
