@@ -248,7 +248,8 @@ def test_edge_does_not_erode_from_the_image_border():
 
 # --------------------------------------------------------------------------- background view
 
-@pytest.mark.parametrize("width", [2, 5])
+# 16: squared distances past 255, the band kernel's wider distance type
+@pytest.mark.parametrize("width", [2, 5, 16])
 def test_background_matches_nearest_region_band(scene, width):
     pixels, labels = scene
     names = [f"c{i}" for i in range(len(pixels))]

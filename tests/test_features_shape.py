@@ -55,9 +55,47 @@ def _degenerate_labels() -> np.ndarray:
     return labels
 
 
+def _run_labels(seed: int = 4, shape=(120, 150), n: int = 60) -> np.ndarray:
+    """Objects drawn row by row, one run of pixels per row (convex cells' rows are single runs too).
+
+    Some rows are left empty (objects in pieces), objects touch the image
+    border, and later objects overwrite earlier ones, which gives those gaps
+    in their rows.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, dtype=np.int64)
+    for k in range(1, n + 1):
+        h = int(rng.integers(1, 16))
+        r0 = int(rng.integers(-2, shape[0] - h + 2))
+        left = int(rng.integers(-3, shape[1] - 12))
+        for r in range(max(r0, 0), min(r0 + h, shape[0])):
+            if rng.random() < 0.1:
+                continue
+            a = left + int(rng.integers(0, 8))
+            labels[r, max(a, 0):max(a + int(rng.integers(1, 12)), 0)] = k
+    return labels
+
+
+def _rows_without_gaps(labels: np.ndarray) -> int:
+    """Objects whose every row is a single run of pixels."""
+    n = 0
+    for rp in regionprops(labels):
+        image = rp.image
+        starts = np.diff(image.astype(np.int8), axis=1, prepend=0) == 1
+        n += bool(np.all(starts.sum(axis=1) <= 1))
+    return n
+
+
+def test_run_labels_have_both_kinds_of_objects():
+    labels = _run_labels()
+    n = len(np.unique(labels)) - 1
+    assert 20 <= _rows_without_gaps(labels) <= n - 5
+
+
 LABEL_IMAGES = {
     "random0": lambda: _random_labels(0),
     "random1": lambda: _random_labels(1),
+    "runs": _run_labels,
     "nuclei": lambda: tifffile.imread(NUCLEI),
     "degenerate": _degenerate_labels,
 }

