@@ -9,6 +9,7 @@ flatter whichever callable happened to run in a quiet moment.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import statistics
 import sys
@@ -80,3 +81,12 @@ def load_module(name: str, path: str | Path):
     spec.loader.exec_module(module)
     return module
 
+
+def ab_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every two-checkout comparison takes: ``--a``, ``--b``, ``--n`` cells and ``--rounds``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--a", type=Path, required=True, help="checkout A (e.g. before)")
+    parser.add_argument("--b", type=Path, required=True, help="checkout B (e.g. after)")
+    parser.add_argument("--n", type=int, default=5000, help="synthetic cells (default 5000)")
+    parser.add_argument("--rounds", type=int, default=7, help="alternated rounds, at least 3 (default 7)")
+    return parser

@@ -17,12 +17,13 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from _timing import ab_parser
 
 HERE = Path(__file__).resolve().parent
 
@@ -67,11 +68,7 @@ for line in sys.stdin:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--a", type=Path, required=True, help="checkout A (e.g. before)")
-    parser.add_argument("--b", type=Path, required=True, help="checkout B (e.g. after)")
-    parser.add_argument("--n", type=int, default=5000, help="synthetic cells (default 5000)")
-    parser.add_argument("--rounds", type=int, default=7, help="alternated rounds, at least 3 (default 7)")
+    parser = ab_parser(__doc__.split("\n")[0])
     parser.add_argument("--kernels", nargs="+", default=["_shape_kernels.shape_kernel", "intensity._band_owned"],
                         help="compiled module.function under scip.features that a family calls through its module")
     args = parser.parse_args(argv)
