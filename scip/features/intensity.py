@@ -76,7 +76,7 @@ import numpy as np
 
 from ._jit import kernel
 from ._groups import group_pixels
-from ._objects import _GATHER_CHUNK, FeatureParams, Objects
+from ._objects import FeatureParams, Objects, gather_float64
 from ._stats import STATISTICS, _holds_nan, _pivot, _range_max, _select, stats_by_run
 
 __all__ = ["NAME", "describe", "compute"]
@@ -429,8 +429,8 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
         last = g.index[g.starts + g.counts - 1]
         r0, r1 = first // W, last // W
         cols = g.index % W
-        c0 = np.minimum.reduceat(cols, g.starts) if len(g) else r0
-        c1 = np.maximum.reduceat(cols, g.starts) if len(g) else r1
+        c0 = np.minimum.reduceat(cols, g.starts) if len(g) else cols
+        c1 = np.maximum.reduceat(cols, g.starts) if len(g) else cols
         # A region whose object is absent (e.g. a cell with an empty nucleus
         # mask) still takes its pixels from farther regions, but owns no band.
         ids = objects.ids
@@ -661,24 +661,16 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     row0 = objects.box_min_row + objects.row_shift
     col0 = objects.box_min_col + objects.col_shift
 
-    # The band values of one channel at a time, gathered a chunk at a time
-    # into one float64 buffer for all channels: a chunk of the pixels' own
-    # dtype stays in the cache, where np.take(...).astype(np.float64) wrote
-    # two fresh band-sized arrays per channel.
+    # The band values of one channel at a time, into one float64 buffer for all channels.
     flat = objects.pixels.reshape(objects.pixels.shape[0], -1)
-    band_values = np.empty(band_index.size, np.float64)
-    band_chunk = np.empty(min(band_index.size, _GATHER_CHUNK), flat.dtype)
+    band_values = np.empty((1, band_index.size), np.float64)
 
     stats, edge_stats, background = [], [], []
     for c in range(len(objects.channel_names)):
         stats.append(stats_by_run(objects.values(c), starts, counts))
         edge_stats.append(stats_by_run(edge_values[c], edge_starts, edge_counts))
-        for a in range(0, band_index.size, _GATHER_CHUNK):
-            part = band_index[a:a + _GATHER_CHUNK]
-            # mode="clip" writes into the buffer directly (the positions are in range anyway)
-            got = np.take(flat[c], part, out=band_chunk[:part.size], mode="clip")
-            band_values[a:a + part.size] = got
-        background.append(_run_median(band_values, band_starts, band_counts))
+        gather_float64(flat[c:c + 1], band_index, band_values)
+        background.append(_run_median(band_values[0], band_starts, band_counts))
 
     # The intensity-weighted centroid relative to the object's centroid:
     # the weighted sums then give the mass displacement directly and stay
