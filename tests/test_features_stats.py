@@ -31,6 +31,28 @@ def _first_not_before(x, m):
 
 
 
+@numba.njit
+def _select_many(a, pos):
+    vals = np.empty(len(pos))
+    stack = np.empty((2 * len(pos) + 2, 4), np.intp)
+    _stats._select_many(a, len(a), pos, vals, stack)
+    return vals
+
+
+@pytest.mark.parametrize("kind", ["floats", "ties", "two-valued"])
+def test_select_many_gives_the_order_statistics(kind):
+    # Positions as run_stats asks for them (pairs, repeats, both ends) and at random.
+    rng = np.random.default_rng(23)
+    for n in (1, 2, 5, 17, 100, 1001):
+        x, _ = _runs(rng, [n], kind)
+        for pos in ([0, 0, 0], [n - 1, n - 1], [0, n - 1], sorted({0, n // 4, n // 4 + 1, n // 2, n - 1}),
+                    np.sort(rng.integers(0, n, 6))):
+            pos = np.minimum(np.asarray(pos, np.intp), n - 1)
+            a = x.copy()
+            np.testing.assert_array_equal(_select_many(a, pos), np.sort(x)[pos])
+            np.testing.assert_array_equal(np.sort(a), np.sort(x))  # reordered, nothing lost
+
+
 def _runs(rng, lengths, kind):
     parts = []
     for n in lengths:
@@ -52,6 +74,18 @@ def _runs(rng, lengths, kind):
             parts.append(rng.lognormal(0.0, 2.0, n))
         elif kind == "v-shaped":
             parts.append(np.abs(np.sort(rng.normal(size=n))))
+        elif kind == "hot":  # a narrow spread and one pixel far above it (the histogram's buckets crowd)
+            x = rng.normal(100.0, 3.0, n).round()
+            x[:1] = 65535.0
+            x = rng.permutation(x)
+            parts.append(x)
+        elif kind == "huge":  # a range beyond float64's: no finite bucket scale
+            x = rng.normal(size=n)
+            if n >= 8:  # not next to a quartile: numpy's interpolation would overflow too
+                x[:2] = (-1.7e308, 1.7e308)
+            parts.append(rng.permutation(x))
+        elif kind == "narrow":  # values a few ulps apart: buckets narrower than the spacing
+            parts.append(1e6 + rng.integers(0, 5, n) * np.spacing(1e6))
         elif kind == "blank":  # mostly the minimum, as a blank background
             parts.append(np.where(rng.random(n) < 0.7, 0.0, rng.random(n)))
         else:
@@ -61,7 +95,7 @@ def _runs(rng, lengths, kind):
 
 
 @pytest.mark.parametrize("kind", ["ties", "counts", "sorted", "reversed", "constant", "floats", "two-valued", "cauchy",
-                                  "skewed", "v-shaped"])
+                                  "skewed", "v-shaped", "hot", "huge", "narrow", "blank"])
 def test_order_statistics_match_numpy(kind):
     rng = np.random.default_rng(7)
     lengths = [1, 2, 3, 4, 5, 0, 16, 17, 18, 33, 64, 65, 100, 257, 1000, 1001, 4096]
@@ -86,6 +120,8 @@ def test_order_statistics_match_numpy(kind):
             assert stats[name][i] == pytest.approx(np.quantile(x, q), rel=1e-14, abs=1e-300)
         med = stats["median"][i]
         assert stats["mad"][i] == np.median(np.abs(x - med))
+        if kind in ("huge", "narrow"):
+            continue  # made for the order statistics; sums in run order (numpy's pairwise) cancel differently
         assert stats["mean"][i] == pytest.approx(x.mean(), rel=1e-12)
         assert stats["sum"][i] == pytest.approx(x.sum(), rel=1e-12)
         assert stats["std"][i] == pytest.approx(x.std(), rel=1e-10, abs=1e-12)
