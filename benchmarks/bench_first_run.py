@@ -153,34 +153,39 @@ def _readonly_install(src: Path, work: Path) -> Path:
 AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
-def bench_demo(src: Path, repeats: int, work: Path) -> dict:
-    """(a) scip run of the example config, cold and warm in alternation."""
+def bench_demo(srcs: list[Path], repeats: int, work: Path) -> list[dict]:
+    """(a) scip run of the example config, cold then warm; with several packages, in turn each repeat.
+
+    The packages' order alternates from one repeat to the next, so a host
+    that speeds up or slows down over minutes moves them alike.
+    """
     folder = work / "demo"
     if not (folder / "data").exists():
         folder.mkdir(parents=True, exist_ok=True)
         subprocess.run([PY, "-m", "scip", "example-data", str(folder / "data")], env=_env(ROOT, None),
                        check=True, capture_output=True)
     shutil.copy(ROOT / "examples" / "config.yml", folder / "config.yml")
-    rows = []
+    rows: dict[Path, list[dict]] = {src: [] for src in srcs}
     for i in range(repeats):
-        cache = Path(tempfile.mkdtemp(prefix="numba-", dir=work))
-        for kind in ("cold", "warm"):
-            r = _run([PY, "-m", "scip", "run", "config.yml", "--overwrite"], _env(src, cache), cwd=folder)
-            r.pop("stdout")
-            run_json = folder / "results" / "ifc" / "run.json"
-            if r["returncode"] == 0 and run_json.exists():
-                summary = json.loads(run_json.read_text())
-                r["workers"] = len(summary["cluster"].get("workers", []))
-                r["features_task_s"] = summary["timings_s"]["steps"].get("features")
-                # each worker's first features task against its later ones (the task stream's seconds)
-                first = summary["timings_s"]["task_stream"].get("first", {}).get("features", {})
-                r["features_first_over_rest_s"] = max((f - rest for f, rest in first.values() if rest is not None),
-                                                      default=None)
-            r.update(kind=kind, repeat=i)
-            rows.append(r)
-            print("demo", src.name, r, file=sys.stderr)
-        r["specializations"] = sum(_specializations(cache).values())
-    return _summarize(rows)
+        for src in (srcs if i % 2 == 0 else srcs[::-1]):
+            cache = Path(tempfile.mkdtemp(prefix="numba-", dir=work))
+            for kind in ("cold", "warm"):
+                r = _run([PY, "-m", "scip", "run", "config.yml", "--overwrite"], _env(src, cache), cwd=folder)
+                r.pop("stdout")
+                run_json = folder / "results" / "ifc" / "run.json"
+                if r["returncode"] == 0 and run_json.exists():
+                    summary = json.loads(run_json.read_text())
+                    r["workers"] = len(summary["cluster"].get("workers", []))
+                    r["features_task_s"] = summary["timings_s"]["steps"].get("features")
+                    # each worker's first features task against its later ones (the task stream's seconds)
+                    first = summary["timings_s"]["task_stream"].get("first", {}).get("features", {})
+                    r["features_first_over_rest_s"] = max((f - rest for f, rest in first.values() if rest is not None),
+                                                          default=None)
+                r.update(kind=kind, repeat=i)
+                rows[src].append(r)
+                print("demo", src.name, r, file=sys.stderr)
+            r["specializations"] = sum(_specializations(cache).values())
+    return [_summarize(rows[src]) for src in srcs]
 
 
 def _summarize(rows: list[dict]) -> dict:
@@ -359,6 +364,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--src", type=Path, default=ROOT, help="folder holding the scip package to measure")
     ap.add_argument("--baseline", action="store_true", help="--src is an older scip, without scip.features.warmup")
     ap.add_argument("--merge-baseline", type=Path, default=None, help="first_run.json of a --baseline run")
+    ap.add_argument("--against", type=Path, default=None,
+                    help="another scip package (a checkout) whose demo runs alternate with --src's, repeat by repeat; "
+                         "reported as the baseline")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
@@ -382,9 +390,19 @@ def main(argv: list[str] | None = None) -> None:
         result["baseline_command"] = old["command"]
         result["baseline_load"] = f"{old['load_start']} to {old.get('load_end')}"
     args.out.mkdir(parents=True, exist_ok=True)
+
+    def demo(repeats: int) -> dict:
+        if args.against is None:
+            return bench_demo([src], repeats, work)[0]
+        ours, theirs = bench_demo([src, args.against.resolve()], repeats, work)
+        result["baseline"] = {"src": str(args.against.resolve()), "demo": theirs}
+        result.setdefault("notes", []).append(
+            "(a) of both packages measured in one run, alternated repeat by repeat (`--against`).")
+        return ours
+
     # Cheapest first, and saved after each part: on a loaded machine a long run may be cut short.
     parts = [("kernels", lambda: bench_kernels(src, work, baseline=args.baseline)),
-             ("demo", lambda: bench_demo(src, args.demo_repeats or args.repeats, work)),
+             ("demo", lambda: demo(args.demo_repeats or args.repeats)),
              ("worker", lambda: bench_worker(src, args.repeats, work)),
              ("readonly", lambda: bench_readonly(src, args.repeats, work))]
     for name, part in parts:
