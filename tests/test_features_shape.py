@@ -56,11 +56,11 @@ def _degenerate_labels() -> np.ndarray:
 
 
 def _run_labels(seed: int = 4, shape=(120, 150), n: int = 60) -> np.ndarray:
-    """Objects drawn row by row, one run of pixels per row: the shape kernel's path for objects without a gap in a row.
+    """Objects drawn row by row, one run of pixels per row (convex cells' rows are single runs too).
 
     Some rows are left empty (objects in pieces), objects touch the image
     border, and later objects overwrite earlier ones, which gives those gaps
-    in their rows (the kernel's other path).
+    in their rows.
     """
     rng = np.random.default_rng(seed)
     labels = np.zeros(shape, dtype=np.int64)

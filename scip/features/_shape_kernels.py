@@ -560,8 +560,6 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, r
     rowpow = np.empty((max_h, 4), np.float64)
     ypow = np.empty(degree + 1, np.float64)
     spow = np.empty(degree + 1, np.float64)
-    xv = np.empty(max_w, np.float64)
-    xpw = np.empty(max_w, np.float64)
     mono_start = np.empty(degree + 1, np.int64)
     m = 0
     for a in range(degree + 1):
@@ -591,45 +589,23 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, r
         for r in range(h):
             for q in range(4):
                 rowpow[r, q] = 0.0
-        # Row by row (the pixels of a row are consecutive): the running sums
-        # and extents stay in registers, where updating them in memory made
-        # each pixel wait on the previous one.
-        # Unsigned indices: no negative-index handling per pixel.
-        t = np.uintp(s)
-        end = np.uintp(s + cnt)
-        while t < end:
-            row = rows[t]
-            r = row - r0
-            f = first[r]
-            la = last[r]
-            p0 = np.uintp((r + 1) * pw + 1)
-            s0 = rowpow[r, 0]
-            s1 = rowpow[r, 1]
-            s2 = rowpow[r, 2]
-            s3 = rowpow[r, 3]
-            while t < end and rows[t] == row:
-                c = cols[t] - c0
-                uc = np.uintp(c)
-                t += np.uintp(1)
-                mask[p0 + uc] = 1
-                if c < f:
-                    f = c
-                if c > la:
-                    la = c
-                if top[uc] < 0:
-                    top[uc] = r
-                bottom[uc] = r
-                dc = float(c)
-                s0 += 1.0
-                s1 += dc
-                s2 += dc * dc
-                s3 += dc * dc * dc
-            first[r] = f
-            last[r] = la
-            rowpow[r, 0] = s0
-            rowpow[r, 1] = s1
-            rowpow[r, 2] = s2
-            rowpow[r, 3] = s3
+        # (unsigned: no negative-index handling per pixel)
+        for t in range(np.uintp(s), np.uintp(s + cnt)):
+            r = rows[t] - r0
+            c = cols[t] - c0
+            mask[(r + 1) * pw + c + 1] = 1
+            if c < first[r]:
+                first[r] = c
+            if c > last[r]:
+                last[r] = c
+            if top[c] < 0:
+                top[c] = r
+            bottom[c] = r
+            dc = float(c)
+            rowpow[r, 0] += 1.0
+            rowpow[r, 1] += dc
+            rowpow[r, 2] += dc * dc
+            rowpow[r, 3] += dc * dc * dc
 
         # Raw moments about the box origin, then central moments about the
         # centroid from the same row sums (binomial shift of the columns).
@@ -669,48 +645,18 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, r
                 rp *= dr
 
         # Perimeter (skimage, neighborhood 4): border pixels have a 4-neighbour
-        # outside the object; each is weighted by its border neighbours. The
-        # border pixels are listed in raster order (the pixels' order), then
-        # weighted from that list, so the weights add up in the same order
-        # whichever way the list was made.
+        # outside the object; each is weighted by its border neighbours.
+        # The border pixels are listed as they are found, in raster order (the
+        # pixels' order), and weighted from the list: a second pass over all
+        # the pixels, testing each, mispredicted at each change between
+        # inside and border.
         nb = 0
-        if holes_possible:
-            for t in range(s, s + cnt):
-                p = (rows[t] - r0 + 1) * pw + cols[t] - c0 + 1
-                if mask[p - 1] == 0 or mask[p + 1] == 0 or mask[p - pw] == 0 or mask[p + pw] == 0:
-                    border[p] = 1
-                    stack[nb] = p
-                    nb += 1
-        else:
-            # Every row is one run [first, last] (or empty): its pixel at c
-            # is inside iff c is strictly inside the run and in the runs of
-            # both neighbour rows, an interval [a, b]. The border is the run
-            # less that interval: at most two pieces, with no test per pixel
-            # (they mispredicted at each change between inside and border)
-            # and no visit of the inside pixels.
-            for r in range(h):
-                a = first[r] + 1
-                b = last[r] - 1
-                if r > 0 and first[r - 1] > a:
-                    a = first[r - 1]
-                if r > 0 and last[r - 1] < b:
-                    b = last[r - 1]
-                if r < h - 1 and first[r + 1] > a:
-                    a = first[r + 1]
-                if r < h - 1 and last[r + 1] < b:
-                    b = last[r + 1]
-                if r == 0 or r == h - 1 or a > b:
-                    a = last[r] + 1  # no inside pixel: the whole run is border
-                    b = last[r]
-                p0 = (r + 1) * pw + 1
-                for p in range(p0 + first[r], p0 + a):
-                    border[p] = 1
-                    stack[nb] = p
-                    nb += 1
-                for p in range(p0 + b + 1, p0 + last[r] + 1):
-                    border[p] = 1
-                    stack[nb] = p
-                    nb += 1
+        for t in range(s, s + cnt):
+            p = (rows[t] - r0 + 1) * pw + cols[t] - c0 + 1
+            if mask[p - 1] == 0 or mask[p + 1] == 0 or mask[p - pw] == 0 or mask[p + pw] == 0:
+                border[p] = 1
+                stack[nb] = p
+                nb += 1
         per = 0.0
         for t in range(nb):
             p = stack[t]
@@ -722,51 +668,11 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, r
         # Crofton perimeter and Euler number from the 2x2 configurations.
         for t in range(16):
             hist[t] = 0
-        if holes_possible:
-            for i in range(1, ph):
-                for j in range(1, pw):
-                    p = i * pw + j
-                    code = mask[p] + 2 * mask[p - pw] + 4 * mask[p - 1] + 8 * mask[p - pw - 1]
-                    hist[code] += 1
-        else:
-            # Every row is one run: along padded row i the state of a column
-            # (1 if in object row i - 1, + 2 if in row i - 2) changes at the
-            # ends of the two runs only, so the windows are counted segment by
-            # segment, without a visit of each (the per-window increments of
-            # one histogram entry waited on each other).
-            for i in range(1, ph):
-                # half-open runs [a0, a1) and [b0, b1) in padded columns; (0, 0) when empty
-                a0 = 0
-                a1 = 0
-                b0 = 0
-                b1 = 0
-                if i - 1 < h and last[i - 1] >= 0:
-                    a0 = first[i - 1] + 1
-                    a1 = last[i - 1] + 2
-                if i >= 2 and last[i - 2] >= 0:
-                    b0 = first[i - 2] + 1
-                    b1 = last[i - 2] + 2
-                x = 0  # column where the current segment starts (padding column 0: state 0)
-                st = 0
-                while True:
-                    e = pw  # next change of state after x, pw when none
-                    if x < a0 < e:
-                        e = a0
-                    if x < a1 < e:
-                        e = a1
-                    if x < b0 < e:
-                        e = b0
-                    if x < b1 < e:
-                        e = b1
-                    if e == pw:
-                        break
-                    ns = (1 if a0 <= e < a1 else 0) + (2 if b0 <= e < b1 else 0)
-                    # windows (j - 1, j) for j in x + 1 .. e - 1 lie in the segment; j = e crosses
-                    hist[5 * st] += e - 1 - x
-                    hist[ns + 4 * st] += 1
-                    x = e
-                    st = ns
-                hist[5 * st] += pw - 1 - x
+        for i in range(1, ph):
+            for j in range(1, pw):
+                p = i * pw + j
+                code = mask[p] + 2 * mask[p - pw] + 4 * mask[p - 1] + 8 * mask[p - pw - 1]
+                hist[code] += 1
         crof = 0.0
         eul = 0.0
         for t in range(16):
@@ -809,70 +715,30 @@ def shape_kernel(rows, cols, starts, counts, min_row, min_col, height, bwidth, r
             continue
         for t in range(z.shape[0]):
             z[t] = 0.0
-        # float(col) + float(shift) is the float of their integer sum: both
-        # and the sum are integers far below 2**53. Converting the two apart
-        # lets the loop over a row's pixels below convert and divide as vectors.
-        fcs = float(col_shift[k])
-        t = np.uintp(s)  # unsigned: no negative-index handling per pixel
-        end = np.uintp(s + cnt)
-        while t < end:
+        t = s
+        while t < s + cnt:
             r = rows[t]
             ym = (r + row_shift[k] - ci) / rad
             y2 = ym * ym
-            t0 = t
-            while t < end and rows[t] == r:
-                t += np.uintp(1)
-            nx = t - t0
-            for j in range(nx):
-                xm = (float(cols[t0 + j]) + fcs - cj) / rad
-                xv[j] = xm
-                xpw[j] = 0.0 if xm * xm + y2 > 1.0 else 1.0
-            # spow[a] = sum over the row's pixels of xm**a, each power the
-            # running product 1 * xm * xm ... and each sum in pixel order, as
-            # a loop over the powers per pixel gives them; a pixel outside
-            # the circle adds 0 * xm**a, a zero, which leaves every sum as it
-            # is (a sum starts at +0.0, so it is never -0.0). Five powers at a
-            # time in local accumulators: the loop over all powers per pixel
-            # kept the sums in memory, each pixel waiting on the previous
-            # one's stores. Powers past ``degree`` are computed and dropped.
-            for a in range(0, degree + 1, 5):
-                s0 = 0.0
-                s1 = 0.0
-                s2 = 0.0
-                s3 = 0.0
-                s4 = 0.0
-                for j in range(nx):
-                    x = xv[j]
-                    xp = xpw[j]
-                    s0 += xp
-                    xp *= x
-                    s1 += xp
-                    xp *= x
-                    s2 += xp
-                    xp *= x
-                    s3 += xp
-                    xp *= x
-                    s4 += xp
-                    xpw[j] = xp * x
-                spow[a] = s0
-                if a + 1 <= degree:
-                    spow[a + 1] = s1
-                if a + 2 <= degree:
-                    spow[a + 2] = s2
-                if a + 3 <= degree:
-                    spow[a + 3] = s3
-                if a + 4 <= degree:
-                    spow[a + 4] = s4
+            for a in range(degree + 1):
+                spow[a] = 0.0
+            while t < s + cnt and rows[t] == r:
+                xm = (cols[t] + col_shift[k] - cj) / rad
+                t += 1
+                if xm * xm + y2 > 1.0:
+                    continue
+                xp = 1.0
+                for a in range(degree + 1):
+                    spow[a] += xp
+                    xp *= xm
             ypow[0] = 1.0
             for b in range(1, degree + 1):
                 ypow[b] = ypow[b - 1] * ym
             for a in range(degree + 1):
                 sa = spow[a]
                 base = mono_start[a]
-                # unsigned indices: no negative-index handling in this inner loop
-                ub = np.uintp(base)
-                for b in range(np.uintp(degree + 1 - a)):
-                    z[ub + b] += sa * ypow[b]
+                for b in range(degree + 1 - a):
+                    z[base + b] += sa * ypow[b]
 
 
 @kernel
