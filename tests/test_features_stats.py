@@ -34,8 +34,7 @@ def _first_not_before(x, m):
 @numba.njit
 def _select_many(a, pos):
     vals = np.empty(len(pos))
-    stack = np.empty((2 * len(pos) + 2, 4), np.intp)
-    _stats._select_many(a, len(a), pos, vals, stack)
+    _stats._select_many(a, len(a), pos, vals)
     return vals
 
 

@@ -215,126 +215,35 @@ def _range_max(a, lo, hi):  # pragma: no cover - compiled
 
 
 @helper
-def _select_many(a, k, pos, vals, stack):  # pragma: no cover - compiled
+def _select_many(a, k, pos, vals):  # pragma: no cover - compiled
     """vals[t] = the order statistic pos[t] of a[:k], for non-decreasing pos; reorders a[:k].
 
-    The middle position first, then each side's positions within that side
-    (as quickselect narrows one), so no position is selected in a range
-    larger than its neighbours left it. A position at either end of its
-    range (just after one placed, say) is found by one scan instead of a
-    selection. ``stack``: an (at least 2 * len(pos) + 2, 4) intp scratch.
+    Left to right: each position is selected among the values after the
+    last one placed (a partition leaves them there); a position just after
+    it is their least value, found by one scan.
     """
-    top = 0
-    stack[0, 0] = 0
-    stack[0, 1] = k
-    stack[0, 2] = 0
-    stack[0, 3] = len(pos)
-    while top >= 0:
-        lo = stack[top, 0]
-        hi = stack[top, 1]
-        t0 = stack[top, 2]
-        t1 = stack[top, 3]
-        top -= 1
-        if t0 >= t1:
-            continue
-        tm = (t0 + t1 - 1) >> 1  # of a pair (b, b + 1), b: then b + 1 is the next range's first
-        p = pos[tm]
-        if p == lo:
-            best = p
-            for j in range(lo + 1, hi):
-                if a[j] < a[best]:
-                    best = j
-            v = a[p]
-            a[p] = a[best]
-            a[best] = v
-        elif p == hi - 1:
-            best = p
-            for j in range(lo, hi - 1):
-                if a[j] > a[best]:
-                    best = j
-            v = a[p]
-            a[p] = a[best]
-            a[best] = v
-        else:
-            _select(a, lo, hi, p)
-        v = a[p]
-        left = tm  # positions equal to p, on either side, take its value
-        while left > t0 and pos[left - 1] == p:
-            left -= 1
-        right = tm + 1
-        while right < t1 and pos[right] == p:
-            right += 1
-        for t in range(left, right):
-            vals[t] = v
-        top += 1
-        stack[top, 0] = lo
-        stack[top, 1] = p
-        stack[top, 2] = t0
-        stack[top, 3] = left
-        top += 1
-        stack[top, 0] = p + 1
-        stack[top, 1] = hi
-        stack[top, 2] = right
-        stack[top, 3] = t1
+    prev = -1
+    for t in range(len(pos)):
+        p = pos[t]
+        if p != prev:
+            if p == prev + 1 and prev >= 0:
+                best = p
+                for j in range(p + 1, k):
+                    if a[j] < a[best]:
+                        best = j
+                v = a[p]
+                a[p] = a[best]
+                a[best] = v
+            else:
+                _select(a, np.intp(prev + 1), k, p)
+            prev = p
+        vals[t] = a[p]
 
 
-#: Most buckets of the histogram :func:`_order_stats` narrows ranks with
+#: Most buckets of the histogram that narrows :func:`_run_stats`' ranks
 #: (256, 1,024, or one bucket a value instead of one per two: within 2 % on
 #: the benchmark's object pixels and Sobel gradient, session 16).
 _BUCKETS = 512
-
-
-@helper
-def _order_stats(a, m, lo, scale, nb, ranks, vals, cnt, pos, small, stack):  # pragma: no cover - compiled
-    """vals[t] = the order statistic ranks[t] of a[:m] (ranks non-decreasing), from a histogram.
-
-    ``cnt[:nb + 1]`` holds the counts of a[:m] in the buckets
-    ``int((v - lo) * scale)``, with ``lo`` the least value, ``scale`` finite
-    and positive, and bucket ``nb`` (the greatest value's, when rounding puts
-    it there) added into ``nb - 1`` already; the caller counts them in a pass
-    of its own. The bucket is a monotone function of the value, so the
-    counts tell which few buckets hold the ranks; one pass keeps only their
-    values (in ``small``), and those are selected among. a[:m] is left as it
-    is. False, with ``vals`` not written, when the ranks' buckets hold more
-    than a quarter of the values: the caller then selects among all of them.
-    Scratch: ``pos`` (one per rank), ``small`` (m values), ``stack``
-    (:func:`_select_many`'s).
-
-    Why: on the ~1,100 values of a benchmark cell the ranks' buckets keep a
-    few dozen, and quickselect over the whole run took ~3 partition passes
-    whose every step waits on the last one's write position. The object
-    pixels of one channel of the 5,000-cell mosaic: 47.8 -> 26.5 ms for all
-    statistics (``benchmarks/ab_stats.py``, session 16).
-    """
-    nr = len(ranks)
-    # The buckets holding a rank, marked by a negative count; pos[t], the
-    # rank's place among the values kept (their buckets in order).
-    below = 0
-    kept = 0
-    t = 0
-    for b in range(nb):
-        n_b = cnt[b]
-        if ranks[t] < below + n_b:
-            while t < nr and ranks[t] < below + n_b:
-                pos[t] = ranks[t] - below + kept
-                t += 1
-            kept += n_b
-            cnt[b] = -1
-            if t == nr:
-                break
-        below += n_b
-    cnt[nb] = cnt[nb - 1]
-    if kept > m >> 2:
-        # Ties or a heavy tail crowd the ranks' buckets (two-valued data,
-        # a hot pixel far from the rest): keeping them would save little.
-        return False
-    k = 0
-    for j in range(m):
-        v = a[j]
-        small[k] = v
-        k += cnt[np.intp((v - lo) * scale)] < 0
-    _select_many(small, kept, pos, vals, stack)
-    return True
 
 
 @helper
@@ -404,7 +313,6 @@ def _run_stats(values, starts, counts):  # pragma: no cover - compiled
     ranks = np.empty(6, np.intp)
     pos = np.empty(6, np.intp)
     vals = np.empty(6, np.float64)
-    stack = np.empty((14, 4), np.intp)
     for i in range(n):
         c = counts[i]
         if c == 0:
@@ -429,7 +337,7 @@ def _run_stats(values, starts, counts):  # pragma: no cover - compiled
         m2 = 0.0
         m3 = 0.0
         m4 = 0.0
-        # _order_stats' histogram: about one bucket per two values, at most
+        # The order statistics' histogram: about one bucket per two values, at most
         # _BUCKETS; none for ties only, a short run, or an infinite or
         # subnormal range (no finite scale).
         nb = 0
@@ -444,7 +352,7 @@ def _run_stats(values, starts, counts):  # pragma: no cover - compiled
         if nb:
             for b in range(nb + 1):
                 cnt[b] = 0
-            # The histogram of _order_stats in the moments' pass: its
+            # The histogram in the moments' pass: its
             # increments fill the time the moments' chains of additions wait.
             # Bucket nb: hi's, when rounding puts it there (a clamp here is a
             # branch that two-valued data mispredicts).
@@ -489,10 +397,50 @@ def _run_stats(values, starts, counts):  # pragma: no cover - compiled
             _select(dev, np.intp(0), c, np.intp(0))
             for t in range(6):
                 vals[t] = dev[ranks[t]]
-        elif not (nb and _order_stats(buf, c, lo, scale, nb, ranks, vals, cnt, pos, dev, stack)):
-            for j in range(c):
-                dev[j] = buf[j]
-            _select_many(dev, c, ranks, vals, stack)
+        else:
+            # The ranks' buckets of the histogram (nb > 0) keep a few dozen
+            # of ~1,100 values for a benchmark cell; the ranks are selected
+            # among those alone. A value's bucket is a monotone function of
+            # it, so the buckets in order hold the values in order. Quickselect
+            # over the whole run took ~3 partition passes whose every step
+            # waits on the last one's write position: the object pixels of
+            # one channel of the 5,000-cell mosaic, 47.8 -> 26.5 ms for all
+            # statistics (benchmarks/ab_stats.py, session 16).
+            kept = c
+            if nb:
+                # marks the ranks' buckets by a negative count; pos[t], the
+                # rank's place among the values kept (their buckets in order)
+                below = 0
+                kept = 0
+                t = 0
+                for b in range(nb):
+                    n_b = cnt[b]
+                    if ranks[t] < below + n_b:
+                        while t < 6 and ranks[t] < below + n_b:
+                            pos[t] = ranks[t] - below + kept
+                            t += 1
+                        kept += n_b
+                        cnt[b] = -1
+                        if t == 6:
+                            break
+                    below += n_b
+                cnt[nb] = cnt[nb - 1]
+            if kept > c >> 2:
+                # No histogram (an infinite range), or ties or a heavy tail
+                # crowd the ranks' buckets (two-valued data, a hot pixel far
+                # from the rest): select among all values.
+                kept = c
+                for j in range(c):
+                    dev[j] = buf[j]
+                for t in range(6):
+                    pos[t] = ranks[t]
+            else:
+                k = 0
+                for j in range(c):
+                    v = buf[j]
+                    dev[k] = v
+                    k += cnt[np.intp((v - lo) * scale)] < 0
+            _select_many(dev, kept, pos, vals)
         # linear interpolation below + (above - below) * fraction, as numpy
         lq = vals[0] + (vals[1] - vals[0]) * (v_l - bl)
         median = vals[2] + (vals[3] - vals[2]) * (v_m - bm)
