@@ -83,13 +83,14 @@ WORKER_PROBE = textwrap.dedent("""
 
 KERNEL_PROBE = textwrap.dedent("""
     import json, time
+    import scip
     from scip.features import warmup
     out = []
     for kernel in warmup.KERNELS:
         t = time.perf_counter(); c = time.process_time()
         kernel.dispatcher.compile(kernel.signature)
         out.append({"kernel": kernel.name, "cpu_s": time.process_time() - c, "wall_s": time.perf_counter() - t})
-    print(json.dumps({"kernels": out}))
+    print(json.dumps({"kernels": out, "scip": scip.__file__}))
 """)
 
 # The kernels of the old code, called by extract: (b)'s probe works on any version.
@@ -114,9 +115,15 @@ def _children_cpu() -> float:
 
 
 def _run(cmd: list[str], env: dict, cwd: Path | None = None) -> dict:
-    """Run ``cmd``; wall and CPU seconds (the process and every child it waited for), its stdout."""
+    """Run ``cmd``; wall and CPU seconds (the process and every child it waited for), its stdout.
+
+    By default in the temp folder: ``python -c`` puts its working folder
+    first on ``sys.path``, so run from a checkout's root it would import that
+    checkout's ``scip`` whatever ``PYTHONPATH`` (the package under test) says.
+    """
     c0, t0 = _children_cpu(), time.perf_counter()
-    p = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    p = subprocess.run(cmd, env=env, cwd=cwd if cwd is not None else tempfile.gettempdir(), capture_output=True,
+                       text=True)
     out = {"wall_s": round(time.perf_counter() - t0, 2), "cpu_s": round(_children_cpu() - c0, 2),
            "returncode": p.returncode}
     if p.returncode:
@@ -276,6 +283,8 @@ def bench_kernels(src: Path, work: Path, baseline: bool) -> dict:
     if r["returncode"]:
         return {"error": r.get("error")}
     out = json.loads(r["stdout"].strip().splitlines()[-1])
+    if "scip" in out and not Path(out["scip"]).resolve().is_relative_to(src):
+        return {"error": f"the probe imported {out['scip']}, not the package under {src}"}
     if not baseline:
         out["total_cpu_s"] = round(sum(k["cpu_s"] for k in out["kernels"]), 2)
         for k in out["kernels"]:
@@ -316,9 +325,11 @@ def write_md(result: dict) -> str:
         lines += [f"## {label} (`{block['src']}`)", ""]
         if "kernels" in block:
             k = block["kernels"]
+            rounds = (f" (median of alternated rounds {k['total_cpu_s_rounds']}; the table is the first round's)"
+                      if k.get("total_cpu_s_rounds") else "")
             lines += ["### Compile cost on an empty cache", "",
-                      f"Total CPU {k.get('total_cpu_s')} s, {k.get('total_specializations')} specializations of scip "
-                      "functions compiled (helpers included; `.nbc` files in the cache).", ""]
+                      f"Total CPU {k.get('total_cpu_s')} s{rounds}, {k.get('total_specializations')} specializations "
+                      "of scip functions compiled (helpers included; `.nbc` files in the cache).", ""]
             if "kernels" in k:
                 lines += ["| kernel (with the helpers it compiles first) | CPU s | wall s |", "|---|---|---|"]
                 lines += [f"| {row['kernel']} | {row['cpu_s']} | {row['wall_s']} |" for row in k["kernels"]]
@@ -365,8 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--baseline", action="store_true", help="--src is an older scip, without scip.features.warmup")
     ap.add_argument("--merge-baseline", type=Path, default=None, help="first_run.json of a --baseline run")
     ap.add_argument("--against", type=Path, default=None,
-                    help="another scip package (a checkout) whose demo runs alternate with --src's, repeat by repeat; "
-                         "reported as the baseline")
+                    help="another scip package (a checkout) whose demo runs and kernel compiles alternate with "
+                         "--src's, repeat by repeat (--repeats rounds of compiling); reported as the baseline")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
@@ -395,13 +406,31 @@ def main(argv: list[str] | None = None) -> None:
         if args.against is None:
             return bench_demo([src], repeats, work)[0]
         ours, theirs = bench_demo([src, args.against.resolve()], repeats, work)
-        result["baseline"] = {"src": str(args.against.resolve()), "demo": theirs}
+        result.setdefault("baseline", {"src": str(args.against.resolve())})["demo"] = theirs
         result.setdefault("notes", []).append(
             "(a) of both packages measured in one run, alternated repeat by repeat (`--against`).")
         return ours
 
     # Cheapest first, and saved after each part: on a loaded machine a long run may be cut short.
-    parts = [("kernels", lambda: bench_kernels(src, work, baseline=args.baseline)),
+    def kernels() -> dict:
+        if args.against is None:
+            return bench_kernels(src, work, baseline=args.baseline)
+        # the compile of every kernel, both packages in turn each round (the host's speed drifts)
+        other = args.against.resolve()
+        rounds: dict[Path, list[dict]] = {src: [], other: []}
+        for i in range(args.repeats):
+            for s in ((src, other) if i % 2 == 0 else (other, src)):
+                rounds[s].append(bench_kernels(s, work, baseline=False))
+                print("kernels", s.name, rounds[s][-1].get("total_cpu_s", rounds[s][-1].get("error")), file=sys.stderr)
+        summary = {}
+        for s, rows in rounds.items():
+            totals = [r["total_cpu_s"] for r in rows if "total_cpu_s" in r]
+            summary[s] = {**rows[0], "total_cpu_s_rounds": totals,
+                          "total_cpu_s": round(statistics.median(totals), 2) if totals else None}
+        result.setdefault("baseline", {"src": str(other)})["kernels"] = summary[other]
+        return summary[src]
+
+    parts = [("kernels", kernels),
              ("demo", lambda: demo(args.demo_repeats or args.repeats)),
              ("worker", lambda: bench_worker(src, args.repeats, work)),
              ("readonly", lambda: bench_readonly(src, args.repeats, work))]
