@@ -160,12 +160,16 @@ def _readonly_install(src: Path, work: Path) -> Path:
 AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
-def bench_demo(srcs: list[Path], repeats: int, work: Path) -> list[dict]:
-    """(a) scip run of the example config, cold then warm; with several packages, in turn each repeat.
+def _in_turn(srcs: list[Path], i: int) -> list[Path]:
+    """The packages in the order of repeat ``i``, reversed every other repeat.
 
-    The packages' order alternates from one repeat to the next, so a host
-    that speeds up or slows down over minutes moves them alike.
+    A host that speeds up or slows down over minutes then moves them alike.
     """
+    return srcs if i % 2 == 0 else srcs[::-1]
+
+
+def bench_demo(srcs: list[Path], repeats: int, work: Path) -> list[dict]:
+    """(a) scip run of the example config, cold then warm; several packages in turn each repeat (:func:`_in_turn`)."""
     folder = work / "demo"
     if not (folder / "data").exists():
         folder.mkdir(parents=True, exist_ok=True)
@@ -174,7 +178,7 @@ def bench_demo(srcs: list[Path], repeats: int, work: Path) -> list[dict]:
     shutil.copy(ROOT / "examples" / "config.yml", folder / "config.yml")
     rows: dict[Path, list[dict]] = {src: [] for src in srcs}
     for i in range(repeats):
-        for src in (srcs if i % 2 == 0 else srcs[::-1]):
+        for src in _in_turn(srcs, i):
             cache = Path(tempfile.mkdtemp(prefix="numba-", dir=work))
             for kind in ("cold", "warm"):
                 r = _run([PY, "-m", "scip", "run", "config.yml", "--overwrite"], _env(src, cache), cwd=folder)
@@ -380,6 +384,11 @@ def main(argv: list[str] | None = None) -> None:
                          "--src's, repeat by repeat (--repeats rounds of compiling); reported as the baseline")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    if args.against is not None:
+        if not (args.against / "scip" / "__init__.py").is_file():
+            ap.error(f"--against {args.against}: no scip package there (expected {args.against / 'scip'})")
+        if args.baseline:
+            ap.error("--against compares two packages with scip.features.warmup; it does not combine with --baseline")
     only = set(args.only.split(","))
     work = Path(tempfile.mkdtemp(prefix="scip-first-run-"))
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
@@ -401,25 +410,24 @@ def main(argv: list[str] | None = None) -> None:
         result["baseline_command"] = old["command"]
         result["baseline_load"] = f"{old['load_start']} to {old.get('load_end')}"
     args.out.mkdir(parents=True, exist_ok=True)
+    against = args.against.resolve() if args.against is not None else None
 
     def demo(repeats: int) -> dict:
-        if args.against is None:
+        if against is None:
             return bench_demo([src], repeats, work)[0]
-        ours, theirs = bench_demo([src, args.against.resolve()], repeats, work)
-        result.setdefault("baseline", {"src": str(args.against.resolve())})["demo"] = theirs
+        ours, theirs = bench_demo([src, against], repeats, work)
+        result.setdefault("baseline", {"src": str(against)})["demo"] = theirs
         result.setdefault("notes", []).append(
             "(a) of both packages measured in one run, alternated repeat by repeat (`--against`).")
         return ours
 
-    # Cheapest first, and saved after each part: on a loaded machine a long run may be cut short.
     def kernels() -> dict:
-        if args.against is None:
+        if against is None:
             return bench_kernels(src, work, baseline=args.baseline)
         # the compile of every kernel, both packages in turn each round (the host's speed drifts)
-        other = args.against.resolve()
-        rounds: dict[Path, list[dict]] = {src: [], other: []}
+        rounds: dict[Path, list[dict]] = {src: [], against: []}
         for i in range(args.repeats):
-            for s in ((src, other) if i % 2 == 0 else (other, src)):
+            for s in _in_turn([src, against], i):
                 rounds[s].append(bench_kernels(s, work, baseline=False))
                 print("kernels", s.name, rounds[s][-1].get("total_cpu_s", rounds[s][-1].get("error")), file=sys.stderr)
         summary = {}
@@ -427,9 +435,10 @@ def main(argv: list[str] | None = None) -> None:
             totals = [r["total_cpu_s"] for r in rows if "total_cpu_s" in r]
             summary[s] = {**rows[0], "total_cpu_s_rounds": totals,
                           "total_cpu_s": round(statistics.median(totals), 2) if totals else None}
-        result.setdefault("baseline", {"src": str(other)})["kernels"] = summary[other]
+        result.setdefault("baseline", {"src": str(against)})["kernels"] = summary[against]
         return summary[src]
 
+    # Cheapest first, and saved after each part: on a loaded machine a long run may be cut short.
     parts = [("kernels", kernels),
              ("demo", lambda: demo(args.demo_repeats or args.repeats)),
              ("worker", lambda: bench_worker(src, args.repeats, work)),
