@@ -219,14 +219,14 @@ def _select_many(a, k, pos, vals):  # pragma: no cover - compiled
     """vals[t] = the order statistic pos[t] of a[:k], for non-decreasing pos; reorders a[:k].
 
     Left to right: each position is selected among the values after the
-    last one placed (a partition leaves them there); a position just after
-    it is their least value, found by one scan.
+    last one placed (a partition leaves them there; before the first, all of
+    them); a position just after it is their least value, found by one scan.
     """
     prev = -1
     for t in range(len(pos)):
         p = pos[t]
         if p != prev:
-            if p == prev + 1 and prev >= 0:
+            if p == prev + 1:
                 best = p
                 for j in range(p + 1, k):
                     if a[j] < a[best]:
@@ -337,9 +337,9 @@ def _run_stats(values, starts, counts):  # pragma: no cover - compiled
         m2 = 0.0
         m3 = 0.0
         m4 = 0.0
-        # The order statistics' histogram: about one bucket per two values, at most
-        # _BUCKETS; none for ties only, a short run, or an infinite or
-        # subnormal range (no finite scale).
+        # The order statistics' histogram: about one bucket per two values,
+        # at most _BUCKETS; none for ties only, a short run, or an infinite
+        # or subnormal range (no finite scale).
         nb = 0
         scale = 0.0
         if c > 16 and lo < hi:
@@ -352,10 +352,10 @@ def _run_stats(values, starts, counts):  # pragma: no cover - compiled
         if nb:
             for b in range(nb + 1):
                 cnt[b] = 0
-            # The histogram in the moments' pass: its
-            # increments fill the time the moments' chains of additions wait.
-            # Bucket nb: hi's, when rounding puts it there (a clamp here is a
-            # branch that two-valued data mispredicts).
+            # The histogram in the moments' pass: its increments fill the time
+            # the moments' chains of additions wait. Bucket nb: hi's, when
+            # rounding puts it there (a clamp here is a branch that two-valued
+            # data mispredicts).
             for j in range(c):
                 v = buf[j]
                 d = v - mean
