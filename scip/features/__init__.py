@@ -27,7 +27,8 @@ from scip._featureparams import COMPILED_FAMILIES, DEFAULT_FAMILIES, FAMILIES, F
 from scip._hints import did_you_mean
 
 from ._columns import MICROMETRE_SUFFIX, FeatureColumn, column_name, micrometre_columns
-from ._objects import FeatureParams, Objects
+from ._groups import Groups, compact_labels, group_pixels, index_dtype
+from ._objects import BandRegions, FeatureParams, Objects
 
 __all__ = ["FAMILIES", "DEFAULT_FAMILIES", "FAMILIES_3D", "FeatureColumn", "FeatureParams", "MICROMETRE_SUFFIX",
            "check_3d", "column_name", "columns", "extract", "micrometre_columns", "needs_compiler", "COMPILED_FAMILIES"]
@@ -262,9 +263,96 @@ def extract(
     offset = (0,) * labels.ndim if offset is None else tuple(offset)
     if len(offset) != labels.ndim:
         raise ValueError(f"offset {tuple(offset)} must have one value per axis of labels {labels.shape}")
+    if (labels.ndim == 2 and labels.size > STRIP_PIXELS and needs_compiler(families)
+            and all(isinstance(o, (int, np.integer)) for o in offset)):
+        return _table_in_strips(pixels, labels, background, tuple(channel_names), (int(offset[0]), int(offset[1])),
+                                families, cols, params)
     objects = Objects(pixels, labels, background, tuple(channel_names), row_offset=offset[-2], col_offset=offset[-1],
                       z_offset=offset[0] if labels.ndim == 3 else 0, compiled=needs_compiler(families))
     return _table(objects, families, cols, params)
+
+
+#: Label images of more pixels than this are measured strip by strip (2-D).
+#: Each family keeps a few arrays as large as its objects' pixels (float64
+#: values of every channel, band scratch); for a whole large image those
+#: were fresh mappings of tens of MiB that the kernel zeroed on every call,
+#: which on a virtual machine cost anything from 0.03 to 2 s per 5,000 cells
+#: (the host backing returned pages again). A strip's arrays are a few MiB,
+#: which the allocator reuses, and the peak memory no longer grows with the
+#: image.
+STRIP_PIXELS = 1 << 20
+
+
+def _strip_margin(params: FeatureParams) -> int:
+    """Rows around a strip's objects that their features can read.
+
+    The background band: pixels within ``background_width`` of the object,
+    each owned by the nearest object, so objects up to twice that away
+    compete; the edge ring (``edge_width``) and the Sobel gradient (1) look
+    less far. One more row keeps the strip's cut from reading as an image
+    border.
+    """
+    return max(2 * int(params.background_width), int(params.edge_width), 1) + 1
+
+
+def _table_in_strips(pixels: np.ndarray, labels: np.ndarray, background: np.ndarray, channel_names: tuple[str, ...],
+                     offset: tuple[int, int], families: Sequence[str], cols: list[FeatureColumn],
+                     params: FeatureParams) -> pd.DataFrame:
+    """:func:`_table` of a large 2-D image, in strips of about :data:`STRIP_PIXELS` pixels.
+
+    An object belongs to the strip holding its first row. Each strip's
+    :class:`~._objects.Objects` sees the label image from the margin above
+    the strip to the margin below its objects' last row, measures its own
+    objects only and keeps the others as context (never background, owners
+    of the band pixels nearest to them), so every value is the one the
+    whole image gives: the families compute in image coordinates (the
+    strip's first row is an offset, as for crops packed into one image).
+    """
+    labels = compact_labels(labels)
+    H, W = labels.shape
+    groups = group_pixels(labels)
+    n = len(groups)
+    index = groups.index
+    first_row = (index[groups.starts] // W).astype(np.int64)
+    last_row = (index[groups.starts + groups.counts - 1] // W).astype(np.int64)
+    col = index % W
+    min_col = np.minimum.reduceat(col, groups.starts).astype(np.int64) if n else first_row
+    max_col = np.maximum.reduceat(col, groups.starts).astype(np.int64) if n else first_row
+    del col
+    margin = _strip_margin(params)
+    rows_per_strip = max(1, STRIP_PIXELS // max(W, 1))
+    strip_of = first_row // rows_per_strip
+    block = np.empty((n, len(cols)), dtype=np.float64, order="F")
+    for strip in np.unique(strip_of):
+        own = np.flatnonzero(strip_of == strip)   # positions in label order: ids ascending
+        lo = max(int(strip) * rows_per_strip - margin, 0)
+        hi = min(int(last_row[own].max()) + 1 + margin, H)
+        shift = lo * W
+        counts = groups.counts[own]
+        starts = np.zeros(len(own), np.intp)
+        np.cumsum(counts[:-1], out=starts[1:])
+        if own[-1] - own[0] + 1 == len(own):
+            # labels numbered in raster order, as a rule: the runs are one slice
+            a = groups.starts[own[0]]
+            run_index = index[a:a + int(counts.sum())]
+        else:
+            run_index = index[np.repeat(groups.starts[own] - starts, counts) + np.arange(int(counts.sum()))]
+        strip_labels = labels[lo:hi]
+        strip_index = (run_index - shift).astype(index_dtype(strip_labels.size))
+        present = np.flatnonzero((first_row < hi) & (last_row >= lo))
+        regions = BandRegions(ids=groups.ids[present],
+                              min_row=np.maximum(first_row[present] - lo, 0),
+                              min_col=min_col[present],
+                              max_row=np.minimum(last_row[present] - lo, hi - lo - 1),
+                              max_col=max_col[present])
+        objects = Objects(pixels[:, lo:hi], strip_labels, background[lo:hi], channel_names,
+                          row_offset=offset[0] + lo, col_offset=offset[1],
+                          groups=Groups(ids=groups.ids[own], starts=starts, counts=counts, index=strip_index),
+                          band_regions=regions)
+        block[own] = _block(objects, families, cols, params)
+    table = pd.DataFrame(block, columns=[c.name for c in cols], copy=False)
+    table.insert(0, "label", groups.ids.astype(np.int64))
+    return table
 
 
 def _block(objects: Objects, families: Sequence[str], cols: list[FeatureColumn], params: FeatureParams) -> np.ndarray:

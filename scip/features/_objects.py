@@ -7,7 +7,7 @@ contiguous runs instead of looping over objects in Python.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -16,7 +16,7 @@ from scip._featureparams import FeatureParams
 
 from ._groups import Groups, compact_labels, group_pixels, index_dtype, segment_ids
 
-__all__ = ["FeatureParams", "Objects"]
+__all__ = ["BandRegions", "FeatureParams", "Objects"]
 
 #: Grouped pixels gathered per step in :attr:`Objects.channel_values`.
 _GATHER_CHUNK = 1 << 17
@@ -42,6 +42,23 @@ def gather_float64(flat: np.ndarray, index: np.ndarray, out: np.ndarray) -> np.n
             np.take(flat[c], part, out=got, mode="clip")
             out[c, a:a + part.size] = got
     return out
+
+@dataclass(frozen=True)
+class BandRegions:
+    """Every object of a label image with its bounding box, for the background band.
+
+    Needed where :class:`Objects` measures only some of the objects of its
+    label image (a strip of a large image, :func:`scip.features.extract`):
+    the others still claim the band pixels nearest to them. Boxes are
+    inclusive rows and columns of the label image.
+    """
+
+    ids: np.ndarray
+    min_row: np.ndarray
+    min_col: np.ndarray
+    max_row: np.ndarray
+    max_col: np.ndarray
+
 
 @dataclass(frozen=True)
 class Objects:
@@ -84,8 +101,15 @@ class Objects:
     compiled : bool
         Group pixels with the compiled counting sort (see
         :func:`._groups.group_pixels`); False where no family needs numba.
-    groups : Groups
-        Foreground pixels sorted by label.
+    groups : Groups, optional
+        Foreground pixels sorted by label: the objects measured. None groups
+        every object of ``labels``; given, it may hold some of them only
+        (indices into ``labels``), the others being context: never
+        background, and claiming band pixels as in the whole image, which
+        then needs ``band_regions``.
+    band_regions : BandRegions, optional
+        Every object of ``labels`` with its box, where ``groups`` holds only
+        some of them (``band_labels`` must then be None).
     """
 
     pixels: np.ndarray
@@ -98,16 +122,20 @@ class Objects:
     band_labels: np.ndarray | None = None
     outside: np.ndarray | None = None
     compiled: bool = True
-    groups: Groups = field(init=False)
+    groups: Groups | None = None
+    band_regions: BandRegions | None = None
 
     def __post_init__(self) -> None:
+        if self.band_regions is not None and self.band_labels is not None:
+            raise ValueError("band_regions describes the objects of labels; it cannot go with band_labels")
         if self.compiled:
             # The label dtype the compiled kernels are built for (int32 unless a
             # label needs more): an int32 image is used as it is, not copied.
             object.__setattr__(self, "labels", compact_labels(self.labels))
             if self.band_labels is not None:
                 object.__setattr__(self, "band_labels", compact_labels(self.band_labels))
-        object.__setattr__(self, "groups", group_pixels(self.labels, compiled=self.compiled))
+        if self.groups is None:
+            object.__setattr__(self, "groups", group_pixels(self.labels, compiled=self.compiled))
         for name in ("row_offset", "col_offset", "z_offset"):
             if type(getattr(self, name)) is int:
                 continue  # whole pixels: the usual case, without the numpy checks below (~10 us each)

@@ -396,6 +396,19 @@ def _band_owned(labels, usable, region_label, box, width, region_pos, dist, cand
     return k
 
 
+def _positions(ids: np.ndarray, region_ids: np.ndarray) -> np.ndarray:
+    """Position of each region's object in ``ids`` (int64), -1 where it is not measured.
+
+    A region whose object is absent (a cell with an empty nucleus mask, an
+    object of a neighbouring strip) still takes its pixels from farther
+    regions, but owns no band.
+    """
+    if not len(ids):
+        return np.full(len(region_ids), -1, np.int64)
+    pos = np.minimum(np.searchsorted(ids, region_ids), len(ids) - 1)
+    return np.where(ids[pos] == region_ids, pos, -1).astype(np.int64)
+
+
 def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Usable background pixels near each object: flat indices and object positions, grouped by object.
 
@@ -409,7 +422,14 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
     regions = np.ascontiguousarray(objects.band_labels)
     usable = np.ascontiguousarray(objects.background)
     H, W = regions.shape
-    if objects.band_labels is objects.labels:
+    if objects.band_regions is not None:
+        # Some of the label image's objects are measured (a strip of a large
+        # image): every object there is a region, with its box as given.
+        given = objects.band_regions
+        region_ids = given.ids
+        r0, c0, r1, c1 = given.min_row, given.min_col, given.max_row, given.max_col
+        region_pos = _positions(objects.ids, region_ids)
+    elif objects.band_labels is objects.labels:
         # The regions are the objects: their bounding boxes are the ones the
         # other families use (2-D labels here).
         region_ids = objects.ids
@@ -431,14 +451,7 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
         cols = g.index % W
         c0 = np.minimum.reduceat(cols, g.starts) if len(g) else cols
         c1 = np.maximum.reduceat(cols, g.starts) if len(g) else cols
-        # A region whose object is absent (e.g. a cell with an empty nucleus
-        # mask) still takes its pixels from farther regions, but owns no band.
-        ids = objects.ids
-        if len(ids):
-            pos = np.minimum(np.searchsorted(ids, region_ids), len(ids) - 1)
-            region_pos = np.where(ids[pos] == region_ids, pos, -1).astype(np.int64)
-        else:
-            region_pos = np.full(len(region_ids), -1, np.int64)
+        region_pos = _positions(objects.ids, region_ids)
     # Each region's window: the bounding box grown by width, inside the image.
     box = np.empty((len(region_ids), 4), np.int64)
     box[:, 0] = np.maximum(r0 - width, 0)
