@@ -27,7 +27,7 @@ from scip._featureparams import COMPILED_FAMILIES, DEFAULT_FAMILIES, FAMILIES, F
 from scip._hints import did_you_mean
 
 from ._columns import MICROMETRE_SUFFIX, FeatureColumn, column_name, micrometre_columns
-from ._groups import Groups, compact_labels, group_pixels, index_dtype
+from ._groups import Groups, compact_labels, group_pixels
 from ._objects import BandRegions, FeatureParams, Objects
 
 __all__ = ["FAMILIES", "DEFAULT_FAMILIES", "FAMILIES_3D", "FeatureColumn", "FeatureParams", "MICROMETRE_SUFFIX",
@@ -263,105 +263,115 @@ def extract(
     offset = (0,) * labels.ndim if offset is None else tuple(offset)
     if len(offset) != labels.ndim:
         raise ValueError(f"offset {tuple(offset)} must have one value per axis of labels {labels.shape}")
-    if (labels.ndim == 2 and labels.size > STRIP_PIXELS and needs_compiler(families)
-            and all(isinstance(o, (int, np.integer)) for o in offset)):
-        return _table_in_strips(pixels, labels, background, tuple(channel_names), (int(offset[0]), int(offset[1])),
-                                families, cols, params)
-    objects = Objects(pixels, labels, background, tuple(channel_names), row_offset=offset[-2], col_offset=offset[-1],
-                      z_offset=offset[0] if labels.ndim == 3 else 0, compiled=needs_compiler(families))
+    compiled = needs_compiler(families)
+    if labels.ndim == 2 and compiled and all(isinstance(o, (int, np.integer)) for o in offset):
+        labels = compact_labels(labels)
+        groups = group_pixels(labels)
+        if groups.index.size > STRIP_PIXELS:
+            return _table_in_strips(Objects(pixels, labels, background, tuple(channel_names), row_offset=int(offset[0]),
+                                            col_offset=int(offset[1]), groups=groups), families, cols, params)
+        objects = Objects(pixels, labels, background, tuple(channel_names), row_offset=offset[0],
+                          col_offset=offset[1], groups=groups)
+    else:
+        objects = Objects(pixels, labels, background, tuple(channel_names), row_offset=offset[-2],
+                          col_offset=offset[-1], z_offset=offset[0] if labels.ndim == 3 else 0, compiled=compiled)
     return _table(objects, families, cols, params)
 
 
-#: Label images of more pixels than this are measured strip by strip (2-D).
-#: Each family keeps a few arrays as large as its objects' pixels (float64
-#: values of every channel, band scratch); for a whole large image those
-#: were fresh mappings of tens of MiB that the kernel zeroed on every call,
-#: which on a virtual machine cost anything from 0.03 to 2 s per 5,000 cells
-#: (the host backing returned pages again). A strip's arrays are a few MiB,
-#: which the allocator reuses, and the peak memory no longer grows with the
-#: image.
-STRIP_PIXELS = 1 << 20
+#: Object pixels above which a 2-D image's objects are measured in strips of
+#: about this many pixels. Each family keeps a few arrays as large as its
+#: objects' pixels (float64 values of every channel, the band's scratch); for
+#: all objects of a large image at once those were fresh mappings of tens to
+#: hundreds of MiB, which the kernel zeroed on every call: on a virtual
+#: machine that cost from 0.03 to over 1 s per 5,000 cells, as the host had
+#: taken the freed pages back or not. A strip's arrays are a few MiB, which
+#: the allocator reuses, and the peak memory no longer grows with the image.
+STRIP_PIXELS = 1 << 19
 
 
 def _strip_margin(params: FeatureParams) -> int:
-    """Rows around a strip's objects that their features can read.
+    """Rows around a strip's objects whose objects can claim the strip's band pixels.
 
-    The background band: pixels within ``background_width`` of the object,
-    each owned by the nearest object, so objects up to twice that away
-    compete; the edge ring (``edge_width``) and the Sobel gradient (1) look
-    less far. One more row keeps the strip's cut from reading as an image
-    border.
+    A band pixel lies within ``background_width`` of its object and goes to
+    the nearest object, so objects up to twice that far compete for it; one
+    row more for good measure.
     """
-    return max(2 * int(params.background_width), int(params.edge_width), 1) + 1
+    return 2 * int(params.background_width) + 1
 
 
-def _table_in_strips(pixels: np.ndarray, labels: np.ndarray, background: np.ndarray, channel_names: tuple[str, ...],
-                     offset: tuple[int, int], families: Sequence[str], cols: list[FeatureColumn],
+def _table_in_strips(objects: Objects, families: Sequence[str], cols: list[FeatureColumn],
                      params: FeatureParams) -> pd.DataFrame:
-    """:func:`_table` of a large 2-D image, in strips of about :data:`STRIP_PIXELS` pixels.
+    """:func:`_table` of a large 2-D image, its objects measured a strip at a time.
 
-    An object belongs to the strip holding its first row. Each strip's
-    :class:`~._objects.Objects` sees the label image from the margin above
-    the strip to the margin below its objects' last row, measures its own
-    objects only and keeps the others as context (never background, owners
-    of the band pixels nearest to them), so every value is the one the
-    whole image gives: the families compute in image coordinates (the
-    strip's first row is an offset, as for crops packed into one image).
+    Objects are taken in the order of their first row, about
+    :data:`STRIP_PIXELS` pixels at a time. Each strip is an
+    :class:`~._objects.Objects` of the same image whose groups hold that
+    strip's objects only; the other objects stay in the label image (never
+    background, their pixels never the strip's), and those within the margin
+    of the strip's rows are the band's other regions, their boxes cut to
+    those rows. So every value is the one the whole image gives.
     """
-    labels = compact_labels(labels)
-    H, W = labels.shape
-    groups = group_pixels(labels)
+    groups = objects.groups
+    labels = objects.labels
+    W = labels.shape[1]
     n = len(groups)
     index = groups.index
     first_row = (index[groups.starts] // W).astype(np.int64)
     last_row = (index[groups.starts + groups.counts - 1] // W).astype(np.int64)
-    col = index % W
-    min_col = np.minimum.reduceat(col, groups.starts).astype(np.int64) if n else first_row
-    max_col = np.maximum.reduceat(col, groups.starts).astype(np.int64) if n else first_row
+    # columns as index - row * width: numpy's remainder by a scalar is ~3x slower than the division
+    col = np.floor_divide(index, W)
+    np.multiply(col, W, out=col)
+    np.subtract(index, col, out=col)
+    min_col = np.minimum.reduceat(col, groups.starts).astype(np.int64)
+    max_col = np.maximum.reduceat(col, groups.starts).astype(np.int64)
     del col
     margin = _strip_margin(params)
-    rows_per_strip = max(1, STRIP_PIXELS // max(W, 1))
-    strip_of = first_row // rows_per_strip
+    order = np.argsort(first_row, kind="stable")
+    # Objects in first-row order, cut where the pixels before reach the next multiple of STRIP_PIXELS.
+    before = np.cumsum(groups.counts[order]) - groups.counts[order]
+    bucket = before // max(STRIP_PIXELS, 1)
+    cuts = np.flatnonzero(np.diff(bucket)) + 1
     block = np.empty((n, len(cols)), dtype=np.float64, order="F")
-    for strip in np.unique(strip_of):
-        own = np.flatnonzero(strip_of == strip)   # positions in label order: ids ascending
-        lo = max(int(strip) * rows_per_strip - margin, 0)
-        hi = min(int(last_row[own].max()) + 1 + margin, H)
-        shift = lo * W
+    for members in np.split(order, cuts) if n else []:
+        own = np.sort(members)   # positions in label order: ids ascending
+        lo = int(first_row[own].min()) - margin
+        hi = int(last_row[own].max()) + 1 + margin
         counts = groups.counts[own]
         starts = np.zeros(len(own), np.intp)
         np.cumsum(counts[:-1], out=starts[1:])
         if own[-1] - own[0] + 1 == len(own):
-            # labels numbered in raster order, as a rule: the runs are one slice
+            # labels numbered in raster order, as a rule: the strip's runs are one slice
             a = groups.starts[own[0]]
             run_index = index[a:a + int(counts.sum())]
         else:
             run_index = index[np.repeat(groups.starts[own] - starts, counts) + np.arange(int(counts.sum()))]
-        strip_labels = labels[lo:hi]
-        strip_index = (run_index - shift).astype(index_dtype(strip_labels.size))
-        present = np.flatnonzero((first_row < hi) & (last_row >= lo))
-        regions = BandRegions(ids=groups.ids[present],
-                              min_row=np.maximum(first_row[present] - lo, 0),
-                              min_col=min_col[present],
-                              max_row=np.minimum(last_row[present] - lo, hi - lo - 1),
-                              max_col=max_col[present])
-        objects = Objects(pixels[:, lo:hi], strip_labels, background[lo:hi], channel_names,
-                          row_offset=offset[0] + lo, col_offset=offset[1],
-                          groups=Groups(ids=groups.ids[own], starts=starts, counts=counts, index=strip_index),
-                          band_regions=regions)
-        block[own] = _block(objects, families, cols, params)
+        near = np.flatnonzero((first_row < hi) & (last_row >= lo))
+        regions = BandRegions(ids=groups.ids[near], min_row=np.maximum(first_row[near], lo), min_col=min_col[near],
+                              max_row=np.minimum(last_row[near], hi - 1), max_col=max_col[near])
+        strip_objects = Objects(objects.pixels, labels, objects.background, objects.channel_names,
+                                row_offset=objects.row_offset, col_offset=objects.col_offset,
+                                groups=Groups(ids=groups.ids[own], starts=starts, counts=counts, index=run_index),
+                                band_regions=regions)
+        # a slice where the strip's objects are consecutive labels: columns written as runs, not scattered
+        rows = slice(int(own[0]), int(own[-1]) + 1) if own[-1] - own[0] + 1 == len(own) else own
+        _block(strip_objects, families, cols, params, out=block, rows=rows)
     table = pd.DataFrame(block, columns=[c.name for c in cols], copy=False)
     table.insert(0, "label", groups.ids.astype(np.int64))
     return table
 
 
-def _block(objects: Objects, families: Sequence[str], cols: list[FeatureColumn], params: FeatureParams) -> np.ndarray:
-    """Run the families over ``objects``: the values of ``cols``, one row per object (float64, column-major)."""
+def _block(objects: Objects, families: Sequence[str], cols: list[FeatureColumn], params: FeatureParams,
+           out: np.ndarray | None = None, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
+    """Run the families over ``objects``: the values of ``cols``, one row per object (float64, column-major).
+
+    Written into ``out[rows]`` when ``out`` is given (a strip's objects in
+    the whole image's table), which is returned.
+    """
     n = len(objects)
     # One column-major float64 block, the DataFrame's own: pandas builds a table
     # of hundreds of separate columns at about 10 us each, some 7 ms a call,
     # a quarter of the features' time on a partition's ~70 cells.
-    block = np.empty((n, len(cols)), dtype=np.float64, order="F")
+    block = np.empty((n, len(cols)), dtype=np.float64, order="F") if out is None else out
     position = {(c.family, c.feature, c.channel): k for k, c in enumerate(cols)}
     filled = np.zeros(len(cols), dtype=bool)
     for module in _resolve_families(families):
@@ -370,7 +380,7 @@ def _block(objects: Objects, families: Sequence[str], cols: list[FeatureColumn],
         for (feature, channel), values in module.compute(objects, params).items():
             k = position.get((module.NAME, feature, channel))
             if k is not None:
-                block[:, k] = values
+                block[rows, k] = values
                 filled[k] = True
     if n and not filled.all():
         missing = [cols[k].name for k in np.flatnonzero(~filled)[:5]]

@@ -479,7 +479,10 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
     dist = np.empty(_blocked_size(H, W), distance_type)
     cand_rc = np.empty(n_window, np.int64)
     cand_d = np.empty(n_window, distance_type)
-    n_out = min(n_window, int(np.count_nonzero(usable)))
+    # Usable pixels in the rows the windows span (not the whole image: a strip
+    # of a large image has windows in a few of its rows only).
+    top, bottom = (int(box[:, 0].min()), int(box[:, 2].max()) + 1) if len(box) else (0, 0)
+    n_out = min(n_window, int(np.count_nonzero(usable[top:bottom])))
     out_flat = np.empty(n_out, np.int64)
     out_pos = np.empty(n_out, np.int32 if len(objects) <= np.iinfo(np.int32).max else np.int64)
     k = _band_owned(regions, usable, np.asarray(region_ids, np.int64), box, width, region_pos,

@@ -244,7 +244,9 @@ def _row_bands(objects: Objects) -> list[tuple[int, int, int, int]] | None:
     rows of all objects before it (up to the rows both read), after about
     :data:`_BAND_PIXELS` object pixels, so a row is converted once or twice
     at most. None when the bands would still convert more than 1.25 times
-    the image rows (labels far from raster order, or one band: no gain).
+    the image rows (labels far from raster order), or when one band holds
+    more than half of them (no gain). One band of fewer rows is what a strip
+    of a large image needs (see :func:`scip.features._table_in_strips`).
     """
     g = objects.groups
     n = len(g)
@@ -256,16 +258,14 @@ def _row_bands(objects: Objects) -> list[tuple[int, int, int, int]] | None:
     reach = np.maximum.accumulate(bottom)
     clean = np.flatnonzero(top[1:] >= reach[:-1] - 1) + 1  # cut before object clean[j]
     ends = np.cumsum(g.counts)
-    if len(clean) == 0:
-        return None
     at = np.searchsorted(ends[clean - 1], np.arange(_BAND_PIXELS, int(ends[-1]), _BAND_PIXELS))
     cuts = np.unique(clean[at[at < len(clean)]])
-    if len(cuts) == 0:
-        return None
     first = np.concatenate(([0], cuts))
     last = np.concatenate((cuts, [n]))
     row0 = np.maximum(np.minimum.reduceat(top, first) - 1, 0)
     row1 = np.minimum(np.maximum.reduceat(bottom, first) + 2, height)
+    if len(cuts) == 0 and int(row1[0] - row0[0]) > height // 2:
+        return None  # one band of most rows: converting the image is as cheap
     if int(np.sum(row1 - row0)) > 1.25 * height:
         return None
     return list(zip(first.tolist(), last.tolist(), row0.tolist(), row1.tolist()))
