@@ -286,7 +286,7 @@ def extract(
 #: machine that cost from 0.03 to over 1 s per 5,000 cells, as the host had
 #: taken the freed pages back or not. A strip's arrays are a few MiB, which
 #: the allocator reuses, and the peak memory no longer grows with the image.
-STRIP_PIXELS = 1 << 19
+STRIP_PIXELS = 1 << 20
 
 
 def _strip_margin(params: FeatureParams) -> int:
