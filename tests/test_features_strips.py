@@ -101,3 +101,18 @@ def test_strips_of_an_image_without_objects(monkeypatch):
     strips = _strips(monkeypatch, 0, pixels, labels)
     assert len(strips) == 0
     pd.testing.assert_frame_equal(strips, whole, check_exact=True)
+
+
+def test_strip_cuts_move_to_a_clean_row_when_near():
+    # six objects of 10 px in first-row order; rows: 0-4, 3-8, 10-12, 11-15, 20-22, 21-30
+    first = np.array([0, 3, 10, 11, 20, 21])
+    last = np.array([4, 8, 12, 15, 22, 30])
+    before = np.arange(6) * 10
+    # a budget of 25 px cuts before object 3 (30 px before it), whose rows object 2's reach: the clean cut
+    # before object 4 is 10 px later, within half a budget, and taken instead; object 5 shares rows with 4
+    assert features._strip_cuts(first, last, before, 25) == [4, 5]
+    # a budget of 15 px: the cut before object 3 stays, the clean one before 4 being 10 px (over 7) later
+    assert features._strip_cuts(first, last, before, 15) == [2, 3, 5]
+    # no clean cut anywhere: the plain cuts
+    overlapping = np.full(6, 50)
+    assert features._strip_cuts(first, overlapping, before, 20) == [2, 4]
