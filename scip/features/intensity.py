@@ -476,18 +476,25 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
         distance_type = np.uint16
     else:
         distance_type = np.int64
-    dist = np.empty(_blocked_size(H, W), distance_type)
+    # The kernel sees the rows the windows span, not the whole image: it
+    # resets its distance scratch (an entry per pixel it sees) on every call,
+    # and a strip of a large image (scip.features._table_in_strips) has
+    # windows in a few of the image's rows only. The same windows either way.
+    top, bottom = (int(box[:, 0].min()), int(box[:, 2].max()) + 1) if len(box) else (0, 0)
+    box[:, 0] -= top
+    box[:, 2] -= top
+    dist = np.empty(_blocked_size(bottom - top, W), distance_type)
     cand_rc = np.empty(n_window, np.int64)
     cand_d = np.empty(n_window, distance_type)
-    # Usable pixels in the rows the windows span (not the whole image: a strip
-    # of a large image has windows in a few of its rows only).
-    top, bottom = (int(box[:, 0].min()), int(box[:, 2].max()) + 1) if len(box) else (0, 0)
     n_out = min(n_window, int(np.count_nonzero(usable[top:bottom])))
     out_flat = np.empty(n_out, np.int64)
     out_pos = np.empty(n_out, np.int32 if len(objects) <= np.iinfo(np.int32).max else np.int64)
-    k = _band_owned(regions, usable, np.asarray(region_ids, np.int64), box, width, region_pos,
+    k = _band_owned(regions[top:bottom], usable[top:bottom], np.asarray(region_ids, np.int64), box, width, region_pos,
                     dist, cand_rc, cand_d, out_flat, out_pos)
-    return out_flat[:k], out_pos[:k]
+    out_flat = out_flat[:k]
+    if top:
+        out_flat += top * W  # flat index in the whole image
+    return out_flat, out_pos[:k]
 
 
 @kernel
