@@ -116,3 +116,19 @@ def test_strip_cuts_move_to_a_clean_row_when_near():
     # no clean cut anywhere: the plain cuts
     overlapping = np.full(6, 50)
     assert features._strip_cuts(first, overlapping, before, 20) == [2, 4]
+
+
+def test_scratch_reuses_and_grows_its_buffers():
+    from scip.features._objects import Scratch
+
+    scratch = Scratch()
+    a = scratch.take("x", 100, np.float64)
+    assert a.shape == (100,) and a.dtype == np.float64
+    a[:] = 1.0
+    b = scratch.take("x", 110, np.float64)  # within the quarter of room: the same memory
+    assert np.shares_memory(a, b) and b.shape == (110,)
+    c = scratch.take("x", 1000, np.float64)  # larger: a new buffer
+    assert not np.shares_memory(a, c) and c.shape == (1000,)
+    d = scratch.take("x", 10, np.int32)  # another dtype: a new buffer of it
+    assert d.dtype == np.int32 and not np.shares_memory(c, d)
+    assert not np.shares_memory(scratch.take("y", 10, np.int32), d)

@@ -28,7 +28,7 @@ from scip._hints import did_you_mean
 
 from ._columns import MICROMETRE_SUFFIX, FeatureColumn, column_name, micrometre_columns
 from ._groups import Groups, compact_labels, group_pixels
-from ._objects import BandRegions, FeatureParams, Objects
+from ._objects import BandRegions, FeatureParams, Objects, Scratch
 
 __all__ = ["FAMILIES", "DEFAULT_FAMILIES", "FAMILIES_3D", "FeatureColumn", "FeatureParams", "MICROMETRE_SUFFIX",
            "check_3d", "column_name", "columns", "extract", "micrometre_columns", "needs_compiler", "COMPILED_FAMILIES"]
@@ -361,6 +361,7 @@ def _table_in_strips(objects: Objects, families: Sequence[str], cols: list[Featu
     before = np.cumsum(groups.counts[order]) - groups.counts[order]
     cuts = _strip_cuts(first_row[order], last_row[order], before, max(STRIP_PIXELS, 1))
     block = np.empty((n, len(cols)), dtype=np.float64, order="F")
+    scratch = Scratch()
     for members in np.split(order, cuts) if n else []:
         own = np.sort(members)   # positions in label order: ids ascending
         lo = int(first_row[own].min()) - margin
@@ -380,7 +381,7 @@ def _table_in_strips(objects: Objects, families: Sequence[str], cols: list[Featu
         strip_objects = Objects(objects.pixels, labels, objects.background, objects.channel_names,
                                 row_offset=objects.row_offset, col_offset=objects.col_offset,
                                 groups=Groups(ids=groups.ids[own], starts=starts, counts=counts, index=run_index),
-                                band_regions=regions)
+                                band_regions=regions, scratch=scratch)
         # a slice where the strip's objects are consecutive labels: columns written as runs, not scattered
         rows = slice(int(own[0]), int(own[-1]) + 1) if own[-1] - own[0] + 1 == len(own) else own
         _block(strip_objects, families, cols, params, out=block, rows=rows)

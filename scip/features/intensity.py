@@ -76,7 +76,7 @@ import numpy as np
 
 from ._jit import kernel
 from ._groups import group_pixels
-from ._objects import FeatureParams, Objects, gather_float64
+from ._objects import FeatureParams, Objects, empty, gather_float64
 from ._stats import STATISTICS, _holds_nan, _pivot, _range_max, _select, stats_by_run
 
 __all__ = ["NAME", "describe", "compute"]
@@ -483,12 +483,12 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
     top, bottom = (int(box[:, 0].min()), int(box[:, 2].max()) + 1) if len(box) else (0, 0)
     box[:, 0] -= top
     box[:, 2] -= top
-    dist = np.empty(_blocked_size(bottom - top, W), distance_type)
-    cand_rc = np.empty(n_window, np.int64)
-    cand_d = np.empty(n_window, distance_type)
+    dist = empty(objects, "band_dist", _blocked_size(bottom - top, W), distance_type)
+    cand_rc = empty(objects, "band_cand_rc", n_window, np.int64)
+    cand_d = empty(objects, "band_cand_d", n_window, distance_type)
     n_out = min(n_window, int(np.count_nonzero(usable[top:bottom])))
-    out_flat = np.empty(n_out, np.int64)
-    out_pos = np.empty(n_out, np.int32 if len(objects) <= np.iinfo(np.int32).max else np.int64)
+    out_flat = empty(objects, "band_flat", n_out, np.int64)
+    out_pos = empty(objects, "band_pos", n_out, np.int32 if len(objects) <= np.iinfo(np.int32).max else np.int64)
     k = _band_owned(regions[top:bottom], usable[top:bottom], np.asarray(region_ids, np.int64), box, width, region_pos,
                     dist, cand_rc, cand_d, out_flat, out_pos)
     out_flat = out_flat[:k]
@@ -660,7 +660,7 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     width = int(params.edge_width)
     # Positions of the edge pixels in the grouped arrays (a tenth of the
     # pixels on the benchmark mosaic): gathered by them, not by a pixel-sized mask.
-    edge_at = np.empty(groups.index.size, np.int64)
+    edge_at = empty(objects, "edge_at", groups.index.size, np.int64)
     n_edge = _edge_pixels(objects.labels, groups.index, width, np.ascontiguousarray(outside),
                           objects.outside is not None, np.empty(objects.labels.size if width > 1 else 0, np.uint8),
                           edge_at)
@@ -686,7 +686,7 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
 
     # The band values of one channel at a time, into one float64 buffer for all channels.
     flat = objects.pixels.reshape(objects.pixels.shape[0], -1)
-    band_values = np.empty((1, band_index.size), np.float64)
+    band_values = empty(objects, "band_values", band_index.size, np.float64).reshape(1, band_index.size)
 
     stats, edge_stats, background = [], [], []
     for c in range(len(objects.channel_names)):

@@ -91,7 +91,7 @@ from typing import Sequence
 import numpy as np
 
 from ._glcm import N_HARALICK, haralick_runs, log2_table, quantize_runs, sobel_runs
-from ._objects import FeatureParams, Objects
+from ._objects import FeatureParams, Objects, empty
 from ._stats import STATISTICS, stats_by_run
 
 __all__ = ["NAME", "HARALICK", "ANGLES", "describe", "compute", "quantize", "object_levels", "offsets", "haralick"]
@@ -291,7 +291,7 @@ def _sobel_stats(objects: Objects, channel: int, bands: list[tuple[int, int, int
     image = objects.pixels[channel]
     if bands is None or (image.dtype == np.float64 and image.flags.c_contiguous):
         if "grad" not in buffers:
-            buffers["grad"] = np.empty(objects.rows.shape[0], np.float64)
+            buffers["grad"] = empty(objects, "sobel_grad", objects.rows.shape[0], np.float64)
         buffers["image"] = objects.channel_image(channel, buffers.get("image"))
         grad = sobel_runs(buffers["image"], objects.rows, objects.cols, buffers["grad"])
         return stats_by_run(grad, g.starts, g.counts)
@@ -299,8 +299,8 @@ def _sobel_stats(objects: Objects, channel: int, bands: list[tuple[int, int, int
     if "band" not in buffers:
         tallest = max(r1 - r0 for _, _, r0, r1 in bands)
         most = max(int(starts[end - 1] + counts[end - 1] - starts[start]) for start, end, _, _ in bands)
-        buffers["band"] = np.empty((tallest, image.shape[1]), np.float64)
-        buffers["band_grad"] = np.empty(most, np.float64)
+        buffers["band"] = empty(objects, "sobel_band", tallest * image.shape[1], np.float64).reshape(tallest, image.shape[1])
+        buffers["band_grad"] = empty(objects, "sobel_band_grad", most, np.float64)
     rows, cols = objects.rows, objects.cols
     pieces: list[dict[str, np.ndarray]] = []
     for start, end, r0, r1 in bands:
