@@ -250,7 +250,7 @@ def extract(
     A 2-D image whose objects hold more than :data:`STRIP_PIXELS` pixels
     (2**20) is measured a strip of objects at a time, each strip seeing the
     whole image: the values are the same bit for bit, the peak memory stays
-    near that of one strip (130 instead of 308 MiB over the input for 5,000
+    near that of one strip (142 instead of 308 MiB over the input for 5,000
     cells of 64 x 64 px and 3 channels) and no call maps hundreds of MiB of
     fresh arrays, which on a virtual machine cost up to a second of system
     time per call (``benchmarks/ab_strips.py``).
@@ -294,8 +294,10 @@ def extract(
 #: all objects of a large image at once those were fresh mappings of tens to
 #: hundreds of MiB, which the kernel zeroed on every call: on a virtual
 #: machine that cost from 0.03 to over 1 s per 5,000 cells, as the host had
-#: taken the freed pages back or not. A strip's arrays are a few MiB, which
-#: the allocator reuses, and the peak memory no longer grows with the image.
+#: taken the freed pages back or not. A strip's arrays (24 MiB of float64
+#: values for 3 channels) are kept from strip to strip (``Scratch``), and the
+#: peak memory no longer grows with the image. Smaller strips cost more: the
+#: families' fixed costs are paid per strip (2**18: +110 ms per 5,000 cells).
 STRIP_PIXELS = 1 << 20
 
 
