@@ -248,7 +248,7 @@ def extract(
     Notes
     -----
     A 2-D image whose objects hold more than :data:`STRIP_PIXELS` pixels
-    (2**20) is measured a strip of objects at a time, each strip seeing the
+    (2**19) is measured a strip of objects at a time, each strip seeing the
     whole image: the values are the same bit for bit, the peak memory stays
     near that of one strip (142 instead of 308 MiB over the input for 5,000
     cells of 64 x 64 px and 3 channels) and no call maps hundreds of MiB of
@@ -294,11 +294,14 @@ def extract(
 #: all objects of a large image at once those were fresh mappings of tens to
 #: hundreds of MiB, which the kernel zeroed on every call: on a virtual
 #: machine that cost from 0.03 to over 1 s per 5,000 cells, as the host had
-#: taken the freed pages back or not. A strip's arrays (24 MiB of float64
-#: values for 3 channels) are kept from strip to strip (``Scratch``), and the
-#: peak memory no longer grows with the image. Smaller strips cost more: the
-#: families' fixed costs are paid per strip (2**18: +110 ms per 5,000 cells).
-STRIP_PIXELS = 1 << 20
+#: taken the freed pages back or not. A strip's arrays are kept from strip to
+#: strip (``Scratch``), and the peak memory no longer grows with the image.
+#: 2**19 pixels are 4 MiB of float64 values per channel: up to 7 channels stay
+#: under the 32 MiB up to which glibc serves (and keeps) memory from its heap
+#: rather than mapping it afresh; with 2**20 a call now and then paid 0.1 s of
+#: page faults again. Smaller strips cost more: the families' fixed costs are
+#: paid per strip (2**18: +40 ms per 5,000 cells of 3 channels).
+STRIP_PIXELS = 1 << 19
 
 
 def _strip_margin(params: FeatureParams) -> int:
