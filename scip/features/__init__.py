@@ -250,7 +250,7 @@ def extract(
     A 2-D image whose objects hold more than :data:`STRIP_PIXELS` pixels
     (2**19) is measured a strip of objects at a time, each strip seeing the
     whole image: the values are the same bit for bit, the peak memory stays
-    near that of one strip (142 instead of 308 MiB over the input for 5,000
+    near that of one strip (112 instead of 308 MiB over the input for 5,000
     cells of 64 x 64 px and 3 channels) and no call maps hundreds of MiB of
     fresh arrays, which on a virtual machine cost up to a second of system
     time per call (``benchmarks/ab_strips.py``).
