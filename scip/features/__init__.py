@@ -27,7 +27,8 @@ from scip._featureparams import COMPILED_FAMILIES, DEFAULT_FAMILIES, FAMILIES, F
 from scip._hints import did_you_mean
 
 from ._columns import MICROMETRE_SUFFIX, FeatureColumn, column_name, micrometre_columns
-from ._objects import FeatureParams, Objects
+from ._groups import Groups, compact_labels, group_pixels
+from ._objects import BandRegions, FeatureParams, Objects, Scratch
 
 __all__ = ["FAMILIES", "DEFAULT_FAMILIES", "FAMILIES_3D", "FeatureColumn", "FeatureParams", "MICROMETRE_SUFFIX",
            "check_3d", "column_name", "columns", "extract", "micrometre_columns", "needs_compiler", "COMPILED_FAMILIES"]
@@ -244,6 +245,16 @@ def extract(
     TypeError
         For an unknown parameter name.
 
+    Notes
+    -----
+    A 2-D image whose objects hold more than :data:`STRIP_PIXELS` pixels
+    (2**19) is measured a strip of objects at a time, each strip seeing the
+    whole image: the values are the same bit for bit, the peak memory stays
+    near that of one strip (112 instead of 308 MiB over the input for 5,000
+    cells of 64 x 64 px and 3 channels) and no call maps hundreds of MiB of
+    fresh arrays, which on a virtual machine cost up to a second of system
+    time per call (``benchmarks/ab_strips.py``).
+
     Examples
     --------
     >>> import numpy as np
@@ -262,18 +273,140 @@ def extract(
     offset = (0,) * labels.ndim if offset is None else tuple(offset)
     if len(offset) != labels.ndim:
         raise ValueError(f"offset {tuple(offset)} must have one value per axis of labels {labels.shape}")
-    objects = Objects(pixels, labels, background, tuple(channel_names), row_offset=offset[-2], col_offset=offset[-1],
-                      z_offset=offset[0] if labels.ndim == 3 else 0, compiled=needs_compiler(families))
+    compiled = needs_compiler(families)
+    if labels.ndim == 2 and compiled and all(isinstance(o, (int, np.integer)) for o in offset):
+        labels = compact_labels(labels)
+        groups = group_pixels(labels)
+        if groups.index.size > STRIP_PIXELS:
+            return _table_in_strips(Objects(pixels, labels, background, tuple(channel_names), row_offset=int(offset[0]),
+                                            col_offset=int(offset[1]), groups=groups), families, cols, params)
+        objects = Objects(pixels, labels, background, tuple(channel_names), row_offset=offset[0],
+                          col_offset=offset[1], groups=groups)
+    else:
+        objects = Objects(pixels, labels, background, tuple(channel_names), row_offset=offset[-2],
+                          col_offset=offset[-1], z_offset=offset[0] if labels.ndim == 3 else 0, compiled=compiled)
     return _table(objects, families, cols, params)
 
 
-def _block(objects: Objects, families: Sequence[str], cols: list[FeatureColumn], params: FeatureParams) -> np.ndarray:
-    """Run the families over ``objects``: the values of ``cols``, one row per object (float64, column-major)."""
+#: Object pixels above which a 2-D image's objects are measured in strips of
+#: about this many pixels. Each family keeps a few arrays as large as its
+#: objects' pixels (float64 values of every channel, the band's scratch); for
+#: all objects of a large image at once those were fresh mappings of tens to
+#: hundreds of MiB, which the kernel zeroed on every call: on a virtual
+#: machine that cost from 0.03 to over 1 s per 5,000 cells, as the host had
+#: taken the freed pages back or not. A strip's arrays are kept from strip to
+#: strip (``Scratch``), and the peak memory no longer grows with the image.
+#: 2**19 pixels are 4 MiB of float64 values per channel: up to 7 channels stay
+#: under the 32 MiB up to which glibc serves (and keeps) memory from its heap
+#: rather than mapping it afresh; with 2**20 a call now and then paid 0.1 s of
+#: page faults again. Smaller strips cost more: the families' fixed costs are
+#: paid per strip (2**18: +40 ms per 5,000 cells of 3 channels).
+STRIP_PIXELS = 1 << 19
+
+
+def _strip_margin(params: FeatureParams) -> int:
+    """Rows around a strip's objects whose objects can claim the strip's band pixels.
+
+    A band pixel lies within ``background_width`` of its object and goes to
+    the nearest object, so objects up to twice that far compete for it; one
+    row more for good measure.
+    """
+    return 2 * int(params.background_width) + 1
+
+
+def _strip_cuts(first_row: np.ndarray, last_row: np.ndarray, before: np.ndarray, budget: int) -> list[int]:
+    """Where to cut objects taken in first-row order into strips of about ``budget`` pixels.
+
+    ``before`` holds the pixels of the objects before each one. A strip is
+    cut where the pixels reach the next multiple of ``budget``, or a little
+    later (up to half a budget) where no object before the cut reaches the
+    rows of the next one: strips that share no rows convert no row of the
+    image twice for the Sobel gradient, and their band margins hold fewer
+    objects of the neighbouring strips.
+    """
+    plain = np.flatnonzero(np.diff(before // budget)) + 1
+    clean = np.flatnonzero(first_row[1:] > np.maximum.accumulate(last_row)[:-1]) + 1
+    cuts: list[int] = []
+    for p in plain.tolist():
+        k = np.searchsorted(clean, p)
+        q = int(clean[k]) if k < len(clean) and before[clean[k]] - before[p] <= budget // 2 else p
+        if not cuts or q > cuts[-1]:
+            cuts.append(q)
+    return cuts
+
+
+def _table_in_strips(objects: Objects, families: Sequence[str], cols: list[FeatureColumn],
+                     params: FeatureParams) -> pd.DataFrame:
+    """:func:`_table` of a large 2-D image, its objects measured a strip at a time.
+
+    Objects are taken in the order of their first row, about
+    :data:`STRIP_PIXELS` pixels at a time. Each strip is an
+    :class:`~._objects.Objects` of the same image whose groups hold that
+    strip's objects only; the other objects stay in the label image (never
+    background, their pixels never the strip's), and those within the margin
+    of the strip's rows are the band's other regions, their boxes cut to
+    those rows. So every value is the one the whole image gives.
+    """
+    groups = objects.groups
+    labels = objects.labels
+    W = labels.shape[1]
+    n = len(groups)
+    index = groups.index
+    first_row = (index[groups.starts] // W).astype(np.int64)
+    last_row = (index[groups.starts + groups.counts - 1] // W).astype(np.int64)
+    # columns as index - row * width: numpy's remainder by a scalar is ~3x slower than the division
+    col = np.floor_divide(index, W)
+    np.multiply(col, W, out=col)
+    np.subtract(index, col, out=col)
+    min_col = np.minimum.reduceat(col, groups.starts).astype(np.int64)
+    max_col = np.maximum.reduceat(col, groups.starts).astype(np.int64)
+    del col
+    margin = _strip_margin(params)
+    order = np.argsort(first_row, kind="stable")
+    before = np.cumsum(groups.counts[order]) - groups.counts[order]
+    cuts = _strip_cuts(first_row[order], last_row[order], before, max(STRIP_PIXELS, 1))
+    block = np.empty((n, len(cols)), dtype=np.float64, order="F")
+    scratch = Scratch()
+    for members in np.split(order, cuts) if n else []:
+        own = np.sort(members)   # positions in label order: ids ascending
+        lo = int(first_row[own].min()) - margin
+        hi = int(last_row[own].max()) + 1 + margin
+        counts = groups.counts[own]
+        starts = np.zeros(len(own), np.intp)
+        np.cumsum(counts[:-1], out=starts[1:])
+        if own[-1] - own[0] + 1 == len(own):
+            # labels numbered in raster order, as a rule: the strip's runs are one slice
+            a = groups.starts[own[0]]
+            run_index = index[a:a + int(counts.sum())]
+        else:
+            run_index = index[np.repeat(groups.starts[own] - starts, counts) + np.arange(int(counts.sum()))]
+        near = np.flatnonzero((first_row < hi) & (last_row >= lo))
+        regions = BandRegions(ids=groups.ids[near], min_row=np.maximum(first_row[near], lo), min_col=min_col[near],
+                              max_row=np.minimum(last_row[near], hi - 1), max_col=max_col[near])
+        strip_objects = Objects(objects.pixels, labels, objects.background, objects.channel_names,
+                                row_offset=objects.row_offset, col_offset=objects.col_offset,
+                                groups=Groups(ids=groups.ids[own], starts=starts, counts=counts, index=run_index),
+                                band_regions=regions, scratch=scratch)
+        # a slice where the strip's objects are consecutive labels: columns written as runs, not scattered
+        rows = slice(int(own[0]), int(own[-1]) + 1) if own[-1] - own[0] + 1 == len(own) else own
+        _block(strip_objects, families, cols, params, out=block, rows=rows)
+    table = pd.DataFrame(block, columns=[c.name for c in cols], copy=False)
+    table.insert(0, "label", groups.ids.astype(np.int64))
+    return table
+
+
+def _block(objects: Objects, families: Sequence[str], cols: list[FeatureColumn], params: FeatureParams,
+           out: np.ndarray | None = None, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
+    """Run the families over ``objects``: the values of ``cols``, one row per object (float64, column-major).
+
+    Written into ``out[rows]`` when ``out`` is given (a strip's objects in
+    the whole image's table), which is returned.
+    """
     n = len(objects)
     # One column-major float64 block, the DataFrame's own: pandas builds a table
     # of hundreds of separate columns at about 10 us each, some 7 ms a call,
     # a quarter of the features' time on a partition's ~70 cells.
-    block = np.empty((n, len(cols)), dtype=np.float64, order="F")
+    block = np.empty((n, len(cols)), dtype=np.float64, order="F") if out is None else out
     position = {(c.family, c.feature, c.channel): k for k, c in enumerate(cols)}
     filled = np.zeros(len(cols), dtype=bool)
     for module in _resolve_families(families):
@@ -282,7 +415,7 @@ def _block(objects: Objects, families: Sequence[str], cols: list[FeatureColumn],
         for (feature, channel), values in module.compute(objects, params).items():
             k = position.get((module.NAME, feature, channel))
             if k is not None:
-                block[:, k] = values
+                block[rows, k] = values
                 filled[k] = True
     if n and not filled.all():
         missing = [cols[k].name for k in np.flatnonzero(~filled)[:5]]

@@ -7,7 +7,7 @@ contiguous runs instead of looping over objects in Python.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -16,7 +16,7 @@ from scip._featureparams import FeatureParams
 
 from ._groups import Groups, compact_labels, group_pixels, index_dtype, segment_ids
 
-__all__ = ["FeatureParams", "Objects"]
+__all__ = ["BandRegions", "FeatureParams", "Objects", "Scratch", "empty"]
 
 #: Grouped pixels gathered per step in :attr:`Objects.channel_values`.
 _GATHER_CHUNK = 1 << 17
@@ -42,6 +42,55 @@ def gather_float64(flat: np.ndarray, index: np.ndarray, out: np.ndarray) -> np.n
             np.take(flat[c], part, out=got, mode="clip")
             out[c, a:a + part.size] = got
     return out
+
+class Scratch:
+    """Per-pixel buffers that one :func:`scip.features.extract` call reuses from strip to strip.
+
+    Owned by the call (never shared between calls or threads) and handed to
+    each strip's :class:`Objects`. A buffer freed and allocated again per
+    strip was a fresh mapping each time (tens of MiB: glibc maps such sizes
+    anew and trims them on free), whose pages the kernel zeroed again.
+    Contents are never carried over: whoever takes a buffer writes it
+    before reading, as with ``np.empty``.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def take(self, name: str, size: int, dtype: np.dtype | type) -> np.ndarray:
+        """A 1-D array of ``size`` elements of ``dtype``: the start of buffer ``name``, grown when too small."""
+        dtype = np.dtype(dtype)
+        buf = self._buffers.get(name)
+        if buf is None or buf.dtype != dtype or buf.size < size:
+            # room for a quarter more, so that strips growing a little do not each allocate anew
+            buf = np.empty(size + size // 4, dtype)
+            self._buffers[name] = buf
+        return buf[:size]
+
+
+def empty(objects: "Objects", name: str, size: int, dtype: np.dtype | type) -> np.ndarray:
+    """``np.empty(size, dtype)``, from ``objects.scratch`` (buffer ``name``) when it has one."""
+    if objects.scratch is None:
+        return np.empty(size, dtype)
+    return objects.scratch.take(name, size, dtype)
+
+
+@dataclass(frozen=True)
+class BandRegions:
+    """Every object of a label image with its bounding box, for the background band.
+
+    Needed where :class:`Objects` measures only some of the objects of its
+    label image (a strip of a large image, :func:`scip.features.extract`):
+    the others still claim the band pixels nearest to them. Boxes are
+    inclusive rows and columns of the label image.
+    """
+
+    ids: np.ndarray
+    min_row: np.ndarray
+    min_col: np.ndarray
+    max_row: np.ndarray
+    max_col: np.ndarray
+
 
 @dataclass(frozen=True)
 class Objects:
@@ -84,8 +133,18 @@ class Objects:
     compiled : bool
         Group pixels with the compiled counting sort (see
         :func:`._groups.group_pixels`); False where no family needs numba.
-    groups : Groups
-        Foreground pixels sorted by label.
+    groups : Groups, optional
+        Foreground pixels sorted by label: the objects measured. None groups
+        every object of ``labels``; given, it may hold some of them only
+        (indices into ``labels``), the others being context: never
+        background, and claiming band pixels as in the whole image, which
+        then needs ``band_regions``.
+    band_regions : BandRegions, optional
+        Every object of ``labels`` with its box, where ``groups`` holds only
+        some of them (``band_labels`` must then be None).
+    scratch : Scratch, optional
+        Buffers the families take their per-pixel arrays from (the strips of
+        one call share one); None allocates them anew.
     """
 
     pixels: np.ndarray
@@ -98,16 +157,21 @@ class Objects:
     band_labels: np.ndarray | None = None
     outside: np.ndarray | None = None
     compiled: bool = True
-    groups: Groups = field(init=False)
+    groups: Groups | None = None
+    band_regions: BandRegions | None = None
+    scratch: Scratch | None = None
 
     def __post_init__(self) -> None:
+        if self.band_regions is not None and self.band_labels is not None:
+            raise ValueError("band_regions describes the objects of labels; it cannot go with band_labels")
         if self.compiled:
             # The label dtype the compiled kernels are built for (int32 unless a
             # label needs more): an int32 image is used as it is, not copied.
             object.__setattr__(self, "labels", compact_labels(self.labels))
             if self.band_labels is not None:
                 object.__setattr__(self, "band_labels", compact_labels(self.band_labels))
-        object.__setattr__(self, "groups", group_pixels(self.labels, compiled=self.compiled))
+        if self.groups is None:
+            object.__setattr__(self, "groups", group_pixels(self.labels, compiled=self.compiled))
         for name in ("row_offset", "col_offset", "z_offset"):
             if type(getattr(self, name)) is int:
                 continue  # whole pixels: the usual case, without the numpy checks below (~10 us each)
@@ -256,7 +320,8 @@ class Objects:
         read every object pixel of every channel).
         """
         flat = self.pixels.reshape(self.pixels.shape[0], -1)
-        return gather_float64(flat, self.groups.index, np.empty((flat.shape[0], self.groups.index.size), np.float64))
+        shape = (flat.shape[0], self.groups.index.size)
+        return gather_float64(flat, self.groups.index, empty(self, "values", shape[0] * shape[1], np.float64).reshape(shape))
 
     def values(self, channel: int) -> np.ndarray:
         """Float64 values of channel ``channel`` at the grouped pixels (a row of :attr:`channel_values`)."""

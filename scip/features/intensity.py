@@ -76,7 +76,7 @@ import numpy as np
 
 from ._jit import kernel
 from ._groups import group_pixels
-from ._objects import FeatureParams, Objects, gather_float64
+from ._objects import FeatureParams, Objects, empty, gather_float64
 from ._stats import STATISTICS, _holds_nan, _pivot, _range_max, _select, stats_by_run
 
 __all__ = ["NAME", "describe", "compute"]
@@ -396,6 +396,19 @@ def _band_owned(labels, usable, region_label, box, width, region_pos, dist, cand
     return k
 
 
+def _positions(ids: np.ndarray, region_ids: np.ndarray) -> np.ndarray:
+    """Position of each region's object in ``ids`` (int64), -1 where it is not measured.
+
+    A region whose object is absent (a cell with an empty nucleus mask, an
+    object of a neighbouring strip) still takes its pixels from farther
+    regions, but owns no band.
+    """
+    if not len(ids):
+        return np.full(len(region_ids), -1, np.int64)
+    pos = np.minimum(np.searchsorted(ids, region_ids), len(ids) - 1)
+    return np.where(ids[pos] == region_ids, pos, -1).astype(np.int64)
+
+
 def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Usable background pixels near each object: flat indices and object positions, grouped by object.
 
@@ -409,7 +422,14 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
     regions = np.ascontiguousarray(objects.band_labels)
     usable = np.ascontiguousarray(objects.background)
     H, W = regions.shape
-    if objects.band_labels is objects.labels:
+    if objects.band_regions is not None:
+        # Some of the label image's objects are measured (a strip of a large
+        # image): every object there is a region, with its box as given.
+        given = objects.band_regions
+        region_ids = given.ids
+        r0, c0, r1, c1 = given.min_row, given.min_col, given.max_row, given.max_col
+        region_pos = _positions(objects.ids, region_ids)
+    elif objects.band_labels is objects.labels:
         # The regions are the objects: their bounding boxes are the ones the
         # other families use (2-D labels here).
         region_ids = objects.ids
@@ -431,14 +451,7 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
         cols = g.index % W
         c0 = np.minimum.reduceat(cols, g.starts) if len(g) else cols
         c1 = np.maximum.reduceat(cols, g.starts) if len(g) else cols
-        # A region whose object is absent (e.g. a cell with an empty nucleus
-        # mask) still takes its pixels from farther regions, but owns no band.
-        ids = objects.ids
-        if len(ids):
-            pos = np.minimum(np.searchsorted(ids, region_ids), len(ids) - 1)
-            region_pos = np.where(ids[pos] == region_ids, pos, -1).astype(np.int64)
-        else:
-            region_pos = np.full(len(region_ids), -1, np.int64)
+        region_pos = _positions(objects.ids, region_ids)
     # Each region's window: the bounding box grown by width, inside the image.
     box = np.empty((len(region_ids), 4), np.int64)
     box[:, 0] = np.maximum(r0 - width, 0)
@@ -463,15 +476,25 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
         distance_type = np.uint16
     else:
         distance_type = np.int64
-    dist = np.empty(_blocked_size(H, W), distance_type)
-    cand_rc = np.empty(n_window, np.int64)
-    cand_d = np.empty(n_window, distance_type)
-    n_out = min(n_window, int(np.count_nonzero(usable)))
-    out_flat = np.empty(n_out, np.int64)
-    out_pos = np.empty(n_out, np.int32 if len(objects) <= np.iinfo(np.int32).max else np.int64)
-    k = _band_owned(regions, usable, np.asarray(region_ids, np.int64), box, width, region_pos,
+    # The kernel sees the rows the windows span, not the whole image: it
+    # resets its distance scratch (an entry per pixel it sees) on every call,
+    # and a strip of a large image (scip.features._table_in_strips) has
+    # windows in a few of the image's rows only. The same windows either way.
+    top, bottom = (int(box[:, 0].min()), int(box[:, 2].max()) + 1) if len(box) else (0, 0)
+    box[:, 0] -= top
+    box[:, 2] -= top
+    dist = empty(objects, "band_dist", _blocked_size(bottom - top, W), distance_type)
+    cand_rc = empty(objects, "band_cand_rc", n_window, np.int64)
+    cand_d = empty(objects, "band_cand_d", n_window, distance_type)
+    n_out = min(n_window, int(np.count_nonzero(usable[top:bottom])))
+    out_flat = empty(objects, "band_flat", n_out, np.int64)
+    out_pos = empty(objects, "band_pos", n_out, np.int32 if len(objects) <= np.iinfo(np.int32).max else np.int64)
+    k = _band_owned(regions[top:bottom], usable[top:bottom], np.asarray(region_ids, np.int64), box, width, region_pos,
                     dist, cand_rc, cand_d, out_flat, out_pos)
-    return out_flat[:k], out_pos[:k]
+    out_flat = out_flat[:k]
+    if top:
+        out_flat += top * W  # flat index in the whole image
+    return out_flat, out_pos[:k]
 
 
 @kernel
@@ -637,7 +660,7 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
     width = int(params.edge_width)
     # Positions of the edge pixels in the grouped arrays (a tenth of the
     # pixels on the benchmark mosaic): gathered by them, not by a pixel-sized mask.
-    edge_at = np.empty(groups.index.size, np.int64)
+    edge_at = empty(objects, "edge_at", groups.index.size, np.int64)
     n_edge = _edge_pixels(objects.labels, groups.index, width, np.ascontiguousarray(outside),
                           objects.outside is not None, np.empty(objects.labels.size if width > 1 else 0, np.uint8),
                           edge_at)
@@ -663,7 +686,7 @@ def compute(objects: Objects, params: FeatureParams) -> dict[tuple[str, str | No
 
     # The band values of one channel at a time, into one float64 buffer for all channels.
     flat = objects.pixels.reshape(objects.pixels.shape[0], -1)
-    band_values = np.empty((1, band_index.size), np.float64)
+    band_values = empty(objects, "band_values", band_index.size, np.float64).reshape(1, band_index.size)
 
     stats, edge_stats, background = [], [], []
     for c in range(len(objects.channel_names)):

@@ -91,7 +91,7 @@ from typing import Sequence
 import numpy as np
 
 from ._glcm import N_HARALICK, haralick_runs, log2_table, quantize_runs, sobel_runs
-from ._objects import FeatureParams, Objects
+from ._objects import FeatureParams, Objects, empty
 from ._stats import STATISTICS, stats_by_run
 
 __all__ = ["NAME", "HARALICK", "ANGLES", "describe", "compute", "quantize", "object_levels", "offsets", "haralick"]
@@ -244,7 +244,9 @@ def _row_bands(objects: Objects) -> list[tuple[int, int, int, int]] | None:
     rows of all objects before it (up to the rows both read), after about
     :data:`_BAND_PIXELS` object pixels, so a row is converted once or twice
     at most. None when the bands would still convert more than 1.25 times
-    the image rows (labels far from raster order, or one band: no gain).
+    the image rows (labels far from raster order), or when one band holds
+    more than half of them (no gain). One band of fewer rows is what a strip
+    of a large image needs (see :func:`scip.features._table_in_strips`).
     """
     g = objects.groups
     n = len(g)
@@ -256,16 +258,14 @@ def _row_bands(objects: Objects) -> list[tuple[int, int, int, int]] | None:
     reach = np.maximum.accumulate(bottom)
     clean = np.flatnonzero(top[1:] >= reach[:-1] - 1) + 1  # cut before object clean[j]
     ends = np.cumsum(g.counts)
-    if len(clean) == 0:
-        return None
     at = np.searchsorted(ends[clean - 1], np.arange(_BAND_PIXELS, int(ends[-1]), _BAND_PIXELS))
     cuts = np.unique(clean[at[at < len(clean)]])
-    if len(cuts) == 0:
-        return None
     first = np.concatenate(([0], cuts))
     last = np.concatenate((cuts, [n]))
     row0 = np.maximum(np.minimum.reduceat(top, first) - 1, 0)
     row1 = np.minimum(np.maximum.reduceat(bottom, first) + 2, height)
+    if len(cuts) == 0 and int(row1[0] - row0[0]) > height // 2:
+        return None  # one band of most rows: converting the image is as cheap
     if int(np.sum(row1 - row0)) > 1.25 * height:
         return None
     return list(zip(first.tolist(), last.tolist(), row0.tolist(), row1.tolist()))
@@ -291,7 +291,7 @@ def _sobel_stats(objects: Objects, channel: int, bands: list[tuple[int, int, int
     image = objects.pixels[channel]
     if bands is None or (image.dtype == np.float64 and image.flags.c_contiguous):
         if "grad" not in buffers:
-            buffers["grad"] = np.empty(objects.rows.shape[0], np.float64)
+            buffers["grad"] = empty(objects, "sobel_grad", objects.rows.shape[0], np.float64)
         buffers["image"] = objects.channel_image(channel, buffers.get("image"))
         grad = sobel_runs(buffers["image"], objects.rows, objects.cols, buffers["grad"])
         return stats_by_run(grad, g.starts, g.counts)
@@ -299,8 +299,8 @@ def _sobel_stats(objects: Objects, channel: int, bands: list[tuple[int, int, int
     if "band" not in buffers:
         tallest = max(r1 - r0 for _, _, r0, r1 in bands)
         most = max(int(starts[end - 1] + counts[end - 1] - starts[start]) for start, end, _, _ in bands)
-        buffers["band"] = np.empty((tallest, image.shape[1]), np.float64)
-        buffers["band_grad"] = np.empty(most, np.float64)
+        buffers["band"] = empty(objects, "sobel_band", tallest * image.shape[1], np.float64).reshape(tallest, image.shape[1])
+        buffers["band_grad"] = empty(objects, "sobel_band_grad", most, np.float64)
     rows, cols = objects.rows, objects.cols
     pieces: list[dict[str, np.ndarray]] = []
     for start, end, r0, r1 in bands:
