@@ -43,6 +43,7 @@ def gather_float64(flat: np.ndarray, index: np.ndarray, out: np.ndarray) -> np.n
             out[c, a:a + part.size] = got
     return out
 
+
 class Scratch:
     """Per-pixel buffers that one :func:`scip.features.extract` call reuses from strip to strip.
 
@@ -68,7 +69,7 @@ class Scratch:
         return buf[:size]
 
 
-def empty(objects: "Objects", name: str, size: int, dtype: np.dtype | type) -> np.ndarray:
+def empty(objects: Objects, name: str, size: int, dtype: np.dtype | type) -> np.ndarray:
     """``np.empty(size, dtype)``, from ``objects.scratch`` (buffer ``name``) when it has one."""
     if objects.scratch is None:
         return np.empty(size, dtype)
