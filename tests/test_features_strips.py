@@ -132,3 +132,18 @@ def test_scratch_reuses_and_grows_its_buffers():
     d = scratch.take("x", 10, np.int32)  # another dtype: a new buffer of it
     assert d.dtype == np.int32 and not np.shares_memory(c, d)
     assert not np.shares_memory(scratch.take("y", 10, np.int32), d)
+
+
+def test_strips_with_nan_pixels_and_labels_beyond_int32(monkeypatch):
+    """The strip path with the other label dtype (int64 labels past 2**31) and non-finite values."""
+    pixels, labels = _dense_scene(seed=7)
+    pixels = pixels.astype(np.float64)
+    pixels[1, 40:44, 30:34] = np.nan   # inside some object: its statistics of channel 1 are NaN
+    pixels[2, 90, 60] = np.inf
+    big = labels.astype(np.int64)
+    big[big > 0] += 3_000_000_000
+    whole = _whole(monkeypatch, pixels, big)
+    strips = _strips(monkeypatch, 900, pixels, big)
+    assert whole["label"].min() > 2**31
+    assert whole.isna().any().any()
+    pd.testing.assert_frame_equal(strips, whole, check_exact=True)
