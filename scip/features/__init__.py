@@ -18,7 +18,7 @@ import importlib
 from dataclasses import fields as dataclass_fields
 from functools import lru_cache
 from types import ModuleType
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -335,22 +335,27 @@ def _strip_cuts(first_row: np.ndarray, last_row: np.ndarray, before: np.ndarray,
     return cuts
 
 
-def _table_in_strips(objects: Objects, families: Sequence[str], cols: list[FeatureColumn],
-                     params: FeatureParams) -> pd.DataFrame:
-    """:func:`_table` of a large 2-D image, its objects measured a strip at a time.
+def _strips(objects: Objects, params: FeatureParams) -> Iterator[tuple[slice | np.ndarray, Objects]]:
+    """``objects`` a strip at a time: the positions of each strip's objects in ``objects`` and the strip's Objects.
 
     Objects are taken in the order of their first row, about
-    :data:`STRIP_PIXELS` pixels at a time. Each strip is an
-    :class:`~._objects.Objects` of the same image whose groups hold that
-    strip's objects only; the other objects stay in the label image (never
-    background, their pixels never the strip's), and those within the margin
-    of the strip's rows are the band's other regions, their boxes cut to
-    those rows. So every value is the one the whole image gives.
+    :data:`STRIP_PIXELS` pixels at a time (``objects`` itself when its
+    objects hold no more). Each strip is an :class:`~._objects.Objects` of
+    the same 2-D image whose groups hold that strip's objects only; the other
+    objects stay in the label image (never background, their pixels never
+    the strip's), and those within :func:`_strip_margin` of the strip's rows
+    are the band's other regions, their boxes cut to those rows. So every
+    value is the one the whole image gives. The strips share one
+    :class:`~._objects.Scratch`. Positions are a slice where the strip's
+    objects are consecutive labels (numbered in raster order, as a rule).
     """
     groups = objects.groups
+    n = len(groups)
+    if groups.index.size <= STRIP_PIXELS:
+        yield slice(0, n), objects
+        return
     labels = objects.labels
     W = labels.shape[1]
-    n = len(groups)
     index = groups.index
     first_row = (index[groups.starts] // W).astype(np.int64)
     last_row = (index[groups.starts + groups.counts - 1] // W).astype(np.int64)
@@ -365,17 +370,16 @@ def _table_in_strips(objects: Objects, families: Sequence[str], cols: list[Featu
     order = np.argsort(first_row, kind="stable")
     before = np.cumsum(groups.counts[order]) - groups.counts[order]
     cuts = _strip_cuts(first_row[order], last_row[order], before, max(STRIP_PIXELS, 1))
-    block = np.empty((n, len(cols)), dtype=np.float64, order="F")
     scratch = Scratch()
-    for members in np.split(order, cuts) if n else []:
+    for members in np.split(order, cuts):
         own = np.sort(members)   # positions in label order: ids ascending
         lo = int(first_row[own].min()) - margin
         hi = int(last_row[own].max()) + 1 + margin
         counts = groups.counts[own]
         starts = np.zeros(len(own), np.intp)
         np.cumsum(counts[:-1], out=starts[1:])
-        if own[-1] - own[0] + 1 == len(own):
-            # labels numbered in raster order, as a rule: the strip's runs are one slice
+        consecutive = own[-1] - own[0] + 1 == len(own)
+        if consecutive:
             a = groups.starts[own[0]]
             run_index = index[a:a + int(counts.sum())]
         else:
@@ -383,15 +387,22 @@ def _table_in_strips(objects: Objects, families: Sequence[str], cols: list[Featu
         near = np.flatnonzero((first_row < hi) & (last_row >= lo))
         regions = BandRegions(ids=groups.ids[near], min_row=np.maximum(first_row[near], lo), min_col=min_col[near],
                               max_row=np.minimum(last_row[near], hi - 1), max_col=max_col[near])
-        strip_objects = Objects(objects.pixels, labels, objects.background, objects.channel_names,
-                                row_offset=objects.row_offset, col_offset=objects.col_offset,
-                                groups=Groups(ids=groups.ids[own], starts=starts, counts=counts, index=run_index),
-                                band_regions=regions, scratch=scratch)
+        strip = Objects(objects.pixels, labels, objects.background, objects.channel_names,
+                        row_offset=objects.row_offset, col_offset=objects.col_offset,
+                        groups=Groups(ids=groups.ids[own], starts=starts, counts=counts, index=run_index),
+                        band_regions=regions, scratch=scratch)
+        yield (slice(int(own[0]), int(own[-1]) + 1) if consecutive else own), strip
+
+
+def _table_in_strips(objects: Objects, families: Sequence[str], cols: list[FeatureColumn],
+                     params: FeatureParams) -> pd.DataFrame:
+    """:func:`_table` of a large 2-D image, its objects measured a strip at a time (:func:`_strips`)."""
+    block = np.empty((len(objects), len(cols)), dtype=np.float64, order="F")
+    for rows, strip in _strips(objects, params):
         # a slice where the strip's objects are consecutive labels: columns written as runs, not scattered
-        rows = slice(int(own[0]), int(own[-1]) + 1) if own[-1] - own[0] + 1 == len(own) else own
-        _block(strip_objects, families, cols, params, out=block, rows=rows)
+        _block(strip, families, cols, params, out=block, rows=rows)
     table = pd.DataFrame(block, columns=[c.name for c in cols], copy=False)
-    table.insert(0, "label", groups.ids.astype(np.int64))
+    table.insert(0, "label", objects.ids.astype(np.int64))
     return table
 
 
