@@ -76,22 +76,27 @@ def test_strips_are_used_for_a_large_image(monkeypatch):
     """The strip path is the one taken above the threshold (and not for 3-D labels or bbox alone)."""
     pixels, labels = _dense_scene()
     taken = []
-    real = features._table_in_strips
+    real = features._strips
 
-    def spy(*args, **kwargs):
-        taken.append(True)
-        return real(*args, **kwargs)
+    def spy(objects, params):
+        strips = list(real(objects, params))
+        # the strip path: Objects of the strips, not the call's own
+        taken.append(any(strip is not objects for _, strip in strips))
+        return iter(strips)
 
-    monkeypatch.setattr(features, "_table_in_strips", spy)
+    monkeypatch.setattr(features, "_strips", spy)
     foreground = int(np.count_nonzero(labels))
     monkeypatch.setattr(features, "STRIP_PIXELS", foreground - 1)
     extract(pixels, labels)
     assert taken == [True]
     extract(pixels, labels, families=["bbox"])
-    assert taken == [True]
+    assert taken == [True, False]
+    volume = np.stack([labels, labels])
+    extract(np.stack([pixels, pixels], axis=1), volume, families=["volume"])
+    assert taken == [True, False, False] and np.count_nonzero(volume) > features.STRIP_PIXELS
     monkeypatch.setattr(features, "STRIP_PIXELS", foreground)
     extract(pixels, labels)
-    assert taken == [True]
+    assert taken == [True, False, False, False]
 
 
 def test_strips_of_an_image_without_objects(monkeypatch):

@@ -27,7 +27,7 @@ from scip._featureparams import COMPILED_FAMILIES, DEFAULT_FAMILIES, FAMILIES, F
 from scip._hints import did_you_mean
 
 from ._columns import MICROMETRE_SUFFIX, FeatureColumn, column_name, micrometre_columns
-from ._groups import Groups, compact_labels, group_pixels
+from ._groups import Groups, bounding_boxes
 from ._objects import BandRegions, FeatureParams, Objects, Scratch
 
 __all__ = ["FAMILIES", "DEFAULT_FAMILIES", "FAMILIES_3D", "FeatureColumn", "FeatureParams", "MICROMETRE_SUFFIX",
@@ -273,18 +273,8 @@ def extract(
     offset = (0,) * labels.ndim if offset is None else tuple(offset)
     if len(offset) != labels.ndim:
         raise ValueError(f"offset {tuple(offset)} must have one value per axis of labels {labels.shape}")
-    compiled = needs_compiler(families)
-    if labels.ndim == 2 and compiled and all(isinstance(o, (int, np.integer)) for o in offset):
-        labels = compact_labels(labels)
-        groups = group_pixels(labels)
-        if groups.index.size > STRIP_PIXELS:
-            return _table_in_strips(Objects(pixels, labels, background, tuple(channel_names), row_offset=int(offset[0]),
-                                            col_offset=int(offset[1]), groups=groups), families, cols, params)
-        objects = Objects(pixels, labels, background, tuple(channel_names), row_offset=offset[0],
-                          col_offset=offset[1], groups=groups)
-    else:
-        objects = Objects(pixels, labels, background, tuple(channel_names), row_offset=offset[-2],
-                          col_offset=offset[-1], z_offset=offset[0] if labels.ndim == 3 else 0, compiled=compiled)
+    objects = Objects(pixels, labels, background, tuple(channel_names), row_offset=offset[-2], col_offset=offset[-1],
+                      z_offset=offset[0] if labels.ndim == 3 else 0, compiled=needs_compiler(families))
     return _table(objects, families, cols, params)
 
 
@@ -351,21 +341,16 @@ def _strips(objects: Objects, params: FeatureParams) -> Iterator[tuple[slice | n
     """
     groups = objects.groups
     n = len(groups)
-    if groups.index.size <= STRIP_PIXELS:
+    # Strips for one 2-D image with the compiled families and whole-image
+    # offsets, as extract gives; packed crops (extract_crops) are small batches.
+    if (groups.index.size <= STRIP_PIXELS or objects.labels.ndim != 2 or not objects.compiled
+            or objects.band_labels is not objects.labels or objects.outside is not None
+            or np.ndim(objects.row_offset) or np.ndim(objects.col_offset)):
         yield slice(0, n), objects
         return
     labels = objects.labels
-    W = labels.shape[1]
     index = groups.index
-    first_row = (index[groups.starts] // W).astype(np.int64)
-    last_row = (index[groups.starts + groups.counts - 1] // W).astype(np.int64)
-    # columns as index - row * width: numpy's remainder by a scalar is ~3x slower than the division
-    col = np.floor_divide(index, W)
-    np.multiply(col, W, out=col)
-    np.subtract(index, col, out=col)
-    min_col = np.minimum.reduceat(col, groups.starts).astype(np.int64)
-    max_col = np.maximum.reduceat(col, groups.starts).astype(np.int64)
-    del col
+    first_row, min_col, last_row, max_col = bounding_boxes(groups, labels.shape[1])
     margin = _strip_margin(params)
     order = np.argsort(first_row, kind="stable")
     before = np.cumsum(groups.counts[order]) - groups.counts[order]
@@ -392,18 +377,6 @@ def _strips(objects: Objects, params: FeatureParams) -> Iterator[tuple[slice | n
                         groups=Groups(ids=groups.ids[own], starts=starts, counts=counts, index=run_index),
                         band_regions=regions, scratch=scratch)
         yield (slice(int(own[0]), int(own[-1]) + 1) if consecutive else own), strip
-
-
-def _table_in_strips(objects: Objects, families: Sequence[str], cols: list[FeatureColumn],
-                     params: FeatureParams) -> pd.DataFrame:
-    """:func:`_table` of a large 2-D image, its objects measured a strip at a time (:func:`_strips`)."""
-    block = np.empty((len(objects), len(cols)), dtype=np.float64, order="F")
-    for rows, strip in _strips(objects, params):
-        # a slice where the strip's objects are consecutive labels: columns written as runs, not scattered
-        _block(strip, families, cols, params, out=block, rows=rows)
-    table = pd.DataFrame(block, columns=[c.name for c in cols], copy=False)
-    table.insert(0, "label", objects.ids.astype(np.int64))
-    return table
 
 
 def _block(objects: Objects, families: Sequence[str], cols: list[FeatureColumn], params: FeatureParams,
@@ -435,8 +408,10 @@ def _block(objects: Objects, families: Sequence[str], cols: list[FeatureColumn],
 
 
 def _table(objects: Objects, families: Sequence[str], cols: list[FeatureColumn], params: FeatureParams) -> pd.DataFrame:
-    """Run the families over ``objects`` and assemble the table of :func:`extract`."""
-    block = _block(objects, families, cols, params)
+    """Run the families over ``objects``, a strip at a time when they are many (:func:`_strips`), and assemble the table of :func:`extract`."""
+    block = np.empty((len(objects), len(cols)), dtype=np.float64, order="F")
+    for rows, strip in _strips(objects, params):
+        _block(strip, families, cols, params, out=block, rows=rows)
     table = pd.DataFrame(block, columns=[c.name for c in cols], copy=False)
     table.insert(0, "label", objects.ids.astype(np.int64))
     return table

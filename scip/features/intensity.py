@@ -75,7 +75,7 @@ from typing import Sequence
 import numpy as np
 
 from ._jit import kernel
-from ._groups import group_pixels
+from ._groups import bounding_boxes, group_pixels
 from ._objects import FeatureParams, Objects, empty, gather_float64
 from ._stats import STATISTICS, _holds_nan, _pivot, _range_max, _select, stats_by_run
 
@@ -445,12 +445,7 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
         # would do as well; the windows then hold a few more pixels to reject.)
         g = group_pixels(regions)
         region_ids = g.ids
-        first = g.index[g.starts]
-        last = g.index[g.starts + g.counts - 1]
-        r0, r1 = first // W, last // W
-        cols = g.index % W
-        c0 = np.minimum.reduceat(cols, g.starts) if len(g) else cols
-        c1 = np.maximum.reduceat(cols, g.starts) if len(g) else cols
+        r0, c0, r1, c1 = bounding_boxes(g, W)
         region_pos = _positions(objects.ids, region_ids)
     # Each region's window: the bounding box grown by width, inside the image.
     box = np.empty((len(region_ids), 4), np.int64)
@@ -478,7 +473,7 @@ def _background_band(objects: Objects, width: int) -> tuple[np.ndarray, np.ndarr
         distance_type = np.int64
     # The kernel sees the rows the windows span, not the whole image: it
     # resets its distance scratch (an entry per pixel it sees) on every call,
-    # and a strip of a large image (scip.features._table_in_strips) has
+    # and a strip of a large image (scip.features._strips) has
     # windows in a few of the image's rows only. The same windows either way.
     top, bottom = (int(box[:, 0].min()), int(box[:, 2].max()) + 1) if len(box) else (0, 0)
     box[:, 0] -= top

@@ -246,7 +246,7 @@ def _row_bands(objects: Objects) -> list[tuple[int, int, int, int]] | None:
     at most. None when the bands would still convert more than 1.25 times
     the image rows (labels far from raster order), or when one band holds
     more than half of them (no gain). One band of fewer rows is what a strip
-    of a large image needs (see :func:`scip.features._table_in_strips`).
+    of a large image needs (see :func:`scip.features._strips`).
     """
     g = objects.groups
     n = len(g)
