@@ -215,6 +215,7 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         The disk filled up while writing (a :class:`RunFailed`).
     """
     started = time.perf_counter()
+    started_at = time.time()  # the task stream's clock
     p = prepare(config)
     config = p.config
     out = Path(config.output.path)
@@ -318,6 +319,7 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         _stop(p, out, summaries, len(parts), time.perf_counter() - started)
     total = sum((summaries[i] for i in range(len(parts))), PartitionSummary())
     written = write_formats(out, config.output.formats, feature_descriptions(p.dataset.channels, config))
+    finished_at = time.time()
     summary = _summary(p, total, time.perf_counter() - started)
     summary["output"] = {"files": {k: str(v) for k, v in written.items()}}
     _, _, reductions_report = reductions_from_json(manifest["reductions"] or {})
@@ -329,8 +331,9 @@ def run(config: Config | str | Path | dict, client=None, progress: bool = True, 
         summary["micronuclei"] = _micronuclei(total)
     if stream is not None:
         summary["timings_s"]["task_stream"] = cluster.task_stream_steps(stream.data, {**graph.STEPS, **REDUCE_STEPS},
-                                                                         names)
-        summary["timings_s"]["note"] += "; task_stream: seconds of compute per step from the scheduler's task stream"
+                                                                         names, window=(started_at, finished_at))
+        summary["timings_s"]["note"] += ("; task_stream: seconds of compute per step from the scheduler's task stream, "
+                                         "and each worker's idle seconds from the run's start to its results")
     _write_skipped(out / "skipped.csv", total.skipped)
     (out / "run.json").write_text(json.dumps(summary, indent=2, default=str))
     # The montage's random cells, then those picked for the micronucleus montage (``extra``), each capped.

@@ -117,6 +117,12 @@ def test_gpu_worker_runs_every_segmentation_and_no_texture(fields, tmp_path):
         assert set(per_worker) == set(ts["workers"][step]), step
         for first, rest in per_worker.values():
             assert first >= 0 and (rest is None or rest >= 0)
+    # each worker's idle seconds in the run: parts that add up, no more than the run's wall time
+    assert set(ts["idle"]) == set(names.values())
+    for idle in ts["idle"].values():
+        parts = idle["before_first"] + idle["between"] + idle["after_last"]
+        assert min(idle.values()) >= 0 and idle["total"] == pytest.approx(parts, abs=2e-3)
+        assert idle["total"] <= summary["timings_s"]["wall"]
 
 
 def test_without_gpu_workers_segmentation_runs_on_cpu_workers(fields, tmp_path, caplog):
@@ -437,3 +443,19 @@ def test_task_stream_steps_gives_each_workers_first_task_against_its_later_ones(
     ts = cluster.task_stream_steps(records, {"features": "features"}, {"tcp://a": "0", "tcp://b": "1"})
     assert ts["first"] == {"features": {"0": [9.0, 0.6], "1": [0.4, None]}, "other": {"1": [1.0, None]}}
     assert ts["seconds"]["features"] == pytest.approx(10.6) and ts["tasks"] == {"features": 4, "other": 1}
+    assert "idle" not in ts  # without the run's window
+
+
+def test_task_stream_steps_counts_each_workers_idle_seconds_in_the_run():
+    def rec(key, worker, start, stop):
+        return {"key": key, "worker": worker, "startstops": [{"action": "transfer", "start": start - 5, "stop": start},
+                                                             {"action": "compute", "start": start, "stop": stop}]}
+
+    records = [rec("segment-0", "tcp://a", 12.0, 14.0),
+               rec("other-0", "tcp://a", 11.0, 13.0),  # overlaps segment-0 (a task that left the pool): once
+               rec("segment-1", "tcp://a", 15.5, 16.0), rec("features-0", "tcp://a", 16.0, 17.0),
+               rec("segment-2", "tcp://b", 10.0, 19.5), rec("features-1", "tcp://b", 19.0, 21.0)]
+    ts = cluster.task_stream_steps(records, {"segment": "segment", "features": "features"}, window=(10.0, 20.0))
+    # a: idle 10-11, 14-15.5, 17-20; transfers are not compute. b: busy to the window's end.
+    assert ts["idle"] == {"tcp://a": {"before_first": 1.0, "between": 1.5, "after_last": 3.0, "total": 5.5},
+                          "tcp://b": {"before_first": 0.0, "between": 0.0, "after_last": 0.0, "total": 0.0}}

@@ -903,7 +903,8 @@ def task_stream(session: Session) -> Iterator[object | None]:
         yield stream
 
 
-def task_stream_steps(records: list[dict], steps: dict[str, str], names: dict[str, str] | None = None) -> dict:
+def task_stream_steps(records: list[dict], steps: dict[str, str], names: dict[str, str] | None = None,
+                      window: tuple[float, float] | None = None) -> dict:
     """Seconds of compute per step, task counts, and the workers each step ran on, from the task stream.
 
     ``steps`` maps a task's function name (:func:`dask.utils.key_split` of
@@ -914,6 +915,13 @@ def task_stream_steps(records: list[dict], steps: dict[str, str], names: dict[st
     task of the step and the median of its later ones (``null`` with one
     task): a first task much longer than the rest paid a start-up cost
     (compiling, loading a model).
+
+    With ``window`` (the run's start and end, in the stream's clock:
+    ``time.time()``), ``idle`` gives per worker the seconds of the window in
+    which it computed nothing: before its first task, between tasks, and
+    after its last (tasks that overlap, as a compiling task that left the
+    thread pool, count once). Idle seconds are what a second worker cannot
+    win back: the start, the waits at the dataset-wide barrier, the end.
     """
     from dask.utils import key_split
 
@@ -938,8 +946,30 @@ def task_stream_steps(records: list[dict], steps: dict[str, str], names: dict[st
         durations = [d for _, d in sorted(timed)]
         rest = round(statistics.median(durations[1:]), 3) if len(durations) > 1 else None
         first.setdefault(step, {})[worker] = [round(durations[0], 3), rest]
-    return {"seconds": {k: round(v, 3) for k, v in sorted(seconds.items())}, "tasks": dict(sorted(tasks.items())),
-            "workers": {k: dict(sorted(v.items())) for k, v in sorted(workers.items())}, "first": first}
+    out = {"seconds": {k: round(v, 3) for k, v in sorted(seconds.items())}, "tasks": dict(sorted(tasks.items())),
+           "workers": {k: dict(sorted(v.items())) for k, v in sorted(workers.items())}, "first": first}
+    if window is not None:
+        spans: dict[str, list[tuple[float, float]]] = {}
+        for (_, worker), timed in runs.items():
+            spans.setdefault(worker, []).extend((s, s + d) for s, d in timed)
+        out["idle"] = {worker: _idle(sorted(timed), *window) for worker, timed in sorted(spans.items()) if timed}
+    return out
+
+
+def _idle(spans: list[tuple[float, float]], start: float, end: float) -> dict[str, float]:
+    """Seconds of ``[start, end]`` outside the (sorted) compute spans: before the first, between, after the last."""
+    first = min(max(spans[0][0], start), end)
+    covered_to = first
+    between = 0.0
+    for lo, hi in spans:
+        lo = min(max(lo, start), end)
+        if lo > covered_to:
+            between += lo - covered_to
+        covered_to = max(covered_to, min(hi, end))
+    before = first - start
+    after = end - covered_to
+    return {"before_first": round(before, 3), "between": round(between, 3), "after_last": round(after, 3),
+            "total": round(before + between + after, 3)}
 
 
 def worker_memory(session: Session, cfg: ClusterConfig | None = None) -> tuple[int | None, str]:
