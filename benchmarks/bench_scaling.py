@@ -96,11 +96,13 @@ class RssSampler:
         return False
 
 
-def run_once(config_path: Path, data: Path, out: Path, workers: int) -> dict:
+def run_once(config_path: Path, data: Path, out: Path, workers: int, images_per_partition: int | None = None) -> dict:
     # The demo's config names examples/data/..., which a clean clone does not have: its paths point into
     # the data written here before the config is validated.
     raw = yaml.safe_load(config_path.read_text())
     raw["input"]["path"] = str(data / Path(raw["input"]["path"]).name)
+    if images_per_partition is not None:
+        raw["input"]["images_per_partition"] = images_per_partition
     if raw.get("evaluate"):
         raw["evaluate"]["labels"] = str(data / Path(raw["evaluate"]["labels"]).relative_to("data"))
     raw = load_config(raw, base_dir=config_path.parent,
@@ -115,7 +117,7 @@ def run_once(config_path: Path, data: Path, out: Path, workers: int) -> dict:
     stream = summary["timings_s"]["task_stream"]
     return {"workers": workers, "wall_s": wall, "cells": summary["counts"]["cells"]["found"],
             "images": summary["counts"]["images"]["total"], "partitions": summary["partitions"]["total"],
-            "task_seconds": stream["seconds"], "tasks": stream["tasks"],
+            "task_seconds": stream["seconds"], "tasks": stream["tasks"], "idle": stream.get("idle", {}),
             # Memory: the whole tree (driver with the scheduler, nannies, workers) and the largest worker.
             "tree_rss_peak_mib": rss.tree_peak / 2**20,
             "worker_rss_peak_mib": max(rss.worker_peak.values()) / 2**20 if rss.worker_peak else float("nan")}
@@ -207,7 +209,7 @@ def check_model(path: Path, data: Path, tmp: Path, workers: tuple[int, ...], rep
         return serial + max(busy * scale / min(w, c), tasks * scale * overhead)
 
     out = {"serial_s": serial, "task_seconds": busy, "tasks": tasks, "overhead_s_per_task": overhead,
-           "cores": cores, "measured": {}, "at_scale": {}}
+           "cores": cores, "images_per_partition": one["images"] / one["partitions"], "measured": {}, "at_scale": {}}
     for w in workers:
         out["measured"][w] = {"wall_s": median[w]["wall_s"], "all_walls_s": [round(r["wall_s"], 3) for r in runs[w]],
                               "predicted_s": predict(w), "worker_rss_peak_mib": median[w]["worker_rss_peak_mib"],
@@ -219,6 +221,50 @@ def check_model(path: Path, data: Path, tmp: Path, workers: tuple[int, ...], rep
             out["at_scale"][f"{scale}x-{w}"] = {"events": scale * one["images"], "workers": w,
                                                "predicted_s": predict(w, scale, cores_=w), "bound": bound}
     return out
+
+
+def partition_sizes(data: Path, tmp: Path, sizes: list[int], repeat: int) -> dict:
+    """The IFC run at each ``input.images_per_partition`` in ``sizes``, 1 and 2 workers, sizes and workers in turn."""
+    runs: dict[int, dict[int, list[dict]]] = {n: {1: [], 2: []} for n in sizes}
+    for i in range(repeat):
+        for n in (sizes if i % 2 == 0 else sizes[::-1]):
+            for w in (1, 2):
+                r = run_once(CONFIGS["ifc"], data, tmp / f"size-{n}-{w}", w, images_per_partition=n)
+                runs[n][w].append(r)
+                print(f"images_per_partition {n}, {w} worker(s): {r['wall_s']:.2f} s", flush=True)
+    out = {}
+    for n in sizes:
+        walls = {w: [r["wall_s"] for r in runs[n][w]] for w in (1, 2)}
+        med = {w: statistics.median(walls[w]) for w in (1, 2)}
+        out[n] = {"partitions": runs[n][1][0]["partitions"], "walls_s": walls, "median_s": med,
+                  "ratio_of_medians": med[1] / med[2],
+                  # each round's 1-worker run over the 2-worker run right after it
+                  "pair_ratios": [a / b for a, b in zip(walls[1], walls[2])],
+                  "worker_rss_peak_mib": {w: [r["worker_rss_peak_mib"] for r in runs[n][w]] for w in (1, 2)},
+                  "export_task_s": {w: statistics.median(r["task_seconds"].get("export", 0.0) for r in runs[n][w])
+                                    for w in (1, 2)}}
+    return {"sizes": out, "repeat": repeat}
+
+
+def partitions_markdown(r: dict) -> str:
+    lines = ["# Scaling: partition size", "",
+             f"`python benchmarks/bench_scaling.py --events {r['events']} --repeat {r['repeat']} --partition-sizes "
+             f"{' '.join(str(n) for n in r['sizes'])}`: the IFC run (`examples/config.yml`) with each "
+             "`input.images_per_partition`, 1 and 2 workers, sizes and worker counts in turn; wall time after the "
+             f"cluster is up. Load average (1 min) {r['load_average_at_start']:.2f} at the start, "
+             f"{r['load_average_at_end']:.2f} at the end.", "",
+             "| images per partition | partitions | 1 worker (s) | 2 workers (s) | 2 vs 1 (medians) | 2 vs 1 per round | "
+             "export task s (1 / 2 workers) | per worker RSS (MiB, 1 / 2 workers) |",
+             "|---:|---:|---:|---:|---:|---|---:|---|"]
+    for n, s in r["sizes"].items():  # keys as in the JSON file: strings
+        med, exp, rss = s["median_s"], s["export_task_s"], s["worker_rss_peak_mib"]
+        lines.append(f"| {n} | {s['partitions']} | {med['1']:.2f} | {med['2']:.2f} | {s['ratio_of_medians']:.2f}× | "
+                     f"{', '.join(f'{x:.2f}' for x in s['pair_ratios'])} | {exp['1']:.2f} / {exp['2']:.2f} | "
+                     f"{max(rss['1']):.0f} / {max(rss['2']):.0f} |")
+    lines += ["", "Runs (s): " + "; ".join(
+        f"{n}: 1 worker {', '.join(f'{x:.2f}' for x in s['walls_s']['1'])}, "
+        f"2 workers {', '.join(f'{x:.2f}' for x in s['walls_s']['2'])}" for n, s in r["sizes"].items())]
+    return "\n".join(lines) + "\n"
 
 
 def _on_ifc_data(args, measure) -> dict:
@@ -250,6 +296,8 @@ def main() -> None:
                         help="instead: the IFC run at these worker counts (e.g. 1 2 4) against the overhead model")
     parser.add_argument("--ceiling", action="store_true",
                         help="instead: two 1-worker IFC runs at once against one alone (what the machine allows)")
+    parser.add_argument("--partition-sizes", type=int, nargs="+", metavar="N",
+                        help="compare these input.images_per_partition values on the IFC run (scaling_partitions.md)")
     parser.add_argument("--one-run", nargs=2, type=Path, metavar=("DATA", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one_run:  # a child of --ceiling: one 1-worker IFC run, its result as the last line of stdout
@@ -265,6 +313,11 @@ def main() -> None:
                 f"ceiling **{result['ceiling']:.2f}×** (2 × alone / together, medians). Load average "
                 f"{result['load_average_at_start']:.2f} → {result['load_average_at_end']:.2f}.\n")
         _write(args.out, "scaling_ceiling", result, text)
+        return
+    if args.partition_sizes:
+        result = _on_ifc_data(args, lambda data, tmp: partition_sizes(data, tmp, args.partition_sizes, args.repeat))
+        result = json.loads(json.dumps(result, default=float))  # the JSON file's keys (strings) in the markdown too
+        _write(args.out, "scaling_partitions", result, partitions_markdown(result))
         return
     if args.check_model:
         result = _on_ifc_data(args, lambda data, tmp: check_model(
@@ -337,6 +390,23 @@ def markdown(results: dict) -> str:
     for name, runs in results["runs"].items():
         secs = ", ".join(f"{k} {v:.2f}" for k, v in runs[2]["task_seconds"].items())
         lines.append(f"- {name}: {secs}")
+    lines += ["", "Idle seconds per worker in the median runs (from `run.json`'s `timings_s.task_stream.idle`: the "
+              "seconds from the run's start to its results in which a worker computed nothing), and the ratio the "
+              "runs would give if no worker were ever idle (wall less the mean idle):", "",
+              "| data | workers | before its first task | between tasks | after its last | idle | wall − idle |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, runs in results["runs"].items():
+        busy = {}
+        for w in (1, 2):
+            idle = list(runs[w].get("idle", {}).values())
+            if not idle:
+                continue
+            mean = {k: statistics.mean(i[k] for i in idle) for k in ("before_first", "between", "after_last", "total")}
+            busy[w] = runs[w]["wall_s"] - mean["total"]
+            lines.append(f"| {name} | {w} | {mean['before_first']:.2f} | {mean['between']:.2f} | "
+                         f"{mean['after_last']:.2f} | {mean['total']:.2f} | {busy[w]:.2f} |")
+        if len(busy) == 2:
+            lines.append(f"| {name} | 2 vs 1 without idle | | | | | {busy[1] / busy[2]:.2f}× |")
     lines += ["", "Extrapolation (from the 2-worker run's per-task costs):", "",
               "| data | tasks/partition | task s/image | workers | tasks/s needed | scheduler busy | "
               "min images/partition for 5 % |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -364,7 +434,8 @@ def model_markdown(r: dict) -> str:
         lines.append(f"| {w} | {m['wall_s']:.2f} | {m['predicted_s']:.2f} | {m['wall_s'] / m['predicted_s']:.2f} | "
                      f"{', '.join(f'{t:.2f}' for t in m['all_walls_s'])} | {m['tree_rss_peak_mib']:.0f} | "
                      f"{m['worker_rss_peak_mib']:.0f} |")
-    lines += ["", "Predictions for a cluster with a core per worker (same partitions of 64 events):", "",
+    size = f"{r['images_per_partition']:.0f}" if "images_per_partition" in r else "64"  # files before session 18: 64
+    lines += ["", f"Predictions for a cluster with a core per worker (same partitions of {size} events):", "",
               "| events | workers | predicted wall (s) | limited by |", "|---:|---:|---:|---|"]
     for p in r["at_scale"].values():
         lines.append(f"| {p['events']:,} | {p['workers']} | {p['predicted_s']:.1f} | {p['bound']} |")
