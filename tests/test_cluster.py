@@ -455,7 +455,9 @@ def test_task_stream_steps_counts_each_workers_idle_seconds_in_the_run():
                rec("other-0", "tcp://a", 11.0, 13.0),  # overlaps segment-0 (a task that left the pool): once
                rec("segment-1", "tcp://a", 15.5, 16.0), rec("features-0", "tcp://a", 16.0, 17.0),
                rec("segment-2", "tcp://b", 10.0, 19.5), rec("features-1", "tcp://b", 19.0, 21.0)]
-    ts = cluster.task_stream_steps(records, {"segment": "segment", "features": "features"}, window=(10.0, 20.0))
-    # a: idle 10-11, 14-15.5, 17-20; transfers are not compute. b: busy to the window's end.
-    assert ts["idle"] == {"tcp://a": {"before_first": 1.0, "between": 1.5, "after_last": 3.0, "total": 5.5},
-                          "tcp://b": {"before_first": 0.0, "between": 0.0, "after_last": 0.0, "total": 0.0}}
+    names = {"tcp://a": "a", "tcp://b": "b", "tcp://c": "c"}
+    ts = cluster.task_stream_steps(records, {"segment": "segment", "features": "features"}, names, window=(10.0, 20.0))
+    # a: idle 10-11, 14-15.5, 17-20; transfers are not compute. b: busy to the window's end. c: no task at all.
+    assert ts["idle"] == {"a": {"before_first": 1.0, "between": 1.5, "after_last": 3.0, "total": 5.5},
+                          "b": {"before_first": 0.0, "between": 0.0, "after_last": 0.0, "total": 0.0},
+                          "c": {"before_first": 10.0, "between": 0.0, "after_last": 0.0, "total": 10.0}}

@@ -920,7 +920,8 @@ def task_stream_steps(records: list[dict], steps: dict[str, str], names: dict[st
     ``time.time()``), ``idle`` gives per worker the seconds of the window in
     which it computed nothing: before its first task, between tasks, and
     after its last (tasks that overlap, as a compiling task that left the
-    thread pool, count once). Idle seconds are what a second worker cannot
+    thread pool, count once); a worker of ``names`` that computed nothing
+    is idle for the whole window, before its first task. Idle seconds are what a second worker cannot
     win back: the start, the waits at the dataset-wide barrier, the end.
     """
     from dask.utils import key_split
@@ -952,13 +953,15 @@ def task_stream_steps(records: list[dict], steps: dict[str, str], names: dict[st
         spans: dict[str, list[tuple[float, float]]] = {}
         for (_, worker), timed in runs.items():
             spans.setdefault(worker, []).extend((s, s + d) for s, d in timed)
-        out["idle"] = {worker: _idle(sorted(timed), *window) for worker, timed in sorted(spans.items()) if timed}
+        for worker in names.values():  # a worker that computed nothing was idle all along
+            spans.setdefault(str(worker), [])
+        out["idle"] = {worker: _idle(sorted(timed), *window) for worker, timed in sorted(spans.items())}
     return out
 
 
 def _idle(spans: list[tuple[float, float]], start: float, end: float) -> dict[str, float]:
     """Seconds of ``[start, end]`` outside the (sorted) compute spans: before the first, between, after the last."""
-    first = min(max(spans[0][0], start), end)
+    first = min(max(spans[0][0], start), end) if spans else end
     covered_to = first
     between = 0.0
     for lo, hi in spans:
