@@ -83,6 +83,22 @@ def test_every_task_carries_its_steps_resources(fields):
     assert len(steps["segment"]) == len(steps["cells"]) == len(steps["features"]) == len(steps["export"]) == n
 
 
+def test_each_write_depends_on_its_partitions_features_only(fields):
+    """A write with a second input (the column list as a task of its own, which Dask sizes above a partition's
+    features) is placed where that input is, and its features are sent after it: one input keeps it local."""
+    from dask.core import get_dependencies
+
+    p = prepare(fields_config(fields, "/tmp/unused"))
+    cells = graph.build_cells(p)
+    tasks = graph.build_writes(p, "/tmp/unused", cells, bounds=[(0.0, float("inf"))], ranges={(): ((0.0, 1.0),) * 3})
+    dsk = dict(collections_to_expr(tasks, optimize_graph=False).__dask_graph__())
+    writes = [k for k in dsk if graph.STEPS.get(key_split(k)) == "export"]
+    assert len(writes) == len(graph.partitions(p)) > 1
+    for key in writes:
+        deps = get_dependencies(dsk, key)
+        assert len(deps) == 1 and graph.STEPS.get(key_split(next(iter(deps)))) == "features", (key, deps)
+
+
 def test_gpu_worker_runs_every_segmentation_and_no_texture(fields, tmp_path):
     """Acceptance 1: one GPU-resource worker and one CPU worker on a CPU machine; the task stream says where."""
     from distributed import get_task_stream

@@ -36,6 +36,7 @@ import math
 import time
 import zlib
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Callable, Sequence
 from pathlib import Path
 
@@ -410,10 +411,11 @@ def build_writes(p: Plan, directory: str | Path, cells: db.Bag | None = None, bo
     only the tasks of the partitions you need: the others are not computed.
     """
     bag = build_features(p, cells, bounds, ranges, samples, routing)
-    progress = str(progress) if progress is not None else None
-    # The column list (hundreds of entries) goes into the graph once, untraversed: passed as it is to each
-    # write, Dask walked and hashed it again for every partition, seconds of driver time before the pass.
-    columns = delayed(p.columns, traverse=False)
+    # The column list (hundreds of entries) travels inside the function, neither walked and hashed by Dask for
+    # each partition (seconds of driver time) nor a task of its own: as a task, its sizeof (~270 KB, more than a
+    # partition's features by Dask's estimate) drew the writes to the worker that held it, and the features
+    # were sent after them.
+    write = partial(_write, directory=str(directory), columns=p.columns,
+                    progress=str(progress) if progress is not None else None, report_columns=tuple(report_columns))
     with annotate(routing.cpu):
-        return [delayed(_write, pure=False)(part, i, str(directory), columns, progress, tuple(report_columns))
-                for i, part in enumerate(bag.to_delayed(optimize_graph=False))]
+        return [delayed(write, pure=False)(part, i) for i, part in enumerate(bag.to_delayed(optimize_graph=False))]
