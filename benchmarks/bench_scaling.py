@@ -123,6 +123,21 @@ def run_once(config_path: Path, data: Path, out: Path, workers: int, images_per_
             "worker_rss_peak_mib": max(rss.worker_peak.values()) / 2**20 if rss.worker_peak else float("nan")}
 
 
+def take_turns(variants: list, repeat: int, run, swap: bool = False) -> dict:
+    """``run(v)`` for each of ``variants`` in turn, ``repeat`` rounds, so that load from other jobs falls on every
+    variant alike; with ``swap``, every other round goes through them backwards. Each variant's results, in order."""
+    runs: dict = {v: [] for v in variants}
+    for i in range(repeat):
+        for v in (variants[::-1] if swap and i % 2 else variants):
+            runs[v].append(run(v))
+    return runs
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median wall time (the lower one of an even count)."""
+    return sorted(runs, key=lambda r: r["wall_s"])[(len(runs) - 1) // 2]
+
+
 def scheduler_overhead(n: int = 4000) -> float:
     """Seconds of scheduler time per task: ``n`` no-op tasks on 2 workers, wall / n (median of 3)."""
     from distributed import wait
@@ -194,11 +209,8 @@ def check_model(path: Path, data: Path, tmp: Path, workers: tuple[int, ...], rep
     scheduler, dispatching ``N`` tasks at ``overhead`` seconds each, is slower:
     ``wall(W) = S + max(C / min(W, cores), N * overhead)``.
     """
-    runs: dict[int, list[dict]] = {w: [] for w in workers}
-    for _ in range(repeat):
-        for w in workers:  # taking turns, so other load falls on every worker count alike
-            runs[w].append(run_once(path, data, tmp / f"model-{w}", w))
-    median = {w: sorted(r, key=lambda x: x["wall_s"])[(len(r) - 1) // 2] for w, r in runs.items()}
+    runs = take_turns(list(workers), repeat, lambda w: run_once(path, data, tmp / f"model-{w}", w))
+    median = {w: median_run(r) for w, r in runs.items()}
     one = median[min(workers)]
     busy = sum(v for k, v in one["task_seconds"].items() if k != "other")
     tasks = sum(v for k, v in one["tasks"].items() if k != "other")
@@ -225,13 +237,15 @@ def check_model(path: Path, data: Path, tmp: Path, workers: tuple[int, ...], rep
 
 def partition_sizes(data: Path, tmp: Path, sizes: list[int], repeat: int) -> dict:
     """The IFC run at each ``input.images_per_partition`` in ``sizes``, 1 and 2 workers, sizes and workers in turn."""
-    runs: dict[int, dict[int, list[dict]]] = {n: {1: [], 2: []} for n in sizes}
-    for i in range(repeat):
-        for n in (sizes if i % 2 == 0 else sizes[::-1]):
-            for w in (1, 2):
-                r = run_once(CONFIGS["ifc"], data, tmp / f"size-{n}-{w}", w, images_per_partition=n)
-                runs[n][w].append(r)
-                print(f"images_per_partition {n}, {w} worker(s): {r['wall_s']:.2f} s", flush=True)
+    def one_size(n: int) -> dict[int, dict]:  # 1 worker, then 2 right after
+        out = {}
+        for w in (1, 2):
+            out[w] = run_once(CONFIGS["ifc"], data, tmp / f"size-{n}-{w}", w, images_per_partition=n)
+            print(f"images_per_partition {n}, {w} worker(s): {out[w]['wall_s']:.2f} s", flush=True)
+        return out
+
+    turns = take_turns(sizes, repeat, one_size, swap=True)
+    runs = {n: {w: [t[w] for t in turns[n]] for w in (1, 2)} for n in sizes}
     out = {}
     for n in sizes:
         walls = {w: [r["wall_s"] for r in runs[n][w]] for w in (1, 2)}
@@ -336,12 +350,10 @@ def main() -> None:
         for name, path in CONFIGS.items():
             results["runs"][name] = {}
             # 1 and 2 workers take turns, so load from other jobs falls on both alike; the median run is kept.
-            runs: dict[int, list[dict]] = {1: [], 2: []}
-            for _ in range(args.repeat):
-                for workers in (1, 2):
-                    runs[workers].append(run_once(path, data, Path(tmp) / f"out-{name}-{workers}", workers))
+            runs = take_turns([1, 2], args.repeat,
+                              lambda w: run_once(path, data, Path(tmp) / f"out-{name}-{w}", w))
             for workers in (1, 2):
-                median = sorted(runs[workers], key=lambda r: r["wall_s"])[(len(runs[workers]) - 1) // 2]
+                median = median_run(runs[workers])
                 median["cells_per_s"] = median["cells"] / median["wall_s"]
                 median["all_walls_s"] = [round(r["wall_s"], 3) for r in runs[workers]]
                 results["runs"][name][workers] = median
